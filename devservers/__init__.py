@@ -1,0 +1,1 @@
+"""stateferry: devservers layer."""

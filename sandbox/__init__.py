@@ -1,0 +1,1 @@
+"""stateferry: sandbox layer."""

@@ -1,0 +1,1 @@
+"""Subcommand groups of the ``stateferry`` CLI (each module exposes ``register(subparsers)``)."""
