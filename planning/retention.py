@@ -1,0 +1,168 @@
+"""Backup retention as in nxs-backup: ``days`` / ``weeks`` / ``months`` (pure).
+
+Rules (evaluated against ``now``, which the caller passes in; dates are the backups' own calendar
+dates in the timezone of the datetimes given, UTC in stateferry):
+
+* **daily**: every good backup whose date lies within the last ``days`` calendar days
+  (``now.date() - date < days``) is kept — a daily copy for every run.
+* **weekly**: on each ``weekly_weekday`` (Sunday by default) the newest good backup of that day is a
+  weekly copy; weekly copies from the last ``weeks * 7`` days are kept.
+* **monthly**: on each ``monthly_day`` (the 1st by default) the newest good backup of that day is a
+  monthly copy; monthly copies from the last ``months`` calendar months (the current one included)
+  are kept.
+* the newest good backup is always kept, whatever the counts (so a retention of 0/0/0 still leaves
+  one restorable backup, and a clock jump can never empty a storage);
+* backups dated after ``now`` (clock skew) are kept and say so;
+* backups that are not good (failed / incomplete, e.g. left by a crashed run) are deleted.
+
+The planner records every reason a backup is kept, so the plan can be shown and audited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long copies are kept; counts as in nxs-backup's ``store:`` block.
+
+    Attributes:
+        days: calendar days for which every run's backup is kept (daily copies).
+        weeks: number of weeks for which the weekday's backup is kept (weekly copies).
+        months: number of calendar months for which the monthly day's backup is kept.
+        weekly_weekday: 0=Monday .. 6=Sunday; the day whose backup becomes the weekly copy.
+        monthly_day: day of month (1..28) whose backup becomes the monthly copy.
+    """
+
+    days: int = 6
+    weeks: int = 4
+    months: int = 6
+    weekly_weekday: int = 6
+    monthly_day: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("days", "weeks", "months"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"store.{name} must be an integer >= 0, got {value!r}")
+        if not 0 <= self.weekly_weekday <= 6:
+            raise ValueError(
+                f"store.weekly_weekday must be 0..6 (Monday..Sunday), got {self.weekly_weekday!r}"
+            )
+        if not 1 <= self.monthly_day <= 28:
+            raise ValueError(f"store.monthly_day must be 1..28, got {self.monthly_day!r}")
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    """One backup as the planner sees it.
+
+    Attributes:
+        backup_id: identifier unique within a storage (e.g. ``20260101T000000Z``).
+        created: when the backup was taken (timezone-aware).
+        good: True when the backup completed and was published as good.
+    """
+
+    backup_id: str
+    created: dt.datetime
+    good: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionDecision:
+    """The verdict for one backup: keep (with every reason) or delete (with the reason)."""
+
+    backup_id: str
+    created: dt.datetime
+    keep: bool
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """All decisions, newest first."""
+
+    decisions: tuple[RetentionDecision, ...]
+
+    @property
+    def keep(self) -> list[str]:
+        """Ids of backups to keep, newest first."""
+        return [d.backup_id for d in self.decisions if d.keep]
+
+    @property
+    def delete(self) -> list[str]:
+        """Ids of backups to delete, newest first."""
+        return [d.backup_id for d in self.decisions if not d.keep]
+
+    def to_markdown(self) -> str:
+        """Render the plan as a Markdown table (for a Prefect artifact)."""
+        lines = ["| backup | created | verdict | why |", "|---|---|---|---|"]
+        for d in self.decisions:
+            verdict = "keep" if d.keep else "delete"
+            lines.append(f"| {d.backup_id} | {d.created.isoformat()} | {verdict} | {'; '.join(d.reasons)} |")
+        return "\n".join(lines)
+
+
+def _month_index(day: dt.date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def plan_retention(
+    backups: Iterable[BackupEntry], policy: RetentionPolicy, now: dt.datetime
+) -> RetentionPlan:
+    """Decide which backups to keep and which to delete.
+
+    Args:
+        backups: every backup found in one storage (any order; good or not).
+        policy: the storage's retention counts.
+        now: the reference time (the caller's clock; never read here).
+
+    Returns:
+        A plan with one decision per backup, newest first; kept backups list every reason.
+    """
+    entries: Sequence[BackupEntry] = sorted(backups, key=lambda b: (b.created, b.backup_id), reverse=True)
+    ids = [b.backup_id for b in entries]
+    if len(set(ids)) != len(ids):
+        raise ValueError("backup ids must be unique within a storage")
+    today = now.date()
+    good = [b for b in entries if b.good]
+    newest_good = good[0].backup_id if good else None
+
+    # The newest good backup of each calendar day (candidate weekly/monthly copy).
+    newest_of_day: dict[dt.date, str] = {}
+    for b in good:
+        newest_of_day.setdefault(b.created.date(), b.backup_id)
+
+    decisions: list[RetentionDecision] = []
+    for b in entries:
+        day = b.created.date()
+        reasons: list[str] = []
+        if not b.good:
+            decisions.append(RetentionDecision(b.backup_id, b.created, False, ("not a good backup",)))
+            continue
+        if b.created > now:
+            reasons.append("dated after now (clock skew): kept")
+        age_days = (today - day).days
+        if 0 <= age_days < policy.days:
+            reasons.append(f"daily copy ({age_days} of {policy.days} days old)")
+        is_day_copy = newest_of_day.get(day) == b.backup_id
+        if is_day_copy and day.weekday() == policy.weekly_weekday and 0 <= age_days < policy.weeks * 7:
+            weekday = WEEKDAYS[policy.weekly_weekday]
+            reasons.append(f"weekly copy ({weekday}, {age_days // 7 + 1} of {policy.weeks} weeks)")
+        age_months = _month_index(today) - _month_index(day)
+        if is_day_copy and day.day == policy.monthly_day and 0 <= age_months < policy.months:
+            reasons.append(
+                f"monthly copy (day {policy.monthly_day}, {age_months + 1} of {policy.months} months)"
+            )
+        if b.backup_id == newest_good:
+            reasons.append("newest good backup: never deleted")
+        if reasons:
+            decisions.append(RetentionDecision(b.backup_id, b.created, True, tuple(reasons)))
+        else:
+            decisions.append(RetentionDecision(b.backup_id, b.created, False, ("outside days/weeks/months",)))
+    return RetentionPlan(tuple(decisions))
