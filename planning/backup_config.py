@@ -1,0 +1,440 @@
+"""Backup job configuration: the model and its YAML parsing (pure: no I/O, no clock, no clients).
+
+A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
+
+    job: redmine-mysql
+    type: mysql                      # mysql | mariadb | postgres | files | etcd
+    schedule: "0 0 * * *"            # cron, for the deployment (optional)
+    sources:
+    - connect: {block: redmine-db}   # a saved `Database` block (credentials never live here)
+      target: [redmine_db]           # databases; empty = all user databases
+      extra_keys: "--opt --add-drop-database --routines ..."
+    storages:
+    - storage: local
+      backup_dir: /var/stateferry/backups
+      store: {days: 6, weeks: 4, months: 6}
+    - storage: s3
+      object_store: backups-s3       # a saved `ObjectStore` block
+      bucket_name: backups
+      backup_dir: /stateferry/mysql  # key prefix
+      store: {days: 2, weeks: 1, months: 6}
+    verify: true
+    notify: {block: ops-webhook, on_success: false}
+
+Every problem is reported as :class:`stateferry.errors.InputError` naming the field (e.g.
+``storages[1].store.days``) and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from planning.retention import WEEKDAYS, RetentionPolicy
+from stateferry.errors import InputError
+
+#: nxs-backup's extra keys for mysqldump (the seed), plus --single-transaction added separately.
+DEFAULT_MYSQLDUMP_KEYS = (
+    "--opt --add-drop-database --routines --comments --create-options --quote-names"
+    " --order-by-primary --hex-blob"
+)
+#: Options that would leak or break things if given as extra keys.
+_FORBIDDEN_KEYS = ("--password", "-p", "--result-file", "-r", "--host", "-h", "--port", "-P", "--user", "-u")
+_ENGINES = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "pgsql": "postgres",
+    "files": "files",
+    "desc_files": "files",
+    "inc_files": "files",
+    "etcd": "etcd",
+}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "access_key_id")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class StoreConfig(_Model):
+    """Retention counts of one storage (nxs-backup's ``store:``; ``month`` accepted as alias)."""
+
+    days: int = Field(default=6, ge=0)
+    weeks: int = Field(default=4, ge=0)
+    months: int = Field(default=6, ge=0)
+    weekly_weekday: int = Field(
+        default=6, ge=0, le=6, description="0=Monday .. 6=Sunday, or the day's English name"
+    )
+    monthly_day: int = Field(default=1, ge=1, le=28)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "month" in data and "months" not in data:
+                data["months"] = data.pop("month")
+            wd = data.get("weekly_weekday")
+            if isinstance(wd, str):
+                name = wd.strip().lower()
+                matches = (
+                    [i for i, d in enumerate(WEEKDAYS) if d.startswith(name[:3])] if len(name) >= 3 else []
+                )
+                if len(matches) != 1:
+                    raise InputError(
+                        "weekly_weekday", f"{wd!r} is not a weekday", "use e.g. 'sunday' or 0..6"
+                    )
+                data["weekly_weekday"] = matches[0]
+        return data
+
+    def policy(self) -> RetentionPolicy:
+        """The planner's policy for these counts."""
+        return RetentionPolicy(
+            days=self.days,
+            weeks=self.weeks,
+            months=self.months,
+            weekly_weekday=self.weekly_weekday,
+            monthly_day=self.monthly_day,
+        )
+
+
+class LocalStorageConfig(_Model):
+    """A directory on the machine (or PV) running the flow."""
+
+    storage: Literal["local"]
+    enable: bool = True
+    name: str | None = None
+    backup_dir: str
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise InputError(
+                "backup_dir", f"{v!r} is not an absolute path", "give an absolute directory path"
+            )
+        return v.rstrip("/") or "/"
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``local:/path`` unless named)."""
+        return self.name or f"local:{self.backup_dir}"
+
+
+class S3StorageConfig(_Model):
+    """A bucket + key prefix on an S3 server described by a saved ``ObjectStore`` block."""
+
+    storage: Literal["s3"]
+    enable: bool = True
+    name: str | None = None
+    object_store: str = Field(description="name of a saved ObjectStore block")
+    bucket_name: str = Field(alias="bucket_name")
+    backup_dir: str = ""
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "bucket" in data and "bucket_name" not in data:
+                data["bucket_name"] = data.pop("bucket")
+            if "prefix" in data and "backup_dir" not in data:
+                data["backup_dir"] = data.pop("prefix")
+        return data
+
+    @field_validator("bucket_name")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
+            raise InputError(
+                "bucket_name", f"{v!r} is not a valid S3 bucket name", "use 3-63 chars a-z 0-9 . -"
+            )
+        return v
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``s3:block/bucket/prefix`` unless named)."""
+        return self.name or f"s3:{self.object_store}/{self.bucket_name}/{self.backup_dir}".rstrip("/")
+
+
+StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="storage")]
+
+
+class ConnectConfig(_Model):
+    """Where the credentials are: the name of a saved block (never the password itself)."""
+
+    block: str
+
+
+class DatabaseSourceConfig(_Model):
+    """A MySQL/MariaDB or PostgreSQL source."""
+
+    connect: ConnectConfig
+    target: list[str] = Field(default_factory=list, description="databases; empty = all user databases")
+    extra_keys: str | None = None
+    single_transaction: bool = True
+    format: Literal["custom", "plain"] = "custom"
+    gzip: bool = True
+    is_slave: bool = False
+
+    @field_validator("extra_keys")
+    @classmethod
+    def _keys(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parts = shlex.split(v)
+        except ValueError as exc:
+            raise InputError(
+                "extra_keys", f"cannot be split into arguments ({exc})", "fix the quoting"
+            ) from None
+        for part in parts:
+            opt = part.split("=", 1)[0]
+            short = opt[:2] if not opt.startswith("--") else opt
+            if opt in _FORBIDDEN_KEYS or short in _FORBIDDEN_KEYS:
+                raise InputError(
+                    "extra_keys",
+                    f"{short!r} is managed by stateferry (connection/credentials/output)",
+                    "remove it; connection details come from the Database block",
+                )
+        return v
+
+    def dump_args(self, engine: str) -> list[str]:
+        """Extra command-line keys for the dump tool."""
+        if engine == "mysql":
+            keys = shlex.split(self.extra_keys if self.extra_keys is not None else DEFAULT_MYSQLDUMP_KEYS)
+            if self.single_transaction and "--single-transaction" not in keys:
+                keys.append("--single-transaction")
+            return keys
+        return shlex.split(self.extra_keys or "")
+
+
+class FilesSourceConfig(_Model):
+    """Files and directories archived with tar."""
+
+    target: list[str] = Field(min_length=1)
+    excludes: list[str] = Field(default_factory=list)
+    gzip: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _abs(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/"):
+                raise InputError("target", f"{p!r} is not an absolute path", "list absolute paths to archive")
+        return [p.rstrip("/") or "/" for p in v]
+
+
+class EtcdSourceConfig(_Model):
+    """An etcd cluster described by a saved ``EtcdCluster`` block."""
+
+    connect: ConnectConfig
+    gzip: bool = True
+
+
+class NotifyConfig(_Model):
+    """Which Prefect notification block to call, and when."""
+
+    block: str
+    on_failure: bool = True
+    on_success: bool = False
+
+
+class BackupJob(_Model):
+    """One backup job: one source, any number of storages."""
+
+    job: str
+    type: str
+    engine: Literal["mysql", "postgres", "files", "etcd"]
+    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig
+    storages: list[StorageConfig] = Field(min_length=1)
+    verify: bool = False
+    schedule: str | None = None
+    timezone: str = "UTC"
+    notify: NotifyConfig | None = None
+    description: str = ""
+
+    @property
+    def enabled_storages(self) -> list[LocalStorageConfig | S3StorageConfig]:
+        """Storages with ``enable: yes``."""
+        return [s for s in self.storages if s.enable]
+
+    @property
+    def storage_labels(self) -> list[str]:
+        """Report names of the enabled storages."""
+        return [s.label for s in self.enabled_storages]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("local", "s3") or "[" in str(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "job"
+
+
+def _fix_for(msg: str, field: str) -> str:
+    if "extra inputs" in msg.lower():
+        return f"remove {field.split('.')[-1]!r} (unknown key) or check its spelling"
+    if "greater than or equal to 0" in msg:
+        return "use a count >= 0"
+    if "Field required" in msg or "missing" in msg:
+        return f"add {field.split('.')[-1]!r}"
+    if "tag" in msg and "storage" in msg:
+        return "set storage: local or storage: s3"
+    return "see docs/backups.md for the job format"
+
+
+def _input_error(exc: ValidationError, prefix: str = "") -> InputError:
+    err = exc.errors()[0]
+    field = prefix + _loc(tuple(err.get("loc", ())))
+    msg = str(err.get("msg", "invalid"))
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, InputError):
+        if not field.endswith(inner.field):
+            field = f"{field}.{inner.field}"
+        return InputError(field, inner.problem, inner.fix)
+    return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field))
+
+
+def _source_model(engine: str) -> type[_Model]:
+    if engine in ("mysql", "postgres"):
+        return DatabaseSourceConfig
+    if engine == "files":
+        return FilesSourceConfig
+    return EtcdSourceConfig
+
+
+def parse_job(data: Any) -> BackupJob:
+    """Validate one job mapping (as loaded from YAML or given as flow parameter).
+
+    Args:
+        data: the job mapping (``job``, ``type``, ``sources``, ``storages``, ...).
+
+    Returns:
+        The validated job.
+
+    Raises:
+        InputError: naming the offending field and the fix.
+    """
+    if not isinstance(data, dict):
+        raise InputError(
+            "job", f"expected a mapping, got {type(data).__name__}", "give job, type, sources, storages"
+        )
+    data = dict(data)
+    name = data.get("job")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InputError(
+            "job", f"{name!r} is not a valid job name", "use 1-63 chars of a-z 0-9 . _ - (lowercase)"
+        )
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind.lower() not in _ENGINES:
+        raise InputError(
+            "type",
+            f"unknown engine {kind!r}",
+            f"use one of {', '.join(sorted(set(_ENGINES)))}",
+        )
+    engine = _ENGINES[kind.lower()]
+    if "source" in data and "sources" not in data:
+        data["sources"] = [data.pop("source")]
+    sources = data.pop("sources", None)
+    if not isinstance(sources, list) or len(sources) != 1:
+        raise InputError(
+            "sources", "a job backs up exactly one source", "list one source (make one job per service)"
+        )
+    src = sources[0]
+    if isinstance(src, dict):
+        src = dict(src)
+        connect = src.get("connect")
+        if isinstance(connect, dict):
+            for key in _SECRET_KEYS:
+                if key in connect:
+                    raise InputError(
+                        f"sources[0].connect.{key}",
+                        "secrets do not belong in a job config (it is a visible flow parameter)",
+                        "save a Database/EtcdCluster block and reference it as connect: {block: <name>}",
+                    )
+    for i, st in enumerate(data.get("storages") or []):
+        if isinstance(st, dict):
+            for key in _SECRET_KEYS:
+                if key in st:
+                    raise InputError(
+                        f"storages[{i}].{key}",
+                        "secrets do not belong in a job config (it is a visible flow parameter)",
+                        "save an ObjectStore block and reference it as object_store: <name>",
+                    )
+            if st.get("storage") not in ("local", "s3"):
+                raise InputError(
+                    f"storages[{i}].storage",
+                    f"unknown storage {st.get('storage')!r}",
+                    "use storage: local or s3",
+                )
+    try:
+        source = _source_model(engine).model_validate(src)
+    except ValidationError as exc:
+        raise _input_error(exc, "sources[0].") from None
+    data.pop("tmp_dir", None)  # nxs-backup's staging dir: stateferry streams, nothing is staged
+    try:
+        job = BackupJob.model_validate({**data, "type": kind, "engine": engine, "source": source})
+    except ValidationError as exc:
+        raise _input_error(exc) from None
+    if not job.enabled_storages:
+        raise InputError("storages", "no storage is enabled", "enable at least one storage")
+    labels = job.storage_labels
+    if len(set(labels)) != len(labels):
+        raise InputError(
+            "storages", f"two storages share a name: {labels}", "give each storage a distinct name"
+        )
+    return job
+
+
+def parse_job_yaml(text: str) -> BackupJob:
+    """Parse a job from YAML text (a mapping, or a one-item list as in nxs-backup's conf.d files).
+
+    Raises:
+        InputError: for YAML syntax errors and every validation problem.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError("job config", f"is not valid YAML ({exc})", "fix the YAML syntax") from None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    return parse_job(data)
+
+
+def job_to_parameters(job: BackupJob) -> dict[str, Any]:
+    """The JSON-able mapping to pass as the flow's ``job`` parameter (round-trips through parse_job)."""
+    src = job.source.model_dump(mode="json", exclude_defaults=True)
+    storages = [s.model_dump(mode="json", exclude_defaults=False) for s in job.storages]
+    out: dict[str, Any] = {"job": job.job, "type": job.type, "sources": [src], "storages": storages}
+    if job.verify:
+        out["verify"] = True
+    if job.schedule:
+        out["schedule"] = job.schedule
+    if job.timezone != "UTC":
+        out["timezone"] = job.timezone
+    if job.notify:
+        out["notify"] = job.notify.model_dump(mode="json")
+    if job.description:
+        out["description"] = job.description
+    return out
