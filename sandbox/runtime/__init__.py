@@ -1,0 +1,1 @@
+"""Runtime of the sandbox clusters: kubelet, controllers, DNS, load balancers (see README.md)."""

@@ -1,0 +1,588 @@
+"""Pod processes: a private mount (+UTS) namespace per pod, containers, probes and restarts.
+
+A pod is a *holder* process (``unshare --mount --uts --propagation private``) that sets up the
+pod's mounts and then sleeps, like the pause container of a real pod sandbox. Containers and exec
+probes enter its mount namespace with ``nsenter``; volumes therefore survive container restarts,
+and every mount vanishes with the namespace when the last process of the pod is gone. Nothing is
+mounted on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.runtime.probes import Probe, run_probe
+from sandbox.runtime.timescale import scaled
+
+log = logging.getLogger(__name__)
+
+SANDBOX_MARKER_ENV = "STATEFERRY_SANDBOX_ID"
+POD_MARKER_ENV = "STATEFERRY_SANDBOX_POD"
+LOCAL_BIN_LINKS = {"etcd": "/usr/bin/etcd", "etcdctl": "/usr/bin/etcdctl"}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount inside the pod: host ``source`` appears at ``target``."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass
+class ContainerPlan:
+    """What to run for one container.
+
+    Attributes:
+        name: container name.
+        image: image reference (only informational).
+        argv: command + args; empty for containers without a process (Running at once).
+        env: the complete environment of the process.
+        cwd: working directory inside the pod.
+        readiness / liveness / startup: probes or None.
+    """
+
+    name: str
+    image: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str = "/"
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+    probe_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PodPlan:
+    """Everything the runtime needs to run a pod."""
+
+    uid: str
+    namespace: str
+    name: str
+    hostname: str
+    pod_ip: str
+    pod_dir: Path
+    hosts_file: Path
+    resolv_file: Path
+    mounts: list[Mount]
+    containers: list[ContainerPlan]
+    restart_policy: str = "Always"
+    marker: str = ""
+    extra_bin_links: dict[str, str] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ContainerState:
+    """Observed state of one container (what the kubelet reports in ``containerStatuses``)."""
+
+    name: str
+    image: str
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    restart_count: int = 0
+    ready: bool = False
+    started: bool = False
+    last_terminated: dict[str, Any] | None = None
+    pid: int | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        """Render as a ``ContainerStatus`` dict of the API."""
+        state: dict[str, Any]
+        if self.state == "running":
+            state = {"running": {"startedAt": self.started_at}}
+        elif self.state == "terminated":
+            state = {
+                "terminated": {
+                    "exitCode": self.exit_code,
+                    "reason": self.reason,
+                    "startedAt": self.started_at,
+                    "finishedAt": self.finished_at,
+                }
+            }
+        else:
+            state = {"waiting": {"reason": self.reason}}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "image": self.image,
+            "imageID": "",
+            "containerID": f"sandbox://{self.pid}" if self.pid else None,
+            "ready": self.ready,
+            "started": self.started,
+            "restartCount": self.restart_count,
+            "state": state,
+            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
+        }
+        if out["containerID"] is None:
+            del out["containerID"]
+        return out
+
+
+class _Container:
+    def __init__(self, plan: ContainerPlan) -> None:
+        self.plan = plan
+        self.state = ContainerState(name=plan.name, image=plan.image)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.next_start = 0.0
+        self.generation = 0
+        self.done = False  # will not be restarted
+        self.last_start = 0.0
+
+
+class PodRuntime:
+    """Runs one pod. Thread-safe; ``on_change`` is called (from runtime threads) on every change.
+
+    Args:
+        plan: the pod plan.
+        on_change: callback without arguments, e.g. to make the kubelet push the pod status.
+    """
+
+    def __init__(self, plan: PodPlan, on_change: Callable[[], None] = lambda: None) -> None:
+        self.plan = plan
+        self.on_change = on_change
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.containers = [_Container(c) for c in plan.containers]
+        self.error: str | None = None
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._created_dirs: list[Path] = []
+        self.sandbox_ready = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Create the pod sandbox (holder + mounts) and start the container loop in a thread."""
+        self._thread = threading.Thread(target=self._run, name=f"pod-{self.plan.name}", daemon=True)
+        self._thread.start()
+
+    def _marker_env(self) -> dict[str, str]:
+        env = {POD_MARKER_ENV: self.plan.uid}
+        if self.plan.marker:
+            env[SANDBOX_MARKER_ENV] = self.plan.marker
+        return env
+
+    def _setup_script(self) -> str:
+        p = self.plan
+        q = shlex.quote
+        lines = ["set -e", f"hostname {q(p.hostname)}"]
+        lines.append(f"mount --bind {q(str(p.hosts_file))} /etc/hosts")
+        lines.append(f"mount --bind {q(str(p.resolv_file))} /etc/resolv.conf")
+        lines.append("mount -t tmpfs -o mode=0755,size=1m sandbox-local-bin /usr/local/bin")
+        for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
+            lines.append(f"ln -s {q(target)} /usr/local/bin/{q(name)}")
+        for m in p.mounts:
+            lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
+            if m.read_only:
+                lines.append(f"mount -o remount,bind,ro {q(m.target)}")
+        lines.append("echo ready")
+        lines.append("exec sleep infinity")
+        return "\n".join(lines) + "\n"
+
+    def _ensure_mountpoints(self) -> None:
+        for target in [m.target for m in self.plan.mounts]:
+            path = Path(target)
+            src_is_dir = True
+            for m in self.plan.mounts:
+                if m.target == target:
+                    src_is_dir = Path(m.source).is_dir()
+            if path.exists():
+                continue
+            missing: list[Path] = []
+            cur = path
+            while not cur.exists():
+                missing.append(cur)
+                cur = cur.parent
+            for d in reversed(missing[1:]):
+                d.mkdir()
+            if src_is_dir:
+                path.mkdir()
+            else:
+                path.touch()
+            self._created_dirs.extend(missing)  # deepest first
+
+    def _start_holder(self) -> None:
+        p = self.plan
+        p.pod_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_mountpoints()
+        script = p.pod_dir / "sandbox-setup.sh"
+        script.write_text(self._setup_script())
+        log_file = open(p.pod_dir / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.holder = subprocess.Popen(
+                ["unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", str(script)],
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": DEFAULT_PATH, **self._marker_env()},
+                start_new_session=True,
+            )
+        finally:
+            log_file.close()
+        assert self.holder.stdout is not None
+        line = self.holder.stdout.readline()
+        if line.strip() != b"ready":
+            self.holder.wait(timeout=5)
+            err = (p.pod_dir / "sandbox.log").read_text(errors="replace")[-800:]
+            raise RuntimeError(f"pod sandbox setup failed: {err.strip()}")
+        self.holder.stdout.close()
+
+    def _run(self) -> None:
+        try:
+            self._start_holder()
+        except Exception as exc:
+            log.warning("pod %s/%s: %s", self.plan.namespace, self.plan.name, exc)
+            with self._lock:
+                self.error = str(exc)
+                for c in self.containers:
+                    c.state.reason = "CreateContainerError"
+            self.on_change()
+            return
+        with self._lock:
+            self.sandbox_ready = True
+        self.on_change()
+        while not self._stopping.is_set():
+            changed = False
+            for c in self.containers:
+                changed |= self._tick(c)
+            if changed:
+                self.on_change()
+            self._stopping.wait(0.1)
+
+    def _tick(self, c: _Container) -> bool:
+        with self._lock:
+            if c.done:
+                return False
+            if c.proc is None:
+                if time.monotonic() < c.next_start:
+                    return False
+                self._start_container(c)
+                return True
+            code = c.proc.poll()
+            if code is None:
+                return False
+            self._on_exit(c, code)
+            return True
+
+    def _start_container(self, c: _Container) -> None:
+        c.generation += 1
+        c.last_start = time.monotonic()
+        c.state.started_at = _now()
+        c.state.finished_at = None
+        c.state.exit_code = None
+        if not c.plan.argv:
+            if self.plan.restart_policy == "Always":
+                c.state.state, c.state.reason = "running", ""
+                c.state.started = True
+                c.state.ready = True
+            else:  # a run-to-completion pod of an image without a process: succeeds at once
+                c.state.state, c.state.reason, c.state.exit_code = "terminated", "Completed", 0
+                c.state.finished_at = _now()
+                c.done = True
+            return
+        log_file = open(self.plan.pod_dir / f"{c.plan.name}.log", "ab")  # noqa: SIM115
+        assert self.holder is not None
+        try:
+            c.proc = subprocess.Popen(
+                ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={c.plan.cwd}", "--", *c.plan.argv],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**c.plan.env, **self._marker_env()},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            c.state.state, c.state.reason = "waiting", "RunContainerError"
+            c.next_start = time.monotonic() + scaled(10)
+            log.warning("pod %s: container %s: %s", self.plan.name, c.plan.name, exc)
+            return
+        finally:
+            log_file.close()
+        c.state.pid = c.proc.pid
+        c.state.state, c.state.reason = "running", ""
+        c.state.ready = c.plan.readiness is None and c.plan.startup is None
+        c.state.started = c.plan.startup is None
+        threading.Thread(target=self._probe_loop, args=(c, c.generation), daemon=True).start()
+
+    def _on_exit(self, c: _Container, code: int) -> None:
+        assert c.proc is not None
+        pgid = c.proc.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)  # the container's other processes die with PID 1
+        c.proc = None
+        if code < 0:
+            code = 128 - code  # killed by a signal: 128 + signo, as the runtime reports it
+        reason = "Completed" if code == 0 else "Error"
+        if code == 137:
+            reason = "Error"
+        finished = _now()
+        c.state.ready = False
+        c.state.started = False
+        policy = self.plan.restart_policy
+        restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+        if self._stopping.is_set():
+            restart = False
+        if restart:
+            c.state.last_terminated = {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": c.state.started_at,
+                "finishedAt": finished,
+            }
+            c.state.restart_count += 1
+            ran_for = time.monotonic() - c.last_start
+            if ran_for > scaled(600):
+                backoff = 0.0
+            else:
+                backoff = (
+                    0.0 if c.state.restart_count <= 1 else min(300.0, 10.0 * 2 ** (c.state.restart_count - 2))
+                )
+            c.next_start = time.monotonic() + scaled(backoff)
+            c.state.state = "waiting"
+            c.state.reason = "CrashLoopBackOff" if backoff else "ContainerCreating"
+        else:
+            c.done = True
+            c.state.state, c.state.reason = "terminated", reason
+            c.state.exit_code, c.state.finished_at = code, finished
+
+    # ------------------------------------------------------------------ probes
+    def _alive(self, c: _Container, generation: int) -> bool:
+        return not self._stopping.is_set() and c.generation == generation and c.proc is not None
+
+    def _probe_loop(self, c: _Container, generation: int) -> None:
+        plan = c.plan
+        start = time.monotonic()
+
+        def runner(argv: Sequence[str], timeout: float) -> int:
+            return self.exec(
+                list(argv), timeout=timeout, container=plan.name, extra_env=plan.probe_env
+            ).returncode
+
+        counters = {"readiness": [0, 0], "liveness": [0, 0], "startup": [0, 0]}  # successes, failures
+        next_due = {
+            name: start + p.initial_delay
+            for name, p in (
+                ("readiness", plan.readiness),
+                ("liveness", plan.liveness),
+                ("startup", plan.startup),
+            )
+            if p is not None
+        }
+        while self._alive(c, generation):
+            now = time.monotonic()
+            for name in list(next_due):
+                if name != "startup" and "startup" in next_due and not c.state.started:
+                    continue
+                if now < next_due[name]:
+                    continue
+                probe: Probe = getattr(plan, name)
+                ok = run_probe(probe, runner)
+                if not self._alive(c, generation):
+                    return
+                next_due[name] = time.monotonic() + probe.period
+                succ_fail = counters[name]
+                if ok:
+                    succ_fail[0] += 1
+                    succ_fail[1] = 0
+                else:
+                    succ_fail[1] += 1
+                    succ_fail[0] = 0
+                self._apply_probe(c, generation, name, probe, succ_fail, next_due)
+            self._stopping.wait(0.05)
+
+    def _apply_probe(
+        self,
+        c: _Container,
+        generation: int,
+        name: str,
+        probe: Probe,
+        succ_fail: list[int],
+        due: dict[str, float],
+    ) -> None:
+        changed = False
+        with self._lock:
+            if not self._alive(c, generation):
+                return
+            if name == "readiness":
+                if succ_fail[0] >= probe.success_threshold and not c.state.ready and c.state.started:
+                    c.state.ready, changed = True, True
+                elif succ_fail[1] >= probe.failure_threshold and c.state.ready:
+                    c.state.ready, changed = False, True
+            elif name == "startup":
+                if succ_fail[0] >= 1:
+                    c.state.started, changed = True, True
+                    c.state.ready = c.plan.readiness is None
+                    due.pop("startup", None)
+                    now = time.monotonic()
+                    for other in ("readiness", "liveness"):
+                        if other in due:
+                            due[other] = now + getattr(c.plan, other).initial_delay
+                elif succ_fail[1] >= probe.failure_threshold:
+                    self._kill_container(c)
+            elif name == "liveness" and succ_fail[1] >= probe.failure_threshold:
+                self._kill_container(c)
+        if changed:
+            self.on_change()
+
+    def _kill_container(self, c: _Container) -> None:
+        if c.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.proc.pid, signal.SIGTERM)
+            proc = c.proc
+
+            def later() -> None:
+                time.sleep(2)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+
+            threading.Thread(target=later, daemon=True).start()
+
+    # ------------------------------------------------------------------ exec / status
+    def exec(
+        self,
+        argv: list[str],
+        *,
+        timeout: float = 30.0,
+        container: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        input_data: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a command inside the pod (its mount namespace, the container's env), like ``kubectl exec``.
+
+        Returns:
+            The completed process; a timeout yields returncode 124 (as ``timeout(1)`` does).
+        """
+        if self.holder is None or self.holder.poll() is not None:
+            raise RuntimeError(f"pod {self.plan.namespace}/{self.plan.name} has no running sandbox")
+        plan = next((c.plan for c in self.containers if container in (None, c.plan.name)), None)
+        env = dict(plan.env) if plan else {"PATH": DEFAULT_PATH}
+        env.update(extra_env or {})
+        env.update(self._marker_env())
+        cwd = plan.cwd if plan else "/"
+        proc = subprocess.Popen(
+            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={cwd}", "--", *argv],
+            stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(input=input_data, timeout=timeout)
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            return subprocess.CompletedProcess(argv, 124, out, err)
+
+    @property
+    def holder_pid(self) -> int | None:
+        """PID of the process holding the pod's namespaces."""
+        return self.holder.pid if self.holder is not None else None
+
+    def snapshot(self) -> list[ContainerState]:
+        """Return a copy of every container's state."""
+        with self._lock:
+            return [ContainerState(**vars(c.state)) for c in self.containers]
+
+    def pids(self) -> list[int]:
+        """PIDs of the holder and of running container main processes."""
+        with self._lock:
+            out = [self.holder.pid] if self.holder is not None else []
+            out.extend(c.proc.pid for c in self.containers if c.proc is not None)
+            return out
+
+    # ------------------------------------------------------------------ termination
+    def stop(self, grace: float = 30.0) -> None:
+        """Terminate the pod: SIGTERM to each container, SIGKILL after ``grace`` seconds, then the sandbox."""
+        self._stopping.set()
+        with self._lock:
+            procs = [c.proc for c in self.containers if c.proc is not None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        with self._lock:
+            for c in self.containers:
+                if c.proc is not None:
+                    code = c.proc.returncode
+                    c.state.exit_code = 128 - code if code is not None and code < 0 else code
+                    c.proc = None
+                c.state.state, c.state.ready = "terminated", False
+                c.state.reason = "Completed" if c.state.exit_code == 0 else "Error"
+                c.state.finished_at = c.state.finished_at or _now()
+        if self.holder is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.holder.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.holder.wait(timeout=5)
+        kill_marked(POD_MARKER_ENV, self.plan.uid)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def remove_mountpoints(self, still_used: set[str]) -> None:
+        """Remove the empty mount-point directories this pod created on the host (unless in use)."""
+        for path in self._created_dirs:
+            if str(path) in still_used:
+                continue
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs of live processes whose initial environment has ``name=value`` (scans /proc)."""
+    needle = f"{name}={value}".encode()
+    out: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in env:
+            out.append(int(entry))
+    return out
+
+
+def kill_marked(name: str, value: str, sig: int = signal.SIGKILL) -> list[int]:
+    """Send ``sig`` to every process marked with ``name=value``; return their PIDs."""
+    pids = [p for p in processes_with_env(name, value) if p != os.getpid()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    return pids
