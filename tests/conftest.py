@@ -194,12 +194,14 @@ def s3_b() -> SeaweedS3:
 
 
 def _object_store(s3: SeaweedS3) -> Any:
+    from pydantic import SecretStr
+
     from blocks.object_store import ObjectStore
 
     return ObjectStore(
         endpoint=s3.endpoint,
         access_key=s3.access_key,
-        secret_key=s3.secret_key,
+        secret_key=SecretStr(s3.secret_key),
         region=s3.region,
         secure=False,
     )

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import urllib.request
+from collections.abc import Callable
 
 import psycopg
 import pymysql
@@ -40,7 +41,7 @@ def test_etcd_three_members_round_trip(etcd3: LocalEtcd) -> None:
     assert len(json.loads(members)["members"]) == 3
 
 
-def test_etcd_member_stop_and_start(etcd_factory) -> None:  # type: ignore[no-untyped-def]
+def test_etcd_member_stop_and_start(etcd_factory: Callable[[int], LocalEtcd]) -> None:
     cluster = etcd_factory(3)
     cluster.stop_member(0)
     assert not cluster.members[0].healthy()
@@ -106,6 +107,7 @@ def test_prefect_server_runs_a_flow(prefect_server: LocalPrefectServer) -> None:
     state = hello(return_state=True)
     assert state.is_completed()
     with get_client(sync_client=True) as client:
+        assert state.state_details.flow_run_id is not None
         run = client.read_flow_run(state.state_details.flow_run_id)
         assert run.state is not None and run.state.is_completed()
     with urllib.request.urlopen(prefect_server.ui_url, timeout=5) as resp:
