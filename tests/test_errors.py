@@ -1,4 +1,4 @@
-"""The error taxonomy: every client-library error the project meets is classified in one place."""
+"""The error taxonomy (client-library errors classified in one place) and the retry policy built on it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
 import botocore.exceptions
 import grpc
@@ -23,6 +25,9 @@ import urllib3.exceptions
 from etcd3aio import errors as etcd_errors
 from kubernetes.client.exceptions import ApiException
 from minio.error import S3Error, ServerError
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.states import Completed, Failed
 
 from devservers.ports import free_port
 from stateferry.errors import (
@@ -34,6 +39,7 @@ from stateferry.errors import (
     is_transient,
     translate,
 )
+from tasks.retry import TRANSIENT_RETRY, retry_transient
 
 
 def k8s_error(status: int, message: str) -> ApiException:
@@ -388,3 +394,89 @@ def test_importing_errors_does_not_import_client_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# ------------------------------------------------------------------ retry policy (tasks/retry.py)
+
+ATTEMPTS: dict[str, int] = {}
+
+
+@task(**TRANSIENT_RETRY)
+def flaky_then_ok(key: str) -> str:
+    ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
+    if ATTEMPTS[key] <= 2:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    return "ok"
+
+
+@task(**TRANSIENT_RETRY)
+def always_bad_request(key: str) -> str:
+    ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
+    raise PermanentError("the Kubernetes API answered HTTP 422: spec.replicas: Invalid value")
+
+
+@flow
+def retry_demo(key: str, bad: bool) -> Any:
+    if bad:
+        return always_bad_request(key, return_state=True)
+    return flaky_then_ok(key, return_state=True)
+
+
+def _run_count(state: Any) -> int:
+    with get_client(sync_client=True) as client:
+        return int(client.read_task_run(state.state_details.task_run_id).run_count)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (ConnectionResetError(errno.ECONNRESET, "reset"), True),
+        (TransientError("etcd answered: leader changed"), True),
+        (TimeoutError(), True),
+        (PermanentError("HTTP 404"), False),
+        (PreconditionFailed("quorum would be lost"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_retry_condition_reads_the_failed_state(exc: BaseException, expected: bool) -> None:
+    assert retry_transient(None, None, Failed(data=exc)) is expected
+
+
+def test_retry_condition_ignores_states_without_exception() -> None:
+    assert retry_transient(None, None, Completed(data=1)) is False
+
+
+def test_transient_failure_is_retried_until_success(prefect_server: Any) -> None:
+    started = time.monotonic()
+    state: Any = retry_demo("transient", bad=False)
+    assert state.is_completed(), state
+    assert state.result() == "ok"
+    assert ATTEMPTS["transient"] == 3
+    assert _run_count(state) == 3
+    assert time.monotonic() - started < 30
+
+
+def test_permanent_failure_fails_at_once(prefect_server: Any) -> None:
+    state: Any = retry_demo("permanent", bad=True, return_state=True)
+    task_state = state.result(raise_on_failure=False)
+    assert task_state.is_failed()
+    assert ATTEMPTS["permanent"] == 1
+    assert _run_count(task_state) == 1
+    assert "HTTP 422" in (task_state.message or "") or "HTTP 422" in str(
+        task_state.result(raise_on_failure=False)
+    )
+
+
+def test_database_driver_errors() -> None:
+    import psycopg
+    import pymysql
+
+    refused = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' (111)")
+    denied = pymysql.err.OperationalError(
+        1045, "Access denied for user 'root'@'localhost' (using password: YES)"
+    )
+    assert is_transient(refused)
+    assert "Database.password" in str(translate(denied)) and not is_transient(denied)
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(host="127.0.0.1", port=free_port(), user="x", password="y", connect_timeout=2)
+    assert is_transient(info.value)
