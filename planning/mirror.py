@@ -56,7 +56,6 @@ PRESERVED_HEADERS = (
     "content-encoding",
     "content-language",
     "content-type",
-    "expires",
 )
 USER_METADATA_PREFIX = "x-amz-meta-"
 

@@ -1,0 +1,108 @@
+"""Change source for watch mode: MinIO bucket notifications when offered, else listing-diff polling.
+
+:class:`ChangeWaiter` opens a ``ListenBucketNotification`` stream per bucket in a daemon thread. On a
+server that does not implement it (SeaweedFS, AWS S3) the first request fails at once with
+``NotImplemented`` (or any error) and the waiter falls back to polling: :meth:`ChangeWaiter.wait`
+simply sleeps ``interval`` seconds. With notifications, ``wait`` returns as soon as an event arrives
+(the interval remains as a safety net, so a dropped stream never stalls the mirror).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from minio import Minio
+
+__all__ = ["ChangeWaiter"]
+
+_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+
+
+class ChangeWaiter:
+    """Wait for changes on source buckets.
+
+    Args:
+        client: Source client.
+        buckets: Buckets to watch.
+        prefix: Key prefix watched.
+        interval: Polling interval in seconds (also the upper bound of :meth:`wait`).
+        detect_timeout: Seconds to wait for the first answer of the notification API.
+    """
+
+    def __init__(
+        self,
+        client: Minio,
+        buckets: Iterable[str],
+        prefix: str = "",
+        *,
+        interval: float = 10.0,
+        detect_timeout: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.buckets = list(buckets)
+        self.prefix = prefix
+        self.interval = interval
+        self.detect_timeout = detect_timeout
+        self._changed = threading.Event()
+        self._closed = threading.Event()
+        self._failed: dict[str, str] = {}
+        self._opened: set[str] = set()
+        self._lock = threading.Lock()
+        self.mode = "polling"
+        self.reason = "not started"
+
+    def start(self) -> str:
+        """Probe notification support and start listeners; return the mode (``events``/``polling``)."""
+        for bucket in self.buckets:
+            threading.Thread(
+                target=self._listen, args=(bucket,), daemon=True, name=f"notify-{bucket}"
+            ).start()
+        deadline = time.monotonic() + self.detect_timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self._failed) >= len(self.buckets):
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            # MinIO keeps the stream open and sends nothing until an event: no error = supported.
+            if self.buckets and not self._failed:
+                self.mode = "events"
+                self.reason = "bucket notifications supported"
+            else:
+                self.mode = "polling"
+                first = next(iter(self._failed.values()), "no answer within the detection timeout")
+                self.reason = f"bucket notifications unavailable ({first}); polling every {self.interval:g}s"
+        return self.mode
+
+    def _listen(self, bucket: str) -> None:
+        try:
+            events = self.client.listen_bucket_notification(bucket, prefix=self.prefix, events=_EVENTS)
+            with events as stream:
+                for i, _event in enumerate(stream):
+                    if i == 0:
+                        with self._lock:
+                            self._opened.add(bucket)
+                    if self._closed.is_set():
+                        return
+                    self._changed.set()
+        except Exception as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            with self._lock:
+                self._failed[bucket] = str(code)
+
+    def wait(self, stop: threading.Event | None = None) -> bool:
+        """Wait up to ``interval`` seconds for a change (or ``stop``); return True if an event came."""
+        deadline = time.monotonic() + self.interval
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return False
+            if self._changed.wait(min(remaining, 0.2)):
+                self._changed.clear()
+                return True
+
+    def close(self) -> None:
+        """Stop listening (daemon threads end with their stream)."""
+        self._closed.set()

@@ -1,0 +1,216 @@
+"""Streamed S3 listings and per-object details for the mirror planner.
+
+Listings are generators over ``ListObjectsV2`` pages (1,000 keys per request): they are consumed by the
+streaming planner as they arrive, so memory does not grow with the bucket. Errors are translated to the
+stateferry taxonomy with the side (source / destination) in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
+
+from minio import Minio
+
+from planning.mirror import (
+    ActionKind,
+    MirrorOptions,
+    MirrorPlan,
+    ObjectEntry,
+    normalize_metadata,
+    plan_mirror,
+)
+from stateferry.errors import translate
+
+__all__ = [
+    "content_checksum",
+    "head_entry",
+    "iter_objects",
+    "list_bucket_names",
+    "plan_bucket",
+]
+
+
+def iter_objects(
+    client: Minio, bucket: str, prefix: str = "", *, side: str = "source"
+) -> Iterator[ObjectEntry]:
+    """Yield the objects under ``prefix`` in key order, keys relative to the prefix.
+
+    Args:
+        client: S3 client.
+        bucket: Bucket name.
+        prefix: Key prefix mirrored (``""`` = whole bucket).
+        side: ``"source"`` or ``"destination"`` (for error messages).
+
+    Yields:
+        One :class:`ObjectEntry` per object (directory markers ending in ``/`` with size 0 included).
+
+    Raises:
+        StateferryError: The listing failed (translated; names the side and bucket).
+    """
+    cut = len(prefix)
+    try:
+        for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
+            name = obj.object_name or ""
+            if obj.is_dir:
+                continue
+            yield ObjectEntry(
+                key=name[cut:],
+                size=int(obj.size or 0),
+                etag=(obj.etag or "").strip('"').lower(),
+                last_modified=obj.last_modified,
+            )
+    except Exception as exc:
+        raise translate(exc, context=f"listing {side} bucket {bucket!r}") from exc
+
+
+def list_bucket_names(client: Minio, *, side: str = "source") -> list[str]:
+    """Return all bucket names of a store, sorted.
+
+    Raises:
+        StateferryError: Listing failed (translated).
+    """
+    try:
+        return sorted(b.name for b in client.list_buckets())
+    except Exception as exc:
+        raise translate(exc, context=f"listing {side} buckets") from exc
+
+
+def head_entry(client: Minio, bucket: str, key: str, entry: ObjectEntry) -> ObjectEntry:
+    """Return ``entry`` completed with its metadata (and first part size for multipart objects).
+
+    Args:
+        client: S3 client.
+        bucket: Bucket.
+        key: Full object key.
+        entry: The listing entry.
+
+    Returns:
+        A copy of ``entry`` with ``metadata`` (and ``part_size``) set.
+    """
+    stat = client.stat_object(bucket, key)
+    headers = {k: v for k, v in (stat.metadata or {}).items()}
+    part_size = entry.part_size
+    if "-" in entry.etag and part_size is None:
+        part_size = first_part_size(client, bucket, key)
+    return replace(entry, metadata=normalize_metadata(headers), part_size=part_size)
+
+
+def first_part_size(client: Minio, bucket: str, key: str) -> int | None:
+    """Size of part 1 of a multipart object (``HEAD ?partNumber=1``), ``None`` when not supported."""
+    try:
+        response = client._execute("HEAD", bucket, key, query_params={"partNumber": "1"})
+        length = response.headers.get("content-length")
+        return int(length) if length is not None else None
+    except Exception:
+        return None
+
+
+def content_checksum(client: Minio, bucket: str, key: str, *, chunk: int = 1 << 20) -> str:
+    """Stream an object and return the SHA-256 of its stored bytes (no content decoding).
+
+    Args:
+        client: S3 client.
+        bucket: Bucket.
+        key: Full object key.
+        chunk: Read size.
+
+    Returns:
+        Hex SHA-256.
+    """
+    response = client.get_object(bucket, key)
+    try:
+        digest = hashlib.sha256()
+        while True:
+            block = response.read(chunk, decode_content=False)
+            if not block:
+                break
+            digest.update(block)
+        return digest.hexdigest()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def plan_bucket(
+    source: Minio,
+    destination: Minio,
+    source_bucket: str,
+    destination_bucket: str,
+    source_prefix: str,
+    destination_prefix: str,
+    options: MirrorOptions,
+    now: datetime,
+    *,
+    destination_exists: bool = True,
+    workers: int = 8,
+) -> MirrorPlan:
+    """List both sides, plan, and settle ``inspect`` actions with HEADs (or checksums) and a re-plan.
+
+    Args:
+        source: Source client.
+        destination: Destination client.
+        source_bucket: Source bucket.
+        destination_bucket: Destination bucket.
+        source_prefix: Source prefix.
+        destination_prefix: Destination prefix.
+        options: Planner options.
+        now: Current time (for age filters).
+        destination_exists: False when the destination bucket is still to be created (empty listing).
+        workers: Parallel HEAD requests while inspecting.
+
+    Returns:
+        The final plan (no ``inspect`` actions left).
+    """
+    dst_listing: Iterator[ObjectEntry] = (
+        iter_objects(destination, destination_bucket, destination_prefix, side="destination")
+        if destination_exists
+        else iter(())
+    )
+    plan = plan_mirror(
+        iter_objects(source, source_bucket, source_prefix, side="source"), dst_listing, options, now=now
+    )
+    inspect = plan.of_kind(ActionKind.INSPECT)
+    if not inspect:
+        return plan
+
+    def detail(action: object) -> tuple[ObjectEntry, ObjectEntry]:
+        assert hasattr(action, "source") and hasattr(action, "destination")
+        src: ObjectEntry = action.source
+        dst: ObjectEntry = action.destination
+        src_key, dst_key = source_prefix + src.key, destination_prefix + dst.key
+        try:
+            src = head_entry(source, source_bucket, src_key, src)
+            dst = head_entry(destination, destination_bucket, dst_key, dst)
+            if options.verify == "checksum":
+                src = replace(src, checksum=content_checksum(source, source_bucket, src_key))
+                dst = replace(dst, checksum=content_checksum(destination, destination_bucket, dst_key))
+        except Exception as exc:
+            raise translate(exc, context=f"inspecting {src.key!r}") from exc
+        return src, dst
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(inspect)))) as pool:
+        pairs = list(pool.map(detail, inspect))
+    settled = plan_mirror(
+        [p[0] for p in pairs], [p[1] for p in pairs], replace(options, remove=False), now=now
+    )
+    settled_by_key = {a.key: a for a in settled.actions}
+    kept = [a for a in plan.actions if a.kind is not ActionKind.INSPECT]
+    for action in inspect:
+        plan.counts["inspect"] -= 1
+        plan.bytes["inspect"] -= action.size
+        new = settled_by_key.get(action.key)
+        if new is None:
+            plan.counts["skip"] += 1
+            reason = "identical after inspection"
+            plan.skip_reasons[reason] = plan.skip_reasons.get(reason, 0) + 1
+        else:
+            kept.append(new)
+            plan.counts[new.kind.value] += 1
+            plan.bytes[new.kind.value] += new.size
+    kept.sort(key=lambda a: a.key)
+    plan.actions = kept
+    return plan

@@ -1,0 +1,408 @@
+"""Execute a mirror plan: parallel, memory-bounded object copies and batched deletes.
+
+* Bodies stream from the source GET into the destination PUT. Objects up to ``single_put_max`` are
+  written with one PUT (their MD5 ETag stays comparable); larger ones go multipart, with the source's
+  own part size when the source is multipart (so the multipart ETag stays comparable too).
+* Bytes in flight are capped by ``memory_budget`` (a byte semaphore), whatever ``workers`` is.
+* Same endpoint on both sides -> server-side ``CopyObject`` (no bytes through the client).
+* Metadata-only changes (same content, new headers) are applied in place with a destination
+  self-copy (``x-amz-metadata-directive: REPLACE``), no body transfer.
+* Per-object retries with backoff for transient errors; a failure of one object is recorded in the
+  report and never aborts the pass. An object that vanished from the source since the listing is
+  counted as ``vanished`` (the next pass deletes it on the destination).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from minio import Minio
+from minio.commonconfig import REPLACE, ComposeSource, CopySource
+from minio.deleteobjects import DeleteObject
+
+from planning.mirror import PRESERVED_HEADERS, USER_METADATA_PREFIX, Action, ActionKind
+from stateferry.errors import PermanentError, translate
+from tasks.s3_listing import first_part_size
+
+__all__ = ["TransferFailure", "TransferReport", "Transferrer"]
+
+MiB = 1024 * 1024
+_MAX_COPY_OBJECT = 5 * 1024 * MiB
+
+
+@dataclass(frozen=True)
+class TransferFailure:
+    """One object that could not be mirrored in this pass."""
+
+    key: str
+    action: str
+    error: str
+
+
+@dataclass
+class TransferReport:
+    """What a pass did."""
+
+    copied: int = 0
+    overwritten: int = 0
+    metadata_updated: int = 0
+    deleted: int = 0
+    vanished: int = 0
+    bytes: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    failures: list[TransferFailure] = field(default_factory=list)
+
+    @property
+    def objects(self) -> int:
+        """Objects written or deleted."""
+        return self.copied + self.overwritten + self.metadata_updated + self.deleted
+
+    def merge(self, other: TransferReport) -> None:
+        """Add another report's numbers to this one."""
+        for name in ("copied", "overwritten", "metadata_updated", "deleted", "vanished", "bytes", "retries"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.seconds += other.seconds
+        self.failures.extend(other.failures)
+
+
+class _ByteBudget:
+    """A counting semaphore over bytes: at most ``limit`` bytes of bodies held at once."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._free = limit
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        n = max(1, min(n, self._limit))
+        with self._cond:
+            while self._free < n:
+                self._cond.wait()
+            self._free -= n
+        return n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._free += n
+            self._cond.notify_all()
+
+
+class _RawReader:
+    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding)."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._response.read(None if n is None or n < 0 else n, decode_content=False)
+        return data
+
+
+def _preserved(headers: Any) -> tuple[str, dict[str, str]]:
+    """Split response headers into (content type, headers/metadata to send with the PUT)."""
+    content_type = "application/octet-stream"
+    meta: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low == "content-type":
+            content_type = value
+        elif low in PRESERVED_HEADERS or low.startswith(USER_METADATA_PREFIX):
+            meta[low] = value
+    return content_type, meta
+
+
+def _s3_code(exc: BaseException) -> str:
+    return str(getattr(exc, "code", "") or "")
+
+
+class Transferrer:
+    """Runs the copy/overwrite/delete actions of a plan between two buckets.
+
+    Args:
+        source: Source client.
+        destination: Destination client.
+        server_side: Both clients address the same store: use server-side copies.
+        workers: Parallel transfers.
+        memory_budget: Largest number of body bytes held in memory at once.
+        single_put_max: Objects up to this size are copied with one PUT.
+        part_size: Part size for multipart copies of single-part sources larger than ``single_put_max``.
+        attempts: Tries per object for transient errors.
+        backoff: First retry delay in seconds (doubles per retry, capped at 8 s).
+        progress: Called as ``progress(done, total)`` from the calling thread while running.
+    """
+
+    def __init__(
+        self,
+        source: Minio,
+        destination: Minio,
+        *,
+        server_side: bool = False,
+        workers: int = 16,
+        memory_budget: int = 256 * MiB,
+        single_put_max: int = 64 * MiB,
+        part_size: int = 16 * MiB,
+        attempts: int = 6,
+        backoff: float = 0.5,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.server_side = server_side
+        self.workers = max(1, workers)
+        self.budget = _ByteBudget(memory_budget)
+        self.single_put_max = single_put_max
+        self.part_size = part_size
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.progress = progress
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------
+    def run(
+        self,
+        actions: Iterable[Action],
+        source_bucket: str,
+        destination_bucket: str,
+        source_prefix: str = "",
+        destination_prefix: str = "",
+        stop: threading.Event | None = None,
+    ) -> TransferReport:
+        """Execute copies/overwrites in parallel, then deletes in batches.
+
+        Args:
+            actions: Planned actions (``skip``/``inspect`` are ignored).
+            source_bucket: Source bucket.
+            destination_bucket: Destination bucket.
+            source_prefix: Prefix added to keys on the source.
+            destination_prefix: Prefix added to keys on the destination.
+            stop: When set, no new objects are started.
+
+        Returns:
+            The report (failures included; nothing is raised for per-object errors).
+        """
+        started = time.perf_counter()
+        report = TransferReport()
+        todo = [a for a in actions if a.kind in (ActionKind.COPY, ActionKind.OVERWRITE)]
+        deletes = [a for a in actions if a.kind is ActionKind.DELETE]
+        total = len(todo) + len(deletes)
+        done = 0
+        last_progress = 0.0
+
+        def tick(n: int) -> None:
+            nonlocal done, last_progress
+            done += n
+            now = time.monotonic()
+            if self.progress and (now - last_progress > 1.0 or done == total):
+                last_progress = now
+                self.progress(done, total)
+
+        def one(action: Action) -> None:
+            self._with_retries(
+                action,
+                report,
+                lambda: self._copy(
+                    action, source_bucket, destination_bucket, source_prefix, destination_prefix, report
+                ),
+            )
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mirror") as pool:
+            pending: set[Future[None]] = set()
+            queue: Iterator[Action] = iter(todo)
+            window = self.workers * 4
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < window:
+                    if stop is not None and stop.is_set():
+                        exhausted = True
+                        break
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    pending.add(pool.submit(one, nxt))
+                if not pending:
+                    break
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                tick(len(finished))
+        for i in range(0, len(deletes), 1000):
+            if stop is not None and stop.is_set():
+                break
+            batch = deletes[i : i + 1000]
+            self._delete_batch(batch, destination_bucket, destination_prefix, report)
+            tick(len(batch))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # ------------------------------------------------------------------------------------------
+    def _with_retries(self, action: Action, report: TransferReport, fn: Callable[[], None]) -> None:
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                fn()
+                return
+            except _Vanished:
+                with self._lock:
+                    report.vanished += 1
+                return
+            except Exception as exc:
+                err = translate(exc, context=f"{action.kind.value} {action.key!r}")
+                permanent = isinstance(err, PermanentError) and _s3_code(exc) != ""
+                if permanent or attempt == self.attempts:
+                    with self._lock:
+                        report.failures.append(TransferFailure(action.key, action.kind.value, str(err)))
+                    return
+                with self._lock:
+                    report.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+    def _copy(
+        self,
+        action: Action,
+        src_bucket: str,
+        dst_bucket: str,
+        src_prefix: str,
+        dst_prefix: str,
+        report: TransferReport,
+    ) -> None:
+        src_key = src_prefix + action.key
+        dst_key = dst_prefix + action.key
+        size = action.size
+        if action.metadata_only and size <= _MAX_COPY_OBJECT:
+            self._update_metadata(src_bucket, src_key, dst_bucket, dst_key)
+            self._count(report, action, 0)
+            return
+        if self.server_side:
+            if size <= _MAX_COPY_OBJECT:
+                self.destination.copy_object(dst_bucket, dst_key, CopySource(src_bucket, src_key))
+            else:
+                self.destination.compose_object(dst_bucket, dst_key, [ComposeSource(src_bucket, src_key)])
+            self._count(report, action, size)
+            return
+        etag = action.source.etag if action.source is not None else ""
+        if size <= self.single_put_max and "-" not in etag:
+            self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size)
+        else:
+            part = None
+            if "-" in etag:
+                part = first_part_size(self.source, src_bucket, src_key)
+            self._copy_multipart(src_bucket, src_key, dst_bucket, dst_key, size, part or self.part_size)
+        self._count(report, action, size)
+
+    def _count(self, report: TransferReport, action: Action, size: int) -> None:
+        with self._lock:
+            if action.metadata_only:
+                report.metadata_updated += 1
+            elif action.kind is ActionKind.COPY:
+                report.copied += 1
+            else:
+                report.overwritten += 1
+            report.bytes += size
+
+    def _get(self, bucket: str, key: str) -> Any:
+        try:
+            return self.source.get_object(bucket, key)
+        except Exception as exc:
+            if _s3_code(exc) == "NoSuchKey":
+                raise _Vanished(key) from exc
+            raise
+
+    def _copy_single(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int) -> None:
+        held = self.budget.acquire(size)
+        try:
+            response = self._get(src_bucket, src_key)
+            try:
+                data = response.read(decode_content=False)
+                content_type, meta = _preserved(response.headers)
+            finally:
+                response.close()
+                response.release_conn()
+            if len(data) != size:
+                # The object changed between listing and GET: copy what is there now.
+                size = len(data)
+            import io
+
+            self.destination.put_object(
+                dst_bucket,
+                dst_key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata=meta,  # type: ignore[arg-type]
+            )
+        finally:
+            self.budget.release(held)
+
+    def _copy_multipart(
+        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int, part_size: int
+    ) -> None:
+        part_size = max(part_size, 5 * MiB)
+        held = self.budget.acquire(part_size)
+        try:
+            response = self._get(src_bucket, src_key)
+            try:
+                content_type, meta = _preserved(response.headers)
+                length = int(response.headers.get("content-length", size))
+                self.destination.put_object(
+                    dst_bucket,
+                    dst_key,
+                    _RawReader(response),  # type: ignore[arg-type]
+                    length,
+                    content_type=content_type,
+                    metadata=meta,  # type: ignore[arg-type]
+                    part_size=part_size,
+                )
+            finally:
+                response.close()
+                response.release_conn()
+        finally:
+            self.budget.release(held)
+
+    def _update_metadata(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        try:
+            stat = self.source.stat_object(src_bucket, src_key)
+        except Exception as exc:
+            if _s3_code(exc) == "NoSuchKey":
+                raise _Vanished(src_key) from exc
+            raise
+        content_type, meta = _preserved(stat.metadata or {})
+        meta["content-type"] = content_type
+        self.destination.copy_object(
+            dst_bucket,
+            dst_key,
+            CopySource(dst_bucket, dst_key),
+            metadata=meta,  # type: ignore[arg-type]
+            metadata_directive=REPLACE,
+        )
+
+    def _delete_batch(self, batch: list[Action], bucket: str, prefix: str, report: TransferReport) -> None:
+        objects = [DeleteObject(prefix + a.key) for a in batch]
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                errors = list(self.destination.remove_objects(bucket, objects))
+            except Exception as exc:
+                err = translate(exc, context=f"deleting {len(batch)} objects")
+                if attempt == self.attempts or (isinstance(err, PermanentError) and _s3_code(exc)):
+                    report.failures.extend(TransferFailure(a.key, "delete", str(err)) for a in batch)
+                    return
+                report.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+                continue
+            failed = {e.name: f"{e.code}: {e.message}" for e in errors}
+            cut = len(prefix)
+            for name, message in failed.items():
+                report.failures.append(TransferFailure((name or "")[cut:], "delete", message))
+            report.deleted += len(batch) - len(failed)
+            return
+
+
+class _Vanished(Exception):
+    """The source object disappeared between listing and copy."""
