@@ -249,9 +249,20 @@ class EtcdSourceConfig(_Model):
 class NotifyConfig(_Model):
     """Which Prefect notification block to call, and when."""
 
-    block: str
+    block: str = Field(description="<block-type-slug>/<name>, e.g. custom-webhook/ops or slack-webhook/ops")
     on_failure: bool = True
     on_success: bool = False
+
+    @field_validator("block")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise InputError(
+                "block",
+                f"{v!r} is not <block-type-slug>/<block-name>",
+                "name a saved notification block, e.g. custom-webhook/ops or slack-webhook/ops",
+            )
+        return v
 
 
 class BackupJob(_Model):

@@ -1,0 +1,203 @@
+"""``scheduled_backup``: one backup job (nxs-backup style) as a Prefect flow.
+
+observe -> plan -> act -> verify:
+
+1. parse the job (clear errors naming the field), load its blocks;
+2. preflight: the source answers with the given credentials, every storage is writable (a storage
+   that is not is reported as failed and skipped; if none is writable the run fails before dumping);
+3. stream the dump -> gzip -> sha256 -> every storage at once (constant memory);
+4. ``verify``: restore the unpublished backup into a scratch database / directory and compare;
+5. publish (manifest last) on every storage that holds the complete backup;
+6. rotate each storage that got the new backup (retention planner; never the newest good backup);
+7. summary artifact + notification.
+
+Outcome policy: if any storage failed, the run ends **Failed** (raising :class:`BackupTargetsFailed`
+after the healthy storages were published and rotated), so alerting and notifications fire; the copies
+on the healthy storages are good and restorable. A failed dump or verification publishes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from planning.backup_config import BackupJob, DatabaseSourceConfig, parse_job
+from stateferry.errors import PermanentError
+from tasks.backup_jobs import (
+    Resolved,
+    build_manifest,
+    dump_to_storages,
+    inventory_source,
+    new_backup_id,
+    preflight_source,
+    preflight_storages,
+    publish_backup,
+    resolve_job,
+    rotate_storage,
+    verify_backup,
+)
+from tasks.backup_storage import LocalStorage
+from tasks.notify import send_notification
+
+
+class BackupTargetsFailed(PermanentError):
+    """The backup is good on some storages but failed on others (named in the message)."""
+
+    def __init__(self, job: str, backup_id: str, good: list[str], failed: dict[str, str]) -> None:
+        self.job, self.backup_id, self.good, self.failed = job, backup_id, good, failed
+        detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        ok, bad = ", ".join(good), ", ".join(failed)
+        super().__init__(f"backup {job}/{backup_id} is good on {ok} but FAILED on {bad}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job, self.backup_id, self.good, self.failed))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "backup"
+
+
+def _summary(
+    job: BackupJob, backup_id: str, result: dict[str, Any], failed: dict[str, str], seconds: float
+) -> str:
+    lines = [
+        f"# Backup `{job.job}` ({job.engine}) — {backup_id}",
+        "",
+        f"Duration {seconds:.1f} s; size {result.get('size', 0)} bytes; sha256 `{result.get('sha256', '')}`.",
+        "",
+        "| part | stored bytes | raw bytes | sha256 |",
+        "|---|---|---|---|",
+    ]
+    for p in result.get("parts", []):
+        lines.append(f"| {p['name']} | {p['size']} | {p['raw_size']} | `{p['sha256'][:16]}…` |")
+    lines += ["", "| storage | result |", "|---|---|"]
+    for label in job.storage_labels:
+        lines.append(f"| {label} | {'FAILED: ' + failed[label] if label in failed else 'good'} |")
+    verification = result.get("verification")
+    if verification:
+        lines += [
+            "",
+            f"Verification: {verification.get('result')} (read from {verification.get('read_from')}).",
+        ]
+    for label, plan in result.get("retention", {}).items():
+        lines += ["", f"## Retention on {label}", "", plan]
+    return "\n".join(lines)
+
+
+@flow(name="scheduled_backup", log_prints=True)
+def scheduled_backup(
+    job: dict[str, Any],
+    verify: bool | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Back up one job's source to all of its storages, verify, publish and rotate.
+
+    Args:
+        job: the job config (as in ``deployments/jobs/*.yaml``; no secrets, blocks are named).
+        verify: override the job's ``verify`` setting.
+        now: reference time for the backup id and retention (default: the clock; tests pass it).
+
+    Returns:
+        ``{"backup_id", "good": [labels], "failed": {label: error}, "size", "sha256", "parts",
+        "verification", "retention": {label: plan markdown}, "deleted": {label: [ids]}}``.
+
+    Raises:
+        InputError: bad config (before anything is written or deleted).
+        DumpFailed / VerificationFailed: nothing was published.
+        BackupTargetsFailed: the backup is good on some storages only.
+    """
+    logger = get_run_logger()
+    cfg = parse_job(job)
+    t0 = time.monotonic()
+    r: Resolved | None = None
+    try:
+        r = resolve_job(cfg)
+        result = _run(r, cfg, verify, now)
+    except Exception as exc:
+        redact = r.redact if r is not None else (lambda s: s)
+        if cfg.notify and cfg.notify.on_failure:
+            send_notification(cfg.notify.block, cfg.job, "FAILED", f"Error: {exc}", redact=redact)
+        raise
+    failed = result["failed"]
+    create_markdown_artifact(
+        key=f"backup-{_slug(cfg.job)}",
+        markdown=_summary(cfg, result["backup_id"], result, failed, time.monotonic() - t0),
+        description=f"backup {cfg.job} {result['backup_id']}",
+    )
+    if failed:
+        err = BackupTargetsFailed(cfg.job, result["backup_id"], result["good"], failed)
+        if cfg.notify and cfg.notify.on_failure:
+            send_notification(cfg.notify.block, cfg.job, "FAILED (partially)", str(err), redact=r.redact)
+        raise err
+    if cfg.notify and cfg.notify.on_success:
+        send_notification(
+            cfg.notify.block,
+            cfg.job,
+            "completed",
+            f"Backup {result['backup_id']}: {result['size']} bytes on {', '.join(result['good'])}",
+            redact=r.redact,
+        )
+    logger.info("backup %s/%s good on %s", cfg.job, result["backup_id"], ", ".join(result["good"]))
+    return result
+
+
+def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:
+    logger = get_run_logger()
+    do_verify = cfg.verify if verify is None else verify
+    facts = preflight_source(r)
+    storage_failed = preflight_storages(r)
+    for label, err in storage_failed.items():
+        logger.error("storage %s is not usable, skipping it: %s", label, err)
+    healthy = [label for label in r.storages if label not in storage_failed]
+
+    started = now or dt.datetime.now(dt.UTC)
+    backup_id = new_backup_id(started)
+    before: dict[str, Any] = {}
+    if do_verify and isinstance(cfg.source, DatabaseSourceConfig):
+        before = inventory_source(r, facts["databases"])
+    parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy)
+    failed = {**storage_failed, **dump_failed}
+    holding = [label for label in healthy if label not in dump_failed]
+
+    verification = None
+    if do_verify:
+        reader = next((lbl for lbl in holding if isinstance(r.storages[lbl], LocalStorage)), holding[0])
+        try:
+            verification = verify_backup(r, backup_id, parts, reader, before)
+        except BaseException:
+            for label in holding:
+                r.storages[label].discard(cfg.job, backup_id)
+            raise
+    finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
+    manifest = build_manifest(r, backup_id, started, finished, parts, facts, verification, flow_run.id)
+    publish_failed = publish_backup(r, backup_id, manifest, holding)
+    failed.update(publish_failed)
+    good = [label for label in holding if label not in publish_failed]
+
+    retention: dict[str, str] = {}
+    deleted: dict[str, list[str]] = {}
+    for label in good:
+        try:
+            plan = rotate_storage(r, label, started, backup_id)
+        except Exception as exc:
+            failed[label] = r.redact(f"backup is good but rotation failed: {exc}")
+            continue
+        retention[label] = plan.to_markdown()
+        deleted[label] = plan.delete
+    return {
+        "job": cfg.job,
+        "backup_id": backup_id,
+        "good": good,
+        "failed": failed,
+        "size": manifest["size"],
+        "sha256": manifest["sha256"],
+        "parts": manifest["parts"],
+        "verification": verification,
+        "retention": retention,
+        "deleted": deleted,
+    }

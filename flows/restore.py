@@ -1,0 +1,68 @@
+"""``restore_backup``: restore a job's backup (latest or by timestamp) after checking its sha256."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from planning.backup_config import parse_job
+from tasks.backup_jobs import resolve_job
+from tasks.restore_jobs import plan_restore, restore_selected, select_backup
+
+
+@flow(name="restore_backup", log_prints=True)
+def restore_backup(
+    job: dict[str, Any],
+    backup: str = "latest",
+    storage: str | None = None,
+    target_database: str | None = None,
+    target_block: str | None = None,
+    target_dir: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    etcd_name: str = "default",
+    etcd_peer_url: str = "http://127.0.0.1:2380",
+    etcd_initial_cluster: str | None = None,
+) -> dict[str, Any]:
+    """Restore one backup of a job.
+
+    Args:
+        job: the job config (the same mapping the backup deployment uses).
+        backup: ``latest``, a backup id (or unique prefix), or an ISO time (newest backup at or before it).
+        storage: the storage label to restore from (default: local storages first, then S3).
+        target_database: restore a single database under this name (default: its own name).
+        target_block: a saved ``Database`` block to restore into (default: the job's source).
+        target_dir: directory for files / etcd data dir (required for those engines).
+        overwrite: replace existing databases / write into a non-empty directory.
+        dry_run: only list what would be done.
+        etcd_name: member name for ``etcdctl snapshot restore``.
+        etcd_peer_url: the member's peer URL.
+        etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
+
+    Returns:
+        ``{"backup_id", "storage", "actions", "dry_run", ...what was restored}``.
+    """
+    logger = get_run_logger()
+    cfg = parse_job(job)
+    r = resolve_job(cfg)
+    sel = select_backup(r, backup, storage)
+    actions = plan_restore(r, sel, target_database, target_dir, overwrite)
+    header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
+    markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])
+    if dry_run:
+        create_markdown_artifact(markdown=markdown, description=f"restore plan {cfg.job}")
+        logger.info("dry run: %s", "; ".join(actions))
+        return {"backup_id": sel.backup_id, "storage": sel.storage, "actions": actions, "dry_run": True}
+    done = restore_selected(
+        r,
+        sel,
+        target_database=target_database,
+        target_block=target_block,
+        target_dir=target_dir,
+        overwrite=overwrite,
+        etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+    )
+    create_markdown_artifact(markdown=markdown + "\n\nDone.", description=f"restore {cfg.job}")
+    return {**done, "actions": actions, "dry_run": False}

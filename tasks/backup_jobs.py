@@ -1,0 +1,583 @@
+"""Tasks of the backup / restore flows: resolve blocks, preflight, dump, verify, publish, rotate.
+
+Each task is small and reports what it did. The flows (``flows/backup.py``, ``flows/restore.py``)
+only sequence them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets as pysecrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from planning.backup_config import (
+    BackupJob,
+    DatabaseSourceConfig,
+    EtcdSourceConfig,
+    FilesSourceConfig,
+    LocalStorageConfig,
+    S3StorageConfig,
+)
+from planning.retention import BackupEntry, RetentionPlan, plan_retention
+from stateferry.errors import InputError, PermanentError, StateferryError, TransientError, translate
+from tasks.backup_pipeline import PartResult, stream_part
+from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
+from tasks.dumpers import (
+    etcd_snapshot_producer,
+    mysql_user_databases,
+    mysqldump_producer,
+    pg_dump_producer,
+    postgres_user_databases,
+    redactor,
+    tar_producer,
+    tree_digest,
+)
+from tasks.restore_ops import (
+    etcd_snapshot_status,
+    mysql_drop_database,
+    mysql_inventory,
+    postgres_drop_database,
+    postgres_inventory,
+    postgres_recreate_database,
+    restore_etcd_snapshot,
+    restore_files,
+    restore_mysql,
+    restore_postgres,
+    spooled_snapshot,
+)
+
+log = logging.getLogger(__name__)
+FORMAT = "stateferry-backup/1"
+
+
+class VerificationFailed(PermanentError):
+    """The backup could not be restored, or the restored copy differs from the source."""
+
+
+@dataclass
+class Resolved:
+    """A job with its blocks loaded."""
+
+    job: BackupJob
+    source_block: Any = None
+    storages: dict[str, BackupStorage] = field(default_factory=dict)
+    storage_configs: dict[str, LocalStorageConfig | S3StorageConfig] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+
+    @property
+    def redact(self) -> Callable[[str], str]:
+        """Scrubs every secret of the job's blocks."""
+        return redactor(*self.secrets)
+
+
+def _load_block(cls: Any, name: str, field_name: str) -> Any:
+    try:
+        return cls.load(name)
+    except ValueError as exc:
+        raise InputError(
+            field_name,
+            f"no saved {cls.__name__} block named {name!r} ({exc})",
+            f"save one (stateferry blocks register; {cls.__name__}(...).save({name!r})) or fix the name",
+        ) from None
+
+
+def _secret_values(block: Any) -> list[str]:
+    from pydantic import SecretStr
+
+    out: list[str] = []
+    for name in type(block).model_fields:
+        value = getattr(block, name, None)
+        if isinstance(value, SecretStr):
+            out.append(value.get_secret_value())
+    return out
+
+
+@task(name="resolve_job", cache_policy=NO_CACHE)
+def resolve_job(job: BackupJob) -> Resolved:
+    """Load the job's saved blocks and build its storages.
+
+    Raises:
+        InputError: a named block does not exist, or its engine does not match the job's type.
+    """
+    from blocks.database import Database
+    from blocks.etcd import EtcdCluster
+    from blocks.object_store import ObjectStore
+
+    r = Resolved(job)
+    src = job.source
+    if isinstance(src, DatabaseSourceConfig):
+        r.source_block = _load_block(Database, src.connect.block, "sources[0].connect.block")
+        if r.source_block.engine != job.engine:
+            raise InputError(
+                "type",
+                f"the job is {job.engine} but block {src.connect.block!r} is {r.source_block.engine}",
+                "point connect.block at a block of the job's engine",
+            )
+    elif isinstance(src, EtcdSourceConfig):
+        r.source_block = _load_block(EtcdCluster, src.connect.block, "sources[0].connect.block")
+    if r.source_block is not None:
+        r.secrets += _secret_values(r.source_block)
+    for i, cfg in enumerate(job.enabled_storages):
+        storage: BackupStorage
+        if isinstance(cfg, LocalStorageConfig):
+            storage = LocalStorage(cfg.backup_dir, cfg.label)
+        else:
+            store = _load_block(ObjectStore, cfg.object_store, f"storages[{i}].object_store")
+            r.secrets += _secret_values(store)
+            storage = S3Storage(store, cfg.bucket_name, cfg.backup_dir, cfg.label)
+        r.storages[cfg.label] = storage
+        r.storage_configs[cfg.label] = cfg
+    return r
+
+
+# --------------------------------------------------------------------------------------------------
+# preflight
+
+
+@task(name="preflight_source", cache_policy=NO_CACHE)
+def preflight_source(r: Resolved) -> dict[str, Any]:
+    """Check the source is reachable with the given credentials and resolve what to back up.
+
+    Returns:
+        ``{"databases": [...]}`` for databases, ``{"paths": [...]}`` for files, ``{"members": n}`` for etcd.
+
+    Raises:
+        InputError / StateferryError: naming the field and the fix (unreachable host, wrong password,
+        missing database or path).
+    """
+    job, src = r.job, r.job.source
+    if isinstance(src, DatabaseSourceConfig):
+        db = r.source_block
+        where = f"{job.engine} at {db.host}:{db.effective_port} as {db.user}"
+        try:
+            found = mysql_user_databases(db) if job.engine == "mysql" else postgres_user_databases(db)
+        except TransientError as exc:
+            raise TransientError(
+                r.redact(
+                    f"sources[0].connect: cannot reach {where} ({exc}). Fix: check host/port in the "
+                    f"Database block {src.connect.block!r} and that the server is up"
+                )
+            ) from None
+        except StateferryError as exc:
+            raise InputError(
+                "sources[0].connect",
+                r.redact(f"cannot log in to {where} ({exc})"),
+                f"check user/password in the Database block {src.connect.block!r}",
+            ) from None
+        wanted = list(src.target) or list(db.databases) or found
+        missing = [d for d in wanted if d not in found]
+        if missing:
+            raise InputError(
+                "sources[0].target",
+                f"database(s) {missing} do not exist on {where}",
+                "fix the list or create them",
+            )
+        if not wanted:
+            raise InputError(
+                "sources[0].target", f"no user database on {where}", "create one or list targets"
+            )
+        return {"databases": wanted, "host": db.host, "port": db.effective_port}
+    if isinstance(src, FilesSourceConfig):
+        for p in src.target:
+            path = Path(p)
+            if not path.exists():
+                raise InputError("sources[0].target", f"{p} does not exist", "fix the path")
+            if path.is_dir() and not (path.stat().st_mode & 0o444):
+                raise InputError("sources[0].target", f"{p} is not readable", "grant read access")
+        return {"paths": list(src.target)}
+    import asyncio
+
+    async def members() -> int:
+        async with r.source_block.client() as client:
+            return len(await client.member_list())
+
+    try:
+        return {"members": asyncio.run(members()), "endpoints": list(r.source_block.endpoints)}
+    except StateferryError as exc:
+        raise type(exc)(r.redact(f"sources[0].connect: etcd cluster {src.connect.block!r}: {exc}")) from None
+
+
+@task(name="preflight_storages", cache_policy=NO_CACHE)
+def preflight_storages(r: Resolved) -> dict[str, str]:
+    """Check every storage is writable now. Returns label -> error for those that are not.
+
+    Raises:
+        StateferryError: when no storage is writable (nothing would be backed up).
+    """
+    failed: dict[str, str] = {}
+    errors: list[StateferryError] = []
+    for i, (label, storage) in enumerate(r.storages.items()):
+        try:
+            storage.check_writable(r.job.job)
+        except InputError as exc:
+            err: StateferryError = InputError(f"storages[{i}].{exc.field}", r.redact(exc.problem), exc.fix)
+            failed[label] = str(err)
+            errors.append(err)
+        except Exception as exc:
+            failed[label] = r.redact(f"storages[{i}] ({label}): {exc}")
+            errors.append(StateferryError(failed[label]))
+    if len(failed) == len(r.storages):
+        if len(errors) == 1:
+            raise errors[0]
+        raise StateferryError("no storage is writable: " + "; ".join(failed.values()))
+    return failed
+
+
+# --------------------------------------------------------------------------------------------------
+# dump
+
+
+def new_backup_id(now: dt.datetime) -> str:
+    """``YYYYMMDDTHHMMSSZ-xxxxxx``: sortable by time, unique per run."""
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
+
+
+def _progress_logger(name: str) -> Callable[[int, int], None]:
+    def report(raw: int, stored: int) -> None:
+        log.info("%s: %d MiB read, %d MiB stored", name, raw >> 20, stored >> 20)
+
+    return report
+
+
+@task(name="dump_to_storages", cache_policy=NO_CACHE)
+def dump_to_storages(
+    r: Resolved, backup_id: str, source_facts: dict[str, Any], healthy: list[str]
+) -> tuple[list[PartResult], dict[str, str]]:
+    """Stream every part of the backup to every healthy storage at once.
+
+    Returns:
+        The parts written and label -> error of the storages that failed on the way.
+
+    Raises:
+        Exception: the source failed (every partial object is removed first).
+    """
+    job, src = r.job, r.job.source
+    parts: list[tuple[str, Any, dict[str, Any]]] = []
+    if isinstance(src, DatabaseSourceConfig) and job.engine == "mysql":
+        dbs = source_facts["databases"]
+        parts.append(
+            (
+                "mysql.sql.gz",
+                mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
+                {"kind": "mysqldump", "databases": dbs, "format": "sql"},
+            )
+        )
+    elif isinstance(src, DatabaseSourceConfig):
+        ext = "pgdump" if src.format == "custom" else "sql"
+        for d in source_facts["databases"]:
+            parts.append(
+                (
+                    f"{d}.{ext}.gz",
+                    pg_dump_producer(r.source_block, d, src.format, src.dump_args("postgres")),
+                    {"kind": "pg_dump", "database": d, "format": src.format},
+                )
+            )
+    elif isinstance(src, FilesSourceConfig):
+        parts.append(
+            ("files.tar.gz", tar_producer(src.target, src.excludes), {"kind": "tar", "format": "tar"})
+        )
+    else:
+        parts.append(("snapshot.db.gz", etcd_snapshot_producer(r.source_block), {"kind": "etcd-snapshot"}))
+
+    failed: dict[str, str] = {}
+    results: list[PartResult] = []
+    alive = list(healthy)
+    try:
+        for name, producer, meta in parts:
+            writers = {label: r.storages[label].open_part(job.job, backup_id, name) for label in alive}
+            log.info("streaming %s to %s", name, ", ".join(alive))
+            res = stream_part(
+                name,
+                producer,
+                writers,
+                redact=r.redact,
+                progress=_progress_logger(name),
+            )
+            res.info = {**meta, **res.info}
+            results.append(res)
+            for label, err in res.failed.items():
+                failed[label] = err
+            alive = [a for a in alive if a not in res.failed]
+    except BaseException:
+        for label in healthy:
+            try:
+                r.storages[label].discard(job.job, backup_id)
+            except Exception as exc:
+                log.warning("could not remove the partial backup from %s: %s", label, r.redact(str(exc)))
+        raise
+    for label in failed:
+        try:
+            r.storages[label].discard(job.job, backup_id)
+        except Exception:
+            pass
+    return results, failed
+
+
+# --------------------------------------------------------------------------------------------------
+# verification
+
+
+def _inventory(r: Resolved, database: str) -> dict[str, Any]:
+    return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
+
+
+def _compare(name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Differences between the source (before the dump) and the restored copy.
+
+    A table whose row count changed in the source between the dump and now is reported as drift,
+    not as a failure (the dump is a consistent snapshot of some moment in between).
+    """
+    problems: list[str] = []
+    for kind in ("views", "routines"):
+        if set(before[kind]) != set(restored[kind]) and set(now[kind]) != set(restored[kind]):
+            problems.append(f"{name}: {kind} differ: source {before[kind]} restored {restored[kind]}")
+    for table, count in before["tables"].items():
+        if table not in restored["tables"]:
+            if table in now["tables"]:
+                problems.append(f"{name}: table {table} missing from the restored copy")
+            continue
+        got = restored["tables"][table]
+        if got != count and now["tables"].get(table) == count:
+            problems.append(f"{name}: table {table} has {got} rows restored, {count} in the source")
+    extra = set(restored["tables"]) - set(before["tables"]) - set(now["tables"])
+    if extra:
+        problems.append(f"{name}: unexpected tables restored: {sorted(extra)}")
+    return problems
+
+
+@task(name="verify_backup", cache_policy=NO_CACHE)
+def verify_backup(
+    r: Resolved, backup_id: str, parts: list[PartResult], reader_label: str, before: dict[str, Any]
+) -> dict[str, Any]:
+    """Restore the unpublished backup into a scratch database / directory and check it.
+
+    Args:
+        r: the resolved job.
+        backup_id: the new backup.
+        parts: what was written.
+        reader_label: the storage to read the (still unpublished) backup from.
+        before: source inventories taken before the dump (databases only).
+
+    Returns:
+        The verification record for the manifest.
+
+    Raises:
+        VerificationFailed: with every difference found.
+    """
+    storage = r.storages[reader_label]
+    job = r.job
+
+    def open_part(name: str) -> BinaryIO:
+        return storage.open_read(job.job, backup_id, name, published=False)
+
+    token = pysecrets.token_hex(3)
+    problems: list[str] = []
+    record: dict[str, Any] = {"read_from": reader_label, "checks": {}}
+    if job.engine == "mysql":
+        (part,) = parts
+        dbs: list[str] = part.info["databases"]
+        mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
+        try:
+            with open_part(part.name) as fh:
+                restore_mysql(r.source_block, fh, rename=mapping)
+            for d, scratch in mapping.items():
+                restored = mysql_inventory(r.source_block, scratch)
+                problems += _compare(d, before[d], restored, _inventory(r, d))
+                record["checks"][d] = restored
+        except StateferryError as exc:
+            problems.append(r.redact(f"restore into a scratch database failed: {exc}"))
+        finally:
+            for scratch in mapping.values():
+                mysql_drop_database(r.source_block, scratch)
+    elif job.engine == "postgres":
+        for part in parts:
+            d = part.info["database"]
+            scratch = f"sfverify_{token}_{d}"[:63]
+            try:
+                postgres_recreate_database(r.source_block, scratch, drop=True)
+                with open_part(part.name) as fh:
+                    restore_postgres(r.source_block, fh, scratch, part.info["format"])
+                restored = postgres_inventory(r.source_block, scratch)
+                problems += _compare(d, before[d], restored, _inventory(r, d))
+                record["checks"][d] = restored
+            except StateferryError as exc:
+                problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
+            finally:
+                postgres_drop_database(r.source_block, scratch)
+    elif job.engine == "files":
+        (part,) = parts
+        scratch_dir = Path(tempfile.mkdtemp(prefix="stateferry-verify-"))
+        try:
+            with open_part(part.name) as fh:
+                restore_files(fh, scratch_dir)
+            got = tree_digest(scratch_dir)
+            want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
+            record["checks"]["files"] = got
+            if got != want:
+                problems.append(f"restored tree differs: expected {want}, got {got}")
+        except StateferryError as exc:
+            problems.append(f"extracting the archive failed: {exc}")
+        finally:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+    else:
+        (part,) = parts
+        with open_part(part.name) as fh, spooled_snapshot(fh) as snap:
+            try:
+                status = etcd_snapshot_status(snap)
+                data_dir = snap.parent / "restored"
+                restore_etcd_snapshot(snap, data_dir)
+                record["checks"]["etcd"] = status
+                if not (data_dir / "member" / "snap" / "db").exists():
+                    problems.append("etcd snapshot restore produced no member/snap/db")
+            except StateferryError as exc:
+                problems.append(f"etcd snapshot restore failed: {exc}")
+    if problems:
+        raise VerificationFailed("verification failed: " + "; ".join(problems))
+    record["result"] = "ok"
+    return record
+
+
+@task(name="inventory_source", cache_policy=NO_CACHE)
+def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
+    """Tables/row counts/views/routines of each source database (taken before the dump)."""
+    return {d: _inventory(r, d) for d in databases}
+
+
+# --------------------------------------------------------------------------------------------------
+# publish + rotate
+
+
+def build_manifest(
+    r: Resolved,
+    backup_id: str,
+    started: dt.datetime,
+    finished: dt.datetime,
+    parts: list[PartResult],
+    source_facts: dict[str, Any],
+    verification: dict[str, Any] | None,
+    flow_run_id: str | None,
+) -> dict[str, Any]:
+    """The manifest stored next to the backup (no secrets)."""
+    tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
+    return {
+        "format": FORMAT,
+        "job": r.job.job,
+        "engine": r.job.engine,
+        "type": r.job.type,
+        "backup_id": backup_id,
+        "status": "good",
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "compression": "gzip",
+        "source": {k: v for k, v in source_facts.items() if k != "password"},
+        "size": sum(p.size for p in parts),
+        "sha256": parts[0].sha256 if len(parts) == 1 else _combined_sha(parts),
+        "parts": [
+            {
+                "name": p.name,
+                "size": p.size,
+                "sha256": p.sha256,
+                "raw_size": p.raw_size,
+                "raw_sha256": p.raw_sha256,
+                "seconds": round(p.seconds, 3),
+                **{k: v for k, v in p.info.items() if k not in ("bytes",)},
+            }
+            for p in parts
+        ],
+        "tools": tools,
+        "verification": verification,
+        "flow_run_id": flow_run_id,
+    }
+
+
+def _combined_sha(parts: list[PartResult]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(f"{p.sha256}  {p.name}" for p in parts).encode()).hexdigest()
+
+
+@task(name="publish_backup", cache_policy=NO_CACHE)
+def publish_backup(
+    r: Resolved, backup_id: str, manifest: dict[str, Any], labels: list[str]
+) -> dict[str, str]:
+    """Write the manifest to every storage that holds the parts. Returns label -> error for failures."""
+    failed: dict[str, str] = {}
+    for label in labels:
+        try:
+            r.storages[label].publish(r.job.job, backup_id, manifest)
+        except Exception as exc:
+            failed[label] = r.redact(f"publishing failed: {exc}")
+            try:
+                r.storages[label].discard(r.job.job, backup_id)
+            except Exception:
+                pass
+    return failed
+
+
+def _entries(stored: list[StoredBackup]) -> list[BackupEntry]:
+    out = []
+    for b in stored:
+        created = None
+        if b.manifest and b.manifest.get("started"):
+            try:
+                created = dt.datetime.fromisoformat(b.manifest["started"])
+            except ValueError:
+                created = None
+        if created is None:
+            created = _id_time(b.backup_id)
+        out.append(BackupEntry(b.backup_id, created, good=b.good))
+    return out
+
+
+def _id_time(backup_id: str) -> dt.datetime:
+    raw = backup_id.removeprefix(".partial-")[:16]
+    try:
+        return dt.datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@task(name="rotate_storage", cache_policy=NO_CACHE)
+def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str) -> RetentionPlan:
+    """Apply the storage's retention (only called after the new backup was published there).
+
+    Raises:
+        PermanentError: the plan would delete the new backup (never happens with the planner's rules).
+    """
+    storage = r.storages[label]
+    stored = storage.list_backups(r.job.job)
+    plan = plan_retention(_entries(stored), r.storage_configs[label].store.policy(), now)
+    if new_backup_id in plan.delete:
+        raise PermanentError(f"retention on {label} would delete the new backup {new_backup_id}; refusing")
+    for bid in plan.delete:
+        if bid.startswith(".partial-"):
+            storage.discard(r.job.job, bid.removeprefix(".partial-"))
+        else:
+            storage.discard(r.job.job, bid)
+    return plan
+
+
+__all__ = [
+    "Resolved",
+    "VerificationFailed",
+    "build_manifest",
+    "dump_to_storages",
+    "inventory_source",
+    "new_backup_id",
+    "preflight_source",
+    "preflight_storages",
+    "publish_backup",
+    "resolve_job",
+    "rotate_storage",
+    "translate",
+    "verify_backup",
+]

@@ -1,0 +1,195 @@
+"""Streaming fan-out: producer bytes -> gzip -> sha256/size -> every storage at once.
+
+Memory is constant whatever the backup size: the producer pushes chunks (about 1 MiB), each is
+compressed and handed to every target's writer immediately (the S3 writers hold a bounded queue and
+a few multipart parts). A target whose write fails is dropped and reported; the others carry on.
+Nothing is committed unless the producer returned normally (the dump exited 0 and its output was
+complete): a failed or cut-short producer aborts every part, so it can never become a good backup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stateferry.errors import StateferryError
+from tasks.backup_storage import PartWriter
+
+log = logging.getLogger(__name__)
+
+#: gzip level (the same as ``gzip`` without options, so the benchmark compares like with like).
+GZIP_LEVEL = 6
+
+
+class AllTargetsFailed(StateferryError):
+    """Every storage failed while the backup was streaming."""
+
+
+@dataclass
+class PartResult:
+    """What was written for one part."""
+
+    name: str
+    size: int = 0
+    sha256: str = ""
+    raw_size: int = 0
+    raw_sha256: str = ""
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    #: target label -> error message, for targets that failed on this part
+    failed: dict[str, str] = field(default_factory=dict)
+    committed: list[str] = field(default_factory=list)
+
+
+class FanOutSink:
+    """The file-like object producers write raw bytes to.
+
+    Args:
+        name: the part's name (for reports).
+        writers: target label -> part writer.
+        compress: gzip the stream (True) or store it as is.
+        redact: applied to error messages recorded for failed targets.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        writers: dict[str, PartWriter],
+        *,
+        compress: bool = True,
+        redact: Callable[[str], str] = lambda s: s,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.result = PartResult(name)
+        self.active = dict(writers)
+        self._redact = redact
+        self._gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
+        self._raw_hash = hashlib.sha256()
+        self._hash = hashlib.sha256()
+        self._progress = progress
+        self._last_report = time.monotonic()
+        self._started = time.monotonic()
+
+    # file-like API --------------------------------------------------------------------------------
+    def writable(self) -> bool:
+        """File-like protocol: always writable."""
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Feed raw producer bytes; returns the number of bytes accepted."""
+        raw = bytes(data)
+        if not raw:
+            return 0
+        self._raw_hash.update(raw)
+        self.result.raw_size += len(raw)
+        out = self._gz.compress(raw) if self._gz is not None else raw
+        if out:
+            self._emit(out)
+        if self._progress is not None and time.monotonic() - self._last_report > 5:
+            self._last_report = time.monotonic()
+            self._progress(self.result.raw_size, self.result.size)
+        return len(raw)
+
+    def flush(self) -> None:
+        """File-like protocol: nothing buffered beyond gzip's window."""
+
+    # -----------------------------------------------------------------------------------------------
+    def _emit(self, out: bytes) -> None:
+        self._hash.update(out)
+        self.result.size += len(out)
+        for label, writer in list(self.active.items()):
+            try:
+                writer.write(out)
+            except Exception as exc:
+                self._fail(label, writer, exc)
+        if not self.active:
+            raise AllTargetsFailed(
+                f"every storage failed while writing {self.result.name}: "
+                + "; ".join(f"{k}: {v}" for k, v in self.result.failed.items())
+            )
+
+    def _fail(self, label: str, writer: PartWriter, exc: BaseException) -> None:
+        self.result.failed[label] = self._redact(f"{type(exc).__name__}: {exc}")
+        log.warning("storage %s failed on %s: %s", label, self.result.name, self.result.failed[label])
+        self.active.pop(label, None)
+        try:
+            writer.abort()
+        except Exception:
+            pass
+
+    def finish(self) -> PartResult:
+        """The producer succeeded: flush gzip and commit every still-healthy target."""
+        if self._gz is not None:
+            tail = self._gz.flush()
+            if tail:
+                self._emit(tail)
+        for label, writer in list(self.active.items()):
+            try:
+                writer.commit()
+                self.result.committed.append(label)
+            except Exception as exc:
+                self._fail(label, writer, exc)
+        if not self.result.committed:
+            raise AllTargetsFailed(
+                f"no storage accepted {self.result.name}: "
+                + "; ".join(f"{k}: {v}" for k, v in self.result.failed.items())
+            )
+        self.result.sha256 = self._hash.hexdigest()
+        self.result.raw_sha256 = self._raw_hash.hexdigest()
+        self.result.seconds = time.monotonic() - self._started
+        return self.result
+
+    def abort(self) -> None:
+        """The producer failed: abort every part."""
+        for writer in self.active.values():
+            try:
+                writer.abort()
+            except Exception:
+                pass
+        self.active.clear()
+
+
+Producer = Callable[[FanOutSink], dict[str, Any]]
+
+
+def stream_part(
+    name: str,
+    producer: Producer,
+    writers: dict[str, PartWriter],
+    *,
+    compress: bool = True,
+    redact: Callable[[str], str] = lambda s: s,
+    progress: Callable[[int, int], None] | None = None,
+) -> PartResult:
+    """Run one producer into every writer.
+
+    Args:
+        name: the part's name.
+        producer: pushes raw bytes into the sink; returns extra info for the manifest; raises when the
+            source failed (non-zero exit, truncated output).
+        writers: target label -> writer for this part.
+        compress: gzip on the way.
+        redact: scrubs secrets from recorded error messages.
+        progress: called with (raw bytes, stored bytes) every few seconds.
+
+    Returns:
+        Sizes, hashes, the producer's info, and which targets committed / failed.
+
+    Raises:
+        Exception: whatever the producer raised (every part is aborted first), or
+            :class:`AllTargetsFailed`.
+    """
+    sink = FanOutSink(name, writers, compress=compress, redact=redact, progress=progress)
+    try:
+        info = producer(sink)
+    except BaseException:
+        sink.abort()
+        raise
+    result = sink.finish()
+    result.info = info
+    return result

@@ -1,0 +1,247 @@
+"""Tasks of the restore flow: find a backup, fetch it with its sha256 checked, restore it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stateferry.errors import InputError, PermanentError, PreconditionFailed
+from tasks.backup_jobs import Resolved, _load_block
+from tasks.backup_storage import LocalStorage, StoredBackup
+from tasks.dumpers import CHUNK, tree_digest
+from tasks.restore_ops import (
+    mysql_database_exists,
+    postgres_database_exists,
+    postgres_recreate_database,
+    restore_etcd_snapshot,
+    restore_files,
+    restore_mysql,
+    restore_postgres,
+    spooled_snapshot,
+)
+
+
+class ChecksumMismatch(PermanentError):
+    """The stored bytes do not match the manifest's sha256: the copy is corrupt."""
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The backup chosen for a restore."""
+
+    storage: str
+    backup_id: str
+    manifest: dict[str, Any]
+
+
+def _created(b: StoredBackup) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(b.manifest["started"])) if b.manifest else dt.datetime.min
+
+
+@task(name="select_backup", cache_policy=NO_CACHE)
+def select_backup(r: Resolved, backup: str, storage: str | None) -> Selected:
+    """Pick ``latest``, an exact id / id prefix, or the newest backup taken at or before an ISO time.
+
+    Local storages are searched first (fastest to read); ``storage`` restricts the search to one label.
+
+    Raises:
+        InputError: unknown storage label, or no matching good backup.
+    """
+    labels = list(r.storages)
+    if storage is not None:
+        if storage not in r.storages:
+            raise InputError("storage", f"no enabled storage named {storage!r}", f"use one of {labels}")
+        labels = [storage]
+    labels.sort(key=lambda lbl: not isinstance(r.storages[lbl], LocalStorage))
+    at: dt.datetime | None = None
+    if backup != "latest":
+        with contextlib.suppress(ValueError):
+            at = dt.datetime.fromisoformat(backup.replace("Z", "+00:00"))
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=dt.UTC)
+    errors: list[str] = []
+    for label in labels:
+        try:
+            good = [b for b in r.storages[label].list_backups(r.job.job) if b.good]
+        except Exception as exc:
+            errors.append(r.redact(f"{label}: {exc}"))
+            continue
+        if backup == "latest":
+            chosen = max(good, key=_created, default=None)
+        elif at is not None and not any(b.backup_id == backup for b in good):
+            chosen = max((b for b in good if _created(b) <= at), key=_created, default=None)
+        else:
+            matches = [b for b in good if b.backup_id == backup or b.backup_id.startswith(backup)]
+            if len(matches) > 1:
+                raise InputError(
+                    "backup", f"{backup!r} matches {len(matches)} backups", "give the full backup id"
+                )
+            chosen = matches[0] if matches else None
+        if chosen is not None and chosen.manifest is not None:
+            return Selected(label, chosen.backup_id, chosen.manifest)
+    raise InputError(
+        "backup",
+        f"no good backup of {r.job.job} matching {backup!r} in {labels}"
+        + (f" ({'; '.join(errors)})" if errors else ""),
+        "list backups with dry_run=True, or pick another storage / timestamp",
+    )
+
+
+@contextlib.contextmanager
+def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
+    """Yield part name -> local file whose sha256 matched the manifest.
+
+    Local parts are hashed in place; S3 parts are downloaded into a temporary directory while hashed.
+
+    Raises:
+        ChecksumMismatch: naming the part, the expected and the found digest.
+    """
+    storage = r.storages[sel.storage]
+    tmp = Path(tempfile.mkdtemp(prefix="stateferry-restore-"))
+    try:
+        out: dict[str, Path] = {}
+        for part in sel.manifest["parts"]:
+            name = part["name"]
+            h = hashlib.sha256()
+            size = 0
+            if isinstance(storage, LocalStorage):
+                path = storage.part_path(r.job.job, sel.backup_id, name)
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda fh=fh: fh.read(CHUNK), b""):  # type: ignore[misc]
+                        h.update(chunk)
+                        size += len(chunk)
+            else:
+                path = tmp / name
+                with storage.open_read(r.job.job, sel.backup_id, name) as src, open(path, "wb") as dst:
+                    for chunk in iter(lambda src=src: src.read(CHUNK), b""):  # type: ignore[misc]
+                        h.update(chunk)
+                        size += len(chunk)
+                        dst.write(chunk)
+            if h.hexdigest() != part["sha256"] or size != part["size"]:
+                raise ChecksumMismatch(
+                    f"{sel.storage}: {r.job.job}/{sel.backup_id}/{name} is corrupt: manifest sha256 "
+                    f"{part['sha256']} ({part['size']} bytes), stored {h.hexdigest()} ({size} bytes). "
+                    "Restore another backup or from another storage."
+                )
+            out[name] = path
+        yield out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plan_restore(
+    r: Resolved, sel: Selected, target_database: str | None, target_dir: str | None, overwrite: bool
+) -> list[str]:
+    """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
+
+    Raises:
+        InputError: the target parameters do not fit the backup (e.g. a rename of a multi-database dump).
+    """
+    m = sel.manifest
+    engine = m["engine"]
+    actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
+    if engine in ("mysql", "postgres"):
+        dbs = m["parts"][0]["databases"] if engine == "mysql" else [p["database"] for p in m["parts"]]
+        if target_database and len(dbs) != 1:
+            raise InputError(
+                "target_database",
+                f"the backup holds {len(dbs)} databases ({dbs}); a new name fits only one",
+                "omit target_database, or back up that database in its own job",
+            )
+        for d in dbs:
+            name = target_database or d
+            verb = "replace" if overwrite else "create (must not exist)"
+            actions.append(f"{verb} database {name!r} from {d!r}")
+    else:
+        if not target_dir:
+            raise InputError(
+                "target_dir", "is required to restore files or an etcd snapshot", "give a directory"
+            )
+        what = "extract the archive" if engine == "files" else "etcdctl snapshot restore into the data dir"
+        actions.append(f"{what} {target_dir}" + (" (overwrite)" if overwrite else " (must be empty/missing)"))
+    return actions
+
+
+@task(name="restore_selected", cache_policy=NO_CACHE)
+def restore_selected(
+    r: Resolved,
+    sel: Selected,
+    *,
+    target_database: str | None,
+    target_block: str | None,
+    target_dir: str | None,
+    overwrite: bool,
+    etcd: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore the selected backup after checking its sha256.
+
+    Raises:
+        ChecksumMismatch: corrupt copy (nothing restored).
+        PreconditionFailed: the target exists and ``overwrite`` is False.
+    """
+    engine = sel.manifest["engine"]
+    db = r.source_block
+    if target_block and engine in ("mysql", "postgres"):
+        from blocks.database import Database
+
+        db = _load_block(Database, target_block, "target_block")
+    done: dict[str, Any] = {"backup_id": sel.backup_id, "storage": sel.storage}
+    with verified_parts(r, sel) as files:
+        if engine == "mysql":
+            part = sel.manifest["parts"][0]
+            dbs: list[str] = part["databases"]
+            rename = {dbs[0]: target_database} if target_database else {}
+            targets = [rename.get(d, d) for d in dbs]
+            existing = [t for t in targets if mysql_database_exists(db, t)]
+            if existing and not overwrite:
+                raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
+            with open(files[part["name"]], "rb") as fh:
+                restore_mysql(db, fh, rename=rename)
+            done["databases"] = targets
+        elif engine == "postgres":
+            targets = []
+            for part in sel.manifest["parts"]:
+                name = target_database or part["database"]
+                exists = postgres_database_exists(db, name)
+                if exists and not overwrite:
+                    raise PreconditionFailed(f"database {name!r} exists; drop it or pass overwrite=True")
+                postgres_recreate_database(db, name, drop=exists)
+                with open(files[part["name"]], "rb") as fh:
+                    restore_postgres(db, fh, name, part["format"])
+                targets.append(name)
+            done["databases"] = targets
+        elif engine == "files":
+            part = sel.manifest["parts"][0]
+            dest = Path(str(target_dir))
+            with open(files[part["name"]], "rb") as fh:
+                restore_files(fh, dest, overwrite=overwrite)
+            got = tree_digest(dest)
+            want = {k: part[k] for k in ("file_count", "total_bytes", "tree_sha256")}
+            done["directory"] = str(dest)
+            done["tree"] = got
+            if not overwrite and got != want:
+                raise PermanentError(f"restored tree differs from the manifest: expected {want}, got {got}")
+        else:
+            part = sel.manifest["parts"][0]
+            dest = Path(str(target_dir))
+            with open(files[part["name"]], "rb") as fh, spooled_snapshot(fh) as snap:
+                if dest.exists() and overwrite:
+                    shutil.rmtree(dest)
+                restore_etcd_snapshot(snap, dest, **etcd)
+            done["data_dir"] = str(dest)
+    return done
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """Open a file for binary reading (helper for callers outside a context manager)."""
+    return open(path, "rb")

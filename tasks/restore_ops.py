@@ -1,0 +1,393 @@
+"""Restores (and the checks verification uses): databases, directories, etcd snapshots.
+
+Every restore reads a gzip stream; callers verify the stored sha256 first (:func:`sha256_of`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from stateferry.errors import PermanentError, PreconditionFailed, StateferryError
+from tasks.dumpers import CHUNK, find_tool, mysql_defaults_file, postgres_env, redactor
+
+if TYPE_CHECKING:
+    from blocks.database import Database
+
+
+class RestoreFailed(StateferryError):
+    """The restore tool failed."""
+
+
+def sha256_of(fh: BinaryIO) -> tuple[str, int]:
+    """Hash a stream to its end; returns (hex digest, size)."""
+    h = hashlib.sha256()
+    n = 0
+    for chunk in iter(lambda: fh.read(CHUNK), b""):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+def gunzip_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    """Decompress a gzip stream chunk by chunk (constant memory)."""
+    d = zlib.decompressobj(31)
+    for chunk in iter(lambda: fh.read(CHUNK), b""):
+        out = d.decompress(chunk)
+        if out:
+            yield out
+    tail = d.flush()
+    if tail:
+        yield tail
+    if not d.eof:
+        raise RestoreFailed("the gzip stream is truncated")
+
+
+def _feed(
+    argv: list[str], chunks: Iterator[bytes], *, env: dict[str, str] | None, redact: Callable[[str], str]
+) -> None:
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    err: list[bytes] = []
+    stderr = proc.stderr
+    t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
+    t.start()
+    try:
+        for chunk in chunks:
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        rc = proc.wait()
+        t.join(timeout=10)
+    if rc != 0:
+        msg = b"".join(err).decode(errors="replace").strip()[-1500:]
+        raise RestoreFailed(redact(f"{Path(argv[0]).name} exited with status {rc}: {msg}"))
+
+
+# --------------------------------------------------------------------------------------------------
+# MySQL / MariaDB
+
+_DB_LINE = re.compile(
+    rb"^(?P<pre>(?:/\*!40000 )?DROP DATABASE IF EXISTS |CREATE DATABASE (?:/\*!32312 IF NOT EXISTS\*/ )?"
+    rb"|USE |-- Current Database: )`(?P<name>(?:[^`]|``)+)`"
+)
+
+
+def rename_databases(chunks: Iterator[bytes], mapping: dict[str, str]) -> Iterator[bytes]:
+    """Rewrite the database names in a ``mysqldump --databases`` stream (line by line).
+
+    Only the statements that select a database are touched (DROP/CREATE DATABASE, USE), so objects
+    are restored under the new name.
+    """
+    if not mapping:
+        yield from chunks
+        return
+    enc = {k.encode(): v.replace("`", "``").encode() for k, v in mapping.items()}
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        lines = buf.split(b"\n")
+        buf = lines.pop()
+        yield b"\n".join(_rename_line(line, enc) for line in lines) + b"\n"
+    if buf:
+        yield _rename_line(buf, enc)
+
+
+def _rename_line(line: bytes, enc: dict[bytes, bytes]) -> bytes:
+    if line[:1] not in (b"/", b"C", b"U", b"-", b"D"):
+        return line
+    m = _DB_LINE.match(line)
+    if not m:
+        return line
+    name = m.group("name").replace(b"``", b"`")
+    if name not in enc:
+        return line
+    return line[: m.start("name")] + enc[name] + line[m.end("name") :]
+
+
+def mysql_database_exists(db: Database, name: str) -> bool:
+    """True when the database exists."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
+
+
+def mysql_drop_database(db: Database, name: str) -> None:
+    """Drop a database if it exists."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
+    finally:
+        conn.close()
+
+
+def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None = None) -> None:
+    """Feed a gzip'd ``mysqldump --databases`` stream to the ``mysql`` client.
+
+    Args:
+        db: the target server.
+        fh: the stored part (gzip).
+        rename: source database -> target database.
+    """
+    client = find_tool("mariadb", "mysql")
+    with mysql_defaults_file(db) as cnf:
+        _feed(
+            [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch"],
+            rename_databases(gunzip_chunks(fh), rename or {}),
+            env=None,
+            redact=redactor(db.password.get_secret_value()),
+        )
+
+
+def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
+    """Tables with exact row counts, views and routines of one database (for verification)."""
+    conn = db.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = %s",
+                (database,),
+            )
+            rows = cur.fetchall()
+            tables: dict[str, int] = {}
+            views: list[str] = []
+            for name, kind in rows:
+                if kind == "VIEW":
+                    views.append(name)
+                else:
+                    cur.execute(f"SELECT COUNT(*) FROM `{name.replace('`', '``')}`")
+                    tables[name] = int(cur.fetchone()[0])
+            cur.execute(
+                "SELECT routine_type, routine_name FROM information_schema.routines"
+                " WHERE routine_schema = %s",
+                (database,),
+            )
+            routines = sorted(f"{t.lower()} {n}" for t, n in cur.fetchall())
+        return {"tables": dict(sorted(tables.items())), "views": sorted(views), "routines": routines}
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def postgres_database_exists(db: Database, name: str) -> bool:
+    """True when the database exists."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
+
+
+def postgres_recreate_database(db: Database, name: str, *, drop: bool) -> None:
+    """(Drop and) create an empty database."""
+    ident = '"' + name.replace('"', '""') + '"'
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            if drop:
+                cur.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {ident}")
+    finally:
+        conn.close()
+
+
+def postgres_drop_database(db: Database, name: str) -> None:
+    """Drop a database if it exists (disconnecting its sessions)."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute('DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_owner: bool = False) -> None:
+    """Restore one gzip'd pg_dump into an existing (empty) database.
+
+    Custom format goes through ``pg_restore --exit-on-error``, plain through ``psql ON_ERROR_STOP``.
+    """
+    env = postgres_env(db)
+    redact = redactor(db.password.get_secret_value())
+    if fmt == "custom":
+        argv = [find_tool("pg_restore"), "--exit-on-error", "--dbname", database]
+        if no_owner:
+            argv.append("--no-owner")
+    else:
+        argv = [find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", database, "-f", "-"]
+    _feed(argv, gunzip_chunks(fh), env=env, redact=redact)
+
+
+def postgres_inventory(db: Database, database: str) -> dict[str, Any]:
+    """Tables with exact row counts, views and functions of one database (user schemas)."""
+    conn = db.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+            )
+            tables: dict[str, int] = {}
+            views: list[str] = []
+            for schema, name, kind in cur.fetchall():
+                qual = f"{schema}.{name}"
+                if kind == "VIEW":
+                    views.append(qual)
+                else:
+                    ident = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, name))
+                    cur.execute(f"SELECT COUNT(*) FROM {ident}")
+                    row = cur.fetchone()
+                    tables[qual] = int(row[0]) if row else 0
+            cur.execute(
+                "SELECT n.nspname || '.' || p.proname FROM pg_proc p"
+                " JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            )
+            routines = sorted(r[0] for r in cur.fetchall())
+        return {"tables": dict(sorted(tables.items())), "views": sorted(views), "routines": routines}
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+class _ChunkReader:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.it = chunks
+        self.buf = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buf) < size:
+            try:
+                self.buf += next(self.it)
+            except StopIteration:
+                break
+        if size < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:size], self.buf[size:]
+        return out
+
+
+def restore_files(fh: BinaryIO, target_dir: Path, *, overwrite: bool = False) -> None:
+    """Extract a gzip'd tar stream into ``target_dir`` (must be empty unless ``overwrite``).
+
+    Extraction uses tarfile's ``data`` filter: no absolute paths, no ``..``, no device files.
+    """
+    target_dir = Path(target_dir)
+    if target_dir.exists() and any(target_dir.iterdir()) and not overwrite:
+        raise PreconditionFailed(
+            f"restore target {target_dir} is not empty; choose an empty directory or pass overwrite=True"
+        )
+    target_dir.mkdir(parents=True, exist_ok=True)
+    reader = _ChunkReader(gunzip_chunks(fh))
+    with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        tar.extractall(target_dir, filter="data")
+
+
+# --------------------------------------------------------------------------------------------------
+# etcd
+
+
+@contextlib.contextmanager
+def spooled_snapshot(fh: BinaryIO) -> Iterator[Path]:
+    """Decompress a gzip'd snapshot into a temporary file (etcdctl needs a file path)."""
+    d = Path(tempfile.mkdtemp(prefix="stateferry-snap-"))
+    try:
+        path = d / "snapshot.db"
+        with open(path, "wb") as out:
+            for chunk in gunzip_chunks(fh):
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def etcd_snapshot_status(snapshot: Path) -> dict[str, Any]:
+    """``etcdctl snapshot status -w json`` (hash, revision, totalKey, totalSize)."""
+    out = subprocess.run(
+        [find_tool("etcdctl"), "snapshot", "status", str(snapshot), "-w", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+    if out.returncode != 0:
+        raise RestoreFailed(f"etcdctl snapshot status failed: {out.stderr.strip()[-800:]}")
+    return dict(json.loads(out.stdout))
+
+
+def restore_etcd_snapshot(
+    snapshot: Path,
+    data_dir: Path,
+    *,
+    name: str = "default",
+    peer_url: str = "http://127.0.0.1:2380",
+    initial_cluster: str | None = None,
+    cluster_token: str = "stateferry-restore",
+) -> None:
+    """``etcdctl snapshot restore`` into a fresh data directory (checks the snapshot's hash).
+
+    Raises:
+        PreconditionFailed: the data directory exists.
+        RestoreFailed: etcdctl refused the snapshot.
+    """
+    if data_dir.exists():
+        raise PreconditionFailed(f"etcd data dir {data_dir} exists; restore needs a fresh directory")
+    argv = [
+        find_tool("etcdutl", "etcdctl"),
+        "snapshot",
+        "restore",
+        str(snapshot),
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        name,
+        "--initial-advertise-peer-urls",
+        peer_url,
+        "--initial-cluster",
+        initial_cluster or f"{name}={peer_url}",
+        "--initial-cluster-token",
+        cluster_token,
+    ]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, env={**os.environ, "ETCDCTL_API": "3"}
+    )
+    if out.returncode != 0:
+        raise RestoreFailed(f"etcd snapshot restore failed: {out.stderr.strip()[-800:]}")
+
+
+def ensure_empty_or_missing(path: Path) -> None:
+    """Raise unless ``path`` is missing or an empty directory."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PermanentError(f"{path} exists and is not empty")
