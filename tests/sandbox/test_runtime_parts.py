@@ -56,7 +56,8 @@ def test_ip_pool_allocates_lowest_free_and_reuses_released() -> None:
     [
         (DEFAULT_COREFILE, []),
         (
-            ".:53 {\n    hosts {\n       10.0.0.1 etcd-main-0.etcd-main Etcd-Main-0.\n       fallthrough\n    }\n}\n",
+            ".:53 {\n    hosts {\n       10.0.0.1 etcd-main-0.etcd-main Etcd-Main-0.\n"
+            "       fallthrough\n    }\n}\n",
             [StaticHost("10.0.0.1", ("etcd-main-0.etcd-main", "etcd-main-0"))],
         ),
         (

@@ -1,0 +1,68 @@
+"""Run a command inside a sandbox pod from the host, like ``kubectl exec`` (the API has no exec)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from sandbox.runtime.pods import DEFAULT_PATH
+
+
+class PodNotRunning(RuntimeError):
+    """The pod is not running in the sandbox (unknown, or its sandbox process is gone)."""
+
+
+def pod_info(state_dir: Path, cluster: str, namespace: str, name: str) -> dict[str, object]:
+    """Return the kubelet's record of a running pod: uid, pod_dir, holder_pid, pod_ip."""
+    index_file = Path(state_dir) / cluster / "pods" / "index.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise PodNotRunning(
+            f"no pods are running in cluster {cluster!r} of the sandbox in {state_dir}"
+        ) from exc
+    info = index.get(f"{namespace}/{name}")
+    if not info or not info.get("holder_pid"):
+        raise PodNotRunning(f"pod {namespace}/{name} is not running in cluster {cluster!r}")
+    return dict(info)
+
+
+def exec_in_pod(
+    state_dir: Path,
+    cluster: str,
+    namespace: str,
+    name: str,
+    argv: list[str],
+    *,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the pod's mount and UTS namespaces (its /etc/hosts, volumes, hostname).
+
+    The environment has ``PATH``, ``HOSTNAME`` and ``ETCDCTL_ENDPOINTS=http://<pod-ip>:2379`` (the
+    same deviation the exec probes get, see ``sandbox/runtime/README.md``) plus ``env``.
+
+    Returns:
+        The completed process (text mode, output captured).
+    """
+    info = pod_info(state_dir, cluster, namespace, name)
+    pid = int(info["holder_pid"])  # type: ignore[call-overload]
+    if not os.path.exists(f"/proc/{pid}"):
+        raise PodNotRunning(f"pod {namespace}/{name}: its sandbox process {pid} is gone")
+    full_env = {
+        "PATH": DEFAULT_PATH,
+        "HOSTNAME": name,
+        "HOME": "/root",
+        "ETCDCTL_ENDPOINTS": f"http://{info['pod_ip']}:2379",
+        **(env or {}),
+    }
+    return subprocess.run(
+        ["nsenter", "-m", "-u", "-t", str(pid), "--wd=/", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
+    )

@@ -1,0 +1,445 @@
+"""The kubelet of a sandbox cluster's single Node: binds pods, runs them, reports their status."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from sandbox.runtime.dns import ClusterDns, resolv_conf, write_in_place
+from sandbox.runtime.ippool import IpPool
+from sandbox.runtime.kube import Kube, Obj
+from sandbox.runtime.objects import meta, name_of, now_iso, ns_of, pod_phase, terminating, uid_of
+from sandbox.runtime.pods import PodRuntime
+from sandbox.runtime.podspec import PodConfigError, PodNotReady, build_plan
+from sandbox.runtime.world import World
+
+log = logging.getLogger(__name__)
+
+
+class Kubelet:
+    """Runs the pods bound to one Node.
+
+    Args:
+        cluster: cluster name.
+        kube: API access.
+        cluster_dir: ``<state_dir>/<cluster>``; pods live under ``pods/``.
+        node_name: the Node's name.
+        node_ip: the Node's address (``status.hostIP``).
+        api_ip: the API server's address (``KUBERNETES_SERVICE_HOST``).
+        nameserver: the dead nameserver written into pods' resolv.conf.
+        pod_pool: pod IP pool.
+        marker: the sandbox marker put into every process's environment.
+        kick: called after a status change so the controllers react.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        kube: Kube,
+        cluster_dir: Path,
+        *,
+        node_name: str,
+        node_ip: str,
+        api_ip: str,
+        nameserver: str,
+        pod_pool: IpPool,
+        marker: str,
+        kick: Any,
+    ) -> None:
+        self.cluster = cluster
+        self.kube = kube
+        self.cluster_dir = cluster_dir
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.api_ip = api_ip
+        self.nameserver = nameserver
+        self.pod_pool = pod_pool
+        self.marker = marker
+        self.kick = kick
+        self.runtimes: dict[str, PodRuntime] = {}
+        self.pods: dict[str, Obj] = {}  # last seen API object by uid
+        self.waiting: dict[str, str] = {}  # uid -> reason the pod cannot start
+        self.stopping: set[str] = set()
+        self.dns = ClusterDns()
+        self._pushed: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pusher = threading.Thread(target=self._push_loop, name=f"kubelet-status-{cluster}", daemon=True)
+        self._pusher.start()
+
+    # ------------------------------------------------------------------ node
+    def register_node(self) -> None:
+        """Create (or refresh) the Node object."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "node-role.kubernetes.io/control-plane": "",
+                },
+            },
+            "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]},
+        }
+        self.kube.create("nodes", None, body, exist_ok=True)
+        now = now_iso()
+        status: Obj = {
+            "addresses": [
+                {"type": "InternalIP", "address": self.node_ip},
+                {"type": "Hostname", "address": self.node_name},
+            ],
+            "capacity": {"cpu": "2", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "2", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.24.0-sandbox",
+                "containerRuntimeVersion": "sandbox://1.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "stateferry sandbox",
+                "kernelVersion": "",
+                "kubeProxyVersion": "v1.24.0-sandbox",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
+        self.kube.patch("nodes", None, self.node_name, {"status": status}, sub="status")
+
+    @property
+    def pod_cidr(self) -> str:
+        """The pod address range of the node."""
+        parts = self.node_ip.split(".")
+        return f"{parts[0]}.{parts[1]}.0.0/16"
+
+    # ------------------------------------------------------------------ sync
+    def sync(self, world: World, dns: ClusterDns) -> None:
+        """Bind unbound pods, start new ones, stop deleted ones, refresh hosts files."""
+        self.dns = dns
+        seen: set[str] = set()
+        for pod in world["pods"]:
+            uid = uid_of(pod)
+            seen.add(uid)
+            with self._lock:
+                self.pods[uid] = pod
+            spec = pod.get("spec") or {}
+            if not spec.get("nodeName"):
+                if not terminating(pod):
+                    self._bind(pod)
+                continue
+            if spec.get("nodeName") != self.node_name:
+                continue
+            if terminating(pod):
+                self._terminate(pod)
+                continue
+            if uid in self.runtimes or uid in self.stopping:
+                continue
+            if pod_phase(pod) in ("Succeeded", "Failed"):
+                continue
+            self._start(pod)
+        for uid in list(self.runtimes):
+            if uid not in seen and uid not in self.stopping:
+                self._terminate(self.pods.get(uid) or {"metadata": {"uid": uid}}, api_gone=True)
+        for uid in list(self.waiting):
+            if uid not in seen:
+                self.waiting.pop(uid, None)
+                self.pod_pool.release(uid)
+        self.refresh_hosts()
+        self._mark_all_dirty()
+
+    def _bind(self, pod: Obj) -> None:
+        try:
+            self.kube.patch("pods", ns_of(pod), name_of(pod), {"spec": {"nodeName": self.node_name}})
+        except ApiException as exc:
+            log.warning("cannot bind pod %s/%s: %s", ns_of(pod), name_of(pod), exc.reason)
+
+    def _pod_dir(self, pod: Obj) -> Path:
+        return self.cluster_dir / "pods" / f"{ns_of(pod)}_{name_of(pod)}_{uid_of(pod)}"
+
+    def _getter(self, plural: str, namespace: str, name: str) -> Obj | None:
+        return self.kube.get(plural, namespace or None, name)
+
+    def _start(self, pod: Obj) -> None:
+        uid = uid_of(pod)
+        ip = (pod.get("status") or {}).get("podIP")
+        if not (ip and self.pod_pool.reserve(uid, ip)):
+            ip = self.pod_pool.allocate(uid)
+        pod_dir = self._pod_dir(pod)
+        try:
+            plan = build_plan(
+                pod,
+                self._getter,
+                pod_ip=ip,
+                pod_dir=pod_dir,
+                node_ip=self.node_ip,
+                api_ip=self.api_ip,
+                marker=self.marker,
+            )
+        except (PodNotReady, PodConfigError) as exc:
+            reason = "ContainerCreating" if isinstance(exc, PodNotReady) else "CreateContainerConfigError"
+            if self.waiting.get(uid) != f"{reason}:{exc}":
+                self.waiting[uid] = f"{reason}:{exc}"
+                self._push_waiting(pod, ip, reason, str(exc))
+            return
+        self.waiting.pop(uid, None)
+        write_in_place(plan.resolv_file, resolv_conf(plan.namespace, self.nameserver))
+        write_in_place(plan.hosts_file, self._hosts_for(plan.namespace, ip, plan.hostname, pod))
+        runtime = PodRuntime(plan, on_change=lambda: self._dirty_add(uid))
+        with self._lock:
+            self.runtimes[uid] = runtime
+        runtime.start()
+        self._write_pod_index()
+        self._dirty_add(uid)
+
+    def _hosts_for(self, namespace: str, ip: str, hostname: str, pod: Obj) -> str:
+        subdomain = (pod.get("spec") or {}).get("subdomain")
+        names = [hostname]
+        if subdomain:
+            names = [f"{hostname}.{subdomain}.{namespace}.svc.{self.dns.domain}", hostname]
+        return self.dns.render(namespace, own=(ip, names))
+
+    def refresh_hosts(self) -> None:
+        """Rewrite every running pod's /etc/hosts (in place) from the current DNS records."""
+        with self._lock:
+            runtimes = list(self.runtimes.items())
+        for uid, rt in runtimes:
+            pod = self.pods.get(uid) or {}
+            with contextlib.suppress(OSError):
+                write_in_place(
+                    rt.plan.hosts_file,
+                    self._hosts_for(rt.plan.namespace, rt.plan.pod_ip, rt.plan.hostname, pod),
+                )
+        # a cluster-wide file with the fully qualified names, for diagnostics
+        with contextlib.suppress(OSError):
+            write_in_place(self.cluster_dir / "dns" / "hosts", self.dns.render(None))
+
+    def _terminate(self, pod: Obj, api_gone: bool = False) -> None:
+        uid = uid_of(pod)
+        if uid in self.stopping:
+            return
+        with self._lock:
+            runtime = self.runtimes.get(uid)
+            self.stopping.add(uid)
+        md = meta(pod)
+        grace = md.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+
+        def run() -> None:
+            try:
+                if runtime is not None:
+                    runtime.stop(grace=float(grace))
+                    self._dirty_add(uid)
+                    self._push_one(uid)
+                if not api_gone:
+                    self.kube.delete("pods", ns_of(pod), name_of(pod), grace=0, uid=uid)
+            except Exception as exc:
+                log.warning("terminating pod %s: %s", name_of(pod), exc)
+            finally:
+                with self._lock:
+                    self.runtimes.pop(uid, None)
+                    self.stopping.discard(uid)
+                    self.pods.pop(uid, None)
+                    self._pushed.pop(uid, None)
+                    if runtime is not None:
+                        used = {m.target for rt in self.runtimes.values() for m in rt.plan.mounts}
+                        runtime.remove_mountpoints(used)
+                self.pod_pool.release(uid)
+                self._write_pod_index()
+                self.kick()
+
+        threading.Thread(target=run, name=f"terminate-{name_of(pod)}", daemon=True).start()
+
+    def _write_pod_index(self) -> None:
+        with self._lock:
+            index = {
+                f"{rt.plan.namespace}/{rt.plan.name}": {
+                    "uid": uid,
+                    "pod_dir": str(rt.plan.pod_dir),
+                    "holder_pid": rt.holder_pid,
+                    "pod_ip": rt.plan.pod_ip,
+                }
+                for uid, rt in self.runtimes.items()
+            }
+        with contextlib.suppress(OSError):
+            (self.cluster_dir / "pods").mkdir(parents=True, exist_ok=True)
+            tmp = self.cluster_dir / "pods" / "index.json.tmp"
+            tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+            tmp.replace(self.cluster_dir / "pods" / "index.json")
+
+    def all_pids(self) -> list[int]:
+        """Every process the kubelet runs (holders and container main processes)."""
+        with self._lock:
+            return [pid for rt in self.runtimes.values() for pid in rt.pids()]
+
+    # ------------------------------------------------------------------ status
+    def _dirty_add(self, uid: str) -> None:
+        with self._lock:
+            self._dirty.add(uid)
+        self._wake.set()
+
+    def _mark_all_dirty(self) -> None:
+        with self._lock:
+            self._dirty.update(self.runtimes)
+        self._wake.set()
+
+    def _push_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            pushed = False
+            for uid in dirty:
+                try:
+                    pushed |= self._push_one(uid)
+                except Exception as exc:
+                    log.debug("status push %s: %s", uid, exc)
+            if pushed:
+                self.kick()
+
+    def _push_one(self, uid: str) -> bool:
+        with self._lock:
+            runtime = self.runtimes.get(uid)
+            pod = self.pods.get(uid)
+        if runtime is None or pod is None:
+            return False
+        status = self._status(pod, runtime)
+        cmp = json.dumps(_strip_times(status), sort_keys=True)
+        if self._pushed.get(uid) == cmp:
+            return False
+        try:
+            self.kube.patch("pods", ns_of(pod), name_of(pod), {"status": status}, sub="status")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        self._pushed[uid] = cmp
+        return True
+
+    def _push_waiting(self, pod: Obj, ip: str, reason: str, message: str) -> None:
+        prev = pod.get("status") or {}
+        now = now_iso()
+        statuses = [
+            {
+                "name": c.get("name"),
+                "image": c.get("image"),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}},
+                "lastState": {},
+            }
+            for c in (pod.get("spec") or {}).get("containers") or []
+        ]
+        status = {
+            "phase": "Pending",
+            "hostIP": self.node_ip,
+            "startTime": prev.get("startTime") or now,
+            "conditions": _conditions(prev, scheduled=True, initialized=True, ready=False),
+            "containerStatuses": statuses,
+            "qosClass": prev.get("qosClass") or "BestEffort",
+        }
+        with contextlib.suppress(ApiException):
+            self.kube.patch("pods", ns_of(pod), name_of(pod), {"status": status}, sub="status")
+
+    def _status(self, pod: Obj, runtime: PodRuntime) -> Obj:
+        prev = pod.get("status") or {}
+        states = runtime.snapshot()
+        ready = bool(states) and all(s.ready for s in states)
+        policy = runtime.plan.restart_policy
+        if runtime.error:
+            phase = "Pending"
+        elif (
+            states
+            and all(s.state == "terminated" for s in states)
+            and (policy == "Never" or (policy == "OnFailure" and all(s.exit_code == 0 for s in states)))
+        ):
+            phase = "Succeeded" if all(s.exit_code == 0 for s in states) else "Failed"
+        elif not runtime.sandbox_ready:
+            phase = "Pending"
+        else:
+            phase = "Running"
+        if phase in ("Succeeded", "Failed"):
+            ready = False
+        now = now_iso()
+        container_statuses = [s.as_status() for s in states]
+        if runtime.error:
+            for cs in container_statuses:
+                cs["state"] = {"waiting": {"reason": "CreateContainerError", "message": runtime.error}}
+        return {
+            "phase": phase,
+            "hostIP": self.node_ip,
+            "hostIPs": [{"ip": self.node_ip}],
+            "podIP": runtime.plan.pod_ip,
+            "podIPs": [{"ip": runtime.plan.pod_ip}],
+            "startTime": prev.get("startTime") or now,
+            "conditions": _conditions(prev, scheduled=True, initialized=True, ready=ready),
+            "containerStatuses": container_statuses,
+            "qosClass": prev.get("qosClass") or "BestEffort",
+        }
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Stop every pod (supervisor shutdown); pods stay in the API and restart on the next ``up``."""
+        self._stop.set()
+        with self._lock:
+            runtimes = list(self.runtimes.values())
+        threads = [threading.Thread(target=rt.stop, args=(grace,), daemon=True) for rt in runtimes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=grace + 10)
+
+
+def _conditions(prev: Obj, *, scheduled: bool, initialized: bool, ready: bool) -> list[Obj]:
+    old = {c.get("type"): c for c in prev.get("conditions") or []}
+    now = now_iso()
+
+    def cond(ctype: str, ok: bool) -> Obj:
+        st = "True" if ok else "False"
+        before = old.get(ctype) or {}
+        out: Obj = {
+            "type": ctype,
+            "status": st,
+            "lastProbeTime": None,
+            "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == st else now,
+        }
+        if not ok and ctype in ("Ready", "ContainersReady"):
+            out["reason"] = "ContainersNotReady"
+        return out
+
+    return [
+        cond("Initialized", initialized),
+        cond("Ready", ready),
+        cond("ContainersReady", ready),
+        cond("PodScheduled", scheduled),
+    ]
+
+
+def _strip_times(status: Obj) -> Obj:
+    out = dict(status)
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+    ]
+    return out
