@@ -65,7 +65,7 @@ class LocalEtcd:
     ) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
-        self.base_dir = Path(base_dir)
+        self.base_dir = Path(base_dir).absolute()
         self.host = host
         self.token = token
         self.members: list[LocalMember] = [self._new_member(f"etcd-{i}") for i in range(size)]

@@ -32,7 +32,7 @@ class LocalMariaDB:
     """
 
     def __init__(self, base_dir: Path, host: str = "127.0.0.1") -> None:
-        self.base_dir = Path(base_dir)
+        self.base_dir = Path(base_dir).absolute()
         self.host = host
         self.port = free_port(host)
         self.user = "root"

@@ -39,7 +39,7 @@ class LocalPostgres:
     """
 
     def __init__(self, base_dir: Path, host: str = "127.0.0.1") -> None:
-        self.base_dir = Path(base_dir)
+        self.base_dir = Path(base_dir).absolute()
         self.host = host
         self.port = free_port(host)
         self.user = "postgres"

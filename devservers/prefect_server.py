@@ -40,7 +40,7 @@ class LocalPrefectServer:
     """
 
     def __init__(self, home: Path, port: int | None = None, host: str = "127.0.0.1", ui: bool = True) -> None:
-        self.home = Path(home)
+        self.home = Path(home).absolute()
         self.host = host
         self.port = port or free_port(host)
         self.ui = ui

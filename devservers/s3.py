@@ -48,7 +48,7 @@ class SeaweedS3:
         secret_key: str = "stateferry-secret-key",
         host: str = "127.0.0.1",
     ) -> None:
-        self.base_dir = Path(base_dir)
+        self.base_dir = Path(base_dir).absolute()
         self.access_key = access_key
         self.secret_key = secret_key
         self.host = host
