@@ -315,7 +315,7 @@ class EtcdClient:
         except TimeoutError as exc:
             raise TransientError(
                 f"{context}: no answer within {limit:g}s (member down, partitioned or overloaded); "
-                "will be retried"
+                "a retry may succeed"
             ) from exc
         except Exception as exc:
             raise translate(exc, context=context) from exc

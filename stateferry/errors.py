@@ -99,7 +99,7 @@ def _http_status_error(status: int, what: str, detail: str, context: str) -> Sta
     detail = f": {detail}" if detail else ""
     base = f"{_prefix(context)}{what} answered HTTP {status}{detail}"
     if status in (408, 429) or status >= 500:
-        return TransientError(f"{base} (transient; will be retried)")
+        return TransientError(f"{base} (transient: a retry may succeed)")
     hint = {
         400: "the request was rejected as malformed: fix the input named in the message",
         401: "the credentials were rejected: check the user/token/key configured in the block",
@@ -186,7 +186,7 @@ def _s3_error(code: str, message: str, status: int | None, context: str) -> Stat
     if code in _S3_TRANSIENT_CODES or (
         code not in _S3_PERMANENT_FIXES and status and (status >= 500 or status == 429)
     ):
-        return TransientError(f"{base} (transient; will be retried)")
+        return TransientError(f"{base} (transient: a retry may succeed)")
     fix = _S3_PERMANENT_FIXES.get(code, "the request was refused: fix it before retrying")
     return PermanentError(f"{base}. {fix}")
 
@@ -272,12 +272,12 @@ def _etcd_message_error(details: str, code_name: str, context: str) -> Stateferr
     where = f"{_prefix(context)}etcd answered {code_name}: {details}".rstrip(": ")
     for needle in _ETCD_TRANSIENT_MESSAGES:
         if needle in lowered:
-            return TransientError(f"{where} (transient; will be retried)")
+            return TransientError(f"{where} (transient: a retry may succeed)")
     for needle, fix in _ETCD_PERMANENT_MESSAGES.items():
         if needle in lowered:
             return PermanentError(f"{where}. {fix}")
     if code_name in _GRPC_TRANSIENT_CODES:
-        return TransientError(f"{where} (transient; will be retried)")
+        return TransientError(f"{where} (transient: a retry may succeed)")
     if code_name == "UNAUTHENTICATED":
         return PermanentError(f"{where}. {_ETCD_PERMANENT_MESSAGES['authentication failed']}")
     if code_name == "PERMISSION_DENIED":
@@ -313,7 +313,9 @@ def _from_etcd3aio(exc: BaseException, context: str) -> StateferryError | None:
     if _isinstance(exc, "etcd3aio.errors", "EtcdPermissionDeniedError"):
         return _etcd_message_error(text or "permission denied", "PERMISSION_DENIED", context)
     if _isinstance(exc, "etcd3aio.errors", "EtcdConnectionError", "EtcdTransientError"):
-        return TransientError(f"{_prefix(context)}etcd is unreachable: {text} (transient; will be retried)")
+        return TransientError(
+            f"{_prefix(context)}etcd is unreachable: {text} (transient: a retry may succeed)"
+        )
     return _etcd_message_error(text, "UNKNOWN", context)
 
 
@@ -347,7 +349,7 @@ def _from_http_clients(exc: BaseException, context: str) -> StateferryError | No
         "EmptyPoolError",
         "IncompleteRead",
     ):
-        return TransientError(f"{p}connection problem: {exc} (transient; will be retried)")
+        return TransientError(f"{p}connection problem: {exc} (transient: a retry may succeed)")
     # requests
     if _isinstance(exc, "requests.exceptions", "SSLError"):
         return PermanentError(f"{p}TLS handshake failed ({exc}): check the CA bundle and the server name")
@@ -359,7 +361,7 @@ def _from_http_clients(exc: BaseException, context: str) -> StateferryError | No
                 int(status), "the server", getattr(response, "reason", "") or "", context
             )
     if _isinstance(exc, "requests.exceptions", "ConnectionError", "Timeout", "ChunkedEncodingError"):
-        return TransientError(f"{p}connection problem: {exc} (transient; will be retried)")
+        return TransientError(f"{p}connection problem: {exc} (transient: a retry may succeed)")
     if _isinstance(exc, "requests.exceptions", "InvalidURL", "MissingSchema", "InvalidSchema"):
         return InputError("endpoint", f"{p}{exc}", "use a URL like https://host:port")
     # httpx
@@ -371,7 +373,7 @@ def _from_http_clients(exc: BaseException, context: str) -> StateferryError | No
         return InputError("endpoint", f"{p}{exc}", "use a URL like https://host:port")
     if _isinstance(exc, "httpx", "TransportError"):
         return TransientError(
-            f"{p}connection problem: {type(exc).__name__}: {exc} (transient; will be retried)"
+            f"{p}connection problem: {type(exc).__name__}: {exc} (transient: a retry may succeed)"
         )
     return None
 
@@ -400,22 +402,22 @@ def _from_os(exc: BaseException, context: str) -> StateferryError | None:
     if isinstance(exc, socket.gaierror):
         if exc.errno in (socket.EAI_AGAIN,):
             return TransientError(
-                f"{p}name resolution temporarily failed: {exc} (transient; will be retried)"
+                f"{p}name resolution temporarily failed: {exc} (transient: a retry may succeed)"
             )
         return PermanentError(f"{p}the host name does not resolve ({exc}): check the host in the endpoint")
     if isinstance(exc, ssl.SSLError):
         return PermanentError(f"{p}TLS handshake failed ({exc}): check the CA bundle and the server name")
     if isinstance(exc, TimeoutError):
         return TransientError(
-            f"{p}timed out{': ' + str(exc) if str(exc) else ''} (transient; will be retried)"
+            f"{p}timed out{': ' + str(exc) if str(exc) else ''} (transient: a retry may succeed)"
         )
     if isinstance(exc, ConnectionError):
         return TransientError(
-            f"{p}connection problem: {type(exc).__name__}: {exc} (transient; will be retried)"
+            f"{p}connection problem: {type(exc).__name__}: {exc} (transient: a retry may succeed)"
         )
     if isinstance(exc, OSError):
         if exc.errno in _TRANSIENT_ERRNOS:
-            return TransientError(f"{p}connection problem: {exc} (transient; will be retried)")
+            return TransientError(f"{p}connection problem: {exc} (transient: a retry may succeed)")
         return PermanentError(f"{p}{type(exc).__name__}: {exc}")
     return None
 
@@ -457,7 +459,7 @@ def _from_databases(exc: BaseException, context: str) -> StateferryError | None:
         message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
         base = f"{p}MySQL answered {code}: {message}"
         if code in _MYSQL_TRANSIENT_CODES:
-            return TransientError(f"{base} (transient; will be retried)")
+            return TransientError(f"{base} (transient: a retry may succeed)")
         return PermanentError(f"{base}. {_MYSQL_FIXES.get(code, 'fix the request before retrying')}")
     if _isinstance(exc, "psycopg", "Error"):
         sqlstate = getattr(exc, "sqlstate", None) or ""
@@ -468,7 +470,7 @@ def _from_databases(exc: BaseException, context: str) -> StateferryError | None:
             if needle in lowered:
                 return PermanentError(f"{base}. {fix}")
         if sqlstate in _PG_TRANSIENT_SQLSTATES or any(needle in lowered for needle in _PG_TRANSIENT_TEXT):
-            return TransientError(f"{base} (transient; will be retried)")
+            return TransientError(f"{base} (transient: a retry may succeed)")
         return PermanentError(f"{base}. Fix the request before retrying")
     return None
 
