@@ -1,0 +1,530 @@
+"""The HTTP front end: routing of Kubernetes REST paths onto the registry, watch streams, discovery."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+from sandbox.apiserver import discovery, errors, openapi, tables
+from sandbox.apiserver.errors import ApiError
+from sandbox.apiserver.registry import DeleteOptions, Registry
+from sandbox.apiserver.resources import ResourceType
+from sandbox.apiserver.selectors import (
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
+from sandbox.apiserver.store import Event, Obj
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+class Server(ThreadingHTTPServer):
+    """Threaded HTTP/1.1 server bound to one loopback address."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], registry: Registry) -> None:
+        super().__init__(addr, Handler)
+        self.registry = registry
+        self.stopping = threading.Event()
+        self.watch_sockets: set[socket.socket] = set()
+        self.watch_lock = threading.Lock()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept with TCP_NODELAY (small JSON answers must not wait for delayed ACKs)."""
+        sock, addr = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, addr
+
+    def close_watches(self) -> None:
+        """End every open watch (server stop)."""
+        with self.watch_lock:
+            for s in list(self.watch_sockets):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; requests are answered with a single write each."""
+
+    protocol_version = "HTTP/1.1"
+    server: Server
+    server_version = "stateferry-sandbox"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request log."""
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+    def _send(self, code: int, body: bytes, ctype: str = _JSON) -> None:
+        head = (
+            f"HTTP/1.1 {code} {_REASONS.get(code, 'OK')}\r\n"
+            f"Content-Type: {ctype}\r\n"
+            f"Cache-Control: no-cache, private\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.wfile.write(head + body)
+
+    def _json(self, code: int, obj: Any) -> None:
+        self._send(code, orjson.dumps(obj))
+
+    def _error(self, exc: ApiError) -> None:
+        if exc.plain is not None:
+            self._send(exc.code, exc.plain.encode(), "text/plain; charset=utf-8")
+        else:
+            self._json(exc.code, exc.status())
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _parsed_body(self, raw: bytes) -> Any:
+        if not raw.strip():
+            return None
+        ctype = (self.headers.get("Content-Type") or _JSON).split(";")[0].strip()
+        if ctype in ("application/yaml", "application/apply-patch+yaml"):
+            import yaml
+
+            return yaml.safe_load(raw.decode())
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+
+    def do_GET(self) -> None:
+        """GET."""
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        """POST."""
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        """PUT."""
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        """PATCH."""
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        """DELETE."""
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        raw = self._body() if method != "GET" else b""
+        try:
+            self._route(method, raw)
+        except ApiError as exc:
+            self._error(exc)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:
+            log.exception("internal error on %s %s", method, self.path)
+            self._json(500, ApiError(500, "InternalError", f"Internal error occurred: {exc}").status())
+
+    # ---- routing -----------------------------------------------------------------------------------
+    def _route(self, method: str, raw: bytes) -> None:
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
+        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        reg = self.server.registry
+        if path in ("/healthz", "/readyz", "/livez") or path.startswith(("/healthz/", "/readyz/", "/livez/")):
+            self._send(200, b"ok", "text/plain; charset=utf-8")
+            return
+        if path == "/version":
+            self._json(200, discovery.VERSION_INFO)
+            return
+        if path.startswith("/openapi/"):
+            code, body, ctype = openapi.serve(reg, path, q)
+            self._send(code, body, ctype)
+            return
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[0] == "api":
+            if len(parts) == 1:
+                self._json(
+                    200,
+                    discovery.api_versions(
+                        f"{self.server.server_address[0]!s}:{self.server.server_address[1]}"
+                    ),
+                )
+                return
+            if parts[1] != "v1":
+                raise errors.page_not_found()
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[0] == "apis":
+            if len(parts) == 1:
+                self._json(200, discovery.api_group_list(reg))
+                return
+            group = parts[1]
+            if group not in reg.groups:
+                raise errors.page_not_found()
+            if len(parts) == 2:
+                self._json(200, discovery.api_group(reg, group))
+                return
+            version, rest = parts[2], parts[3:]
+            if version not in reg.groups[group]:
+                raise errors.page_not_found()
+        else:
+            raise errors.page_not_found()
+        if not rest:
+            doc = discovery.resource_list(reg, group, version)
+            if doc is None:
+                raise errors.page_not_found()
+            self._json(200, doc)
+            return
+        ns: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            ns, rest = rest[1], rest[2:]
+        rt = reg.type_for(group, version, rest[0])
+        if rt is None or (ns is not None and not rt.namespaced):
+            raise errors.server_could_not_find()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if len(rest) > 3 or (sub is not None and sub not in rt.subresources and not _extra_sub(rt, sub)):
+            raise errors.server_could_not_find()
+        if rt.namespaced and name is not None and ns is None:
+            raise errors.server_could_not_find()
+        self._resource(method, rt, ns, name, sub, q, raw)
+
+    def _resource(
+        self,
+        method: str,
+        rt: ResourceType,
+        ns: str | None,
+        name: str | None,
+        sub: str | None,
+        q: dict[str, str],
+        raw: bytes,
+    ) -> None:
+        reg = self.server.registry
+        dry_run = q.get("dryRun") == "All"
+        strict = q.get("fieldValidation", "") == "Strict"
+        if name is None:
+            if method == "GET":
+                if q.get("watch") in ("true", "1"):
+                    self._watch(rt, ns, q)
+                    return
+                listing = reg.list_objects(
+                    rt,
+                    ns,
+                    q.get("labelSelector", ""),
+                    q.get("fieldSelector", ""),
+                    int(q.get("limit") or 0),
+                    q.get("continue", ""),
+                )
+                if self._wants_table():
+                    self._json(
+                        200,
+                        tables.table(
+                            rt.key, listing["items"], listing["metadata"], q.get("includeObject", "Metadata")
+                        ),
+                    )
+                else:
+                    self._json(200, listing)
+                return
+            if method == "POST":
+                if ns is None and rt.namespaced:
+                    raise errors.method_not_allowed(method)
+                obj = reg.create(rt, ns or "", self._parsed_body(raw), dry_run=dry_run, strict=strict)
+                self._json(201, self._maybe_table(rt, obj, q))
+                return
+            if method == "DELETE":
+                opts = self._delete_options(raw, q)
+                self._json(
+                    200,
+                    reg.delete_collection(
+                        rt, ns, q.get("labelSelector", ""), q.get("fieldSelector", ""), opts
+                    ),
+                )
+                return
+            raise errors.method_not_allowed(method)
+        ns = ns or ""
+        if sub == "scale":
+            if method == "GET":
+                self._json(200, reg.get_scale(rt, ns, name))
+            elif method == "PUT":
+                self._json(200, reg.update(rt, ns, name, self._parsed_body(raw), "scale", dry_run=dry_run))
+            elif method == "PATCH":
+                obj, _ = reg.patch(
+                    rt, ns, name, self.headers.get("Content-Type") or "", raw, "scale", dry_run=dry_run
+                )
+                self._json(200, obj)
+            else:
+                raise errors.method_not_allowed(method)
+            return
+        if sub in ("binding", "eviction") and method == "POST":
+            self._json(201, _pod_action(reg, rt, ns, name, sub, self._parsed_body(raw)))
+            return
+        if sub == "finalize" and method == "PUT":
+            self._json(200, _finalize_namespace(reg, rt, name, self._parsed_body(raw)))
+            return
+        if method == "GET":
+            self._json(200, self._maybe_table(rt, reg.get(rt, ns, name), q))
+        elif method == "PUT":
+            obj = reg.update(rt, ns, name, self._parsed_body(raw), sub, dry_run=dry_run, strict=strict)
+            self._json(200, obj)
+        elif method == "PATCH":
+            obj, created = reg.patch(
+                rt,
+                ns,
+                name,
+                self.headers.get("Content-Type") or "",
+                raw,
+                sub,
+                dry_run=dry_run,
+                strict=strict,
+                field_manager=q.get("fieldManager"),
+                force=q.get("force") == "true",
+            )
+            self._json(201 if created else 200, obj)
+        elif method == "DELETE":
+            body, _ = reg.delete(rt, ns, name, self._delete_options(raw, q))
+            self._json(200, body)
+        else:
+            raise errors.method_not_allowed(method)
+
+    def _wants_table(self) -> bool:
+        return "as=Table" in (self.headers.get("Accept") or "")
+
+    def _maybe_table(self, rt: ResourceType, obj: Obj, q: dict[str, str]) -> Obj:
+        if self._wants_table():
+            return tables.table(
+                rt.key,
+                [obj],
+                {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                q.get("includeObject", "Metadata"),
+            )
+        return obj
+
+    def _delete_options(self, raw: bytes, q: dict[str, str]) -> DeleteOptions:
+        body = self._parsed_body(raw) if raw.strip() else None
+        body = body if isinstance(body, dict) else {}
+        policy = body.get("propagationPolicy") or q.get("propagationPolicy") or None
+        orphan = body.get("orphanDependents", q.get("orphanDependents"))
+        if policy is None and orphan is not None:
+            policy = "Orphan" if orphan in (True, "true") else "Background"
+        grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+        pre = body.get("preconditions") or {}
+        dry = body.get("dryRun") or ([q["dryRun"]] if q.get("dryRun") else [])
+        return DeleteOptions(
+            propagation=policy,
+            grace=int(grace) if grace not in (None, "") else None,
+            uid=pre.get("uid"),
+            rv=pre.get("resourceVersion"),
+            dry_run="All" in dry,
+        )
+
+    # ---- watch -------------------------------------------------------------------------------------
+    def _watch(self, rt: ResourceType, ns: str | None, q: dict[str, str]) -> None:
+        store = self.server.registry.store
+        rv_text = q.get("resourceVersion", "")
+        if rv_text and not rv_text.isdigit():
+            raise ApiError(500, "", f"strconv.ParseUint: parsing {rv_text!r}: invalid syntax")
+        lreqs = parse_label_selector(q["labelSelector"]) if q.get("labelSelector") else []
+        freqs = parse_field_selector(q["fieldSelector"], rt.plural) if q.get("fieldSelector") else []
+        timeout = float(q.get("timeoutSeconds") or 1800)
+        bookmarks = q.get("allowWatchBookmarks") == "true"
+        as_table = self._wants_table()
+        include = q.get("includeObject", "Metadata")
+
+        def matches(obj: Obj | None) -> bool:
+            if obj is None:
+                return False
+            meta = obj["metadata"]
+            if ns is not None and meta.get("namespace") != ns:
+                return False
+            if lreqs and not labels_match(lreqs, meta.get("labels") or {}):
+                return False
+            return not freqs or fields_match(freqs, obj)
+
+        initial: list[Obj] = []
+        with store.lock:
+            if rv_text in ("", "0"):
+                initial = [o for o in store.items(rt.key, ns if rt.namespaced else None) if matches(o)]
+                sub = store.watch(rt.key, None)
+            else:
+                sub = store.watch(rt.key, int(rv_text))
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        sock: socket.socket = self.connection
+        with self.server.watch_lock:
+            self.server.watch_sockets.add(sock)
+        try:
+            if sub is None:
+                gone = ApiError(410, "Expired", f"too old resource version: {rv_text} ({store.rv})")
+                self._chunk({"type": "ERROR", "object": gone.status()})
+                return
+            watcher, replay = sub
+            try:
+                for obj in initial:
+                    self._chunk(self._event("ADDED", rt, obj, as_table, include))
+                deadline = time.monotonic() + timeout
+                pending: list[Event] = list(replay)
+                last_bookmark = time.monotonic()
+                while not self.server.stopping.is_set():
+                    for ev in pending:
+                        out = _translate(ev, matches)
+                        if out is not None:
+                            self._chunk(self._event(out[0], rt, out[1], as_table, include))
+                    pending = []
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = watcher.queue.get(timeout=min(remaining, 1.0))
+                    except queue.Empty:
+                        if _peer_closed(sock):
+                            return
+                        if bookmarks and time.monotonic() - last_bookmark > 10:
+                            last_bookmark = time.monotonic()
+                            self._chunk(_bookmark(rt, store.rv))
+                        continue
+                    if item is None:
+                        break
+                    pending.append(item)
+                    while True:
+                        try:
+                            nxt = watcher.queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is None:
+                            break
+                        pending.append(nxt)
+            finally:
+                store.unwatch(watcher)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+        finally:
+            with self.server.watch_lock:
+                self.server.watch_sockets.discard(sock)
+        self.close_connection = True
+
+    def _event(self, etype: str, rt: ResourceType, obj: Obj, as_table: bool, include: str) -> Obj:
+        if obj.get("apiVersion") != rt.api_version:
+            obj = dict(obj, apiVersion=rt.api_version)
+        if as_table:
+            return {
+                "type": etype,
+                "object": tables.table(
+                    rt.key, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include
+                ),
+            }
+        return {"type": etype, "object": obj}
+
+    def _chunk(self, event: Obj) -> None:
+        data = orjson.dumps(event) + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def _bookmark(rt: ResourceType, rv: int) -> Obj:
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)}},
+    }
+
+
+def _translate(ev: Event, matches: Any) -> tuple[str, Obj] | None:
+    new_ok = matches(ev.obj)
+    if ev.type == "ADDED":
+        return ("ADDED", ev.obj) if new_ok else None
+    if ev.type == "DELETED":
+        return ("DELETED", ev.obj) if new_ok else None
+    old_ok = matches(ev.prev)
+    if new_ok and old_ok:
+        return ("MODIFIED", ev.obj)
+    if new_ok:
+        return ("ADDED", ev.obj)
+    if old_ok and ev.prev is not None:
+        prev = dict(
+            ev.prev, metadata=dict(ev.prev["metadata"], resourceVersion=ev.obj["metadata"]["resourceVersion"])
+        )
+        return ("DELETED", prev)
+    return None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+    return False
+
+
+def _extra_sub(rt: ResourceType, sub: str) -> bool:
+    if rt.key == ("", "pods"):
+        return sub in ("binding", "eviction")
+    return rt.key == ("", "namespaces") and sub == "finalize"
+
+
+def _pod_action(reg: Registry, rt: ResourceType, ns: str, name: str, sub: str, body: Any) -> Obj:
+    body = body if isinstance(body, dict) else {}
+    if sub == "binding":
+        target = (body.get("target") or {}).get("name")
+        if not target:
+            raise errors.invalid(
+                "Binding", "", name, [errors.FieldError("target.name", "Required", None, "")]
+            )
+        with reg.lock:
+            pod = reg.get(rt, ns, name)
+            if (pod.get("spec") or {}).get("nodeName"):
+                raise errors.conflict("pods", "", name)
+            reg.patch(
+                rt, ns, name, "application/merge-patch+json", orjson.dumps({"spec": {"nodeName": target}})
+            )
+    else:
+        opts = body.get("deleteOptions") or {}
+        reg.delete(rt, ns, name, DeleteOptions(grace=opts.get("gracePeriodSeconds")))
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+
+def _finalize_namespace(reg: Registry, rt: ResourceType, name: str, body: Any) -> Obj:
+    with reg.lock:
+        cur = reg.get(rt, "", name)
+        new = orjson.loads(orjson.dumps(cur))
+        new["spec"] = {"finalizers": list(((body or {}).get("spec") or {}).get("finalizers") or [])}
+        if not new["spec"]["finalizers"]:
+            new["spec"] = {}
+        if (
+            new["metadata"].get("deletionTimestamp")
+            and not new["spec"]
+            and not new["metadata"].get("finalizers")
+        ):
+            return reg.store.remove(rt.key, new)
+        return reg.store.commit(rt.key, new, cur)
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+}
