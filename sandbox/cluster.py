@@ -69,9 +69,9 @@ def sandbox_id(state_dir: Path) -> str:
     return "sbx-" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def api_url(cluster: str) -> str:
-    """The API server URL of a cluster."""
-    return f"http://{ippool.api_server_ip(cluster)}:{API_PORT}"
+def api_url(cluster: str, base_octet: int = 1) -> str:
+    """The API server URL of a cluster (``source`` = ``127.<base>.0.1``, ``target`` = ``127.<base+1>.0.1``)."""
+    return f"http://{ippool.api_server_ip(ippool.cluster_octet(cluster, base_octet))}:{API_PORT}"
 
 
 def _alive(pid: int | None) -> bool:
@@ -95,11 +95,33 @@ class Sandbox:
 
     Args:
         state_dir: where the kubeconfig, API state, PV directories and logs live.
+        base_octet: second address octet of ``source`` (``target`` gets the next one). Default:
+            what the state dir was created with, else ``$STATEFERRY_SANDBOX_BASE_OCTET``, else 1.
     """
 
-    def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
+    def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR, base_octet: int | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.marker = sandbox_id(self.state_dir)
+        saved = None
+        with contextlib.suppress(OSError, ValueError):
+            saved = int(json.loads(self.config_file.read_text())["base_octet"])
+        env_octet = os.environ.get("STATEFERRY_SANDBOX_BASE_OCTET")
+        self.base_octet = base_octet or saved or (int(env_octet) if env_octet else 1)
+        if not 1 <= self.base_octet <= 250:
+            raise SandboxError(f"base_octet must be within 1..250, got {self.base_octet}")
+
+    @property
+    def config_file(self) -> Path:
+        """Remembers the address plan of the state dir."""
+        return self.state_dir / "sandbox.json"
+
+    def octet(self, cluster: str) -> int:
+        """Second address octet of ``cluster``."""
+        return ippool.cluster_octet(cluster, self.base_octet)
+
+    def url(self, cluster: str) -> str:
+        """API server URL of ``cluster``."""
+        return api_url(cluster, self.base_octet)
 
     @property
     def kubeconfig(self) -> Path:
@@ -182,6 +204,7 @@ class Sandbox:
             )
         self._check_addresses_free()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps({"base_octet": self.base_octet}))
         self.ready_file.unlink(missing_ok=True)
         env = {**os.environ, **(extra_env or {}), SANDBOX_MARKER_ENV: self.marker}
         src_root = str(Path(__file__).resolve().parent.parent)
@@ -213,7 +236,7 @@ class Sandbox:
         import socket
 
         for name in CLUSTERS:
-            host = ippool.api_server_ip(name)
+            host = ippool.api_server_ip(self.octet(name))
             with socket.socket() as s:
                 s.settimeout(0.5)
                 if s.connect_ex((host, API_PORT)) == 0:
@@ -286,10 +309,10 @@ def serve(state_dir: Path) -> int:
     proxies = ProxyManager()
     try:
         for name in CLUSTERS:
-            octet = ippool.cluster_octet(name)
+            octet = sb.octet(name)
             server = api_server_cls(
                 name,
-                ippool.api_server_ip(name),
+                ippool.api_server_ip(octet),
                 API_PORT,
                 sb.state_dir / name / "api",
                 service_cidr_base=f"127.{octet}.96",
@@ -299,7 +322,7 @@ def serve(state_dir: Path) -> int:
         urls = {name: str(s.url) for name, s in zip(CLUSTERS, servers, strict=True)}
         write_kubeconfig(sb.kubeconfig, urls)
         for name in CLUSTERS:
-            rt = ClusterRuntime(name, urls[name], sb.state_dir / name, sb.marker, proxies)
+            rt = ClusterRuntime(name, sb.octet(name), urls[name], sb.state_dir / name, sb.marker, proxies)
             rt.bootstrap()
             rt.start()
             runtimes.append(rt)

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from sandbox.runtime.pods import DEFAULT_PATH
+from sandbox.runtime.pods import DEFAULT_PATH, etcdctl_env
 
 
 class PodNotRunning(RuntimeError):
@@ -55,7 +55,7 @@ def exec_in_pod(
         "PATH": DEFAULT_PATH,
         "HOSTNAME": name,
         "HOME": "/root",
-        "ETCDCTL_ENDPOINTS": f"http://{info['pod_ip']}:2379",
+        **etcdctl_env(argv, str(info["pod_ip"])),
         **(env or {}),
     }
     return subprocess.run(

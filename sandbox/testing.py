@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.cluster import Sandbox, api_url
+from sandbox.cluster import Sandbox
 from sandbox.podexec import exec_in_pod
 
 DEFAULT_TEST_ENV = {"STATEFERRY_SANDBOX_TIME_SCALE": "0.2"}
@@ -74,16 +74,22 @@ def _users(path: Path) -> list[int]:
 
 @contextlib.contextmanager
 def running_sandbox(
-    state_dir: Path | str, *, env: dict[str, str] | None = None, timeout: float = 90.0
+    state_dir: Path | str,
+    *,
+    base_octet: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90.0,
 ) -> Iterator[SandboxHandle]:
     """Start (or join) the sandbox in ``state_dir``; stop it when the last user leaves.
 
     Args:
         state_dir: state directory; tests should use a temporary one.
+        base_octet: address plan (``source`` = ``127.<base>.x.x``, ``target`` = ``127.<base+1>.x.x``);
+            default from ``$STATEFERRY_SANDBOX_BASE_OCTET`` or 1.
         env: extra environment of the supervisor (default: probe delays scaled by 0.2).
         timeout: seconds to wait for readiness.
     """
-    sb = Sandbox(state_dir)
+    sb = Sandbox(state_dir, base_octet)
     lock = Path(str(sb.state_dir) + ".lock")
     users_file = Path(str(sb.state_dir) + ".users")
     with _locked(lock):
@@ -95,7 +101,7 @@ def running_sandbox(
             sb.up(timeout=timeout, extra_env=DEFAULT_TEST_ENV if env is None else env)
         users_file.write_text(json.dumps([*users, os.getpid()]))
     try:
-        yield SandboxHandle(sb.state_dir, sb.kubeconfig, api_url("source"), api_url("target"))
+        yield SandboxHandle(sb.state_dir, sb.kubeconfig, sb.url("source"), sb.url("target"))
     finally:
         with _locked(lock):
             remaining = [p for p in _users(users_file) if p != os.getpid()]

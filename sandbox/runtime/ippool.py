@@ -71,24 +71,24 @@ class IpPool:
             return dict(self._by_owner)
 
 
-def cluster_octet(cluster: str) -> int:
-    """Return the second octet of a cluster's loopback range: ``source`` = 1, ``target`` = 2."""
-    known = {"source": 1, "target": 2}
+def cluster_octet(cluster: str, base: int = 1) -> int:
+    """Second octet of a cluster's loopback range: ``source`` = ``base`` (default 1), ``target`` = ``base + 1``."""
+    known = {"source": base, "target": base + 1}
     if cluster in known:
         return known[cluster]
-    return 3 + (sum(cluster.encode()) % 200)
+    return base + 2 + (sum(cluster.encode()) % 50)
 
 
-def api_server_ip(cluster: str) -> str:
-    """Address of the cluster's API server (and of its Node): ``127.<c>.0.1``."""
-    return f"127.{cluster_octet(cluster)}.0.1"
+def api_server_ip(octet: int) -> str:
+    """Address of a cluster's API server (and of its Node): ``127.<c>.0.1``."""
+    return f"127.{octet}.0.1"
 
 
-def pod_pool(cluster: str) -> IpPool:
+def pod_pool(octet: int) -> IpPool:
     """Pod addresses ``127.<c>.1.1`` .. ``127.<c>.63.254``."""
-    return IpPool(f"127.{cluster_octet(cluster)}.1.1", 63 * 256)
+    return IpPool(f"127.{octet}.1.1", 63 * 256)
 
 
-def load_balancer_pool(cluster: str) -> IpPool:
+def load_balancer_pool(octet: int) -> IpPool:
     """LoadBalancer addresses ``127.<c>.200.1`` .. ``127.<c>.200.254``."""
-    return IpPool(f"127.{cluster_octet(cluster)}.200.1", 255)
+    return IpPool(f"127.{octet}.200.1", 255)

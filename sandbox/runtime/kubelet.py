@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,12 @@ class Kubelet:
         write_in_place(plan.resolv_file, resolv_conf(plan.namespace, self.nameserver))
         write_in_place(plan.hosts_file, self._hosts_for(plan.namespace, ip, plan.hostname, pod))
         runtime = PodRuntime(plan, on_change=lambda: self._dirty_add(uid))
+        # a pod that ran before the supervisor restarted: its containers restart (like after a node reboot)
+        previous = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        for c in runtime.containers:
+            prev = previous.get(c.plan.name) or {}
+            if "running" in (prev.get("state") or {}) or "terminated" in (prev.get("state") or {}):
+                c.state.restart_count = int(prev.get("restartCount") or 0) + 1
         with self._lock:
             self.runtimes[uid] = runtime
         runtime.start()
@@ -264,6 +271,7 @@ class Kubelet:
                     if runtime is not None:
                         used = {m.target for rt in self.runtimes.values() for m in rt.plan.mounts}
                         runtime.remove_mountpoints(used)
+                        shutil.rmtree(runtime.plan.pod_dir, ignore_errors=True)
                 self.pod_pool.release(uid)
                 self._write_pod_index()
                 self.kick()

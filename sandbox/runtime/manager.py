@@ -56,6 +56,7 @@ class ClusterRuntime:
 
     Args:
         name: cluster name (``source`` / ``target``).
+        octet: second octet of the cluster's addresses (``127.<octet>.x.x``).
         api_url: its API server URL.
         cluster_dir: ``<state_dir>/<name>``.
         marker: the sandbox marker value put into every pod process's environment.
@@ -63,14 +64,14 @@ class ClusterRuntime:
     """
 
     def __init__(
-        self, name: str, api_url: str, cluster_dir: Path, marker: str, proxies: ProxyManager
+        self, name: str, octet: int, api_url: str, cluster_dir: Path, marker: str, proxies: ProxyManager
     ) -> None:
         self.name = name
+        self.octet = octet
         self.kube = Kube(api_url)
         self.cluster_dir = cluster_dir
-        octet = ippool.cluster_octet(name)
-        self.node_name = f"{name}-node"
-        self.network = ServiceNetwork(name, self.kube, ippool.load_balancer_pool(name), proxies)
+        self.node_name = f"{name}-control-plane"
+        self.network = ServiceNetwork(name, self.kube, ippool.load_balancer_pool(octet), proxies)
         self._kick = threading.Event()
         self._stop = threading.Event()
         self.kubelet = Kubelet(
@@ -78,10 +79,10 @@ class ClusterRuntime:
             self.kube,
             cluster_dir,
             node_name=self.node_name,
-            node_ip=ippool.api_server_ip(name),
-            api_ip=ippool.api_server_ip(name),
+            node_ip=ippool.api_server_ip(octet),
+            api_ip=ippool.api_server_ip(octet),
             nameserver=f"127.{octet}.0.53",
-            pod_pool=ippool.pod_pool(name),
+            pod_pool=ippool.pod_pool(octet),
             marker=marker,
             kick=self.kick,
         )

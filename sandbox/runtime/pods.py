@@ -374,9 +374,8 @@ class PodRuntime:
         start = time.monotonic()
 
         def runner(argv: Sequence[str], timeout: float) -> int:
-            return self.exec(
-                list(argv), timeout=timeout, container=plan.name, extra_env=plan.probe_env
-            ).returncode
+            extra = {**plan.probe_env, **etcdctl_env(argv, self.plan.pod_ip)}
+            return self.exec(list(argv), timeout=timeout, container=plan.name, extra_env=extra).returncode
 
         counters = {"readiness": [0, 0], "liveness": [0, 0], "startup": [0, 0]}  # successes, failures
         next_due = {
@@ -560,6 +559,17 @@ class PodRuntime:
                     path.rmdir()
                 else:
                     path.unlink()
+
+
+def etcdctl_env(argv: Sequence[str], pod_ip: str) -> dict[str, str]:
+    """``ETCDCTL_ENDPOINTS=http://<pod-ip>:2379`` unless the command names its endpoints itself.
+
+    Pods share the host's network namespace, so etcdctl's default endpoint (127.0.0.1:2379) would
+    not reach the pod's etcd; etcdctl refuses the variable together with ``--endpoints``.
+    """
+    if any("--endpoints" in a for a in argv):
+        return {}
+    return {"ETCDCTL_ENDPOINTS": f"http://{pod_ip}:2379"}
 
 
 def processes_with_env(name: str, value: str) -> list[int]:

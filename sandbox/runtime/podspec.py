@@ -303,7 +303,6 @@ def build_plan(
                 readiness=parse_probe(c.get("readinessProbe"), pod_ip, ports),
                 liveness=parse_probe(c.get("livenessProbe"), pod_ip, ports),
                 startup=parse_probe(c.get("startupProbe"), pod_ip, ports),
-                probe_env={"ETCDCTL_ENDPOINTS": f"http://{pod_ip}:2379"},
             )
         )
     hostname = str(spec.get("hostname") or md.get("name"))

@@ -195,7 +195,7 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
 
     # Rolling update: replace the highest outdated ordinal, one at a time, once all are healthy.
     live = {o: p for o, p in pods.items() if o < replicas}
-    healthy = parallel or all(pod_running_ready(p) for p in live.values())
+    healthy = all(pod_running_ready(p) for p in live.values())
     if rolling and len(live) == replicas and not any_terminating and not condemned and healthy:
         for ordinal in sorted(live, reverse=True):
             if ordinal < partition:

@@ -11,7 +11,7 @@ from typing import Any
 def _up(args: argparse.Namespace) -> int:
     from sandbox.cluster import Sandbox, SandboxError
 
-    sb = Sandbox(args.state_dir)
+    sb = Sandbox(args.state_dir, args.base_octet)
     try:
         status = sb.up(timeout=args.timeout)
     except SandboxError as exc:
@@ -80,6 +80,12 @@ def register(subparsers: Any) -> None:
 
     up = add("up", "start both clusters and print the kubeconfig path")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    up.add_argument(
+        "--base-octet",
+        type=int,
+        default=None,
+        help="address plan: source = 127.<N>.x.x, target = 127.<N+1>.x.x (default 1)",
+    )
     up.set_defaults(handler=_up)
     down = add("down", "stop every process of the sandbox (keeps state unless --wipe)")
     down.add_argument("--wipe", action="store_true", help="also delete the state directory")

@@ -47,8 +47,8 @@ def test_ip_pool_allocates_lowest_free_and_reuses_released() -> None:
     pool.release("a")
     assert pool.allocate("c") == "127.9.1.254"
     assert not pool.reserve("d", "127.9.2.1")
-    assert pod_pool("source").allocate("x") == "127.1.1.1"
-    assert load_balancer_pool("target").allocate("x") == "127.2.200.1"
+    assert pod_pool(1).allocate("x") == "127.1.1.1"
+    assert load_balancer_pool(2).allocate("x") == "127.2.200.1"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +204,6 @@ def test_pod_runtime_runs_etcd_in_private_mount_namespace(tmp_path: Path) -> Non
         argv=["sh", "-c", script],
         env={"PATH": DEFAULT_PATH, "HOSTNAME": "db-0", "ETCD_DATA_DIR": "/var/lib/etcd"},
         readiness=probe,
-        probe_env={"ETCDCTL_ENDPOINTS": f"http://{ip}:2379"},
     )
     plan = PodPlan(
         uid="test-pod-uid-1",
