@@ -37,6 +37,7 @@ __all__ = [
     "MirrorPlan",
     "ObjectEntry",
     "Verdict",
+    "approve_withheld_deletes",
     "etags_comparable",
     "normalize_metadata",
     "parse_duration",
@@ -444,6 +445,40 @@ def plan_mirror(
                 add(action)
             plan.actions.sort(key=lambda a: a.key)
     return plan
+
+
+def approve_withheld_deletes(plan: MirrorPlan) -> MirrorPlan:
+    """Return a copy of ``plan`` whose withheld deletes are planned (after an approval).
+
+    The approved plan is exactly the one shown to the approver: nothing is re-listed.
+
+    Args:
+        plan: A plan with verdict ``needs_approval``.
+
+    Returns:
+        A new plan with verdict ``ok`` and the deletes in ``actions``.
+
+    Raises:
+        ValueError: When the verdict is ``deletes_blocked`` (an empty source is never approved here;
+            use ``allow_empty_source``).
+    """
+    if plan.verdict is Verdict.DELETES_BLOCKED:
+        raise ValueError(
+            "deletes withheld because the source is empty cannot be approved: set allow_empty_source"
+        )
+    approved = MirrorPlan(
+        actions=sorted([*plan.actions, *plan.withheld_deletes], key=lambda a: a.key),
+        verdict=Verdict.OK,
+        counts=dict(plan.counts),
+        bytes=dict(plan.bytes),
+        skip_reasons=dict(plan.skip_reasons),
+        source_objects=plan.source_objects,
+        destination_objects=plan.destination_objects,
+        notes=[*plan.notes, f"{len(plan.withheld_deletes)} deletes approved"],
+    )
+    approved.counts["delete"] += len(plan.withheld_deletes)
+    approved.bytes["delete"] += sum(a.size for a in plan.withheld_deletes)
+    return approved
 
 
 def _human(n: int) -> str:

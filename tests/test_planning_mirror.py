@@ -12,6 +12,7 @@ from planning.mirror import (
     MirrorOptions,
     ObjectEntry,
     Verdict,
+    approve_withheld_deletes,
     etags_comparable,
     normalize_metadata,
     parse_duration,
@@ -342,3 +343,17 @@ def test_100k_objects_with_1_percent_changes_is_fast() -> None:
     assert plan.counts["copy"] == 100
     assert plan.counts["skip"] == n - 1100
     assert elapsed < 5.0
+
+
+def test_approving_withheld_deletes_plans_exactly_them() -> None:
+    dest = [e(f"k{i}") for i in range(4)]
+    plan = plan_mirror([e("k0"), e("new")], dest, MirrorOptions(remove=True))
+    assert plan.verdict is Verdict.NEEDS_APPROVAL
+    approved = approve_withheld_deletes(plan)
+    assert approved.verdict is Verdict.OK
+    assert [a.key for a in approved.of_kind(ActionKind.DELETE)] == ["k1", "k2", "k3"]
+    assert approved.counts["delete"] == 3
+    assert approved.counts["copy"] == 1
+    blocked = plan_mirror([], dest, MirrorOptions(remove=True))
+    with pytest.raises(ValueError, match="allow_empty_source"):
+        approve_withheld_deletes(blocked)

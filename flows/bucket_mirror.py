@@ -1,0 +1,430 @@
+"""Flow ``bucket_mirror``: ``mc mirror`` semantics, made safe, verified and continuous until cutover.
+
+Modes:
+
+* ``dry_run=True``: the plan only (Markdown + table artifacts), nothing written (``mc mirror --fake``).
+* one-shot (default): plan -> act -> verify (re-list and re-plan; repeated up to ``max_passes`` while
+  objects failed), then a summary artifact.
+* ``watch=True``: one pass, then passes in a background thread (woken by MinIO bucket notifications
+  when the store offers them, else every ``watch_interval_seconds``) while the flow run is paused
+  for the approval "DNS cutover done" (the operator approves from the Prefect UI); then a final pass
+  and a verification pass.
+
+Safety: nothing is deleted when a listing fails (the pass raises before acting) or when the source is
+empty (unless ``allow_empty_source``); deletes beyond ``max_delete_ratio`` of the destination objects
+wait for an approval of exactly the withheld list.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from blocks.object_store import ObjectStore
+from planning.mirror import (
+    MirrorOptions,
+    MirrorPlan,
+    Verdict,
+    approve_withheld_deletes,
+)
+from stateferry.errors import InputError, PreconditionFailed, StateferryError
+from tasks.mirror_watch import ChangeWaiter
+from tasks.s3_mirror_pass import (
+    MirrorSession,
+    PassProgress,
+    PassResult,
+    plan_pass,
+    preflight_mirror,
+    run_pass,
+    sync_pass,
+    verify_mirror,
+)
+from tasks.s3_transfer import TransferReport
+
+__all__ = ["bucket_mirror"]
+
+CUTOVER_STEP = "DNS cutover done"
+
+
+def _options(
+    overwrite: bool,
+    remove: bool,
+    exclude: list[str],
+    newer_than: str | None,
+    older_than: str | None,
+    verify: str,
+    max_delete_ratio: float,
+    allow_empty_source: bool,
+) -> MirrorOptions:
+    try:
+        return MirrorOptions(
+            overwrite=overwrite,
+            remove=remove,
+            exclude=tuple(exclude),
+            newer_than=newer_than,
+            older_than=older_than,
+            verify=verify,
+            max_delete_ratio=max_delete_ratio,
+            allow_empty_source=allow_empty_source,
+        )
+    except ValueError as exc:
+        field = str(exc).split("=", 1)[0].split(" ", 1)[0]
+        raise InputError(field, str(exc), "fix the flow parameter named here") from exc
+
+
+def _plan_table(plans: dict[str, MirrorPlan], limit: int = 1000) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for label, plan in plans.items():
+        for action in plan.actions:
+            rows.append(
+                {
+                    "pair": label,
+                    "action": action.kind.value,
+                    "key": action.key,
+                    "bytes": action.size,
+                    "reason": action.reason,
+                }
+            )
+        for action in plan.withheld_deletes:
+            rows.append(
+                {
+                    "pair": label,
+                    "action": "delete (withheld)",
+                    "key": action.key,
+                    "bytes": action.size,
+                    "reason": action.reason,
+                }
+            )
+    return rows[:limit]
+
+
+def _approve_deletes(
+    result_plans: dict[str, MirrorPlan], markdown: str, *, number: int, auto_approve: bool
+) -> dict[str, MirrorPlan]:
+    """Ask for approval of withheld deletes (over max_delete_ratio); return the approved plans."""
+    if not any(p.verdict is Verdict.NEEDS_APPROVAL for p in result_plans.values()):
+        return result_plans
+    from tasks.approvals import request_approval
+
+    request_approval(
+        f"mirror deletes pass {number}", markdown, key=f"mirror-deletes-{number}", auto_approve=auto_approve
+    )
+    return {
+        label: approve_withheld_deletes(p) if p.verdict is Verdict.NEEDS_APPROVAL else p
+        for label, p in result_plans.items()
+    }
+
+
+def _verified(plans: dict[str, MirrorPlan]) -> tuple[bool, str]:
+    left = sum(p.changes + p.counts["inspect"] for p in plans.values())
+    withheld = sum(len(p.withheld_deletes) for p in plans.values())
+    if left == 0 and withheld == 0:
+        return True, "identical: a fresh listing of both sides plans no change"
+    return False, f"{left} changes and {withheld} withheld deletes still planned after the last pass"
+
+
+def _human_rate(report: TransferReport, seconds: float) -> str:
+    secs = max(seconds, 1e-9)
+    return f"{report.objects / secs:.1f} objects/s, {report.bytes / secs / 1e6:.1f} MB/s"
+
+
+class _WatchLoop:
+    """Sync passes in a background thread until stopped (used while the flow waits for the cutover)."""
+
+    def __init__(
+        self, session: MirrorSession, options: MirrorOptions, waiter: ChangeWaiter, first: int, logger: Any
+    ) -> None:
+        self.session = session
+        self.options = options
+        self.waiter = waiter
+        self.number = first
+        self.logger = logger
+        self.stop = threading.Event()
+        self.results: list[PassResult] = []
+        self.errors: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        context = contextvars.copy_context()  # logs and artifacts stay attached to the flow run
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), daemon=True, name="bucket-mirror-watch"
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            woke_by_event = self.waiter.wait(self.stop)
+            if self.stop.is_set():
+                return
+            self.number += 1
+            try:
+                result = run_pass(
+                    self.session,
+                    self.options,
+                    number=self.number,
+                    stop=self.stop,
+                    progress=PassProgress(f"Mirror watch pass {self.number}"),
+                )
+            except StateferryError as exc:
+                self.errors.append(f"pass {self.number}: {exc}")
+                self.logger.warning(
+                    "watch pass %d failed, nothing deleted, retrying next interval: %s", self.number, exc
+                )
+                continue
+            self.results.append(result)
+            if result.changes_planned or result.report.failures or result.withheld_deletes:
+                self.logger.info(
+                    "watch pass %d (%s): %s objects changed, %d failed, %d deletes withheld",
+                    self.number,
+                    "event" if woke_by_event else "poll",
+                    result.report.objects,
+                    len(result.report.failures),
+                    result.withheld_deletes,
+                )
+
+    def join(self) -> None:
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+@flow(name="bucket_mirror", log_prints=True)
+def bucket_mirror(
+    source: ObjectStore,
+    destination: ObjectStore,
+    bucket: str | None = None,
+    destination_bucket: str | None = None,
+    prefix: str = "",
+    destination_prefix: str | None = None,
+    overwrite: bool = True,
+    remove: bool = False,
+    exclude: list[str] | None = None,
+    newer_than: str | None = None,
+    older_than: str | None = None,
+    verify: str = "etag",
+    dry_run: bool = False,
+    watch: bool = False,
+    watch_interval_seconds: float = 10.0,
+    max_delete_ratio: float = 0.5,
+    allow_empty_source: bool = False,
+    workers: int = 16,
+    max_passes: int = 3,
+    auto_approve: bool = False,
+    approval_timeout_seconds: int = 7 * 24 * 3600,
+) -> dict[str, Any]:
+    """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
+
+    Args:
+        source: Source ObjectStore block.
+        destination: Destination ObjectStore block.
+        bucket: Source bucket; ``None`` mirrors all buckets, creating missing ones (``mc mirror old new``).
+        destination_bucket: Destination bucket (default: ``bucket``); created when missing.
+        prefix: Source key prefix.
+        destination_prefix: Destination key prefix (default: ``prefix``).
+        overwrite: Replace differing destination objects (``mc --overwrite``).
+        remove: Delete destination objects missing on the source (``mc --remove``).
+        exclude: Glob patterns of keys to ignore on both sides (``mc --exclude``).
+        newer_than: Only mirror source objects younger than this duration, e.g. ``"7d"``
+            (``mc --newer-than``).
+        older_than: Only mirror source objects older than this duration (``mc --older-than``).
+        verify: ``"etag"`` or ``"checksum"`` (compare SHA-256 of contents when ETags are not comparable).
+        dry_run: Plan only (``mc --fake``): Markdown and table artifacts, nothing written.
+        watch: Keep mirroring until the approval "DNS cutover done", then a final pass and verification.
+        watch_interval_seconds: Polling interval of watch mode (without bucket notifications).
+        max_delete_ratio: Largest fraction of destination objects deleted per pass without approval.
+        allow_empty_source: Allow deletes when the source listing is empty.
+        workers: Parallel transfers.
+        max_passes: One-shot mode: passes until verified (objects that failed are retried next pass).
+        auto_approve: Approve the cutover and large deletes without asking (unattended runs, tests).
+        approval_timeout_seconds: How long the flow waits for an approval.
+
+    Returns:
+        Summary: passes, objects/bytes copied, overwritten, deleted, failures, verification, mode.
+
+    Raises:
+        InputError: Bad parameters, unknown source bucket, rejected credentials, source equals destination.
+        TransientError: A store is unreachable (nothing deleted).
+        PreconditionFailed: The mirror could not be verified identical after the last pass.
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    options = _options(
+        overwrite,
+        remove,
+        list(exclude or []),
+        newer_than,
+        older_than,
+        verify,
+        max_delete_ratio,
+        allow_empty_source,
+    )
+    if watch and dry_run:
+        raise InputError("watch", "watch and dry_run exclude each other", "use dry_run alone to see the plan")
+    if watch_interval_seconds <= 0:
+        raise InputError("watch_interval_seconds", "must be positive", "use e.g. 10")
+    if max_passes < 1:
+        raise InputError("max_passes", "must be at least 1", "use e.g. 3")
+    session = preflight_mirror(
+        source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
+    )
+    where = f"{session.source_url} -> {session.destination_url}"
+    logger.info(
+        "mirroring %d bucket pair(s) %s (%s)",
+        len(session.pairs),
+        where,
+        "server-side copy" if session.server_side else "streamed copy",
+    )
+
+    if dry_run:
+        plans = plan_pass(session, options, datetime.now(UTC))
+        result = PassResult(0, plans, TransferReport(), True, datetime.now(UTC))
+        create_markdown_artifact(
+            result.markdown("Mirror plan (dry run)"),
+            key="bucket-mirror-plan",
+            description=f"bucket_mirror dry run {where}",
+        )
+        create_table_artifact(
+            _plan_table(plans), key="bucket-mirror-plan-table", description="planned actions (first 1000)"
+        )
+        return {
+            "mode": "dry_run",
+            "planned": result.counts(),
+            "planned_bytes": result.bytes(),
+            "withheld_deletes": result.withheld_deletes,
+            "buckets": [p.label for p in session.pairs],
+            "verdicts": {k: p.verdict.value for k, p in plans.items()},
+        }
+
+    total = TransferReport()
+    passes: list[PassResult] = []
+    number = 0
+    watch_info: dict[str, Any] = {}
+
+    def one_pass() -> PassResult:
+        nonlocal number
+        number += 1
+        plans = plan_pass(session, options, datetime.now(UTC))
+        needs = any(p.verdict is Verdict.NEEDS_APPROVAL for p in plans.values())
+        if needs:
+            markdown = PassResult(number, plans, TransferReport(), True, datetime.now(UTC)).markdown(
+                f"Mirror pass {number}: deletes over max_delete_ratio"
+            )
+            plans = _approve_deletes(plans, markdown, number=number, auto_approve=auto_approve)
+        result = sync_pass(session, options, number=number, plans=plans)
+        total.merge(result.report)
+        passes.append(result)
+        for failure in result.report.failures[:20]:
+            logger.warning("pass %d: %s %s failed: %s", number, failure.action, failure.key, failure.error)
+        blocked = [n for p in plans.values() for n in p.notes if p.verdict is Verdict.DELETES_BLOCKED]
+        for note in blocked:
+            logger.warning("pass %d: %s", number, note)
+        return result
+
+    first = one_pass()
+    if watch:
+        waiter = ChangeWaiter(
+            session.source, {p.source_bucket for p in session.pairs}, prefix, interval=watch_interval_seconds
+        )
+        mode = waiter.start()
+        logger.info("watch mode: %s", waiter.reason)
+        loop = _WatchLoop(session, options, waiter, number, logger)
+        loop.start()
+        try:
+            from tasks.approvals import request_approval
+
+            markdown = (
+                f"## Mirror is running: {where}\n\nPasses continue ({waiter.reason}) until you approve "
+                f"**{CUTOVER_STEP}**: all clients resolve the new endpoint. Then a final pass and a "
+                f"verification run.\n\nFirst pass: {first.report.objects} objects, "
+                f"{first.report.bytes} bytes, "
+                f"{len(first.report.failures)} failures.\n"
+            )
+            approval = request_approval(
+                CUTOVER_STEP,
+                markdown,
+                key="dns-cutover-done",
+                auto_approve=auto_approve,
+                timeout_seconds=approval_timeout_seconds,
+            )
+        finally:
+            loop.join()
+            waiter.close()
+        for result in loop.results:
+            total.merge(result.report)
+        number = loop.number
+        watch_info = {
+            "mode": mode,
+            "detail": waiter.reason,
+            "background_passes": len(loop.results),
+            "background_errors": loop.errors,
+            "approval_comment": approval.comment,
+        }
+        one_pass()  # final pass after the cutover
+
+    verified, detail = _verified(verify_mirror(session, options))
+    extra = 0
+    while not verified and extra < max_passes - 1:
+        extra += 1
+        logger.info("not yet identical (%s): running pass %d", detail, number + 1)
+        one_pass()
+        verified, detail = _verified(verify_mirror(session, options))
+
+    seconds = time.perf_counter() - started
+    failures = [f"{f.action} {f.key}: {f.error}" for p in passes[-1:] for f in p.report.failures]
+    summary: dict[str, Any] = {
+        "mode": "watch" if watch else "sync",
+        "passes": number,
+        "copied": total.copied,
+        "overwritten": total.overwritten,
+        "metadata_updated": total.metadata_updated,
+        "deleted": total.deleted,
+        "vanished": total.vanished,
+        "bytes": total.bytes,
+        "retries": total.retries,
+        "seconds": round(seconds, 3),
+        "rate": _human_rate(total, total.seconds),
+        "failures_last_pass": failures,
+        "verified": verified,
+        "verification": detail,
+        "buckets_created": [b for p in passes for b in p.buckets_created],
+        "watch": watch_info,
+    }
+    lines = [
+        f"## bucket_mirror summary: {where}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| mode | {summary['mode']} |",
+        f"| passes | {number} |",
+        f"| copied / overwritten / metadata-only / deleted | {total.copied} / {total.overwritten} / "
+        f"{total.metadata_updated} / {total.deleted} |",
+        f"| bytes | {total.bytes} |",
+        f"| transfer time | {total.seconds:.1f} s |",
+        f"| rate | {summary['rate']} |",
+        f"| run time | {seconds:.1f} s |",
+        f"| retries | {total.retries} |",
+        f"| failures (last pass) | {len(failures)} |",
+        f"| verification | {'PASSED' if verified else 'FAILED'}: {detail} |",
+    ]
+    if watch_info:
+        lines.append(
+            f"| watch | {watch_info['detail']}; {watch_info['background_passes']} background passes |"
+        )
+    if failures:
+        lines += ["", "### Failures", *[f"- {f}" for f in failures[:50]]]
+    create_markdown_artifact(
+        "\n".join(lines) + "\n", key="bucket-mirror-summary", description=f"bucket_mirror {where}"
+    )
+    if not verified:
+        raise PreconditionFailed(
+            f"the destination is not identical to the source after {number} passes ({detail}); "
+            f"{len(failures)} objects failed in the last pass: {failures[:3]}. Run the flow again "
+            "(it continues from the observed state); withheld deletes need approval or allow_empty_source"
+        )
+    return summary
