@@ -1,0 +1,1049 @@
+"""Pure decisions of the Kubernetes resource backup / restore / migration engine.
+
+Nothing here does I/O, reads a clock or imports a client library: the export and apply tasks
+(``tasks/kube_export.py``, ``tasks/kube_apply.py``) call these functions with plain dicts (the JSON
+form of Kubernetes objects) and act on what they return.
+
+What lives here:
+
+* **Selection** (:class:`Selection`): include/exclude namespaces, a label selector, include/exclude
+  kinds, cluster-scoped resources on request; which discovered resource types are exported at all
+  (:func:`select_resource_types`) and why a single object is left out (:func:`skip_reason`): what
+  controllers own (pods of ReplicaSets/StatefulSets/Jobs/DaemonSets, ReplicaSets of Deployments,
+  Jobs of CronJobs, Endpoints/EndpointSlices of Services, ControllerRevisions) and what must not
+  travel (service-account token secrets, events, ``kube-root-ca.crt``, the ``default``
+  ServiceAccount the namespace controller creates, leases, nodes).
+* **Sanitising** (:func:`sanitize`): uid, resourceVersion, creationTimestamp, managedFields,
+  generation, status, ownerReferences, system finalizers and annotations
+  (``kubectl.kubernetes.io/last-applied-configuration``, ``pv.kubernetes.io/*``), Service
+  clusterIP(s) and nodePorts (unless asked), PVC volume names, Job controller-uid selectors, pod
+  node names and token volumes; namespace and storage-class mapping; provenance labels.
+* **Restore order as data** (:data:`RESTORE_ORDER`, :func:`restore_rank`).
+* **Existing-resource policy** (:func:`decide_apply`): ``skip`` | ``update``, with a per-object
+  diff (:func:`diff_objects`) for dry runs.
+* **Zero-replica migration** (:func:`zero_replicas`, :func:`activation_replicas`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stateferry.errors import InputError
+
+__all__ = [
+    "BACKUP_NAME_LABEL",
+    "DEFAULT_EXCLUDED_NAMESPACES",
+    "MANAGED_BY_LABEL",
+    "MIGRATION_REPLICAS_ANNOTATION",
+    "RESTORE_NAME_LABEL",
+    "RESTORE_ORDER",
+    "ApplyAction",
+    "ApplyDecision",
+    "ExistingPolicy",
+    "LabelSelector",
+    "ResourceType",
+    "Selection",
+    "activation_replicas",
+    "carry_over_immutable",
+    "decide_apply",
+    "diff_objects",
+    "is_custom_resource",
+    "object_key",
+    "parse_mapping",
+    "restore_rank",
+    "sanitize",
+    "select_resource_types",
+    "skip_reason",
+    "sort_for_restore",
+    "zero_replicas",
+]
+
+BACKUP_NAME_LABEL = "stateferry.io/backup-name"
+RESTORE_NAME_LABEL = "stateferry.io/restore-name"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MIGRATION_REPLICAS_ANNOTATION = "stateferry.io/migration-replicas"
+
+#: Namespaces left out when no include list is given (the seed's ``--exclude-namespaces kube-system``).
+DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+# --------------------------------------------------------------------------------------------------
+# resource types
+
+
+@dataclass(frozen=True, order=True)
+class ResourceType:
+    """One API resource found by discovery.
+
+    Attributes:
+        group: API group (``""`` for the core group).
+        version: API version within the group (``v1``).
+        kind: the object kind (``ConfigMap``).
+        plural: the resource name in URLs (``configmaps``).
+        namespaced: whether objects live in namespaces.
+    """
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        """``v1`` or ``group/version`` as objects carry it."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_kind(self) -> str:
+        """``Kind`` for the core group, else ``Kind.group`` (the spelling kubectl accepts)."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (used by the archive manifest)."""
+        return {
+            "group": self.group,
+            "version": self.version,
+            "kind": self.kind,
+            "plural": self.plural,
+            "namespaced": self.namespaced,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceType:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            group=str(data.get("group", "")),
+            version=str(data["version"]),
+            kind=str(data["kind"]),
+            plural=str(data["plural"]),
+            namespaced=bool(data["namespaced"]),
+        )
+
+
+#: Built-in API groups; anything else found by discovery is a custom resource (or an aggregated API).
+BUILTIN_GROUPS: frozenset[str] = frozenset(
+    {
+        "",
+        "admissionregistration.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "apps",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "autoscaling",
+        "batch",
+        "certificates.k8s.io",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "networking.k8s.io",
+        "node.k8s.io",
+        "policy",
+        "rbac.authorization.k8s.io",
+        "scheduling.k8s.io",
+        "storage.k8s.io",
+        "metrics.k8s.io",
+    }
+)
+
+#: Resource types never exported: runtime state that the target cluster makes itself, or that is
+#: meaningless elsewhere. (group, plural) pairs.
+NEVER_EXPORTED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("", "events"),
+        ("events.k8s.io", "events"),
+        ("", "nodes"),
+        ("", "componentstatuses"),
+        ("", "bindings"),
+        ("", "endpoints"),  # recreated by the endpoints controller for every Service
+        ("discovery.k8s.io", "endpointslices"),
+        ("apps", "controllerrevisions"),  # history of the owning StatefulSet/DaemonSet
+        ("coordination.k8s.io", "leases"),  # leader election / node heartbeats
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectrulesreviews"),
+        ("authorization.k8s.io", "localsubjectaccessreviews"),
+        ("certificates.k8s.io", "certificatesigningrequests"),
+        ("apiregistration.k8s.io", "apiservices"),
+        ("metrics.k8s.io", "pods"),
+        ("metrics.k8s.io", "nodes"),
+        ("storage.k8s.io", "volumeattachments"),
+        ("storage.k8s.io", "csinodes"),
+        ("flowcontrol.apiserver.k8s.io", "flowschemas"),
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations"),
+    }
+)
+
+
+def is_custom_resource(group: str) -> bool:
+    """True if ``group`` is not one of Kubernetes' built-in API groups."""
+    return group not in BUILTIN_GROUPS
+
+
+# --------------------------------------------------------------------------------------------------
+# label selectors
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    key: str
+    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        if self.op == "exists":
+            return present
+        if self.op == "!exists":
+            return not present
+        if self.op in ("=", "in"):
+            return present and value in self.values
+        # "!=" and "notin" also match objects without the key (as the API server does)
+        return not present or value not in self.values
+
+
+_REQ_RE = re.compile(
+    r"^\s*(?:(?P<not>!)\s*(?P<nkey>[\w./-]+)"
+    r"|(?P<skey>[\w./-]+)\s*(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\)"
+    r"|(?P<ekey>[\w./-]+)\s*(?P<eqop>==|!=|=)\s*(?P<val>[\w.-]*)"
+    r"|(?P<xkey>[\w./-]+))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A parsed Kubernetes label selector (``app=web,tier in (a,b),!legacy``).
+
+    Attributes:
+        text: the selector as given (passed unchanged to the API server's ``labelSelector``).
+    """
+
+    text: str
+    requirements: tuple[_Requirement, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None, *, field_name: str = "label_selector") -> LabelSelector:
+        """Parse ``text``; raise :class:`InputError` naming ``field_name`` if it is malformed."""
+        text = (text or "").strip()
+        if not text:
+            return cls("")
+        reqs: list[_Requirement] = []
+        for part in _split_selector(text):
+            m = _REQ_RE.match(part)
+            if not m:
+                raise InputError(
+                    field_name,
+                    f"{part!r} is not a valid label selector requirement",
+                    "use `key=value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key` or `!key`, "
+                    "joined by commas",
+                )
+            if m.group("nkey"):
+                reqs.append(_Requirement(m.group("nkey"), "!exists"))
+            elif m.group("skey"):
+                vals = tuple(v.strip() for v in m.group("vals").split(",") if v.strip())
+                reqs.append(_Requirement(m.group("skey"), m.group("setop"), vals))
+            elif m.group("ekey"):
+                op = "=" if m.group("eqop") in ("=", "==") else "!="
+                reqs.append(_Requirement(m.group("ekey"), op, (m.group("val"),)))
+            else:
+                reqs.append(_Requirement(m.group("xkey"), "exists"))
+        return cls(text, tuple(reqs))
+
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
+        """True if ``labels`` satisfy every requirement (an empty selector matches everything)."""
+        labels = labels or {}
+        return all(r.matches(labels) for r in self.requirements)
+
+    def __bool__(self) -> bool:
+        return bool(self.requirements)
+
+
+def _split_selector(text: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    cur = ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# selection
+
+
+def _names(value: Iterable[str] | str | None, field_name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    out = tuple(v.strip() for v in value if v and v.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a backup (or migration) takes from the source cluster.
+
+    Attributes:
+        include_namespaces: namespaces to take; empty = every namespace except
+            :data:`DEFAULT_EXCLUDED_NAMESPACES` and ``exclude_namespaces``. ``*`` = every namespace.
+        exclude_namespaces: namespaces never taken.
+        label_selector: only objects whose labels match (namespaced objects; cluster-scoped ones
+            too when ``include_cluster_resources`` is True).
+        include_kinds: only these kinds (``ConfigMap``, ``configmaps``, ``deployments.apps``, ...);
+            empty = all.
+        exclude_kinds: never these kinds.
+        include_cluster_resources: ``True`` = every cluster-scoped resource (StorageClasses,
+            ClusterRoles, PVs, ...); ``False`` = none at all; ``None`` (default) = only what the
+            selected namespaces need: their Namespace objects and the CRDs of their custom resources.
+    """
+
+    include_namespaces: tuple[str, ...] = ()
+    exclude_namespaces: tuple[str, ...] = ()
+    label_selector: str = ""
+    include_kinds: tuple[str, ...] = ()
+    exclude_kinds: tuple[str, ...] = ()
+    include_cluster_resources: bool | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        include_namespaces: Iterable[str] | str | None = None,
+        exclude_namespaces: Iterable[str] | str | None = None,
+        label_selector: str | None = None,
+        include_kinds: Iterable[str] | str | None = None,
+        exclude_kinds: Iterable[str] | str | None = None,
+        include_cluster_resources: bool | None = None,
+    ) -> Selection:
+        """Validate user parameters (lists or comma-separated strings) into a :class:`Selection`.
+
+        Raises:
+            InputError: naming the parameter when a namespace name or label selector is malformed,
+                or a namespace is both included and excluded.
+        """
+        inc = _names(include_namespaces, "include_namespaces")
+        exc = _names(exclude_namespaces, "exclude_namespaces")
+        for fname, names in (("include_namespaces", inc), ("exclude_namespaces", exc)):
+            for n in names:
+                if n != "*" and not _DNS1123_LABEL.match(n):
+                    raise InputError(
+                        fname,
+                        f"{n!r} is not a valid namespace name",
+                        "use lower-case RFC 1123 labels such as `cms` or `team-a`",
+                    )
+        both = sorted(set(inc) & set(exc))
+        if both:
+            raise InputError(
+                "exclude_namespaces",
+                f"{', '.join(both)} is both included and excluded",
+                "remove it from one of the two lists",
+            )
+        sel = LabelSelector.parse(label_selector)
+        return cls(
+            include_namespaces=inc,
+            exclude_namespaces=exc,
+            label_selector=sel.text,
+            include_kinds=_names(include_kinds, "include_kinds"),
+            exclude_kinds=_names(exclude_kinds, "exclude_kinds"),
+            include_cluster_resources=include_cluster_resources,
+        )
+
+    @property
+    def selector(self) -> LabelSelector:
+        """The parsed label selector."""
+        return LabelSelector.parse(self.label_selector)
+
+    @property
+    def all_namespaces(self) -> bool:
+        """True if no explicit namespace list restricts the selection."""
+        return not self.include_namespaces or "*" in self.include_namespaces
+
+    def namespace_selected(self, namespace: str) -> bool:
+        """True if objects of ``namespace`` are taken."""
+        if namespace in self.exclude_namespaces:
+            return False
+        if "*" in self.include_namespaces:
+            return True
+        if self.include_namespaces:
+            return namespace in self.include_namespaces
+        return namespace not in DEFAULT_EXCLUDED_NAMESPACES
+
+    def kind_selected(self, rtype: ResourceType) -> bool:
+        """True if objects of ``rtype`` are taken according to include/exclude kinds."""
+        if self.exclude_kinds and _kind_matches(rtype, self.exclude_kinds):
+            return False
+        if self.include_kinds:
+            return _kind_matches(rtype, self.include_kinds)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (recorded in the archive manifest)."""
+        return {
+            "include_namespaces": list(self.include_namespaces),
+            "exclude_namespaces": list(self.exclude_namespaces),
+            "label_selector": self.label_selector,
+            "include_kinds": list(self.include_kinds),
+            "exclude_kinds": list(self.exclude_kinds),
+            "include_cluster_resources": self.include_cluster_resources,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        """Inverse of :meth:`to_dict`."""
+        return cls.build(
+            include_namespaces=data.get("include_namespaces") or (),
+            exclude_namespaces=data.get("exclude_namespaces") or (),
+            label_selector=data.get("label_selector") or "",
+            include_kinds=data.get("include_kinds") or (),
+            exclude_kinds=data.get("exclude_kinds") or (),
+            include_cluster_resources=data.get("include_cluster_resources"),
+        )
+
+
+def _kind_matches(rtype: ResourceType, names: Sequence[str]) -> bool:
+    spellings = {
+        rtype.kind.lower(),
+        rtype.plural.lower(),
+        f"{rtype.plural}.{rtype.group}".lower() if rtype.group else rtype.plural.lower(),
+        f"{rtype.kind}.{rtype.group}".lower() if rtype.group else rtype.kind.lower(),
+    }
+    return any(n.lower() in spellings for n in names)
+
+
+def select_resource_types(types: Iterable[ResourceType], selection: Selection) -> list[ResourceType]:
+    """The discovered resource types a backup lists, in restore order.
+
+    One version per group/resource (the first one discovery reports, i.e. the preferred version),
+    never the types in :data:`NEVER_EXPORTED`, only the kinds the selection asks for, and
+    cluster-scoped types only if cluster resources are requested (``True``) or needed (``None``:
+    Namespaces and CRDs).
+    """
+    seen: set[tuple[str, str]] = set()
+    out: list[ResourceType] = []
+    for t in types:
+        key = (t.group, t.plural)
+        if key in seen or "/" in t.plural:
+            continue
+        seen.add(key)
+        if key in NEVER_EXPORTED:
+            continue
+        is_needed_cluster_type = t.kind in ("Namespace", "CustomResourceDefinition")
+        if not t.namespaced:
+            if selection.include_cluster_resources is False and t.kind != "Namespace":
+                continue
+            if selection.include_cluster_resources is None and not is_needed_cluster_type:
+                continue
+        if not selection.kind_selected(t) and t.kind != "Namespace":
+            continue
+        out.append(t)
+    return sort_types_for_restore(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-object skip rules
+
+#: Owner kinds whose controllers recreate the owned object on the target.
+_CONTROLLER_OWNERS: dict[str, frozenset[str]] = {
+    "Pod": frozenset({"ReplicaSet", "StatefulSet", "Job", "DaemonSet", "ReplicationController"}),
+    "ReplicaSet": frozenset({"Deployment"}),
+    "Job": frozenset({"CronJob"}),
+    "PersistentVolumeClaim": frozenset(),  # PVCs of StatefulSets have no owner; they travel
+}
+
+
+def skip_reason(obj: Mapping[str, Any]) -> str | None:
+    """Why ``obj`` is left out of a backup even though its type is selected, or None to keep it.
+
+    Args:
+        obj: the object as the API returns it (``kind`` and ``apiVersion`` set).
+    """
+    kind = obj.get("kind", "")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    owners = meta.get("ownerReferences") or []
+    for ref in owners:
+        if ref.get("controller") and ref.get("kind") in _CONTROLLER_OWNERS.get(kind, frozenset()):
+            return f"owned by {ref['kind']} {ref.get('name', '')}: its controller recreates it"
+    if kind in ("Endpoints", "EndpointSlice"):
+        return "recreated by the endpoints controller for its Service"
+    if kind == "ControllerRevision":
+        return "history of its StatefulSet/DaemonSet: recreated by the controller"
+    if kind == "Event":
+        return "events do not travel"
+    if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+        return "service-account token: the target cluster issues its own"
+    if kind == "ConfigMap" and name == "kube-root-ca.crt":
+        return "the target cluster publishes its own CA bundle"
+    if kind == "ServiceAccount" and name == "default" and not obj.get("imagePullSecrets"):
+        return "the default ServiceAccount is created by the target's namespace controller"
+    if kind == "Pod" and (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return "a finished pod"
+    if kind == "Namespace" and name in (*DEFAULT_EXCLUDED_NAMESPACES, "default"):
+        return "a system namespace that exists in every cluster"
+    if meta.get("deletionTimestamp"):
+        return "being deleted"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# restore order
+
+#: Restore order as data: kinds earlier in this list are applied first. Custom resources go where
+#: ``"*custom*"`` stands (after their CRDs and everything they may reference, before workloads);
+#: built-in kinds not listed go where ``"*other*"`` stands. Workloads come last, so their pods
+#: start only when their volumes, secrets and config exist.
+RESTORE_ORDER: tuple[str, ...] = (
+    "CustomResourceDefinition",
+    "Namespace",
+    "StorageClass",
+    "PriorityClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "LimitRange",
+    "ResourceQuota",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "Service",
+    "Ingress",
+    "PodDisruptionBudget",
+    "*other*",
+    "*custom*",
+    "HorizontalPodAutoscaler",
+    "PodTemplate",
+    "ReplicationController",
+    "DaemonSet",
+    "StatefulSet",
+    "Deployment",
+    "ReplicaSet",
+    "CronJob",
+    "Job",
+    "Pod",
+)
+_RANK = {k: i for i, k in enumerate(RESTORE_ORDER)}
+
+
+def restore_rank(kind: str, group: str = "") -> int:
+    """Position of ``kind`` in :data:`RESTORE_ORDER` (custom resources share the ``*custom*`` rank)."""
+    if is_custom_resource(group):
+        return _RANK["*custom*"]
+    return _RANK.get(kind, _RANK["*other*"])
+
+
+def sort_types_for_restore(types: Iterable[ResourceType]) -> list[ResourceType]:
+    """Resource types sorted by :func:`restore_rank`, then by group and plural (stable)."""
+    return sorted(types, key=lambda t: (restore_rank(t.kind, t.group), t.group, t.plural))
+
+
+def _group_of(api_version: str) -> str:
+    return api_version.split("/", 1)[0] if "/" in api_version else ""
+
+
+def sort_for_restore(objs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Objects in restore order (by kind rank, then namespace, then name)."""
+    return sorted(
+        objs,
+        key=lambda o: (
+            restore_rank(o.get("kind", ""), _group_of(o.get("apiVersion", ""))),
+            _group_of(o.get("apiVersion", "")),
+            o.get("kind", ""),
+            (o.get("metadata") or {}).get("namespace", ""),
+            (o.get("metadata") or {}).get("name", ""),
+        ),
+    )
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """``Kind[.group] namespace/name`` (or ``Kind name`` when cluster-scoped): names an object in reports."""
+    meta = obj.get("metadata") or {}
+    group = _group_of(obj.get("apiVersion", ""))
+    kind = f"{obj.get('kind', '?')}.{group}" if group else str(obj.get("kind", "?"))
+    ns = meta.get("namespace")
+    return f"{kind} {ns}/{meta.get('name', '?')}" if ns else f"{kind} {meta.get('name', '?')}"
+
+
+# --------------------------------------------------------------------------------------------------
+# mappings
+
+
+def parse_mapping(value: Mapping[str, str] | str | None, field_name: str) -> dict[str, str]:
+    """Parse a ``{old: new}`` mapping given as a dict or as ``"old:new,old2:new2"``.
+
+    Raises:
+        InputError: naming ``field_name`` if an entry is malformed or a target name is invalid.
+    """
+    if not value:
+        return {}
+    items: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            if ":" not in part:
+                raise InputError(
+                    field_name, f"entry {part.strip()!r} has no ':'", "write `old:new,old2:new2`"
+                )
+            a, b = part.split(":", 1)
+            items.append((a.strip(), b.strip()))
+    else:
+        items = [(str(a).strip(), str(b).strip()) for a, b in value.items()]
+    out: dict[str, str] = {}
+    for a, b in items:
+        if not a or not b:
+            raise InputError(
+                field_name, f"entry {a!r}: {b!r} has an empty side", "name both the old and the new name"
+            )
+        if not _DNS1123_SUBDOMAIN.match(b):
+            raise InputError(
+                field_name, f"{b!r} is not a valid name", "use lower-case RFC 1123 names such as `cms-dr`"
+            )
+        out[a] = b
+    targets = list(out.values())
+    dupes = sorted({t for t in targets if targets.count(t) > 1})
+    if dupes and field_name == "namespace_mapping":
+        raise InputError(
+            field_name, f"several namespaces map to {', '.join(dupes)}", "map each to its own namespace"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# sanitising
+
+_STRIP_META = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "managedFields",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "generateName",
+)
+_STRIP_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "pv.kubernetes.io/provisioned-by",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+    "batch.kubernetes.io/job-tracking",
+    "control-plane.alpha.kubernetes.io/leader",
+)
+_SYSTEM_FINALIZERS = (
+    "kubernetes.io/pvc-protection",
+    "kubernetes.io/pv-protection",
+    "foregroundDeletion",
+    "orphan",
+    "batch.kubernetes.io/job-tracking",
+    "customresourcecleanup.apiextensions.k8s.io",
+)
+_JOB_LABELS = (
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+)
+
+
+@dataclass(frozen=True)
+class SanitizeOptions:
+    """How :func:`sanitize` rewrites an object for the target cluster.
+
+    Attributes:
+        namespace_mapping: source namespace -> target namespace.
+        storage_class_mapping: source storage class -> target storage class.
+        keep_node_ports: keep Service ``nodePort`` values (default: let the target allocate).
+        keep_volume_names: keep PVC ``spec.volumeName`` (only when the PVs travel too).
+        labels: labels added to every object (provenance, managed-by).
+    """
+
+    namespace_mapping: Mapping[str, str] = field(default_factory=dict)
+    storage_class_mapping: Mapping[str, str] = field(default_factory=dict)
+    keep_node_ports: bool = False
+    keep_volume_names: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _map_ns(ns: str | None, mapping: Mapping[str, str]) -> str | None:
+    return mapping.get(ns, ns) if ns else ns
+
+
+def _map_sc(spec: dict[str, Any], mapping: Mapping[str, str]) -> None:
+    sc = spec.get("storageClassName")
+    if sc is not None and sc in mapping:
+        spec["storageClassName"] = mapping[sc]
+    elif sc is None and "" in mapping:  # "" = the source's default class
+        spec["storageClassName"] = mapping[""]
+
+
+def _strip_token_volumes(pod_spec: dict[str, Any]) -> None:
+    vols = pod_spec.get("volumes") or []
+    drop = {v.get("name") for v in vols if str(v.get("name", "")).startswith("kube-api-access-")}
+    if drop:
+        pod_spec["volumes"] = [v for v in vols if v.get("name") not in drop]
+        for c in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+            c["volumeMounts"] = [m for m in c.get("volumeMounts") or [] if m.get("name") not in drop]
+
+
+def sanitize(obj: Mapping[str, Any], options: SanitizeOptions | None = None) -> dict[str, Any]:
+    """A copy of ``obj`` fit to create in another cluster.
+
+    Removes what the source server assigned (uid, resourceVersion, creationTimestamp, managedFields,
+    generation, status, ownerReferences, system finalizers and annotations), what the target must
+    allocate itself (Service clusterIP(s), nodePorts unless ``keep_node_ports``, PVC volumeName unless
+    ``keep_volume_names``, Job controller-uid selectors, pod nodeName and token volumes), maps
+    namespaces and storage classes, and adds ``options.labels``.
+    """
+    opts = options or SanitizeOptions()
+    o: dict[str, Any] = copy.deepcopy(dict(obj))
+    kind = o.get("kind", "")
+    o.pop("status", None)
+    meta = o.setdefault("metadata", {})
+    for k in _STRIP_META:
+        meta.pop(k, None)
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _STRIP_ANNOTATIONS}
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    fins = [f for f in meta.get("finalizers") or [] if f not in _SYSTEM_FINALIZERS]
+    if fins:
+        meta["finalizers"] = fins
+    else:
+        meta.pop("finalizers", None)
+    if meta.get("namespace"):
+        meta["namespace"] = _map_ns(meta["namespace"], opts.namespace_mapping)
+    labels = dict(meta.get("labels") or {})
+    labels.update(opts.labels)
+    spec = o.get("spec") if isinstance(o.get("spec"), dict) else None
+
+    if kind == "Namespace":
+        new = opts.namespace_mapping.get(meta.get("name", ""), meta.get("name", ""))
+        meta["name"] = new
+        if "kubernetes.io/metadata.name" in labels:
+            labels["kubernetes.io/metadata.name"] = new
+        o.pop("spec", None)  # spec.finalizers is set by the server
+    elif kind == "Service" and spec is not None:
+        if spec.get("clusterIP") not in ("None",):
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        else:
+            spec["clusterIPs"] = ["None"]
+        spec.pop("healthCheckNodePort", None)
+        if not opts.keep_node_ports:
+            for p in spec.get("ports") or []:
+                p.pop("nodePort", None)
+    elif kind == "PersistentVolumeClaim" and spec is not None:
+        if not opts.keep_volume_names:
+            spec.pop("volumeName", None)
+        _map_sc(spec, opts.storage_class_mapping)
+    elif kind == "PersistentVolume" and spec is not None:
+        _map_sc(spec, opts.storage_class_mapping)
+        ref = spec.get("claimRef")
+        if ref:
+            spec["claimRef"] = {
+                k: v for k, v in ref.items() if k in ("apiVersion", "kind", "name", "namespace")
+            }
+            if ref.get("namespace"):
+                spec["claimRef"]["namespace"] = _map_ns(ref["namespace"], opts.namespace_mapping)
+    elif kind == "StatefulSet" and spec is not None:
+        for vct in spec.get("volumeClaimTemplates") or []:
+            vct.pop("status", None)
+            vmeta = vct.get("metadata") or {}
+            for k in ("creationTimestamp", "uid", "resourceVersion"):
+                vmeta.pop(k, None)
+            _map_sc(vct.setdefault("spec", {}), opts.storage_class_mapping)
+    elif kind == "Job" and spec is not None:
+        spec.pop("selector", None)
+        tmeta = (spec.get("template") or {}).get("metadata") or {}
+        tl = {k: v for k, v in (tmeta.get("labels") or {}).items() if k not in _JOB_LABELS}
+        if tl:
+            tmeta["labels"] = tl
+        else:
+            tmeta.pop("labels", None)
+        labels = {k: v for k, v in labels.items() if k not in _JOB_LABELS}
+    elif kind == "Pod" and spec is not None:
+        spec.pop("nodeName", None)
+        _strip_token_volumes(spec)
+    elif kind == "ServiceAccount":
+        secrets = [s for s in o.get("secrets") or [] if "-token-" not in str(s.get("name", ""))]
+        if secrets:
+            o["secrets"] = secrets
+        else:
+            o.pop("secrets", None)
+    elif kind in ("RoleBinding", "ClusterRoleBinding"):
+        for s in o.get("subjects") or []:
+            if s.get("namespace"):
+                s["namespace"] = _map_ns(s["namespace"], opts.namespace_mapping)
+    if labels:
+        meta["labels"] = labels
+    return o
+
+
+# --------------------------------------------------------------------------------------------------
+# existing-resource policy and diff
+
+
+class ExistingPolicy(StrEnum):
+    """What a restore does with an object that already exists in the target."""
+
+    SKIP = "skip"
+    UPDATE = "update"
+
+    @classmethod
+    def parse(
+        cls, value: str | ExistingPolicy, field_name: str = "existing_resource_policy"
+    ) -> ExistingPolicy:
+        """Validate a user-given policy."""
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InputError(field_name, f"{value!r} is not a policy", "use `skip` or `update`") from None
+
+
+class ApplyAction(StrEnum):
+    """What the apply step does with one object."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    SKIP_EXISTING = "skip-existing"
+
+
+@dataclass(frozen=True)
+class ApplyDecision:
+    """The decision for one object.
+
+    Attributes:
+        action: create / update / unchanged / skip-existing.
+        diff: lines describing how the target differs from the backup (``path: target -> backup``).
+        body: what to send (for create: the sanitised object; for update: the replacement with the
+            fields the target owns carried over); None when nothing is sent.
+    """
+
+    action: ApplyAction
+    diff: tuple[str, ...] = ()
+    body: dict[str, Any] | None = None
+
+
+#: Labels that change on every restore and never count as a difference.
+_VOLATILE_LABELS = (RESTORE_NAME_LABEL, "stateferry.io/flow-run-id")
+
+
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    o = copy.deepcopy(dict(obj))
+    o.pop("status", None)
+    meta = o.get("metadata") or {}
+    for k in _STRIP_META:
+        meta.pop(k, None)
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
+    if labels:
+        meta["labels"] = labels
+    else:
+        meta.pop("labels", None)
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _STRIP_ANNOTATIONS}
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    meta.pop("finalizers", None)
+    return o
+
+
+def _fmt(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+def _diff(path: str, live: Any, want: Any, out: list[str]) -> None:
+    """Compare ``want`` (the backup) against ``live`` (the target), only on fields ``want`` sets.
+
+    Fields the server defaults (present only in ``live``) are not differences; lists are compared
+    element by element when their lengths agree.
+    """
+    if isinstance(want, dict) and isinstance(live, dict):
+        for k in sorted(want):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in live:
+                if want[k] not in (None, {}, [], ""):
+                    out.append(f"+ {sub}: {_fmt(want[k])}")
+                continue
+            _diff(sub, live[k], want[k], out)
+        return
+    if isinstance(want, list) and isinstance(live, list) and len(want) == len(live):
+        for i, (lv, wv) in enumerate(zip(live, want, strict=True)):
+            _diff(f"{path}[{i}]", lv, wv, out)
+        return
+    if want != live:
+        out.append(f"~ {path}: {_fmt(live)} -> {_fmt(want)}")
+
+
+def diff_objects(live: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
+    """Per-field differences between the live target object and the desired (sanitised) one.
+
+    Server-assigned and volatile fields are ignored; data keys present only in the live object of a
+    ConfigMap/Secret are reported as removals.
+
+    Returns:
+        Lines ``~ path: live -> desired``, ``+ path: desired`` and ``- path: live``; empty if equal.
+    """
+    a, b = _comparable(live), _comparable(desired)
+    out: list[str] = []
+    _diff("", a, b, out)
+    for top in ("data", "stringData", "binaryData"):
+        la, lb = a.get(top) or {}, b.get(top) or {}
+        if isinstance(la, dict) and isinstance(lb, dict) and top in b:
+            out.extend(f"- {top}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
+    for key in ("labels", "annotations"):
+        la = (a.get("metadata") or {}).get(key) or {}
+        lb = (b.get("metadata") or {}).get(key) or {}
+        out.extend(f"- metadata.{key}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
+    return out
+
+
+def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The replacement body for an update: ``desired`` plus what the target owns and must keep.
+
+    Keeps the live ``resourceVersion`` (optimistic concurrency), Service clusterIP(s) and allocated
+    nodePorts, the bound PVC spec (only ``resources.requests`` may change), the PV's claimRef,
+    a Job's selector and controller labels, a pod's node, and ``spec`` of a Namespace.
+    """
+    body: dict[str, Any] = copy.deepcopy(dict(desired))
+    lmeta = live.get("metadata") or {}
+    meta = body.setdefault("metadata", {})
+    if lmeta.get("resourceVersion"):
+        meta["resourceVersion"] = lmeta["resourceVersion"]
+    kind = body.get("kind")
+    lspec = live.get("spec") or {}
+    spec = body.get("spec")
+    if kind == "Service" and isinstance(spec, dict):
+        for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if k in lspec:
+                spec[k] = copy.deepcopy(lspec[k])
+        live_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in lspec.get("ports") or []}
+        for p in spec.get("ports") or []:
+            lp = live_ports.get((p.get("port"), p.get("protocol", "TCP")))
+            if lp and "nodePort" in lp and "nodePort" not in p:
+                p["nodePort"] = lp["nodePort"]
+    elif kind == "PersistentVolumeClaim":
+        new_spec = copy.deepcopy(lspec)
+        req = ((spec or {}).get("resources") or {}).get("requests")
+        if req:
+            new_spec.setdefault("resources", {})["requests"] = req
+        body["spec"] = new_spec
+    elif kind == "Job" and isinstance(spec, dict):
+        body["spec"] = copy.deepcopy(lspec)
+    elif kind == "Namespace":
+        body.pop("spec", None)
+    elif kind == "Pod" and isinstance(spec, dict):
+        body["spec"] = copy.deepcopy(lspec)
+    return body
+
+
+def decide_apply(
+    desired: Mapping[str, Any], live: Mapping[str, Any] | None, policy: ExistingPolicy
+) -> ApplyDecision:
+    """Decide what to do with ``desired`` given the target's ``live`` object (None = absent).
+
+    * absent -> ``create``;
+    * present and equal on every field the backup sets -> ``unchanged``;
+    * present and different: ``skip`` policy -> ``skip-existing`` (with the diff, so dry runs and
+      reports show what was left alone); ``update`` -> ``update`` with the replacement body.
+    """
+    if live is None:
+        return ApplyDecision(ApplyAction.CREATE, (), dict(desired))
+    diff = tuple(diff_objects(live, desired))
+    if not diff:
+        return ApplyDecision(ApplyAction.UNCHANGED)
+    if policy is ExistingPolicy.SKIP:
+        return ApplyDecision(ApplyAction.SKIP_EXISTING, diff)
+    return ApplyDecision(ApplyAction.UPDATE, diff, carry_over_immutable(desired, live))
+
+
+# --------------------------------------------------------------------------------------------------
+# zero-replica migration
+
+_SCALABLE = ("Deployment", "StatefulSet")
+
+
+def zero_replicas(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """For Deployments and StatefulSets: ``replicas: 0`` and the original count in
+    :data:`MIGRATION_REPLICAS_ANNOTATION`; other objects are returned unchanged (copied).
+
+    An object already carrying the annotation keeps it (idempotent re-runs).
+    """
+    o: dict[str, Any] = copy.deepcopy(dict(obj))
+    if o.get("kind") not in _SCALABLE:
+        return o
+    spec = o.setdefault("spec", {})
+    ann = o.setdefault("metadata", {}).setdefault("annotations", {})
+    if MIGRATION_REPLICAS_ANNOTATION not in ann:
+        replicas = spec.get("replicas")
+        ann[MIGRATION_REPLICAS_ANNOTATION] = str(1 if replicas is None else int(replicas))
+    spec["replicas"] = 0
+    return o
+
+
+def activation_replicas(obj: Mapping[str, Any]) -> int | None:
+    """The replica count to restore on activation (from the annotation), or None if not parked.
+
+    Raises:
+        InputError: if the annotation is present but not a non-negative integer.
+    """
+    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    raw = ann.get(MIGRATION_REPLICAS_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise InputError(
+            f"metadata.annotations[{MIGRATION_REPLICAS_ANNOTATION}]",
+            f"{object_key(obj)} carries {raw!r}, not a replica count",
+            "set it to the intended replica count or scale the object yourself",
+        )
+    return n
+
+
+def activation_patch(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge patch that scales a parked workload back and removes the annotation (None if not parked)."""
+    n = activation_replicas(obj)
+    if n is None:
+        return None
+    return {"spec": {"replicas": n}, "metadata": {"annotations": {MIGRATION_REPLICAS_ANNOTATION: None}}}
