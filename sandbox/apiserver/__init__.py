@@ -69,7 +69,7 @@ class ApiServer:
         store.start_persisting()
         self._thread = threading.Thread(
             target=self._http.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.05},
             name=f"apiserver-{self.name}",
             daemon=True,
         )

@@ -111,10 +111,18 @@ class Decoder:
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self.unknown: list[str] = []
+        self._saved: DecodeError | None = None
 
     def decode(self, obj: dict[str, Any], model: str) -> dict[str, Any]:
-        """Return ``obj`` with unknown fields dropped; raise DecodeError on a type mismatch."""
-        return self._struct(obj, model, "", "", model)
+        """Return ``obj`` with unknown fields dropped; raise DecodeError on a type mismatch.
+
+        Like Go's decoder, a type mismatch is remembered and decoding goes on (the first one is
+        reported), while a failing custom unmarshaler (a malformed quantity) aborts at once.
+        """
+        out = self._struct(obj, model, "", "", model)
+        if self._saved is not None:
+            raise self._saved
+        return out
 
     def _struct(self, obj: Any, model: str, go_path: str, path: str, parent: str) -> Any:
         fields = _fields(model)
@@ -151,25 +159,45 @@ class Decoder:
             ok = isinstance(value, str)
         elif ftype.startswith("list["):
             if not isinstance(value, list):
-                self._fail(value, ftype, go_path, struct, key)
+                return self._fail(value, ftype, go_path, struct, key)
             inner = ftype[5:-1]
             return [self._value(v, inner, go_path, f"{path}[{i}]", struct, key) for i, v in enumerate(value)]
         elif ftype.startswith("dict("):
             if not isinstance(value, dict):
-                self._fail(value, ftype, go_path, struct, key)
+                return self._fail(value, ftype, go_path, struct, key)
             inner = ftype[5:-1].split(",", 1)[1].strip()
             return {k: self._value(v, inner, go_path, f"{path}[{k}]", struct, key) for k, v in value.items()}
         else:
             if not isinstance(value, dict):
-                self._fail(value, ftype, go_path, struct, key)
+                return self._fail(value, ftype, go_path, struct, key)
             return self._struct(value, ftype, go_path, path, struct)
         if not ok:
-            self._fail(value, ftype, go_path, struct, key)
+            return self._fail(value, ftype, go_path, struct, key)
+        if ftype == "str" and key in _QUANTITY_KEYS:
+            _check_quantity(value)
         return value
 
-    @staticmethod
-    def _fail(value: Any, ftype: str, go_path: str, struct: str, key: str) -> None:
+    def _fail(self, value: Any, ftype: str, go_path: str, struct: str, key: str) -> None:
+        if self._saved is None:
+            self._saved = DecodeError(
+                f"json: cannot unmarshal {_json_type(value)} into Go struct field "
+                f"{_struct_name(struct)}.{go_path} of type {_go_type(ftype, key)}"
+            )
+
+
+_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_QUANTITY_SUFFIXES = {"", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
+
+
+def _check_quantity(value: Any) -> None:
+    """resource.ParseQuantity: abort decoding on a malformed quantity (``1gi``)."""
+    if not isinstance(value, str):
+        return
+    m = _QUANTITY_RE.match(value)
+    if not m:
         raise DecodeError(
-            f"json: cannot unmarshal {_json_type(value)} into Go struct field {_struct_name(struct)}.{go_path} "  # noqa: E501
-            f"of type {_go_type(ftype, key)}"
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
         )
+    suffix = m.group(2)
+    if suffix not in _QUANTITY_SUFFIXES and not re.fullmatch(r"[eE][-+]?[0-9]+", suffix):
+        raise DecodeError("unable to parse quantity's suffix")

@@ -97,6 +97,13 @@ class Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             return None
         ctype = (self.headers.get("Content-Type") or _JSON).split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json, application/yaml",
+            )
         if ctype in ("application/yaml", "application/apply-patch+yaml"):
             import yaml
 

@@ -116,6 +116,7 @@ class Store:
     def close(self) -> None:
         """Stop the writer after a final flush and end every watch."""
         self._stop.set()
+        self._dirty.set()  # wake the writer
         if self._persist_thread is not None:
             self._persist_thread.join(timeout=5)
         self.flush()
