@@ -375,7 +375,7 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
                 "current-context": "t",
             }
         )
-        core: Any = client.CoreV1Api(api)
+        core = client.CoreV1Api(api)
         kept = core.read_namespaced_config_map("keep", "default")
         assert kept.metadata.resource_version == rv
         fresh = core.create_namespaced_config_map("default", _cm("new"))
