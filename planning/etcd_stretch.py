@@ -1,0 +1,801 @@
+"""Pure decisions of the etcd stretch migration between two Kubernetes clusters.
+
+Everything the flow ``etcd_stretch_migration`` decides from observed data lives here: member names
+and URLs on both sides, the per-member LoadBalancer Services, the new StatefulSet (the source one
+with names rewritten and the ``--initial-cluster`` of each step), the CoreDNS ``hosts`` section and
+the Deckhouse ``ModuleConfig kube-dns`` hosts, the preflight verdicts and the reconcile decision
+"what is the next step, given the observed member list and objects".
+
+No I/O, no clock, no Prefect, no client libraries. Membership primitives (quorum, the
+``--initial-cluster`` string, safety checks) come from :mod:`planning.etcd`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from planning.etcd import (
+    ChangeKind,
+    CurrentMember,
+    MembershipChange,
+    PlannedMember,
+    check_membership_change,
+    initial_cluster,
+    initial_cluster_for_join,
+    quorum,
+    split_members,
+)
+from stateferry.errors import InputError, PreconditionFailed
+
+__all__ = [
+    "MANAGED_BY",
+    "MIGRATION_LABEL",
+    "POD_NAME_LABEL",
+    "RUN_ID_LABEL",
+    "Layout",
+    "NextStep",
+    "Observed",
+    "StepKind",
+    "check_versions",
+    "coredns_with_hosts",
+    "dns_names",
+    "host_entries",
+    "image_version",
+    "lb_service_manifest",
+    "module_config_hosts",
+    "new_headless_service_manifest",
+    "new_statefulset_manifest",
+    "next_step",
+    "plan_markdown",
+    "rewrite_etcd_command",
+]
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "stateferry"}
+RUN_ID_LABEL = "stateferry.io/flow-run-id"
+MIGRATION_LABEL = "stateferry.io/etcd-migration"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+CLUSTER_DOMAIN = "cluster.local"
+
+
+# ----------------------------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names and URLs of both sides of one migration.
+
+    Attributes:
+        source_namespace / target_namespace: Namespaces in the source / target cluster.
+        source_sts / source_service: The source StatefulSet and its headless Service.
+        new_sts / new_service: The new StatefulSet in the target and its headless Service.
+        source_replicas: Members of the source StatefulSet (at the start of the migration).
+        target_replicas: Members wanted in the target.
+        scheme: ``http`` or ``https`` of the peer URLs.
+        peer_port / client_port: etcd peer and client ports.
+    """
+
+    source_namespace: str
+    target_namespace: str
+    source_sts: str
+    source_service: str
+    new_sts: str
+    new_service: str
+    source_replicas: int
+    target_replicas: int
+    scheme: str = "http"
+    peer_port: int = 2380
+    client_port: int = 2379
+
+    @property
+    def migration_id(self) -> str:
+        """Label value naming this migration (``<source-ns>.<source-sts>``)."""
+        return f"{self.source_namespace}.{self.source_sts}"[:63]
+
+    def old_pods(self) -> list[str]:
+        """Pod (= member) names of the source StatefulSet."""
+        return [f"{self.source_sts}-{i}" for i in range(self.source_replicas)]
+
+    def new_pods(self) -> list[str]:
+        """Pod (= member) names of the new StatefulSet."""
+        return [f"{self.new_sts}-{i}" for i in range(self.target_replicas)]
+
+    def old_peer_url(self, pod: str) -> str:
+        """Peer URL of an old member."""
+        return f"{self.scheme}://{pod}.{self.source_service}:{self.peer_port}"
+
+    def new_peer_url(self, pod: str) -> str:
+        """Peer URL of a new member."""
+        return f"{self.scheme}://{pod}.{self.new_service}:{self.peer_port}"
+
+    def new_client_url(self, pod: str) -> str:
+        """Advertised client URL of a new member."""
+        return f"{self.scheme}://{pod}.{self.new_service}:{self.client_port}"
+
+    def planned_new(self) -> list[PlannedMember]:
+        """The new members in the order they are added."""
+        return [PlannedMember(p, self.new_peer_url(p), self.new_client_url(p)) for p in self.new_pods()]
+
+    def ordinal(self, pod: str) -> int:
+        """Ordinal of a pod name (``etcd-2`` -> 2)."""
+        return int(pod.rsplit("-", 1)[1])
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+
+def _labels(run_id: str, layout: Layout, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    labels = dict(extra or {})
+    labels.update(MANAGED_BY)
+    labels[MIGRATION_LABEL] = layout.migration_id
+    if run_id:
+        labels[RUN_ID_LABEL] = run_id
+    return labels
+
+
+def lb_service_manifest(
+    pod: str,
+    namespace: str,
+    layout: Layout,
+    *,
+    run_id: str,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The LoadBalancer Service that exposes one member's peer and client ports (seed step 2).
+
+    ``publishNotReadyAddresses`` is set: a joining learner is not Ready (its health check needs a
+    linearizable read) yet the leader must reach its peer port to replicate to it.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": pod,
+            "namespace": namespace,
+            "labels": _labels(run_id, layout),
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "publishNotReadyAddresses": True,
+            "ports": [
+                {"name": "etcd-server", "port": layout.peer_port, "targetPort": layout.peer_port},
+                {"name": "etcd-client", "port": layout.client_port, "targetPort": layout.client_port},
+            ],
+            "selector": {POD_NAME_LABEL: pod},
+        },
+    }
+
+
+_KEEP_META = ("labels", "annotations")
+_STRIP_SPEC = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy")
+
+
+def _rename_values(mapping: Mapping[str, Any] | None, old: str, new: str) -> dict[str, Any]:
+    return {k: (new if v == old else v) for k, v in (mapping or {}).items()}
+
+
+def new_headless_service_manifest(
+    source_service: Mapping[str, Any], layout: Layout, *, run_id: str
+) -> dict[str, Any]:
+    """The headless Service of the new StatefulSet: the source one renamed, with not-ready pods published."""
+    spec = copy.deepcopy(dict(source_service.get("spec") or {}))
+    for key in _STRIP_SPEC:
+        spec.pop(key, None)
+    spec["clusterIP"] = "None"
+    spec["publishNotReadyAddresses"] = True
+    spec["selector"] = _rename_values(spec.get("selector"), layout.source_sts, layout.new_sts)
+    meta = source_service.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": layout.new_service,
+            "namespace": layout.target_namespace,
+            "labels": _labels(
+                run_id, layout, _rename_values(meta.get("labels"), layout.source_sts, layout.new_sts)
+            ),
+        },
+        "spec": spec,
+    }
+
+
+_IC_RE = re.compile(r"--initial-cluster(?=[ =])([ =]+)(\S+)")
+_ICS_RE = re.compile(r"--initial-cluster-state(?=[ =])[ =]+\S+")
+
+
+def _hostname_re(service: str) -> re.Pattern[str]:
+    return re.compile(r"(\$\{?HOSTNAME\}?\.)" + re.escape(service) + r"(?![\w-])")
+
+
+def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) -> str:
+    """Rewrite one command/args string of the source etcd container for the new StatefulSet.
+
+    ``$HOSTNAME.<source-service>`` becomes ``$HOSTNAME.<new-service>``, ``--initial-cluster`` gets
+    ``initial_cluster_value`` and ``--initial-cluster-state`` becomes ``existing`` (added after
+    ``--initial-cluster`` when missing). Strings without these flags are returned unchanged.
+    """
+    text = _hostname_re(layout.source_service).sub(r"\g<1>" + layout.new_service, text)
+    if not _IC_RE.search(text):
+        return text
+    text = _IC_RE.sub(lambda m: f"--initial-cluster{m.group(1)}{initial_cluster_value}", text, count=1)
+    if _ICS_RE.search(text):
+        return _ICS_RE.sub("--initial-cluster-state=existing", text)
+    return _IC_RE.sub(lambda m: f"{m.group(0)} --initial-cluster-state=existing", text, count=1)
+
+
+def _etcd_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    for container in pod_spec.get("containers") or []:
+        if "etcd" in str(container.get("image", "")):
+            return container
+    containers = pod_spec.get("containers") or []
+    return containers[0] if containers else None
+
+
+def command_initial_cluster(source_sts: Mapping[str, Any]) -> str | None:
+    """The ``--initial-cluster`` value of the source StatefulSet's etcd container, or None."""
+    container = _etcd_container(((source_sts.get("spec") or {}).get("template") or {}).get("spec") or {})
+    if container is None:
+        return None
+    for text in [*(container.get("command") or []), *(container.get("args") or [])]:
+        match = _IC_RE.search(str(text))
+        if match:
+            return match.group(2)
+    for env in container.get("env") or []:
+        if env.get("name") == "ETCD_INITIAL_CLUSTER":
+            return str(env.get("value", ""))
+    return None
+
+
+def _rewrite_affinity(node: Any, old: str, new: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _rewrite_affinity(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_affinity(v, old, new) for v in node]
+    return new if node == old else node
+
+
+def new_statefulset_manifest(
+    source_sts: Mapping[str, Any],
+    layout: Layout,
+    *,
+    replicas: int,
+    initial_cluster_value: str,
+    partition: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """The new StatefulSet: the source one renamed, ``replicas`` pods, and the given ``--initial-cluster``.
+
+    ``partition`` keeps pods below that ordinal on their revision, so growing the set does not restart
+    members that already joined; the final rewrite sets it to 0 for a one-pod-at-a-time rollout.
+
+    Raises:
+        PreconditionFailed: The source etcd container carries no ``--initial-cluster`` to rewrite.
+    """
+    src_spec = copy.deepcopy(dict(source_sts.get("spec") or {}))
+    template = src_spec.get("template") or {}
+    pod_spec = template.get("spec") or {}
+    container = _etcd_container(pod_spec)
+    if container is None or command_initial_cluster(source_sts) is None:
+        raise PreconditionFailed(
+            f"StatefulSet {layout.source_sts}: no etcd container with --initial-cluster (in command, args or "
+            "ETCD_INITIAL_CLUSTER) was found, so the joining members' flags cannot be derived: give the etcd "
+            "container an explicit --initial-cluster"
+        )
+    for key in ("command", "args"):
+        if container.get(key):
+            container[key] = [
+                rewrite_etcd_command(str(t), layout, initial_cluster_value) for t in container[key]
+            ]
+    for env in container.get("env") or []:
+        if env.get("name") == "ETCD_INITIAL_CLUSTER":
+            env["value"] = initial_cluster_value
+        elif env.get("name") == "ETCD_INITIAL_CLUSTER_STATE":
+            env["value"] = "existing"
+        elif isinstance(env.get("value"), str):
+            env["value"] = _hostname_re(layout.source_service).sub(
+                r"\g<1>" + layout.new_service, env["value"]
+            )
+    old, new = layout.source_sts, layout.new_sts
+    tmeta = template.setdefault("metadata", {})
+    tmeta["labels"] = {**_rename_values(tmeta.get("labels"), old, new), **MANAGED_BY}
+    tmeta["labels"][MIGRATION_LABEL] = layout.migration_id
+    if "affinity" in pod_spec:
+        pod_spec["affinity"] = _rewrite_affinity(pod_spec["affinity"], old, new)
+    selector = src_spec.get("selector") or {}
+    selector["matchLabels"] = _rename_values(selector.get("matchLabels"), old, new)
+    claims = []
+    for claim in src_spec.get("volumeClaimTemplates") or []:
+        claim = {k: v for k, v in claim.items() if k != "status"}
+        claim["metadata"] = {
+            k: v for k, v in (claim.get("metadata") or {}).items() if k in ("name", "labels")
+        }
+        claims.append(claim)
+    spec: dict[str, Any] = {
+        **{k: v for k, v in src_spec.items() if k not in ("volumeClaimTemplates", "updateStrategy")},
+        "replicas": replicas,
+        "serviceName": layout.new_service,
+        "selector": selector,
+        "template": template,
+        "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+    }
+    if claims:
+        spec["volumeClaimTemplates"] = claims
+    meta = source_sts.get("metadata") or {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": new,
+            "namespace": layout.target_namespace,
+            "labels": _labels(run_id, layout, _rename_values(meta.get("labels"), old, new)),
+        },
+        "spec": spec,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- DNS
+
+
+def dns_names(pod: str, service: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> list[str]:
+    """Every form a peer may use for a member: ``pod``, ``pod.svc``, ``pod.svc.ns``, ``...svc[.domain]``."""
+    base = f"{pod}.{service}"
+    return [pod, base, f"{base}.{namespace}", f"{base}.{namespace}.svc", f"{base}.{namespace}.svc.{domain}"]
+
+
+def host_entries(pods_ips: Mapping[str, str], service: str, namespace: str) -> list[tuple[str, list[str]]]:
+    """``(ip, names)`` for each member pod (sorted by pod name), for a hosts block."""
+    return [(ip, dns_names(pod, service, namespace)) for pod, ip in sorted(pods_ips.items())]
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"# stateferry:begin {key}", f"# stateferry:end {key}"
+
+
+_OWN_BLOCK = "# stateferry:hosts-block"
+
+
+def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """Return ``corefile`` with stateferry's marked section (keyed by ``key``) set to ``entries``.
+
+    Idempotent: the section between ``# stateferry:begin <key>`` and ``# stateferry:end <key>`` is
+    replaced, anything else is kept. An existing ``hosts`` block of the first server block is reused
+    (CoreDNS allows one per server block); otherwise a block with ``fallthrough`` is added before the
+    ``kubernetes`` plugin and marked as stateferry's, so it is removed again when it becomes empty.
+    Empty ``entries`` remove the section.
+    """
+    begin, end = _markers(key)
+    lines = corefile.splitlines()
+    # drop our old section
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped == begin:
+            skipping = True
+            continue
+        if skipping:
+            if stripped == end:
+                skipping = False
+            continue
+        out.append(line)
+    lines = out
+    hosts_at = next(
+        (i for i, line in enumerate(lines) if line.split("#", 1)[0].split()[:1] == ["hosts"]),
+        None,
+    )
+    if not entries:
+        if hosts_at is not None and _OWN_BLOCK in lines[hosts_at]:
+            close = next(i for i in range(hosts_at + 1, len(lines)) if lines[i].strip() == "}")
+            body = [x.strip() for x in lines[hosts_at + 1 : close]]
+            if all(x in ("fallthrough", "") or x.startswith("#") for x in body):
+                del lines[hosts_at : close + 1]
+        return "\n".join(lines) + "\n"
+    section = [f"       {begin}"]
+    section += [f"       {ip} {' '.join(names)}" for ip, names in entries]
+    section.append(f"       {end}")
+    if hosts_at is not None:
+        lines[hosts_at + 1 : hosts_at + 1] = section
+        return "\n".join(lines) + "\n"
+    kube_at = next(
+        (i for i, line in enumerate(lines) if line.strip().startswith("kubernetes ")),
+        None,
+    )
+    if kube_at is None:
+        open_at = next((i for i, line in enumerate(lines) if line.rstrip().endswith("{")), None)
+        if open_at is None:
+            raise PreconditionFailed(
+                "the CoreDNS Corefile has no server block: check ConfigMap kube-system/coredns"
+            )
+        kube_at = open_at + 1
+    block = [f"    hosts {{  {_OWN_BLOCK}", *section, "       fallthrough", "    }"]
+    lines[kube_at:kube_at] = block
+    return "\n".join(lines) + "\n"
+
+
+def module_config_hosts(
+    current: Sequence[Mapping[str, str]],
+    remove_names: Iterable[str],
+    entries: Sequence[tuple[str, Sequence[str]]],
+) -> list[dict[str, str]]:
+    """Deckhouse ``ModuleConfig kube-dns`` ``spec.settings.hosts``: ``current`` minus ``remove_names``
+    (stateferry's earlier entries) plus one ``{domain, ip}`` per name of ``entries``. Idempotent."""
+    drop = {n.lower() for n in remove_names}
+    wanted = [{"domain": name, "ip": ip} for ip, names in entries for name in names]
+    drop |= {w["domain"] for w in wanted}
+    kept = [dict(h) for h in current if str(h.get("domain", "")).lower() not in drop]
+    return kept + wanted
+
+
+# ------------------------------------------------------------------------------------------- preflight
+
+_VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def image_version(image: str) -> tuple[int, int, int] | None:
+    """The etcd version in an image tag (``quay.io/coreos/etcd:v3.4.18`` -> (3, 4, 18)), or None."""
+    tag = image.rsplit("/", 1)[-1].partition(":")[2].partition("@")[0]
+    match = _VERSION_RE.search(tag)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def check_versions(running: Sequence[str], target_image: str, *, auth_enabled: bool = False) -> list[str]:
+    """Check the running members' versions against the target image; returns warnings.
+
+    Raises:
+        PreconditionFailed: Running members differ in minor version, or the target image's minor
+            differs from theirs.
+    """
+    warnings: list[str] = []
+    parsed = {v: _VERSION_RE.search(v) for v in running}
+    minors = {(int(m[1]), int(m[2])) for m in parsed.values() if m}
+    if len(minors) > 1:
+        raise PreconditionFailed(
+            f"the source members run different minor versions {sorted(running)}: finish that upgrade first"
+        )
+    target = image_version(target_image)
+    if target is None:
+        warnings.append(f"the target image {target_image!r} carries no version tag; cannot compare versions")
+    elif minors and (target[0], target[1]) not in minors:
+        have = ".".join(map(str, next(iter(minors))))
+        raise PreconditionFailed(
+            f"the target image {target_image!r} is etcd {target[0]}.{target[1]} but the source runs {have}: "
+            f"a stretch cluster needs the same minor version on both sides; use a {have}.x image"
+        )
+    for version in [*running, *([".".join(map(str, target))] if target else [])]:
+        m = _VERSION_RE.search(version)
+        if not m:
+            continue
+        v = (int(m[1]), int(m[2]), int(m[3]))
+        if v[:2] == (3, 4) and v[2] in (20, 21):
+            warnings.append(
+                f"etcd {version}: 3.4.20-3.4.21 have known member-add bugs (learner promotion / "
+                "data inconsistency); upgrade to 3.4.22+ first if you can"
+            )
+        if v == (3, 5, 5) and auth_enabled:
+            warnings.append(
+                f"etcd {version} with auth enabled: a new member may fail to apply auth changes; "
+                "upgrade to 3.5.6+ first"
+            )
+    return sorted(set(warnings))
+
+
+# ------------------------------------------------------------------------------------------ reconcile
+
+
+class StepKind(StrEnum):
+    """The next action of the migration."""
+
+    ADD_MEMBER = "add_member"  # member add (learner), then deploy + catch up + promote
+    DEPLOY_MEMBER = "deploy_member"  # the member is registered: deploy/finish it and promote
+    MOVE_LEADER = "move_leader"
+    REMOVE_OLD = "remove_old"  # scale the old StatefulSet down by one, member remove
+    FINALIZE_STS = "finalize_sts"  # --initial-cluster of the new members only
+    CLEANUP = "cleanup"  # delete old resources
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the flow observed, the input of :func:`next_step`.
+
+    Attributes:
+        members: The member list.
+        leader_id: Current leader (0 when unknown).
+        new_sts_replicas: ``spec.replicas`` of the new StatefulSet, None when absent.
+        new_sts_initial_cluster: ``--initial-cluster`` in the new StatefulSet's template, "" when absent.
+        new_sts_partition: Its rolling-update partition.
+        new_sts_rolled_out: Every pod of the new StatefulSet runs the current template and is ready.
+        old_sts_exists: The source StatefulSet still exists.
+    """
+
+    members: tuple[CurrentMember, ...]
+    leader_id: int = 0
+    new_sts_replicas: int | None = None
+    new_sts_initial_cluster: str = ""
+    new_sts_partition: int = 0
+    new_sts_rolled_out: bool = True
+    old_sts_exists: bool = True
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The next step and what it needs.
+
+    Attributes:
+        kind: The action.
+        member: Pod/member name concerned ("" when none).
+        member_id: Member id when it exists (0 otherwise).
+        peer_url: The member's peer URL.
+        initial_cluster: For add/deploy: the ``--initial-cluster`` the joining member starts with; for
+            finalize: the final one.
+        replicas: For add/deploy/finalize: the new StatefulSet's replicas; for remove: the old one's.
+        quorum_after: Quorum after the step.
+        reason: Why.
+    """
+
+    kind: StepKind
+    member: str = ""
+    member_id: int = 0
+    peer_url: str = ""
+    initial_cluster: str = ""
+    replicas: int = 0
+    quorum_after: int = 0
+    reason: str = ""
+
+
+def _classify(members: Sequence[CurrentMember], layout: Layout) -> tuple[dict[str, CurrentMember], ...]:
+    new_by_url = {layout.new_peer_url(p): p for p in layout.new_pods()}
+    old_urls = {
+        layout.old_peer_url(f"{layout.source_sts}-{i}"): f"{layout.source_sts}-{i}"
+        for i in range(max(layout.source_replicas, 64))
+    }
+    new: dict[str, CurrentMember] = {}
+    old: dict[str, CurrentMember] = {}
+    unknown: dict[str, CurrentMember] = {}
+    for m in members:
+        url = next((u for u in m.peer_urls if u in new_by_url), None)
+        if url is not None:
+            new[new_by_url[url]] = m
+            continue
+        url = next((u for u in m.peer_urls if u in old_urls), None)
+        if url is not None:
+            old[old_urls[url]] = m
+        else:
+            unknown[m.name or m.peer_urls[0]] = m
+    return new, old, unknown
+
+
+def classify_members(
+    members: Sequence[CurrentMember], layout: Layout
+) -> tuple[dict[str, CurrentMember], dict[str, CurrentMember], dict[str, CurrentMember]]:
+    """Split a member list into (new members by pod, old members by pod, unknown members by name)."""
+    new, old, unknown = _classify(members, layout)
+    return new, old, unknown
+
+
+def _voters(members: Iterable[CurrentMember]) -> int:
+    return sum(1 for m in members if not m.is_learner)
+
+
+def next_step(observed: Observed, layout: Layout) -> NextStep:
+    """Decide the next step of the migration from the observed state (idempotent re-planning).
+
+    Order: join the new members one at a time (an added member is finished -- deployed, caught up,
+    promoted -- before the next is added), move the leader to a new member, remove the old members
+    one at a time (highest ordinal first, never the leader), rewrite the new StatefulSet's
+    ``--initial-cluster`` to the new members only, then clean up.
+
+    Raises:
+        PreconditionFailed: Members that belong to neither side, or a state the plan cannot continue
+            from safely.
+    """
+    members = list(observed.members)
+    new, old, unknown = classify_members(members, layout)
+    if unknown:
+        raise PreconditionFailed(
+            f"the cluster has members that are neither {layout.source_sts}-N nor {layout.new_sts}-N: "
+            f"{sorted(unknown)}; remove them (etcdctl member remove) or migrate them separately first"
+        )
+    started, unstarted, learners = split_members(members)
+    new_pods = layout.new_pods()
+    # 1. a registered new member not finished yet (learner, not started, or not deployed)
+    for i, pod in enumerate(new_pods):
+        m = new.get(pod)
+        if m is None:
+            continue
+        deployed = (observed.new_sts_replicas or 0) > i
+        if m.is_learner or not m.started or not deployed:
+            joining = PlannedMember(pod, layout.new_peer_url(pod), layout.new_client_url(pod))
+            return NextStep(
+                StepKind.DEPLOY_MEMBER,
+                member=pod,
+                member_id=m.id,
+                peer_url=joining.peer_url,
+                initial_cluster=initial_cluster_for_join(members, joining),
+                replicas=max(i + 1, observed.new_sts_replicas or 0),
+                quorum_after=quorum(_voters(members) + (1 if m.is_learner else 0)),
+                reason="registered but not yet running, caught up and voting",
+            )
+    # 2. add the next new member (only while every old member is still there: never re-add after cutover)
+    for i, pod in enumerate(new_pods):
+        if pod in new:
+            continue
+        joining = PlannedMember(pod, layout.new_peer_url(pod), layout.new_client_url(pod))
+        check_membership_change(
+            started,
+            unstarted,
+            MembershipChange(ChangeKind.ADD_LEARNER, joining.peer_url, pod),
+            learners=learners,
+        )
+        return NextStep(
+            StepKind.ADD_MEMBER,
+            member=pod,
+            peer_url=joining.peer_url,
+            initial_cluster=initial_cluster_for_join(members, joining),
+            replicas=i + 1,
+            quorum_after=quorum(_voters(members) + 1),
+            reason="next new member: a learner until caught up (quorum shown after its promotion)",
+        )
+    # 3. the leader must be a new member before old ones go
+    if old and observed.leader_id and observed.leader_id not in {m.id for m in new.values()}:
+        target = new[new_pods[0]]
+        return NextStep(
+            StepKind.MOVE_LEADER,
+            member=new_pods[0],
+            member_id=target.id,
+            peer_url=layout.new_peer_url(new_pods[0]),
+            quorum_after=quorum(_voters(members)),
+            reason="hand leadership to the new side before the old members go",
+        )
+    # 4. remove old members, highest ordinal first, never the leader
+    if old:
+        pod = max(old, key=layout.ordinal)
+        m = old[pod]
+        if m.id == observed.leader_id:
+            raise PreconditionFailed(
+                f"{pod} is the leader and would be removed next: move leadership to a new member first"
+            )
+        check_membership_change(
+            started, unstarted, MembershipChange(ChangeKind.REMOVE, m.peer_urls[0], pod), learners=learners
+        )
+        return NextStep(
+            StepKind.REMOVE_OLD,
+            member=pod,
+            member_id=m.id,
+            peer_url=m.peer_urls[0],
+            replicas=layout.ordinal(pod),
+            quorum_after=quorum(max(_voters(members) - 1, 1)),
+            reason="old member; the new side already holds the leader",
+        )
+    # 5. final --initial-cluster of the new members only, rolled out one pod at a time
+    final = initial_cluster(
+        [PlannedMember(p, layout.new_peer_url(p), layout.new_client_url(p)) for p in new_pods]
+    )
+    if (
+        observed.new_sts_initial_cluster != final
+        or observed.new_sts_partition != 0
+        or not observed.new_sts_rolled_out
+    ):
+        return NextStep(
+            StepKind.FINALIZE_STS,
+            initial_cluster=final,
+            replicas=len(new_pods),
+            quorum_after=quorum(len(new_pods)),
+            reason="the StatefulSet must describe the new members only",
+        )
+    if observed.old_sts_exists:
+        return NextStep(StepKind.CLEANUP, reason="delete the old StatefulSet, Services and DNS entries")
+    return NextStep(StepKind.DONE, reason="every member is on the new side")
+
+
+# ------------------------------------------------------------------------------------------ plan text
+
+
+@dataclass
+class PlanRow:
+    """One row of the rendered plan."""
+
+    step: str
+    initial_cluster: str
+    voters: int
+    quorum: int
+
+
+@dataclass
+class PlanDoc:
+    """The full plan (for the Markdown artifact)."""
+
+    rows: list[PlanRow] = field(default_factory=list)
+
+
+def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: int) -> list[NextStep]:
+    """Simulate :func:`next_step` from ``members`` to the end (for the plan artifact)."""
+    state = list(members)
+    leader = leader_id
+    replicas = 0
+    ic = ""
+    steps: list[NextStep] = []
+    fake_id = -1
+    for _ in range(4 * (layout.source_replicas + layout.target_replicas) + 8):
+        step = next_step(
+            Observed(tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True), layout
+        )
+        if step.kind in (StepKind.CLEANUP, StepKind.DONE):
+            steps.append(step)
+            break
+        steps.append(step)
+        if step.kind is StepKind.ADD_MEMBER:
+            state.append(CurrentMember(fake_id, step.member, (step.peer_url,), is_learner=False))
+            fake_id -= 1
+            replicas = step.replicas
+        elif step.kind is StepKind.DEPLOY_MEMBER:
+            state = [
+                CurrentMember(m.id, step.member, m.peer_urls, False) if m.id == step.member_id else m
+                for m in state
+            ]
+            replicas = step.replicas
+        elif step.kind is StepKind.MOVE_LEADER:
+            leader = step.member_id
+        elif step.kind is StepKind.REMOVE_OLD:
+            state = [m for m in state if m.id != step.member_id]
+        elif step.kind is StepKind.FINALIZE_STS:
+            ic = step.initial_cluster
+    return steps
+
+
+def plan_markdown(
+    layout: Layout,
+    members: Sequence[CurrentMember],
+    leader_id: int,
+    *,
+    source_lb: Mapping[str, str] | None = None,
+    target_lb: Mapping[str, str] | None = None,
+    warnings: Sequence[str] = (),
+) -> str:
+    """The migration plan as Markdown: every member add/remove with its ``--initial-cluster`` and quorum."""
+    steps = simulate_plan(layout, members, leader_id)
+    lines = [
+        f"# etcd stretch migration: {layout.source_namespace}/{layout.source_sts} -> "
+        f"{layout.target_namespace}/{layout.new_sts}",
+        "",
+        f"- source members: {', '.join(sorted(m.name or m.peer_urls[0] for m in members))}",
+        f"- target members: {', '.join(layout.new_pods())} (headless Service `{layout.new_service}`)",
+    ]
+    if source_lb:
+        lines.append(
+            f"- source LoadBalancer IPs: {', '.join(f'{k}={v}' for k, v in sorted(source_lb.items()))}"
+        )
+    if target_lb:
+        lines.append(
+            f"- target LoadBalancer IPs: {', '.join(f'{k}={v}' for k, v in sorted(target_lb.items()))}"
+        )
+    for w in warnings:
+        lines.append(f"- WARNING: {w}")
+    lines += ["", "| # | step | member | --initial-cluster | quorum after |", "|---|---|---|---|---|"]
+    for i, s in enumerate(steps, 1):
+        ic = f"`{s.initial_cluster}`" if s.initial_cluster else ""
+        q = str(s.quorum_after) if s.quorum_after else ""
+        lines.append(f"| {i} | {s.kind.value} | {s.member} | {ic} | {q} |")
+    return "\n".join(lines) + "\n"
+
+
+def check_target_count(target_replicas: int, allow_even_size: bool) -> None:
+    """Refuse 0 or an even target size without explicit consent.
+
+    Raises:
+        InputError: Naming ``target_replicas`` / ``allow_even_size``.
+    """
+    if target_replicas < 1:
+        raise InputError("target_replicas", f"is {target_replicas}", "give at least 1 (3 or 5 are usual)")
+    if target_replicas % 2 == 0 and not allow_even_size:
+        raise InputError(
+            "target_replicas",
+            f"{target_replicas} is even: it tolerates no more failures than {target_replicas - 1} members",
+            f"use {target_replicas - 1} or {target_replicas + 1}, or set allow_even_size=True",
+        )

@@ -1,0 +1,406 @@
+"""Generic, idempotent Kubernetes object tasks over the official client.
+
+Every ``ensure_*`` reads the object first and writes only the difference; it returns what it did:
+``"created"``, ``"patched"`` or ``"unchanged"`` (deletes return ``"deleted"`` or ``"absent"``).
+Errors are translated to :mod:`stateferry.errors` types, so transient ones are retried by
+:data:`tasks.retry.TRANSIENT_RETRY` and bad requests fail at once with the API server's message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from planning.etcd_stretch import coredns_with_hosts, module_config_hosts
+from stateferry.errors import PreconditionFailed, StateferryError, TransientError, translate
+from tasks.retry import TRANSIENT_RETRY
+
+__all__ = [
+    "Outcome",
+    "delete_object",
+    "ensure_configmap",
+    "ensure_service",
+    "ensure_statefulset",
+    "get_object",
+    "list_pods",
+    "patch_coredns_hosts",
+    "patch_module_config_hosts",
+    "scale_statefulset",
+    "wait_for_lb_ip",
+    "wait_pods_ready",
+    "wait_statefulset_rolled_out",
+]
+
+Outcome = Literal["created", "patched", "unchanged", "deleted", "absent"]
+T = TypeVar("T")
+_TASK: dict[str, Any] = {**TRANSIENT_RETRY, "cache_policy": NO_CACHE}
+
+
+def _call(what: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except StateferryError:
+        raise
+    except Exception as exc:
+        raise translate(exc, context=what) from exc
+
+
+def _status(exc: BaseException) -> int:
+    return int(getattr(exc, "status", 0) or 0)
+
+
+def _sanitize(obj: Any) -> Any:
+    import kubernetes.client
+
+    return kubernetes.client.ApiClient().sanitize_for_serialization(obj)
+
+
+def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """Read a Service, StatefulSet, ConfigMap or Pod as a plain dict, or None when absent.
+
+    Args:
+        api: ``kubernetes.client.ApiClient`` of the cluster.
+        kind: ``service``, ``statefulset``, ``configmap``, ``pod`` or ``namespace``.
+        namespace: Namespace (ignored for ``namespace``).
+        name: Object name.
+    """
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    apps: Any = kubernetes.client.AppsV1Api(api)
+    readers: dict[str, Callable[[], Any]] = {
+        "service": lambda: core.read_namespaced_service(name, namespace),
+        "statefulset": lambda: apps.read_namespaced_stateful_set(name, namespace),
+        "configmap": lambda: core.read_namespaced_config_map(name, namespace),
+        "pod": lambda: core.read_namespaced_pod(name, namespace),
+        "namespace": lambda: core.read_namespace(name),
+    }
+    try:
+        return _sanitize(readers[kind]())
+    except kubernetes.client.ApiException as exc:
+        if _status(exc) == 404:
+            return None
+        raise translate(exc, context=f"reading {kind} {namespace}/{name}") from exc
+    except StateferryError:
+        raise
+    except Exception as exc:
+        raise translate(exc, context=f"reading {kind} {namespace}/{name}") from exc
+
+
+def list_pods(api: Any, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+    """Pods of a namespace (optionally filtered by a label selector) as plain dicts."""
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    result = _call(
+        f"listing pods in {namespace}",
+        lambda: core.list_namespaced_pod(namespace, label_selector=label_selector),
+    )
+    return [_sanitize(p) for p in result.items]
+
+
+def _subset_differs(desired: Any, observed: Any) -> bool:
+    """True when ``desired`` is not contained in ``observed`` (dicts by key, lists element-wise)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(observed, Mapping):
+            return True
+        return any(_subset_differs(v, observed.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(desired) != len(observed):
+            return True
+        return any(_subset_differs(d, o) for d, o in zip(desired, observed, strict=True))
+    if isinstance(desired, int) and isinstance(observed, str):
+        return str(desired) != observed
+    return bool(desired != observed)
+
+
+@task(**_TASK)
+def ensure_service(api: Any, manifest: dict[str, Any]) -> Outcome:
+    """Create the Service, or patch it when its labels/annotations/spec differ from ``manifest``.
+
+    Returns:
+        ``created``, ``patched`` or ``unchanged``.
+    """
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    meta = manifest["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    observed = get_object(api, "service", ns, name)
+    if observed is None:
+        _call(f"creating Service {ns}/{name}", lambda: core.create_namespaced_service(ns, manifest))
+        return "created"
+    want = {
+        "metadata": {k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
+        "spec": manifest["spec"],
+    }
+    if not _subset_differs(want, observed):
+        return "unchanged"
+    _call(f"patching Service {ns}/{name}", lambda: core.patch_namespaced_service(name, ns, want))
+    return "patched"
+
+
+@task(**_TASK)
+def ensure_statefulset(api: Any, manifest: dict[str, Any]) -> Outcome:
+    """Create the StatefulSet, or patch replicas / template / update strategy when they differ.
+
+    The template is replaced as a whole (a merge patch of ``spec``), so the container command is
+    exactly the rendered one; labels set at creation (e.g. the creating flow run) are kept.
+
+    Returns:
+        ``created``, ``patched`` or ``unchanged``.
+    """
+    import kubernetes.client
+
+    apps: Any = kubernetes.client.AppsV1Api(api)
+    meta = manifest["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    observed = get_object(api, "statefulset", ns, name)
+    if observed is None:
+        _call(f"creating StatefulSet {ns}/{name}", lambda: apps.create_namespaced_stateful_set(ns, manifest))
+        return "created"
+    spec = manifest["spec"]
+    want = {k: spec[k] for k in ("replicas", "template", "updateStrategy")}
+    if not _subset_differs(want, observed.get("spec")):
+        return "unchanged"
+    _call(
+        f"patching StatefulSet {ns}/{name}",
+        lambda: apps.patch_namespaced_stateful_set(name, ns, {"spec": want}),
+    )
+    return "patched"
+
+
+@task(**_TASK)
+def scale_statefulset(api: Any, namespace: str, name: str, replicas: int) -> Outcome:
+    """Set a StatefulSet's replicas (the ``scale`` subresource); ``unchanged`` when already there."""
+    import kubernetes.client
+
+    apps: Any = kubernetes.client.AppsV1Api(api)
+    observed = get_object(api, "statefulset", namespace, name)
+    if observed is None:
+        return "absent"
+    if int((observed.get("spec") or {}).get("replicas", 1)) == replicas:
+        return "unchanged"
+    _call(
+        f"scaling StatefulSet {namespace}/{name} to {replicas}",
+        lambda: apps.patch_namespaced_stateful_set_scale(name, namespace, {"spec": {"replicas": replicas}}),
+    )
+    return "patched"
+
+
+@task(**_TASK)
+def delete_object(
+    api: Any, kind: str, namespace: str, name: str, *, propagation: str = "Background"
+) -> Outcome:
+    """Delete a Service, StatefulSet, ConfigMap or PVC with the given propagation policy.
+
+    Returns:
+        ``deleted`` or ``absent``.
+    """
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    apps: Any = kubernetes.client.AppsV1Api(api)
+    body = kubernetes.client.V1DeleteOptions(propagation_policy=propagation)
+    deleters: dict[str, Callable[[], Any]] = {
+        "service": lambda: core.delete_namespaced_service(name, namespace, body=body),
+        "statefulset": lambda: apps.delete_namespaced_stateful_set(name, namespace, body=body),
+        "configmap": lambda: core.delete_namespaced_config_map(name, namespace, body=body),
+        "pvc": lambda: core.delete_namespaced_persistent_volume_claim(name, namespace, body=body),
+    }
+    try:
+        deleters[kind]()
+    except kubernetes.client.ApiException as exc:
+        if _status(exc) == 404:
+            return "absent"
+        raise translate(exc, context=f"deleting {kind} {namespace}/{name}") from exc
+    return "deleted"
+
+
+@task(**{**_TASK, "retries": 0})
+def wait_for_lb_ip(api: Any, namespace: str, name: str, *, timeout: float = 60.0) -> str:
+    """Wait until the LoadBalancer Service has ``status.loadBalancer.ingress[0].ip`` (or hostname).
+
+    Raises:
+        PreconditionFailed: No address within ``timeout`` (no LoadBalancer provider, quota...).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        svc = get_object(api, "service", namespace, name)
+        ingress = (((svc or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        if ingress and (ingress[0].get("ip") or ingress[0].get("hostname")):
+            return str(ingress[0].get("ip") or ingress[0].get("hostname"))
+        if time.monotonic() > deadline:
+            raise PreconditionFailed(
+                f"Service {namespace}/{name} got no LoadBalancer address within {timeout:g}s: check that the "
+                "cluster has a LoadBalancer provider (and its quota), or pass the provider's annotations"
+            )
+        time.sleep(0.2)
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+@task(**{**_TASK, "retries": 0})
+def wait_pods_ready(
+    api: Any, namespace: str, pods: Sequence[str], *, timeout: float = 120.0, running_only: bool = False
+) -> None:
+    """Wait until every named pod is Running (and Ready unless ``running_only``).
+
+    Raises:
+        PreconditionFailed: A pod is not there within ``timeout``; the message names it and its phase.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = []
+        for name in pods:
+            pod = get_object(api, "pod", namespace, name)
+            ok = pod is not None and (
+                ((pod.get("status") or {}).get("phase") == "Running") if running_only else _pod_ready(pod)
+            )
+            if not ok:
+                phase = ((pod or {}).get("status") or {}).get("phase", "absent") if pod else "absent"
+                pending.append(f"{name} ({phase})")
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise PreconditionFailed(
+                f"pods not {'running' if running_only else 'ready'} after {timeout:g}s in {namespace}: "
+                f"{', '.join(pending)}; check `kubectl describe pod` and the pod logs"
+            )
+        time.sleep(0.2)
+
+
+@task(**{**_TASK, "retries": 0})
+def wait_statefulset_rolled_out(api: Any, namespace: str, name: str, *, timeout: float = 180.0) -> None:
+    """Wait until every pod of the StatefulSet runs the update revision and is ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sts = get_object(api, "statefulset", namespace, name) or {}
+        spec, status = sts.get("spec") or {}, sts.get("status") or {}
+        want = int(spec.get("replicas", 1))
+        if (
+            status.get("observedGeneration") == (sts.get("metadata") or {}).get("generation")
+            and int(status.get("updatedReplicas") or 0) == want
+            and int(status.get("readyReplicas") or 0) == want
+            and status.get("updateRevision") == status.get("currentRevision")
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise PreconditionFailed(
+                f"StatefulSet {namespace}/{name} did not roll out within {timeout:g}s (status {status}); "
+                "check its pods"
+            )
+        time.sleep(0.3)
+
+
+@task(**_TASK)
+def patch_coredns_hosts(
+    api: Any,
+    key: str,
+    entries: Sequence[tuple[str, Sequence[str]]],
+    *,
+    namespace: str = "kube-system",
+    name: str = "coredns",
+) -> Outcome:
+    """Set stateferry's marked section of the CoreDNS ``hosts`` block (empty ``entries`` remove it).
+
+    Uses the ConfigMap's resourceVersion (a concurrent edit makes the replace fail with 409, retried).
+    """
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    for _ in range(5):
+        cm = get_object(api, "configmap", namespace, name)
+        if cm is None or "Corefile" not in (cm.get("data") or {}):
+            raise PreconditionFailed(
+                f"ConfigMap {namespace}/{name} with a Corefile was not found: this cluster's DNS is not "
+                "CoreDNS; use dns_provider='deckhouse' or add the hosts by hand"
+            )
+        corefile = cm["data"]["Corefile"]
+        updated = coredns_with_hosts(corefile, key, entries)
+        if updated == corefile:
+            return "unchanged"
+        cm["data"]["Corefile"] = updated
+        try:
+            core.replace_namespaced_config_map(name, namespace, cm)
+            return "patched"
+        except kubernetes.client.ApiException as exc:
+            if _status(exc) != 409:
+                raise translate(exc, context=f"updating ConfigMap {namespace}/{name}") from exc
+    raise TransientError(f"ConfigMap {namespace}/{name} kept changing under us (409 five times); retry")
+
+
+@task(**_TASK)
+def patch_module_config_hosts(
+    api: Any,
+    remove_names: Sequence[str],
+    entries: Sequence[tuple[str, Sequence[str]]],
+) -> Outcome:
+    """Set Deckhouse ``ModuleConfig kube-dns`` ``spec.settings.hosts``.
+
+    Drops ``remove_names`` (stateferry's earlier entries) and adds ``entries``.
+    """
+    import kubernetes.client
+    import kubernetes.dynamic
+
+    dyn = kubernetes.dynamic.DynamicClient(api)
+    resource = _call(
+        "discovering ModuleConfig",
+        lambda: dyn.resources.get(api_version="deckhouse.io/v1alpha1", kind="ModuleConfig"),
+    )
+    try:
+        current = resource.get(name="kube-dns").to_dict()
+    except kubernetes.client.ApiException as exc:
+        if _status(exc) != 404:
+            raise translate(exc, context="reading ModuleConfig kube-dns") from exc
+        current = None
+    hosts = ((((current or {}).get("spec") or {}).get("settings") or {}).get("hosts")) or []
+    updated = module_config_hosts(hosts, remove_names, entries)
+    if current is not None and updated == hosts:
+        return "unchanged"
+    if current is None:
+        body = {
+            "apiVersion": "deckhouse.io/v1alpha1",
+            "kind": "ModuleConfig",
+            "metadata": {"name": "kube-dns"},
+            "spec": {"version": 1, "enabled": True, "settings": {"hosts": updated}},
+        }
+        _call("creating ModuleConfig kube-dns", lambda: resource.create(body=body))
+        return "created"
+    _call(
+        "patching ModuleConfig kube-dns",
+        lambda: resource.patch(
+            name="kube-dns",
+            body={"spec": {"settings": {"hosts": updated}}},
+            content_type="application/merge-patch+json",
+        ),
+    )
+    return "patched"
+
+
+@task(**_TASK)
+def ensure_configmap(api: Any, manifest: dict[str, Any]) -> Outcome:
+    """Create the ConfigMap, or patch its data/labels when they differ."""
+    import kubernetes.client
+
+    core: Any = kubernetes.client.CoreV1Api(api)
+    meta = manifest["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    observed = get_object(api, "configmap", ns, name)
+    if observed is None:
+        _call(f"creating ConfigMap {ns}/{name}", lambda: core.create_namespaced_config_map(ns, manifest))
+        return "created"
+    want = {"metadata": {"labels": meta.get("labels") or {}}, "data": manifest.get("data") or {}}
+    if not _subset_differs(want, observed):
+        return "unchanged"
+    _call(f"patching ConfigMap {ns}/{name}", lambda: core.patch_namespaced_config_map(name, ns, want))
+    return "patched"
