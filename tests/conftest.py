@@ -20,8 +20,15 @@ from typing import Any
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="stateferry-test-"))
 os.environ["PREFECT_HOME"] = str(_SESSION_ROOT / "prefect-client")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_API_KEY", None)
+# The session's Prefect server gets its port now, so PREFECT_API_URL is right in every thread and
+# subprocess from the start (Prefect reads settings at import; threads do not inherit contexts).
+# A flow run in a test that does not use the `prefect_server` fixture fails to connect instead of
+# silently starting an ephemeral server.
+from devservers.ports import free_port  # noqa: E402
+
+_PREFECT_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 
 import pytest  # noqa: E402
 
@@ -41,7 +48,7 @@ class ServerPool:
         self._futures: dict[str, Future[Any]] = {}
         self.timings: dict[str, float] = {}
         self._factories: dict[str, Callable[[], Any]] = {
-            "prefect_server": lambda: LocalPrefectServer(root / "prefect-server", ui=True).start(),
+            "prefect_server": lambda: LocalPrefectServer(root / "prefect-server", port=_PREFECT_PORT).start(),
             "etcd3": lambda: LocalEtcd(3, root / "etcd3").start(),
             "s3_a": lambda: SeaweedS3(
                 root / "s3-a", access_key="stateferry-a", secret_key="secret-a-" + "x" * 16
@@ -137,11 +144,10 @@ def prefect_server() -> Iterator[LocalPrefectServer]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server: LocalPrefectServer = _POOL.get("prefect_server")
-    os.environ["PREFECT_API_URL"] = server.api_url
+    assert os.environ["PREFECT_API_URL"] == server.api_url
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield server
         _drain_prefect_workers()
-    os.environ.pop("PREFECT_API_URL", None)
 
 
 def _drain_prefect_workers() -> None:
