@@ -36,7 +36,7 @@ def wait_for_approval_form(flow_run_id: UUID | str, timeout: float = 60.0) -> di
                 try:
                     client.read_flow_run_input(rid, state.state_details.run_input_keyset["schema"])
                     return state.state_details.model_dump(mode="json")
-                except Exception:  # noqa: BLE001 - schema not written yet
+                except Exception:
                     pass
             time.sleep(0.25)
     raise TimeoutError(f"flow run {rid} did not show an approval form within {timeout}s (last state {last})")

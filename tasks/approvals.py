@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from prefect.input import RunInput
 from pydantic import ConfigDict
 
 from stateferry.errors import PermanentError, PreconditionFailed
-
-from prefect.input import RunInput
 
 _KEY_RE = re.compile(r"^[a-z0-9-]+$")
 

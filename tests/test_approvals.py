@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from typing import Any
 from uuid import UUID
@@ -80,7 +79,7 @@ def test_resume_without_approved_is_a_rejection(prefect_server: Any) -> None:
     thread.join(60)
     state = box["state"]
     assert state.is_failed()
-    with pytest.raises(ApprovalRejected, match="not approved.*not now"):
+    with pytest.raises(ApprovalRejected, match=r"not approved.*not now"):
         state.result()
 
 
