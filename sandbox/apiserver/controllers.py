@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from sandbox.apiserver.errors import ApiError
-from sandbox.apiserver.registry import DeleteOptions, Registry, deepcopy, now
+from sandbox.apiserver.registry import DeleteOptions, Registry, deepcopy, now, should_remove
 from sandbox.apiserver.store import Event, Obj
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,7 @@ class Controllers:
             cur = self.store.get(loc[0], *loc[1])
             if cur is None or cur["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
                 return
-            if (
-                new["metadata"].get("deletionTimestamp")
-                and not new["metadata"].get("finalizers")
-                and not (loc[0] == ("", "namespaces") and (new.get("spec") or {}).get("finalizers"))
-            ):
+            if should_remove(loc[0], new):
                 self.store.remove(loc[0], new)
             elif rt is not None:
                 self.store.commit(loc[0], new, cur)

@@ -17,7 +17,7 @@ import orjson
 
 from sandbox.apiserver import discovery, errors, openapi, tables
 from sandbox.apiserver.errors import ApiError
-from sandbox.apiserver.registry import DeleteOptions, Registry
+from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
 from sandbox.apiserver.resources import ResourceType
 from sandbox.apiserver.selectors import (
     fields_match,
@@ -361,12 +361,15 @@ class Handler(BaseHTTPRequestHandler):
             return not freqs or fields_match(freqs, obj)
 
         initial: list[Obj] = []
+        # watch-list (client-go's WatchListClient): the current state as ADDED events, then a bookmark
+        send_initial = q.get("sendInitialEvents") == "true"
         with store.lock:
-            if rv_text in ("", "0"):
+            if rv_text in ("", "0") or send_initial:
                 initial = [o for o in store.items(rt.key, ns if rt.namespaced else None) if matches(o)]
                 sub = store.watch(rt.key, None)
             else:
                 sub = store.watch(rt.key, int(rv_text))
+            initial_rv = store.rv
         self.wfile.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -383,6 +386,10 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 for obj in initial:
                     self._chunk(self._event("ADDED", rt, obj, as_table, include))
+                if send_initial and bookmarks:
+                    mark = _bookmark(rt, initial_rv)
+                    mark["object"]["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
+                    self._chunk(mark)
                 deadline = time.monotonic() + timeout
                 pending: list[Event] = list(replay)
                 last_bookmark = time.monotonic()
@@ -512,11 +519,7 @@ def _finalize_namespace(reg: Registry, rt: ResourceType, name: str, body: Any) -
         new["spec"] = {"finalizers": list(((body or {}).get("spec") or {}).get("finalizers") or [])}
         if not new["spec"]["finalizers"]:
             new["spec"] = {}
-        if (
-            new["metadata"].get("deletionTimestamp")
-            and not new["spec"]
-            and not new["metadata"].get("finalizers")
-        ):
+        if should_remove(rt.key, new):
             return reg.store.remove(rt.key, new)
         return reg.store.commit(rt.key, new, cur)
 

@@ -624,11 +624,7 @@ class Registry:
             new["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
         if dry_run:
             return new
-        if (
-            new["metadata"].get("deletionTimestamp")
-            and not new["metadata"].get("finalizers")
-            and (rt.key != ("", "namespaces") or not (new.get("spec") or {}).get("finalizers"))
-        ):
+        if should_remove(rt.key, new):
             return self.store.remove(rt.key, new)
         return self.store.commit(rt.key, new, old)
 
@@ -789,11 +785,6 @@ class Registry:
                     if nmeta.get("finalizers") or grace > 0:
                         return self.store.commit(rt.key, new, old), True
                     return self.store.remove(rt.key, new), True
-            if nmeta.get("deletionTimestamp") and not (
-                opts.propagation and nmeta.get("finalizers") is not None
-            ):
-                # already being deleted: a repeated DELETE only updates the GC finalizer
-                pass
             self._add_gc_finalizer(rt, nmeta, opts)
             if nmeta.get("finalizers"):
                 if not nmeta.get("deletionTimestamp"):
@@ -879,6 +870,16 @@ _INITIAL_STATUS: dict[tuple[str, str], Obj] = {
         "expectedPods": 0,
     },
 }
+
+
+def should_remove(key: tuple[str, str], obj: Obj) -> bool:
+    """An object being deleted goes once no finalizer is left and its grace period is over."""
+    meta = obj["metadata"]
+    if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    if key == ("", "namespaces") and (obj.get("spec") or {}).get("finalizers"):
+        return False
+    return not meta.get("deletionGracePeriodSeconds")
 
 
 def _sort_key(obj: Obj) -> str:

@@ -384,3 +384,35 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
         assert svc.spec.cluster_ip == "127.252.96.1"
     finally:
         again.stop()
+
+
+def test_foreground_delete_waits_for_the_kubelet_of_bound_pods(
+    api_env: ApiEnv, namespace: str, wait_for: Callable[..., object]
+) -> None:
+    core, apps = api_env.core, api_env.apps
+    _owner_chain(api_env, namespace, "kb")
+    core.patch_namespaced_pod("kb-p", namespace, {"spec": {"nodeName": "node-1"}})
+    apps.delete_namespaced_replica_set("kb", namespace, propagation_policy="Foreground")
+    wait_for(lambda: core.read_namespaced_pod("kb-p", namespace).metadata.deletion_timestamp)
+    # the pod is Terminating (grace period), so the owner waits with its foregroundDeletion finalizer
+    assert apps.read_namespaced_replica_set("kb", namespace).metadata.finalizers == ["foregroundDeletion"]
+    assert core.read_namespaced_pod("kb-p", namespace).metadata.deletion_grace_period_seconds == 30
+    core.delete_namespaced_pod("kb-p", namespace, grace_period_seconds=0)  # what the kubelet sends
+    wait_for(_gone(lambda: core.read_namespaced_pod("kb-p", namespace)))
+    wait_for(_gone(lambda: apps.read_namespaced_replica_set("kb", namespace)))
+
+
+def test_watch_list_initial_events_end_with_a_bookmark(api_env: ApiEnv, namespace: str) -> None:
+    api_env.core.create_namespaced_config_map(namespace, _cm("wl"))
+    url = (
+        f"{api_env.server.url}/api/v1/namespaces/{namespace}/configmaps?watch=true&sendInitialEvents=true"
+        "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1"
+    )
+    with httpx.stream("GET", url) as resp:
+        events = [json.loads(line) for line in resp.iter_lines() if line]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "kube-root-ca.crt"),
+        ("ADDED", "wl"),
+        ("BOOKMARK", None),
+    ]
+    assert events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
