@@ -436,7 +436,7 @@ def parse_job_yaml(text: str) -> BackupJob:
 def job_to_parameters(job: BackupJob) -> dict[str, Any]:
     """The JSON-able mapping to pass as the flow's ``job`` parameter (round-trips through parse_job)."""
     src = job.source.model_dump(mode="json", exclude_defaults=True)
-    storages = [s.model_dump(mode="json", exclude_defaults=False) for s in job.storages]
+    storages = [s.model_dump(mode="json", exclude_none=True) for s in job.storages]
     out: dict[str, Any] = {"job": job.job, "type": job.type, "sources": [src], "storages": storages}
     if job.verify:
         out["verify"] = True
