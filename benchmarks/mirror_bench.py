@@ -147,9 +147,10 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2000)
     parser.add_argument("--large", type=int, default=20)
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    rows: list[tuple[str, str, int, float, float, float]] = []
+    rows: list[tuple[str, str, int, float, float, float, float]] = []
     with (
         tempfile.TemporaryDirectory(prefix="mirror-bench-") as tmp,
         SeaweedS3(Path(tmp) / "a") as s3a,
@@ -158,19 +159,27 @@ def main() -> None:
         a, b = store(s3a), store(s3b)
         for label, count, size in (("small", args.small, 4 * KiB), ("large", args.large, 20 * MiB)):
             fill(a, f"bench-{label}", count, size)
-            for impl in ("get->put x16", "bucket_mirror"):
-                dst_bucket = f"bench-{label}-{'base' if impl.startswith('get') else 'mirror'}"
-                if impl.startswith("get"):
-                    n, total, secs = baseline(a, b, f"bench-{label}", dst_bucket)
-                else:
-                    n, total, secs = mirror(a, b, f"bench-{label}", dst_bucket, args.workers)
-                rows.append((label, impl, n, secs, n / secs, total / secs / 1e6))
+            runs: dict[str, list[tuple[int, int, float, float]]] = {"get->put x16": [], "bucket_mirror": []}
+            for r in range(args.rounds):  # interleaved rounds: both see the same machine load
+                for impl in runs:
+                    dst_bucket = f"bench-{label}-{r}-{'base' if impl.startswith('get') else 'mirror'}"
+                    cpu = time.process_time()
+                    if impl.startswith("get"):
+                        n, total, secs = baseline(a, b, f"bench-{label}", dst_bucket)
+                    else:
+                        n, total, secs = mirror(a, b, f"bench-{label}", dst_bucket, args.workers)
+                    runs[impl].append((n, total, secs, time.process_time() - cpu))
+            for impl, results in runs.items():
+                n, total, secs, cpu = sorted(results, key=lambda x: x[2])[len(results) // 2]  # median time
+                rows.append((label, impl, n, secs, n / secs, total / secs / 1e6, cpu / n * 1000))
     print()
-    print("| objects | implementation | count | seconds | objects/s | MB/s |")
-    print("|---|---|---:|---:|---:|---:|")
-    for label, impl, n, secs, rate, mbs in rows:
+    print(f"median of {args.rounds} interleaved rounds; client CPU = this process (servers excluded)")
+    print()
+    print("| objects | implementation | count | seconds | objects/s | MB/s | client CPU ms/object |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, impl, n, secs, rate, mbs, cpu_ms in rows:
         kind = "4 KiB" if label == "small" else "20 MiB"
-        print(f"| {kind} | {impl} | {n} | {secs:.2f} | {rate:.0f} | {mbs:.1f} |")
+        print(f"| {kind} | {impl} | {n} | {secs:.2f} | {rate:.0f} | {mbs:.1f} | {cpu_ms:.2f} |")
     pb = planner_bench()
     print()
     print("| planner: 100,000 objects, 1% changed | value |")

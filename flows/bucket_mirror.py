@@ -25,6 +25,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.utilities.annotations import quote
 
 from blocks.object_store import ObjectStore
 from planning.mirror import (
@@ -34,6 +35,7 @@ from planning.mirror import (
     approve_withheld_deletes,
 )
 from stateferry.errors import InputError, PreconditionFailed, StateferryError
+from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_mirror_pass import (
     MirrorSession,
@@ -78,6 +80,11 @@ def _options(
         raise InputError(field, str(exc), "fix the flow parameter named here") from exc
 
 
+def _opaque(value: Any) -> Any:
+    """Hide a large object from Prefect's parameter introspection (plans can hold 100k actions)."""
+    return quote(value)
+
+
 def _plan_table(plans: dict[str, MirrorPlan], limit: int = 1000) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for label, plan in plans.items():
@@ -110,7 +117,6 @@ def _approve_deletes(
     """Ask for approval of withheld deletes (over max_delete_ratio); return the approved plans."""
     if not any(p.verdict is Verdict.NEEDS_APPROVAL for p in result_plans.values()):
         return result_plans
-    from tasks.approvals import request_approval
 
     request_approval(
         f"mirror deletes pass {number}", markdown, key=f"mirror-deletes-{number}", auto_approve=auto_approve
@@ -316,7 +322,7 @@ def bucket_mirror(
                 f"Mirror pass {number}: deletes over max_delete_ratio"
             )
             plans = _approve_deletes(plans, markdown, number=number, auto_approve=auto_approve)
-        result = sync_pass(session, options, number=number, plans=plans)
+        result = sync_pass(_opaque(session), options, number=number, plans=_opaque(plans))
         total.merge(result.report)
         passes.append(result)
         for failure in result.report.failures[:20]:
@@ -336,8 +342,6 @@ def bucket_mirror(
         loop = _WatchLoop(session, options, waiter, number, logger)
         loop.start()
         try:
-            from tasks.approvals import request_approval
-
             markdown = (
                 f"## Mirror is running: {where}\n\nPasses continue ({waiter.reason}) until you approve "
                 f"**{CUTOVER_STEP}**: all clients resolve the new endpoint. Then a final pass and a "
@@ -345,12 +349,14 @@ def bucket_mirror(
                 f"{first.report.bytes} bytes, "
                 f"{len(first.report.failures)} failures.\n"
             )
+            # Paused in-process (never suspended, even for deployment runs): the passes must go on.
             approval = request_approval(
                 CUTOVER_STEP,
                 markdown,
                 key="dns-cutover-done",
                 auto_approve=auto_approve,
                 timeout_seconds=approval_timeout_seconds,
+                suspend=False,
             )
         finally:
             loop.join()
@@ -367,13 +373,13 @@ def bucket_mirror(
         }
         one_pass()  # final pass after the cutover
 
-    verified, detail = _verified(verify_mirror(session, options))
+    verified, detail = _verified(verify_mirror(_opaque(session), options))
     extra = 0
     while not verified and extra < max_passes - 1:
         extra += 1
         logger.info("not yet identical (%s): running pass %d", detail, number + 1)
         one_pass()
-        verified, detail = _verified(verify_mirror(session, options))
+        verified, detail = _verified(verify_mirror(_opaque(session), options))
 
     seconds = time.perf_counter() - started
     failures = [f"{f.action} {f.key}: {f.error}" for p in passes[-1:] for f in p.report.failures]

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,48 +194,56 @@ class Transferrer:
         done = 0
         last_progress = 0.0
 
-        def tick(n: int) -> None:
+        def tick_to(n: int) -> None:
             nonlocal done, last_progress
-            done += n
+            done = n
             now = time.monotonic()
             if self.progress and (now - last_progress > 1.0 or done == total):
                 last_progress = now
                 self.progress(done, total)
 
         def one(action: Action) -> None:
-            self._with_retries(
-                action,
-                report,
-                lambda: self._copy(
-                    action, source_bucket, destination_bucket, source_prefix, destination_prefix, report
-                ),
-            )
+            try:
+                self._with_retries(
+                    action,
+                    report,
+                    lambda: self._copy(
+                        action, source_bucket, destination_bucket, source_prefix, destination_prefix, report
+                    ),
+                )
+            finally:
+                with self._lock:
+                    finished[0] += 1
+                slots.release()
+                if finished[0] == len(todo):
+                    all_done.set()
 
+        # Bounded submission: at most `window` objects queued or running, no per-completion polling.
+        window = self.workers * 4
+        slots = threading.BoundedSemaphore(window)
+        finished = [0]
+        all_done = threading.Event()
+        submitted = 0
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mirror") as pool:
-            pending: set[Future[None]] = set()
-            queue: Iterator[Action] = iter(todo)
-            window = self.workers * 4
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < window:
-                    if stop is not None and stop.is_set():
-                        exhausted = True
-                        break
-                    nxt = next(queue, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    pending.add(pool.submit(one, nxt))
-                if not pending:
+            for action in todo:
+                if stop is not None and stop.is_set():
                     break
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                tick(len(finished))
+                while not slots.acquire(timeout=1.0):
+                    tick_to(finished[0])
+                pool.submit(one, action)
+                submitted += 1
+                if submitted % 256 == 0:
+                    tick_to(finished[0])
+            if submitted == len(todo):
+                while todo and not all_done.wait(1.0):
+                    tick_to(finished[0])
+        tick_to(finished[0])
         for i in range(0, len(deletes), 1000):
             if stop is not None and stop.is_set():
                 break
             batch = deletes[i : i + 1000]
             self._delete_batch(batch, destination_bucket, destination_prefix, report)
-            tick(len(batch))
+            tick_to(done + len(batch))
         report.seconds = time.perf_counter() - started
         return report
 
