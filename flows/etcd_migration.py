@@ -395,6 +395,27 @@ def _ensure_lb_services(ctx: _Context) -> dict[str, str]:
     return dict(ctx.lb_ips)
 
 
+def _wait_lb_reachable(ctx: _Context, timeout: float = 90.0) -> None:
+    """Wait until every running member answers through its LoadBalancer (an LB may lag its IP)."""
+    endpoints = _live_endpoints(ctx)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            view = observe_now(endpoints, timeout=1.0)
+            listed = {m.name for m in view.members if m.name}
+            missing = sorted(p for p in endpoints if p in listed and p not in view.statuses)
+        except StateferryError as exc:
+            missing = [str(exc)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise PreconditionFailed(
+                f"etcd members not reachable through their LoadBalancer addresses after {timeout:g}s: "
+                f"{missing}; check the LoadBalancer provider, firewalls and loadBalancerSourceRanges"
+            )
+        time.sleep(0.3)
+
+
 def _dns_key(layout: Layout) -> str:
     return f"etcd-migration {layout.migration_id}"
 
@@ -652,6 +673,7 @@ def etcd_stretch_migration(
     with journal.step("loadbalancer services") as note:
         ips = _ensure_lb_services(ctx)
         note["detail"] = ", ".join(f"{k}={v}" for k, v in sorted(ips.items()))
+        _wait_lb_reachable(ctx)
     _fault("lb_services")
     with journal.step("dns hosts") as note:
         a = _set_dns(ctx, ctx.src, _dns_entries(ctx, for_side="source"))

@@ -1,0 +1,86 @@
+"""End-to-end: the seed's 3-member etcd in ``source`` migrates to 3 members in ``target``.
+
+A client writes sequential keys through LoadBalancer addresses during the whole migration; the flow
+is crashed once after a member add (before the StatefulSet update) and re-run, and completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import kubernetes.client
+import pytest
+
+from etcd_migration.seed import SeedEtcd, client_lb
+from etcd_migration.writer import SequentialWriter, read_all
+from flows.etcd_migration import FAULT_ENV, InjectedFault, etcd_stretch_migration
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _members(endpoint: str) -> list[str]:
+    from blocks.etcd_client import EtcdClient
+
+    async def go() -> list[str]:
+        async with EtcdClient([endpoint], timeout=5) as etcd:
+            return sorted(m.name for m in await etcd.member_list())
+
+    return asyncio.run(go())
+
+
+def test_migrates_3_to_3_while_writing_and_resumes_after_crash(
+    prefect_server: Any, seed_etcd: SeedEtcd
+) -> None:
+    ns = seed_etcd.namespace
+    core_src = kubernetes.client.CoreV1Api(seed_etcd.src)
+    core_tgt = kubernetes.client.CoreV1Api(seed_etcd.tgt)
+    core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
+    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
+    src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
+    tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
+
+    writer = SequentialWriter([src_lb, tgt_lb])
+    writer.start()
+    t0 = time.monotonic()
+    try:
+        os.environ[FAULT_ENV] = "member_add:etcd-main-1"
+        with pytest.raises(InjectedFault):
+            etcd_stretch_migration(seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True)
+        os.environ.pop(FAULT_ENV)
+        summary = etcd_stretch_migration(
+            seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True
+        )
+    finally:
+        os.environ.pop(FAULT_ENV, None)
+        stats = writer.stop()
+    took = time.monotonic() - t0
+    assert summary["outcome"] == "migrated"
+    assert summary["members"] == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
+    assert _members(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
+    # every acknowledged write is there
+    stored = asyncio.run(read_all(tgt_lb))
+    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
+    print(
+        f"migration {took:.1f}s, {len(stats.acked)} writes acked, {stats.failures} failed attempts, "
+        f"longest failed run {stats.longest_failed_run}, "
+        f"longest gap {stats.longest_gap_seconds * 1000:.0f} ms"
+    )
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
+    assert len(stats.acked) > 100
+    # the old side is gone, PVCs kept; the new StatefulSet describes the new members only
+    apps_src = kubernetes.client.AppsV1Api(seed_etcd.src)
+    assert [s.metadata.name for s in apps_src.list_namespaced_stateful_set(ns).items] == []
+    assert sorted(s.metadata.name for s in core_src.list_namespaced_service(ns).items) == ["etcd-client"]
+    assert len(core_src.list_namespaced_persistent_volume_claim(ns).items) == 3
+    sts = kubernetes.client.AppsV1Api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
+    script = sts.spec.template.spec.containers[0].args[1]
+    assert "--initial-cluster etcd-main-0=http://etcd-main-0.etcd-main:2380,etcd-main-1=" in script
+    assert "etcd-0=" not in script and "--initial-cluster-state=existing" in script
+    corefile = core_tgt.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+    assert f"etcd-0.etcd.{ns}" not in corefile
+    # a re-run after completion changes nothing
+    steps = [s["step"] for s in summary["steps"]]
+    assert "join etcd-main-1" in steps and "join etcd-main-0" not in steps  # resumed, not re-added
