@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from sandbox.apiserver import discovery, errors, openapi, tables
+from sandbox.apiserver import discovery, errors, openapi, protobuf, tables
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
 from sandbox.apiserver.resources import ResourceType
@@ -98,12 +98,15 @@ class Handler(BaseHTTPRequestHandler):
             return None
         ctype = (self.headers.get("Content-Type") or _JSON).split(";")[0].strip()
         if ctype == "application/vnd.kubernetes.protobuf":
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types include: "
-                "application/json, application/yaml",
-            )
+            try:
+                return protobuf.decode(raw)
+            except (protobuf.ProtobufError, ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    f"application/json, application/yaml ({exc})",
+                ) from None
         if ctype in ("application/yaml", "application/apply-patch+yaml"):
             import yaml
 

@@ -285,3 +285,30 @@ def test_get_watch_streams_changes(api_env: ApiEnv, kns: str) -> None:
     assert lines[0].split() == ["NAME", "DATA", "AGE"]
     assert any(line.startswith("first ") for line in lines)
     assert any(line.startswith("second ") for line in lines)
+
+
+def test_kubectl_create_generators_send_protobuf(api_env: ApiEnv) -> None:
+    """``kubectl create <kind>`` / ``kubectl run`` use protobuf bodies; the server decodes them."""
+    ns = "gen-" + str(int(time.time() * 1000) % 100000)
+    assert api_env.kubectl("create", "ns", ns, check=True).stdout.strip() == f"namespace/{ns} created"
+    api_env.kubectl("create", "configmap", "cfg", "-n", ns, "--from-literal=a=1", check=True)
+    api_env.kubectl("create", "secret", "generic", "sec", "-n", ns, "--from-literal=pw=s3cret", check=True)
+    api_env.kubectl("create", "deployment", "web", "-n", ns, "--image=nginx:1.27", "--replicas=2", check=True)
+    api_env.kubectl("run", "solo", "-n", ns, "--image=busybox", "--env=X=1", "--", "sleep", "10", check=True)
+    api_env.kubectl("create", "job", "j", "-n", ns, "--image=busybox", "--", "echo", "hi", check=True)
+    core, apps = api_env.core, api_env.apps
+    assert core.read_namespaced_config_map("cfg", ns).data == {"a": "1"}
+    assert core.read_namespaced_secret("sec", ns).data == {"pw": "czNjcmV0"}
+    web = apps.read_namespaced_deployment("web", ns)
+    assert web.spec.replicas == 2 and web.spec.template.spec.containers[0].image == "nginx:1.27"
+    assert web.spec.template.metadata.creation_timestamp is None
+    solo = core.read_namespaced_pod("solo", ns)
+    assert solo.spec.containers[0].args == ["sleep", "10"]
+    assert [(e.name, e.value) for e in solo.spec.containers[0].env] == [("X", "1")]
+    assert (
+        api_env.kubectl(
+            "get", "job", "j", "-n", ns, "-o", "jsonpath={.spec.template.spec.restartPolicy}", check=True
+        ).stdout
+        == "Never"
+    )
+    api_env.kubectl("delete", "ns", ns, "--wait=false", check=True)
