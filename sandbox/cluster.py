@@ -70,7 +70,7 @@ def sandbox_id(state_dir: Path) -> str:
 
 
 def api_url(cluster: str, base_octet: int = 1) -> str:
-    """The API server URL of a cluster (``source`` = ``127.<base>.0.1``, ``target`` = ``127.<base+1>.0.1``)."""
+    """API server URL of a cluster (``source`` = ``127.<base>.0.1``, ``target`` = ``127.<base+1>.0.1``)."""
     return f"http://{ippool.api_server_ip(ippool.cluster_octet(cluster, base_octet))}:{API_PORT}"
 
 
@@ -248,7 +248,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ down
     def down(self, wipe: bool = False, timeout: float = 20.0) -> list[int]:
-        """Stop every process of the sandbox (supervisor first, then any leftover); keep state unless ``wipe``.
+        """Stop every process of the sandbox (supervisor first, then leftovers); keep state unless ``wipe``.
 
         Returns:
             The pids that had to be killed after the supervisor's own shutdown.

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ from sandbox.cluster import Sandbox
 from sandbox.podexec import exec_in_pod
 
 DEFAULT_TEST_ENV = {"STATEFERRY_SANDBOX_TIME_SCALE": "0.2"}
+# The sandbox every test session shares (its own addresses, so a developer's sandbox on 127.1/127.2 can
+# keep running): use ``running_sandbox(TEST_STATE_DIR, base_octet=TEST_BASE_OCTET)``.
+TEST_STATE_DIR = Path(tempfile.gettempdir()) / f"stateferry-test-sandbox-{os.getuid()}"
+TEST_BASE_OCTET = 31
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ def running_sandbox(
     base_octet: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
+    fresh: bool = True,
 ) -> Iterator[SandboxHandle]:
     """Start (or join) the sandbox in ``state_dir``; stop it when the last user leaves.
 
@@ -88,6 +94,7 @@ def running_sandbox(
             default from ``$STATEFERRY_SANDBOX_BASE_OCTET`` or 1.
         env: extra environment of the supervisor (default: probe delays scaled by 0.2).
         timeout: seconds to wait for readiness.
+        fresh: when this call starts the sandbox, wipe state left by an earlier run first.
     """
     sb = Sandbox(state_dir, base_octet)
     lock = Path(str(sb.state_dir) + ".lock")
@@ -97,7 +104,8 @@ def running_sandbox(
         status = sb.status()
         if not status.running:
             if not users:
-                sb.down()  # clear leftovers of a crashed earlier session
+                sb.down(wipe=fresh)  # clear leftovers of a crashed earlier session
+                sb = Sandbox(state_dir, base_octet)
             sb.up(timeout=timeout, extra_env=DEFAULT_TEST_ENV if env is None else env)
         users_file.write_text(json.dumps([*users, os.getpid()]))
     try:

@@ -72,7 +72,7 @@ class IpPool:
 
 
 def cluster_octet(cluster: str, base: int = 1) -> int:
-    """Second octet of a cluster's loopback range: ``source`` = ``base`` (default 1), ``target`` = ``base + 1``."""
+    """Second octet of a cluster's loopback range: ``source`` = ``base`` (1), ``target`` = ``base + 1``."""
     known = {"source": base, "target": base + 1}
     if cluster in known:
         return known[cluster]

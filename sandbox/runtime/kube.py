@@ -75,6 +75,7 @@ class Kube:
         cfg = kubernetes.client.Configuration()
         cfg.host = url
         cfg.verify_ssl = False
+        cfg.connection_pool_maxsize = 32
         self.url = url
         self.api = kubernetes.client.ApiClient(cfg)
         self._local = threading.local()

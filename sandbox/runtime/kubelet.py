@@ -324,6 +324,7 @@ class Kubelet:
                 except Exception as exc:
                     log.debug("status push %s: %s", uid, exc)
             if pushed:
+                self._write_pod_index()
                 self.kick()
 
     def _push_one(self, uid: str) -> bool:

@@ -134,12 +134,14 @@ class ServiceNetwork:
         for owner in list(self.lb_pool.allocations()):
             if owner not in lb_owners:
                 self.lb_pool.release(owner)
-        for listen in list(self.proxies.listening()):
+        for listen in list(self._wanted_listeners):  # the proxy manager is shared by both clusters
             if listen not in listeners:
                 self.proxies.remove(listen)
+                self._wanted_listeners.discard(listen)
         for listen, backends in listeners.items():
             try:
                 self.proxies.ensure(listen, backends)
+                self._wanted_listeners.add(listen)
             except OSError as exc:
                 log.warning("proxy %s:%s: %s", listen[0], listen[1], exc)
         self.dns_services = records
