@@ -1,0 +1,301 @@
+"""Resource-backup archives in an object-store bucket: upload, download (verified), list, retention.
+
+Layout: see :mod:`planning.archive_layout`. The tarball is uploaded first and the manifest last, so
+a backup interrupted half-way has no manifest and is neither listed nor restorable; retention
+deletes the manifest first for the same reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from blocks.object_store import ObjectStore
+from planning.archive_layout import (
+    MANIFEST_NAME,
+    TARBALL_NAME,
+    ArchiveError,
+    Manifest,
+    archive_prefix,
+    manifest_key,
+    parse_manifest,
+    tarball_key,
+)
+from stateferry.errors import InputError, StateferryError, translate
+from tasks.retry import TRANSIENT_RETRY
+
+__all__ = [
+    "ArchiveInfo",
+    "download_archive",
+    "ensure_bucket",
+    "list_archives",
+    "plan_archive_retention",
+    "prune_archives",
+    "upload_archive",
+]
+
+
+def _s3(store: ObjectStore) -> Any:
+    return store.minio_client()
+
+
+def ensure_bucket(store: ObjectStore, bucket: str) -> bool:
+    """Create ``bucket`` if it does not exist; return True if it was created."""
+    client = _s3(store)
+    try:
+        if client.bucket_exists(bucket):
+            return False
+        client.make_bucket(bucket)
+        return True
+    except Exception as exc:
+        raise translate(exc, context=f"bucket {bucket!r} at {store.url}") from None
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def upload_archive(store: ObjectStore, bucket: str, prefix: str, manifest: Manifest, tarball: Path) -> str:
+    """Upload the tarball, then the manifest (which names the tarball's sha256 and size).
+
+    Returns:
+        The archive's key prefix (``<prefix>/<backup-name>/``).
+    """
+    client = _s3(store)
+    ensure_bucket(store, bucket)
+    try:
+        client.fput_object(
+            bucket, tarball_key(prefix, manifest.backup_name), str(tarball), content_type="application/gzip"
+        )
+        raw = manifest.to_json()
+        client.put_object(
+            bucket,
+            manifest_key(prefix, manifest.backup_name),
+            io.BytesIO(raw),
+            len(raw),
+            content_type="application/json",
+        )
+    except Exception as exc:
+        raise translate(exc, context=f"upload of backup {manifest.backup_name} to {bucket}") from None
+    get_run_logger().info(
+        "uploaded backup %s to s3://%s/%s (%d bytes)",
+        manifest.backup_name,
+        bucket,
+        archive_prefix(prefix, manifest.backup_name),
+        manifest.tarball["size"],
+    )
+    return archive_prefix(prefix, manifest.backup_name)
+
+
+def read_manifest(store: ObjectStore, bucket: str, prefix: str, backup_name: str) -> Manifest:
+    """Fetch and validate a backup's manifest.
+
+    Raises:
+        InputError: the backup does not exist (lists the ones that do).
+        ArchiveError: the manifest is corrupt or from an unknown layout version.
+    """
+    client = _s3(store)
+    key = manifest_key(prefix, backup_name)
+    try:
+        resp = client.get_object(bucket, key)
+        try:
+            raw = resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+    except Exception as exc:
+        if getattr(exc, "code", "") in ("NoSuchKey", "NoSuchBucket"):
+            known = (
+                [a.name for a in list_archives(store, bucket, prefix)]
+                if getattr(exc, "code", "") == "NoSuchKey"
+                else []
+            )
+            raise InputError(
+                "backup_name",
+                f"no backup {backup_name!r} in s3://{bucket}/{archive_prefix(prefix, '').rstrip('/')}"
+                f" (found: {', '.join(known[-10:]) or 'none'})",
+                "pick one of the listed backups, or check bucket and prefix",
+            ) from None
+        raise translate(exc, context=f"reading s3://{bucket}/{key}") from None
+    manifest = parse_manifest(raw, where=f"s3://{bucket}/{key}")
+    if manifest.backup_name != backup_name:
+        raise ArchiveError(
+            f"s3://{bucket}/{key} names backup {manifest.backup_name!r}, expected {backup_name!r}: "
+            "the archive "
+            "was moved or is corrupt"
+        )
+    return manifest
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def download_archive(store: ObjectStore, bucket: str, prefix: str, backup_name: str, dest: Path) -> Manifest:
+    """Download a backup's tarball to ``dest`` and verify its size and sha256 against the manifest.
+
+    Raises:
+        ArchiveError: missing tarball, size or checksum mismatch, or a bad manifest.
+    """
+    manifest = read_manifest(store, bucket, prefix, backup_name)
+    client = _s3(store)
+    key = archive_prefix(prefix, backup_name) + str(manifest.tarball.get("key") or TARBALL_NAME)
+    sha = hashlib.sha256()
+    size = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        resp = client.get_object(bucket, key)
+        try:
+            with open(dest, "wb") as fh:
+                for chunk in resp.stream(1 << 20):
+                    fh.write(chunk)
+                    sha.update(chunk)
+                    size += len(chunk)
+        finally:
+            resp.close()
+            resp.release_conn()
+    except StateferryError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "code", "") == "NoSuchKey":
+            raise ArchiveError(
+                f"backup {backup_name}: s3://{bucket}/{key} is missing; the archive is incomplete"
+            ) from None
+        raise translate(exc, context=f"downloading s3://{bucket}/{key}") from None
+    if size != manifest.tarball["size"] or sha.hexdigest() != manifest.tarball["sha256"]:
+        raise ArchiveError(
+            f"backup {backup_name}: s3://{bucket}/{key} has {size} bytes, sha256 {sha.hexdigest()[:16]}…, "
+            "but the "
+            f"manifest records {manifest.tarball['size']} bytes, "
+            f"sha256 {str(manifest.tarball['sha256'])[:16]}…: "
+            "the archive is corrupt; restore another backup"
+        )
+    return manifest
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """One listed backup."""
+
+    name: str
+    created_at: str
+    total_objects: int
+    size: int
+
+
+def list_archives(store: ObjectStore, bucket: str, prefix: str) -> list[ArchiveInfo]:
+    """Backups with a readable manifest under ``prefix``, oldest first (unreadable ones are skipped)."""
+    client = _s3(store)
+    base = archive_prefix(prefix, "").rstrip("/")
+    base = f"{base}/" if base else ""
+    out: list[ArchiveInfo] = []
+    try:
+        if not client.bucket_exists(bucket):
+            return []
+        for item in client.list_objects(bucket, prefix=base, recursive=True):
+            if not item.object_name.endswith("/" + MANIFEST_NAME):
+                continue
+            name = item.object_name[len(base) :].split("/", 1)[0]
+            try:
+                resp = client.get_object(bucket, item.object_name)
+                try:
+                    m = parse_manifest(resp.read(), where=item.object_name)
+                finally:
+                    resp.close()
+                    resp.release_conn()
+            except (ArchiveError, ValueError):
+                continue
+            out.append(ArchiveInfo(name, m.created_at, m.total_objects, int(m.tarball.get("size", 0))))
+    except StateferryError:
+        raise
+    except Exception as exc:
+        raise translate(exc, context=f"listing s3://{bucket}/{base}") from None
+    return sorted(out, key=lambda a: (a.created_at, a.name))
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def plan_archive_retention(
+    archives: list[ArchiveInfo], *, keep_last: int | None, ttl: dt.timedelta | None, now: dt.datetime
+) -> tuple[list[str], list[str]]:
+    """Which backups to keep and which to delete: a backup is deleted when it is older than ``ttl``
+    OR not among the newest ``keep_last``. The newest backup is always kept.
+
+    Returns:
+        ``(keep, delete)`` lists of backup names.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise InputError(
+            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
+        )
+    ordered = sorted(archives, key=lambda a: (a.created_at, a.name), reverse=True)
+    keep: list[str] = []
+    delete: list[str] = []
+    for i, a in enumerate(ordered):
+        too_many = keep_last is not None and i >= keep_last
+        too_old = ttl is not None and now - _parse_time(a.created_at) > ttl
+        if i > 0 and (too_many or too_old):
+            delete.append(a.name)
+        else:
+            keep.append(a.name)
+    return keep, delete
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def prune_archives(
+    store: ObjectStore,
+    bucket: str,
+    prefix: str,
+    *,
+    keep_last: int | None,
+    ttl_seconds: float | None,
+    now: dt.datetime,
+) -> list[str]:
+    """Apply the retention (count and/or TTL); return the names of deleted backups."""
+    if keep_last is None and ttl_seconds is None:
+        return []
+    archives = list_archives(store, bucket, prefix)
+    _keep, delete = plan_archive_retention(
+        archives, keep_last=keep_last, ttl=dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None, now=now
+    )
+    client = _s3(store)
+    for name in delete:
+        try:
+            client.remove_object(bucket, manifest_key(prefix, name))
+            for obj in client.list_objects(bucket, prefix=archive_prefix(prefix, name), recursive=True):
+                client.remove_object(bucket, obj.object_name)
+        except Exception as exc:
+            raise translate(exc, context=f"deleting backup {name}") from None
+    if delete:
+        get_run_logger().info("retention deleted %d backup(s): %s", len(delete), ", ".join(delete))
+    return delete
+
+
+def put_json(store: ObjectStore, bucket: str, key: str, data: Any) -> None:
+    """Write a small JSON object (reports)."""
+    raw = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+    try:
+        _s3(store).put_object(bucket, key, io.BytesIO(raw), len(raw), content_type="application/json")
+    except Exception as exc:
+        raise translate(exc, context=f"writing s3://{bucket}/{key}") from None
+
+
+def get_json(store: ObjectStore, bucket: str, key: str) -> Any | None:
+    """Read a small JSON object; None if it does not exist."""
+    client = _s3(store)
+    try:
+        resp = client.get_object(bucket, key)
+        try:
+            return json.loads(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+    except Exception as exc:
+        if getattr(exc, "code", "") == "NoSuchKey":
+            return None
+        raise translate(exc, context=f"reading s3://{bucket}/{key}") from None

@@ -1,0 +1,283 @@
+"""Apply sanitised objects to a cluster in restore order, one result per object.
+
+The apply never stops at the first error: every object gets an :class:`ObjectResult` (created /
+updated / unchanged / skipped-existing / failed, or would-* in a dry run, with the diff against the
+live object), and the caller decides what a partial failure means. Live objects are read with one
+LIST per type and namespace, not one GET per object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from blocks.kube import KubeCluster
+from planning.resources import (
+    MANAGED_BY_LABEL,
+    ApplyAction,
+    ExistingPolicy,
+    ResourceType,
+    activation_patch,
+    decide_apply,
+    object_key,
+)
+from stateferry.errors import PermanentError, StateferryError
+from tasks.kube_export import KubeRest, discover_resource_types, resource_path
+from tasks.retry import TRANSIENT_RETRY
+
+__all__ = ["ObjectResult", "activate_workloads", "apply_objects", "apply_resources", "summarize_results"]
+
+
+@dataclass
+class ObjectResult:
+    """What happened to one object.
+
+    Attributes:
+        key: ``Kind[.group] namespace/name``.
+        kind: the object kind.
+        namespace: target namespace ("" for cluster-scoped objects).
+        name: object name.
+        result: created | updated | unchanged | skipped-existing | failed | would-create | would-update.
+        message: reason or error message.
+        diff: per-field differences against the live target object (skip/update/dry run).
+    """
+
+    key: str
+    kind: str
+    namespace: str
+    name: str
+    result: str
+    message: str = ""
+    diff: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for reports."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "result": self.result,
+            "message": self.message,
+            "diff": self.diff,
+        }
+
+
+def _error_message(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 600 else text[:597] + "..."
+
+
+class _TypeIndex:
+    """apiVersion/kind -> ResourceType of the target, refreshed when a CRD has just been created."""
+
+    def __init__(self, rest: KubeRest) -> None:
+        self.rest = rest
+        self.by_gvk: dict[tuple[str, str], ResourceType] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        for t in discover_resource_types(self.rest):
+            self.by_gvk.setdefault((t.api_version, t.kind), t)
+
+    def get(self, api_version: str, kind: str, wait: float = 0.0) -> ResourceType | None:
+        deadline = time.monotonic() + wait
+        while True:
+            t = self.by_gvk.get((api_version, kind))
+            if t is not None or time.monotonic() >= deadline:
+                return t
+            time.sleep(0.5)
+            self.refresh()
+
+
+def _wait_crd_established(rest: KubeRest, crd_type: ResourceType, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        crd = rest.get_or_none(resource_path(crd_type, None, name)) or {}
+        conds = (crd.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
+            return
+        time.sleep(0.3)
+    raise PermanentError(f"CustomResourceDefinition {name} was not Established within {timeout:.0f}s")
+
+
+def apply_objects(
+    rest: KubeRest,
+    objects: Iterable[Mapping[str, Any]],
+    *,
+    policy: ExistingPolicy = ExistingPolicy.SKIP,
+    dry_run: bool = False,
+    namespace_labels: Mapping[str, str] | None = None,
+    crd_wait_seconds: float = 30.0,
+) -> list[ObjectResult]:
+    """Apply sanitised ``objects`` (already in restore order) and report each one.
+
+    Args:
+        rest: the target cluster.
+        objects: sanitised objects, in restore order (:func:`planning.resources.sort_for_restore`).
+        policy: what to do with objects that exist and differ (``skip`` | ``update``).
+        dry_run: decide and diff only; nothing is written.
+        namespace_labels: labels of namespaces created implicitly for objects whose Namespace
+            object is not part of the backup.
+        crd_wait_seconds: how long to wait for a just-created CRD to be served.
+    """
+    types = _TypeIndex(rest)
+    live_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    known_ns: set[str] = set()
+    for items, _ in rest.list_pages("/api/v1/namespaces"):
+        known_ns.update(i["metadata"]["name"] for i in items)
+    planned_ns: set[str] = set()
+    results: list[ObjectResult] = []
+
+    def live_index(rtype: ResourceType, ns: str) -> dict[str, dict[str, Any]]:
+        key = (f"{rtype.group}/{rtype.plural}", ns)
+        if key not in live_cache:
+            idx: dict[str, dict[str, Any]] = {}
+            if not rtype.namespaced or ns in known_ns:
+                for items, _ in rest.list_pages(resource_path(rtype, ns or None)):
+                    for it in items:
+                        it.setdefault("apiVersion", rtype.api_version)
+                        it.setdefault("kind", rtype.kind)
+                        idx[it["metadata"]["name"]] = it
+            live_cache[key] = idx
+        return live_cache[key]
+
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        ns = str(meta.get("namespace") or "")
+        kind = str(obj.get("kind", ""))
+        res = ObjectResult(object_key(obj), kind, ns, name, "failed")
+        results.append(res)
+        try:
+            wait = crd_wait_seconds if "." in str(obj.get("apiVersion", "")).split("/")[0] else 0.0
+            rtype = types.get(str(obj.get("apiVersion", "")), kind, wait=wait)
+            if rtype is None:
+                res.message = (
+                    f"the target cluster does not serve {obj.get('apiVersion')} {kind}; "
+                    "restore its CustomResourceDefinition (include it in the backup) "
+                    "or install the operator first"
+                )
+                continue
+            if rtype.namespaced and not ns:
+                res.message = "namespaced object without a namespace in the backup"
+                continue
+            if rtype.namespaced and ns not in known_ns and ns not in planned_ns:
+                if dry_run:
+                    planned_ns.add(ns)
+                else:
+                    ns_meta: dict[str, Any] = {"name": ns}
+                    if namespace_labels:
+                        ns_meta["labels"] = dict(namespace_labels)
+                    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta}
+                    try:
+                        rest.request("POST", "/api/v1/namespaces", body=body)
+                    except StateferryError as exc:
+                        if "HTTP 409" not in str(exc):
+                            raise
+                    known_ns.add(ns)
+            live = live_index(rtype, ns).get(name)
+            decision = decide_apply(obj, live, policy)
+            res.diff = list(decision.diff)
+            if decision.action is ApplyAction.UNCHANGED:
+                res.result = "unchanged"
+            elif decision.action is ApplyAction.SKIP_EXISTING:
+                res.result = "skipped-existing"
+                res.message = f"exists and differs in {len(decision.diff)} field(s); policy is skip"
+            elif dry_run:
+                res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
+                if rtype.kind == "Namespace":
+                    planned_ns.add(name)
+            elif decision.action is ApplyAction.CREATE:
+                created = rest.request("POST", resource_path(rtype, ns or None), body=decision.body)
+                res.result = "created"
+                live_index(rtype, ns)[name] = created or dict(obj)
+                if rtype.kind == "Namespace":
+                    known_ns.add(name)
+                if rtype.kind == "CustomResourceDefinition":
+                    _wait_crd_established(rest, rtype, name, crd_wait_seconds)
+                    types.refresh()
+            else:
+                updated = rest.request("PUT", resource_path(rtype, ns or None, name), body=decision.body)
+                res.result = "updated"
+                live_index(rtype, ns)[name] = updated or dict(obj)
+                if rtype.kind == "CustomResourceDefinition":
+                    types.refresh()
+        except StateferryError as exc:
+            res.result = "failed"
+            res.message = _error_message(exc)
+    return results
+
+
+def summarize_results(results: Iterable[ObjectResult]) -> dict[str, int]:
+    """Count results by outcome."""
+    out: dict[str, int] = {}
+    for r in results:
+        out[r.result] = out.get(r.result, 0) + 1
+    return dict(sorted(out.items()))
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def apply_resources(
+    cluster: KubeCluster,
+    cluster_name: str,
+    objects: list[dict[str, Any]],
+    policy: ExistingPolicy = ExistingPolicy.SKIP,
+    dry_run: bool = False,
+    namespace_labels: dict[str, str] | None = None,
+) -> list[ObjectResult]:
+    """Prefect task around :func:`apply_objects`; logs a one-line summary."""
+    log = get_run_logger()
+    rest = KubeRest(cluster.api_client(), cluster_name)
+    results = apply_objects(
+        rest,
+        objects,
+        policy=policy,
+        dry_run=dry_run,
+        namespace_labels={MANAGED_BY_LABEL: "stateferry", **(namespace_labels or {})},
+    )
+    log.info("applied %d objects to %s: %s", len(results), cluster_name, summarize_results(results))
+    for r in results:
+        if r.result == "failed":
+            log.warning("%s failed: %s", r.key, r.message)
+    return results
+
+
+def activate_workloads(rest: KubeRest, namespaces: Iterable[str]) -> list[ObjectResult]:
+    """Scale Deployments/StatefulSets parked by a migration back to the replica count recorded in
+    ``stateferry.io/migration-replicas`` (and remove the annotation). Objects without it are left
+    alone (result ``unchanged``)."""
+    results: list[ObjectResult] = []
+    for ns in namespaces:
+        for plural, kind in (("deployments", "Deployment"), ("statefulsets", "StatefulSet")):
+            rtype = ResourceType("apps", "v1", kind, plural, True)
+            for items, _ in rest.list_pages(resource_path(rtype, ns)):
+                for it in items:
+                    it.setdefault("kind", kind)
+                    it.setdefault("apiVersion", "apps/v1")
+                    name = it["metadata"]["name"]
+                    res = ObjectResult(object_key(it), kind, ns, name, "unchanged")
+                    results.append(res)
+                    try:
+                        patch = activation_patch(it)
+                        if patch is None:
+                            res.message = "not parked by a migration"
+                            continue
+                        rest.request(
+                            "PATCH",
+                            resource_path(rtype, ns, name),
+                            body=patch,
+                            content_type="application/merge-patch+json",
+                        )
+                        res.result = "updated"
+                        res.message = f"scaled to {patch['spec']['replicas']} replicas"
+                    except StateferryError as exc:
+                        res.result = "failed"
+                        res.message = _error_message(exc)
+    return results
