@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -195,3 +195,160 @@ def test_learner_add_start_promote_move_leader_remove(etcd_factory: Callable[[in
                 await etcd_new.member_remove(status.member_id)
 
     run(scenario, cluster.endpoints)
+
+
+# ------------------------------------------------------------------ TLS (mutual), server name from the host
+
+
+def _pki(directory: Path) -> dict[str, str]:
+    """A CA, a server certificate valid for DNS:localhost only, and a client certificate (PEM text)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    def cert(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, ca_key: Any, **kw: Any
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer.subject if issuer else name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        )
+        if kw.get("san"):
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(kw["san"])]), critical=False
+            )
+        if kw.get("usage"):
+            builder = builder.add_extension(x509.ExtendedKeyUsage(kw["usage"]), critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("stateferry-test-ca", ca_key, None, ca_key)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = cert(
+        "localhost",
+        server_key,
+        ca,
+        ca_key,
+        san="localhost",
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = cert("root", client_key, ca, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    pems = {
+        "ca": ca.public_bytes(serialization.Encoding.PEM).decode(),
+        "server": server.public_bytes(serialization.Encoding.PEM).decode(),
+        "server_key": key_pem(server_key),
+        "client": client.public_bytes(serialization.Encoding.PEM).decode(),
+        "client_key": key_pem(client_key),
+    }
+    for name, text in pems.items():
+        (directory / f"{name}.pem").write_text(text)
+    return pems
+
+
+@pytest.fixture
+def tls_etcd(tmp_path: Path) -> Any:
+    """A one-member etcd requiring client certificates, its certificate valid for "localhost" only."""
+    from devservers.etcd import ETCD_BINARY
+    from devservers.process import ManagedProcess, wait_until
+
+    pems = _pki(tmp_path)
+    client_port, peer_port = free_port(), free_port()
+    process = ManagedProcess(
+        [
+            ETCD_BINARY,
+            "--name=tls-0",
+            f"--data-dir={tmp_path / 'data'}",
+            f"--listen-client-urls=https://127.0.0.1:{client_port}",
+            f"--advertise-client-urls=https://localhost:{client_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=tls-0=http://127.0.0.1:{peer_port}",
+            f"--cert-file={tmp_path / 'server.pem'}",
+            f"--key-file={tmp_path / 'server_key.pem'}",
+            f"--trusted-ca-file={tmp_path / 'ca.pem'}",
+            "--client-cert-auth",
+            "--logger=zap",
+        ],
+        tmp_path / "etcd.log",
+    )
+    process.start()
+    try:
+        import socket
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", client_port)) == 0
+
+        assert wait_until(listening, 20), process.log_tail()
+        yield client_port, pems
+    finally:
+        process.stop()
+
+
+def test_mutual_tls_with_server_name_from_the_endpoint_host(tls_etcd: Any) -> None:
+    port, pems = tls_etcd
+    block = EtcdCluster(
+        endpoints=[f"https://localhost:{port}"],
+        ca_cert=pems["ca"],
+        client_cert=pems["client"],
+        client_key=pems["client_key"],
+    )
+
+    async def scenario() -> bytes | None:
+        async with block.client() as etcd:
+            deadline = time.monotonic() + 15
+            while True:  # the member elects itself leader shortly after it listens
+                try:
+                    await etcd.put("/tls", "ok")
+                    break
+                except TransientError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+            return await etcd.get("/tls")
+
+    assert asyncio.run(scenario()) == b"ok"
+
+    # without a client certificate the server refuses the handshake: a clear error, no hang
+    no_client_cert = EtcdCluster(
+        endpoints=[f"https://localhost:{port}"], ca_cert=pems["ca"], timeout_seconds=2
+    )
+
+    async def refused() -> None:
+        async with no_client_cert.client() as etcd:
+            await etcd.get("/tls")
+
+    with pytest.raises((TransientError, PermanentError)) as info:
+        asyncio.run(refused())
+    assert f"localhost:{port}" in str(info.value)
+
+    # the certificate names "localhost" only: dialling the IP is refused, so the name check is real
+    async def by_ip() -> None:
+        async with EtcdClient(
+            [f"https://127.0.0.1:{port}"],
+            ca_cert=pems["ca"],
+            cert_chain=pems["client"],
+            cert_key=pems["client_key"],
+            timeout=2,
+        ) as etcd:
+            await etcd.get("/tls")
+
+    with pytest.raises((TransientError, PermanentError)):
+        asyncio.run(by_ip())
