@@ -352,3 +352,41 @@ def test_mutual_tls_with_server_name_from_the_endpoint_host(tls_etcd: Any) -> No
 
     with pytest.raises((TransientError, PermanentError)):
         asyncio.run(by_ip())
+
+
+def test_user_and_password_on_an_auth_enabled_cluster(etcd_factory: Callable[[int], LocalEtcd]) -> None:
+    cluster = etcd_factory(1)
+    password = "pw-" + "k" * 12
+    env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+    ctl = ["etcdctl", f"--endpoints={cluster.endpoints[0]}"]
+    for args in (["user", "add", f"root:{password}", "--interactive=false"], ["auth", "enable"]):
+        done = subprocess.run([*ctl, *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+
+    good = EtcdCluster(endpoints=cluster.endpoints, username="root", password=password)  # type: ignore[arg-type]
+
+    async def round_trip() -> bytes | None:
+        async with good.client() as etcd:
+            await etcd.put("/auth", "ok")
+            return await etcd.get("/auth")
+
+    assert asyncio.run(round_trip()) == b"ok"
+
+    anonymous = EtcdCluster(endpoints=cluster.endpoints)
+
+    async def denied() -> None:
+        async with anonymous.client() as etcd:
+            await etcd.get("/auth")
+
+    with pytest.raises(PermanentError):
+        asyncio.run(denied())
+
+    wrong = EtcdCluster(endpoints=cluster.endpoints, username="root", password="wrong")  # type: ignore[arg-type]
+
+    async def bad_login() -> None:
+        async with wrong.client() as etcd:
+            await etcd.get("/auth")
+
+    with pytest.raises(PermanentError, match=r"EtcdCluster\.username") as info:
+        asyncio.run(bad_login())
+    assert "wrong" not in str(info.value) and password not in str(info.value)
