@@ -228,15 +228,23 @@ def _preflight(
     check_target_count(wanted, allow_even_size)
     if new_statefulset == statefulset and source_namespace == target_namespace and source is target:
         raise InputError("new_statefulset", "equals the source StatefulSet", "choose another name")
-    # another etcd in the target namespace?
+    # another etcd in the target namespace? (pods, and StatefulSets that may be scaled to 0)
     ours = f"{source_namespace}.{statefulset}"[:63]
-    for pod in list_pods(tgt, target_namespace):
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        images = [str(c.get("image", "")) for c in (pod.get("spec") or {}).get("containers") or []]
+    workloads = [("pod", p) for p in list_pods(tgt, target_namespace)]
+    workloads += [
+        ("StatefulSet", kubernetes.client.ApiClient().sanitize_for_serialization(s))
+        for s in kubernetes.client.AppsV1Api(tgt).list_namespaced_stateful_set(target_namespace).items
+    ]
+    for kind, obj in workloads:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        pod_spec = obj.get("spec") or {}
+        if kind == "StatefulSet":
+            pod_spec = (pod_spec.get("template") or {}).get("spec") or {}
+        images = [str(c.get("image", "")) for c in pod_spec.get("containers") or []]
         if any("etcd" in i for i in images) and labels.get(MIGRATION_LABEL) != ours:
             raise PreconditionFailed(
-                f"namespace {target_namespace!r} of the target cluster already runs etcd pod "
-                f"{pod['metadata']['name']!r} that this migration did not create: choose another "
+                f"namespace {target_namespace!r} of the target cluster already runs etcd ({kind} "
+                f"{obj['metadata']['name']!r}) that this migration did not create: choose another "
                 "target_namespace (or remove that etcd first)"
             )
     existing_new = get_object(tgt, "statefulset", target_namespace, new_statefulset)
@@ -279,7 +287,7 @@ def _preflight(
             "start the source etcd, or give source_endpoints reachable from where the flow runs",
         )
     try:
-        view = observe_cluster(endpoints, with_alarms=True)
+        view = observe_cluster.with_options(retries=1, retry_delay_seconds=1)(endpoints, with_alarms=True)
     except StateferryError as exc:
         raise InputError(
             "source_endpoints",

@@ -1,0 +1,202 @@
+"""Bad input is refused in preflight with a message that says what to fix, and nothing is changed;
+rejecting the first approval leaves ``source`` exactly as it was and ``target`` clean."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes.client
+import pytest
+
+from blocks.etcd_client import EtcdClient
+from blocks.kube import KubeCluster
+from etcd_migration.seed import SeedEtcd, deploy_seed
+from flows.etcd_migration import etcd_stretch_migration
+from sandbox.testing import SandboxHandle
+from stateferry.errors import InputError, PreconditionFailed
+from tasks.approvals import ApprovalRejected
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _snapshot(seed: SeedEtcd) -> dict[str, Any]:
+    """Everything a migration could change, in both clusters."""
+    ns = seed.namespace
+    out: dict[str, Any] = {}
+    for side, api in (("source", seed.src), ("target", seed.tgt)):
+        core = kubernetes.client.CoreV1Api(api)
+        apps = kubernetes.client.AppsV1Api(api)
+        out[f"{side}/services"] = sorted(
+            (s.metadata.name, s.spec.type) for s in core.list_namespaced_service(ns).items
+        )
+        out[f"{side}/statefulsets"] = sorted(
+            (s.metadata.name, s.spec.replicas, str(s.spec.template.spec.containers[0].args))
+            for s in apps.list_namespaced_stateful_set(ns).items
+        )
+        out[f"{side}/configmaps"] = sorted(c.metadata.name for c in core.list_namespaced_config_map(ns).items)
+        out[f"{side}/pvcs"] = sorted(
+            c.metadata.name for c in core.list_namespaced_persistent_volume_claim(ns).items
+        )
+        out[f"{side}/corefile"] = core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+
+    async def members() -> list[tuple[str, tuple[str, ...], bool]]:
+        async with EtcdClient(seed.pod_endpoints(), timeout=5) as etcd:
+            return sorted((m.name, m.peer_urls, m.is_learner) for m in await etcd.member_list())
+
+    out["members"] = asyncio.run(members())
+    return out
+
+
+@pytest.fixture(scope="module")
+def idle_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluster]) -> Iterator[SeedEtcd]:
+    """One seed etcd shared by the refusal cases (none of them may change it)."""
+    seed = deploy_seed(sandbox, kube_blocks)
+    yield seed
+    for api in (seed.src, seed.tgt):
+        try:
+            kubernetes.client.CoreV1Api(api).delete_namespace(seed.namespace)
+        except Exception:
+            pass
+
+
+def _other_etcd_namespace(seed: SeedEtcd) -> str:
+    """A target namespace that already has an etcd StatefulSet of its own."""
+    ns = f"busy-{uuid.uuid4().hex[:6]}"
+    kubernetes.client.CoreV1Api(seed.tgt).create_namespace({"metadata": {"name": ns}})
+    kubernetes.client.AppsV1Api(seed.tgt).create_namespaced_stateful_set(
+        ns,
+        {
+            "metadata": {"name": "etcd-other"},
+            "spec": {
+                "replicas": 0,
+                "serviceName": "etcd-other",
+                "selector": {"matchLabels": {"app": "etcd-other"}},
+                "template": {
+                    "metadata": {"labels": {"app": "etcd-other"}},
+                    "spec": {"containers": [{"name": "etcd", "image": "quay.io/coreos/etcd:v3.4.18"}]},
+                },
+            },
+        },
+    )
+    return ns
+
+
+CASES = [
+    (
+        "unknown statefulset",
+        {"statefulset": "etcd-nope"},
+        InputError,
+        r"statefulset: .*etcd-nope.*use one of \['etcd'\]",
+    ),
+    (
+        "wrong namespace",
+        {"source_namespace": "no-such-ns"},
+        InputError,
+        r"source_namespace: namespace 'no-such-ns'",
+    ),
+    ("target count 0", {"target_replicas": 0}, InputError, r"target_replicas: is 0\. Fix: give at least 1"),
+    ("even target", {"target_replicas": 4}, InputError, r"target_replicas: 4 is even.*allow_even_size=True"),
+    (
+        "unreachable source endpoints",
+        {"source_endpoints": ["127.0.0.1:9"]},
+        InputError,
+        r"source_endpoints: the source etcd did not answer.*give source_endpoints reachable",
+    ),
+    (
+        "target namespace runs etcd",
+        {"target_namespace": "<busy>"},
+        PreconditionFailed,
+        r"already runs etcd \(StatefulSet 'etcd-other'\)",
+    ),
+    (
+        "wrong target image",
+        {"target_image": "quay.io/coreos/etcd:v3.5.9"},
+        PreconditionFailed,
+        r"same minor version",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "params", "error", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_preflight_and_nothing_changes(
+    prefect_server: Any,
+    idle_seed: SeedEtcd,
+    case: str,
+    params: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    before = _snapshot(idle_seed)
+    kwargs: dict[str, Any] = {"source_namespace": idle_seed.namespace, "auto_approve": True, **params}
+    if kwargs.get("target_namespace") == "<busy>":
+        kwargs["target_namespace"] = _other_etcd_namespace(idle_seed)
+    t0 = time.monotonic()
+    with pytest.raises(error, match=message):
+        etcd_stretch_migration(idle_seed.source, idle_seed.target, **kwargs)
+    assert time.monotonic() - t0 < 30
+    assert _snapshot(idle_seed) == before
+
+
+def _wait_paused_with_schema(run_name: str, timeout: float = 120) -> Any:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
+            )
+            state = runs[0].state if runs else None
+            if state is not None and state.type.value == "PAUSED":
+                keyset = state.state_details.run_input_keyset or {}
+                if keyset.get("schema"):
+                    try:
+                        client.read_flow_run_input(runs[0].id, keyset["schema"])
+                        return runs[0]
+                    except Exception:
+                        pass
+            time.sleep(0.2)
+    raise AssertionError(f"flow run {run_name} was not paused with an input schema within {timeout}s")
+
+
+def test_rejecting_the_join_leaves_source_as_it_was_and_target_clean(
+    prefect_server: Any, seed_etcd: SeedEtcd
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    before = _snapshot(seed_etcd)
+    run_name = f"reject-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = etcd_stretch_migration.with_options(flow_run_name=run_name)(
+                seed_etcd.source, seed_etcd.target, source_namespace=seed_etcd.namespace
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        paused = _wait_paused_with_schema(run_name)
+        # while paused: the per-member LoadBalancers and DNS hosts exist, nobody joined yet
+        during = _snapshot(seed_etcd)
+        assert ("etcd-main-0", "LoadBalancer") in during["target/services"]
+        assert "etcd-main-0.etcd-main" in during["source/corefile"]
+        assert during["members"] == before["members"]
+        resume_flow_run(paused.id, run_input={"approved": False, "comment": "not today"})
+        thread.join(timeout=120)
+    finally:
+        if thread.is_alive():
+            resume_flow_run(_wait_paused_with_schema(run_name, 5).id, run_input={"approved": False})
+            thread.join(timeout=60)
+    assert isinstance(outcome.get("error"), ApprovalRejected), outcome
+    assert "not today" in str(outcome["error"])
+    assert _snapshot(seed_etcd) == before
