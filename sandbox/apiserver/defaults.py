@@ -269,7 +269,7 @@ def job(obj: Obj) -> None:
         labels.setdefault("job-name", name)
         labels.setdefault("batch.kubernetes.io/controller-uid", uid)
         labels.setdefault("batch.kubernetes.io/job-name", name)
-        spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        spec.setdefault("selector", {"matchLabels": {"controller-uid": uid}})
     if isinstance(tmpl, dict):
         spec_ = tmpl.get("spec")
         if isinstance(spec_, dict) and "restartPolicy" not in spec_:

@@ -189,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             version, rest = parts[2], parts[3:]
             if version not in reg.groups[group]:
-                raise errors.page_not_found()
+                raise errors.server_could_not_find()
         else:
             raise errors.page_not_found()
         if not rest:

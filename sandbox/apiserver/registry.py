@@ -18,7 +18,7 @@ from sandbox.apiserver.crd import crd_resource_types, prune, validate_custom
 from sandbox.apiserver.decode import DecodeError, Decoder
 from sandbox.apiserver.errors import ApiError, FieldError
 from sandbox.apiserver.patch import json_patch, merge_patch, strategic_merge_patch
-from sandbox.apiserver.resources import BUILTIN, ResourceType
+from sandbox.apiserver.resources import BUILTIN, REVIEWS, ResourceType
 from sandbox.apiserver.selectors import (
     fields_match,
     labels_match,
@@ -224,6 +224,8 @@ class Registry:
     ) -> Obj:
         """POST: decode, default, admit, validate, store."""
         decoded = self.decode(rt, body, strict)
+        if rt.key in REVIEWS:
+            return _review(rt, decoded)
         obj: Obj = {"kind": rt.kind, "apiVersion": rt.api_version}
         obj.update((k, v) for k, v in decoded.items() if k not in ("kind", "apiVersion"))
         meta = obj.get("metadata")
@@ -870,6 +872,26 @@ _INITIAL_STATUS: dict[tuple[str, str], Obj] = {
         "expectedPods": 0,
     },
 }
+
+
+def _review(rt: ResourceType, body: Obj) -> Obj:
+    """Answer an access/rules/self review: everything is allowed for the sandbox's single admin user."""
+    out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"creationTimestamp": None}}
+    out["spec"] = body.get("spec") or {}
+    if rt.plural == "selfsubjectreviews":
+        out.pop("spec")
+        out["status"] = {
+            "userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}
+        }
+    elif rt.plural == "selfsubjectrulesreviews":
+        out["status"] = {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
+    else:
+        out["status"] = {"allowed": True, "reason": "the stateferry sandbox authorizes every request"}
+    return out
 
 
 def should_remove(key: tuple[str, str], obj: Obj) -> bool:

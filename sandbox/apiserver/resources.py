@@ -161,7 +161,62 @@ BUILTIN: tuple[ResourceType, ...] = (
     _r(
         "scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",), model="V1PriorityClass"
     ),
+    _r(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        ("hpa",),
+        _SS,
+        model="V2HorizontalPodAutoscaler",
+        cats=("all",),
+    ),
+    # reviews: create-only, answered and never stored (the sandbox has no authentication/authorization)
+    ResourceType(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        model="V1SelfSubjectAccessReview",
+        verbs=("create",),
+    ),
+    ResourceType(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        True,
+        model="V1SelfSubjectRulesReview",
+        verbs=("create",),
+    ),
+    ResourceType(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        False,
+        model="V1SubjectAccessReview",
+        verbs=("create",),
+    ),
+    ResourceType(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        False,
+        model="V1SelfSubjectReview",
+        verbs=("create",),
+    ),
 )
+
+REVIEWS = {
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
+}
 
 # Groups listed by /apis even though they serve nothing the sandbox stores (kubectl only needs them listed).
 PREFERRED_ORDER = (

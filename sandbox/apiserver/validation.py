@@ -323,8 +323,6 @@ def statefulset(obj: Obj, old: Obj | None) -> Errors:
             "updateStrategy",
             "persistentVolumeClaimRetentionPolicy",
             "minReadySeconds",
-            "ordinals",
-            "revisionHistoryLimit",
         }
         ospec = old.get("spec") or {}
         a = {k: v for k, v in spec.items() if k not in allowed}
@@ -335,9 +333,9 @@ def statefulset(obj: Obj, old: Obj | None) -> Errors:
                     "spec",
                     "Forbidden",
                     None,
-                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
-                    "'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and "
-                    "'minReadySeconds' are forbidden",
+                    "updates to statefulset spec for fields other than 'replicas', 'template', "
+                    "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                    "are forbidden",
                 )
             )
     return errs

@@ -312,3 +312,11 @@ def test_kubectl_create_generators_send_protobuf(api_env: ApiEnv) -> None:
         == "Never"
     )
     api_env.kubectl("delete", "ns", ns, "--wait=false", check=True)
+
+
+def test_kubectl_auth_and_discovery(api_env: ApiEnv) -> None:
+    assert api_env.kubectl("auth", "can-i", "create", "pods", check=True).stdout.strip() == "yes"
+    resources = api_env.kubectl("api-resources", "-o", "name", check=True).stdout.split()
+    assert {"statefulsets.apps", "pods", "customresourcedefinitions.apiextensions.k8s.io"} <= set(resources)
+    unknown = api_env.kubectl("get", "--raw", "/apis/nope.example.com/v1")
+    assert unknown.returncode == 1 and "NotFound" in unknown.stderr
