@@ -21,7 +21,7 @@ from blocks.object_store import ObjectStore
 from devservers.ports import free_port
 from devservers.s3 import SeaweedS3
 from flows.bucket_mirror import bucket_mirror
-from stateferry.errors import InputError, TransientError
+from stateferry.errors import InputError, PreconditionFailed, TransientError
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -391,3 +391,98 @@ def test_whole_store_mode_creates_missing_buckets(tmp_path: Path, object_store_b
         b = _client(object_store_b)
         for n in names:
             assert snapshot(b, n) == snapshot(a, n)
+
+
+def _latest_artifact(key: str) -> str:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact {key}"
+    return str(found[0].data)
+
+
+def test_deletes_over_the_cap_wait_for_approval_and_empty_source_never_deletes(
+    buckets: tuple[str, Minio, Minio], object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    from tasks.approvals import ApprovalRejected
+
+    name, a, b = buckets
+    for i in range(4):
+        put(a, name, f"k{i}", b"v")
+    bucket_mirror(object_store_a, object_store_b, bucket=name, auto_approve=True)
+    for i in range(1, 4):
+        a.remove_object(name, f"k{i}")  # 3 of 4 destination objects to delete: over max_delete_ratio=0.5
+
+    # Rejected in the UI: nothing deleted.
+    run_name = f"cap-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = bucket_mirror.with_options(flow_run_name=run_name)(
+                object_store_a, object_store_b, bucket=name, remove=True
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    paused = _wait_for_state(run_name, "PAUSED")
+    assert "k1" in _latest_artifact("approval-mirror-deletes-1")
+    resume_flow_run(paused.id, run_input={"approved": False, "comment": "not yet"})
+    thread.join(timeout=60)
+    assert isinstance(outcome.get("error"), ApprovalRejected)
+    assert len(list(b.list_objects(name))) == 4
+
+    # Approved: exactly the withheld deletes are done.
+    result = bucket_mirror(object_store_a, object_store_b, bucket=name, remove=True, auto_approve=True)
+    assert result["deleted"] == 3 and result["verified"] is True
+    assert [o.object_name for o in b.list_objects(name)] == ["k0"]
+
+    # An empty source never wipes the destination (unless allow_empty_source=True).
+    a.remove_object(name, "k0")
+    with pytest.raises(PreconditionFailed, match="withheld"):
+        bucket_mirror(
+            object_store_a, object_store_b, bucket=name, remove=True, max_delete_ratio=1.0, auto_approve=True
+        )
+    assert [o.object_name for o in b.list_objects(name)] == ["k0"]
+    emptied = bucket_mirror(
+        object_store_a,
+        object_store_b,
+        bucket=name,
+        remove=True,
+        max_delete_ratio=1.0,
+        allow_empty_source=True,
+        auto_approve=True,
+    )
+    assert emptied["deleted"] == 1 and list(b.list_objects(name)) == []
+
+
+def test_checksum_verification_catches_what_size_and_mtime_miss(
+    buckets: tuple[str, Minio, Minio], object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    name, a, b = buckets
+    size = 6 * MiB
+    put(a, name, "blob", b"A" * size, part_size=5 * MiB)  # multipart ETag "...-2"
+    b.make_bucket(name)
+    time.sleep(1.1)
+    put(b, name, "blob", b"B" * size, part_size=64 * MiB)  # same size, single-part ETag, newer
+
+    by_etag = bucket_mirror(object_store_a, object_store_b, bucket=name, auto_approve=True)
+    assert by_etag["overwritten"] == 0  # size + mtime cannot tell (what mc does)
+    by_checksum = bucket_mirror(
+        object_store_a, object_store_b, bucket=name, verify="checksum", auto_approve=True
+    )
+    assert by_checksum["overwritten"] == 1 and by_checksum["verified"] is True
+    assert snapshot(b, name) == snapshot(a, name)
+    assert etags(b, name) == etags(a, name)  # copied with the source's part size: same multipart ETag
+    assert "PASSED" in _latest_artifact("bucket-mirror-summary")
