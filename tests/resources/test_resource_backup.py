@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -10,9 +9,8 @@ import pytest
 
 from blocks.kube import KubeCluster
 from flows.resource_backup import resource_backup, resource_restore
-from planning.archive_layout import ArchiveError
-from stateferry.errors import InputError, PreconditionFailed
 from tasks.kube_export import KubeRest
+
 from .conftest import pv_dir, read_tree
 
 pytestmark = pytest.mark.timeout(240)

@@ -1,0 +1,258 @@
+"""Application migration between clusters (Kubemotion-like): resources and volume data.
+
+``app_migration`` exports the namespaces' resources from the source (same engine and archive layout
+as ``resource_backup``; the archive is kept under ``migrations/<name>/`` for audit), copies every
+PVC's files with data-mover Jobs, applies everything except workloads in the target, fills the new
+PVCs (checksums compared), then applies the workloads — with ``start_applications=False`` they
+arrive with 0 replicas and the original count in ``stateferry.io/migration-replicas``, to be scaled
+back by the ``activate`` flow (or the approval step when ``approve_activation=True``).
+
+The status table artifact lists every resource and every volume with ``migrated successfully`` or
+the reason, as ``storkctl describe migration`` does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from blocks.kube import KubeCluster
+from blocks.object_store import ObjectStore
+from flows.resource_backup import (
+    _iso,
+    _now,
+    _run_id,
+    apply_in_phases,
+    load_block,
+    transform_objects,
+    volume_table,
+)
+from planning.archive_layout import validate_backup_name
+from planning.resources import (
+    BACKUP_NAME_LABEL,
+    MANAGED_BY_LABEL,
+    RESTORE_NAME_LABEL,
+    ExistingPolicy,
+    Selection,
+    parse_mapping,
+)
+from stateferry.errors import InputError, PermanentError
+from tasks.archive_store import upload_archive
+from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
+from tasks.kube_export import KubeRest, export_resources, read_tarball
+from tasks.volume_mover import pack_volumes
+
+__all__ = ["MigrationFailed", "activate", "app_migration"]
+
+_RESULT_TEXT = {
+    "created": "migrated successfully",
+    "updated": "migrated successfully (updated)",
+    "unchanged": "migrated successfully (already present)",
+    "skipped-existing": "skipped: exists in the target and differs (policy skip)",
+}
+
+
+class MigrationFailed(PermanentError):
+    """Some resources or volumes did not migrate; the status table lists each one."""
+
+
+def _status_rows(results: list[ObjectResult], parked: set[str]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        status = _RESULT_TEXT.get(r.result, r.result)
+        if r.key in parked and r.result in ("created", "updated"):
+            status += " (0 replicas until activation)"
+        rows.append(
+            {
+                "resource": r.kind,
+                "namespace": r.namespace,
+                "name": r.name,
+                "status": status,
+                "reason": r.message,
+            }
+        )
+    return rows
+
+
+@flow(name="app_migration", log_prints=True)
+def app_migration(
+    source: KubeCluster | str,
+    target: KubeCluster | str,
+    namespaces: list[str],
+    object_store: ObjectStore | str,
+    bucket: str,
+    migration_name: str | None = None,
+    include_resources: bool = True,
+    include_volumes: bool = True,
+    start_applications: bool = True,
+    namespace_mapping: dict[str, str] | str | None = None,
+    storage_class_mapping: dict[str, str] | str | None = None,
+    label_selector: str = "",
+    existing_resource_policy: str = "skip",
+    approve_activation: bool = False,
+    auto_approve: bool = False,
+    mover_endpoint: str | None = None,
+    prefix: str = "migrations",
+) -> dict[str, Any]:
+    """Migrate namespaces' resources and volume data from ``source`` to ``target``.
+
+    Args:
+        source / target: the clusters (blocks or saved block names).
+        namespaces: namespaces to migrate (must exist in the source).
+        object_store / bucket: staging area of the archive and the volume tarballs.
+        migration_name: name of the migration (labels, archive); default ``migration-<timestamp>``.
+        include_resources: migrate the Kubernetes objects (False: only PVCs and their data).
+        include_volumes: copy PVC data with data-mover Jobs (``stateferry/worker``).
+        start_applications: False -> Deployments/StatefulSets arrive with 0 replicas (original
+            count in ``stateferry.io/migration-replicas``) until activated.
+        namespace_mapping / storage_class_mapping: ``{"old": "new"}`` or ``"old:new,..."``.
+        label_selector: only objects with matching labels.
+        existing_resource_policy: ``skip`` | ``update`` for objects already in the target.
+        approve_activation: with ``start_applications=False``, pause for an approval and then
+            activate (instead of leaving it to the ``activate`` flow).
+        auto_approve: approve without pausing (unattended runs).
+        mover_endpoint: object-store URL as the clusters' pods reach it (default: the block's URL).
+        prefix: key prefix in the bucket.
+
+    Returns:
+        Report with per-resource and per-volume status.
+
+    Raises:
+        MigrationFailed: some resource or volume failed (after the status table is published).
+    """
+    log = get_run_logger()
+    t0 = time.monotonic()
+    src = load_block(KubeCluster, source, "source")
+    dst = load_block(KubeCluster, target, "target")
+    store = load_block(ObjectStore, object_store, "object_store")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", "name the namespaces to migrate, e.g. ['cms']")
+    if not include_resources and not include_volumes:
+        raise InputError("include_resources", "and include_volumes are both False", "enable at least one")
+    now = _now()
+    name = validate_backup_name(
+        migration_name or f"migration-{now.strftime('%Y%m%d-%H%M%S')}", "migration_name"
+    )
+    policy = ExistingPolicy.parse(existing_resource_policy)
+    ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
+    sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
+    selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
+    with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
+        exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
+        volumes = []
+        if include_volumes and exported.pvcs:
+            volumes = pack_volumes(
+                src, "source", store, bucket, prefix, name, exported.pvcs, _run_id(), mover_endpoint
+            )
+            exported.manifest.volumes = [v.to_dict() for v in volumes]
+        upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
+        objects = list(read_tarball(exported.tarball))
+    if not include_resources:
+        objects = [o for o in objects if o.get("kind") in ("Namespace", "PersistentVolumeClaim")]
+    labels = {BACKUP_NAME_LABEL: name, RESTORE_NAME_LABEL: name, MANAGED_BY_LABEL: "stateferry"}
+    desired = transform_objects(
+        objects,
+        namespace_mapping=ns_map,
+        storage_class_mapping=sc_map,
+        keep_node_ports=False,
+        labels=labels,
+        park_workloads=not start_applications,
+    )
+    parked = {
+        f"{o['kind']}.apps {o['metadata']['namespace']}/{o['metadata']['name']}"
+        for o in desired
+        if not start_applications and o.get("kind") in ("Deployment", "StatefulSet")
+    }
+    packed_ok = [v for v in volumes if v.status == "packed"]
+    results, vol_results = apply_in_phases(
+        dst, "target", desired, policy, False, labels, store, bucket, packed_ok, ns_map, mover_endpoint
+    )
+    vol_results += [v for v in volumes if v.status != "packed"]
+    rows = _status_rows(results, parked)
+    create_table_artifact(
+        key="app-migration-resources", table=rows, description=f"migration {name}: resources"
+    )
+    if vol_results:
+        create_table_artifact(
+            key="app-migration-volumes",
+            table=volume_table(vol_results),
+            description=f"migration {name}: volumes",
+        )
+    counts = summarize_results(results)
+    failed = [r for r in results if r.result == "failed"]
+    failed_vols = [v for v in vol_results if v.status != "migrated successfully"]
+    activation: list[dict[str, Any]] = []
+    if not start_applications and approve_activation and not failed and not failed_vols:
+        from tasks.approvals import request_approval
+
+        targets = sorted({ns_map.get(n, n) for n in namespaces})
+        request_approval(
+            "activate-migration",
+            f"# Activate migration `{name}`\n\nScale back {len(parked)} workloads in "
+            f"{', '.join(targets)}:\n\n" + "\n".join(f"- {p}" for p in sorted(parked)),
+            key=f"activate-{name}",
+            auto_approve=auto_approve,
+        )
+        activation = [r.to_dict() for r in activate_workloads(KubeRest(dst.api_client(), "target"), targets)]
+    seconds = time.monotonic() - t0
+    create_markdown_artifact(
+        key="app-migration-summary",
+        markdown=(
+            f"# Migration `{name}`\n\n{', '.join(namespaces)} from source to target"
+            f"{' (namespaces ' + str(ns_map) + ')' if ns_map else ''}, {seconds:.1f}s\n\n"
+            f"- resources: {len(results)} ({counts})\n- volumes: {len(vol_results)} "
+            f"({len(vol_results) - len(failed_vols)} migrated successfully)\n"
+            f"- applications: {'started' if start_applications else ('activated' if activation else 'parked at 0 replicas; run the activate flow')}\n"
+        ),
+        description=f"migration {name}",
+    )
+    report = {
+        "migration_name": name,
+        "counts": counts,
+        "resources": rows,
+        "volumes": [v.to_dict() for v in vol_results],
+        "activation": activation,
+        "seconds": round(seconds, 3),
+    }
+    if failed or failed_vols:
+        parts = [f"{r.key}: {r.message}" for r in failed[:3]] + [
+            f"volume {v.namespace}/{v.pvc}: {v.reason}" for v in failed_vols[:3]
+        ]
+        raise MigrationFailed(
+            f"{len(failed)} resource(s) and {len(failed_vols)} volume(s) did not migrate ({'; '.join(parts)}). "
+            "Fix: see the status table artifact; re-running the migration skips what already arrived"
+        )
+    log.info("migration %s done: %s", name, counts)
+    return report
+
+
+@flow(name="activate", log_prints=True)
+def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+    """Scale the Deployments/StatefulSets a migration parked at 0 replicas back to their recorded
+    counts (``stateferry.io/migration-replicas``) and remove the annotation.
+
+    Args:
+        target: the cluster the migration went to.
+        namespaces: target namespaces to activate.
+
+    Returns:
+        ``{"results": [...], "counts": {...}}`` per workload.
+    """
+    dst = load_block(KubeCluster, target, "target")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", "name the target namespaces to activate")
+    results = activate_workloads(KubeRest(dst.api_client(), "target"), namespaces)
+    create_table_artifact(
+        key="activation",
+        table=[{"workload": r.key, "result": r.result, "message": r.message} for r in results],
+        description=f"activation of {', '.join(namespaces)}",
+    )
+    failed = [r for r in results if r.result == "failed"]
+    if failed:
+        raise MigrationFailed("; ".join(f"{r.key}: {r.message}" for r in failed))
+    return {"results": [r.to_dict() for r in results], "counts": summarize_results(results)}
