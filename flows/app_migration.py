@@ -200,6 +200,11 @@ def app_migration(
         )
         activation = [r.to_dict() for r in activate_workloads(KubeRest(dst.api_client(), "target"), targets)]
     seconds = time.monotonic() - t0
+    apps_state = (
+        "started"
+        if start_applications
+        else ("activated" if activation else "parked at 0 replicas; run the activate flow")
+    )
     create_markdown_artifact(
         key="app-migration-summary",
         markdown=(
@@ -207,7 +212,7 @@ def app_migration(
             f"{' (namespaces ' + str(ns_map) + ')' if ns_map else ''}, {seconds:.1f}s\n\n"
             f"- resources: {len(results)} ({counts})\n- volumes: {len(vol_results)} "
             f"({len(vol_results) - len(failed_vols)} migrated successfully)\n"
-            f"- applications: {'started' if start_applications else ('activated' if activation else 'parked at 0 replicas; run the activate flow')}\n"
+            f"- applications: {apps_state}\n"
         ),
         description=f"migration {name}",
     )
@@ -224,7 +229,8 @@ def app_migration(
             f"volume {v.namespace}/{v.pvc}: {v.reason}" for v in failed_vols[:3]
         ]
         raise MigrationFailed(
-            f"{len(failed)} resource(s) and {len(failed_vols)} volume(s) did not migrate ({'; '.join(parts)}). "
+            f"{len(failed)} resource(s) and {len(failed_vols)} volume(s) did not migrate "
+            f"({'; '.join(parts)}). "
             "Fix: see the status table artifact; re-running the migration skips what already arrived"
         )
     log.info("migration %s done: %s", name, counts)
