@@ -198,13 +198,6 @@ def statefulset(obj: Obj) -> None:
             vct.setdefault("status", {"phase": "Pending"})
 
 
-def _template_labels_selector(spec: Obj) -> None:
-    if "selector" not in spec:
-        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
-        if labels:
-            spec["selector"] = {"matchLabels": dict(labels)}
-
-
 def deployment(obj: Obj) -> None:
     """Deployment defaults."""
     spec = obj.setdefault("spec", {})

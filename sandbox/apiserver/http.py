@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
+import yaml
 
 from sandbox.apiserver import discovery, errors, openapi, protobuf, tables
 from sandbox.apiserver.errors import ApiError
@@ -108,8 +109,6 @@ class Handler(BaseHTTPRequestHandler):
                     f"application/json, application/yaml ({exc})",
                 ) from None
         if ctype in ("application/yaml", "application/apply-patch+yaml"):
-            import yaml
-
             return yaml.safe_load(raw.decode())
         try:
             return orjson.loads(raw)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -86,7 +85,6 @@ class Registry:
         for rt in BUILTIN:
             self._add_type(rt)
         self.on_namespace_created: Callable[[Obj], None] | None = None
-        self.discovery_changed = threading.Event()
 
     # ---- types -------------------------------------------------------------------------------------
     def _add_type(self, rt: ResourceType) -> None:
@@ -112,7 +110,6 @@ class Registry:
                 versions = self.groups.setdefault(rt.group, [])
                 if rt.version not in versions:
                     versions.append(rt.version)
-            self.discovery_changed.set()
 
     def unregister_crd(self, crd: Obj) -> None:
         """Stop serving the custom resources of a deleted CRD."""
@@ -127,7 +124,6 @@ class Registry:
                 self.groups[group] = left
             else:
                 self.groups.pop(group, None)
-            self.discovery_changed.set()
 
     def type_for(self, group: str, version: str, plural: str) -> ResourceType | None:
         """The resource served at this path, if any."""

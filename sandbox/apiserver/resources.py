@@ -239,11 +239,3 @@ PREFERRED_ORDER = (
     "discovery.k8s.io",
     "flowcontrol.apiserver.k8s.io",
 )
-
-# Kinds whose pod-template-bearing spec carries ``spec.replicas`` and a ``/scale`` subresource.
-SCALABLE = {
-    ("apps", "statefulsets"),
-    ("apps", "deployments"),
-    ("apps", "replicasets"),
-    ("", "replicationcontrollers"),
-}

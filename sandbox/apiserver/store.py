@@ -17,7 +17,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace, name)
 
-EVENT_LOG_SIZE = 50_000
+EVENT_LOG_SIZE = 10_000  # watch history kept for resourceVersion replay (older: 410 Gone)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,6 @@ class Store:
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._persist_thread: threading.Thread | None = None
-        self.extra: dict[str, Any] = {}  # small server state persisted beside the objects
 
     # ---- persistence -------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -65,7 +64,6 @@ class Store:
         data = orjson.loads(self.state_file.read_bytes())
         self.rv = int(data["rv"])
         self.log_start = self.rv
-        self.extra = data.get("extra", {})
         for entry in data["objects"]:
             key = (entry["group"], entry["plural"])
             for obj in entry["items"]:
@@ -88,7 +86,7 @@ class Store:
         while not self._stop.is_set():
             self._dirty.wait(0.5)
             if self._dirty.is_set():
-                self._stop.wait(0.05)  # batch a burst of writes into one file write
+                self._stop.wait(0.2)  # batch a burst of writes into one file write (at most 5 per second)
                 self.flush()
 
     def flush(self) -> None:
@@ -99,7 +97,6 @@ class Store:
             self._dirty.clear()
             snapshot = {
                 "rv": self.rv,
-                "extra": dict(self.extra),
                 "objects": [
                     {"group": k[0], "plural": k[1], "items": list(v.values())}
                     for k, v in self.objects.items()
