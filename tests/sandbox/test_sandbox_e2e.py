@@ -365,6 +365,8 @@ def test_python_client_typed_and_dynamic(sandbox: SandboxHandle) -> None:
     ready: set[str] = set()
     for event in w.stream(core.list_namespaced_pod, ns, label_selector="app=web", timeout_seconds=30):
         pod = event["object"]
+        if pod.metadata.name == "web-1" and event["type"] == "ADDED":
+            assert "web-0" in ready  # OrderedReady: web-1 is created only once web-0 is Ready
         if any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])):
             ready.add(pod.metadata.name)
         if ready == {"web-0", "web-1"}:
@@ -729,3 +731,103 @@ def test_down_after_supervisor_crash_leaves_nothing(tmp_path: Path) -> None:
     assert (state / "source" / "api").is_dir()  # state kept without --wipe
     subprocess.run([*cli, "down", "--wipe", "--state-dir", str(state)], check=True, capture_output=True)
     assert not state.exists()
+
+
+# ------------------------------------------------------------------------------------------- Jobs
+def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
+    sb = sandbox
+    ns = new_namespace(sb, "source", "jobs")
+    script = (
+        "import os, socket, pathlib, stateferry; "
+        "pathlib.Path('/mnt/out.txt').write_text("
+        "os.environ['TOKEN'] + ' ' + os.environ['POD'] + ' ' + socket.gethostbyname('kubernetes.default.svc'))"
+    )
+    objs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"token": "s3cr3t"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "work"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "mover"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "mover",
+                                "image": "stateferry/stateferry:dev",
+                                "command": ["python", "-c", script],
+                                "env": [
+                                    {
+                                        "name": "TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                                    },
+                                    {
+                                        "name": "POD",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                    },
+                                ],
+                                "volumeMounts": [{"name": "work", "mountPath": "/mnt"}],
+                            }
+                        ],
+                        "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "work"}}],
+                    }
+                },
+            },
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "broken"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": "stateferry/stateferry:dev",
+                                "command": ["stateferry", "no-such-command"],
+                            }
+                        ],
+                    }
+                },
+            },
+        },
+    ]
+    kubectl(sb, "source", "apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(objs))
+
+    def condition(job: str) -> str | None:
+        j = json.loads(kubectl(sb, "source", "get", "job", job, "-n", ns, "-o", "json").stdout)
+        conds = [c for c in j.get("status", {}).get("conditions") or [] if c["status"] == "True"]
+        return f"{conds[0]['type']}:{conds[0].get('reason', '')}" if conds else None
+
+    assert wait_until(lambda: condition("mover"), 30, "mover to finish") == "Complete:"
+    assert wait_until(lambda: condition("broken"), 30, "broken to fail") == "Failed:BackoffLimitExceeded"
+    mover = json.loads(kubectl(sb, "source", "get", "job", "mover", "-n", ns, "-o", "json").stdout)
+    assert mover["status"]["succeeded"] == 1
+    pods = pods_json(sb, "source", ns, "job-name=mover")
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Succeeded"
+    pv = kubectl(sb, "source", "get", "pvc", "work", "-n", ns, "-o", "jsonpath={.spec.volumeName}").stdout
+    kubernetes_ip = kubectl(
+        sb, "source", "get", "svc", "kubernetes", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout
+    out = (sb.state_dir / "source" / "pv" / pv / "out.txt").read_text()
+    assert out == f"s3cr3t {pods[0]['metadata']['name']} {kubernetes_ip}"
+    assert not Path("/mnt/out.txt").exists()  # written into the PV, not onto the host
+    broken = pods_json(sb, "source", ns, "job-name=broken")
+    assert broken[0]["status"]["phase"] == "Failed"
+    assert broken[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
