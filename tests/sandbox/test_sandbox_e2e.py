@@ -739,8 +739,8 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
     ns = new_namespace(sb, "source", "jobs")
     script = (
         "import os, socket, pathlib, stateferry; "
-        "pathlib.Path('/mnt/out.txt').write_text("
-        "os.environ['TOKEN'] + ' ' + os.environ['POD'] + ' ' + socket.gethostbyname('kubernetes.default.svc'))"
+        "ip = socket.gethostbyname('kubernetes.default.svc'); "
+        "pathlib.Path('/mnt/out.txt').write_text(os.environ['TOKEN'] + ' ' + os.environ['POD'] + ' ' + ip)"
     )
     objs = [
         {
