@@ -44,7 +44,10 @@ def crd_resource_types(crd: Obj) -> list[ResourceType]:
                 categories=tuple(names.get("categories") or ()),
                 verbs=ALL_VERBS,
                 custom=True,
-                crd_schemas={"schema": (version.get("schema") or {}).get("openAPIV3Schema")},
+                crd_schemas={
+                    "schema": (version.get("schema") or {}).get("openAPIV3Schema"),
+                    "columns": version.get("additionalPrinterColumns") or [],
+                },
                 scale_paths=scale_paths,
             )
         )

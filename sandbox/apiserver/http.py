@@ -240,9 +240,7 @@ class Handler(BaseHTTPRequestHandler):
                 if self._wants_table():
                     self._json(
                         200,
-                        tables.table(
-                            rt.key, listing["items"], listing["metadata"], q.get("includeObject", "Metadata")
-                        ),
+                        _table(rt, listing["items"], listing["metadata"], q.get("includeObject", "Metadata")),
                     )
                 else:
                     self._json(200, listing)
@@ -313,8 +311,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _maybe_table(self, rt: ResourceType, obj: Obj, q: dict[str, str]) -> Obj:
         if self._wants_table():
-            return tables.table(
-                rt.key,
+            return _table(
+                rt,
                 [obj],
                 {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
                 q.get("includeObject", "Metadata"),
@@ -440,15 +438,20 @@ class Handler(BaseHTTPRequestHandler):
         if as_table:
             return {
                 "type": etype,
-                "object": tables.table(
-                    rt.key, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include
-                ),
+                "object": _table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include),
             }
         return {"type": etype, "object": obj}
 
     def _chunk(self, event: Obj) -> None:
         data = orjson.dumps(event) + b"\n"
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def _table(rt: ResourceType, objs: list[Obj], meta: Obj, include: str) -> Obj:
+    columns = None
+    if rt.custom and rt.crd_schemas and rt.crd_schemas.get("columns"):
+        columns = tables.printer_columns(list(rt.crd_schemas["columns"]))  # type: ignore[call-overload]
+    return tables.table(rt.key, objs, meta, include, columns)
 
 
 def _bookmark(rt: ResourceType, rv: int) -> Obj:

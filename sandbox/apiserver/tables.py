@@ -267,9 +267,42 @@ def _partial(obj: Obj) -> Obj:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
 
 
-def table(key: tuple[str, str], objs: list[Obj], meta: Obj | None, include_object: str = "Metadata") -> Obj:
+def _json_path(path: str) -> Callable[[Obj], Any]:
+    parts = [p for p in path.strip().lstrip(".").split(".") if p]
+
+    def get(o: Obj) -> Any:
+        cur: Any = o
+        for p in parts:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        return cur
+
+    return get
+
+
+def printer_columns(columns: list[Obj]) -> list[Column]:
+    """Columns of a CRD version's ``additionalPrinterColumns`` (simple ``.a.b`` JSON paths)."""
+    out: list[Column] = [NAME]
+    for col in columns:
+        out.append(
+            (
+                str(col.get("name", "")),
+                str(col.get("type", "string")),
+                str(col.get("format", "")),
+                _json_path(str(col.get("jsonPath", ""))),
+            )
+        )
+    return out
+
+
+def table(
+    key: tuple[str, str],
+    objs: list[Obj],
+    meta: Obj | None,
+    include_object: str = "Metadata",
+    columns: list[Column] | None = None,
+) -> Obj:
     """A Table of ``objs`` with the columns kubectl shows for this resource."""
-    cols = COLUMNS.get(key, [NAME, AGE])
+    cols = columns or COLUMNS.get(key, [NAME, AGE])
     rows = []
     for o in objs:
         row: Obj = {"cells": [c[3](o) for c in cols]}

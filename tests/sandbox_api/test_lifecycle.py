@@ -223,6 +223,7 @@ CRD = {
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
+                "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
                 "schema": {
                     "openAPIV3Schema": {
                         "type": "object",
@@ -294,6 +295,8 @@ def test_crd_then_custom_resources_with_dynamic_client(
         content_type="application/merge-patch+json",
     )
     assert patched.spec.target == "s3" and patched.metadata.generation == 2
+    table = api_env.kubectl("get", "bk", "-n", namespace, check=True).stdout.split()
+    assert table == ["NAME", "SIZE", "b1", "3"]  # short name + additionalPrinterColumns
     code, _body = api_env.request(
         "PATCH",
         f"/apis/stateferry.io/v1/namespaces/{namespace}/backups/b1",
