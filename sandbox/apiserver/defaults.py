@@ -87,15 +87,27 @@ def pod_template(tmpl: Obj | None) -> None:
 
 
 def pod(obj: Obj) -> None:
-    """Pod defaults, including what admission plugins add (service account token volume, tolerations)."""
+    """Pod defaults (on every write)."""
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
     pod_spec(spec)
+    if spec.get("serviceAccountName") or spec.get("serviceAccount"):
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount")
+        spec["serviceAccountName"] = sa
+        spec["serviceAccount"] = sa
+    spec.setdefault("enableServiceLinks", True)
+    status = obj.setdefault("status", {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", _qos(spec))
+
+
+def pod_admission(obj: Obj) -> None:
+    """What admission plugins add to a new pod: service account (+ token volume), priority, tolerations."""
+    spec = obj["spec"]
     sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     spec["serviceAccountName"] = sa
     spec["serviceAccount"] = sa
-    spec.setdefault("enableServiceLinks", True)
     spec.setdefault("priority", 0)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     tolerations = spec.setdefault("tolerations", [])
@@ -151,9 +163,6 @@ def pod(obj: Obj) -> None:
                             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
                         }
                     )
-    status = obj.setdefault("status", {})
-    status.setdefault("phase", "Pending")
-    status.setdefault("qosClass", _qos(spec))
 
 
 def _qos(spec: Obj) -> str:

@@ -261,6 +261,7 @@ class Registry:
                 obj["spec"] = {}
             self._default(rt, obj)
             if rt.key == ("", "pods"):
+                defaults.pod_admission(obj)
                 self._admit_pod(obj)
             errs = validation.metadata(obj, rt.key, rt.custom)
             errs += self._validate(rt, obj, None)

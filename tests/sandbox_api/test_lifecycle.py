@@ -200,6 +200,18 @@ def test_pods_service_account_defaults_and_graceful_delete(
         f"error looking up service account {namespace}/nope" in json.loads(err.value.body or "{}")["message"]
     )
 
+    # updates: admission defaults are not re-applied; only a few spec fields may change
+    image = core.patch_namespaced_pod(
+        "p", namespace, {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}
+    )
+    assert image.spec.containers[0].image == "busybox:2" and len(image.spec.volumes) == 1
+    with pytest.raises(client.ApiException) as err:
+        core.patch_namespaced_pod("p", namespace, {"spec": {"restartPolicy": "Never"}})
+    assert (
+        err.value.status == 422
+        and "pod updates may not change fields" in json.loads(err.value.body or "{}")["message"]
+    )
+
     # bound pod: DELETE marks it (grace period) until the kubelet confirms with gracePeriodSeconds=0
     core.patch_namespaced_pod("p", namespace, {"spec": {"nodeName": "node-1"}})
     marked = core.delete_namespaced_pod("p", namespace)
