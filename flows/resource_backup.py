@@ -151,7 +151,7 @@ def resource_backup(
             kube, cluster_name, selection, Path(tmp) / "resources.tar.gz", name, _iso(now)
         )
         manifest = result.manifest
-        if manifest.total_objects == 0:
+        if manifest.total_objects - manifest.counts.get("Namespace", 0) == 0:
             msg = (
                 f"the selection matched no object in {cluster_name} (namespaces "
                 f"{', '.join(manifest.namespaces) or 'none'}, "

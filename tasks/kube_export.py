@@ -324,7 +324,7 @@ def export_to_tarball(
                     k.split(" ", 1)[1].split("/")[0] for v in objects.values() for k in v if "/" in k
                 }
                 for ns in selected_ns:
-                    if ns in exported_ns or ns in selection.include_namespaces:
+                    if ns in exported_ns or (ns in selection.include_namespaces and not selector):
                         keep(ns_type, dict(namespaces[ns]), tar)
     manifest = Manifest(
         backup_name=backup_name,

@@ -1,0 +1,173 @@
+"""Custom resources, bad input, corrupt archives and retention (sandbox + real S3)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from blocks.kube import KubeCluster
+from flows.resource_backup import resource_backup, resource_restore
+from planning.archive_layout import ArchiveError, manifest_key, tarball_key
+from stateferry.errors import InputError, PreconditionFailed
+from tasks.archive_store import list_archives
+from tasks.kube_export import KubeRest
+
+pytestmark = pytest.mark.timeout(240)
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def widgets_ns(source_rest: KubeRest) -> str:
+    """Namespace ``crs`` in source with a Widget custom resource and a ConfigMap."""
+    import time
+
+    source_rest.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=CRD)
+    source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "crs"}})
+    source_rest.request(
+        "POST", "/api/v1/namespaces/crs/configmaps", body={"metadata": {"name": "c1", "labels": {"app": "w"}}}
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            source_rest.request(
+                "POST",
+                "/apis/example.com/v1/namespaces/crs/widgets",
+                body={
+                    "apiVersion": "example.com/v1",
+                    "kind": "Widget",
+                    "metadata": {"name": "w1"},
+                    "spec": {"size": 3},
+                },
+            )
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    return "crs"
+
+
+def test_custom_resource_restores_after_its_crd(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    target_rest: KubeRest,
+    widgets_ns: str,
+) -> None:
+    b = resource_backup(
+        source=source_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="crs-1",
+        include_namespaces=[widgets_ns],
+    )
+    assert b["counts"] == {
+        "ConfigMap": 1,
+        "CustomResourceDefinition.apiextensions.k8s.io": 1,
+        "Namespace": 1,
+        "Widget.example.com": 1,
+    }
+    r = resource_restore(target=target_kube, object_store=object_store_a, bucket=bucket, backup_name="crs-1")
+    keys = [x["key"] for x in r["results"]]
+    assert keys.index("CustomResourceDefinition.apiextensions.k8s.io widgets.example.com") < keys.index(
+        "Widget.example.com crs/w1"
+    )
+    assert r["counts"] == {"created": 4}
+    w = target_rest.request("GET", "/apis/example.com/v1/namespaces/crs/widgets/w1")
+    assert w["spec"] == {"size": 3}
+    assert w["metadata"]["labels"]["stateferry.io/backup-name"] == "crs-1"
+
+
+def test_bad_input_and_corrupt_archives(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    widgets_ns: str,
+) -> None:
+    common = {"source": source_kube, "object_store": object_store_a, "bucket": bucket}
+    with pytest.raises(InputError, match="namespace nope does not exist in cluster 'source'"):
+        resource_backup(**common, include_namespaces=["nope"])
+    with pytest.raises(InputError, match="label_selector"):
+        resource_backup(**common, include_namespaces=[widgets_ns], label_selector="app in (x")
+    with pytest.raises(PreconditionFailed, match="matched no object"):
+        resource_backup(**common, include_namespaces=[widgets_ns], label_selector="app=nothing")
+    assert list_archives(object_store_a, bucket, "resource-backups") == []
+    empty = resource_backup(
+        **common,
+        backup_name="empty",
+        include_namespaces=[widgets_ns],
+        label_selector="app=nothing",
+        allow_empty=True,
+    )
+    assert empty["counts"] in ({}, {"Namespace": 1}) and "matched no object" in empty["warnings"][0]
+
+    resource_backup(**common, backup_name="good", include_namespaces=[widgets_ns], label_selector="app=w")
+    restore = {"target": target_kube, "object_store": object_store_a, "bucket": bucket}
+    with pytest.raises(InputError, match="no backup 'missing'.*found: empty, good"):
+        resource_restore(**restore, backup_name="missing")
+    with pytest.raises(InputError, match="existing_resource_policy"):
+        resource_restore(**restore, backup_name="good", existing_resource_policy="overwrite")
+
+    client = object_store_a.minio_client()
+    garbage = b"this is not gzip"
+    client.put_object(bucket, tarball_key("resource-backups", "good"), io.BytesIO(garbage), len(garbage))
+    with pytest.raises(ArchiveError, match="the archive is corrupt"):
+        resource_restore(**restore, backup_name="good")
+
+    resp = client.get_object(bucket, manifest_key("resource-backups", "empty"))
+    manifest = json.loads(resp.read())
+    manifest["layout_version"] = 2
+    raw = json.dumps(manifest).encode()
+    client.put_object(bucket, manifest_key("resource-backups", "empty"), io.BytesIO(raw), len(raw))
+    with pytest.raises(ArchiveError, match="layout version 2 is not supported"):
+        resource_restore(**restore, backup_name="empty")
+
+
+def test_retention_keeps_the_newest(
+    prefect_server: Any, object_store_a: Any, bucket: str, source_kube: KubeCluster, widgets_ns: str
+) -> None:
+    common = {
+        "source": source_kube,
+        "object_store": object_store_a,
+        "bucket": bucket,
+        "include_namespaces": [widgets_ns],
+    }
+    resource_backup(**common, backup_name="r1")
+    import time
+
+    time.sleep(1.1)  # manifests carry second-resolution timestamps
+    out = resource_backup(**common, backup_name="r2", keep_last=1)
+    assert out["deleted"] == ["r1"]
+    assert [a.name for a in list_archives(object_store_a, bucket, "resource-backups")] == ["r2"]
