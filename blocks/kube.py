@@ -14,7 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from stateferry.errors import InputError
+from stateferry.errors import InputError, translate
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -149,13 +149,30 @@ class KubeCluster(Block):
         import kubernetes.client
         import kubernetes.config
 
-        if self.in_cluster:
-            configuration = kubernetes.client.Configuration()
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-            return kubernetes.client.ApiClient(configuration)
-        assert self.kubeconfig is not None  # guaranteed by validation
-        config, context = parse_kubeconfig(self.kubeconfig.get_secret_value(), self.context)
-        return kubernetes.config.new_client_from_config_dict(config, context=context, persist_config=False)
+        try:
+            if self.in_cluster:
+                configuration = kubernetes.client.Configuration()
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+                return kubernetes.client.ApiClient(configuration)
+            assert self.kubeconfig is not None  # guaranteed by validation
+            config, context = parse_kubeconfig(self.kubeconfig.get_secret_value(), self.context)
+            return kubernetes.config.new_client_from_config_dict(
+                config, context=context, persist_config=False
+            )
+        except kubernetes.config.ConfigException as exc:
+            if self.in_cluster:
+                raise InputError(
+                    "in_cluster",
+                    f"no in-cluster service account ({exc})",
+                    "run inside a pod, or give a kubeconfig",
+                ) from exc
+            raise InputError(
+                "kubeconfig",
+                f"context {self.context_name!r} cannot be loaded ({exc})",
+                "fix the kubeconfig (credentials, certificates, auth plugins) or pick another context",
+            ) from exc
+        except Exception as exc:
+            raise translate(exc, context="building a Kubernetes client") from exc
 
     def dynamic_client(self) -> kubernetes.dynamic.DynamicClient:
         """Build a ``DynamicClient`` (runs API discovery against the cluster)."""

@@ -63,7 +63,7 @@ class InputError(PermanentError, ValueError):
         self.field = field
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{field}: {problem}. Fix: {fix}")
+        super().__init__(f"{field}: {problem.rstrip('.')}. Fix: {fix}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.field, self.problem, self.fix))

@@ -307,3 +307,18 @@ def test_register_save_and_read_back_through_the_api(prefect_server: LocalPrefec
     kube = KubeCluster.load(f"{name}-kube")
     assert isinstance(kube, KubeCluster)
     assert kube.kubeconfig is not None and TOKEN in kube.kubeconfig.get_secret_value()
+
+
+def test_kube_client_errors_name_the_field() -> None:
+    from stateferry.errors import InputError
+
+    with pytest.raises(InputError, match="in_cluster: no in-cluster service account"):
+        KubeCluster(in_cluster=True).api_client()
+    broken = yaml.safe_load(kubeconfig())
+    broken["users"][0]["user"] = {
+        "client-certificate": "/nonexistent/cert.pem",
+        "client-key": "/nonexistent/k",
+    }
+    with pytest.raises(InputError, match="kubeconfig: context 'source' cannot be loaded") as info:
+        KubeCluster(kubeconfig=SecretStr(yaml.safe_dump(broken))).api_client()
+    assert TOKEN not in str(info.value)
