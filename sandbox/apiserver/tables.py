@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 Obj = dict[str, Any]
-Column = tuple[str, str, str, Callable[[Obj], Any]]  # name, type, format, getter
+# name, type, format ("wide": a priority-1 column, shown by ``kubectl get -o wide`` only), getter
+Column = tuple[str, str, str, Callable[[Obj], Any]]
 
 
 def _age(obj: Obj) -> str:
@@ -98,6 +99,10 @@ COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Status", "string", "", _pod_status),
         ("Restarts", "string", "", lambda o: str(_restarts(o))),
         AGE,
+        ("IP", "string", "wide", lambda o: _status(o).get("podIP") or "<none>"),
+        ("Node", "string", "wide", lambda o: _spec(o).get("nodeName") or "<none>"),
+        ("Nominated Node", "string", "wide", lambda o: _status(o).get("nominatedNodeName") or "<none>"),
+        ("Readiness Gates", "string", "wide", lambda o: "<none>"),
     ],
     ("", "namespaces"): [NAME, ("Status", "string", "", lambda o: _status(o).get("phase", "")), AGE],
     ("", "services"): [
@@ -316,7 +321,14 @@ def table(
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta or {},
         "columnDefinitions": [
-            {"name": c[0], "type": c[1], "format": c[2], "description": "", "priority": 0} for c in cols
+            {
+                "name": c[0],
+                "type": c[1],
+                "format": "" if c[2] == "wide" else c[2],
+                "description": "",
+                "priority": 1 if c[2] == "wide" else 0,
+            }
+            for c in cols
         ],
         "rows": rows,
     }

@@ -139,6 +139,29 @@ def metadata(obj: Obj, key: tuple[str, str], custom: bool) -> Errors:
         rule = NAME_RULES.get(key, dns_subdomain)
         errs += rule(name, "metadata.name")
     errs += labels(meta.get("labels"), "metadata.labels")
+    controllers = []
+    for ref in meta.get("ownerReferences") or []:
+        if not isinstance(ref, dict):
+            continue
+        for field, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
+            if not ref.get(field):
+                errs.append(
+                    FieldError(
+                        f"metadata.ownerReferences.{field}", "Invalid", "", f"{what} must not be empty"
+                    )
+                )
+        if ref.get("controller"):
+            controllers.append(f"{ref.get('kind')}/{ref.get('name')}")
+    if len(controllers) > 1:
+        errs.append(
+            FieldError(
+                "metadata.ownerReferences",
+                "Invalid",
+                RawValue("[]v1.OwnerReference{...}"),
+                'Only one reference can have Controller set to true. Found "true" in references for '
+                + " and ".join(controllers),
+            )
+        )
     for k in meta.get("annotations") or {}:
         errs += _qualified_key(str(k), "metadata.annotations")
     return errs
