@@ -377,7 +377,7 @@ class S3Storage:
 
     def discard(self, job: str, backup_id: str) -> None:
         """Remove every object of the backup (the manifest first, so it is never half-good)."""
-        from minio.deleteobject import DeleteObject
+        from minio.deleteobjects import DeleteObject
 
         try:
             self.client.remove_object(self.bucket, self._key(job, backup_id, MANIFEST))

@@ -346,3 +346,43 @@ def test_s3_down_local_still_good(prefect_server: Any, tmp_path: Path) -> None:
     assert manifest["status"] == "good"
     restore_backup(job, target_dir=str(tmp_path / "out"))
     assert (tmp_path / "out" / "src" / "f").read_bytes() == b"payload" * 1000
+
+
+def test_rotation_per_storage_after_success(
+    prefect_server: Any, object_store_a: ObjectStore, s3_block_name: str, tmp_path: Path
+) -> None:
+    """Each storage applies its own retention after the new backup is published (simulated days)."""
+    import datetime as dt
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    name = f"rot-{_uid()}"
+    job = {
+        "job": name,
+        "type": "files",
+        "sources": [{"target": [str(src)]}],
+        "storages": [
+            {
+                "storage": "local",
+                "backup_dir": str(tmp_path / "b"),
+                "store": {"days": 1, "weeks": 0, "months": 0},
+            },
+            {
+                "storage": "s3",
+                "object_store": s3_block_name,
+                "bucket_name": "backups",
+                "backup_dir": "rot",
+                "store": {"days": 1, "weeks": 0, "months": 1},
+            },
+        ],
+    }
+    ids = []
+    for day in (1, 2, 3):
+        res = scheduled_backup(job, now=dt.datetime(2025, 3, day, 1, 0, tzinfo=dt.UTC))
+        ids.append(res["backup_id"])
+    assert sorted(local_manifests(tmp_path / "b", name)) == [ids[2]]
+    s3_ids = sorted({k.split("/")[2] for k in s3_keys(object_store_a, "backups", f"rot/{name}/")})
+    assert s3_ids == sorted([ids[0], ids[2]])  # March 1st is the S3 storage's monthly copy
+    assert "monthly copy" in res["retention"][res["good"][1]]
+    assert res["deleted"][res["good"][0]] == [ids[1]]

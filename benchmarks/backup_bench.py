@@ -1,0 +1,223 @@
+"""Benchmark: back up a ~1 GB MariaDB database to local + S3 with ``scheduled_backup``, against
+``mysqldump | gzip > file`` measured in the same run on the same data.
+
+Starts its own MariaDB, SeaweedFS S3 and Prefect server in a temp directory (all removed at the end)
+and prints a table: wall time, throughput (raw dump bytes per second), stored size, and peak memory
+(the dump tools' peak RSS, and the growth of this Python process's peak RSS during the backup — the
+streaming pipeline's own memory, which must not grow with the database size).
+
+    .venv/bin/python benchmarks/backup_bench.py [--size-mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _children_maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+#: ~700 bytes of text per row: repeated random md5 words (compressible, like typical text columns)
+#: and a base64 random tail (incompressible), plus 32 random bytes dumped as hex.
+PAYLOAD = "CONCAT(REPEAT(CONCAT(MD5(RAND()), ' '), 14), TO_BASE64(RANDOM_BYTES(180)))"
+ROW_BYTES = 800
+
+
+def _fill(db: Any, size_mb: int) -> int:
+    """Rows of ~800 bytes doubled with INSERT ... SELECT until the table reaches ``size_mb``."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE bench")
+            cur.execute("USE bench")
+            cur.execute(
+                "CREATE TABLE rows_ (id BIGINT AUTO_INCREMENT PRIMARY KEY, k INT, name VARCHAR(64), "
+                "payload TEXT, blobby VARBINARY(64)) ENGINE=InnoDB"
+            )
+            cur.execute(
+                "INSERT INTO rows_ (k, name, payload, blobby) VALUES "
+                f"(1, 'seed', {PAYLOAD}, RANDOM_BYTES(32))"
+            )
+            rows = 1
+            while rows * ROW_BYTES < size_mb * 2**20:
+                cur.execute(
+                    "INSERT INTO rows_ (k, name, payload, blobby) SELECT k + id, CONCAT('name-', id), "
+                    f"{PAYLOAD}, RANDOM_BYTES(32) FROM rows_"
+                )
+                rows *= 2
+            cur.execute("ANALYZE TABLE rows_")
+            cur.fetchall()
+            cur.execute(
+                "SELECT data_length + index_length FROM information_schema.tables "
+                "WHERE table_schema = 'bench' AND table_name = 'rows_'"
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="approximate table size (default 1024)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method (best is shown)")
+    args = parser.parse_args(argv)
+
+    from pydantic import SecretStr
+
+    from devservers.mariadb import LocalMariaDB
+    from devservers.prefect_server import LocalPrefectServer
+    from devservers.s3 import SeaweedS3
+
+    work = Path(tempfile.mkdtemp(prefix="stateferry-bench-"))
+    servers: list[Any] = []
+    try:
+        maria = LocalMariaDB(work / "mariadb")
+        s3 = SeaweedS3(work / "s3", access_key="bench", secret_key="bench-secret-" + "z" * 16)
+        prefect = LocalPrefectServer(work / "prefect", ui=False)
+        for server in (maria, s3, prefect):
+            server.start()
+            servers.append(server)
+        os.environ["PREFECT_API_URL"] = prefect.api_url
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+        from blocks.database import Database
+        from blocks.object_store import ObjectStore
+        from flows.backup import scheduled_backup
+
+        db = Database(
+            engine="mysql", host=maria.host, port=maria.port, user="root", password=SecretStr(maria.password)
+        )
+        t0 = time.monotonic()
+        table_bytes = _fill(db, args.size_mb)
+        fill_s = time.monotonic() - t0
+        print(f"generated {table_bytes / 2**20:.0f} MiB of table data in {fill_s:.1f} s", flush=True)
+
+        db.save("bench-db", overwrite=True)
+        ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key)).save(
+            "bench-s3", overwrite=True
+        )
+
+        from planning.backup_config import DEFAULT_MYSQLDUMP_KEYS
+        from tasks.dumpers import find_tool
+
+        cnf = work / "my.cnf"
+        cnf.write_text(
+            f"[client]\nhost={maria.host}\nport={maria.port}\nuser=root\npassword={maria.password}\n"
+        )
+        cnf.chmod(0o600)
+        dump = find_tool("mariadb-dump", "mysqldump")
+        out = work / "baseline.sql.gz"
+        cmd = (
+            f"{dump} --defaults-extra-file={cnf} {DEFAULT_MYSQLDUMP_KEYS} --single-transaction"
+            " --databases bench"
+            f" | tee >(wc -c > {work / 'raw.count'}) | gzip -6 > {out}"
+        )
+        job = {
+            "job": "bench",
+            "type": "mysql",
+            "sources": [{"connect": {"block": "bench-db"}, "target": ["bench"]}],
+            "storages": [
+                {
+                    "storage": "local",
+                    "backup_dir": str(work / "backups"),
+                    "store": {"days": 0, "weeks": 0, "months": 0},
+                },
+                {
+                    "storage": "s3",
+                    "object_store": "bench-s3",
+                    "bucket_name": "backups",
+                    "backup_dir": "bench",
+                    "store": {"days": 0, "weeks": 0, "months": 0},
+                },
+            ],
+        }
+        base_times: list[float] = []
+        flow_times: list[float] = []
+        growth: list[int] = []
+        raw = stored_base = stored_flow = 0
+        base_rss = 0
+        for rnd in range(args.rounds):
+            # 1. baseline: mysqldump | gzip > file (same keys, same gzip level), one local file only
+            t0 = time.monotonic()
+            subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+            base_times.append(time.monotonic() - t0)
+            time.sleep(0.2)
+            raw = int((work / "raw.count").read_text().strip() or 0)
+            stored_base = out.stat().st_size
+            out.unlink()
+            # 2. stateferry: scheduled_backup streaming to local + S3 at once (retention 0: keeps the newest)
+            base_rss = _rss_kib("VmRSS")
+            _reset_peak_rss()
+            t0 = time.monotonic()
+            result = scheduled_backup(job)
+            flow_times.append(time.monotonic() - t0)
+            growth.append(_rss_kib("VmHWM") - base_rss)
+            stored_flow = int(result["parts"][0]["size"])
+            print(
+                f"round {rnd + 1}: baseline {base_times[-1]:.1f} s, stateferry {flow_times[-1]:.1f} s",
+                flush=True,
+            )
+        tools_rss = _children_maxrss_kib()
+        results = [
+            ("shell: mysqldump, gzip -6 > file", min(base_times), raw, stored_base, "n/a (shell)"),
+            (
+                "stateferry scheduled_backup -> local + S3",
+                min(flow_times),
+                raw,
+                stored_flow,
+                f"{max(growth) / 1024:.0f} MiB over {base_rss / 1024:.0f} MiB",
+            ),
+        ]
+
+        print()
+        print(
+            f"database: {table_bytes / 2**20:.0f} MiB InnoDB; dump {raw / 2**20:.0f} MiB raw; "
+            f"best of {args.rounds} interleaved rounds; "
+            f"peak RSS of any dump tool/gzip: {tools_rss / 1024:.0f} MiB"
+        )
+        head = ("method", "wall s", "raw MiB/s", "stored MiB", "python peak RSS growth")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for name, secs, raw_b, stored, py in results:
+            print(f"| {name} | {secs:.1f} | {raw_b / 2**20 / secs:.1f} | {stored / 2**20:.0f} | {py} |")
+        return 0
+    finally:
+        for server in reversed(servers):
+            try:
+                server.cleanup()
+            except Exception:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
