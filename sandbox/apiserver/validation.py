@@ -7,6 +7,7 @@ import binascii
 import ipaddress
 import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 from sandbox.apiserver.errors import FieldError, RawValue, bad_request
@@ -231,6 +232,9 @@ def pod_spec(spec: Any, path: str, extra_volumes: set[str] | None = None) -> Err
                             "must be between 1 and 65535, inclusive",
                         )
                     )
+                if isinstance(port, dict) and port.get("name"):
+                    errs += port_name(str(port["name"]), f"{cpath}.ports[{j}].name")
+            errs += _resources(c.get("resources"), f"{cpath}.resources")
             for j, vm in enumerate(c.get("volumeMounts") or []):
                 if not isinstance(vm, dict):
                     continue
@@ -248,6 +252,84 @@ def pod_spec(spec: Any, path: str, extra_volumes: set[str] | None = None) -> Err
                 'supported values: "Always", "OnFailure", "Never"',
             )
         )
+    return errs
+
+
+def port_name(value: str, field: str) -> Errors:
+    """IANA_SVC_NAME (container port names): at most 15 characters, a-z0-9 and '-', a letter."""
+    errs: Errors = []
+    if len(value) > 15:
+        errs.append(FieldError(field, "Invalid", value, "must be no more than 15 characters"))
+    if not re.fullmatch(r"[-a-z0-9]+", value):
+        errs.append(
+            FieldError(
+                field,
+                "Invalid",
+                value,
+                "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+            )
+        )
+    if "--" in value:
+        errs.append(FieldError(field, "Invalid", value, "must not contain consecutive hyphens"))
+    if not re.search(r"[a-z]", value):
+        errs.append(FieldError(field, "Invalid", value, "must contain at least one letter (a-z)"))
+    if value.startswith("-") or value.endswith("-"):
+        errs.append(FieldError(field, "Invalid", value, "must not begin or end with a hyphen"))
+    return errs
+
+
+_SUFFIX = {
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    "": Fraction(1),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+}
+
+
+def quantity(value: Any) -> Fraction | None:
+    """The numeric value of a resource quantity (None if it does not parse)."""
+    m = re.fullmatch(r"([+-]?[0-9.]+)([eE][-+]?[0-9]+|[a-zA-Z]*)", str(value).strip())
+    if not m:
+        return None
+    try:
+        number = Fraction(m.group(1))
+    except ValueError:
+        return None
+    suffix = m.group(2)
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _SUFFIX[suffix] if suffix in _SUFFIX else None
+
+
+def _resources(res: Any, path: str) -> Errors:
+    if not isinstance(res, dict):
+        return []
+    errs: Errors = []
+    requests, limits = res.get("requests") or {}, res.get("limits") or {}
+    for name, req in requests.items():
+        if name in limits:
+            r, lim = quantity(req), quantity(limits[name])
+            if r is not None and lim is not None and r > lim:
+                errs.append(
+                    FieldError(
+                        f"{path}.requests",
+                        "Invalid",
+                        str(req),
+                        f"must be less than or equal to {name} limit of {limits[name]}",
+                    )
+                )
     return errs
 
 
@@ -382,9 +464,12 @@ def replicaset(obj: Obj, old: Obj | None) -> Errors:
 
 
 def job(obj: Obj, old: Obj | None) -> Errors:
-    """Job rules: restartPolicy OnFailure/Never, template immutable."""
+    """Job rules: restartPolicy OnFailure/Never, template immutable, name usable as a label value."""
     spec = obj.get("spec") or {}
     errs = _selector_matches(spec, "spec") + _template(spec, "spec")
+    name = obj["metadata"].get("name") or ""
+    if len(name) > 63:
+        errs.append(FieldError("metadata.name", "Invalid", name, "must be no more than 63 characters"))
     rp = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
     if rp not in ("OnFailure", "Never"):
         errs.append(
@@ -423,6 +508,9 @@ def cronjob(obj: Obj, old: Obj | None) -> Errors:
     """CronJob rules: schedule and job template."""
     spec = obj.get("spec") or {}
     errs: Errors = []
+    name = obj["metadata"].get("name") or ""
+    if len(name) > 52:
+        errs.append(FieldError("metadata.name", "Invalid", name, "must be no more than 52 characters"))
     schedule = spec.get("schedule")
     if not schedule:
         errs.append(FieldError("spec.schedule", "Required", None, ""))
