@@ -51,7 +51,9 @@ class ApiEnv:
             headers={"Content-Type": content_type, "Accept": "application/json"},
             timeout=10,
         )
-        return resp.status_code, resp.json() if resp.content else {}
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.status_code, resp.json()
+        return resp.status_code, {"text": resp.text}
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = False

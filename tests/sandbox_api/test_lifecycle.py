@@ -431,3 +431,57 @@ def test_watch_list_initial_events_end_with_a_bookmark(api_env: ApiEnv, namespac
         ("BOOKMARK", None),
     ]
     assert events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_custom_resource_status_and_scale_subresources(
+    api_env: ApiEnv, namespace: str, wait_for: Callable[..., object]
+) -> None:
+    crd = json.loads(json.dumps(CRD))
+    crd["metadata"]["name"] = "clusters.db.stateferry.io"
+    crd["spec"]["group"] = "db.stateferry.io"
+    crd["spec"]["names"] = {"plural": "clusters", "singular": "cluster", "kind": "Cluster"}
+    version = crd["spec"]["versions"][0]
+    version.pop("additionalPrinterColumns")
+    version["subresources"] = {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.size",
+            "statusReplicasPath": ".status.ready",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    code, _ = api_env.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert code == 201
+    base = f"/apis/db.stateferry.io/v1/namespaces/{namespace}/clusters"
+    wait_for(lambda: api_env.request("GET", base)[0] == 200)
+    code, made = api_env.request(
+        "POST",
+        base,
+        {
+            "apiVersion": "db.stateferry.io/v1",
+            "kind": "Cluster",
+            "metadata": {"name": "c"},
+            "spec": {"size": 3},
+        },
+    )
+    assert code == 201
+    code, status = api_env.request(
+        "PATCH",
+        f"{base}/c/status",
+        {"status": {"ready": 2, "selector": "app=c"}},
+        "application/merge-patch+json",
+    )
+    assert code == 200 and status["status"]["ready"] == 2 and status["metadata"]["generation"] == 1
+    code, scale = api_env.request("GET", f"{base}/c/scale")
+    assert code == 200 and scale["kind"] == "Scale"
+    assert scale["spec"] == {"replicas": 3} and scale["status"] == {"replicas": 2, "selector": "app=c"}
+    code, scaled = api_env.request(
+        "PATCH", f"{base}/c/scale", {"spec": {"replicas": 5}}, "application/merge-patch+json"
+    )
+    assert code == 200 and scaled["spec"]["replicas"] == 5
+    code, cr = api_env.request("GET", f"{base}/c")
+    assert cr["spec"]["size"] == 5 and cr["metadata"]["generation"] == 2
+    api_env.request(
+        "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusters.db.stateferry.io"
+    )
+    wait_for(lambda: api_env.request("GET", base)[0] == 404)
