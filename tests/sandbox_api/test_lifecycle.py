@@ -454,7 +454,7 @@ def test_custom_resource_status_and_scale_subresources(
     assert code == 201
     base = f"/apis/db.stateferry.io/v1/namespaces/{namespace}/clusters"
     wait_for(lambda: api_env.request("GET", base)[0] == 200)
-    code, made = api_env.request(
+    code, _made = api_env.request(
         "POST",
         base,
         {
