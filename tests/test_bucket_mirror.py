@@ -505,3 +505,29 @@ def test_checksum_verification_catches_what_size_and_mtime_miss(
     assert snapshot(b, name) == snapshot(a, name)
     assert etags(b, name) == etags(a, name)  # copied with the source's part size: same multipart ETag
     assert "PASSED" in _latest_artifact("bucket-mirror-summary")
+
+
+def test_one_failing_object_is_reported_and_does_not_abort_the_pass(
+    buckets: tuple[str, Minio, Minio], object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    name, a, b = buckets
+    long_name = "x" * 200  # fine on the source; with the destination prefix the name exceeds 255 bytes
+    for key in ("a", "b", long_name, "c"):
+        put(a, name, key, key.encode())
+    dst_prefix = "mirrored-" + "p" * 60
+    with pytest.raises(PreconditionFailed) as err:
+        bucket_mirror(
+            object_store_a,
+            object_store_b,
+            bucket=name,
+            destination_prefix=dst_prefix,
+            max_passes=1,
+            auto_approve=True,
+        )
+    message = str(err.value)
+    assert "1 objects failed" in message and "KeyTooLong" in message
+    assert sorted(o.object_name or "" for o in b.list_objects(name, recursive=True)) == [
+        f"{dst_prefix}{k}" for k in ("a", "b", "c")
+    ]
+    summary = _latest_artifact("bucket-mirror-summary")
+    assert "FAILED" in summary and long_name in summary
