@@ -45,7 +45,7 @@ from stateferry.errors import InputError, PermanentError
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
-from tasks.volume_mover import pack_volumes
+from tasks.volume_mover import WORKER_IMAGE, pack_volumes
 
 __all__ = ["MigrationFailed", "activate", "app_migration"]
 
@@ -97,6 +97,7 @@ def app_migration(
     approve_activation: bool = False,
     auto_approve: bool = False,
     mover_endpoint: str | None = None,
+    mover_image: str = WORKER_IMAGE,
     prefix: str = "migrations",
 ) -> dict[str, Any]:
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
@@ -117,6 +118,7 @@ def app_migration(
             activate (instead of leaving it to the ``activate`` flow).
         auto_approve: approve without pausing (unattended runs).
         mover_endpoint: object-store URL as the clusters' pods reach it (default: the block's URL).
+        mover_image: image of the data-mover Jobs.
         prefix: key prefix in the bucket.
 
     Returns:
@@ -147,7 +149,16 @@ def app_migration(
         volumes = []
         if include_volumes and exported.pvcs:
             volumes = pack_volumes(
-                src, "source", store, bucket, prefix, name, exported.pvcs, _run_id(), mover_endpoint
+                src,
+                "source",
+                store,
+                bucket,
+                prefix,
+                name,
+                exported.pvcs,
+                _run_id(),
+                mover_endpoint,
+                mover_image,
             )
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
@@ -170,7 +181,18 @@ def app_migration(
     }
     packed_ok = [v for v in volumes if v.status == "packed"]
     results, vol_results = apply_in_phases(
-        dst, "target", desired, policy, False, labels, store, bucket, packed_ok, ns_map, mover_endpoint
+        dst,
+        "target",
+        desired,
+        policy,
+        False,
+        labels,
+        store,
+        bucket,
+        packed_ok,
+        ns_map,
+        mover_endpoint,
+        mover_image,
     )
     vol_results += [v for v in volumes if v.status != "packed"]
     rows = _status_rows(results, parked)

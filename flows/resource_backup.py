@@ -37,7 +37,7 @@ from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.archive_store import download_archive, prune_archives, upload_archive
 from tasks.kube_apply import ObjectResult, apply_resources, summarize_results
 from tasks.kube_export import export_resources, read_tarball
-from tasks.volume_mover import VolumeResult, fill_volumes, pack_volumes
+from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes, pack_volumes
 
 __all__ = ["RestoreFailed", "resource_backup", "resource_restore", "transform_objects"]
 
@@ -99,6 +99,7 @@ def resource_backup(
     allow_empty: bool = False,
     include_volumes: bool = False,
     mover_endpoint: str | None = None,
+    mover_image: str = WORKER_IMAGE,
     cluster_name: str = "source",
 ) -> dict[str, Any]:
     """Back up Kubernetes objects to one archive in an object-store bucket.
@@ -119,6 +120,7 @@ def resource_backup(
         include_volumes: also copy the files of every selected PVC with data-mover Jobs
             (``stateferry/worker``) into the archive (``volumes/<ns>/<pvc>.tar.gz``).
         mover_endpoint: object-store URL as the cluster's pods reach it (default: the block's URL).
+        mover_image: image of the data-mover Jobs.
         cluster_name: how the source is named in the manifest and messages.
 
     Returns:
@@ -167,7 +169,16 @@ def resource_backup(
             manifest.warnings.append(msg)
         if include_volumes and result.pvcs:
             vols = pack_volumes(
-                kube, cluster_name, store, bucket, prefix, name, result.pvcs, _run_id(), mover_endpoint
+                kube,
+                cluster_name,
+                store,
+                bucket,
+                prefix,
+                name,
+                result.pvcs,
+                _run_id(),
+                mover_endpoint,
+                mover_image,
             )
             failed = [v for v in vols if v.status != "packed"]
             if failed:
@@ -282,6 +293,7 @@ def apply_in_phases(
     volumes: list[VolumeResult],
     namespace_mapping: dict[str, str],
     mover_endpoint: str | None,
+    mover_image: str = WORKER_IMAGE,
 ) -> tuple[list[ObjectResult], list[VolumeResult]]:
     """Apply everything but workloads, fill the volumes, then apply the workloads (so pods start
     on filled volumes). Without volumes (or in a dry run) it is one ordered apply."""
@@ -297,7 +309,7 @@ def apply_in_phases(
         if (namespace_mapping.get(v.namespace, v.namespace), v.pvc) in pvc_failed:
             v.status, v.reason = "failed", "its PVC could not be created"
     vols = fill_volumes(
-        kube, cluster_name, store, bucket, volumes, namespace_mapping, _run_id(), mover_endpoint
+        kube, cluster_name, store, bucket, volumes, namespace_mapping, _run_id(), mover_endpoint, mover_image
     )
     results += apply_resources(kube, cluster_name, later, policy, dry_run, labels)
     return results, vols
@@ -337,6 +349,7 @@ def resource_restore(
     fail_on_error: bool = True,
     restore_volumes: bool = True,
     mover_endpoint: str | None = None,
+    mover_image: str = WORKER_IMAGE,
     prefix: str = DEFAULT_PREFIX,
     cluster_name: str = "target",
 ) -> dict[str, Any]:
@@ -359,6 +372,7 @@ def resource_restore(
         restore_volumes: fill restored PVCs with the backup's volume data (if it has any) before
             the workloads are created.
         mover_endpoint: object-store URL as the target's pods reach it (default: the block's URL).
+        mover_image: image of the data-mover Jobs.
 
     Returns:
         Report: restore name, counts per outcome, per-object results, seconds.
@@ -419,7 +433,18 @@ def resource_restore(
         if restore_volumes and (not include_namespaces or v["namespace"] in include_namespaces)
     ]
     results, vol_results = apply_in_phases(
-        kube, cluster_name, desired, policy, dry_run, labels, store, bucket, volumes, ns_map, mover_endpoint
+        kube,
+        cluster_name,
+        desired,
+        policy,
+        dry_run,
+        labels,
+        store,
+        bucket,
+        volumes,
+        ns_map,
+        mover_endpoint,
+        mover_image,
     )
     counts = summarize_results(results)
     seconds = time.monotonic() - t0

@@ -254,6 +254,7 @@ def export_to_tarball(
     crd_type: ResourceType | None = None
     ns_type: ResourceType | None = None
     per_namespace = not selection.all_namespaces
+    warnings: list[str] = []
     now = time.time()
 
     def keep(rtype: ResourceType, obj: dict[str, Any], tar: tarfile.TarFile) -> None:
@@ -300,20 +301,19 @@ def export_to_tarball(
                     paths = [resource_path(rtype)]
                 for path in paths:
                     try:
-                        pages = list(rest.list_pages(path, selector.text))
-                    except PermanentError as exc:
+                        for items, _rv in rest.list_pages(path, selector.text):
+                            for obj in items:
+                                ns = (obj.get("metadata") or {}).get("namespace")
+                                if rtype.namespaced and not (ns and ns in selected_ns):
+                                    continue
+                                before = type_counts[rtype]
+                                keep(rtype, obj, tar)
+                                if type_counts[rtype] > before and _is_cr(rtype):
+                                    cr_types_with_objects.add(f"{rtype.plural}.{rtype.group}")
+                    except PermanentError as exc:  # e.g. 403 on one type: record it, keep going
+                        warnings.append(f"cannot list {rtype.group_kind} ({path}): {exc}")
                         if log:
-                            log.warning("cannot list %s: %s", rtype.group_kind, exc)
-                        continue
-                    for items, _rv in pages:
-                        for obj in items:
-                            ns = (obj.get("metadata") or {}).get("namespace")
-                            if rtype.namespaced and not (ns and ns in selected_ns):
-                                continue
-                            before = type_counts[rtype]
-                            keep(rtype, obj, tar)
-                            if type_counts[rtype] > before and rtype.group and _is_cr(rtype):
-                                cr_types_with_objects.add(f"{rtype.plural}.{rtype.group}")
+                            log.warning(warnings[-1])
             if crd_type is not None and cr_types_with_objects:
                 for name in sorted(cr_types_with_objects):
                     crd = rest.get_or_none(resource_path(crd_type, None, name))
@@ -336,6 +336,7 @@ def export_to_tarball(
         total_objects=sum(counts.values()),
         namespaces=selected_ns,
         skipped=dict(sorted(skipped.items())),
+        warnings=warnings,
         tarball={"key": TARBALL_NAME, "sha256": hw.sha.hexdigest(), "size": hw.size},
     )
     return ExportResult(manifest, out_path, objects, pvcs, time.monotonic() - t0)

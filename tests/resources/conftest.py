@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,18 +13,45 @@ from typing import Any
 import pytest
 
 from blocks.kube import KubeCluster
+from sandbox.cluster import SandboxError
 from sandbox.testing import SandboxHandle, running_sandbox
 from tasks.kube_export import KubeRest
 
-#: Address plan of this module's sandbox (source 127.131.x.x, target 127.132.x.x), apart from others'.
-BASE_OCTET = 131
+#: Address plans tried for this package's sandbox (source 127.<n>.x.x, target 127.<n+1>.x.x): away
+#: from the other suites' sandboxes, and free of a concurrent session running these same tests.
+BASE_OCTETS = range(131, 200, 2)
+
+
+def _octet_free(octet: int) -> bool:
+    for o in (octet, octet + 1):
+        with socket.socket() as s:
+            try:
+                s.bind((f"127.{o}.0.1", 6443))
+            except OSError:
+                return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def rsandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
-    """The two-cluster sandbox, brought up once for these tests."""
-    with running_sandbox(tmp_path_factory.mktemp("resources-sbx") / "sbx", base_octet=BASE_OCTET) as sb:
-        yield sb
+    """The two-cluster sandbox, brought up once for these tests (on the first free address plan)."""
+    root = tmp_path_factory.mktemp("resources-sbx")
+    last: Exception | None = None
+    for octet in BASE_OCTETS:
+        if not _octet_free(octet):
+            continue
+        try:
+            cm = running_sandbox(root / f"sbx{octet}", base_octet=octet)
+            sb = cm.__enter__()
+        except SandboxError as exc:  # lost a race with another session: try the next plan
+            last = exc
+            continue
+        try:
+            yield sb
+        finally:
+            cm.__exit__(None, None, None)
+        return
+    raise RuntimeError(f"no free sandbox address plan in {BASE_OCTETS}: {last}")
 
 
 def kube_block(sb: SandboxHandle, context: str) -> KubeCluster:

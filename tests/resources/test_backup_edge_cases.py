@@ -135,7 +135,7 @@ def test_bad_input_and_corrupt_archives(
 
     resource_backup(**common, backup_name="good", include_namespaces=[widgets_ns], label_selector="app=w")
     restore = {"target": target_kube, "object_store": object_store_a, "bucket": bucket}
-    with pytest.raises(InputError, match="no backup 'missing'.*found: empty, good"):
+    with pytest.raises(InputError, match=r"no backup 'missing'.*found: empty, good"):
         resource_restore(**restore, backup_name="missing")
     with pytest.raises(InputError, match="existing_resource_policy"):
         resource_restore(**restore, backup_name="good", existing_resource_policy="overwrite")
