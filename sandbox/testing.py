@@ -101,11 +101,10 @@ def running_sandbox(
     users_file = Path(str(sb.state_dir) + ".users")
     with _locked(lock):
         users = _users(users_file)
-        status = sb.status()
-        if not status.running:
-            if not users:
-                sb.down(wipe=fresh)  # clear leftovers of a crashed earlier session
-                sb = Sandbox(state_dir, base_octet)
+        if not users:  # nobody uses it: whatever runs there is a leftover of an earlier session
+            sb.down(wipe=fresh)
+            sb = Sandbox(state_dir, base_octet)
+        if not sb.status().running:
             sb.up(timeout=timeout, extra_env=DEFAULT_TEST_ENV if env is None else env)
         users_file.write_text(json.dumps([*users, os.getpid()]))
     try:

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sandbox.runtime.dns import ClusterDns, resolv_conf, write_in_place
 from sandbox.runtime.ippool import IpPool
-from sandbox.runtime.kube import Kube, Obj
+from sandbox.runtime.kube import Kube, Obj, path_of
 from sandbox.runtime.objects import meta, name_of, now_iso, ns_of, pod_phase, terminating, uid_of
 from sandbox.runtime.pods import PodRuntime
 from sandbox.runtime.podspec import PodConfigError, PodNotReady, build_plan
@@ -169,10 +169,22 @@ class Kubelet:
         self._mark_all_dirty()
 
     def _bind(self, pod: Obj) -> None:
+        """Schedule a pod onto the Node through the ``binding`` subresource, as the scheduler does."""
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name_of(pod), "namespace": ns_of(pod)},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
+        }
         try:
-            self.kube.patch("pods", ns_of(pod), name_of(pod), {"spec": {"nodeName": self.node_name}})
+            self.kube.request("POST", path_of("pods", ns_of(pod), name_of(pod), "binding"), binding)
         except ApiException as exc:
-            log.warning("cannot bind pod %s/%s: %s", ns_of(pod), name_of(pod), exc.reason)
+            if exc.status == 409:
+                return  # bound meanwhile
+            try:
+                self.kube.patch("pods", ns_of(pod), name_of(pod), {"spec": {"nodeName": self.node_name}})
+            except ApiException as exc2:
+                log.warning("cannot bind pod %s/%s: %s", ns_of(pod), name_of(pod), exc2.reason)
 
     def _pod_dir(self, pod: Obj) -> Path:
         return self.cluster_dir / "pods" / f"{ns_of(pod)}_{name_of(pod)}_{uid_of(pod)}"
@@ -376,9 +388,15 @@ class Kubelet:
     def _status(self, pod: Obj, runtime: PodRuntime) -> Obj:
         prev = pod.get("status") or {}
         states = runtime.snapshot()
-        ready = bool(states) and all(s.ready for s in states)
+        init_states = runtime.init_snapshot()
+        initialized = runtime.init_done
+        ready = initialized and bool(states) and all(s.ready for s in states)
         policy = runtime.plan.restart_policy
         if runtime.error:
+            phase = "Pending"
+        elif runtime.init_failed:
+            phase = "Failed"
+        elif not initialized:
             phase = "Pending"
         elif (
             states
@@ -397,17 +415,24 @@ class Kubelet:
         if runtime.error:
             for cs in container_statuses:
                 cs["state"] = {"waiting": {"reason": "CreateContainerError", "message": runtime.error}}
-        return {
+        if not initialized:
+            for cs in container_statuses:
+                if "waiting" in cs["state"]:
+                    cs["state"] = {"waiting": {"reason": "PodInitializing"}}
+        status: Obj = {
             "phase": phase,
             "hostIP": self.node_ip,
             "hostIPs": [{"ip": self.node_ip}],
             "podIP": runtime.plan.pod_ip,
             "podIPs": [{"ip": runtime.plan.pod_ip}],
             "startTime": prev.get("startTime") or now,
-            "conditions": _conditions(prev, scheduled=True, initialized=True, ready=ready),
+            "conditions": _conditions(prev, scheduled=True, initialized=initialized, ready=ready),
             "containerStatuses": container_statuses,
             "qosClass": prev.get("qosClass") or "BestEffort",
         }
+        if init_states:
+            status["initContainerStatuses"] = [s.as_status() for s in init_states]
+        return status
 
     def stop_all(self, grace: float = 5.0) -> None:
         """Stop every pod (supervisor shutdown); pods stay in the API and restart on the next ``up``."""
@@ -436,6 +461,8 @@ def _conditions(prev: Obj, *, scheduled: bool, initialized: bool, ready: bool) -
         }
         if not ok and ctype in ("Ready", "ContainersReady"):
             out["reason"] = "ContainersNotReady"
+        if not ok and ctype == "Initialized":
+            out["reason"] = "ContainersNotInitialized"
         return out
 
     return [

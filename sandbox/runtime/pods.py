@@ -82,6 +82,7 @@ class PodPlan:
     mounts: list[Mount]
     containers: list[ContainerPlan]
     restart_policy: str = "Always"
+    init_containers: list[ContainerPlan] = field(default_factory=list)
     marker: str = ""
     extra_bin_links: dict[str, str] = field(default_factory=dict)
 
@@ -140,8 +141,9 @@ class ContainerState:
 
 
 class _Container:
-    def __init__(self, plan: ContainerPlan) -> None:
+    def __init__(self, plan: ContainerPlan, init: bool = False) -> None:
         self.plan = plan
+        self.init = init
         self.state = ContainerState(name=plan.name, image=plan.image)
         self.proc: subprocess.Popen[bytes] | None = None
         self.next_start = 0.0
@@ -163,6 +165,7 @@ class PodRuntime:
         self.on_change = on_change
         self.holder: subprocess.Popen[bytes] | None = None
         self.containers = [_Container(c) for c in plan.containers]
+        self.init_containers = [_Container(c, init=True) for c in plan.init_containers]
         self.error: str | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -263,15 +266,19 @@ class PodRuntime:
         self.on_change()
         while not self._stopping.is_set():
             changed = False
-            for c in self.containers:
-                changed |= self._tick(c)
+            pending_init = next((c for c in self.init_containers if not c.done), None)
+            if pending_init is not None:
+                changed |= self._tick(pending_init)
+            elif not self.init_failed:
+                for c in self.containers:
+                    changed |= self._tick(c)
             if changed:
                 self.on_change()
             self._stopping.wait(0.1)
 
     def _tick(self, c: _Container) -> bool:
         with self._lock:
-            if c.done:
+            if c.done or self._stopping.is_set():
                 return False
             if c.proc is None:
                 if time.monotonic() < c.next_start:
@@ -291,7 +298,7 @@ class PodRuntime:
         c.state.finished_at = None
         c.state.exit_code = None
         if not c.plan.argv:
-            if self.plan.restart_policy == "Always":
+            if self.plan.restart_policy == "Always" and not c.init:
                 c.state.state, c.state.reason = "running", ""
                 c.state.started = True
                 c.state.ready = True
@@ -320,6 +327,8 @@ class PodRuntime:
             log_file.close()
         c.state.pid = c.proc.pid
         c.state.state, c.state.reason = "running", ""
+        if c.init:
+            return  # init containers have no probes and are never ready
         c.state.ready = c.plan.readiness is None and c.plan.startup is None
         c.state.started = c.plan.startup is None
         threading.Thread(target=self._probe_loop, args=(c, c.generation), daemon=True).start()
@@ -340,6 +349,8 @@ class PodRuntime:
         c.state.started = False
         policy = self.plan.restart_policy
         restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+        if c.init:
+            restart = code != 0 and policy != "Never"
         if self._stopping.is_set():
             restart = False
         if restart:
@@ -474,7 +485,9 @@ class PodRuntime:
         """
         if self.holder is None or self.holder.poll() is not None:
             raise RuntimeError(f"pod {self.plan.namespace}/{self.plan.name} has no running sandbox")
-        plan = next((c.plan for c in self.containers if container in (None, c.plan.name)), None)
+        plan = next(
+            (c.plan for c in self.containers + self.init_containers if container in (None, c.plan.name)), None
+        )
         env = dict(plan.env) if plan else {"PATH": DEFAULT_PATH}
         env.update(extra_env or {})
         env.update(self._marker_env())
@@ -506,11 +519,26 @@ class PodRuntime:
         with self._lock:
             return [ContainerState(**vars(c.state)) for c in self.containers]
 
+    def init_snapshot(self) -> list[ContainerState]:
+        """Return a copy of every init container's state."""
+        with self._lock:
+            return [ContainerState(**vars(c.state)) for c in self.init_containers]
+
+    @property
+    def init_done(self) -> bool:
+        """True when every init container completed successfully."""
+        return all(c.done and c.state.exit_code == 0 for c in self.init_containers)
+
+    @property
+    def init_failed(self) -> bool:
+        """True when an init container failed for good (restartPolicy Never)."""
+        return any(c.done and c.state.exit_code not in (0, None) for c in self.init_containers)
+
     def pids(self) -> list[int]:
         """PIDs of the holder and of running container main processes."""
         with self._lock:
             out = [self.holder.pid] if self.holder is not None else []
-            out.extend(c.proc.pid for c in self.containers if c.proc is not None)
+            out.extend(c.proc.pid for c in self.containers + self.init_containers if c.proc is not None)
             return out
 
     # ------------------------------------------------------------------ termination
@@ -518,7 +546,7 @@ class PodRuntime:
         """Terminate the pod: SIGTERM to each container, SIGKILL after ``grace`` seconds, then the sandbox."""
         self._stopping.set()
         with self._lock:
-            procs = [c.proc for c in self.containers if c.proc is not None]
+            procs = [c.proc for c in self.containers + self.init_containers if c.proc is not None]
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)

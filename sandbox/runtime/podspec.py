@@ -264,10 +264,10 @@ def build_plan(
     md = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     vols = volume_sources(pod, getter, pod_dir, node_ip)
-    containers: list[ContainerPlan] = []
     mounts: list[Mount] = []
     seen_targets: set[str] = set()
-    for c in spec.get("containers") or []:
+
+    def plan_of(c: Obj) -> ContainerPlan:
         kind = image_kind(str(c.get("image") or ""))
         env = container_env(pod, c, getter, node_ip=node_ip, api_ip=api_ip, kind=kind)
         env = {k: v.replace("0.0.0.0", pod_ip) for k, v in env.items()}
@@ -285,7 +285,7 @@ def build_plan(
                 raise PodConfigError(f'volumeMount "{vm.get("name")}" refers to no volume of the pod')
             target = str(vm.get("mountPath"))
             if target in seen_targets:
-                continue
+                continue  # containers share the pod's mount namespace: the first mount wins
             seen_targets.add(target)
             source = src[0]
             if vm.get("subPath"):
@@ -293,18 +293,19 @@ def build_plan(
                 if not Path(source).exists():
                     Path(source).mkdir(parents=True)
             mounts.append(Mount(source, target, bool(vm.get("readOnly")) or src[1]))
-        containers.append(
-            ContainerPlan(
-                name=str(c.get("name")),
-                image=str(c.get("image") or ""),
-                argv=argv,
-                env=env,
-                cwd=str(c.get("workingDir") or "/"),
-                readiness=parse_probe(c.get("readinessProbe"), pod_ip, ports),
-                liveness=parse_probe(c.get("livenessProbe"), pod_ip, ports),
-                startup=parse_probe(c.get("startupProbe"), pod_ip, ports),
-            )
+        return ContainerPlan(
+            name=str(c.get("name")),
+            image=str(c.get("image") or ""),
+            argv=argv,
+            env=env,
+            cwd=str(c.get("workingDir") or "/"),
+            readiness=parse_probe(c.get("readinessProbe"), pod_ip, ports),
+            liveness=parse_probe(c.get("livenessProbe"), pod_ip, ports),
+            startup=parse_probe(c.get("startupProbe"), pod_ip, ports),
         )
+
+    init_containers = [plan_of(c) for c in spec.get("initContainers") or []]
+    containers = [plan_of(c) for c in spec.get("containers") or []]
     hostname = str(spec.get("hostname") or md.get("name"))
     pod_dir.mkdir(parents=True, exist_ok=True)
     (pod_dir / "pod.json").write_text(json.dumps({"namespace": md.get("namespace"), "name": md.get("name")}))
@@ -319,6 +320,7 @@ def build_plan(
         resolv_file=pod_dir / "resolv.conf",
         mounts=mounts,
         containers=containers,
+        init_containers=init_containers,
         restart_policy=str(spec.get("restartPolicy") or "Always"),
         marker=marker,
     )

@@ -740,7 +740,9 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
     script = (
         "import os, socket, pathlib, stateferry; "
         "ip = socket.gethostbyname('kubernetes.default.svc'); "
-        "pathlib.Path('/mnt/out.txt').write_text(os.environ['TOKEN'] + ' ' + os.environ['POD'] + ' ' + ip)"
+        "prep = pathlib.Path('/mnt/init.txt').read_text(); "
+        "words = [prep, os.environ['TOKEN'], os.environ['POD'], ip]; "
+        "pathlib.Path('/mnt/out.txt').write_text(' '.join(words))"
     )
     objs = [
         {
@@ -764,6 +766,14 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
+                        "initContainers": [
+                            {
+                                "name": "prep",
+                                "image": "stateferry/stateferry:dev",
+                                "command": ["python", "-c", "open('/mnt/init.txt', 'w').write('prepared')"],
+                                "volumeMounts": [{"name": "work", "mountPath": "/mnt"}],
+                            }
+                        ],
                         "containers": [
                             {
                                 "name": "mover",
@@ -826,7 +836,9 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
         sb, "source", "get", "svc", "kubernetes", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"
     ).stdout
     out = (sb.state_dir / "source" / "pv" / pv / "out.txt").read_text()
-    assert out == f"s3cr3t {pods[0]['metadata']['name']} {kubernetes_ip}"
+    assert out == f"prepared s3cr3t {pods[0]['metadata']['name']} {kubernetes_ip}"
+    init_status = pods[0]["status"]["initContainerStatuses"][0]
+    assert init_status["name"] == "prep" and init_status["state"]["terminated"]["exitCode"] == 0
     assert not Path("/mnt/out.txt").exists()  # written into the PV, not onto the host
     broken = pods_json(sb, "source", ns, "job-name=broken")
     assert broken[0]["status"]["phase"] == "Failed"
