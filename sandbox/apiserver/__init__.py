@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from sandbox.apiserver.controllers import Controllers
-from sandbox.apiserver.http import Server
+from sandbox.apiserver.http import LogReader, Server
 from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.store import Store
 
@@ -48,6 +48,17 @@ class ApiServer:
         self._controllers: Controllers | None = None
         self._http: Server | None = None
         self._thread: threading.Thread | None = None
+        self._log_reader: LogReader | None = None
+
+    def set_log_reader(self, reader: LogReader | None) -> None:
+        """Serve ``GET pods/<name>/log`` (``kubectl logs``) from ``reader``.
+
+        ``reader(namespace, pod, container, tail_lines, previous)`` returns the log text, or None while
+        the container has not started. The kubelet of the sandbox runtime owns the logs, so it plugs in here.
+        """
+        self._log_reader = reader
+        if self._http is not None:
+            self._http.log_reader = reader
 
     @property
     def url(self) -> str:
@@ -64,6 +75,7 @@ class ApiServer:
         self.store, self.registry, self._controllers = store, registry, controllers
         self._http = Server((self.host, self.port), registry)
         self.port = self._http.server_address[1]  # port 0 = pick a free one
+        self._http.log_reader = self._log_reader
         controllers.start()
         self._bootstrap()
         store.start_persisting()

@@ -9,6 +9,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
+# (namespace, pod, container, tailLines, previous) -> log text, or None while the container has not started
+LogReader = Callable[[str, str, str, int | None, bool], str | None]
+
+
 class Server(ThreadingHTTPServer):
     """Threaded HTTP/1.1 server bound to one loopback address."""
 
@@ -46,6 +51,7 @@ class Server(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.watch_sockets: set[socket.socket] = set()
         self.watch_lock = threading.Lock()
+        self.log_reader: LogReader | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept with TCP_NODELAY (small JSON answers must not wait for delayed ACKs)."""
@@ -275,6 +281,9 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 raise errors.method_not_allowed(method)
             return
+        if sub == "log" and method == "GET":
+            self._pod_log(rt, ns, name, q)
+            return
         if sub in ("binding", "eviction") and method == "POST":
             self._json(201, _pod_action(reg, rt, ns, name, sub, self._parsed_body(raw)))
             return
@@ -305,6 +314,27 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, body)
         else:
             raise errors.method_not_allowed(method)
+
+    def _pod_log(self, rt: ResourceType, ns: str, name: str, q: dict[str, str]) -> None:
+        pod = self.server.registry.get(rt, ns, name)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = q.get("container") or (containers[0] if len(containers) == 1 else None)
+        if container is None:
+            choices = " ".join(map(str, containers))
+            raise errors.bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{choices}]"
+            )
+        if container not in containers:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        tail = int(q["tailLines"]) if q.get("tailLines", "").isdigit() else None
+        text = None
+        if self.server.log_reader is not None:
+            text = self.server.log_reader(ns, name, container, tail, q.get("previous") == "true")
+        if text is None:
+            raise errors.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
+        self._send(200, text.encode(), "text/plain")
 
     def _wants_table(self) -> bool:
         return "as=Table" in (self.headers.get("Accept") or "")
@@ -492,7 +522,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 
 def _extra_sub(rt: ResourceType, sub: str) -> bool:
     if rt.key == ("", "pods"):
-        return sub in ("binding", "eviction")
+        return sub in ("binding", "eviction", "log")
     return rt.key == ("", "namespaces") and sub == "finalize"
 
 

@@ -485,3 +485,28 @@ def test_custom_resource_status_and_scale_subresources(
         "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusters.db.stateferry.io"
     )
     wait_for(lambda: api_env.request("GET", base)[0] == 404)
+
+
+def test_pod_logs_come_from_the_plugged_in_reader(api_env: ApiEnv, namespace: str) -> None:
+    core = api_env.core
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="logger"),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+        ),
+    )
+    waiting = api_env.kubectl("logs", "-n", namespace, "logger")
+    assert waiting.returncode == 1 and 'container "c" in pod "logger" is waiting to start' in waiting.stderr
+
+    def reader(ns: str, pod: str, container: str, tail: int | None, previous: bool) -> str | None:
+        lines = [f"{ns}/{pod}/{container} line {i}" for i in range(5)]
+        return "".join(f"{line}\n" for line in (lines[-tail:] if tail else lines))
+
+    api_env.server.set_log_reader(reader)
+    try:
+        out = api_env.kubectl("logs", "-n", namespace, "logger", "--tail=2", check=True).stdout
+        assert out == f"{namespace}/logger/c line 3\n{namespace}/logger/c line 4\n"
+        assert core.read_namespaced_pod_log("logger", namespace).count("\n") == 5
+    finally:
+        api_env.server.set_log_reader(None)
