@@ -30,7 +30,7 @@ KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 
 def _manifest() -> str:
     sys.path.insert(0, str(ROOT / "tests" / "sandbox"))
-    from test_sandbox_e2e import etcd_manifest  # type: ignore[import-not-found]
+    from test_sandbox_e2e import etcd_manifest
 
     return str(etcd_manifest())
 
