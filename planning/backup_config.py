@@ -180,7 +180,18 @@ class ConnectConfig(_Model):
     block: str
 
 
-class DatabaseSourceConfig(_Model):
+class _SourceModel(_Model):
+    gzip: bool = True
+
+    @field_validator("gzip")
+    @classmethod
+    def _gzip(cls, v: bool) -> bool:
+        if not v:
+            raise InputError("gzip", "stateferry always stores gzip-compressed streams", "remove gzip: no")
+        return v
+
+
+class DatabaseSourceConfig(_SourceModel):
     """A MySQL/MariaDB or PostgreSQL source."""
 
     connect: ConnectConfig
@@ -188,8 +199,18 @@ class DatabaseSourceConfig(_Model):
     extra_keys: str | None = None
     single_transaction: bool = True
     format: Literal["custom", "plain"] = "custom"
-    gzip: bool = True
     is_slave: bool = False
+
+    @field_validator("is_slave")
+    @classmethod
+    def _no_slave(cls, v: bool) -> bool:
+        if v:
+            raise InputError(
+                "is_slave",
+                "stopping a replica around the dump is not supported",
+                "remove is_slave (--single-transaction dumps InnoDB consistently without stopping anything)",
+            )
+        return v
 
     @field_validator("extra_keys")
     @classmethod
@@ -223,12 +244,11 @@ class DatabaseSourceConfig(_Model):
         return shlex.split(self.extra_keys or "")
 
 
-class FilesSourceConfig(_Model):
+class FilesSourceConfig(_SourceModel):
     """Files and directories archived with tar."""
 
     target: list[str] = Field(min_length=1)
     excludes: list[str] = Field(default_factory=list)
-    gzip: bool = True
 
     @field_validator("target")
     @classmethod
@@ -239,11 +259,10 @@ class FilesSourceConfig(_Model):
         return [p.rstrip("/") or "/" for p in v]
 
 
-class EtcdSourceConfig(_Model):
+class EtcdSourceConfig(_SourceModel):
     """An etcd cluster described by a saved ``EtcdCluster`` block."""
 
     connect: ConnectConfig
-    gzip: bool = True
 
 
 class NotifyConfig(_Model):
@@ -278,6 +297,19 @@ class BackupJob(_Model):
     timezone: str = "UTC"
     notify: NotifyConfig | None = None
     description: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except (ValueError, KeyError, OSError):
+            raise InputError(
+                "timezone", f"unknown timezone {v!r}", "use an IANA name such as UTC or Europe/Moscow"
+            ) from None
+        return v
 
     @property
     def enabled_storages(self) -> list[LocalStorageConfig | S3StorageConfig]:
@@ -327,7 +359,7 @@ def _input_error(exc: ValidationError, prefix: str = "") -> InputError:
     return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field))
 
 
-def _source_model(engine: str) -> type[_Model]:
+def _source_model(engine: str) -> type[_SourceModel]:
     if engine in ("mysql", "postgres"):
         return DatabaseSourceConfig
     if engine == "files":

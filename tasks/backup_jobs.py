@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -293,7 +294,15 @@ def dump_to_storages(
     alive = list(healthy)
     try:
         for name, producer, meta in parts:
-            writers = {label: r.storages[label].open_part(job.job, backup_id, name) for label in alive}
+            writers = {}
+            for label in alive:
+                try:
+                    writers[label] = r.storages[label].open_part(job.job, backup_id, name)
+                except Exception as exc:
+                    failed[label] = r.redact(f"cannot start writing {name}: {exc}")
+            alive = [a for a in alive if a in writers]
+            if not writers:
+                raise StateferryError("no storage accepted the backup: " + "; ".join(failed.values()))
             log.info("streaming %s to %s", name, ", ".join(alive))
             res = stream_part(
                 name,
@@ -550,12 +559,16 @@ def _id_time(backup_id: str) -> dt.datetime:
 def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str) -> RetentionPlan:
     """Apply the storage's retention (only called after the new backup was published there).
 
+    Calendar days / weekdays / the 1st are taken in the job's ``timezone`` (the cron's timezone).
+
     Raises:
         PermanentError: the plan would delete the new backup (never happens with the planner's rules).
     """
     storage = r.storages[label]
     stored = storage.list_backups(r.job.job)
-    plan = plan_retention(_entries(stored), r.storage_configs[label].store.policy(), now)
+    tz = ZoneInfo(r.job.timezone)
+    entries = [BackupEntry(e.backup_id, e.created.astimezone(tz), e.good) for e in _entries(stored)]
+    plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
     if new_backup_id in plan.delete:
         raise PermanentError(f"retention on {label} would delete the new backup {new_backup_id}; refusing")
     for bid in plan.delete:

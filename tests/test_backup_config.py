@@ -148,6 +148,13 @@ def _job(**over: object) -> dict[str, object]:
             "Database block",
         ),
         (_job(sources=[]), "sources", "one source"),
+        (
+            _job(sources=[{"connect": {"block": "db"}, "is_slave": True}]),
+            "sources[0].is_slave",
+            "single-transaction",
+        ),
+        (_job(sources=[{"connect": {"block": "db"}, "gzip": False}]), "sources[0].gzip", "gzip"),
+        (_job(timezone="Mars/Olympus"), "timezone", "IANA"),
         (_job(sources=[{"connect": {"block": "db"}, "bogus": 1}]), "sources[0].bogus", "remove"),
         (_job(type="files", sources=[{"target": ["rel/path"]}]), "sources[0].target", "absolute"),
         (
