@@ -112,25 +112,28 @@ def _gv_list(reg: Registry) -> list[tuple[str, str]]:
     return sorted({(g, v) for (g, v, _p) in reg.types})
 
 
+def _documents(reg: Registry) -> dict[str, bytes]:
+    """Every served document by path (rebuilt only when the set of resource types changes)."""
+    key = tuple(sorted(reg.types))
+    cached = reg.openapi_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    docs: dict[str, bytes] = {}
+    root: Obj = {"paths": {}}
+    for g, v in _gv_list(reg):
+        body = orjson.dumps(_gv_doc(reg, g, v))
+        rel = _gv_path(g, v)
+        digest = hashlib.sha512(body).hexdigest()[:64].upper()
+        root["paths"][rel] = {"serverRelativeURL": f"/openapi/v3/{rel}?hash={digest}"}
+        docs[f"/openapi/v3/{rel}"] = body
+    docs["/openapi/v3"] = orjson.dumps(root)
+    reg.openapi_cache = (key, docs)
+    return docs
+
+
 def serve(reg: Registry, path: str, q: dict[str, str]) -> tuple[int, bytes, str]:
     """Answer ``/openapi/...``: (status code, body, content type)."""
-    if path == "/openapi/v3":
-        root: Obj = {"paths": {}}
-        for g, v in _gv_list(reg):
-            doc = _gv_doc(reg, g, v)
-            digest = hashlib.sha512(orjson.dumps(doc)).hexdigest()[:64].upper()
-            rel = _gv_path(g, v)
-            root["paths"][rel] = {"serverRelativeURL": f"/openapi/v3/{rel}?hash={digest}"}
-        return 200, orjson.dumps(root), "application/json"
-    if path.startswith("/openapi/v3/"):
-        segs = path[len("/openapi/v3/") :].strip("/").split("/")
-        if segs[0] == "api" and len(segs) == 2:
-            doc = _gv_doc(reg, "", segs[1])
-        elif segs[0] == "apis" and len(segs) == 3:
-            doc = _gv_doc(reg, segs[1], segs[2])
-        else:
-            doc = None
-        if doc is None:
-            return _NOT_FOUND
-        return 200, orjson.dumps(doc), "application/json"
-    return _NOT_FOUND
+    body = _documents(reg).get(path.rstrip("/"))
+    if body is None:
+        return _NOT_FOUND
+    return 200, body, "application/json"

@@ -85,6 +85,8 @@ class Registry:
         for rt in BUILTIN:
             self._add_type(rt)
         self.on_namespace_created: Callable[[Obj], None] | None = None
+        # /openapi/v3 documents, keyed by the served types (see openapi.py)
+        self.openapi_cache: tuple[tuple[tuple[str, str, str], ...], dict[str, bytes]] | None = None
 
     # ---- types -------------------------------------------------------------------------------------
     def _add_type(self, rt: ResourceType) -> None:
