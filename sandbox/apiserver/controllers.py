@@ -99,8 +99,11 @@ class Controllers:
             elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 self._crd_cleanup(current)
             return
-        if key == ("apiextensions.k8s.io", "customresourcedefinitions") and not _established(current):
-            self._establish(current)
+        if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            if not _established(current):
+                self._establish(current)
+            else:
+                self.registry.register_crd(current)  # versions, schemas or columns may have changed
         refs = cmeta.get("ownerReferences") or []
         if refs and event.type == "ADDED":
             alive = [r for r in refs if self.store.by_uid_get(r.get("uid", "")) is not None]

@@ -97,8 +97,9 @@ class Registry:
             versions.append(rt.version)
 
     def register_crd(self, crd: Obj) -> None:
-        """Serve the custom resources of an Established CRD."""
+        """Serve the custom resources of an Established CRD (again, after it changed)."""
         with self.lock:
+            self.unregister_crd(crd)
             for rt in crd_resource_types(crd):
                 self.types[(rt.group, rt.version, rt.plural)] = rt
                 if rt.key not in self.by_key or self.by_key[rt.key].custom:
