@@ -13,6 +13,8 @@ created, leaving the source as it was.
 Test-only fault injection: the environment variable ``STATEFERRY_FAULT_AFTER`` names a point
 (``member_add``, ``member_add:<pod>``, ``lb_services``, ``dns``, ``move_leader``, ``remove_old``,
 ``remove_old:<pod>``, ``finalize``); the flow raises :class:`InjectedFault` right after it.
+``STATEFERRY_FAULT_SKIP=dns`` skips writing the DNS hosts (a "wrong DNS" misconfiguration: the new
+members never catch up, which the flow must detect and roll back).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from tasks.kube_objects import (
 __all__ = ["InjectedFault", "etcd_stretch_migration"]
 
 FAULT_ENV = "STATEFERRY_FAULT_AFTER"
+FAULT_SKIP_ENV = "STATEFERRY_FAULT_SKIP"
 JOIN_STEP = "join new members"
 CUTOVER_STEP = "clients switched"
 DELETE_STEP = "delete old resources"
@@ -684,9 +687,13 @@ def etcd_stretch_migration(
         _wait_lb_reachable(ctx)
     _fault("lb_services")
     with journal.step("dns hosts") as note:
-        a = _set_dns(ctx, ctx.src, _dns_entries(ctx, for_side="source"))
-        b = _set_dns(ctx, ctx.tgt, _dns_entries(ctx, for_side="target"))
-        note["detail"] = f"source {a}, target {b} ({dns_provider})"
+        if os.environ.get(FAULT_SKIP_ENV) == "dns":
+            logger.warning("%s=dns: DNS hosts NOT written (test fault injection)", FAULT_SKIP_ENV)
+            note["detail"] = "skipped (fault injection)"
+        else:
+            a = _set_dns(ctx, ctx.src, _dns_entries(ctx, for_side="source"))
+            b = _set_dns(ctx, ctx.tgt, _dns_entries(ctx, for_side="target"))
+            note["detail"] = f"source {a}, target {b} ({dns_provider})"
     _fault("dns")
 
     try:

@@ -207,13 +207,20 @@ def delete_object(
     apps: Any = kubernetes.client.AppsV1Api(api)
     body = kubernetes.client.V1DeleteOptions(propagation_policy=propagation)
     deleters: dict[str, Callable[[], Any]] = {
-        "service": lambda: core.delete_namespaced_service(name, namespace, body=body),
-        "statefulset": lambda: apps.delete_namespaced_stateful_set(name, namespace, body=body),
-        "configmap": lambda: core.delete_namespaced_config_map(name, namespace, body=body),
-        "pvc": lambda: core.delete_namespaced_persistent_volume_claim(name, namespace, body=body),
+        "service": lambda: core.delete_namespaced_service(name, namespace, body=body, _preload_content=False),
+        "statefulset": lambda: apps.delete_namespaced_stateful_set(
+            name, namespace, body=body, _preload_content=False
+        ),
+        "configmap": lambda: core.delete_namespaced_config_map(
+            name, namespace, body=body, _preload_content=False
+        ),
+        "pvc": lambda: core.delete_namespaced_persistent_volume_claim(
+            name, namespace, body=body, _preload_content=False
+        ),
     }
     try:
-        deleters[kind]()
+        # the body may be the object or a Status (an immediate delete): do not deserialize it
+        deleters[kind]().release_conn()
     except kubernetes.client.ApiException as exc:
         if _status(exc) == 404:
             return "absent"

@@ -200,3 +200,25 @@ def test_rejecting_the_join_leaves_source_as_it_was_and_target_clean(
     assert isinstance(outcome.get("error"), ApprovalRejected), outcome
     assert "not today" in str(outcome["error"])
     assert _snapshot(seed_etcd) == before
+
+
+def test_member_that_never_catches_up_is_detected_and_rolled_back(
+    prefect_server: Any, seed_etcd: SeedEtcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.etcd_migration import FAULT_SKIP_ENV
+
+    before = _snapshot(seed_etcd)
+    monkeypatch.setenv(FAULT_SKIP_ENV, "dns")  # the peers cannot resolve each other's names
+    t0 = time.monotonic()
+    with pytest.raises(
+        PreconditionFailed, match=r"etcd-main-0 did not start and catch up within 15s.*rolled back"
+    ):
+        etcd_stretch_migration(
+            seed_etcd.source,
+            seed_etcd.target,
+            source_namespace=seed_etcd.namespace,
+            auto_approve=True,
+            catch_up_timeout_seconds=15,
+        )
+    assert time.monotonic() - t0 < 60
+    assert _snapshot(seed_etcd) == before
