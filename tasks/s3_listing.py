@@ -8,6 +8,8 @@ stateferry taxonomy with the side (source / destination) in the message.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -31,6 +33,7 @@ __all__ = [
     "iter_objects",
     "list_bucket_names",
     "plan_bucket",
+    "prefetch",
 ]
 
 
@@ -65,6 +68,58 @@ def iter_objects(
             )
     except Exception as exc:
         raise translate(exc, context=f"listing {side} bucket {bucket!r}") from exc
+
+
+_END = object()
+
+
+def prefetch(items: Iterator[ObjectEntry], depth: int = 8, batch: int = 1000) -> Iterator[ObjectEntry]:
+    """Run a listing in a background thread, up to ``depth`` batches ahead of the consumer.
+
+    The planner merges two listings; prefetching both lets their page requests overlap, so a pass
+    lists in max(source, destination) time instead of their sum. Memory stays bounded by
+    ``depth * batch`` entries. An exception of the listing is re-raised in the consumer.
+    """
+    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        chunk: list[ObjectEntry] = []
+        try:
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if chunk and not put(chunk):
+                return
+            put(_END)
+        except BaseException as exc:
+            put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True, name="listing-prefetch")
+    thread.start()
+    try:
+        while True:
+            got = buffer.get()
+            if got is _END:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            assert isinstance(got, list)
+            yield from got
+    finally:
+        stop.set()
 
 
 def list_bucket_names(client: Minio, *, side: str = "source") -> list[str]:
@@ -166,13 +221,12 @@ def plan_bucket(
         The final plan (no ``inspect`` actions left).
     """
     dst_listing: Iterator[ObjectEntry] = (
-        iter_objects(destination, destination_bucket, destination_prefix, side="destination")
+        prefetch(iter_objects(destination, destination_bucket, destination_prefix, side="destination"))
         if destination_exists
         else iter(())
     )
-    plan = plan_mirror(
-        iter_objects(source, source_bucket, source_prefix, side="source"), dst_listing, options, now=now
-    )
+    src_listing = prefetch(iter_objects(source, source_bucket, source_prefix, side="source"))
+    plan = plan_mirror(src_listing, dst_listing, options, now=now)
     inspect = plan.of_kind(ActionKind.INSPECT)
     if not inspect:
         return plan

@@ -531,3 +531,21 @@ def test_one_failing_object_is_reported_and_does_not_abort_the_pass(
     ]
     summary = _latest_artifact("bucket-mirror-summary")
     assert "FAILED" in summary and long_name in summary
+
+
+def test_prefetched_listing_keeps_order_and_reraises_listing_errors() -> None:
+    from datetime import UTC, datetime
+
+    from planning.mirror import ObjectEntry
+    from tasks.s3_listing import prefetch
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    entries = [ObjectEntry(f"k{i:05d}", 1, "a" * 32, t) for i in range(2500)]
+    assert list(prefetch(iter(entries), depth=2, batch=100)) == entries
+
+    def broken() -> Iterator[ObjectEntry]:
+        yield entries[0]
+        raise TransientError("listing source bucket: connection reset")
+
+    with pytest.raises(TransientError, match="connection reset"):
+        list(prefetch(broken()))
