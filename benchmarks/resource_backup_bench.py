@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         with running_sandbox(work / "sbx", base_octet=args.base_octet) as sb:
             kubeconfig = Path(sb.kubeconfig_path).read_text()
-            source = KubeCluster(kubeconfig=kubeconfig, context="source")
-            target = KubeCluster(kubeconfig=kubeconfig, context="target")
+            source = KubeCluster(kubeconfig=SecretStr(kubeconfig), context="source")
+            target = KubeCluster(kubeconfig=SecretStr(kubeconfig), context="target")
             n = args.objects
             create_s = _create_configmaps(KubeRest(source.api_client(), "source"), "bench", n)
             rows: list[tuple[str, float, int]] = []
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 include_namespaces=["bench"],
             )
             rows.append(("resource_backup", time.monotonic() - t0, b["total_objects"]))
-            common = {
+            common: dict[str, Any] = {
                 "target": target,
                 "object_store": store,
                 "bucket": "bench",

@@ -76,7 +76,7 @@ def owner(kind: str, name: str = "x") -> dict[str, Any]:
         (obj("ServiceAccount", "app"), None),
         (obj("ConfigMap", "cfg"), None),
         (obj("PersistentVolumeClaim", "data-db-0"), None),
-        (obj("Pod", "weird", **{"meta": {"ownerReferences": [{"kind": "Foo", "controller": True}]}}), None),
+        (obj("Pod", "weird", meta={"ownerReferences": [{"kind": "Foo", "controller": True}]}), None),
     ],
 )
 def test_skip_reason(o: dict[str, Any], reason: str | None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from blocks.kube import KubeCluster
 from sandbox.cluster import SandboxError
@@ -56,7 +57,7 @@ def rsandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle
 
 def kube_block(sb: SandboxHandle, context: str) -> KubeCluster:
     """A KubeCluster block for one sandbox context."""
-    return KubeCluster(kubeconfig=Path(sb.kubeconfig_path).read_text(), context=context)
+    return KubeCluster(kubeconfig=SecretStr(Path(sb.kubeconfig_path).read_text()), context=context)
 
 
 @pytest.fixture(scope="session")
