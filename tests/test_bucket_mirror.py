@@ -149,6 +149,8 @@ def test_sync_then_source_changes_are_reproduced_exactly(
     assert plan["planned"]["overwrite"] == 3  # a.txt (etag), b.bin (size), meta.txt (metadata)
     assert plan["planned"]["delete"] == 1
     assert plan["planned"]["inspect"] == 0
+    plan_md = _latest_artifact("bucket-mirror-plan")
+    assert "| copy | 1 |" in plan_md and "docs/new.txt" in plan_md and "metadata differs" in plan_md
 
     second = bucket_mirror(
         object_store_a, object_store_b, bucket=name, remove=True, exclude=["*.tmp"], auto_approve=True
