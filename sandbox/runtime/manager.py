@@ -10,6 +10,7 @@ from pathlib import Path
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.runtime import ippool
+from sandbox.runtime.cronjob import sync_cronjobs
 from sandbox.runtime.dns import (
     DEFAULT_COREFILE,
     ClusterDns,
@@ -36,6 +37,7 @@ WATCHED = (
     "deployments",
     "replicasets",
     "jobs",
+    "cronjobs",
     "configmaps",
 )
 MODULE_CONFIG_PATH = "/apis/deckhouse.io/v1alpha1/moduleconfigs/kube-dns"
@@ -145,6 +147,7 @@ class ClusterRuntime:
         sync_deployments(self.kube, world)
         sync_replicasets(self.kube, world)
         sync_jobs(self.kube, world)
+        sync_cronjobs(self.kube, world)
         self.network.sync(world)
         dns = ClusterDns(static_hosts=self._static_hosts(), services=self.network.dns_services)
         self.kubelet.sync(world, dns)

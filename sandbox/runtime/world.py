@@ -20,6 +20,7 @@ KINDS = (
     "deployments",
     "replicasets",
     "jobs",
+    "cronjobs",
 )
 
 
