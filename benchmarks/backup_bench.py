@@ -47,11 +47,11 @@ def _children_maxrss_kib() -> int:
 #: ~700 bytes of text per row: repeated random md5 words (compressible, like typical text columns)
 #: and a base64 random tail (incompressible), plus 32 random bytes dumped as hex.
 PAYLOAD = "CONCAT(REPEAT(CONCAT(MD5(RAND()), ' '), 14), TO_BASE64(RANDOM_BYTES(180)))"
-ROW_BYTES = 800
+ROW_BYTES = 1600
 
 
 def _fill(db: Any, size_mb: int) -> int:
-    """Rows of ~800 bytes doubled with INSERT ... SELECT until the table reaches ``size_mb``."""
+    """Rows of ~800 bytes, inserted in batches until the table reaches ``size_mb``."""
     conn = db.connect()
     try:
         with conn.cursor() as cur:
@@ -61,17 +61,17 @@ def _fill(db: Any, size_mb: int) -> int:
                 "CREATE TABLE rows_ (id BIGINT AUTO_INCREMENT PRIMARY KEY, k INT, name VARCHAR(64), "
                 "payload TEXT, blobby VARBINARY(64)) ENGINE=InnoDB"
             )
-            cur.execute(
-                "INSERT INTO rows_ (k, name, payload, blobby) VALUES "
-                f"(1, 'seed', {PAYLOAD}, RANDOM_BYTES(32))"
-            )
-            rows = 1
+            # the SEQUENCE engine streams generated rows (no temporary table, unlike INSERT ... SELECT
+            # from the table itself, which needs a temp table as big as the table)
+            batch = 100_000
+            rows = 0
             while rows * ROW_BYTES < size_mb * 2**20:
                 cur.execute(
-                    "INSERT INTO rows_ (k, name, payload, blobby) SELECT k + id, CONCAT('name-', id), "
-                    f"{PAYLOAD}, RANDOM_BYTES(32) FROM rows_"
+                    "INSERT INTO rows_ (k, name, payload, blobby) "
+                    f"SELECT seq + {rows}, CONCAT('name-', seq + {rows}), {PAYLOAD}, RANDOM_BYTES(32) "
+                    f"FROM seq_1_to_{batch}"
                 )
-                rows *= 2
+                rows += batch
             cur.execute("ANALYZE TABLE rows_")
             cur.fetchall()
             cur.execute(
