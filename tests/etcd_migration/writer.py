@@ -38,12 +38,17 @@ class SequentialWriter(threading.Thread):
     """
 
     def __init__(
-        self, endpoints: Sequence[str], prefix: str = "/migration/seq/", timeout: float = 0.5
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "/migration/seq/",
+        timeout: float = 0.5,
+        failover_after: int = 1,
     ) -> None:
         super().__init__(daemon=True)
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self.timeout = timeout
+        self.failover_after = failover_after
         self.stats = WriteStats()
         self._stop_event = threading.Event()
         self._index = 0
@@ -89,7 +94,7 @@ class SequentialWriter(threading.Thread):
                 if client is not None:
                     await client.close()
                     client = None
-                if run % 2 == 0:  # fail over after two failures in a row
+                if run % self.failover_after == 0:  # fail over to the next endpoint
                     self._index = (self._index + 1) % len(self.endpoints)
                     self.stats.switches.append((time.monotonic() - self._t0, self.endpoints[self._index]))
                 await asyncio.sleep(0.005)
