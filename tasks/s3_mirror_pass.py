@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from planning.mirror import ActionKind, MirrorOptions, MirrorPlan, Verdict, render_plan_markdown
-from stateferry.errors import InputError, PreconditionFailed, StateferryError, TransientError, translate
+from stateferry.errors import InputError, StateferryError, TransientError, translate
 from tasks.s3_clients import mirror_client, same_store
 from tasks.s3_listing import list_bucket_names, plan_bucket
 from tasks.s3_transfer import TransferReport, Transferrer
@@ -29,13 +29,18 @@ if TYPE_CHECKING:
 __all__ = [
     "BucketPair",
     "MirrorSession",
+    "PassProgress",
     "PassResult",
     "ensure_bucket",
     "open_session",
     "plan_pass",
     "preflight_mirror",
+    "refresh_pairs",
     "run_pass",
     "sync_pass",
+    "verify_mirror",
+    "verify_pass",
+    "withheld_summary",
 ]
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "AuthorizationHeaderMalformed"}
@@ -69,6 +74,7 @@ class MirrorSession:
     source_url: str
     destination_url: str
     missing_destination_buckets: set[str] = field(default_factory=set)
+    whole_store: bool = False
 
 
 @dataclass
@@ -222,7 +228,28 @@ def open_session(
         source_url=src_url,
         destination_url=dst_url,
         missing_destination_buckets=missing,
+        whole_store=bucket is None,
     )
+
+
+def refresh_pairs(session: MirrorSession) -> list[str]:
+    """Whole-store mode: pick up buckets created on the source since the last pass.
+
+    Returns:
+        The names of newly found source buckets (their destination buckets are created by the pass).
+
+    Raises:
+        StateferryError: Listing the source buckets failed (nothing is changed).
+    """
+    if not session.whole_store:
+        return []
+    known = {p.source_bucket for p in session.pairs}
+    new = [n for n in list_bucket_names(session.source, side="source") if n not in known]
+    for name in new:
+        session.pairs.append(BucketPair(name, name, "", ""))
+        if not _bucket_exists(session.destination, name, "destination", session.destination_url):
+            session.missing_destination_buckets.add(name)
+    return new
 
 
 def ensure_bucket(session: MirrorSession, bucket: str) -> str:
@@ -247,6 +274,7 @@ def plan_pass(session: MirrorSession, options: MirrorOptions, now: datetime) -> 
     Raises:
         StateferryError: A listing failed (the message names the side and bucket).
     """
+    refresh_pairs(session)
     plans: dict[str, MirrorPlan] = {}
     for pair in session.pairs:
         plans[pair.label] = plan_bucket(
@@ -296,8 +324,10 @@ def run_pass(
         return result
     total = sum(p.changes for p in plans.values())
     done_before = 0
-    for pair in session.pairs:
-        plan = plans[pair.label]
+    for pair in list(session.pairs):
+        plan = plans.get(pair.label)
+        if plan is None:  # bucket found after this plan was made: the next pass covers it
+            continue
         if ensure_bucket(session, pair.destination_bucket) == "created":
             result.buckets_created.append(pair.destination_bucket)
         if not plan.changes:
@@ -416,7 +446,3 @@ class PassProgress:
 def summarize_failure(exc: BaseException) -> str:
     """Short text of an exception for summaries."""
     return f"{type(exc).__name__}: {exc}"
-
-
-__all__ += ["PassProgress", "verify_mirror", "verify_pass", "withheld_summary"]
-_ = PreconditionFailed  # re-exported taxonomy member used by callers
