@@ -59,6 +59,28 @@ def _fields(model: str) -> dict[str, str] | None:
     return {json_key: _normalise(cls.openapi_types[attr]) for attr, json_key in cls.attribute_map.items()}
 
 
+_ZERO = {"str": "", "int": 0, "bool": False, "float": 0.0}
+
+
+@functools.cache
+def _required_scalars(model: str) -> tuple[tuple[str, Any], ...]:
+    """(JSON key, Go zero value) of the scalar fields without ``omitempty`` (required in the OpenAPI).
+
+    Go serialises such fields even when the client left them out (``restartCount: 0``,
+    ``imageID: ""``, ``exitCode: 0``), and the Python client's models insist on them.
+    """
+    cls = getattr(_models, model, None)
+    fields = getattr(cls, "model_fields", None)
+    if cls is None or not fields:
+        return ()
+    out = []
+    for attr, json_key in cls.attribute_map.items():
+        ftype = _normalise(cls.openapi_types[attr])
+        if ftype in _ZERO and attr in fields and fields[attr].is_required():
+            out.append((json_key, _ZERO[ftype]))
+    return tuple(out)
+
+
 def _normalise(type_str: str) -> str:
     """``List[X]`` -> ``list[X]``, ``Dict[str, X]`` -> ``dict(str, X)``, ``bytes`` -> ``str``."""
     if type_str.startswith(("List[", "list[")):
@@ -137,6 +159,9 @@ class Decoder:
                 self.unknown.append(sub)
                 continue
             out[key] = self._value(value, ftype, gsub, sub, model, key)
+        for key, zero in _required_scalars(model):
+            if out.get(key) is None:
+                out[key] = zero
         return out
 
     def _value(self, value: Any, ftype: str, go_path: str, path: str, struct: str, key: str) -> Any:

@@ -200,6 +200,19 @@ def test_pods_service_account_defaults_and_graceful_delete(
         f"error looking up service account {namespace}/nope" in json.loads(err.value.body or "{}")["message"]
     )
 
+    # status written without Go's non-omitempty fields reads back with their zero values, as from Go
+    status = {
+        "containerStatuses": [{"name": "c", "image": "busybox", "state": {"terminated": {"reason": "Done"}}}]
+    }
+    api_env.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/p/status",
+        {"status": status},
+        "application/merge-patch+json",
+    )
+    cs = core.read_namespaced_pod_status("p", namespace).status.container_statuses[0]
+    assert (cs.image_id, cs.ready, cs.restart_count, cs.state.terminated.exit_code) == ("", False, 0, 0)
+
     # updates: admission defaults are not re-applied; only a few spec fields may change
     image = core.patch_namespaced_pod(
         "p", namespace, {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}
