@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from blocks.object_store import ObjectStore
 from flows.backup import BackupTargetsFailed, scheduled_backup
 from flows.restore import restore_backup
+from stateferry.errors import InputError, PreconditionFailed
 from tasks.dumpers import tree_digest
 
 pytestmark = pytest.mark.timeout(300)
@@ -161,12 +162,16 @@ def test_mysql_round_trip_local_and_s3(
 # PostgreSQL
 
 
-def test_postgres_round_trip(prefect_server: Any, postgres: Any, s3_block_name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_postgres_round_trip(
+    prefect_server: Any, postgres: Any, s3_block_name: str, tmp_path: Path, fmt: str
+) -> None:
     db = pg_block(postgres)
     block = f"bk-pg-{_uid()}"
     db.save(block, overwrite=True)
-    name = f"app_{_uid()}"
-    pg_exec(db, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    name, second = f"app_{_uid()}", f"aux_{_uid()}"
+    for d in (name, second):
+        pg_exec(db, f'DROP DATABASE IF EXISTS "{d}"', f'CREATE DATABASE "{d}"')
     pg_exec(
         db,
         "CREATE TABLE files (id int PRIMARY KEY, data bytea, meta jsonb)",
@@ -177,6 +182,7 @@ def test_postgres_round_trip(prefect_server: Any, postgres: Any, s3_block_name: 
         "CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2'",
         database=name,
     )
+    pg_exec(db, "CREATE TABLE t (x text)", "INSERT INTO t VALUES ('only row')", database=second)
 
     def snap(dbname: str) -> Any:
         return (
@@ -187,23 +193,30 @@ def test_postgres_round_trip(prefect_server: Any, postgres: Any, s3_block_name: 
 
     before = snap(name)
     job = _job(
-        f"pg-{_uid()}",
+        f"pg-{fmt}-{_uid()}",
         "postgresql",
-        {"connect": {"block": block}, "target": [name], "format": "custom"},
+        {"connect": {"block": block}, "target": [name, second], "format": fmt},
         tmp_path,
         s3_block_name,
         verify=True,
     )
     result = scheduled_backup(job)
-    assert result["failed"] == {} and result["verification"]["checks"][name]["tables"] == {
-        "public.files": 501
-    }
-    pg_exec(db, f'DROP DATABASE "{name}"')
-    restore_backup(job, storage=result["good"][1])
+    assert result["failed"] == {}
+    assert result["verification"]["checks"][name]["tables"] == {"public.files": 501}
+    assert [p["database"] for p in result["parts"]] == [name, second]
+    pg_exec(db, f'DROP DATABASE "{name}"', f'DROP DATABASE "{second}"')
+    out = restore_backup(job, storage=result["good"][1])
+    assert out["databases"] == [name, second]
     assert snap(name) == before
-    restore_backup(job, target_database=f"{name}_copy")
-    assert snap(f"{name}_copy") == before
-    pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)', f'DROP DATABASE "{name}_copy" WITH (FORCE)')
+    assert pg_exec(db, "SELECT x FROM t", database=second) == [("only row",)]
+    # a new name fits a single database only: refused before anything is touched
+    with pytest.raises(InputError, match="target_database"):
+        restore_backup(job, target_database=f"{name}_copy")
+    with pytest.raises(PreconditionFailed, match="overwrite"):
+        restore_backup(job)
+    restore_backup(job, overwrite=True)
+    assert snap(name) == before
+    pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)', f'DROP DATABASE "{second}" WITH (FORCE)')
 
 
 # --------------------------------------------------------------------------------------------------
