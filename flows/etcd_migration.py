@@ -530,18 +530,31 @@ def _rollback(ctx: _Context, journal: _Journal, reason: str) -> None:
                 remove_member(endpoints, new[pod].id)
             wait_healthy({p: e for p, e in endpoints.items() if p in layout.old_pods()})
         ns = layout.target_namespace
-        delete_object(ctx.tgt, "statefulset", ns, layout.new_sts, propagation="Foreground")
+        _delete_ours(ctx, ctx.tgt, "statefulset", ns, layout.new_sts, propagation="Foreground")
         _wait_gone(ctx.tgt, ns, layout.new_pods())
-        delete_object(ctx.tgt, "service", ns, layout.new_service)
+        _delete_ours(ctx, ctx.tgt, "service", ns, layout.new_service)
         for pod in layout.new_pods():
-            delete_object(ctx.tgt, "service", ns, pod)
+            _delete_ours(ctx, ctx.tgt, "service", ns, pod)
             delete_object(ctx.tgt, "pvc", ns, f"{_claim_name(ctx)}-{pod}")
         for pod in layout.old_pods():
-            delete_object(ctx.src, "service", layout.source_namespace, pod)
+            _delete_ours(ctx, ctx.src, "service", layout.source_namespace, pod)
         _set_dns(ctx, ctx.src, [])
         _set_dns(ctx, ctx.tgt, [])
-        delete_object(ctx.tgt, "configmap", ns, _state_name(layout))
+        _delete_ours(ctx, ctx.tgt, "configmap", ns, _state_name(layout))
         note["detail"] = f"{reason}; new members removed, target objects and DNS entries deleted"
+
+
+def _delete_ours(ctx: _Context, api: Any, kind: str, namespace: str, name: str, **kwargs: Any) -> str:
+    """Delete an object only when it carries this migration's label (never a user's namesake)."""
+    obj = get_object(api, kind, namespace, name)
+    if obj is None:
+        return "absent"
+    if ((obj.get("metadata") or {}).get("labels") or {}).get(MIGRATION_LABEL) != ctx.layout.migration_id:
+        get_run_logger().warning(
+            "not deleting %s %s/%s: not created by this migration", kind, namespace, name
+        )
+        return "kept"
+    return delete_object(api, kind, namespace, name, **kwargs)
 
 
 def _claim_name(ctx: _Context) -> str:
@@ -909,7 +922,7 @@ def _cleanup(ctx: _Context, delete_pvcs: bool) -> None:
     delete_object(ctx.src, "statefulset", ns, layout.source_sts)
     delete_object(ctx.src, "service", ns, layout.source_service)
     for pod in layout.old_pods():
-        delete_object(ctx.src, "service", ns, pod)
+        _delete_ours(ctx, ctx.src, "service", ns, pod)
         if delete_pvcs:
             delete_object(ctx.src, "pvc", ns, f"{_claim_name(ctx)}-{pod}")
     _set_dns(ctx, ctx.tgt, [])  # the old members' names are stale in the target
