@@ -399,3 +399,15 @@ def test_rotation_per_storage_after_success(
     assert s3_ids == sorted([ids[0], ids[2]])  # March 1st is the S3 storage's monthly copy
     assert "monthly copy" in res["retention"][res["good"][1]]
     assert res["deleted"][res["good"][0]] == [ids[1]]
+    # pick by time: the newest backup taken at or before the given moment, on the chosen storage
+    plan = restore_backup(
+        job,
+        backup="2025-03-02T12:00:00Z",
+        storage=res["good"][1],
+        target_dir=str(tmp_path / "r"),
+        dry_run=True,
+    )
+    assert plan["backup_id"] == ids[0] and plan["dry_run"]
+    plan = restore_backup(job, backup="latest", target_dir=str(tmp_path / "r"), dry_run=True)
+    assert plan["backup_id"] == ids[2] and plan["storage"] == res["good"][0]
+    assert not (tmp_path / "r").exists()
