@@ -548,19 +548,16 @@ class Registry:
                         and "of type string" in str(exc)
                         else str(exc)
                     )
+                    # the real server echoes the patch; a Secret's patch is not echoed (secret data)
+                    shown = (
+                        '"<redacted>"' if rt.key == ("", "secrets") else orjson.dumps(raw.decode()).decode()
+                    )
+                    body = f"Invalid value: {shown}: {detail}"
                     raise ApiError(
                         422,
                         "Invalid",
-                        f' "" is invalid: patch: Invalid value: {orjson.dumps(raw.decode()).decode()}: {detail}',  # noqa: E501
-                        {
-                            "causes": [
-                                errors.cause(
-                                    "patch",
-                                    "FieldValueInvalid",
-                                    f"Invalid value: {orjson.dumps(raw.decode()).decode()}: {detail}",
-                                )
-                            ]
-                        },
+                        f' "" is invalid: patch: {body}',
+                        {"causes": [errors.cause("patch", "FieldValueInvalid", body)]},
                     ) from None
                 if strict and decoder.unknown:
                     raise errors.bad_request(

@@ -104,7 +104,9 @@ class Store:
                 ],
             }
         tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        # the state holds Secrets: readable by the owner only
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(orjson.dumps(snapshot))
             fh.flush()
             os.fsync(fh.fileno())

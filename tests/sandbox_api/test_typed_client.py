@@ -388,3 +388,20 @@ def test_dry_run_stores_nothing(api_env: ApiEnv, namespace: str) -> None:
     with pytest.raises(client.ApiException) as err:
         core.read_namespaced_config_map("dry", namespace)
     assert err.value.status == 404
+
+
+def test_secret_values_never_echoed_and_state_file_private(api_env: ApiEnv, namespace: str) -> None:
+    core = api_env.core
+    core.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="pw"), data={})
+    )
+    code, body = api_env.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/secrets/pw",
+        {"stringData": {"password": 12345}},
+        "application/merge-patch+json",
+    )
+    assert code == 422 and "12345" not in json.dumps(body) and "<redacted>" in body["message"]
+    api_env.server.store.flush()  # type: ignore[union-attr]
+    state = api_env.server.state_dir / "objects.json"
+    assert state.stat().st_mode & 0o077 == 0
