@@ -865,9 +865,11 @@ _VOLATILE_LABELS = (RESTORE_NAME_LABEL, "stateferry.io/flow-run-id")
 
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    o = copy.deepcopy(dict(obj))
+    """A shallow view of ``obj`` without server-assigned and volatile fields (nested values shared)."""
+    o = dict(obj)
     o.pop("status", None)
-    meta = o.get("metadata") or {}
+    meta = dict(o.get("metadata") or {})
+    o["metadata"] = meta
     for k in _STRIP_META:
         meta.pop(k, None)
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}

@@ -8,8 +8,10 @@ LIST per type and namespace, not one GET per object.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,10 @@ class _TypeIndex:
             self.refresh()
 
 
+#: Kinds applied one object at a time (each may change what the next one can do).
+_SEQUENTIAL_KINDS = frozenset({"CustomResourceDefinition", "Namespace"})
+
+
 def _wait_crd_established(rest: KubeRest, crd_type: ResourceType, name: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,6 +121,7 @@ def apply_objects(
     dry_run: bool = False,
     namespace_labels: Mapping[str, str] | None = None,
     crd_wait_seconds: float = 30.0,
+    parallelism: int = 8,
 ) -> list[ObjectResult]:
     """Apply sanitised ``objects`` (already in restore order) and report each one.
 
@@ -126,6 +133,8 @@ def apply_objects(
         namespace_labels: labels of namespaces created implicitly for objects whose Namespace
             object is not part of the backup.
         crd_wait_seconds: how long to wait for a just-created CRD to be served.
+        parallelism: concurrent writes within one kind (kinds are still applied in order;
+            Namespaces and CRDs one by one).
     """
     types = _TypeIndex(rest)
     live_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -148,70 +157,100 @@ def apply_objects(
             live_cache[key] = idx
         return live_cache[key]
 
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        name = str(meta.get("name", ""))
-        ns = str(meta.get("namespace") or "")
-        kind = str(obj.get("kind", ""))
-        res = ObjectResult(object_key(obj), kind, ns, name, "failed")
-        results.append(res)
-        try:
-            wait = crd_wait_seconds if "." in str(obj.get("apiVersion", "")).split("/")[0] else 0.0
-            rtype = types.get(str(obj.get("apiVersion", "")), kind, wait=wait)
-            if rtype is None:
-                res.message = (
-                    f"the target cluster does not serve {obj.get('apiVersion')} {kind}; "
-                    "restore its CustomResourceDefinition (include it in the backup) "
-                    "or install the operator first"
-                )
-                continue
-            if rtype.namespaced and not ns:
-                res.message = "namespaced object without a namespace in the backup"
-                continue
-            if rtype.namespaced and ns not in known_ns and ns not in planned_ns:
-                if dry_run:
-                    planned_ns.add(ns)
-                else:
-                    ns_meta: dict[str, Any] = {"name": ns}
-                    if namespace_labels:
-                        ns_meta["labels"] = dict(namespace_labels)
-                    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta}
-                    try:
-                        rest.request("POST", "/api/v1/namespaces", body=body)
-                    except StateferryError as exc:
-                        if "HTTP 409" not in str(exc):
-                            raise
-                    known_ns.add(ns)
-            live = live_index(rtype, ns).get(name)
-            decision = decide_apply(obj, live, policy)
-            res.diff = list(decision.diff)
-            if decision.action is ApplyAction.UNCHANGED:
-                res.result = "unchanged"
-            elif decision.action is ApplyAction.SKIP_EXISTING:
-                res.result = "skipped-existing"
-                res.message = f"exists and differs in {len(decision.diff)} field(s); policy is skip"
-            elif dry_run:
-                res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
-                if rtype.kind == "Namespace":
-                    planned_ns.add(name)
-            elif decision.action is ApplyAction.CREATE:
-                created = rest.request("POST", resource_path(rtype, ns or None), body=decision.body)
-                res.result = "created"
-                live_index(rtype, ns)[name] = created or dict(obj)
-                if rtype.kind == "Namespace":
-                    known_ns.add(name)
-                if rtype.kind == "CustomResourceDefinition":
-                    _wait_crd_established(rest, rtype, name, crd_wait_seconds)
-                    types.refresh()
+    def prepare(obj: Mapping[str, Any], res: ObjectResult) -> tuple[ResourceType, Any] | None:
+        """Resolve the type, make sure the namespace exists, look up the live object."""
+        ns, kind = res.namespace, res.kind
+        wait = crd_wait_seconds if "." in str(obj.get("apiVersion", "")).split("/")[0] else 0.0
+        rtype = types.get(str(obj.get("apiVersion", "")), kind, wait=wait)
+        if rtype is None:
+            res.message = (
+                f"the target cluster does not serve {obj.get('apiVersion')} {kind}; "
+                "restore its CustomResourceDefinition (include it in the backup) "
+                "or install the operator first"
+            )
+            return None
+        if rtype.namespaced and not ns:
+            res.message = "namespaced object without a namespace in the backup"
+            return None
+        if rtype.namespaced and ns not in known_ns and ns not in planned_ns:
+            if dry_run:
+                planned_ns.add(ns)
             else:
-                updated = rest.request("PUT", resource_path(rtype, ns or None, name), body=decision.body)
-                res.result = "updated"
-                live_index(rtype, ns)[name] = updated or dict(obj)
-                if rtype.kind == "CustomResourceDefinition":
-                    types.refresh()
+                ns_meta: dict[str, Any] = {"name": ns}
+                if namespace_labels:
+                    ns_meta["labels"] = dict(namespace_labels)
+                body = {"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta}
+                try:
+                    rest.request("POST", "/api/v1/namespaces", body=body)
+                except StateferryError as exc:
+                    if "HTTP 409" not in str(exc):
+                        raise
+                known_ns.add(ns)
+        return rtype, live_index(rtype, ns).get(res.name)
+
+    def write(obj: Mapping[str, Any], res: ObjectResult, rtype: ResourceType, live: Any) -> None:
+        """Decide and (unless dry run) create / update one object."""
+        ns, name = res.namespace, res.name
+        decision = decide_apply(obj, live, policy)
+        res.diff = list(decision.diff)
+        if decision.action is ApplyAction.UNCHANGED:
+            res.result = "unchanged"
+        elif decision.action is ApplyAction.SKIP_EXISTING:
+            res.result = "skipped-existing"
+            res.message = f"exists and differs in {len(decision.diff)} field(s); policy is skip"
+        elif dry_run:
+            res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
+            if rtype.kind == "Namespace":
+                planned_ns.add(name)
+        elif decision.action is ApplyAction.CREATE:
+            created = rest.request("POST", resource_path(rtype, ns or None), body=decision.body)
+            res.result = "created"
+            live_index(rtype, ns)[name] = created or dict(obj)
+            if rtype.kind == "Namespace":
+                known_ns.add(name)
+            if rtype.kind == "CustomResourceDefinition":
+                _wait_crd_established(rest, rtype, name, crd_wait_seconds)
+                types.refresh()
+        else:
+            updated = rest.request("PUT", resource_path(rtype, ns or None, name), body=decision.body)
+            res.result = "updated"
+            live_index(rtype, ns)[name] = updated or dict(obj)
+            if rtype.kind == "CustomResourceDefinition":
+                types.refresh()
+
+    def guarded(fn: Any, *args: Any) -> Any:
+        res: ObjectResult = args[1]
+        try:
+            return fn(*args)
         except StateferryError as exc:
             res.result = "failed"
             res.message = _error_message(exc)
+            return None
+
+    def kind_of(o: Mapping[str, Any]) -> tuple[str, str]:
+        return str(o.get("apiVersion", "")), str(o.get("kind", ""))
+
+    with ThreadPoolExecutor(max(1, parallelism)) as pool:
+        for (_api, kind), group_iter in itertools.groupby(objects, key=kind_of):
+            group = list(group_iter)
+            prepared: list[tuple[Mapping[str, Any], ObjectResult, tuple[ResourceType, Any] | None]] = []
+            for obj in group:
+                meta = obj.get("metadata") or {}
+                res = ObjectResult(
+                    object_key(obj),
+                    kind,
+                    str(meta.get("namespace") or ""),
+                    str(meta.get("name", "")),
+                    "failed",
+                )
+                results.append(res)
+                prepared.append((obj, res, guarded(prepare, obj, res)))
+            jobs = [(o, r, p[0], p[1]) for o, r, p in prepared if p is not None]
+            if kind in _SEQUENTIAL_KINDS or parallelism <= 1 or len(jobs) < 8:
+                for job in jobs:
+                    guarded(write, *job)
+            else:  # objects of one kind do not depend on each other: write them concurrently
+                list(pool.map(lambda job: guarded(write, *job), jobs))
     return results
 
 
