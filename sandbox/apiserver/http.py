@@ -293,8 +293,9 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self._json(200, self._maybe_table(rt, reg.get(rt, ns, name), q))
         elif method == "PUT":
+            before = reg.store.get(rt.key, ns, name)
             obj = reg.update(rt, ns, name, self._parsed_body(raw), sub, dry_run=dry_run, strict=strict)
-            self._json(200, obj)
+            self._json(201 if before is None else 200, obj)
         elif method == "PATCH":
             obj, created = reg.patch(
                 rt,

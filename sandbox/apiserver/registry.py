@@ -39,6 +39,15 @@ _SERVER_META = (
 )
 # Kinds whose DELETE answers the object even when it is gone at once.
 _RETURN_DELETED = {("", "pods"), ("", "services")}
+# Kinds a PUT may create (AllowCreateOnUpdate in their REST strategies).
+_CREATE_ON_UPDATE = {
+    ("", "endpoints"),
+    ("coordination.k8s.io", "leases"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+}
 # Kinds whose dependents are orphaned when DELETE names no propagation policy (batch/v1 Job keeps pods).
 _DEFAULT_ORPHAN = {("batch", "jobs"), ("", "replicationcontrollers")}
 
@@ -455,6 +464,9 @@ class Registry:
         with self.lock:
             old = self.store.get(rt.key, ns if rt.namespaced else "", name)
             if old is None:
+                if rt.key in _CREATE_ON_UPDATE and subresource is None:
+                    new.setdefault("metadata", {})["name"] = name
+                    return self.create(rt, ns, new, dry_run=dry_run, strict=strict)
                 raise errors.not_found(rt.plural, rt.group, name)
             rv = meta.get("resourceVersion")
             if rv and rv != old["metadata"]["resourceVersion"]:

@@ -405,3 +405,16 @@ def test_secret_values_never_echoed_and_state_file_private(api_env: ApiEnv, name
     api_env.server.store.flush()  # type: ignore[union-attr]
     state = api_env.server.state_dir / "objects.json"
     assert state.stat().st_mode & 0o077 == 0
+
+
+def test_put_creates_only_where_the_real_server_allows_it(api_env: ApiEnv, namespace: str) -> None:
+    ep = {
+        "metadata": {"name": "ext"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.9"}], "ports": [{"port": 80}]}],
+    }
+    code, body = api_env.request("PUT", f"/api/v1/namespaces/{namespace}/endpoints/ext", ep)
+    assert code == 201 and body["metadata"]["uid"]
+    code, body = api_env.request(
+        "PUT", f"/api/v1/namespaces/{namespace}/configmaps/nope", {"metadata": {"name": "nope"}}
+    )
+    assert code == 404 and body["reason"] == "NotFound"
