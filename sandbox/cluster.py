@@ -326,6 +326,9 @@ def serve(state_dir: Path) -> int:
             rt.bootstrap()
             rt.start()
             runtimes.append(rt)
+        for server, rt in zip(servers, runtimes, strict=True):
+            if hasattr(server, "set_log_reader"):
+                server.set_log_reader(rt.kubelet.read_log)  # kubectl logs
         for rt in runtimes:
             rt.kick()
         tmp = sb.ready_file.with_suffix(".tmp")

@@ -307,6 +307,38 @@ class Kubelet:
             tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
             tmp.replace(self.cluster_dir / "pods" / "index.json")
 
+    def read_log(
+        self, namespace: str, pod: str, container: str, tail: int | None, previous: bool
+    ) -> str | None:
+        """The log of a container (``kubectl logs``); None while it has not started."""
+        with self._lock:
+            runtime = next(
+                (
+                    rt
+                    for rt in self.runtimes.values()
+                    if rt.plan.namespace == namespace and rt.plan.name == pod
+                ),
+                None,
+            )
+        if runtime is not None:
+            pod_dir = runtime.plan.pod_dir
+        else:  # a finished pod from before a supervisor restart
+            dirs = sorted(
+                (self.cluster_dir / "pods").glob(f"{namespace}_{pod}_*"), key=lambda p: p.stat().st_mtime
+            )
+            if not dirs:
+                return None
+            pod_dir = dirs[-1]
+        suffix = ".previous.log" if previous else ".log"
+        try:
+            text = (pod_dir / f"{container}{suffix}").read_text(errors="replace")
+        except OSError:
+            return None
+        if tail is not None:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-tail:]) if tail > 0 else ""
+        return text
+
     def all_pids(self) -> list[int]:
         """Every process the kubelet runs (holders and container main processes)."""
         with self._lock:

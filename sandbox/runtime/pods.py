@@ -307,7 +307,10 @@ class PodRuntime:
                 c.state.finished_at = _now()
                 c.done = True
             return
-        log_file = open(self.plan.pod_dir / f"{c.plan.name}.log", "ab")  # noqa: SIM115
+        log_path = self.plan.pod_dir / f"{c.plan.name}.log"
+        if c.generation > 1 and log_path.exists():  # keep the previous instance's log (kubectl logs -p)
+            log_path.replace(self.plan.pod_dir / f"{c.plan.name}.previous.log")
+        log_file = open(log_path, "ab")  # noqa: SIM115
         assert self.holder is not None
         try:
             c.proc = subprocess.Popen(

@@ -109,6 +109,23 @@ def _key_of(getter: Getter, kind: str, ns: str, ref: Obj) -> str | None:
     raise PodConfigError(f"couldn't find key {key} in {plural[:-1].capitalize()} {ns}/{ref.get('name')}")
 
 
+def etcd_localhost_defaults(argv: list[str], env: dict[str, str], pod_ip: str) -> dict[str, str]:
+    """Listen URLs for an etcd container that leaves them at etcd's ``localhost`` defaults.
+
+    In a real pod ``localhost:2379/2380`` is private to the pod; here pods share the host's network,
+    so two such pods (or a host etcd) would collide. The pod IP stands in for the pod's localhost.
+    """
+    text = " ".join(argv)
+    out: dict[str, str] = {}
+    for flag, var, port in (
+        ("listen-client-urls", "ETCD_LISTEN_CLIENT_URLS", 2379),
+        ("listen-peer-urls", "ETCD_LISTEN_PEER_URLS", 2380),
+    ):
+        if flag not in text and var not in env:
+            out[var] = f"http://{pod_ip}:{port}"
+    return out
+
+
 def container_env(
     pod: Obj, container: Obj, getter: Getter, *, node_ip: str, api_ip: str, kind: str
 ) -> dict[str, str]:
@@ -278,6 +295,8 @@ def build_plan(
             if not command:
                 command = ETCD_ENTRYPOINT if kind == "etcd" else PROJECT_ENTRYPOINT
             argv = [expand(a, env).replace("0.0.0.0", pod_ip) for a in command + args]
+        if kind == "etcd":
+            env.update(etcd_localhost_defaults(argv, env, pod_ip))
         ports = {str(p["name"]): int(p["containerPort"]) for p in c.get("ports") or [] if p.get("name")}
         for vm in c.get("volumeMounts") or []:
             src = vols.get(str(vm.get("name")))

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -133,7 +134,7 @@ def kubectl(
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     if check and proc.returncode != 0:
@@ -142,6 +143,7 @@ def kubectl(
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    timeout *= 3  # generous: CI machines run many servers at once (returns as soon as it holds)
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -223,8 +225,10 @@ def test_kubectl_etcd_statefulset_round_trip(sandbox: SandboxHandle) -> None:
         text=True,
     )
     ready: set[str] = set()
+    killer = threading.Timer(180, watcher.kill)  # readline() must not block forever
+    killer.start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         assert watcher.stdout is not None
         while ready != {"etcd-0", "etcd-1", "etcd-2"} and time.monotonic() < deadline:
             line = watcher.stdout.readline()
@@ -232,6 +236,7 @@ def test_kubectl_etcd_statefulset_round_trip(sandbox: SandboxHandle) -> None:
             if len(cols) >= 3 and cols[1] == "1/1" and cols[2] == "Running":
                 ready.add(cols[0])
     finally:
+        killer.cancel()
         watcher.kill()
         watcher.wait()
     assert ready == {"etcd-0", "etcd-1", "etcd-2"}
@@ -633,9 +638,15 @@ def test_killed_etcd_process_restarts_the_container(sandbox: SandboxHandle) -> N
         return cs["restartCount"] == 1 and cs["ready"] and cs["lastState"]["terminated"]["exitCode"] == 137
 
     wait_until(restarted, 30, "the container to restart and be Ready again")
-    # --wait=false: kubectl's wait uses a watch-list (sendInitialEvents) the sandbox API does not serve yet
-    kubectl(sb, "target", "delete", "pod", "solo", "-n", ns, "--wait=false")
-    wait_until(lambda: pods_json(sb, "target", ns) == [], 40, "the pod to terminate")
+    # kubectl logs: the current instance, and -p the killed one
+    assert "ready to serve client requests" in kubectl(sb, "target", "logs", "solo", "-n", ns, "-p").stdout
+    wait_until(
+        lambda: "ready to serve client requests" in kubectl(sb, "target", "logs", "solo", "-n", ns).stdout,
+        10,
+        "log",
+    )
+    assert 'pod "solo" deleted' in kubectl(sb, "target", "delete", "pod", "solo", "-n", ns).stdout  # waits
+    assert pods_json(sb, "target", ns) == []
     assert processes_with_env("STATEFERRY_SANDBOX_POD", uid) == []
 
 
