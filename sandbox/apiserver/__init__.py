@@ -6,6 +6,29 @@ Usage::
     server.start()  # returns once /readyz answers
     ...
     server.stop()
+
+What answers like a real kube-apiserver (the facts are in /work/shared/k8s-fidelity.md):
+
+- ``http.py``: routing of ``/api``, ``/apis/<group>/<version>``, namespaced and cluster paths,
+  subresources (status, scale, pods/binding|eviction|log, namespaces/finalize), watch streams
+  (chunked JSON, replay from a resourceVersion, selector ADDED/DELETED semantics, bookmarks,
+  watch-list ``sendInitialEvents``), ``meta.k8s.io`` Tables for kubectl.
+- ``registry.py``: create/get/list/update/patch/delete with decoding (``decode.py``: Go's type errors,
+  quantity parsing, unknown-field pruning or ``fieldValidation=Strict``), defaults (``defaults.py``),
+  validation (``validation.py``), optimistic concurrency, generation, Service IP/nodePort allocation,
+  graceful pod deletion, finalizers and the DELETE answer shapes.
+- ``patch.py``: merge patch, JSON patch and strategic merge patch with the real merge keys.
+- ``controllers.py``: garbage collector (Background/Foreground/Orphan), namespace lifecycle,
+  ``default`` ServiceAccount + ``kube-root-ca.crt``, CRD establishment and cleanup.
+- ``discovery.py`` / ``openapi.py``: discovery documents; OpenAPI v3 path documents so kubectl
+  validates server-side (``fieldValidation=Strict``) — no component schemas, no ``/openapi/v2``.
+- ``protobuf.py``: protobuf request bodies (``kubectl create``/``run``), decoded with the struct tags
+  read from the pinned kubectl binary.
+- ``store.py``: objects in memory, one global resourceVersion, watch fan-out, ``objects.json`` written
+  atomically (temp file + rename, at most 5 times a second, mode 0600).
+
+Workloads (StatefulSet/Deployment/Job controllers, kubelet, DNS, load balancers) live in
+``sandbox/runtime`` and talk to this server over HTTP like real controllers.
 """
 
 from __future__ import annotations
