@@ -125,7 +125,7 @@ class ApiServer:
         if self._http is not None:
             self._http.stopping.set()
             self._http.shutdown()
-            self._http.close_watches()
+            self._http.close_connections()
             self._http.server_close()
             self._http = None
         if self._thread is not None:

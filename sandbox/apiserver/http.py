@@ -49,20 +49,29 @@ class Server(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.registry = registry
         self.stopping = threading.Event()
-        self.watch_sockets: set[socket.socket] = set()
-        self.watch_lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         self.log_reader: LogReader | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept with TCP_NODELAY (small JSON answers must not wait for delayed ACKs)."""
         sock, addr = super().get_request()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.connections_lock:
+            self.connections.add(sock)
         return sock, addr
 
-    def close_watches(self) -> None:
-        """End every open watch (server stop)."""
-        with self.watch_lock:
-            for s in list(self.watch_sockets):
+    def shutdown_request(self, request: Any) -> None:
+        """Forget a finished connection."""
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open connection, watches and idle keep-alive ones alike (server stop): a
+        stopped server must not go on answering on connections a client pool kept open."""
+        with self.connections_lock:
+            for s in list(self.connections):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
@@ -406,8 +415,6 @@ class Handler(BaseHTTPRequestHandler):
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         sock: socket.socket = self.connection
-        with self.server.watch_lock:
-            self.server.watch_sockets.add(sock)
         try:
             if sub is None:
                 gone = ApiError(410, "Expired", f"too old resource version: {rv_text} ({store.rv})")
@@ -458,9 +465,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
-        finally:
-            with self.server.watch_lock:
-                self.server.watch_sockets.discard(sock)
         self.close_connection = True
 
     def _event(self, etype: str, rt: ResourceType, obj: Obj, as_table: bool, include: str) -> Obj:

@@ -392,6 +392,10 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
         rv = core.read_namespaced_config_map("keep", "default").metadata.resource_version
     finally:
         server.stop()
+    # a stopped server no longer answers, not even on the client's pooled keep-alive connection
+    with pytest.raises(Exception) as gone:
+        core.read_namespaced_config_map("keep", "default", _request_timeout=2)
+    assert not isinstance(gone.value, client.ApiException)
     again = ApiServer("target", "127.0.0.1", 0, state, service_cidr_base="127.252.96")
     again.start()
     try:
