@@ -176,12 +176,17 @@ def resolv_conf(namespace: str, nameserver: str, domain: str = CLUSTER_DOMAIN) -
     )
 
 
-def write_in_place(path: Path, content: str) -> bool:
-    """Write ``content`` into ``path`` keeping its inode (bind mounts see it). True if it changed."""
+def write_in_place(path: Path, content: str, *, create: bool = True) -> bool:
+    """Write ``content`` into ``path`` keeping its inode (bind mounts see it). True if it changed.
+
+    With ``create=False`` a missing file (e.g. of a pod that just ended) is left alone.
+    """
     try:
         if path.read_text() == content:
             return False
     except FileNotFoundError:
+        if not create:
+            return False
         path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:  # O_TRUNC on the same inode, never a rename
         fh.write(content)

@@ -247,6 +247,7 @@ class Kubelet:
                 write_in_place(
                     rt.plan.hosts_file,
                     self._hosts_for(rt.plan.namespace, rt.plan.pod_ip, rt.plan.hostname, pod),
+                    create=False,
                 )
         # a cluster-wide file with the fully qualified names, for diagnostics
         with contextlib.suppress(OSError):
