@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -58,3 +60,92 @@ def test_migration_parked_then_activated(
         assert MIGRATION_REPLICAS_ANNOTATION not in (d["metadata"].get("annotations") or {})
     # activating again is a no-op
     assert activate(target=target_kube, namespaces=["shop"])["counts"] == {"unchanged": 2}
+
+
+def _paused_run(migration_name: str, timeout: float = 60.0) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["app_migration"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+            for run in runs:
+                if run.parameters.get("migration_name") == migration_name:
+                    return run
+            time.sleep(0.5)
+    raise AssertionError(f"migration {migration_name} never paused for approval")
+
+
+def test_migration_waits_for_approval_then_activates(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    source_rest: KubeRest,
+    target_rest: KubeRest,
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "tiny"}})
+    source_rest.request(
+        "POST",
+        "/apis/apps/v1/namespaces/tiny/deployments",
+        body={
+            "metadata": {"name": "api"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "api", "image": "nginx:1.25"}]},
+                },
+            },
+        },
+    )
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["report"] = app_migration(
+                source=source_kube,
+                target=target_kube,
+                namespaces=["tiny"],
+                namespace_mapping={"tiny": "tiny-dr"},
+                object_store=object_store_a,
+                bucket=bucket,
+                migration_name="tiny-move",
+                start_applications=False,
+                approve_activation=True,
+            )
+        except BaseException as exc:
+            out["error"] = exc
+
+    th = threading.Thread(target=run)
+    th.start()
+    try:
+        paused = _paused_run("tiny-move")
+        dep = target_rest.request("GET", "/apis/apps/v1/namespaces/tiny-dr/deployments/api")
+        assert dep["spec"]["replicas"] == 0  # parked while waiting for the approval
+        resume_flow_run(paused.id, run_input={"approved": True, "comment": "go"})
+    finally:
+        th.join(120)
+    assert "error" not in out, out.get("error")
+    assert [a["message"] for a in out["report"]["activation"]] == ["scaled to 3 replicas"]
+    assert (
+        target_rest.request("GET", "/apis/apps/v1/namespaces/tiny-dr/deployments/api")["spec"]["replicas"]
+        == 3
+    )

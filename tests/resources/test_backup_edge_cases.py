@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from blocks.kube import KubeCluster
-from flows.resource_backup import resource_backup, resource_restore
+from flows.resource_backup import RestoreFailed, resource_backup, resource_restore
 from planning.archive_layout import ArchiveError, manifest_key, tarball_key
 from stateferry.errors import InputError, PreconditionFailed
 from tasks.archive_store import list_archives
@@ -171,3 +171,54 @@ def test_retention_keeps_the_newest(
     out = resource_backup(**common, backup_name="r2", keep_last=1)
     assert out["deleted"] == ["r1"]
     assert [a.name for a in list_archives(object_store_a, bucket, "resource-backups")] == ["r2"]
+
+
+def test_partial_failure_is_reported_per_object(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    source_rest: KubeRest,
+    target_rest: KubeRest,
+) -> None:
+    source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "np"}})
+    source_rest.request("POST", "/api/v1/namespaces/np/configmaps", body={"metadata": {"name": "cfg"}})
+    svc = source_rest.request(
+        "POST",
+        "/api/v1/namespaces/np/services",
+        body={
+            "metadata": {"name": "web"},
+            "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+        },
+    )
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    resource_backup(
+        source=source_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="np-1",
+        include_namespaces=["np"],
+    )
+    restore: dict[str, Any] = {
+        "target": target_kube,
+        "object_store": object_store_a,
+        "bucket": bucket,
+        "backup_name": "np-1",
+        "keep_node_ports": True,
+    }
+    first = resource_restore(**restore, namespace_mapping={"np": "np-a"})
+    assert first["counts"] == {"created": 3}
+    got = target_rest.request("GET", "/api/v1/namespaces/np-a/services/web")
+    assert got["spec"]["ports"][0]["nodePort"] == node_port
+
+    # the same nodePort cannot be allocated twice: that object fails, the others are restored
+    second = resource_restore(**restore, namespace_mapping={"np": "np-b"}, fail_on_error=False)
+    by_key = {r["key"]: r for r in second["results"]}
+    assert second["counts"] == {"created": 2, "failed": 1}
+    assert by_key["Service np-b/web"]["result"] == "failed"
+    assert "already allocated" in by_key["Service np-b/web"]["message"]
+    assert by_key["ConfigMap np-b/cfg"]["result"] == "created"
+    with pytest.raises(RestoreFailed, match=r"1 of 3 objects failed to restore \(Service np-c/web: "):
+        resource_restore(**restore, namespace_mapping={"np": "np-c"})
+    assert target_rest.request("GET", "/api/v1/namespaces/np-c/configmaps/cfg")["metadata"]["name"] == "cfg"
