@@ -193,8 +193,12 @@ class Registry:
             ).decode()
             if not lreqs and not freqs:
                 meta["remainingItemCount"] = remaining
-        if any(o.get("apiVersion") != rt.api_version for o in items):
-            items = [self._view(rt, o) for o in items]
+        if rt.custom:
+            if any(o.get("apiVersion") != rt.api_version for o in items):
+                items = [self._view(rt, o) for o in items]
+        else:
+            # typed lists of a real server carry no kind/apiVersion on their items (watch events do)
+            items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": items}
 
     # ---- create ------------------------------------------------------------------------------------

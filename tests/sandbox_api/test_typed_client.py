@@ -418,3 +418,11 @@ def test_put_creates_only_where_the_real_server_allows_it(api_env: ApiEnv, names
         "PUT", f"/api/v1/namespaces/{namespace}/configmaps/nope", {"metadata": {"name": "nope"}}
     )
     assert code == 404 and body["reason"] == "NotFound"
+
+
+def test_list_items_carry_no_type_meta_like_a_real_server(api_env: ApiEnv, namespace: str) -> None:
+    code, listing = api_env.request("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    assert code == 200 and listing["kind"] == "ConfigMapList" and listing["apiVersion"] == "v1"
+    assert listing["items"] and all("kind" not in i and "apiVersion" not in i for i in listing["items"])
+    code, single = api_env.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/kube-root-ca.crt")
+    assert single["kind"] == "ConfigMap" and single["apiVersion"] == "v1"
