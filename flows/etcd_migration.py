@@ -76,13 +76,17 @@ from tasks.kube_objects import (
     wait_pods_ready,
 )
 
-__all__ = ["InjectedFault", "etcd_stretch_migration"]
+__all__ = ["InjectedFault", "MigrationComplete", "etcd_stretch_migration"]
 
 FAULT_ENV = "STATEFERRY_FAULT_AFTER"
 FAULT_SKIP_ENV = "STATEFERRY_FAULT_SKIP"
 JOIN_STEP = "join new members"
 CUTOVER_STEP = "clients switched"
 DELETE_STEP = "delete old resources"
+
+
+class MigrationComplete(StateferryError):
+    """Preflight found the migration already complete (a re-run after the end)."""
 
 
 class InjectedFault(RuntimeError):
@@ -192,10 +196,10 @@ def _preflight(
     sts = get_object(src, "statefulset", source_namespace, statefulset)
     state_cm = get_object(tgt, "configmap", target_namespace, f"stateferry-etcd-{new_statefulset}"[:63])
     state: dict[str, str] = dict((state_cm or {}).get("data") or {})
-    if sts is None and state.get("phase") == "done":
-        raise PreconditionFailed(
+    if sts is None and state.get("phase") in ("done", "cleanup"):
+        raise MigrationComplete(
             f"the migration of {source_namespace}/{statefulset} to {target_namespace}/{new_statefulset} is "
-            "already complete (state ConfigMap says done): nothing to do"
+            "complete (the old StatefulSet is gone): nothing to do"
         )
     if sts is None:
         names = _names_of(
@@ -641,23 +645,28 @@ def etcd_stretch_migration(
     new_service = new_service or new_statefulset
 
     with journal.step("preflight") as note:
-        ctx, view = _preflight(
-            source,
-            target,
-            source_namespace=source_namespace,
-            target_namespace=target_namespace,
-            statefulset=statefulset,
-            service=service,
-            new_statefulset=new_statefulset,
-            new_service=new_service,
-            target_replicas=target_replicas,
-            allow_even_size=allow_even_size,
-            source_endpoints=source_endpoints,
-            target_image=target_image,
-            dns_provider=dns_provider,
-            source_lb_annotations=dict(source_lb_annotations or {}),
-            target_lb_annotations=dict(target_lb_annotations or {}),
-        )
+        try:
+            ctx, view = _preflight(
+                source,
+                target,
+                source_namespace=source_namespace,
+                target_namespace=target_namespace,
+                statefulset=statefulset,
+                service=service,
+                new_statefulset=new_statefulset,
+                new_service=new_service,
+                target_replicas=target_replicas,
+                allow_even_size=allow_even_size,
+                source_endpoints=source_endpoints,
+                target_image=target_image,
+                dns_provider=dns_provider,
+                source_lb_annotations=dict(source_lb_annotations or {}),
+                target_lb_annotations=dict(target_lb_annotations or {}),
+            )
+        except MigrationComplete as done:
+            _save_complete(target, target_namespace, new_statefulset)
+            logger.info("%s", done)
+            return {"outcome": "done", "detail": str(done), "steps": [], "members": []}
         layout = ctx.layout
         for w in ctx.warnings:
             logger.warning(w)
@@ -728,6 +737,16 @@ def etcd_stretch_migration(
         raise
     final_view = observe_cluster(_live_endpoints(ctx))
     return _finish(summary, journal, started, final_view, ctx)
+
+
+def _save_complete(target: KubeCluster, namespace: str, new_statefulset: str) -> None:
+    """Mark the state ConfigMap done (a crash may have happened between the last delete and that)."""
+    import kubernetes.client
+
+    name = f"stateferry-etcd-{new_statefulset}"[:63]
+    kubernetes.client.CoreV1Api(target.api_client()).patch_namespaced_config_map(
+        name, namespace, {"data": {"phase": "done"}}
+    )
 
 
 def _lb_ips_from_cluster(ctx: _Context) -> None:
@@ -919,13 +938,15 @@ def _wait_pod_revision(ctx: _Context, pod: str, timeout: float = 120.0) -> None:
 def _cleanup(ctx: _Context, delete_pvcs: bool) -> None:
     layout = ctx.layout
     ns = layout.source_namespace
-    delete_object(ctx.src, "statefulset", ns, layout.source_sts)
-    delete_object(ctx.src, "service", ns, layout.source_service)
+    _save_state(ctx, phase="cleanup")
     for pod in layout.old_pods():
         _delete_ours(ctx, ctx.src, "service", ns, pod)
         if delete_pvcs:
             delete_object(ctx.src, "pvc", ns, f"{_claim_name(ctx)}-{pod}")
     _set_dns(ctx, ctx.tgt, [])  # the old members' names are stale in the target
+    delete_object(ctx.src, "service", ns, layout.source_service)
+    # last: while the StatefulSet exists a re-run finds the migration in progress and repeats this step
+    delete_object(ctx.src, "statefulset", ns, layout.source_sts)
 
 
 def _finish(

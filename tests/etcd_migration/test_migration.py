@@ -31,7 +31,10 @@ def _members(endpoint: str) -> list[str]:
     return asyncio.run(go())
 
 
-def test_migrates_3_to_3_while_writing_and_resumes_after_crash(
+CRASH_POINTS = ["member_add:etcd-main-1", "move_leader", "remove_old:etcd-1", "finalize"]
+
+
+def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     prefect_server: Any, seed_etcd: SeedEtcd
 ) -> None:
     ns = seed_etcd.namespace
@@ -46,9 +49,13 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crash(
     writer.start()
     t0 = time.monotonic()
     try:
-        os.environ[FAULT_ENV] = "member_add:etcd-main-1"
-        with pytest.raises(InjectedFault):
-            etcd_stretch_migration(seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True)
+        # crash after a step, re-run; at each point in turn (the first one before the StatefulSet update)
+        for point in CRASH_POINTS:
+            os.environ[FAULT_ENV] = point
+            with pytest.raises(InjectedFault, match=point):
+                etcd_stretch_migration(
+                    seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True
+                )
         os.environ.pop(FAULT_ENV)
         summary = etcd_stretch_migration(
             seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True
@@ -81,6 +88,11 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crash(
     assert "etcd-0=" not in script and "--initial-cluster-state=existing" in script
     corefile = core_tgt.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
     assert f"etcd-0.etcd.{ns}" not in corefile
-    # a re-run after completion changes nothing
+    # the last run continued where the crashed one stopped (the final rollout), nothing was redone
     steps = [s["step"] for s in summary["steps"]]
-    assert "join etcd-main-1" in steps and "join etcd-main-0" not in steps  # resumed, not re-added
+    assert not any(s.startswith(("join", "remove", "move")) for s in steps), steps
+    assert steps[-1] == "delete old resources"
+    # a re-run after completion changes nothing
+    again = etcd_stretch_migration(seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True)
+    assert again["outcome"] == "done"
+    assert _members(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
