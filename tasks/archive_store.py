@@ -285,7 +285,7 @@ def put_json(store: ObjectStore, bucket: str, key: str, data: Any) -> None:
         raise translate(exc, context=f"writing s3://{bucket}/{key}") from None
 
 
-def get_json(store: ObjectStore, bucket: str, key: str) -> Any | None:
+def get_json(store: ObjectStore, bucket: str, key: str) -> Any:
     """Read a small JSON object; None if it does not exist."""
     client = _s3(store)
     try:
