@@ -72,7 +72,7 @@ def test_server_stops_mid_dump_nothing_partial_is_good(
     old_keys = s3_keys(object_store_a, "backups", f"stop/{job_name}/")
     assert len(old_keys) == 2
 
-    # 24 MiB of incompressible rows (48 MiB of hex dump, several seconds of gzip): long enough to stop
+    # 48 MiB of incompressible rows (96 MiB of hex dump, several seconds of gzip): long enough to stop
     # the server in the middle of the dump
     conn = db.connect("big")
     try:
@@ -80,7 +80,7 @@ def test_server_stops_mid_dump_nothing_partial_is_good(
             cur.execute("UPDATE t SET b = %s", (os.urandom(48 * 1024),))
     finally:
         conn.close()
-    mysql_exec(db, *["INSERT INTO t (b) SELECT b FROM t"] * 9, database="big")
+    mysql_exec(db, *["INSERT INTO t (b) SELECT b FROM t"] * 10, database="big")
 
     stopped = threading.Event()
 
