@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from sandbox.runtime.events import emit
 from sandbox.runtime.kube import Kube, Obj
 from sandbox.runtime.objects import as_int, meta, name_of, ns_of, owner_ref, terminating, uid_of
 from sandbox.runtime.world import World
@@ -191,6 +192,15 @@ def _sync_one(kube: Kube, cj: Obj, jobs: list[Obj], now: dt.datetime) -> None:
                 new_status["active"] = None
             created = _create_job(kube, cj, due)
             if created is not None:
+                emit(
+                    kube,
+                    cj,
+                    "SuccessfulCreate",
+                    f"Created job {name_of(created)}",
+                    component="cronjob-controller",
+                    kind="CronJob",
+                    api_version="batch/v1",
+                )
                 ref = {
                     "apiVersion": "batch/v1",
                     "kind": "Job",

@@ -78,6 +78,7 @@ class Kube:
         cfg.connection_pool_maxsize = 32
         self.url = url
         self.api = kubernetes.client.ApiClient(cfg)
+        self.events: Any = None  # an EventRecorder, set by the cluster runtime
         self._local = threading.local()
 
     def request(

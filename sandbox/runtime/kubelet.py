@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.runtime.dns import ClusterDns, resolv_conf, write_in_place
+from sandbox.runtime.events import EventRecorder
 from sandbox.runtime.ippool import IpPool
 from sandbox.runtime.kube import Kube, Obj, path_of
 from sandbox.runtime.objects import meta, name_of, now_iso, ns_of, pod_phase, terminating, uid_of
@@ -64,6 +65,7 @@ class Kubelet:
         self.marker = marker
         self.kick = kick
         self.runtimes: dict[str, PodRuntime] = {}
+        self.events = EventRecorder(kube, "kubelet", node_name)
         self.pods: dict[str, Obj] = {}  # last seen API object by uid
         self.waiting: dict[str, str] = {}  # uid -> reason the pod cannot start
         self.stopping: set[str] = set()
@@ -178,6 +180,14 @@ class Kubelet:
         }
         try:
             self.kube.request("POST", path_of("pods", ns_of(pod), name_of(pod), "binding"), binding)
+            self.events.record(
+                pod,
+                "Scheduled",
+                f"Successfully assigned {ns_of(pod)}/{name_of(pod)} to {self.node_name}",
+                component="default-scheduler",
+                kind="Pod",
+                api_version="v1",
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return  # bound meanwhile
@@ -217,7 +227,13 @@ class Kubelet:
         self.waiting.pop(uid, None)
         write_in_place(plan.resolv_file, resolv_conf(plan.namespace, self.nameserver))
         write_in_place(plan.hosts_file, self._hosts_for(plan.namespace, ip, plan.hostname, pod))
-        runtime = PodRuntime(plan, on_change=lambda: self._dirty_add(uid))
+        runtime = PodRuntime(
+            plan,
+            on_change=lambda: self._dirty_add(uid),
+            on_event=lambda reason, message, warning, field_path: self.events.record(
+                pod, reason, message, warning=warning, field_path=field_path, kind="Pod", api_version="v1"
+            ),
+        )
         # a pod that ran before the supervisor restarted: its containers restart (like after a node reboot)
         previous = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
         for c in runtime.containers:

@@ -18,6 +18,7 @@ from sandbox.runtime.dns import (
     module_config_hosts,
     parse_corefile_hosts,
 )
+from sandbox.runtime.events import EventRecorder
 from sandbox.runtime.kube import Kube, watch_forever
 from sandbox.runtime.kubelet import Kubelet
 from sandbox.runtime.network import ServiceNetwork
@@ -71,6 +72,7 @@ class ClusterRuntime:
         self.name = name
         self.octet = octet
         self.kube = Kube(api_url)
+        self.kube.events = EventRecorder(self.kube, "kube-controller-manager")
         self.cluster_dir = cluster_dir
         self.node_name = f"{name}-control-plane"
         self.network = ServiceNetwork(name, self.kube, ippool.load_balancer_pool(octet), proxies)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.runtime.dns import ServiceRecord
+from sandbox.runtime.events import emit
 from sandbox.runtime.ippool import IpPool
 from sandbox.runtime.kube import Kube, Obj
 from sandbox.runtime.objects import (
@@ -205,12 +206,30 @@ class ServiceNetwork:
         if current and current in self.lb_pool and self.lb_pool.reserve(owner, current):
             return str(current)
         ip = self.lb_pool.allocate(owner)
+        emit(
+            self.kube,
+            svc,
+            "EnsuringLoadBalancer",
+            "Ensuring load balancer",
+            component="service-controller",
+            kind="Service",
+            api_version="v1",
+        )
         self.kube.patch(
             "services",
             ns_of(svc),
             name_of(svc),
             {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
             sub="status",
+        )
+        emit(
+            self.kube,
+            svc,
+            "EnsuredLoadBalancer",
+            "Ensured load balancer",
+            component="service-controller",
+            kind="Service",
+            api_version="v1",
         )
         return ip
 

@@ -160,9 +160,15 @@ class PodRuntime:
         on_change: callback without arguments, e.g. to make the kubelet push the pod status.
     """
 
-    def __init__(self, plan: PodPlan, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        plan: PodPlan,
+        on_change: Callable[[], None] = lambda: None,
+        on_event: Callable[[str, str, bool, str], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.on_change = on_change
+        self.on_event = on_event
         self.holder: subprocess.Popen[bytes] | None = None
         self.containers = [_Container(c) for c in plan.containers]
         self.init_containers = [_Container(c, init=True) for c in plan.init_containers]
@@ -291,9 +297,20 @@ class PodRuntime:
             self._on_exit(c, code)
             return True
 
+    def _event(self, c: _Container, reason: str, message: str, warning: bool = False) -> None:
+        if self.on_event is not None:
+            kind = "initContainers" if c.init else "containers"
+            try:
+                self.on_event(reason, message, warning, f"spec.{kind}{{{c.plan.name}}}")
+            except Exception as exc:
+                log.debug("event: %s", exc)
+
     def _start_container(self, c: _Container) -> None:
         c.generation += 1
         c.last_start = time.monotonic()
+        self._event(c, "Pulled", f'Container image "{c.plan.image}" already present on machine')
+        self._event(c, "Created", f"Created container {c.plan.name}")
+        self._event(c, "Started", f"Started container {c.plan.name}")
         c.state.started_at = _now()
         c.state.finished_at = None
         c.state.exit_code = None
@@ -374,6 +391,14 @@ class PodRuntime:
             c.next_start = time.monotonic() + scaled(backoff)
             c.state.state = "waiting"
             c.state.reason = "CrashLoopBackOff" if backoff else "ContainerCreating"
+            if backoff:
+                self._event(
+                    c,
+                    "BackOff",
+                    f"Back-off restarting failed container {c.plan.name} in pod "
+                    f"{self.plan.name}_{self.plan.namespace}({self.plan.uid})",
+                    warning=True,
+                )
         else:
             c.done = True
             c.state.state, c.state.reason = "terminated", reason
@@ -420,6 +445,7 @@ class PodRuntime:
                 else:
                     succ_fail[1] += 1
                     succ_fail[0] = 0
+                    self._event(c, "Unhealthy", f"{name.capitalize()} probe failed", warning=True)
                 self._apply_probe(c, generation, name, probe, succ_fail, next_due)
             self._stopping.wait(0.05)
 
@@ -550,6 +576,9 @@ class PodRuntime:
         self._stopping.set()
         with self._lock:
             procs = [c.proc for c in self.containers + self.init_containers if c.proc is not None]
+            for c in self.containers + self.init_containers:
+                if c.proc is not None:
+                    self._event(c, "Killing", f"Stopping container {c.plan.name}")
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)

@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+from sandbox.runtime.events import emit
 from sandbox.runtime.kube import Kube, Obj
 from sandbox.runtime.objects import (
     as_int,
@@ -90,7 +91,13 @@ def _ensure_claims(kube: Kube, world: World, sts: Obj, ordinal: int) -> None:
             },
             "spec": copy.deepcopy(vct.get("spec") or {}),
         }
-        kube.create("persistentvolumeclaims", ns_of(sts), body, exist_ok=True)
+        if kube.create("persistentvolumeclaims", ns_of(sts), body, exist_ok=True):
+            _event(
+                kube,
+                sts,
+                "SuccessfulCreate",
+                f"create Claim {claim} Pod {name_of(sts)}-{ordinal} in StatefulSet {name_of(sts)} success",
+            )
 
 
 def _new_pod(sts: Obj, ordinal: int, rev_name: str) -> Obj:
@@ -127,6 +134,28 @@ def _new_pod(sts: Obj, ordinal: int, rev_name: str) -> Obj:
     }
 
 
+def _event(kube: Kube, sts: Obj, reason: str, message: str) -> None:
+    emit(
+        kube,
+        sts,
+        reason,
+        message,
+        component="statefulset-controller",
+        kind="StatefulSet",
+        api_version="apps/v1",
+    )
+
+
+def _delete_pod(kube: Kube, sts: Obj, pod: Obj) -> None:
+    if kube.delete("pods", ns_of(pod), name_of(pod), uid=uid_of(pod)):
+        _event(
+            kube,
+            sts,
+            "SuccessfulDelete",
+            f"delete Pod {name_of(pod)} in StatefulSet {name_of(sts)} successful",
+        )
+
+
 def sync_statefulsets(kube: Kube, world: World) -> None:
     """Reconcile every StatefulSet of the snapshot."""
     pods_by_owner = world.by_owner("pods")
@@ -161,7 +190,7 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
     # Failed pods are deleted and recreated.
     for pod in list(pods.values()):
         if pod_phase(pod) in ("Failed", "Succeeded") and not terminating(pod):
-            kube.delete("pods", ns_of(pod), name_of(pod), uid=uid_of(pod))
+            _delete_pod(kube, sts, pod)
 
     any_terminating = any(terminating(p) for p in pods.values())
     # Create missing pods.
@@ -175,7 +204,13 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
             break
         _ensure_claims(kube, world, sts, ordinal)
         rev = update_rev if (ordinal >= partition or not rolling) else current_rev
-        kube.create("pods", ns_of(sts), _new_pod(sts, ordinal, rev), exist_ok=True)
+        if kube.create("pods", ns_of(sts), _new_pod(sts, ordinal, rev), exist_ok=True):
+            _event(
+                kube,
+                sts,
+                "SuccessfulCreate",
+                f"create Pod {name_of(sts)}-{ordinal} in StatefulSet {name_of(sts)} successful",
+            )
         if not parallel:
             break
 
@@ -189,7 +224,7 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
             continue
         if not parallel and not all(pod_running_ready(p) for o, p in pods.items() if o < replicas):
             break
-        kube.delete("pods", ns_of(pod), name_of(pod), uid=uid_of(pod))
+        _delete_pod(kube, sts, pod)
         if not parallel:
             break
 
@@ -202,7 +237,7 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
                 break
             pod = live[ordinal]
             if (meta(pod).get("labels") or {}).get(REVISION_LABEL) != update_rev:
-                kube.delete("pods", ns_of(pod), name_of(pod), uid=uid_of(pod))
+                _delete_pod(kube, sts, pod)
                 break
 
     # Status.

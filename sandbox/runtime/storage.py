@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sandbox.runtime.events import emit
 from sandbox.runtime.kube import Kube, Obj
 from sandbox.runtime.objects import meta, name_of, ns_of, terminating, uid_of
 from sandbox.runtime.world import World
@@ -109,9 +110,18 @@ def _bind(kube: Kube, pvc: Obj, pvs: dict[str, Obj], pv_root: Path) -> None:
                 },
             },
         }
-        pv = kube.create("persistentvolumes", None, body, exist_ok=True) or kube.get(
-            "persistentvolumes", None, pv_name
-        )
+        created = kube.create("persistentvolumes", None, body, exist_ok=True)
+        if created is not None:
+            emit(
+                kube,
+                pvc,
+                "ProvisioningSucceeded",
+                f"Successfully provisioned volume {pv_name}",
+                component=f"{PROVISIONER}_sandbox",
+                kind="PersistentVolumeClaim",
+                api_version="v1",
+            )
+        pv = created or kube.get("persistentvolumes", None, pv_name)
         if pv is None:
             return
     if ((pv.get("status") or {}).get("phase")) != "Bound":

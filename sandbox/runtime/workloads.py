@@ -6,6 +6,7 @@ import copy
 import logging
 from typing import Any
 
+from sandbox.runtime.events import emit
 from sandbox.runtime.kube import Kube, Obj
 from sandbox.runtime.objects import (
     as_int,
@@ -99,6 +100,15 @@ def _sync_deployment(kube: Kube, dep: Obj, owned: list[Obj]) -> None:
         new_rs = kube.create("replicasets", ns_of(dep), body, exist_ok=True)
         if new_rs is None:
             return
+        emit(
+            kube,
+            dep,
+            "ScalingReplicaSet",
+            f"Scaled up replica set {rs_name} to {replicas}",
+            component="deployment-controller",
+            kind="Deployment",
+            api_version="apps/v1",
+        )
         owned = [*owned, new_rs]
     elif int((new_rs.get("spec") or {}).get("replicas") or 0) != replicas:
         kube.patch(
@@ -116,6 +126,15 @@ def _sync_deployment(kube: Kube, dep: Obj, owned: list[Obj]) -> None:
     for rs in old:
         if int((rs.get("spec") or {}).get("replicas") or 0) and (recreate or new_ready >= replicas):
             kube.patch("replicasets", ns_of(rs), name_of(rs), {"spec": {"replicas": 0}})
+            emit(
+                kube,
+                dep,
+                "ScalingReplicaSet",
+                f"Scaled down replica set {name_of(rs)} to 0",
+                component="deployment-controller",
+                kind="Deployment",
+                api_version="apps/v1",
+            )
     # status
     total = sum(int((r.get("status") or {}).get("replicas") or 0) for r in owned)
     ready = sum(int((r.get("status") or {}).get("readyReplicas") or 0) for r in owned)
@@ -192,11 +211,29 @@ def _sync_replicaset(kube: Kube, rs: Obj, owned: list[Obj]) -> None:
             pod = _pod_from_template(
                 rs, spec.get("template") or {}, f"{name_of(rs)}-{random_suffix()}", "apps/v1", "ReplicaSet"
             )
-            kube.create("pods", ns_of(rs), pod, exist_ok=True)
+            if kube.create("pods", ns_of(rs), pod, exist_ok=True):
+                emit(
+                    kube,
+                    rs,
+                    "SuccessfulCreate",
+                    f"Created pod: {name_of(pod)}",
+                    component="replicaset-controller",
+                    kind="ReplicaSet",
+                    api_version="apps/v1",
+                )
     elif len(active) > replicas:
         victims = sorted(active, key=lambda p: (pod_ready(p), meta(p).get("creationTimestamp") or ""))
         for p in victims[: len(active) - replicas]:
-            kube.delete("pods", ns_of(p), name_of(p), uid=uid_of(p))
+            if kube.delete("pods", ns_of(p), name_of(p), uid=uid_of(p)):
+                emit(
+                    kube,
+                    rs,
+                    "SuccessfulDelete",
+                    f"Deleted pod: {name_of(p)}",
+                    component="replicaset-controller",
+                    kind="ReplicaSet",
+                    api_version="apps/v1",
+                )
     ready = sum(1 for p in active if pod_running_ready(p))
     labelled = sum(1 for p in active if selector_matches(spec.get("selector"), meta(p).get("labels")))
     status = rs.get("status") or {}
@@ -272,6 +309,16 @@ def _sync_job(kube: Kube, job: Obj, owned: list[Obj]) -> None:
         for p in active:
             kube.delete("pods", ns_of(p), name_of(p), uid=uid_of(p))
         active = []
+        emit(
+            kube,
+            job,
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            warning=True,
+            component="job-controller",
+            kind="Job",
+            api_version="batch/v1",
+        )
     else:
         want = min(parallelism, completions - succeeded)
         for _ in range(max(0, want - len(active))):
@@ -285,6 +332,15 @@ def _sync_job(kube: Kube, job: Obj, owned: list[Obj]) -> None:
             created = kube.create("pods", ns_of(job), pod, exist_ok=True)
             if created:
                 active.append(created)
+                emit(
+                    kube,
+                    job,
+                    "SuccessfulCreate",
+                    f"Created pod: {name_of(created)}",
+                    component="job-controller",
+                    kind="Job",
+                    api_version="batch/v1",
+                )
     new_status: dict[str, Any] = {
         "startTime": status.get("startTime") or now,
         "active": len(active) or None,
