@@ -27,6 +27,7 @@ from planning.resources import (
     ResourceType,
     activation_patch,
     decide_apply,
+    is_custom_resource,
     object_key,
 )
 from stateferry.errors import PermanentError, StateferryError
@@ -142,6 +143,8 @@ def apply_objects(
     for items, _ in rest.list_pages("/api/v1/namespaces"):
         known_ns.update(i["metadata"]["name"] for i in items)
     planned_ns: set[str] = set()
+    planned_crds: set[tuple[str, str]] = set()  # (group, kind) of CRDs a dry run would create
+    missing_types: set[tuple[str, str]] = set()
     results: list[ObjectResult] = []
 
     def live_index(rtype: ResourceType, ns: str) -> dict[str, dict[str, Any]]:
@@ -160,9 +163,19 @@ def apply_objects(
     def prepare(obj: Mapping[str, Any], res: ObjectResult) -> tuple[ResourceType, Any] | None:
         """Resolve the type, make sure the namespace exists, look up the live object."""
         ns, kind = res.namespace, res.kind
-        wait = crd_wait_seconds if "." in str(obj.get("apiVersion", "")).split("/")[0] else 0.0
-        rtype = types.get(str(obj.get("apiVersion", "")), kind, wait=wait)
+        api_version = str(obj.get("apiVersion", ""))
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        # wait for a custom resource's type only once per kind, and never in a dry run
+        wait = crd_wait_seconds if is_custom_resource(group) and not dry_run else 0.0
+        if (api_version, kind) in missing_types:
+            wait = 0.0
+        rtype = types.get(api_version, kind, wait=wait)
+        if rtype is None and dry_run and (group, kind) in planned_crds:
+            res.result = "would-create"
+            res.message = "its CustomResourceDefinition is created first"
+            return None
         if rtype is None:
+            missing_types.add((api_version, kind))
             res.message = (
                 f"the target cluster does not serve {obj.get('apiVersion')} {kind}; "
                 "restore its CustomResourceDefinition (include it in the backup) "
@@ -202,6 +215,9 @@ def apply_objects(
             res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
             if rtype.kind == "Namespace":
                 planned_ns.add(name)
+            if rtype.kind == "CustomResourceDefinition":
+                spec = obj.get("spec") or {}
+                planned_crds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
         elif decision.action is ApplyAction.CREATE:
             created = rest.request("POST", resource_path(rtype, ns or None), body=decision.body)
             res.result = "created"

@@ -97,6 +97,14 @@ def test_custom_resource_restores_after_its_crd(
         "Namespace": 1,
         "Widget.example.com": 1,
     }
+    dry = resource_restore(
+        target=target_kube, object_store=object_store_a, bucket=bucket, backup_name="crs-1", dry_run=True
+    )
+    assert dry["counts"] == {"would-create": 4}
+    assert (
+        target_rest.get_or_none("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+        is None
+    )
     r = resource_restore(target=target_kube, object_store=object_store_a, bucket=bucket, backup_name="crs-1")
     keys = [x["key"] for x in r["results"]]
     assert keys.index("CustomResourceDefinition.apiextensions.k8s.io widgets.example.com") < keys.index(
