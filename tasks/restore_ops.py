@@ -107,7 +107,8 @@ def rename_databases(chunks: Iterator[bytes], mapping: dict[str, str]) -> Iterat
         buf += chunk
         lines = buf.split(b"\n")
         buf = lines.pop()
-        yield b"\n".join(_rename_line(line, enc) for line in lines) + b"\n"
+        if lines:
+            yield b"\n".join(_rename_line(line, enc) for line in lines) + b"\n"
     if buf:
         yield _rename_line(buf, enc)
 
