@@ -645,6 +645,13 @@ def test_killed_etcd_process_restarts_the_container(sandbox: SandboxHandle) -> N
         10,
         "log",
     )
+
+    def reasons() -> list[str]:
+        events = json.loads(kubectl(sb, "target", "get", "events", "-n", ns, "-o", "json").stdout)["items"]
+        return [e["reason"] for e in events if e["involvedObject"]["name"] == "solo"]
+
+    got = wait_until(lambda: (r := reasons()).count("Started") >= 2 and r, 10, "kubelet events")
+    assert {"Scheduled", "Pulled", "Created", "Started"} <= set(got)
     assert 'pod "solo" deleted' in kubectl(sb, "target", "delete", "pod", "solo", "-n", ns).stdout  # waits
     assert pods_json(sb, "target", ns) == []
     assert processes_with_env("STATEFERRY_SANDBOX_POD", uid) == []
