@@ -8,6 +8,7 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,38 @@ class _MemWriter:
     def abort(self) -> None:
         self.buf.seek(0)
         self.buf.truncate()
+
+
+def test_s3_multipart_stream_round_trip(object_store_a: Any, tmp_path: Path) -> None:
+    """A stream larger than several multipart parts lands intact in S3 and in the local copy."""
+    from tasks.backup_storage import S3Storage
+
+    data = os.urandom(19 * 1024 * 1024)  # incompressible: > 2 parts of 8 MiB after gzip
+    s3 = S3Storage(object_store_a, "units", "big")
+    s3.check_writable("j")
+    local = LocalStorage(tmp_path)
+    res = stream_part(
+        "p.gz",
+        _producer(data),
+        {"s3": s3.open_part("j", "b1", "p.gz"), "local": local.open_part("j", "b1", "p.gz")},
+    )
+    assert sorted(res.committed) == ["local", "s3"]
+    with s3.open_read("j", "b1", "p.gz") as fh:
+        stored = fh.read()
+    assert hashlib.sha256(stored).hexdigest() == res.sha256 and gzip.decompress(stored) == data
+    s3.discard("j", "b1")
+    assert s3.list_backups("j") == []
+
+
+def test_s3_aborted_stream_leaves_no_object(object_store_a: Any) -> None:
+    from tasks.backup_storage import S3Storage
+
+    s3 = S3Storage(object_store_a, "units", "abort")
+    s3.check_writable("j")
+    with pytest.raises(DumpFailed):
+        stream_part(
+            "p.gz", _producer(os.urandom(20 << 20), fail_at=12 << 20), {"s3": s3.open_part("j", "b1", "p.gz")}
+        )
+    assert s3.list_backups("j") == []
+    client = object_store_a.minio_client()
+    assert not list(client._list_multipart_uploads("units", prefix="abort/").uploads or [])
