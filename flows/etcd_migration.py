@@ -89,6 +89,10 @@ class MigrationComplete(StateferryError):
     """Preflight found the migration already complete (a re-run after the end)."""
 
 
+class JoinFailed(PreconditionFailed):
+    """A joining member did not run, start or catch up in time (rolled back before the cutover)."""
+
+
 class InjectedFault(RuntimeError):
     """Raised at the point named by ``$STATEFERRY_FAULT_AFTER`` (tests simulate a crash with it)."""
 
@@ -357,8 +361,7 @@ def _preflight(
         target_lb_annotations=target_lb_annotations,
         warnings=warnings,
     )
-    if not source_endpoints:
-        ctx.endpoints = {k: v for k, v in endpoints.items()}
+    ctx.endpoints = dict(endpoints)
     return ctx, view
 
 
@@ -720,8 +723,8 @@ def etcd_stretch_migration(
 
     try:
         _migrate(ctx, journal, summary, use_learners, auto_approve, catch_up_timeout_seconds, delete_pvcs)
-    except PreconditionFailed as exc:
-        if ctx.state.get("cutover_approved") != "true" and "did not start and catch up" in str(exc):
+    except JoinFailed as exc:
+        if ctx.state.get("cutover_approved") != "true":
             _rollback(ctx, journal, str(exc))
             raise PreconditionFailed(
                 f"{exc} -- the new members were rolled back; the source is as it was"
@@ -730,7 +733,7 @@ def etcd_stretch_migration(
     except Exception as exc:
         from tasks.approvals import ApprovalRejected
 
-        if isinstance(exc, ApprovalRejected) and exc.step == JOIN_STEP:
+        if isinstance(exc, ApprovalRejected) and exc.step in (JOIN_STEP, CUTOVER_STEP):
             _rollback(ctx, journal, f"step '{exc.step}' rejected")
             summary["outcome"] = "rolled_back"
             _finish(summary, journal, started, None, ctx)
@@ -830,15 +833,22 @@ def _migrate(
                 outcome = ensure_statefulset(
                     ctx.tgt, _render_sts(ctx, step.replicas, ic_value, partition=step.replicas - 1)
                 )
-                wait_pods_ready(
-                    ctx.tgt, layout.target_namespace, [step.member], running_only=True, timeout=60
-                )
-                took = promote_when_caught_up(
-                    {**endpoints, step.member: f"{ctx.lb_ips[step.member]}:{port}"},
-                    member_id,
-                    step.member,
-                    timeout=catch_up_timeout,
-                )
+                try:
+                    wait_pods_ready(
+                        ctx.tgt,
+                        layout.target_namespace,
+                        [step.member],
+                        running_only=True,
+                        timeout=catch_up_timeout,
+                    )
+                    took = promote_when_caught_up(
+                        {**endpoints, step.member: f"{ctx.lb_ips[step.member]}:{port}"},
+                        member_id,
+                        step.member,
+                        timeout=catch_up_timeout,
+                    )
+                except PreconditionFailed as exc:
+                    raise JoinFailed(str(exc)) from exc
                 note["detail"] = (
                     f"{'learner' if use_learners else 'voter'} {member_id:x}; StatefulSet {outcome}; "
                     f"caught up + promoted in {took:.1f}s; --initial-cluster {ic_value}"

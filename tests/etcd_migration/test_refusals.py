@@ -222,3 +222,21 @@ def test_member_that_never_catches_up_is_detected_and_rolled_back(
         )
     assert time.monotonic() - t0 < 60
     assert _snapshot(seed_etcd) == before
+
+
+def test_dry_run_publishes_the_plan_and_changes_nothing(prefect_server: Any, idle_seed: SeedEtcd) -> None:
+    before = _snapshot(idle_seed)
+    result = etcd_stretch_migration(
+        idle_seed.source, idle_seed.target, source_namespace=idle_seed.namespace, dry_run=True
+    )
+    assert result["outcome"] == "planned"
+    plan = result["plan"]
+    assert "| 1 | add_member | etcd-main-0 | `etcd-0=http://etcd-0.etcd:2380," in plan
+    assert plan.count("remove_old") == 3 and "finalize_sts" in plan
+    assert _snapshot(idle_seed) == before
+    # rollback with nothing in progress: nothing to undo, and nothing of the user's is touched
+    undone = etcd_stretch_migration(
+        idle_seed.source, idle_seed.target, source_namespace=idle_seed.namespace, rollback=True
+    )
+    assert undone["outcome"] == "rolled_back"
+    assert _snapshot(idle_seed) == before
