@@ -35,6 +35,7 @@ from flows.resource_backup import (
 from planning.archive_layout import validate_backup_name
 from planning.resources import (
     BACKUP_NAME_LABEL,
+    FLOW_RUN_LABEL,
     MANAGED_BY_LABEL,
     RESTORE_NAME_LABEL,
     ExistingPolicy,
@@ -165,7 +166,12 @@ def app_migration(
         objects = list(read_tarball(exported.tarball))
     if not include_resources:
         objects = [o for o in objects if o.get("kind") in ("Namespace", "PersistentVolumeClaim")]
-    labels = {BACKUP_NAME_LABEL: name, RESTORE_NAME_LABEL: name, MANAGED_BY_LABEL: "stateferry"}
+    labels = {
+        BACKUP_NAME_LABEL: name,
+        RESTORE_NAME_LABEL: name,
+        MANAGED_BY_LABEL: "stateferry",
+        FLOW_RUN_LABEL: _run_id(),
+    }
     desired = transform_objects(
         objects,
         namespace_mapping=ns_map,

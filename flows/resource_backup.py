@@ -23,6 +23,7 @@ from blocks.object_store import ObjectStore
 from planning.archive_layout import validate_backup_name
 from planning.resources import (
     BACKUP_NAME_LABEL,
+    FLOW_RUN_LABEL,
     MANAGED_BY_LABEL,
     RESTORE_NAME_LABEL,
     ExistingPolicy,
@@ -409,6 +410,7 @@ def resource_restore(
         BACKUP_NAME_LABEL: backup_name,
         RESTORE_NAME_LABEL: rname,
         MANAGED_BY_LABEL: "stateferry",
+        FLOW_RUN_LABEL: _run_id(),
     }
     desired = transform_objects(
         objects,

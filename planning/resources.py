@@ -39,6 +39,7 @@ from stateferry.errors import InputError
 __all__ = [
     "BACKUP_NAME_LABEL",
     "DEFAULT_EXCLUDED_NAMESPACES",
+    "FLOW_RUN_LABEL",
     "MANAGED_BY_LABEL",
     "MIGRATION_REPLICAS_ANNOTATION",
     "RESTORE_NAME_LABEL",
@@ -67,6 +68,7 @@ __all__ = [
 BACKUP_NAME_LABEL = "stateferry.io/backup-name"
 RESTORE_NAME_LABEL = "stateferry.io/restore-name"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+FLOW_RUN_LABEL = "stateferry.io/flow-run-id"
 MIGRATION_REPLICAS_ANNOTATION = "stateferry.io/migration-replicas"
 
 #: Namespaces left out when no include list is given (the seed's ``--exclude-namespaces kube-system``).
@@ -861,7 +863,7 @@ class ApplyDecision:
 
 
 #: Labels that change on every restore and never count as a difference.
-_VOLATILE_LABELS = (RESTORE_NAME_LABEL, "stateferry.io/flow-run-id")
+_VOLATILE_LABELS = (RESTORE_NAME_LABEL, FLOW_RUN_LABEL)
 
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
-from planning.resources import MANAGED_BY_LABEL
+from planning.resources import FLOW_RUN_LABEL, MANAGED_BY_LABEL
 from stateferry.errors import PermanentError, StateferryError, TransientError
 from tasks.archive_store import ensure_bucket, get_json
 from tasks.kube_export import KubeRest
@@ -127,7 +127,7 @@ def _job_body(
 
     labels = {
         MANAGED_BY_LABEL: "stateferry",
-        "stateferry.io/flow-run-id": run_id[:63],
+        FLOW_RUN_LABEL: run_id[:63],
         "stateferry.io/mover": "volume",
     }
     return {
