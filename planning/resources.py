@@ -502,6 +502,8 @@ def skip_reason(obj: Mapping[str, Any]) -> str | None:
         return "the default ServiceAccount is created by the target's namespace controller"
     if kind == "Pod" and (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return "a finished pod"
+    if kind == "Service" and name == "kubernetes" and meta.get("namespace") == "default":
+        return "the API server's own Service exists in every cluster"
     if kind == "Namespace" and name in (*DEFAULT_EXCLUDED_NAMESPACES, "default"):
         return "a system namespace that exists in every cluster"
     if meta.get("deletionTimestamp"):

@@ -68,6 +68,8 @@ def owner(kind: str, name: str = "x") -> dict[str, Any]:
         (obj("ServiceAccount", "default"), "namespace controller"),
         (obj("Namespace", "kube-system", ns=None), "system namespace"),
         (obj("Pod", "done", status={"phase": "Succeeded"}), "finished"),
+        (obj("Service", "kubernetes", ns="default"), "API server's own Service"),
+        (obj("Service", "kubernetes", ns="cms"), None),
         # kept
         (obj("Pod", "bare"), None),
         (obj("ReplicaSet", "standalone", api="apps/v1"), None),
