@@ -197,9 +197,17 @@ class PodRuntime:
         lines = ["set -e", f"hostname {q(p.hostname)}"]
         lines.append(f"mount --bind {q(str(p.hosts_file))} /etc/hosts")
         lines.append(f"mount --bind {q(str(p.resolv_file))} /etc/resolv.conf")
+        # /usr/local/bin becomes a tmpfs with etcd/etcdctl, keeping links to what the host had there
+        # (e.g. a python3 that the project's venv points to), seen through a private bind mount.
+        host_bin = q(str(p.pod_dir / ".host-local-bin"))
+        lines.append(f"mkdir -p {host_bin}")
+        lines.append(f"mount --bind /usr/local/bin {host_bin}")
         lines.append("mount -t tmpfs -o mode=0755,size=1m sandbox-local-bin /usr/local/bin")
+        lines.append(f"for f in {host_bin}/* {host_bin}/.[!.]*; do")
+        lines.append('  if [ -e "$f" ]; then ln -s "$f" /usr/local/bin/; fi')
+        lines.append("done")
         for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
-            lines.append(f"ln -s {q(target)} /usr/local/bin/{q(name)}")
+            lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
         for m in p.mounts:
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:
