@@ -142,7 +142,8 @@ def test_bad_input_is_refused_in_preflight_and_nothing_changes(
     assert _snapshot(idle_seed) == before
 
 
-def _wait_paused_with_schema(run_name: str, timeout: float = 120) -> Any:
+def _wait_paused_with_schema(run_name: str, key: str = "", timeout: float = 120) -> Any:
+    """Wait until the run is paused (at pause ``key`` if given) and its input schema is written."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
@@ -153,7 +154,11 @@ def _wait_paused_with_schema(run_name: str, timeout: float = 120) -> Any:
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
             )
             state = runs[0].state if runs else None
-            if state is not None and state.type.value == "PAUSED":
+            if (
+                state is not None
+                and state.type.value == "PAUSED"
+                and (not key or state.state_details.pause_key == key)
+            ):
                 keyset = state.state_details.run_input_keyset or {}
                 if keyset.get("schema"):
                     try:
@@ -162,11 +167,12 @@ def _wait_paused_with_schema(run_name: str, timeout: float = 120) -> Any:
                     except Exception:
                         pass
             time.sleep(0.2)
-    raise AssertionError(f"flow run {run_name} was not paused with an input schema within {timeout}s")
+    raise AssertionError(f"flow run {run_name} was not paused ({key}) with an input schema within {timeout}s")
 
 
-def test_rejecting_the_join_leaves_source_as_it_was_and_target_clean(
-    prefect_server: Any, seed_etcd: SeedEtcd
+@pytest.mark.parametrize("reject_at", ["join-new-members", "clients-switched"])
+def test_rejecting_before_the_cutover_leaves_source_as_it_was_and_target_clean(
+    prefect_server: Any, seed_etcd: SeedEtcd, reject_at: str
 ) -> None:
     from prefect.flow_runs import resume_flow_run
 
@@ -185,17 +191,29 @@ def test_rejecting_the_join_leaves_source_as_it_was_and_target_clean(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        paused = _wait_paused_with_schema(run_name)
+        paused = _wait_paused_with_schema(run_name, "join-new-members")
         # while paused: the per-member LoadBalancers and DNS hosts exist, nobody joined yet
         during = _snapshot(seed_etcd)
         assert ("etcd-main-0", "LoadBalancer") in during["target/services"]
         assert "etcd-main-0.etcd-main" in during["source/corefile"]
         assert during["members"] == before["members"]
+        if reject_at == "clients-switched":
+            resume_flow_run(paused.id, run_input={"approved": True})
+            paused = _wait_paused_with_schema(run_name, "clients-switched", timeout=150)
+            joined = _snapshot(seed_etcd)["members"]
+            assert sorted(m[0] for m in joined) == [
+                "etcd-0",
+                "etcd-1",
+                "etcd-2",
+                "etcd-main-0",
+                "etcd-main-1",
+                "etcd-main-2",
+            ]
         resume_flow_run(paused.id, run_input={"approved": False, "comment": "not today"})
         thread.join(timeout=120)
     finally:
         if thread.is_alive():
-            resume_flow_run(_wait_paused_with_schema(run_name, 5).id, run_input={"approved": False})
+            resume_flow_run(_wait_paused_with_schema(run_name, timeout=5).id, run_input={"approved": False})
             thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ApprovalRejected), outcome
     assert "not today" in str(outcome["error"])
