@@ -104,6 +104,7 @@ def test_cron_deployment_from_prefect_yaml_gets_scheduled_runs(prefect_server: A
             time.sleep(2)
         assert runs, "the server's scheduler created no runs for a cron deployment (check the sqlalchemy pin)"
         assert all(r.state and r.state.is_scheduled() for r in runs)
-        cron = yaml.safe_load(PREFECT_YAML.read_text())["deployments"][0]["schedules"][0]["cron"]
+        entries = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+        cron = entries[names[0]]["schedules"][0]["cron"]
         minute = int(cron.split()[0])
         assert all(r.expected_start_time and r.expected_start_time.minute == minute for r in runs)
