@@ -230,3 +230,28 @@ def test_partial_failure_is_reported_per_object(
     with pytest.raises(RestoreFailed, match=r"1 of 3 objects failed to restore \(Service np-c/web: "):
         resource_restore(**restore, namespace_mapping={"np": "np-c"})
     assert target_rest.request("GET", "/api/v1/namespaces/np-c/configmaps/cfg")["metadata"]["name"] == "cfg"
+
+
+def test_whole_cluster_backup_like_the_seed(
+    prefect_server: Any, object_store_a: Any, bucket: str, source_kube: KubeCluster, widgets_ns: str
+) -> None:
+    """`ark create schedule k8sbackup --exclude-namespaces kube-system`, with cluster resources."""
+    out = resource_backup(
+        source=source_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="k8sbackup",
+        include_namespaces=["*"],
+        exclude_namespaces=["kube-system"],
+        include_cluster_resources=True,
+    )
+    assert "kube-system" not in out["namespaces"] and {"crs", "default"} <= set(out["namespaces"])
+    assert out["counts"]["StorageClass.storage.k8s.io"] >= 1
+    assert out["counts"]["Widget.example.com"] >= 1
+    resp = object_store_a.minio_client().get_object(bucket, manifest_key("resource-backups", "k8sbackup"))
+    manifest = json.loads(resp.read())
+    assert manifest["layout_version"] == 1 and manifest["selection"]["exclude_namespaces"] == ["kube-system"]
+    assert sum(manifest["counts"].values()) == manifest["total_objects"] == out["total_objects"]
+    skipped = " ".join(manifest["skipped"])
+    assert "ConfigMap: the target cluster publishes its own CA bundle" in skipped
+    assert "Service: the API server's own Service exists in every cluster" in skipped
