@@ -129,6 +129,42 @@ class Kubelet:
         }
         self.kube.patch("nodes", None, self.node_name, {"status": status}, sub="status")
 
+    def mark_pods_not_ready(self) -> int:
+        """After a (re)start, no container of this node runs yet: report every Running pod NotReady.
+
+        Returns:
+            How many pods were updated.
+        """
+        count = 0
+        for pod in self.kube.list("pods")[0]:
+            status = pod.get("status") or {}
+            if (pod.get("spec") or {}).get("nodeName") != self.node_name or status.get("phase") != "Running":
+                continue
+            statuses = []
+            for cs in status.get("containerStatuses") or []:
+                cs = {**cs, "ready": False, "started": False}
+                if "running" in (cs.get("state") or {}):
+                    cs["lastState"] = {
+                        "terminated": {
+                            "exitCode": 255,
+                            "reason": "Unknown",
+                            "startedAt": cs["state"]["running"].get("startedAt"),
+                            "finishedAt": now_iso(),
+                        }
+                    }
+                    cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
+                statuses.append(cs)
+            body = {
+                "status": {
+                    "conditions": _conditions(status, scheduled=True, initialized=True, ready=False),
+                    "containerStatuses": statuses or None,
+                }
+            }
+            with contextlib.suppress(ApiException):
+                self.kube.patch("pods", ns_of(pod), name_of(pod), body, sub="status")
+                count += 1
+        return count
+
     @property
     def pod_cidr(self) -> str:
         """The pod address range of the node."""
@@ -236,10 +272,12 @@ class Kubelet:
         )
         # a pod that ran before the supervisor restarted: its containers restart (like after a node reboot)
         previous = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        was_running = pod_phase(pod) == "Running"
         for c in runtime.containers:
             prev = previous.get(c.plan.name) or {}
-            if "running" in (prev.get("state") or {}) or "terminated" in (prev.get("state") or {}):
+            if prev and was_running:
                 c.state.restart_count = int(prev.get("restartCount") or 0) + 1
+                c.state.last_terminated = (prev.get("lastState") or {}).get("terminated")
         with self._lock:
             self.runtimes[uid] = runtime
         runtime.start()

@@ -109,6 +109,7 @@ class ClusterRuntime:
                     raise
                 time.sleep(0.1)
         self.kubelet.register_node()
+        self.kubelet.mark_pods_not_ready()  # pods of an earlier run restart; until then they are not Ready
         self.kube.create("storageclasses", None, default_storage_class(), exist_ok=True)
         self.kube.create("configmaps", "kube-system", coredns_configmap(), exist_ok=True)
         (self.cluster_dir / "pv").mkdir(parents=True, exist_ok=True)

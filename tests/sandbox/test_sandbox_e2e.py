@@ -747,7 +747,27 @@ def test_down_after_supervisor_crash_leaves_nothing(tmp_path: Path) -> None:
     assert processes_with_env(SANDBOX_MARKER_ENV, sb.marker) == []
     assert _mounts_mentioning(str(state)) == []
     assert (state / "source" / "api").is_dir()  # state kept without --wipe
-    subprocess.run([*cli, "down", "--wipe", "--state-dir", str(state)], check=True, capture_output=True)
+
+    # up again over the kept state: the pod comes back like after a node reboot
+    try:
+        again = subprocess.run(
+            [*cli, "up", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr
+
+        def back() -> bool:
+            pod = json.loads(kubectl(handle, "source", "get", "pod", "p", "-o", "json").stdout)
+            cs = pod["status"]["containerStatuses"][0]
+            return bool(cs["ready"]) and cs["restartCount"] == 1
+
+        wait_until(back, 20, "the pod to restart after the sandbox restart")
+    finally:
+        subprocess.run([*cli, "down", "--wipe", "--state-dir", str(state)], check=True, capture_output=True)
     assert not state.exists()
 
 
