@@ -151,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        raw = self._body() if method != "GET" else b""
+        raw = self._body()
         try:
             self._route(method, raw)
         except ApiError as exc:
