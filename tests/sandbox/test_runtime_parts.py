@@ -244,3 +244,49 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def test_failing_liveness_probe_restarts_and_startup_probe_gates(tmp_path: Path) -> None:
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    (pod_dir / "hosts").write_text("127.0.0.1 localhost\n")
+    (pod_dir / "resolv.conf").write_text("nameserver 127.9.0.53\n")
+    ip = "127.9.1.9"
+    dead = parse_probe({"tcpSocket": {"port": 1}, "periodSeconds": 0.2, "failureThreshold": 2}, ip, {})
+    startup = parse_probe({"exec": {"command": ["test", "-e", "/tmp"]}, "periodSeconds": 0.2}, ip, {})
+    plan = PodPlan(
+        uid="test-pod-uid-2",
+        namespace="default",
+        name="lively",
+        hostname="lively",
+        pod_ip=ip,
+        pod_dir=pod_dir,
+        hosts_file=pod_dir / "hosts",
+        resolv_file=pod_dir / "resolv.conf",
+        mounts=[],
+        containers=[
+            ContainerPlan(
+                name="dies",
+                image="stateferry/x",
+                argv=["sleep", "100"],
+                env={"PATH": DEFAULT_PATH},
+                liveness=dead,
+            ),
+            ContainerPlan(
+                name="lives",
+                image="stateferry/x",
+                argv=["sleep", "100"],
+                env={"PATH": DEFAULT_PATH},
+                startup=startup,
+            ),
+        ],
+    )
+    pod = PodRuntime(plan)
+    pod.start()
+    try:
+        assert _wait(lambda: pod.snapshot()[0].restart_count >= 1, 30), pod.snapshot()
+        assert _wait(lambda: pod.snapshot()[1].started and pod.snapshot()[1].ready, 30)
+        assert pod.snapshot()[1].restart_count == 0
+    finally:
+        pod.stop(grace=2)
+    assert processes_with_env(POD_MARKER_ENV, plan.uid) == []
