@@ -7,11 +7,18 @@ import os
 import subprocess
 from pathlib import Path
 
-from sandbox.runtime.pods import DEFAULT_PATH, etcdctl_env
+from sandbox.runtime.pods import DEFAULT_PATH, POD_MARKER_ENV, SANDBOX_MARKER_ENV, etcdctl_env
 
 
 class PodNotRunning(RuntimeError):
     """The pod is not running in the sandbox (unknown, or its sandbox process is gone)."""
+
+
+def sandbox_id(state_dir: Path) -> str:
+    """The sandbox marker of a state dir (see :func:`sandbox.cluster.sandbox_id`)."""
+    from sandbox.cluster import sandbox_id as _sandbox_id
+
+    return _sandbox_id(state_dir)
 
 
 def pod_info(state_dir: Path, cluster: str, namespace: str, name: str) -> dict[str, object]:
@@ -57,6 +64,9 @@ def exec_in_pod(
         "HOME": "/root",
         **etcdctl_env(argv, str(info["pod_ip"])),
         **(env or {}),
+        # marked like the pod's own processes, so stopping the pod or the sandbox also ends these
+        POD_MARKER_ENV: str(info["uid"]),
+        SANDBOX_MARKER_ENV: sandbox_id(Path(state_dir).absolute()),
     }
     return subprocess.run(
         ["nsenter", "-m", "-u", "-t", str(pid), "--wd=/", "--", *argv],
