@@ -419,6 +419,20 @@ def test_python_client_typed_and_dynamic(sandbox: SandboxHandle) -> None:
     assert rs[0].metadata.annotations["deployment.kubernetes.io/revision"] == "1"
     pods = dyn.resources.get(api_version="v1", kind="Pod").get(namespace=ns, label_selector="app=api").items
     assert {p.metadata.ownerReferences[0].name for p in pods} == {rs[0].metadata.name}
+    # a template change: a second ReplicaSet (revision 2) takes over, the first is scaled to 0
+    deployments.patch(
+        name="api",
+        namespace=ns,
+        body={"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}}},
+        content_type="application/strategic-merge-patch+json",
+    )
+
+    def rolled() -> dict[str, int]:
+        sets = dyn.resources.get(api_version="apps/v1", kind="ReplicaSet").get(namespace=ns).items
+        by_rev = {s.metadata.annotations["deployment.kubernetes.io/revision"]: s.spec.replicas for s in sets}
+        return by_rev if by_rev == {"1": 0, "2": 2} and available() else {}
+
+    wait_until(rolled, 20, "the rollout to a second ReplicaSet")
     deployments.delete(name="api", namespace=ns)
     apps.delete_namespaced_stateful_set("web", ns)
     wait_until(lambda: not core.list_namespaced_pod(ns).items, 30, "pods to be garbage collected")
