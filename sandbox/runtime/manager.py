@@ -75,7 +75,9 @@ class ClusterRuntime:
         self.kube.events = EventRecorder(self.kube, "kube-controller-manager")
         self.cluster_dir = cluster_dir
         self.node_name = f"{name}-control-plane"
-        self.network = ServiceNetwork(name, self.kube, ippool.load_balancer_pool(octet), proxies)
+        self.network = ServiceNetwork(
+            name, self.kube, ippool.load_balancer_pool(octet), proxies, node_ip=ippool.api_server_ip(octet)
+        )
         self._kick = threading.Event()
         self._stop = threading.Event()
         self.kubelet = Kubelet(

@@ -98,8 +98,11 @@ def _ports(svc: Obj, sample: Obj | None) -> list[Obj]:
 class ServiceNetwork:
     """Keeps Endpoints/EndpointSlices, LB addresses, proxies and DNS records of one cluster in sync."""
 
-    def __init__(self, cluster: str, kube: Kube, lb_pool: IpPool, proxies: ProxyManager) -> None:
+    def __init__(
+        self, cluster: str, kube: Kube, lb_pool: IpPool, proxies: ProxyManager, node_ip: str = ""
+    ) -> None:
         self.cluster = cluster
+        self.node_ip = node_ip
         self.kube = kube
         self.lb_pool = lb_pool
         self.proxies = proxies
@@ -177,6 +180,8 @@ class ServiceNetwork:
                     backends.append((pod["status"]["podIP"], target))
             if not headless:
                 listeners[(str(cluster_ip), int(port["port"]))] = backends
+            if self.node_ip and port.get("nodePort") and spec.get("type") in ("NodePort", "LoadBalancer"):
+                listeners[(self.node_ip, int(port["nodePort"]))] = backends
             if spec.get("type") == "LoadBalancer":
                 lb_ip = self._lb_address(svc)
                 if lb_ip:

@@ -536,9 +536,13 @@ def test_loadbalancer_and_coredns_hosts(sandbox: SandboxHandle) -> None:
         return r.returncode == 0
 
     wait_until(put_via_lb, 15, "a TCP client on the host to reach the pod through the LB")
-    with socket.create_connection((lb_ip, 2379), timeout=5) as s:
-        s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
-        assert b'"health":"true"' in s.recv(4096)
+    svc = json.loads(kubectl(sb, "target", "get", "svc", "etcd-main-0", "-n", ns, "-o", "json").stdout)
+    node_port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["port"] == 2379)
+    node_ip = sb.target_url.split("//", 1)[1].split(":")[0]
+    for addr in ((lb_ip, 2379), (svc["spec"]["clusterIP"], 2379), (node_ip, node_port)):  # LB, kube-proxy
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            assert b'"health":"true"' in s.recv(4096), addr
 
     # a long-running pod of the project image in source to resolve names from
     src_ns = new_namespace(sb, "source", "dns")
