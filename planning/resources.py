@@ -488,6 +488,10 @@ def skip_reason(obj: Mapping[str, Any]) -> str | None:
     for ref in owners:
         if ref.get("controller") and ref.get("kind") in _CONTROLLER_OWNERS.get(kind, frozenset()):
             return f"owned by {ref['kind']} {ref.get('name', '')}: its controller recreates it"
+    if "stateferry.io/mover" in (meta.get("labels") or {}) or (
+        kind == "Secret" and name == "stateferry-mover-s3"
+    ):
+        return "stateferry's own temporary data mover"
     if kind in ("Endpoints", "EndpointSlice"):
         return "recreated by the endpoints controller for its Service"
     if kind == "ControllerRevision":
@@ -620,7 +624,7 @@ def parse_mapping(value: Mapping[str, str] | str | None, field_name: str) -> dic
         items = [(str(a).strip(), str(b).strip()) for a, b in value.items()]
     out: dict[str, str] = {}
     for a, b in items:
-        if not a or not b:
+        if not b or (not a and field_name != "storage_class_mapping"):  # "" = claims without a class
             raise InputError(
                 field_name, f"entry {a!r}: {b!r} has an empty side", "name both the old and the new name"
             )

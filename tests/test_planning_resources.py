@@ -70,6 +70,11 @@ def owner(kind: str, name: str = "x") -> dict[str, Any]:
         (obj("Pod", "done", status={"phase": "Succeeded"}), "finished"),
         (obj("Service", "kubernetes", ns="default"), "API server's own Service"),
         (obj("Service", "kubernetes", ns="cms"), None),
+        (obj("Secret", "stateferry-mover-s3"), "data mover"),
+        (
+            obj("Job", "sf-pack-x", api="batch/v1", meta={"labels": {"stateferry.io/mover": "volume"}}),
+            "data mover",
+        ),
         # kept
         (obj("Pod", "bare"), None),
         (obj("ReplicaSet", "standalone", api="apps/v1"), None),
@@ -549,6 +554,7 @@ def test_activation_bad_annotation() -> None:
         ("cms", None, "has no ':'"),
         ("cms:Bad_Name", None, "not a valid name"),
         ("a:x,b:x", None, "several namespaces"),
+        (":x", None, "empty side"),
     ],
 )
 def test_parse_mapping(value: Any, expected: dict[str, str] | None, error: str | None) -> None:
@@ -557,6 +563,17 @@ def test_parse_mapping(value: Any, expected: dict[str, str] | None, error: str |
             parse_mapping(value, "namespace_mapping")
     else:
         assert parse_mapping(value, "namespace_mapping") == expected
+
+
+def test_storage_class_mapping_default_class() -> None:
+    assert parse_mapping({"": "fast", "slow": "fast"}, "storage_class_mapping") == {
+        "": "fast",
+        "slow": "fast",
+    }
+    pvc = sanitize(
+        obj("PersistentVolumeClaim", "p", spec={}), SanitizeOptions(storage_class_mapping={"": "fast"})
+    )
+    assert pvc["spec"]["storageClassName"] == "fast"
 
 
 def test_object_key() -> None:

@@ -31,6 +31,11 @@ def test_migration_parked_then_activated(
     files = {"db.sql": b"INSERT INTO t VALUES (1);\n" * 100, "sub/dir/x.bin": b"\x00\xff" * 333}
     write_tree(pv_dir(source_rest, "shop", "mysql-pv-claim"), files)
 
+    target_rest.request(
+        "POST",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        body={"metadata": {"name": "fast"}, "provisioner": "sandbox.stateferry.io/hostpath"},
+    )
     report = app_migration(
         source=source_kube,
         target=target_kube,
@@ -39,6 +44,9 @@ def test_migration_parked_then_activated(
         bucket=bucket,
         migration_name="shop-move",
         start_applications=False,
+        # "" = claims without a class (the sandbox does not default storageClassName as a real
+        # cluster's DefaultStorageClass admission does)
+        storage_class_mapping={"standard": "fast", "": "fast"},
     )
     statuses = {(r["resource"], r["name"]): r["status"] for r in report["resources"]}
     assert statuses[("Deployment", "wordpress")] == "migrated successfully (0 replicas until activation)"
@@ -48,6 +56,8 @@ def test_migration_parked_then_activated(
         "wp-pv-claim": "migrated successfully",
     }
     assert read_tree(pv_dir(target_rest, "shop", "mysql-pv-claim")) == files
+    claim = target_rest.request("GET", "/api/v1/namespaces/shop/persistentvolumeclaims/mysql-pv-claim")
+    assert claim["spec"]["storageClassName"] == "fast"
     dep = target_rest.request("GET", "/apis/apps/v1/namespaces/shop/deployments/wordpress")
     assert dep["spec"]["replicas"] == 0
     assert dep["metadata"]["annotations"][MIGRATION_REPLICAS_ANNOTATION] == "2"
