@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -123,6 +124,7 @@ def apply_objects(
     namespace_labels: Mapping[str, str] | None = None,
     crd_wait_seconds: float = 30.0,
     parallelism: int = 8,
+    on_progress: Callable[[int, str], None] | None = None,
 ) -> list[ObjectResult]:
     """Apply sanitised ``objects`` (already in restore order) and report each one.
 
@@ -136,6 +138,7 @@ def apply_objects(
         crd_wait_seconds: how long to wait for a just-created CRD to be served.
         parallelism: concurrent writes within one kind (kinds are still applied in order;
             Namespaces and CRDs one by one).
+        on_progress: called after each kind with the number of objects handled so far and the kind.
     """
     types = _TypeIndex(rest)
     live_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -267,6 +270,8 @@ def apply_objects(
                     guarded(write, *job)
             else:  # objects of one kind do not depend on each other: write them concurrently
                 list(pool.map(lambda job: guarded(write, *job), jobs))
+            if on_progress is not None:
+                on_progress(len(results), kind)
     return results
 
 
@@ -290,12 +295,26 @@ def apply_resources(
     """Prefect task around :func:`apply_objects`; logs a one-line summary."""
     log = get_run_logger()
     rest = KubeRest(cluster.api_client(), cluster_name)
+    total = max(1, len(objects))
+    progress_id: Any = create_progress_artifact(
+        0.0, description=f"{'dry run: ' if dry_run else ''}applying {len(objects)} objects to {cluster_name}"
+    )
+
+    def progress(done: int, kind: str) -> None:
+        try:  # progress is best effort: never fail an apply over it
+            update_progress_artifact(
+                progress_id, 100.0 * done / total, description=f"{done}/{total} objects, at {kind}"
+            )
+        except Exception as exc:
+            log.debug("progress artifact update failed: %s", exc)
+
     results = apply_objects(
         rest,
         objects,
         policy=policy,
         dry_run=dry_run,
         namespace_labels={MANAGED_BY_LABEL: "stateferry", **(namespace_labels or {})},
+        on_progress=progress,
     )
     log.info("applied %d objects to %s: %s", len(results), cluster_name, summarize_results(results))
     for r in results:
