@@ -2,7 +2,8 @@
 
 The same job files feed both ways of deploying:
 
-* ``prefect.yaml`` (repo root) holds one ``backup-<job>`` entry per job — regenerate those entries
+* ``prefect.yaml`` (repo root) holds one ``backup-<job>`` entry per job (and an unscheduled
+  ``restore-<job>`` whose ``dry_run`` defaults to true) — regenerate those entries
   with ``python -m deployments.backups write-prefect-yaml`` (other entries are left alone) and deploy
   with ``prefect deploy --all`` (or ``-n backup-<job>``);
 * programmatically: ``python -m deployments.backups apply --work-pool stateferry-backups`` registers
@@ -29,7 +30,9 @@ JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 WORK_POOL = "stateferry-backups"
 ENTRYPOINT = "flows/backup.py:scheduled_backup"
+RESTORE_ENTRYPOINT = "flows/restore.py:restore_backup"
 PREFIX = "backup-"
+RESTORE_PREFIX = "restore-"
 
 
 def load_jobs(jobs_dir: Path = JOBS_DIR) -> list[BackupJob]:
@@ -58,17 +61,35 @@ def deployment_entry(job: BackupJob, work_pool: str = WORK_POOL) -> dict[str, An
     }
 
 
+def restore_entry(job: BackupJob, work_pool: str = WORK_POOL) -> dict[str, Any]:
+    """The ``prefect.yaml`` entry of the job's restore deployment: no schedule, ``dry_run: true`` by
+    default, so a run from the UI only lists what it would do until the operator unticks it."""
+    return {
+        "name": f"{RESTORE_PREFIX}{job.job}",
+        "description": f"Restore a backup of {job.job} (dry run unless dry_run is set to false)",
+        "entrypoint": RESTORE_ENTRYPOINT,
+        "tags": ["stateferry", "restore", job.engine],
+        "concurrency_limit": 1,
+        "schedules": [],
+        "parameters": {"job": job_to_parameters(job), "backup": "latest", "dry_run": True},
+        "work_pool": {"name": work_pool, "work_queue_name": None, "job_variables": {}},
+    }
+
+
 def render_prefect_yaml(
     existing: dict[str, Any] | None, jobs: list[BackupJob], work_pool: str = WORK_POOL
 ) -> dict[str, Any]:
-    """``prefect.yaml`` content with every ``backup-*`` entry replaced by the jobs' entries."""
+    """``prefect.yaml`` content with every ``backup-*`` / ``restore-*`` entry replaced by the jobs'."""
     doc: dict[str, Any] = dict(existing or {})
     doc.setdefault("name", "stateferry")
     doc.setdefault("prefect-version", "3.8.8")
     doc.setdefault("build", None)
     doc.setdefault("push", None)
-    others = [d for d in doc.get("deployments") or [] if not str(d.get("name", "")).startswith(PREFIX)]
-    doc["deployments"] = [deployment_entry(j, work_pool) for j in jobs] + others
+    ours = (PREFIX, RESTORE_PREFIX)
+    others = [d for d in doc.get("deployments") or [] if not str(d.get("name", "")).startswith(ours)]
+    doc["deployments"] = (
+        [deployment_entry(j, work_pool) for j in jobs] + [restore_entry(j, work_pool) for j in jobs] + others
+    )
     return doc
 
 
@@ -85,8 +106,9 @@ def write_prefect_yaml(path: Path = PREFECT_YAML, jobs_dir: Path = JOBS_DIR) -> 
 
 
 def build_deployments(jobs: list[BackupJob] | None = None, work_pool: str | None = None) -> list[Any]:
-    """``RunnerDeployment`` objects (``scheduled_backup.to_deployment``) for the jobs."""
+    """``RunnerDeployment`` objects for the jobs: the cron backups and the (unscheduled) restores."""
     from flows.backup import scheduled_backup
+    from flows.restore import restore_backup
 
     out = []
     for job in jobs if jobs is not None else load_jobs():
@@ -99,6 +121,17 @@ def build_deployments(jobs: list[BackupJob] | None = None, work_pool: str | None
                 concurrency_limit=1,
                 description=entry["description"],
                 tags=entry["tags"],
+                work_pool_name=work_pool,
+            )
+        )
+        rentry = restore_entry(job)
+        out.append(
+            restore_backup.to_deployment(
+                name=rentry["name"],
+                parameters=rentry["parameters"],
+                concurrency_limit=1,
+                description=rentry["description"],
+                tags=rentry["tags"],
                 work_pool_name=work_pool,
             )
         )

@@ -27,9 +27,13 @@ def test_prefect_yaml_backup_entries_match_the_job_files() -> None:
     """prefect.yaml is in sync with deployments/jobs/*.yaml (regenerate with the deployments module)."""
     doc = yaml.safe_load(PREFECT_YAML.read_text())
     expected = render_prefect_yaml(doc, load_jobs())
-    backups = [d for d in doc["deployments"] if d["name"].startswith("backup-")]
-    assert backups == [d for d in expected["deployments"] if d["name"].startswith("backup-")]
-    assert len(backups) == len(load_jobs()) >= 3
+    ours = ("backup-", "restore-")
+    backups = [d for d in doc["deployments"] if d["name"].startswith(ours)]
+    assert backups == [d for d in expected["deployments"] if d["name"].startswith(ours)]
+    restores = [d for d in backups if d["name"].startswith("restore-")]
+    backups = [d for d in backups if d["name"].startswith("backup-")]
+    assert len(backups) == len(restores) == len(load_jobs()) >= 3
+    assert all(r["parameters"]["dry_run"] is True and r["schedules"] == [] for r in restores)
     for d in backups:
         assert d["concurrency_limit"] == 1 and d["entrypoint"] == "flows/backup.py:scheduled_backup"
         assert d["schedules"][0]["cron"]
@@ -43,7 +47,10 @@ def test_programmatic_deployments_match_prefect_yaml() -> None:
     for dep in build_deployments():
         entry = by_name[dep.name]
         assert dep.parameters == entry["parameters"]
-        assert dep.schedules[0].schedule.cron == entry["schedules"][0]["cron"]
+        if entry["schedules"]:
+            assert dep.schedules[0].schedule.cron == entry["schedules"][0]["cron"]
+        else:
+            assert not dep.schedules
         assert dep.concurrency_limit == 1
 
 
@@ -84,7 +91,8 @@ def test_cron_deployment_from_prefect_yaml_gets_scheduled_runs(prefect_server: A
             pass
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url}
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
-    for name in names:
+    restore = names[0].replace("backup-", "restore-", 1)
+    for name in [*names, restore]:
         argv += ["-n", name]
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -95,6 +103,8 @@ def test_cron_deployment_from_prefect_yaml_gets_scheduled_runs(prefect_server: A
         assert deployment.global_concurrency_limit.limit == 1
         assert deployment.parameters["job"]["job"] == names[0].removeprefix("backup-")
         assert deployment.schedules and deployment.schedules[0].active
+        restore_dep = client.read_deployment_by_name(f"restore_backup/{restore}")
+        assert restore_dep.parameters["dry_run"] is True and not restore_dep.schedules
         runs: list[Any] = []
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
