@@ -606,6 +606,8 @@ class PodRuntime:
                     c.state.exit_code = 128 - code if code is not None and code < 0 else code
                     c.proc = None
                 c.state.state, c.state.ready = "terminated", False
+                if c.state.exit_code is None:  # never ran, or a container without a process
+                    c.state.exit_code = 0 if not c.plan.argv else 137
                 c.state.reason = "Completed" if c.state.exit_code == 0 else "Error"
                 c.state.finished_at = c.state.finished_at or _now()
         if self.holder is not None:
