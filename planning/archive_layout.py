@@ -34,13 +34,14 @@ tarball members. Pure: no I/O.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stateferry.errors import PermanentError
+from stateferry.errors import InputError, PermanentError
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -52,6 +53,7 @@ __all__ = [
     "object_path",
     "parse_manifest",
     "parse_object_path",
+    "plan_archive_retention",
     "tarball_key",
     "validate_backup_name",
 ]
@@ -70,8 +72,6 @@ class ArchiveError(PermanentError):
 
 def validate_backup_name(name: str, field_name: str = "backup_name") -> str:
     """Return ``name`` if it is a valid backup name (DNS-1123, <= 63 chars), else raise InputError."""
-    from stateferry.errors import InputError
-
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InputError(
             field_name,
@@ -245,3 +245,39 @@ def parse_manifest(raw: bytes | str, *, where: str = "manifest.json") -> Manifes
         volumes=list(data.get("volumes") or []),
         layout_version=version,
     )
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def plan_archive_retention(
+    archives: list[tuple[str, str]], *, keep_last: int | None, ttl: dt.timedelta | None, now: dt.datetime
+) -> tuple[list[str], list[str]]:
+    """Which backups to keep and which to delete: a backup is deleted when it is older than ``ttl``
+    OR not among the newest ``keep_last``. The newest backup is always kept.
+
+    Args:
+        archives: ``(backup name, created_at ISO-8601)`` pairs.
+        keep_last: keep at most this many (>= 1); None = no count limit.
+        ttl: delete backups older than this; None = no age limit.
+        now: the current time (passed in: planners read no clock).
+
+    Returns:
+        ``(keep, delete)`` lists of backup names.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise InputError(
+            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
+        )
+    ordered = sorted(archives, key=lambda a: (a[1], a[0]), reverse=True)
+    keep: list[str] = []
+    delete: list[str] = []
+    for i, (name, created_at) in enumerate(ordered):
+        too_many = keep_last is not None and i >= keep_last
+        too_old = ttl is not None and now - _parse_time(created_at) > ttl
+        if i > 0 and (too_many or too_old):
+            delete.append(name)
+        else:
+            keep.append(name)
+    return keep, delete

@@ -28,6 +28,7 @@ from planning.archive_layout import (
     archive_prefix,
     manifest_key,
     parse_manifest,
+    plan_archive_retention,
     tarball_key,
 )
 from stateferry.errors import InputError, StateferryError, translate
@@ -216,36 +217,6 @@ def list_archives(store: ObjectStore, bucket: str, prefix: str) -> list[ArchiveI
     return sorted(out, key=lambda a: (a.created_at, a.name))
 
 
-def _parse_time(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def plan_archive_retention(
-    archives: list[ArchiveInfo], *, keep_last: int | None, ttl: dt.timedelta | None, now: dt.datetime
-) -> tuple[list[str], list[str]]:
-    """Which backups to keep and which to delete: a backup is deleted when it is older than ``ttl``
-    OR not among the newest ``keep_last``. The newest backup is always kept.
-
-    Returns:
-        ``(keep, delete)`` lists of backup names.
-    """
-    if keep_last is not None and keep_last < 1:
-        raise InputError(
-            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
-        )
-    ordered = sorted(archives, key=lambda a: (a.created_at, a.name), reverse=True)
-    keep: list[str] = []
-    delete: list[str] = []
-    for i, a in enumerate(ordered):
-        too_many = keep_last is not None and i >= keep_last
-        too_old = ttl is not None and now - _parse_time(a.created_at) > ttl
-        if i > 0 and (too_many or too_old):
-            delete.append(a.name)
-        else:
-            keep.append(a.name)
-    return keep, delete
-
-
 @task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
 def prune_archives(
     store: ObjectStore,
@@ -261,7 +232,10 @@ def prune_archives(
         return []
     archives = list_archives(store, bucket, prefix)
     _keep, delete = plan_archive_retention(
-        archives, keep_last=keep_last, ttl=dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None, now=now
+        [(a.name, a.created_at) for a in archives],
+        keep_last=keep_last,
+        ttl=dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None,
+        now=now,
     )
     client = _s3(store)
     for name in delete:

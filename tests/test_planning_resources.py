@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from planning.archive_layout import (
     object_path,
     parse_manifest,
     parse_object_path,
+    plan_archive_retention,
     validate_backup_name,
 )
 from planning.resources import (
@@ -655,3 +657,31 @@ def test_backup_name(name: str, ok: bool) -> None:
     else:
         with pytest.raises(InputError, match="backup_name"):
             validate_backup_name(name)
+
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+ARCHIVES = [(f"b{i}", f"2026-11-{15 + i:02d}T12:00:00Z") for i in range(1, 8)]  # b1 (16th) .. b7 (22nd)
+
+
+@pytest.mark.parametrize(
+    ("keep_last", "ttl_days", "deleted"),
+    [
+        (None, None, []),
+        (3, None, ["b4", "b3", "b2", "b1"]),
+        (1, None, ["b6", "b5", "b4", "b3", "b2", "b1"]),
+        (None, 2, ["b4", "b3", "b2", "b1"]),
+        (5, 2, ["b4", "b3", "b2", "b1"]),
+        (2, 30, ["b5", "b4", "b3", "b2", "b1"]),
+        (None, 0.0001, ["b6", "b5", "b4", "b3", "b2", "b1"]),  # the newest is always kept
+    ],
+)
+def test_archive_retention(keep_last: int | None, ttl_days: float | None, deleted: list[str]) -> None:
+    ttl = dt.timedelta(days=ttl_days) if ttl_days else None
+    keep, delete = plan_archive_retention(ARCHIVES, keep_last=keep_last, ttl=ttl, now=NOW)
+    assert delete == deleted
+    assert sorted(keep + delete) == sorted(n for n, _ in ARCHIVES)
+
+
+def test_archive_retention_bad_count() -> None:
+    with pytest.raises(InputError, match="keep_last"):
+        plan_archive_retention(ARCHIVES, keep_last=0, ttl=None, now=NOW)
