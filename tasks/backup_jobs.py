@@ -55,6 +55,7 @@ from tasks.restore_ops import (
     restore_postgres,
     spooled_snapshot,
 )
+from tasks.retry import TRANSIENT_RETRY
 
 log = logging.getLogger(__name__)
 FORMAT = "stateferry-backup/1"
@@ -144,7 +145,7 @@ def resolve_job(job: BackupJob) -> Resolved:
 # preflight
 
 
-@task(name="preflight_source", cache_policy=NO_CACHE)
+@task(name="preflight_source", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def preflight_source(r: Resolved) -> dict[str, Any]:
     """Check the source is reachable with the given credentials and resolve what to back up.
 
@@ -555,7 +556,7 @@ def _id_time(backup_id: str) -> dt.datetime:
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-@task(name="rotate_storage", cache_policy=NO_CACHE)
+@task(name="rotate_storage", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str) -> RetentionPlan:
     """Apply the storage's retention (only called after the new backup was published there).
 
