@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from stateferry.errors import InputError
@@ -142,3 +143,17 @@ def check_nonempty(field: str, value: str, fix: str) -> str:
     if not stripped:
         raise InputError(field, "is empty", fix)
     return stripped
+
+
+def closed_block_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """JSON-schema hook for stateferry blocks: Prefect's block schema, with no extra properties.
+
+    Prefect validates deployment parameters against ``oneOf: [block reference, block schema]``. A
+    block whose fields are all optional would accept ``{"$ref": ...}`` under *both* alternatives
+    (Prefect's blocks allow extra properties), so a saved block could never be passed to a deployment.
+    Closing the schema keeps the reference form unambiguous; the runtime model is unchanged.
+    """
+    from prefect.blocks.core import schema_extra
+
+    schema_extra(schema, model)
+    schema["additionalProperties"] = False

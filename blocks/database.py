@@ -8,7 +8,7 @@ from typing import Any, Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks._validation import check_host, check_nonempty, check_port
+from blocks._validation import check_host, check_nonempty, check_port, closed_block_schema
 from stateferry.errors import InputError, translate
 
 DEFAULT_PORTS: dict[str, int] = {"mysql": 3306, "postgres": 5432}
@@ -31,7 +31,7 @@ class Database(Block):
 
     _block_type_name = "Stateferry Database"
     _description = "A MySQL/MariaDB or PostgreSQL server (engine, host, port, user, password, databases)."
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=closed_block_schema)
 
     engine: Literal["mysql", "postgres"] = Field(description='"mysql" (also "mariadb") or "postgres".')
     host: str = Field(description="Host name or IP address of the server.")

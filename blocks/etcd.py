@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks._validation import check_nonempty, check_pem, parse_endpoint
+from blocks._validation import check_nonempty, check_pem, closed_block_schema, parse_endpoint
 from blocks.etcd_client import EtcdClient
 from stateferry.errors import InputError
 
@@ -18,7 +18,7 @@ class EtcdCluster(Block):
 
     _block_type_name = "Stateferry Etcd Cluster"
     _description = "An etcd v3 cluster (client endpoints, optional TLS PEMs, optional user/password)."
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=closed_block_schema)
 
     endpoints: list[str] = Field(description='Client endpoints, "host:port" or "http(s)://host:port".')
     ca_cert: SecretStr | None = Field(default=None, description="PEM CA certificate; required for https.")

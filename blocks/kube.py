@@ -14,6 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks._validation import closed_block_schema
 from stateferry.errors import InputError, translate
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class KubeCluster(Block):
 
     _block_type_name = "Stateferry Kube Cluster"
     _description = "A Kubernetes cluster: kubeconfig text (kept secret) and context, or in-cluster."
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=closed_block_schema)
 
     kubeconfig: SecretStr | None = Field(default=None, description="Kubeconfig YAML text (kept secret).")
     context: str | None = Field(default=None, description="Context name; default: the current-context.")

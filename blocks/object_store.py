@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks._validation import check_nonempty, check_pem, parse_endpoint
+from blocks._validation import check_nonempty, check_pem, closed_block_schema, parse_endpoint
 from stateferry.errors import InputError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class ObjectStore(Block):
 
     _block_type_name = "Stateferry Object Store"
     _description = "An S3-compatible object store (endpoint, region, access key, secret key, TLS)."
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=closed_block_schema)
 
     endpoint: str = Field(description='"host:port" or "http(s)://host[:port]", e.g. "127.0.0.1:8333".')
     region: str = Field(default="us-east-1", description="S3 region used for request signing.")

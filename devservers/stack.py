@@ -88,9 +88,9 @@ def down(state_dir: Path) -> None:
 
 def up(state_dir: Path, prefect_port: int | None = DEMO_PREFECT_PORT) -> StackInfo:
     """Start (or reuse) the stack and return where everything is."""
-    state, info = status(state_dir)
-    if state == "running" and info is not None:
-        return info
+    state, current = status(state_dir)
+    if state == "running" and current is not None:
+        return current
     if state == "half-dead":
         down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -101,8 +101,12 @@ def up(state_dir: Path, prefect_port: int | None = DEMO_PREFECT_PORT) -> StackIn
         port = None  # 4200 is taken by something else: use a free port and say so
     server = LocalPrefectServer(state_dir / "prefect", port=port)
     stores = {
-        "source": SeaweedS3(state_dir / "s3-source", access_key="demo-source", secret_key="demo-source-secret-key"),
-        "target": SeaweedS3(state_dir / "s3-target", access_key="demo-target", secret_key="demo-target-secret-key"),
+        "source": SeaweedS3(
+            state_dir / "s3-source", access_key="demo-source", secret_key="demo-source-secret-key"
+        ),
+        "target": SeaweedS3(
+            state_dir / "s3-target", access_key="demo-target", secret_key="demo-target-secret-key"
+        ),
     }
     try:
         server.start()
@@ -118,7 +122,11 @@ def up(state_dir: Path, prefect_port: int | None = DEMO_PREFECT_PORT) -> StackIn
         prefect_api_url=server.api_url,
         prefect_ui_url=server.ui_url,
         s3={
-            name: {"endpoint": s.endpoint, "access_key": s.access_key, "secret_key_file": str(s.base_dir / "s3.json")}
+            name: {
+                "endpoint": s.endpoint,
+                "access_key": s.access_key,
+                "secret_key_file": str(s.base_dir / "s3.json"),
+            }
             for name, s in stores.items()
         },
         pids=pids,
@@ -146,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         down(args.state_dir)
         print("stack stopped")
         return 0
-    state, info = status(args.state_dir)
-    print(state if info is None else f"{state}: UI {info.prefect_ui_url}")
+    state, current = status(args.state_dir)
+    print(state if current is None else f"{state}: UI {current.prefect_ui_url}")
     return 0 if state == "running" else 1
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from stateferry import __version__
 
 # Modules under stateferry.commands that provide ``register(subparsers) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ("blocks", "sandbox")
+COMMAND_MODULES: tuple[str, ...] = ("blocks", "sandbox", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

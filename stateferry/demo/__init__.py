@@ -1,0 +1,1 @@
+"""The local demo (``stateferry demo`` / ``scripts/demo``)."""
