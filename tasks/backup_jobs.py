@@ -34,9 +34,11 @@ from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
 from tasks.dumpers import (
     etcd_snapshot_producer,
+    mysql_data_size,
     mysql_user_databases,
     mysqldump_producer,
     pg_dump_producer,
+    postgres_data_size,
     postgres_user_databases,
     redactor,
     tar_producer,
@@ -187,7 +189,8 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
             raise InputError(
                 "sources[0].target", f"no user database on {where}", "create one or list targets"
             )
-        return {"databases": wanted, "host": db.host, "port": db.effective_port}
+        size = (mysql_data_size if job.engine == "mysql" else postgres_data_size)(db, wanted)
+        return {"databases": wanted, "host": db.host, "port": db.effective_port, "estimated_bytes": size}
     if isinstance(src, FilesSourceConfig):
         for p in src.target:
             path = Path(p)
@@ -243,11 +246,51 @@ def new_backup_id(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
 
 
-def _progress_logger(name: str) -> Callable[[int, int], None]:
-    def report(raw: int, stored: int) -> None:
-        log.info("%s: %d MiB read, %d MiB stored", name, raw >> 20, stored >> 20)
+class _Progress:
+    """Logs progress and keeps a Prefect progress artifact up to date (estimated from the source size)."""
 
-    return report
+    def __init__(self, job: str, estimate: int | None) -> None:
+        self.estimate = estimate or 0
+        self.done = 0  # raw bytes of finished parts
+        self.artifact: Any = None
+        if self.estimate > 0:
+            try:
+                from prefect.artifacts import create_progress_artifact
+
+                self.artifact = create_progress_artifact(
+                    0.0, description=f"backup {job}: dump progress (estimate)"
+                )
+            except Exception as exc:
+                log.debug("no progress artifact: %s", exc)
+
+    def _update(self, raw: int) -> None:
+        if self.artifact is None:
+            return
+        try:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.artifact, min(99.0, 100.0 * raw / self.estimate))
+        except Exception as exc:
+            log.debug("progress update failed: %s", exc)
+
+    def reporter(self, name: str) -> Callable[[int, int], None]:
+        """Callback for one part."""
+
+        def report(raw: int, stored: int) -> None:
+            log.info("%s: %d MiB read, %d MiB stored", name, raw >> 20, stored >> 20)
+            self._update(self.done + raw)
+
+        return report
+
+    def finish(self) -> None:
+        """All parts done."""
+        if self.artifact is not None:
+            try:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self.artifact, 100.0)
+            except Exception as exc:
+                log.debug("progress update failed: %s", exc)
 
 
 @task(name="dump_to_storages", cache_policy=NO_CACHE)
@@ -293,6 +336,7 @@ def dump_to_storages(
     failed: dict[str, str] = {}
     results: list[PartResult] = []
     alive = list(healthy)
+    progress = _Progress(job.job, source_facts.get("estimated_bytes"))
     try:
         for name, producer, meta in parts:
             writers = {}
@@ -310,10 +354,11 @@ def dump_to_storages(
                 producer,
                 writers,
                 redact=r.redact,
-                progress=_progress_logger(name),
+                progress=progress.reporter(name),
             )
             res.info = {**meta, **res.info}
             results.append(res)
+            progress.done += res.raw_size
             for label, err in res.failed.items():
                 failed[label] = err
             alive = [a for a in alive if a not in res.failed]
@@ -324,6 +369,7 @@ def dump_to_storages(
             except Exception as exc:
                 log.warning("could not remove the partial backup from %s: %s", label, r.redact(str(exc)))
         raise
+    progress.finish()
     for label in failed:
         try:
             r.storages[label].discard(job.job, backup_id)

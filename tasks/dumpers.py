@@ -222,6 +222,23 @@ def mysql_user_databases(db: Database) -> list[str]:
         conn.close()
 
 
+def mysql_data_size(db: Database, databases: list[str]) -> int:
+    """Approximate bytes of table data in the databases (for progress reporting)."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            marks = ", ".join(["%s"] * len(databases))
+            cur.execute(
+                "SELECT COALESCE(SUM(data_length), 0) FROM information_schema.tables"
+                f" WHERE table_schema IN ({marks})",
+                tuple(databases),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
 def mysqldump_producer(
     db: Database,
     databases: list[str],
@@ -266,6 +283,21 @@ def postgres_user_databases(db: Database) -> list[str]:
         with conn.cursor() as cur:
             cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'")
             return sorted(r[0] for r in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def postgres_data_size(db: Database, databases: list[str]) -> int:
+    """Bytes of the databases on disk (for progress reporting)."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COALESCE(SUM(pg_database_size(datname)), 0) FROM pg_database WHERE datname = ANY(%s)",
+                (databases,),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
     finally:
         conn.close()
 

@@ -61,6 +61,19 @@ def _job(
     return {"job": name, "type": kind, "sources": [source], "storages": storages, **extra}
 
 
+def _progress_of(job: str) -> float | None:
+    """The final value of the job's dump progress artifact on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    values = [a.data for a in arts if a.description and f"backup {job}:" in a.description]
+    return float(values[-1]) if values else None  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------------------------------
 # MariaDB
 
@@ -135,6 +148,7 @@ def test_mysql_round_trip_local_and_s3(
         f"t/{job['job']}/{result['backup_id']}/mysql.sql.gz",
     ]
     assert db.password.get_secret_value() not in json.dumps(manifest)
+    assert _progress_of(job["job"]) == 100.0
 
     # drop, then restore from S3 (sha256 checked) and compare exactly
     mysql_exec(db, f"DROP DATABASE `{name}`")
