@@ -171,7 +171,12 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
             verification = verify_backup(r, backup_id, parts, reader, before)
         except BaseException:
             for label in holding:
-                r.storages[label].discard(cfg.job, backup_id)
+                try:
+                    r.storages[label].discard(cfg.job, backup_id)
+                except Exception as exc:  # the verification error is the one to report
+                    logger.warning(
+                        "could not remove the unverified backup from %s: %s", label, r.redact(str(exc))
+                    )
             raise
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     manifest = build_manifest(r, backup_id, started, finished, parts, facts, verification, flow_run.id)

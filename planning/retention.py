@@ -13,7 +13,8 @@ dates in the timezone of the datetimes given, UTC in stateferry):
 * the newest good backup is always kept, whatever the counts (so a retention of 0/0/0 still leaves
   one restorable backup, and a clock jump can never empty a storage);
 * backups dated after ``now`` (clock skew) are kept and say so;
-* backups that are not good (failed / incomplete, e.g. left by a crashed run) are deleted.
+* backups that are not good (failed / incomplete, e.g. left by a crashed run) are deleted once they
+  are older than ``incomplete_grace`` (6 h): a younger one may belong to a run still in progress.
 
 The planner records every reason a backup is kept, so the plan can be shown and audited.
 """
@@ -112,8 +113,16 @@ def _month_index(day: dt.date) -> int:
     return day.year * 12 + day.month - 1
 
 
+#: Incomplete backups younger than this may belong to a run still in progress: they are kept.
+INCOMPLETE_GRACE = dt.timedelta(hours=6)
+
+
 def plan_retention(
-    backups: Iterable[BackupEntry], policy: RetentionPolicy, now: dt.datetime
+    backups: Iterable[BackupEntry],
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    *,
+    incomplete_grace: dt.timedelta = INCOMPLETE_GRACE,
 ) -> RetentionPlan:
     """Decide which backups to keep and which to delete.
 
@@ -121,6 +130,8 @@ def plan_retention(
         backups: every backup found in one storage (any order; good or not).
         policy: the storage's retention counts.
         now: the reference time (the caller's clock; never read here).
+        incomplete_grace: incomplete backups started less than this before ``now`` (or after it) are
+            kept, since another run may still be writing them.
 
     Returns:
         A plan with one decision per backup, newest first; kept backups list every reason.
@@ -143,7 +154,11 @@ def plan_retention(
         day = b.created.date()
         reasons: list[str] = []
         if not b.good:
-            decisions.append(RetentionDecision(b.backup_id, b.created, False, ("not a good backup",)))
+            if b.created >= now - incomplete_grace:
+                why = "incomplete but recent: another run may still be writing it"
+                decisions.append(RetentionDecision(b.backup_id, b.created, True, (why,)))
+            else:
+                decisions.append(RetentionDecision(b.backup_id, b.created, False, ("not a good backup",)))
             continue
         if b.created > now:
             reasons.append("dated after now (clock skew): kept")

@@ -193,6 +193,18 @@ def test_reasons_are_recorded() -> None:
             id="clock-skew-future-kept",
         ),
         pytest.param([], _day("2025-06-20"), [], [], id="empty"),
+        pytest.param(
+            # an incomplete backup of a run that may still be writing is left alone; an old one is not
+            [
+                BackupEntry("good", _day("2025-06-20", 0)),
+                BackupEntry("running", _day("2025-06-20", 3), good=False),
+                BackupEntry("crashed", _day("2025-06-19", 1), good=False),
+            ],
+            _day("2025-06-20", 4),
+            ["good", "running"],
+            ["crashed"],
+            id="incomplete-grace",
+        ),
     ],
 )
 def test_edge_cases(entries: list[BackupEntry], now: dt.datetime, keep: list[str], delete: list[str]) -> None:
