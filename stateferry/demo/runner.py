@@ -76,6 +76,14 @@ def ensure_seed_etcd(kubeconfig: Path, namespace: str = DEMO_NAMESPACE, keys: in
 
     src = kubernetes.config.new_client_from_config(config_file=str(kubeconfig), context="source")
     tgt = kubernetes.config.new_client_from_config(config_file=str(kubeconfig), context="target")
+    sts, svc = list(yaml.safe_load_all((ASSETS / "etcd-source.yaml").read_text()))
+    name = sts["metadata"]["name"]
+    if _exists(
+        kubernetes.client.AppsV1Api(tgt).read_namespaced_stateful_set, f"{name}-main", namespace
+    ) and not _exists(kubernetes.client.AppsV1Api(src).read_namespaced_stateful_set, name, namespace):
+        say("an earlier demo migration finished: resetting the demo namespace in both clusters")
+        for api in (src, tgt):
+            _delete_namespace(api, namespace)
     for api in (src, tgt):
         try:
             body: Any = {"metadata": {"name": namespace}}
@@ -85,21 +93,12 @@ def ensure_seed_etcd(kubeconfig: Path, namespace: str = DEMO_NAMESPACE, keys: in
                 raise
     core = kubernetes.client.CoreV1Api(src)
     apps = kubernetes.client.AppsV1Api(src)
-    sts, svc = list(yaml.safe_load_all((ASSETS / "etcd-source.yaml").read_text()))
-    try:
-        apps.read_namespaced_stateful_set(sts["metadata"]["name"], namespace)
+    if _exists(apps.read_namespaced_stateful_set, name, namespace):
         say("source etcd already deployed")
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        try:
-            apps.read_namespaced_stateful_set("etcd-main", namespace)
-            say("source etcd was already migrated by an earlier demo run")
-            return []
-        except ApiException:
-            pass
+    else:
         say("deploying a 3-member etcd (StatefulSet + headless Service) into source/demo")
-        core.create_namespaced_service(namespace, svc)
+        if not _exists(core.read_namespaced_service, svc["metadata"]["name"], namespace):
+            core.create_namespaced_service(namespace, svc)
         apps.create_namespaced_stateful_set(namespace, sts)
     deadline = time.monotonic() + 180
     endpoints: list[str] = []
@@ -137,6 +136,41 @@ def ensure_seed_etcd(kubeconfig: Path, namespace: str = DEMO_NAMESPACE, keys: in
             )
     say(f"source etcd ready: {', '.join(endpoints)}")
     return endpoints
+
+
+def _exists(read: Any, name: str, namespace: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        read(name, namespace)
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def _delete_namespace(api: Any, namespace: str, timeout: float = 120) -> None:
+    """Delete ``namespace`` with everything in it (PVCs included) and wait until it is gone."""
+    import kubernetes.client
+    from kubernetes.client.exceptions import ApiException
+
+    core = kubernetes.client.CoreV1Api(api)
+    try:
+        core.delete_namespace(namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.5)
+    raise RuntimeError(f"namespace {namespace} was not deleted within {timeout:.0f} s")
 
 
 # -- the Prefect side ---------------------------------------------------------------------------------
