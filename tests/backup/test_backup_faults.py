@@ -243,3 +243,44 @@ def test_failure_notification_has_job_error_link_and_no_secret(
         assert len(received) == 2
         ok = json.loads(received[1]["body"])["text"]
         assert "completed" in ok and mariadb.password not in ok
+
+
+def test_verify_catches_a_dump_that_cannot_be_restored(
+    prefect_server: Any, postgres: Any, tmp_path: Path
+) -> None:
+    """A classic unrestorable dump: a CHECK calls a function reading another table, whose data
+    pg_restore loads later. pg_dump exits 0; only the restore fails. verify=True must refuse it."""
+    from backup.helpers import pg_block, pg_exec
+    from tasks.backup_jobs import VerificationFailed
+
+    db = pg_block(postgres)
+    block = f"bk-pgv-{_uid()}"
+    db.save(block, overwrite=True)
+    name = f"trap_{_uid()}"
+    pg_exec(db, f'CREATE DATABASE "{name}"')
+    pg_exec(
+        db,
+        "CREATE TABLE z_limits (n int)",
+        "INSERT INTO z_limits VALUES (1), (2), (3)",
+        "CREATE FUNCTION max_allowed() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM public.z_limits'",
+        "CREATE TABLE a_items (x int CHECK (x <= max_allowed()))",
+        "INSERT INTO a_items VALUES (2)",
+        database=name,
+    )
+    root = tmp_path / "b"
+    job: dict[str, Any] = {
+        "job": f"trap-{_uid()}",
+        "type": "postgres",
+        "sources": [{"connect": {"block": block}, "target": [name]}],
+        "storages": [{"storage": "local", "backup_dir": str(root)}],
+    }
+    unverified = scheduled_backup(job)  # pg_dump itself is happy
+    assert unverified["good"]
+    with pytest.raises(VerificationFailed, match="a_items"):
+        scheduled_backup(job, verify=True)
+    # the unverifiable backup was not published; the earlier one is untouched; no scratch db is left
+    assert sorted(local_manifests(root, job["job"])) == [unverified["backup_id"]]
+    assert not [p for p in (root / job["job"]).iterdir() if p.name.startswith(".partial-")]
+    left = pg_exec(db, "SELECT datname FROM pg_database WHERE datname LIKE 'sfverify_%'")
+    assert left == []
+    pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)')
