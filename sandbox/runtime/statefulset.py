@@ -181,6 +181,14 @@ def _sync_one(kube: Kube, world: World, sts: Obj, owned: list[Obj]) -> None:
     _ensure_revision(kube, world, sts, update_rev)
     current_rev = status.get("currentRevision") or update_rev
 
+    # revisionHistoryLimit: drop the oldest revisions no pod and no status refers to
+    limit = as_int(spec.get("revisionHistoryLimit"), 10)
+    in_use = {update_rev, current_rev} | {(meta(p).get("labels") or {}).get(REVISION_LABEL) for p in owned}
+    revs = sorted(world.owned("controllerrevisions", uid_of(sts)), key=lambda r: int(r.get("revision") or 0))
+    spare = [r for r in revs if name_of(r) not in in_use]
+    for r in spare[: max(0, len(spare) - limit)]:
+        kube.delete("controllerrevisions", ns_of(r), name_of(r))
+
     pods: dict[int, Obj] = {}
     for pod in owned:
         ordinal = _ordinal(name_of(sts), name_of(pod))
