@@ -47,7 +47,7 @@ def _children_maxrss_kib() -> int:
 #: ~700 bytes of text per row: repeated random md5 words (compressible, like typical text columns)
 #: and a base64 random tail (incompressible), plus 32 random bytes dumped as hex.
 PAYLOAD = "CONCAT(REPEAT(CONCAT(MD5(RAND()), ' '), 14), TO_BASE64(RANDOM_BYTES(180)))"
-ROW_BYTES = 1600
+ROW_BYTES = 880
 
 
 def _fill(db: Any, size_mb: int) -> int:
