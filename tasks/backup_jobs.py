@@ -29,7 +29,7 @@ from planning.backup_config import (
     S3StorageConfig,
 )
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
-from stateferry.errors import InputError, PermanentError, StateferryError, TransientError, translate
+from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
 from tasks.dumpers import (
@@ -83,7 +83,7 @@ class Resolved:
         return redactor(*self.secrets)
 
 
-def _load_block(cls: Any, name: str, field_name: str) -> Any:
+def load_block(cls: Any, name: str, field_name: str) -> Any:
     try:
         return cls.load(name)
     except ValueError as exc:
@@ -119,7 +119,7 @@ def resolve_job(job: BackupJob) -> Resolved:
     r = Resolved(job)
     src = job.source
     if isinstance(src, DatabaseSourceConfig):
-        r.source_block = _load_block(Database, src.connect.block, "sources[0].connect.block")
+        r.source_block = load_block(Database, src.connect.block, "sources[0].connect.block")
         if r.source_block.engine != job.engine:
             raise InputError(
                 "type",
@@ -127,7 +127,7 @@ def resolve_job(job: BackupJob) -> Resolved:
                 "point connect.block at a block of the job's engine",
             )
     elif isinstance(src, EtcdSourceConfig):
-        r.source_block = _load_block(EtcdCluster, src.connect.block, "sources[0].connect.block")
+        r.source_block = load_block(EtcdCluster, src.connect.block, "sources[0].connect.block")
     if r.source_block is not None:
         r.secrets += _secret_values(r.source_block)
     for i, cfg in enumerate(job.enabled_storages):
@@ -135,7 +135,7 @@ def resolve_job(job: BackupJob) -> Resolved:
         if isinstance(cfg, LocalStorageConfig):
             storage = LocalStorage(cfg.backup_dir, cfg.label)
         else:
-            store = _load_block(ObjectStore, cfg.object_store, f"storages[{i}].object_store")
+            store = load_block(ObjectStore, cfg.object_store, f"storages[{i}].object_store")
             r.secrets += _secret_values(store)
             storage = S3Storage(store, cfg.bucket_name, cfg.backup_dir, cfg.label)
         r.storages[cfg.label] = storage
@@ -632,12 +632,12 @@ __all__ = [
     "build_manifest",
     "dump_to_storages",
     "inventory_source",
+    "load_block",
     "new_backup_id",
     "preflight_source",
     "preflight_storages",
     "publish_backup",
     "resolve_job",
     "rotate_storage",
-    "translate",
     "verify_backup",
 ]

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
-from tasks.backup_jobs import Resolved, _load_block
+from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.restore_ops import (
@@ -194,7 +194,7 @@ def restore_selected(
     if target_block and engine in ("mysql", "postgres"):
         from blocks.database import Database
 
-        db = _load_block(Database, target_block, "target_block")
+        db = load_block(Database, target_block, "target_block")
     done: dict[str, Any] = {"backup_id": sel.backup_id, "storage": sel.storage}
     with verified_parts(r, sel) as files:
         if engine == "mysql":
