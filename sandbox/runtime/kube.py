@@ -38,6 +38,7 @@ PATHS: dict[str, str] = {
     "statefulsets": "/apis/apps/v1",
     "deployments": "/apis/apps/v1",
     "replicasets": "/apis/apps/v1",
+    "daemonsets": "/apis/apps/v1",
     "controllerrevisions": "/apis/apps/v1",
     "jobs": "/apis/batch/v1",
     "cronjobs": "/apis/batch/v1",

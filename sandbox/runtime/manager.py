@@ -25,7 +25,7 @@ from sandbox.runtime.network import ServiceNetwork
 from sandbox.runtime.proxy import ProxyManager
 from sandbox.runtime.statefulset import sync_statefulsets
 from sandbox.runtime.storage import default_storage_class, sync_volumes
-from sandbox.runtime.workloads import sync_deployments, sync_jobs, sync_replicasets
+from sandbox.runtime.workloads import sync_daemonsets, sync_deployments, sync_jobs, sync_replicasets
 from sandbox.runtime.world import World
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ WATCHED = (
     "persistentvolumeclaims",
     "deployments",
     "replicasets",
+    "daemonsets",
     "jobs",
     "cronjobs",
     "configmaps",
@@ -151,6 +152,7 @@ class ClusterRuntime:
         sync_statefulsets(self.kube, world)
         sync_deployments(self.kube, world)
         sync_replicasets(self.kube, world)
+        sync_daemonsets(self.kube, world, self.node_name)
         sync_jobs(self.kube, world)
         sync_cronjobs(self.kube, world)
         self.network.sync(world)

@@ -370,3 +370,65 @@ def _age_seconds(ts: str) -> float:
 
     t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     return (dt.datetime.now(dt.UTC) - t).total_seconds()
+
+
+# ---------------------------------------------------------------------------------------- DaemonSet
+def sync_daemonsets(kube: Kube, world: World, node_name: str) -> None:
+    """Reconcile every DaemonSet: one pod on the cluster's single Node, replaced on template change."""
+    pods_by_owner = world.by_owner("pods")
+    for ds in world["daemonsets"]:
+        if not terminating(ds):
+            _guard("daemonset", ds, _sync_daemonset, kube, ds, pods_by_owner.get(uid_of(ds), []), node_name)
+
+
+def _sync_daemonset(kube: Kube, ds: Obj, owned: list[Obj], node_name: str) -> None:
+    spec = ds.get("spec") or {}
+    template = copy.deepcopy(spec.get("template") or {})
+    rev = template_hash(template, int((ds.get("status") or {}).get("collisionCount") or 0))
+    active = [p for p in owned if not terminating(p)]
+    for p in active:
+        outdated = (meta(p).get("labels") or {}).get("controller-revision-hash") != rev
+        rolling = ((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate") == "RollingUpdate"
+        if pod_phase(p) in ("Succeeded", "Failed") or (outdated and rolling):
+            if kube.delete("pods", ns_of(p), name_of(p), uid=uid_of(p)):
+                emit(
+                    kube,
+                    ds,
+                    "SuccessfulDelete",
+                    f"Deleted pod: {name_of(p)}",
+                    component="daemonset-controller",
+                    kind="DaemonSet",
+                    api_version="apps/v1",
+                )
+            active.remove(p)
+    if not active and not any(terminating(p) for p in owned):
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        labels["controller-revision-hash"] = rev
+        labels["pod-template-generation"] = str(meta(ds).get("generation") or 1)
+        pod = _pod_from_template(ds, template, f"{name_of(ds)}-{random_suffix()}", "apps/v1", "DaemonSet")
+        pod["spec"]["nodeName"] = node_name  # the DaemonSet controller binds its pods itself
+        if kube.create("pods", ns_of(ds), pod, exist_ok=True):
+            emit(
+                kube,
+                ds,
+                "SuccessfulCreate",
+                f"Created pod: {name_of(pod)}",
+                component="daemonset-controller",
+                kind="DaemonSet",
+                api_version="apps/v1",
+            )
+    ready = sum(1 for p in active if pod_running_ready(p))
+    updated = sum(1 for p in active if (meta(p).get("labels") or {}).get("controller-revision-hash") == rev)
+    status = ds.get("status") or {}
+    new_status = {
+        "observedGeneration": meta(ds).get("generation"),
+        "desiredNumberScheduled": 1,
+        "currentNumberScheduled": len(active),
+        "numberMisscheduled": 0,
+        "numberReady": ready,
+        "updatedNumberScheduled": updated or None,
+        "numberAvailable": ready or None,
+        "numberUnavailable": (1 - ready) or None,
+    }
+    if {k: status.get(k) for k in new_status} != new_status:
+        kube.patch("daemonsets", ns_of(ds), name_of(ds), {"status": new_status}, sub="status")

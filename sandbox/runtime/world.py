@@ -19,6 +19,7 @@ KINDS = (
     "controllerrevisions",
     "deployments",
     "replicasets",
+    "daemonsets",
     "jobs",
     "cronjobs",
 )

@@ -434,6 +434,31 @@ def test_python_client_typed_and_dynamic(sandbox: SandboxHandle) -> None:
 
     wait_until(rolled, 20, "the rollout to a second ReplicaSet")
     deployments.delete(name="api", namespace=ns)
+
+    daemonsets = dyn.resources.get(api_version="apps/v1", kind="DaemonSet")
+    daemonsets.create(
+        namespace=ns,
+        body={
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        },
+    )
+    wait_until(
+        lambda: daemonsets.get(name="agent", namespace=ns).status.numberReady == 1, 20, "DaemonSet pod"
+    )
+    agent = (
+        dyn.resources.get(api_version="v1", kind="Pod").get(namespace=ns, label_selector="app=agent").items
+    )
+    assert len(agent) == 1 and agent[0].spec.nodeName == pod0.spec.node_name
+    daemonsets.delete(name="agent", namespace=ns)
     apps.delete_namespaced_stateful_set("web", ns)
     wait_until(lambda: not core.list_namespaced_pod(ns).items, 30, "pods to be garbage collected")
 
