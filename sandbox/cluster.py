@@ -75,7 +75,7 @@ def api_url(cluster: str, base_octet: int = 1) -> str:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
+    if not pid or pid < 0:
         return False
     try:
         os.kill(pid, 0)
@@ -149,10 +149,18 @@ class Sandbox:
         return self.state_dir / "supervisor.log"
 
     def _pid(self) -> int | None:
+        """The supervisor's pid from the pid file, None if missing or if that pid is another program."""
         try:
-            return int(self.pid_file.read_text().strip())
+            pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return pid  # dead: a stale pid file
+        if b"sandbox.cluster" not in cmdline or str(self.state_dir).encode() not in cmdline:
+            return -pid  # the pid was reused by an unrelated process: never signal it
+        return pid
 
     def stray_pids(self) -> list[int]:
         """PIDs of processes carrying this sandbox's marker."""
@@ -190,7 +198,7 @@ class Sandbox:
             what = []
             if pid is not None:
                 what.append(
-                    f"a stale pid file ({self.pid_file}, pid {pid} {'alive' if _alive(pid) else 'dead'})"
+                    f"a stale pid file ({self.pid_file}, pid {abs(pid)} {'alive' if _alive(pid) else 'dead'})"
                 )
             if strays:
                 what.append(
