@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from planning.backup_config import parse_job
+from tasks.approvals import request_approval
 from tasks.backup_jobs import resolve_job
 from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 
@@ -25,6 +26,7 @@ def restore_backup(
     etcd_name: str = "default",
     etcd_peer_url: str = "http://127.0.0.1:2380",
     etcd_initial_cluster: str | None = None,
+    auto_approve: bool = False,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
@@ -40,6 +42,8 @@ def restore_backup(
         etcd_name: member name for ``etcdctl snapshot restore``.
         etcd_peer_url: the member's peer URL.
         etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
+        auto_approve: with ``overwrite``, replace without asking; otherwise the run pauses for an
+            operator's approval of the plan in the UI (a restore into new targets never asks).
 
     Returns:
         ``{"backup_id", "storage", "actions", "dry_run", ...what was restored}``.
@@ -55,6 +59,13 @@ def restore_backup(
         create_markdown_artifact(markdown=markdown, description=f"restore plan {cfg.job}")
         logger.info("dry run: %s", "; ".join(actions))
         return {"backup_id": sel.backup_id, "storage": sel.storage, "actions": actions, "dry_run": True}
+    if overwrite:
+        request_approval(
+            f"Overwrite with backup {sel.backup_id}",
+            markdown,
+            key=f"restore-{cfg.job}-{sel.backup_id}",
+            auto_approve=auto_approve,
+        )
     done = restore_selected(
         r,
         sel,

@@ -228,7 +228,7 @@ def test_postgres_round_trip(
         restore_backup(job, target_database=f"{name}_copy")
     with pytest.raises(PreconditionFailed, match="overwrite"):
         restore_backup(job)
-    restore_backup(job, overwrite=True)
+    restore_backup(job, overwrite=True, auto_approve=True)
     assert snap(name) == before
     pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)', f'DROP DATABASE "{second}" WITH (FORCE)')
 
