@@ -425,3 +425,46 @@ def test_rotation_per_storage_after_success(
     plan = restore_backup(job, backup="latest", target_dir=str(tmp_path / "r"), dry_run=True)
     assert plan["backup_id"] == ids[2] and plan["storage"] == res["good"][0]
     assert not (tmp_path / "r").exists()
+
+
+def test_overwrite_restore_waits_for_approval(prefect_server: Any, tmp_path: Path) -> None:
+    """An overwriting restore pauses with its plan; rejected it changes nothing, approved it restores."""
+    import threading
+
+    from devservers.prefect_runs import find_flow_run, resume_with_input
+    from tasks.approvals import ApprovalRejected
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("from the backup")
+    job = _job(f"appr-{_uid()}", "files", {"target": [str(src)]}, tmp_path / "b", None)
+    scheduled_backup(job)
+    target = tmp_path / "live"
+    (target / "src").mkdir(parents=True)
+    (target / "src" / "f").write_text("live data")
+
+    def run_restore(box: dict[str, Any]) -> threading.Thread:
+        def go() -> None:
+            box["state"] = restore_backup(job, target_dir=str(target), overwrite=True, return_state=True)
+
+        thread = threading.Thread(target=go, daemon=True)
+        thread.start()
+        return thread
+
+    rejected: dict[str, Any] = {}
+    thread = run_restore(rejected)
+    run_id = find_flow_run("restore_backup")
+    assert resume_with_input(run_id, {"approved": False, "comment": "not during business hours"}) == "ACCEPT"
+    thread.join(60)
+    assert rejected["state"].is_failed()
+    with pytest.raises(ApprovalRejected):
+        rejected["state"].result()
+    assert (target / "src" / "f").read_text() == "live data"
+
+    approved: dict[str, Any] = {}
+    thread = run_restore(approved)
+    run_id = find_flow_run("restore_backup")
+    assert resume_with_input(run_id, {"approved": True, "comment": "go"}) == "ACCEPT"
+    thread.join(60)
+    assert approved["state"].is_completed()
+    assert (target / "src" / "f").read_text() == "from the backup"
