@@ -30,17 +30,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def _one(seed: Any, use_learners: bool) -> dict[str, Any]:
-    import kubernetes.client
-    from etcd_migration.seed import client_lb
+    from etcd_migration.seed import client_lb, core_api
     from etcd_migration.writer import SequentialWriter, read_all
 
     from flows.etcd_migration import etcd_stretch_migration
 
     ns = seed.namespace
-    kubernetes.client.CoreV1Api(seed.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    kubernetes.client.CoreV1Api(seed.tgt).create_namespaced_service(
-        ns, client_lb("etcd-main-client", "etcd-main")
-    )
+    core_api(seed.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
+    core_api(seed.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
     src_lb = f"{seed.lb_ip(seed.src, 'etcd-client')}:2379"
     tgt_lb = f"{seed.lb_ip(seed.tgt, 'etcd-main-client')}:2379"
     writer = SequentialWriter([src_lb, tgt_lb])
@@ -86,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_API_URL"] = prefect.api_url
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         from etcd_migration.seed import deploy_seed
+        from pydantic import SecretStr
 
         from blocks.kube import KubeCluster
         from sandbox.testing import running_sandbox
@@ -95,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sandbox up in {time.monotonic() - t0:.1f} s", flush=True)
             text = sb.kubeconfig_path.read_text()
             blocks = (
-                KubeCluster(kubeconfig=text, context="source"),
-                KubeCluster(kubeconfig=text, context="target"),
+                KubeCluster(kubeconfig=SecretStr(text), context="source"),
+                KubeCluster(kubeconfig=SecretStr(text), context="target"),
             )
             rows = []
             for _ in range(args.rounds):

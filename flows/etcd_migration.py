@@ -43,6 +43,7 @@ from planning.etcd_stretch import (
     classify_members,
     command_initial_cluster,
     dns_names,
+    foreign_host_names,
     host_entries,
     lb_service_manifest,
     new_headless_service_manifest,
@@ -347,6 +348,8 @@ def _preflight(
             f"StatefulSet {statefulset}: the etcd container has no --initial-cluster (command, args or "
             "ETCD_INITIAL_CLUSTER): the new members' flags cannot be derived from it"
         )
+    if dns_provider == "coredns":
+        _check_dns_conflicts(src, tgt, layout)
     image = target_image or _find_container_image(sts)
     warnings = check_versions([s.version for s in view.statuses.values()], image)
     ctx = _Context(
@@ -363,6 +366,36 @@ def _preflight(
     )
     ctx.endpoints = dict(endpoints)
     return ctx, view
+
+
+def _check_dns_conflicts(src: Any, tgt: Any, layout: Layout) -> None:
+    """Refuse when a Corefile already maps a member name the migration will add (outside its section)."""
+    key = _dns_key(layout)
+    for side, api, names in (
+        (
+            "source",
+            src,
+            [n for p in layout.new_pods() for n in dns_names(p, layout.new_service, layout.target_namespace)],
+        ),
+        (
+            "target",
+            tgt,
+            [
+                n
+                for p in layout.old_pods()
+                for n in dns_names(p, layout.source_service, layout.source_namespace)
+            ],
+        ),
+    ):
+        cm = get_object(api, "configmap", "kube-system", "coredns")
+        corefile = str(((cm or {}).get("data") or {}).get("Corefile") or "")
+        clash = foreign_host_names(corefile, key, names)
+        if clash:
+            raise PreconditionFailed(
+                f"the {side} cluster's CoreDNS hosts block already defines {clash[:6]} (another "
+                "migration of an etcd with the same member names, or a hand-written entry): the entries "
+                "would shadow each other. Remove those entries, or choose another new_statefulset name"
+            )
 
 
 # ------------------------------------------------------------------------------------- object helpers

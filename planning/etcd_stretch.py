@@ -44,6 +44,7 @@ __all__ = [
     "check_versions",
     "coredns_with_hosts",
     "dns_names",
+    "foreign_host_names",
     "host_entries",
     "image_version",
     "lb_service_manifest",
@@ -416,6 +417,43 @@ def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Seq
     block = [f"    hosts {{  {_OWN_BLOCK}", *section, "       fallthrough", "    }"]
     lines[kube_at:kube_at] = block
     return "\n".join(lines) + "\n"
+
+
+def foreign_host_names(corefile: str, key: str, names: Iterable[str]) -> list[str]:
+    """Names among ``names`` that the Corefile's hosts entries already define outside ``key``'s section.
+
+    Such an entry would shadow (or be shadowed by) the one the migration adds: another migration of
+    an etcd with the same names, or a hand-written entry. Returns them sorted.
+    """
+    begin, end = _markers(key)
+    wanted = {n.lower() for n in names}
+    found: set[str] = set()
+    inside_ours = False
+    depth = 0
+    for raw in corefile.splitlines():
+        stripped = raw.strip()
+        if stripped == begin:
+            inside_ours = True
+            continue
+        if stripped == end:
+            inside_ours = False
+            continue
+        line = stripped.split("#", 1)[0].strip()
+        tokens = line.split()
+        if depth == 0:
+            if tokens[:1] == ["hosts"] and line.endswith("{"):
+                depth = 1
+            continue
+        if line.endswith("{"):
+            depth += 1
+            continue
+        if line == "}":
+            depth -= 1
+            continue
+        if inside_ours or depth != 1 or len(tokens) < 2 or not tokens[0][0].isdigit():
+            continue
+        found |= {t.lower().rstrip(".") for t in tokens[1:]} & wanted
+    return sorted(found)
 
 
 def module_config_hosts(

@@ -243,8 +243,11 @@ def promote_when_caught_up(
     start = time.monotonic()
     deadline = start + timeout
 
+    logger = get_run_logger()
+
     async def go() -> float:
         last = "no status yet"
+        reported = ""
         while True:
             try:
                 view = await _observe(endpoints, timeout=2.0)
@@ -277,6 +280,9 @@ def promote_when_caught_up(
                     )
             except TransientError as exc:
                 last = str(exc)
+            if last != reported:
+                logger.info("%s after %.1fs: %s", member_name, time.monotonic() - start, last[:200])
+                reported = last
             if time.monotonic() > deadline:
                 raise PreconditionFailed(
                     f"member {member_name} did not start and catch up within {timeout:g}s ({last}): "

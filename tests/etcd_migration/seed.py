@@ -137,6 +137,20 @@ spec:
 """
 
 
+def core_api(api: Any) -> Any:
+    """``CoreV1Api`` typed loosely (tests pass plain dict bodies and read optional fields)."""
+    import kubernetes.client
+
+    return kubernetes.client.CoreV1Api(api)
+
+
+def apps_api(api: Any) -> Any:
+    """``AppsV1Api`` typed loosely."""
+    import kubernetes.client
+
+    return kubernetes.client.AppsV1Api(api)
+
+
 def client_lb(name: str, app: str) -> dict[str, Any]:
     """A client LoadBalancer Service (port 2379) over the ready pods labelled ``app``."""
     return {
@@ -163,17 +177,15 @@ class SeedEtcd:
 
     def pod_endpoints(self) -> list[str]:
         """Client endpoints (pod IPs) of the source etcd pods."""
-        import kubernetes.client
 
-        core = kubernetes.client.CoreV1Api(self.src)
+        core = core_api(self.src)
         pods = core.list_namespaced_pod(self.namespace, label_selector="app=etcd").items
         return sorted(f"{p.status.pod_ip}:2379" for p in pods if p.status.pod_ip)
 
     def lb_ip(self, api: Any, name: str, timeout: float = 30) -> str:
         """Wait for and return the LoadBalancer IP of Service ``name``."""
-        import kubernetes.client
 
-        core = kubernetes.client.CoreV1Api(api)
+        core = core_api(api)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             svc = core.read_namespaced_service(name, self.namespace)
@@ -185,16 +197,14 @@ class SeedEtcd:
 
 
 def _create_namespace(api: Any, name: str) -> None:
-    import kubernetes.client
 
-    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    core_api(api).create_namespace({"metadata": {"name": name}})
 
 
 def wait_ready(api: Any, namespace: str, selector: str, count: int, timeout: float = 90) -> None:
     """Wait until ``count`` pods matching ``selector`` are Ready."""
-    import kubernetes.client
 
-    core = kubernetes.client.CoreV1Api(api)
+    core = core_api(api)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -211,13 +221,12 @@ def wait_ready(api: Any, namespace: str, selector: str, count: int, timeout: flo
 
 def deploy_seed(sandbox: SandboxHandle, blocks: tuple[KubeCluster, KubeCluster]) -> SeedEtcd:
     """Deploy the seed etcd into a fresh namespace and wait until its 3 pods are Ready."""
-    import kubernetes.client
 
     namespace = f"mig-{uuid.uuid4().hex[:6]}"
     src, tgt = blocks[0].api_client(), blocks[1].api_client()
     _create_namespace(src, namespace)
     _create_namespace(tgt, namespace)
-    kubernetes.client.CoreV1Api(src).create_namespaced_service(namespace, yaml.safe_load(SEED_SVC))
-    kubernetes.client.AppsV1Api(src).create_namespaced_stateful_set(namespace, yaml.safe_load(SEED_STS))
+    core_api(src).create_namespaced_service(namespace, yaml.safe_load(SEED_SVC))
+    apps_api(src).create_namespaced_stateful_set(namespace, yaml.safe_load(SEED_STS))
     wait_ready(src, namespace, "app=etcd", 3)
     return SeedEtcd(namespace, src, tgt, blocks[0], blocks[1])

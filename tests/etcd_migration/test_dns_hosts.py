@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from etcd_migration.seed import SeedEtcd
+from etcd_migration.seed import SeedEtcd, core_api
 from planning.etcd_stretch import host_entries
 from sandbox.testing import SandboxHandle
 from tasks.kube_objects import patch_coredns_hosts, patch_module_config_hosts
@@ -56,7 +56,7 @@ def _resolves(sandbox: SandboxHandle, seed: SeedEtcd, name: str, ip: str, timeou
 def test_coredns_hosts_resolve_in_pods_and_are_removed_cleanly(
     sandbox: SandboxHandle, seed_etcd: SeedEtcd
 ) -> None:
-    core = kubernetes.client.CoreV1Api(seed_etcd.src)
+    core = core_api(seed_etcd.src)
     before = core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
     entries = host_entries({"etcd-main-0": "127.61.250.7"}, "etcd-main", "far")
     assert not _resolves(sandbox, seed_etcd, "etcd-main-0.etcd-main", "127.61.250.7", timeout=0)
@@ -70,7 +70,7 @@ def test_coredns_hosts_resolve_in_pods_and_are_removed_cleanly(
 
 
 def test_deckhouse_module_config_hosts_resolve_in_pods(sandbox: SandboxHandle, seed_etcd: SeedEtcd) -> None:
-    ext = kubernetes.client.ApiextensionsV1Api(seed_etcd.src)
+    ext: Any = kubernetes.client.ApiextensionsV1Api(seed_etcd.src)
     try:
         ext.create_custom_resource_definition(MODULE_CONFIG_CRD)
     except kubernetes.client.ApiException as exc:

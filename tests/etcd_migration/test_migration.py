@@ -11,10 +11,9 @@ import os
 import time
 from typing import Any
 
-import kubernetes.client
 import pytest
 
-from etcd_migration.seed import SeedEtcd, client_lb
+from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api
 from etcd_migration.writer import SequentialWriter, read_all
 from flows.etcd_migration import FAULT_ENV, InjectedFault, etcd_stretch_migration
 
@@ -38,8 +37,8 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     prefect_server: Any, seed_etcd: SeedEtcd
 ) -> None:
     ns = seed_etcd.namespace
-    core_src = kubernetes.client.CoreV1Api(seed_etcd.src)
-    core_tgt = kubernetes.client.CoreV1Api(seed_etcd.tgt)
+    core_src = core_api(seed_etcd.src)
+    core_tgt = core_api(seed_etcd.tgt)
     core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
     core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
     src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
@@ -78,11 +77,11 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
     assert len(stats.acked) > 100
     # the old side is gone, PVCs kept; the new StatefulSet describes the new members only
-    apps_src = kubernetes.client.AppsV1Api(seed_etcd.src)
+    apps_src = apps_api(seed_etcd.src)
     assert [s.metadata.name for s in apps_src.list_namespaced_stateful_set(ns).items] == []
     assert sorted(s.metadata.name for s in core_src.list_namespaced_service(ns).items) == ["etcd-client"]
     assert len(core_src.list_namespaced_persistent_volume_claim(ns).items) == 3
-    sts = kubernetes.client.AppsV1Api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
+    sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
     script = sts.spec.template.spec.containers[0].args[1]
     assert "--initial-cluster etcd-main-0=http://etcd-main-0.etcd-main:2380,etcd-main-1=" in script
     assert "etcd-0=" not in script and "--initial-cluster-state=existing" in script

@@ -15,6 +15,7 @@ from planning.etcd_stretch import (
     check_versions,
     command_initial_cluster,
     coredns_with_hosts,
+    foreign_host_names,
     host_entries,
     image_version,
     lb_service_manifest,
@@ -294,3 +295,22 @@ def test_plan_markdown_lists_every_change_with_initial_cluster_and_quorum() -> N
     assert f"`{IC_JOIN0}`" in rows[0] and rows[0].rstrip(" |").endswith("3")  # 4 voters after promotion
     assert f"`{FINAL}`" in rows[7]
     assert "WARNING: careful" in text
+
+
+@pytest.mark.parametrize(
+    ("corefile", "expected"),
+    [
+        (DEFAULT_COREFILE, []),
+        (coredns_with_hosts(DEFAULT_COREFILE, "k", ENTRIES), []),  # our own section does not count
+        (
+            coredns_with_hosts(DEFAULT_COREFILE, "other", ENTRIES[:1]),
+            ["etcd-main-0", "etcd-main-0.etcd-main"],
+        ),
+        (USER_HOSTS.replace("user.example", "user.example etcd-main-0.etcd-main"), ["etcd-main-0.etcd-main"]),
+    ],
+    ids=["none", "own-section", "other-migration", "hand-written"],
+)
+def test_foreign_host_names(corefile: str, expected: list[str]) -> None:
+    assert (
+        foreign_host_names(corefile, "k", ["etcd-main-0", "etcd-main-0.etcd-main", "unrelated"]) == expected
+    )

@@ -10,12 +10,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes.client
 import pytest
 
 from blocks.etcd_client import EtcdClient
 from blocks.kube import KubeCluster
-from etcd_migration.seed import SeedEtcd, deploy_seed
+from etcd_migration.seed import SeedEtcd, apps_api, core_api, deploy_seed
 from flows.etcd_migration import etcd_stretch_migration
 from sandbox.testing import SandboxHandle
 from stateferry.errors import InputError, PreconditionFailed
@@ -29,8 +28,8 @@ def _snapshot(seed: SeedEtcd) -> dict[str, Any]:
     ns = seed.namespace
     out: dict[str, Any] = {}
     for side, api in (("source", seed.src), ("target", seed.tgt)):
-        core = kubernetes.client.CoreV1Api(api)
-        apps = kubernetes.client.AppsV1Api(api)
+        core = core_api(api)
+        apps = apps_api(api)
         out[f"{side}/services"] = sorted(
             (s.metadata.name, s.spec.type) for s in core.list_namespaced_service(ns).items
         )
@@ -59,7 +58,7 @@ def idle_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluste
     yield seed
     for api in (seed.src, seed.tgt):
         try:
-            kubernetes.client.CoreV1Api(api).delete_namespace(seed.namespace)
+            core_api(api).delete_namespace(seed.namespace)
         except Exception:
             pass
 
@@ -67,8 +66,8 @@ def idle_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluste
 def _other_etcd_namespace(seed: SeedEtcd) -> str:
     """A target namespace that already has an etcd StatefulSet of its own."""
     ns = f"busy-{uuid.uuid4().hex[:6]}"
-    kubernetes.client.CoreV1Api(seed.tgt).create_namespace({"metadata": {"name": ns}})
-    kubernetes.client.AppsV1Api(seed.tgt).create_namespaced_stateful_set(
+    core_api(seed.tgt).create_namespace({"metadata": {"name": ns}})
+    apps_api(seed.tgt).create_namespaced_stateful_set(
         ns,
         {
             "metadata": {"name": "etcd-other"},
@@ -258,3 +257,21 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(prefect_server: Any, idl
     )
     assert undone["outcome"] == "rolled_back"
     assert _snapshot(idle_seed) == before
+
+
+def test_dns_names_already_defined_elsewhere_are_refused(prefect_server: Any, idle_seed: SeedEtcd) -> None:
+    from planning.etcd_stretch import coredns_with_hosts
+
+    core = core_api(idle_seed.src)
+    original = core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+    taken = coredns_with_hosts(original, "someone else", [("10.9.9.9", ["etcd-main-0.etcd-main"])])
+    core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": taken}})
+    try:
+        before = _snapshot(idle_seed)
+        with pytest.raises(PreconditionFailed, match=r"source cluster's CoreDNS hosts block already defines"):
+            etcd_stretch_migration(
+                idle_seed.source, idle_seed.target, source_namespace=idle_seed.namespace, auto_approve=True
+            )
+        assert _snapshot(idle_seed) == before
+    finally:
+        core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": original}})
