@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("action", nargs="?", choices=["up", "down"], default="up")
     parser.add_argument(
         "--scenario",
-        choices=["etcd", "mirror"],
+        choices=["etcd", "mirror", "app", "backup"],
         default="etcd",
         help="which flow to demonstrate (default: etcd stretch migration)",
     )

@@ -174,7 +174,7 @@ def _delete_namespace(api: Any, namespace: str, timeout: float = 120) -> None:
 
 
 # -- the Prefect side ---------------------------------------------------------------------------------
-def register_blocks(kubeconfig: Path, stack: Any) -> dict[str, Any]:
+def register_blocks(kubeconfig: Path | None, stack: Any) -> dict[str, Any]:
     """Save the demo's blocks (idempotent: overwritten every run)."""
     from pydantic import SecretStr
 
@@ -184,9 +184,9 @@ def register_blocks(kubeconfig: Path, stack: Any) -> dict[str, Any]:
 
     for block_cls in ALL_BLOCKS:
         block_cls.register_type_and_schema()
-    text = kubeconfig.read_text()
     blocks: dict[str, Any] = {}
-    for ctx in ("source", "target"):
+    for ctx in ("source", "target") if kubeconfig else ():
+        text = kubeconfig.read_text() if kubeconfig else ""
         block = KubeCluster(kubeconfig=SecretStr(text), context=ctx)
         block.save(f"demo-{ctx}", overwrite=True)
         blocks[f"kube-{ctx}"] = KubeCluster.load(f"demo-{ctx}")
@@ -294,17 +294,18 @@ def wait_for_run(flow_run_id: Any, ui_url: str, auto_approve: bool, timeout: flo
             if state and state.is_paused() and not auto_approve:
                 print()
                 print("=" * 78)
-                print(" The migration is waiting for your approval.")
+                print(" The run is waiting for your approval.")
                 print(f"   1. open {url}")
                 print("   2. read the plan (Artifacts tab, or the Resume form)")
                 print("   3. click Resume, switch 'Approved' on, Submit")
-                print(" The flow continues; it asks again before the client cutover and before deleting")
-                print(" the old resources. `scripts/demo --auto-approve` runs it through unattended.")
+                print(" The flow continues after each approval (the etcd migration asks again before the")
+                print(" client cutover and before deleting the old resources).")
+                print(" `scripts/demo --auto-approve` runs it through unattended.")
                 print("=" * 78)
                 return 0
             if state and state.is_final():
                 if state.is_completed():
-                    say(f"migration finished: {url} (summary in the Artifacts tab)")
+                    say(f"run finished: {url} (summary in the Artifacts tab)")
                     return 0
                 say(f"the run ended {name}: {state.message}. Logs: {url}")
                 return 1
@@ -374,7 +375,198 @@ def run_mirror_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int
     return wait_for_run(run.id, stack.prefect_ui_url, auto_approve)
 
 
-SCENARIOS = {"etcd": run_etcd_scenario, "mirror": run_mirror_scenario}
+def cms_objects(namespace: str = "cms") -> list[dict[str, Any]]:
+    """The field report's CMS: MySQL and WordPress Deployments, Services, a Secret, two PVCs."""
+    return list(yaml.safe_load_all((ASSETS / "cms.yaml").read_text().replace("__NS__", namespace)))
+
+
+def ensure_cms(kubeconfig: Path, namespace: str = "cms") -> None:
+    """Deploy the CMS into ``source`` once and put files into its volumes."""
+    import kubernetes.client
+    import kubernetes.config
+    import kubernetes.utils
+
+    src = kubernetes.config.new_client_from_config(config_file=str(kubeconfig), context="source")
+    core = kubernetes.client.CoreV1Api(src)
+    if _exists(lambda n, _ns: core.read_namespace(n), namespace, ""):
+        say(f"source/{namespace} already deployed")
+        return
+    say(f"deploying the CMS (MySQL + WordPress, 2 PVCs) into source/{namespace}")
+    for obj in cms_objects(namespace):
+        kubernetes.utils.create_from_dict(src, obj)
+    files = {
+        "mysql-pv-claim": {"ibdata1": b"\x00\x01" * 50_000, "wordpress/wp_posts.frm": b"posts-table"},
+        "wp-pv-claim": {
+            "wp-config.php": b"<?php define('DB_NAME','wordpress');",
+            "wp-content/uploads/logo.png": bytes(range(256)) * 400,
+        },
+    }
+    deadline = time.monotonic() + 60
+    for claim, tree in files.items():
+        while True:
+            pvc: Any = core.read_namespaced_persistent_volume_claim(claim, namespace)
+            if pvc.status and pvc.status.phase == "Bound" and pvc.spec.volume_name:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PVC {namespace}/{claim} was not bound within 60 s")
+            time.sleep(0.5)
+        pv: Any = core.read_persistent_volume(pvc.spec.volume_name)
+        root = Path(pv.spec.host_path.path)
+        for rel, data in tree.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+    say("CMS deployed with files in both volumes")
+
+
+def run_app_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int:
+    """Migrate the CMS namespace with its volume data, parked at 0 replicas until activation is approved."""
+    from prefect.deployments import run_deployment
+
+    sandbox = ensure_sandbox(state_root)
+    ensure_cms(Path(sandbox.kubeconfig))
+    blocks = register_blocks(Path(sandbox.kubeconfig), stack)
+    client = blocks["s3-target"].minio_client()
+    if not client.bucket_exists("demo-migrations"):
+        client.make_bucket("demo-migrations")
+    ensure_work_pool()
+    deploy(
+        "flows/app_migration.py:app_migration",
+        "demo",
+        {
+            "source": blocks["kube-source"],
+            "target": blocks["kube-target"],
+            "namespaces": ["cms"],
+            "object_store": blocks["s3-target"],
+            "bucket": "demo-migrations",
+            "start_applications": False,
+            "approve_activation": True,
+        },
+        "Demo: move namespace cms with its volumes; workloads start when activation is approved.",
+    )
+    ensure_worker(state_root, stack.prefect_api_url)
+    run: Any = run_deployment("app_migration/demo", parameters={"auto_approve": auto_approve}, timeout=0)
+    return wait_for_run(run.id, stack.prefect_ui_url, auto_approve)
+
+
+def ensure_demo_mariadb(state_root: Path) -> Any:
+    """A MariaDB for the backup demo (kept running with the stack) holding a small shop database."""
+    import json
+
+    import pymysql
+
+    from devservers.mariadb import LocalMariaDB
+
+    info_file = state_root / "stack" / "mariadb.json"
+    if info_file.exists():
+        info = json.loads(info_file.read_text())
+        try:
+            os.kill(info["pid"], 0)
+            return info
+        except ProcessLookupError:
+            info_file.unlink()
+    db = LocalMariaDB(state_root / "stack" / "mariadb")
+    db.start()
+    conn = pymysql.connect(host=db.host, port=db.port, user=db.user, password=db.password, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS shop")
+        cur.execute("CREATE TABLE IF NOT EXISTS shop.items (id INT PRIMARY KEY, name VARCHAR(64), img BLOB)")
+        cur.execute("REPLACE INTO shop.items VALUES (1, 'kettle', 0x00ff10), (2, 'teapot', 0x89504e47)")
+        cur.execute("CREATE OR REPLACE VIEW shop.cheap AS SELECT id, name FROM shop.items")
+    conn.close()
+    info = {
+        "pid": db.process.pid if db.process else 0,
+        "host": db.host,
+        "port": db.port,
+        "user": db.user,
+        "password": db.password,
+    }
+    info_file.write_text(json.dumps(info))
+    info_file.chmod(0o600)
+    say(f"MariaDB for the backup demo on {db.host}:{db.port} with database shop")
+    return info
+
+
+def run_backup_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int:
+    """Back up a MariaDB database to a local dir + S3 (cron deployment), then restore it under a new name."""
+    from prefect.deployments import run_deployment
+    from pydantic import SecretStr
+
+    from blocks.database import Database
+
+    db = ensure_demo_mariadb(state_root)
+    blocks = register_blocks(None, stack)
+    Database(
+        engine="mysql",
+        host=db["host"],
+        port=db["port"],
+        user=db["user"],
+        password=SecretStr(db["password"]),
+        databases=["shop"],
+    ).save("demo-mariadb", overwrite=True)
+    job = {
+        "job": "demo-shop",
+        "type": "mysql",
+        "schedule": "*/15 * * * *",
+        "sources": [{"connect": {"block": "demo-mariadb"}, "target": ["shop"]}],
+        "storages": [
+            {
+                "storage": "local",
+                "backup_dir": str(state_root / "backups"),
+                "store": {"days": 6, "weeks": 4, "months": 6},
+            },
+            {
+                "storage": "s3",
+                "object_store": "demo-s3-target",
+                "bucket_name": "demo-backups",
+                "backup_dir": "shop",
+                "store": {"days": 2, "weeks": 1, "months": 6},
+            },
+        ],
+        "verify": True,
+    }
+    client = blocks["s3-target"].minio_client()
+    if not client.bucket_exists("demo-backups"):
+        client.make_bucket("demo-backups")
+    ensure_work_pool()
+    from prefect import flow
+
+    backup_flow: Any = flow.from_source(source=str(ROOT), entrypoint="flows/backup.py:scheduled_backup")
+    backup_flow.deploy(
+        name="demo-shop",
+        work_pool_name=WORK_POOL,
+        parameters={"job": job},
+        cron=job["schedule"],
+        concurrency_limit=1,
+        tags=["stateferry", "demo"],
+        print_next_steps=False,
+    )
+    deploy(
+        "flows/restore.py:restore_backup",
+        "demo-shop-restore",
+        {"job": job},
+        "Demo: restore the newest shop backup.",
+    )
+    ensure_worker(state_root, stack.prefect_api_url)
+    say("running the backup now (it also runs every 15 minutes)")
+    run: Any = run_deployment("scheduled_backup/demo-shop", timeout=0)
+    code = wait_for_run(run.id, stack.prefect_ui_url, True)
+    if code:
+        return code
+    say("restoring the newest backup into database shop_restored")
+    run = run_deployment(
+        "restore_backup/demo-shop-restore",
+        parameters={"target_database": "shop_restored", "overwrite": True, "auto_approve": auto_approve},
+        timeout=0,
+    )
+    return wait_for_run(run.id, stack.prefect_ui_url, auto_approve)
+
+
+SCENARIOS = {
+    "etcd": run_etcd_scenario,
+    "mirror": run_mirror_scenario,
+    "app": run_app_scenario,
+    "backup": run_backup_scenario,
+}
 
 
 def run(scenario: str = "etcd", auto_approve: bool = False, state_root: Path = Path(".stateferry")) -> int:
@@ -398,6 +590,15 @@ def down(state_root: Path = Path(".stateferry")) -> None:
 
     state_root = state_root.absolute()
     stop_worker(state_root)
+    mariadb_info = state_root / "stack" / "mariadb.json"
+    if mariadb_info.exists():
+        import json
+
+        try:
+            os.killpg(json.loads(mariadb_info.read_text())["pid"], signal.SIGTERM)
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+        mariadb_info.unlink()
     Sandbox(state_root / "sandbox").down()
     stack_mod.down(state_root / "stack")
     say("worker, sandbox and stack stopped")
