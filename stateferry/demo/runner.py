@@ -433,10 +433,11 @@ def run_app_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int:
         "flows/app_migration.py:app_migration",
         "demo",
         {
-            "source": blocks["kube-source"],
-            "target": blocks["kube-target"],
+            # app_migration takes saved block names (KubeCluster | str)
+            "source": "demo-source",
+            "target": "demo-target",
             "namespaces": ["cms"],
-            "object_store": blocks["s3-target"],
+            "object_store": "demo-s3-target",
             "bucket": "demo-migrations",
             "start_applications": False,
             "approve_activation": True,
