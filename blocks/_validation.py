@@ -146,14 +146,18 @@ def check_nonempty(field: str, value: str, fix: str) -> str:
 
 
 def closed_block_schema(schema: dict[str, Any], model: type[Any]) -> None:
-    """JSON-schema hook for stateferry blocks: Prefect's block schema, with no extra properties.
+    """JSON-schema hook for stateferry blocks: Prefect's block schema, never satisfiable by a reference.
 
-    Prefect validates deployment parameters against ``oneOf: [block reference, block schema]``. A
-    block whose fields are all optional would accept ``{"$ref": ...}`` under *both* alternatives
-    (Prefect's blocks allow extra properties), so a saved block could never be passed to a deployment.
-    Closing the schema keeps the reference form unambiguous; the runtime model is unchanged.
+    Prefect 3.8 validates a deployment's parameters twice: on create with required fields dropped,
+    and on each run with ``oneOf: [block schema, {"$ref": ...}]``. A block whose fields are all optional
+    (``KubeCluster``) would accept ``{"$ref": ...}`` under *both* alternatives, so a saved block could
+    never be passed to a deployment. Requiring the always-serialised boolean fields keeps the reference
+    form unambiguous at run time while the create-time check (which ignores ``required``) still passes.
     """
     from prefect.blocks.core import schema_extra
 
     schema_extra(schema, model)
-    schema["additionalProperties"] = False
+    if not schema.get("required"):
+        flags = [name for name, prop in schema.get("properties", {}).items() if prop.get("type") == "boolean"]
+        if flags:
+            schema["required"] = flags
