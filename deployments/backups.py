@@ -28,7 +28,7 @@ from planning.backup_config import BackupJob, job_to_parameters, parse_job_yaml
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-WORK_POOL = "stateferry-backups"
+WORK_POOL = "stateferry"  # process work pool (see docs: Kubernetes work pool)
 ENTRYPOINT = "flows/backup.py:scheduled_backup"
 RESTORE_ENTRYPOINT = "flows/restore.py:restore_backup"
 PREFIX = "backup-"
@@ -98,9 +98,13 @@ def write_prefect_yaml(path: Path = PREFECT_YAML, jobs_dir: Path = JOBS_DIR) -> 
     existing = yaml.safe_load(path.read_text()) if path.exists() else None
     doc = render_prefect_yaml(existing, load_jobs(jobs_dir))
     header = (
-        "# Prefect deployments of stateferry. The backup-* entries are generated from\n"
-        "# deployments/jobs/*.yaml by `python -m deployments.backups write-prefect-yaml`;\n"
-        "# deploy them with `prefect deploy -n 'backup-*'` (or --all).\n"
+        "# Prefect deployments of stateferry: every flow, on the process work pool `stateferry`\n"
+        "# (`prefect work-pool create stateferry --type process`; for a Kubernetes work pool see\n"
+        "# deployments/kubernetes-work-pool.md). Migrations are manual; backups run on cron.\n"
+        "# The backup-*/restore-* entries are generated from deployments/jobs/*.yaml by\n"
+        "# `python -m deployments.backups write-prefect-yaml`; the others come from\n"
+        "# deployments/migrations.py and deployments/resource_backups.py.\n"
+        "# Deploy: `prefect deploy --all` (or `-n 'backup-*'`).\n"
     )
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-WORK_POOL = "stateferry-k8s"
+WORK_POOL = "stateferry"  # process work pool by default; deployments/kubernetes-work-pool.md for clusters
 SCHEDULE = "*/5 * * * *"
 
 #: Default parameters of the scheduled backup: everything but the system namespaces, cluster-scoped
