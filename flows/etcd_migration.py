@@ -633,6 +633,7 @@ def etcd_stretch_migration(
     allow_even_size: bool = False,
     rollback: bool = False,
     delete_pvcs: bool = False,
+    keep_source_dns: bool = False,
     source_endpoints: list[str] | None = None,
     target_image: str | None = None,
     catch_up_timeout_seconds: float = 120.0,
@@ -661,6 +662,8 @@ def etcd_stretch_migration(
         allow_even_size: Accept an even ``target_replicas``.
         rollback: Undo a migration that has not passed the client cutover.
         delete_pvcs: Also delete the old members' PVCs at cleanup.
+        keep_source_dns: Keep the source cluster's DNS entries for the new members after cleanup (for
+            source-side clients that use those names); default: every entry the flow added is removed.
         source_endpoints: etcd client endpoints reachable from where the flow runs, for the preflight
             (default: the source pods' IPs, or the LoadBalancers of a run in progress).
         target_image: etcd image for the new members' version check (default: the source's image).
@@ -755,7 +758,16 @@ def etcd_stretch_migration(
     _fault("dns")
 
     try:
-        _migrate(ctx, journal, summary, use_learners, auto_approve, catch_up_timeout_seconds, delete_pvcs)
+        _migrate(
+            ctx,
+            journal,
+            summary,
+            use_learners,
+            auto_approve,
+            catch_up_timeout_seconds,
+            delete_pvcs,
+            keep_source_dns,
+        )
     except JoinFailed as exc:
         if ctx.state.get("cutover_approved") != "true":
             _rollback(ctx, journal, str(exc))
@@ -815,6 +827,7 @@ def _migrate(
     auto_approve: bool,
     catch_up_timeout: float,
     delete_pvcs: bool,
+    keep_source_dns: bool,
 ) -> None:
     layout = ctx.layout
     logger = get_run_logger()
@@ -922,12 +935,13 @@ def _migrate(
                 f"Delete the old StatefulSet {layout.source_namespace}/{layout.source_sts}, its headless "
                 f"Service {layout.source_service} and the per-member LoadBalancer Services "
                 f"{', '.join(layout.old_pods())}; PVCs are {'deleted' if delete_pvcs else 'kept'}; the "
-                "target's DNS entries for the old members are removed.",
+                "target's DNS entries for the old members are removed"
+                + ("." if keep_source_dns else ", and so are the source's entries for the new members."),
                 auto_approve,
                 "delete_approved",
             )
             with journal.step("delete old resources") as note:
-                _cleanup(ctx, delete_pvcs)
+                _cleanup(ctx, delete_pvcs, keep_source_dns)
                 note["detail"] = f"PVCs {'deleted' if delete_pvcs else 'kept'}"
             _save_state(ctx, phase="done")
         else:
@@ -978,7 +992,7 @@ def _wait_pod_revision(ctx: _Context, pod: str, timeout: float = 120.0) -> None:
     raise PreconditionFailed(f"pod {pod} did not restart with the new --initial-cluster within {timeout:g}s")
 
 
-def _cleanup(ctx: _Context, delete_pvcs: bool) -> None:
+def _cleanup(ctx: _Context, delete_pvcs: bool, keep_source_dns: bool) -> None:
     layout = ctx.layout
     ns = layout.source_namespace
     _save_state(ctx, phase="cleanup")
@@ -987,6 +1001,8 @@ def _cleanup(ctx: _Context, delete_pvcs: bool) -> None:
         if delete_pvcs:
             delete_object(ctx.src, "pvc", ns, f"{_claim_name(ctx)}-{pod}")
     _set_dns(ctx, ctx.tgt, [])  # the old members' names are stale in the target
+    if not keep_source_dns:  # the stretch is over: the source needs no names of the new members
+        _set_dns(ctx, ctx.src, [])
     delete_object(ctx.src, "service", ns, layout.source_service)
     # last: while the StatefulSet exists a re-run finds the migration in progress and repeats this step
     delete_object(ctx.src, "statefulset", ns, layout.source_sts)

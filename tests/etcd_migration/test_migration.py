@@ -87,6 +87,10 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     assert "etcd-0=" not in script and "--initial-cluster-state=existing" in script
     corefile = core_tgt.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
     assert f"etcd-0.etcd.{ns}" not in corefile
+    assert (
+        "etcd-main-0.etcd-main"
+        not in core_src.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+    )
     # the last run continued where the crashed one stopped (the final rollout), nothing was redone
     steps = [s["step"] for s in summary["steps"]]
     assert not any(s.startswith(("join", "remove", "move")) for s in steps), steps
