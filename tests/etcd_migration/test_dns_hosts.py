@@ -75,6 +75,15 @@ def test_deckhouse_module_config_hosts_resolve_in_pods(sandbox: SandboxHandle, s
         ext.create_custom_resource_definition(MODULE_CONFIG_CRD)
     except kubernetes.client.ApiException as exc:
         assert exc.status == 409
+    custom: Any = kubernetes.client.CustomObjectsApi(seed_etcd.src)
+    deadline = time.monotonic() + 15  # like a real API server: served shortly after creation
+    while True:
+        try:
+            custom.list_cluster_custom_object("deckhouse.io", "v1alpha1", "moduleconfigs")
+            break
+        except kubernetes.client.ApiException:
+            assert time.monotonic() < deadline, "the ModuleConfig CRD was not served"
+            time.sleep(0.2)
     entries = host_entries({"etcd-main-1": "127.61.250.8"}, "etcd-main", "far")
     names = [n for _, ns in entries for n in ns]
     assert patch_module_config_hosts.fn(seed_etcd.src, names, entries) in ("created", "patched")
