@@ -70,6 +70,7 @@ from tasks.kube_objects import (
     ensure_statefulset,
     get_object,
     list_pods,
+    module_config_resource,
     patch_coredns_hosts,
     patch_module_config_hosts,
     scale_statefulset,
@@ -350,6 +351,9 @@ def _preflight(
         )
     if dns_provider == "coredns":
         _check_dns_conflicts(src, tgt, layout)
+    else:
+        module_config_resource(src)
+        module_config_resource(tgt)
     image = target_image or _find_container_image(sts)
     warnings = check_versions([s.version for s in view.statuses.values()], image)
     ctx = _Context(

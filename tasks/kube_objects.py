@@ -27,6 +27,7 @@ __all__ = [
     "ensure_statefulset",
     "get_object",
     "list_pods",
+    "module_config_resource",
     "patch_coredns_hosts",
     "patch_module_config_hosts",
     "scale_statefulset",
@@ -346,6 +347,27 @@ def patch_coredns_hosts(
     raise TransientError(f"ConfigMap {namespace}/{name} kept changing under us (409 five times); retry")
 
 
+def module_config_resource(api: Any) -> Any:
+    """The dynamic-client resource of Deckhouse ``ModuleConfig`` (``deckhouse.io/v1alpha1``).
+
+    Raises:
+        PreconditionFailed: The cluster does not serve it (not a Deckhouse cluster).
+    """
+    import kubernetes.dynamic
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    try:
+        dyn = kubernetes.dynamic.DynamicClient(api)
+        return dyn.resources.get(api_version="deckhouse.io/v1alpha1", kind="ModuleConfig")
+    except ResourceNotFoundError:
+        raise PreconditionFailed(
+            "the cluster serves no deckhouse.io/v1alpha1 ModuleConfig (not a Deckhouse cluster): "
+            "use dns_provider='coredns'"
+        ) from None
+    except Exception as exc:
+        raise translate(exc, context="discovering ModuleConfig") from exc
+
+
 @task(**_TASK)
 def patch_module_config_hosts(
     api: Any,
@@ -357,13 +379,8 @@ def patch_module_config_hosts(
     Drops ``remove_names`` (stateferry's earlier entries) and adds ``entries``.
     """
     import kubernetes.client
-    import kubernetes.dynamic
 
-    dyn = kubernetes.dynamic.DynamicClient(api)
-    resource = _call(
-        "discovering ModuleConfig",
-        lambda: dyn.resources.get(api_version="deckhouse.io/v1alpha1", kind="ModuleConfig"),
-    )
+    resource = module_config_resource(api)
     try:
         current = resource.get(name="kube-dns").to_dict()
     except kubernetes.client.ApiException as exc:

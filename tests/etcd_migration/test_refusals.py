@@ -113,6 +113,12 @@ CASES = [
         r"already runs etcd \(StatefulSet 'etcd-other'\)",
     ),
     (
+        "deckhouse dns, no deckhouse",
+        {"dns_provider": "deckhouse"},
+        PreconditionFailed,
+        "not a Deckhouse cluster",
+    ),
+    (
         "wrong target image",
         {"target_image": "quay.io/coreos/etcd:v3.5.9"},
         PreconditionFailed,
