@@ -288,7 +288,17 @@ class Kubelet:
         subdomain = (pod.get("spec") or {}).get("subdomain")
         names = [hostname]
         if subdomain:
-            names = [f"{hostname}.{subdomain}.{namespace}.svc.{self.dns.domain}", hostname]
+            # A real kubelet writes the FQDN and the hostname; the shorter forms resolve in a real cluster
+            # through the search path as soon as the endpoints controller publishes the pod (at once for
+            # publishNotReadyAddresses). Writing them here keeps a starting pod from waiting for the next
+            # DNS refresh to resolve its own advertised name (etcd retries that only once a second).
+            names = [
+                f"{hostname}.{subdomain}.{namespace}.svc.{self.dns.domain}",
+                f"{hostname}.{subdomain}.{namespace}.svc",
+                f"{hostname}.{subdomain}.{namespace}",
+                f"{hostname}.{subdomain}",
+                hostname,
+            ]
         return self.dns.render(namespace, own=(ip, names))
 
     def refresh_hosts(self) -> None:
