@@ -11,7 +11,8 @@ objects (:func:`planning.etcd_stretch.next_step`). Until the client cutover is a
 created, leaving the source as it was.
 
 Test-only fault injection: the environment variable ``STATEFERRY_FAULT_AFTER`` names a point
-(``member_add``, ``member_add:<pod>``, ``lb_services``, ``dns``, ``move_leader``, ``remove_old``,
+(``lb_services``, ``dns``, ``member_add[:<pod>]``, ``member_deployed[:<pod>]``, ``member_promoted[:<pod>]``,
+``move_leader``, ``remove_old``,
 ``remove_old:<pod>``, ``finalize``); the flow raises :class:`InjectedFault` right after it.
 ``STATEFERRY_FAULT_SKIP=dns`` skips writing the DNS hosts (a "wrong DNS" misconfiguration: the new
 members never catch up, which the flow must detect and roll back).
@@ -883,6 +884,7 @@ def _migrate(
                 outcome = ensure_statefulset(
                     ctx.tgt, _render_sts(ctx, step.replicas, ic_value, partition=step.replicas - 1)
                 )
+                _fault("member_deployed", step.member)
                 try:
                     wait_pods_ready(
                         ctx.tgt,
@@ -899,6 +901,7 @@ def _migrate(
                     )
                 except PreconditionFailed as exc:
                     raise JoinFailed(str(exc)) from exc
+                _fault("member_promoted", step.member)
                 note["detail"] = (
                     f"{'learner' if use_learners else 'voter'} {member_id:x}; StatefulSet {outcome}; "
                     f"caught up + promoted in {took:.1f}s; --initial-cluster {ic_value}"
