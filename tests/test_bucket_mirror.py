@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from minio import Minio
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from blocks.object_store import ObjectStore
 from devservers.ports import free_port
+from devservers.prefect_runs import find_flow_run, wait_for_approval_form
 from devservers.s3 import SeaweedS3
 from flows.bucket_mirror import bucket_mirror
 from stateferry.errors import InputError, PreconditionFailed, TransientError
@@ -196,20 +198,11 @@ def test_same_store_server_side_copy_with_saved_blocks(object_store_a: ObjectSto
     assert "same location" in str(err.value)
 
 
-def _wait_for_state(run_name: str, state: str, timeout: float = 60) -> Any:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
-            )
-            if runs and runs[0].state is not None and runs[0].state.type.value == state:
-                return runs[0]
-            time.sleep(0.2)
-    raise AssertionError(f"flow run {run_name} did not reach {state} within {timeout}s")
+def _wait_paused(run_name: str, timeout: float = 60) -> UUID:
+    """The run's id once it is paused with its approval form (input schema) written."""
+    run_id = find_flow_run(run_name=run_name, timeout=timeout)
+    wait_for_approval_form(run_id, timeout)
+    return run_id
 
 
 def _eventually(check: Any, timeout: float) -> float:
@@ -248,7 +241,7 @@ def test_watch_mirrors_changes_until_cutover_is_approved(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        flow_run = _wait_for_state(run_name, "PAUSED")
+        flow_run = _wait_paused(run_name)
         assert {o.object_name for o in b.list_objects(name, recursive=True)} == {"k0", "k1", "k2", "k3"}
         # Written and deleted during the watch: reproduced within the interval (+ one pass).
         put(a, name, "during-watch", b"new while watching")
@@ -263,13 +256,13 @@ def test_watch_mirrors_changes_until_cutover_is_approved(
         assert took < 12
         put(a, name, "late", b"written just before the cutover")
         # The operator approves "DNS cutover done" (what the UI's resume form sends).
-        resume_flow_run(flow_run.id, run_input={"approved": True, "comment": "all clients moved"})
+        resume_flow_run(flow_run, run_input={"approved": True, "comment": "all clients moved"})
         thread.join(timeout=120)
         assert not thread.is_alive()
     finally:
         if thread.is_alive():  # never leave a paused run behind
-            run_state = _wait_for_state(run_name, "PAUSED", timeout=5)
-            resume_flow_run(run_state.id, run_input={"approved": True, "comment": "cleanup"})
+            run_state = _wait_paused(run_name, timeout=5)
+            resume_flow_run(run_state, run_input={"approved": True, "comment": "cleanup"})
             thread.join(timeout=60)
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
@@ -279,7 +272,7 @@ def test_watch_mirrors_changes_until_cutover_is_approved(
     assert "NotImplemented" in result["watch"]["detail"]
     assert result["watch"]["approval_comment"] == "all clients moved"
     assert snapshot(b, name) == snapshot(a, name)
-    _assert_run_artifacts(flow_run.id, object_store_a)
+    _assert_run_artifacts(flow_run, object_store_a)
 
 
 def _assert_run_artifacts(flow_run_id: Any, store: ObjectStore) -> None:
@@ -457,9 +450,9 @@ def test_deletes_over_the_cap_wait_for_approval_and_empty_source_never_deletes(
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    paused = _wait_for_state(run_name, "PAUSED")
+    paused = _wait_paused(run_name)
     assert "k1" in _latest_artifact("approval-mirror-deletes-1")
-    resume_flow_run(paused.id, run_input={"approved": False, "comment": "not yet"})
+    resume_flow_run(paused, run_input={"approved": False, "comment": "not yet"})
     thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ApprovalRejected)
     assert len(list(b.list_objects(name))) == 4

@@ -9,11 +9,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from blocks.etcd_client import EtcdClient
 from blocks.kube import KubeCluster
+from devservers.prefect_runs import find_flow_run, wait_for_approval_form
 from etcd_migration.seed import SeedEtcd, apps_api, core_api, deploy_seed
 from flows.etcd_migration import etcd_stretch_migration
 from sandbox.testing import SandboxHandle
@@ -147,32 +149,11 @@ def test_bad_input_is_refused_in_preflight_and_nothing_changes(
     assert _snapshot(idle_seed) == before
 
 
-def _wait_paused_with_schema(run_name: str, key: str = "", timeout: float = 120) -> Any:
-    """Wait until the run is paused (at pause ``key`` if given) and its input schema is written."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
-            )
-            state = runs[0].state if runs else None
-            if (
-                state is not None
-                and state.type.value == "PAUSED"
-                and (not key or state.state_details.pause_key == key)
-            ):
-                keyset = state.state_details.run_input_keyset or {}
-                if keyset.get("schema"):
-                    try:
-                        client.read_flow_run_input(runs[0].id, keyset["schema"])
-                        return runs[0]
-                    except Exception:
-                        pass
-            time.sleep(0.2)
-    raise AssertionError(f"flow run {run_name} was not paused ({key}) with an input schema within {timeout}s")
+def _wait_paused_with_schema(run_name: str, key: str | None = None, timeout: float = 120) -> UUID:
+    """The run's id once it is paused (at pause ``key`` if given) with its input schema written."""
+    run_id = find_flow_run(run_name=run_name, timeout=timeout)
+    wait_for_approval_form(run_id, timeout, key=key)
+    return run_id
 
 
 @pytest.mark.parametrize("reject_at", ["join-new-members", "clients-switched"])
@@ -203,7 +184,7 @@ def test_rejecting_before_the_cutover_leaves_source_as_it_was_and_target_clean(
         assert "etcd-main-0.etcd-main" in during["source/corefile"]
         assert during["members"] == before["members"]
         if reject_at == "clients-switched":
-            resume_flow_run(paused.id, run_input={"approved": True})
+            resume_flow_run(paused, run_input={"approved": True})
             paused = _wait_paused_with_schema(run_name, "clients-switched", timeout=150)
             joined = _snapshot(seed_etcd)["members"]
             assert sorted(m[0] for m in joined) == [
@@ -214,11 +195,11 @@ def test_rejecting_before_the_cutover_leaves_source_as_it_was_and_target_clean(
                 "etcd-main-1",
                 "etcd-main-2",
             ]
-        resume_flow_run(paused.id, run_input={"approved": False, "comment": "not today"})
+        resume_flow_run(paused, run_input={"approved": False, "comment": "not today"})
         thread.join(timeout=120)
     finally:
         if thread.is_alive():
-            resume_flow_run(_wait_paused_with_schema(run_name, timeout=5).id, run_input={"approved": False})
+            resume_flow_run(_wait_paused_with_schema(run_name, timeout=5), run_input={"approved": False})
             thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ApprovalRejected), outcome
     assert "not today" in str(outcome["error"])

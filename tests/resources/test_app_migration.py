@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from blocks.kube import KubeCluster
+from devservers.prefect_runs import find_flow_run, wait_for_approval_form
 from flows.app_migration import activate, app_migration
 from planning.resources import MIGRATION_REPLICAS_ANNOTATION
 from tasks.kube_export import KubeRest
@@ -72,31 +73,11 @@ def test_migration_parked_then_activated(
     assert activate(target=target_kube, namespaces=["shop"])["counts"] == {"unchanged": 2}
 
 
-def _paused_run(migration_name: str, timeout: float = 60.0) -> Any:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["app_migration"])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                ),
-            )
-            for run in runs:
-                if run.parameters.get("migration_name") == migration_name:
-                    return run
-            time.sleep(0.5)
-    raise AssertionError(f"migration {migration_name} never paused for approval")
+def _paused_run(migration_name: str, timeout: float = 60.0) -> UUID:
+    """The migration's run id once it is paused with its approval form (input schema) written."""
+    run_id = find_flow_run("app_migration", timeout=timeout, parameters={"migration_name": migration_name})
+    wait_for_approval_form(run_id, timeout)
+    return run_id
 
 
 def test_migration_waits_for_approval_then_activates(
@@ -150,7 +131,7 @@ def test_migration_waits_for_approval_then_activates(
         paused = _paused_run("tiny-move")
         dep = target_rest.request("GET", "/apis/apps/v1/namespaces/tiny-dr/deployments/api")
         assert dep["spec"]["replicas"] == 0  # parked while waiting for the approval
-        resume_flow_run(paused.id, run_input={"approved": True, "comment": "go"})
+        resume_flow_run(paused, run_input={"approved": True, "comment": "go"})
     finally:
         th.join(120)
     assert "error" not in out, out.get("error")
