@@ -1,0 +1,1 @@
+"""Hostile-input tests: one per finding of the security review (issue 11)."""
