@@ -20,13 +20,19 @@ from prefect.runtime import flow_run
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
-from planning.archive_layout import validate_backup_name
+from planning.archive_layout import (
+    ArchiveError,
+    validate_backup_name,
+    validate_prefix,
+    validate_retention,
+)
 from planning.resources import (
     BACKUP_NAME_LABEL,
     FLOW_RUN_LABEL,
     MANAGED_BY_LABEL,
     RESTORE_NAME_LABEL,
     ExistingPolicy,
+    ResourceType,
     SanitizeOptions,
     Selection,
     parse_mapping,
@@ -34,10 +40,12 @@ from planning.resources import (
     sort_for_restore,
     zero_replicas,
 )
+from planning.restore_scope import ScopePlan, check_archive, plan_scope
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
-from tasks.archive_store import download_archive, prune_archives, upload_archive
-from tasks.kube_apply import ObjectResult, apply_resources, summarize_results
-from tasks.kube_export import export_resources, read_tarball
+from tasks.approvals import request_approval
+from tasks.archive_store import archive_series, download_archive, prune_archives, upload_archive
+from tasks.kube_apply import ObjectResult, apply_resources, served_scopes, summarize_results
+from tasks.kube_export import export_resources, read_archive
 from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes, pack_volumes
 
 __all__ = ["RestoreFailed", "resource_backup", "resource_restore", "transform_objects"]
@@ -116,7 +124,9 @@ def resource_backup(
         include_kinds / exclude_kinds: kinds or plurals (``deployments.apps``).
         include_cluster_resources: True = all cluster-scoped types; None = those the namespaces need.
         prefix: key prefix of archives in the bucket.
-        keep_last / ttl_days: retention applied after a successful backup (the newest is always kept).
+        keep_last / ttl_days: retention applied after a successful backup, to this schedule's
+            archives only (same prefix, source server and selection); the newest and the one just
+            written are always kept; ``keep_last >= 1``, ``ttl_days >= 1``.
         allow_empty: accept a backup that selects no object (otherwise that is an error).
         include_volumes: also copy the files of every selected PVC with data-mover Jobs
             (``stateferry/worker``) into the archive (``volumes/<ns>/<pvc>.tar.gz``).
@@ -128,7 +138,7 @@ def resource_backup(
         Summary: backup name, archive prefix, counts, total, skipped, deleted (retention), seconds.
 
     Raises:
-        InputError: bad selection parameters or an unknown namespace.
+        InputError: bad selection or retention parameters, a bad prefix or an unknown namespace.
         PreconditionFailed: the selection matched no object and ``allow_empty`` is False.
     """
     log = get_run_logger()
@@ -145,10 +155,8 @@ def resource_backup(
         exclude_kinds=exclude_kinds,
         include_cluster_resources=include_cluster_resources,
     )
-    if keep_last is not None and keep_last < 1:
-        raise InputError(
-            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
-        )
+    validate_retention(keep_last, ttl_days)
+    prefix = validate_prefix(prefix)
     with tempfile.TemporaryDirectory(prefix="stateferry-backup-") as tmp:
         result = export_resources(
             kube, cluster_name, selection, Path(tmp) / "resources.tar.gz", name, _iso(now)
@@ -197,6 +205,8 @@ def resource_backup(
         keep_last=keep_last,
         ttl_seconds=ttl_days * 86400 if ttl_days else None,
         now=now,
+        protect=[name],
+        series=archive_series(str(manifest.source.get("server", "")), manifest.selection),
     )
     seconds = time.monotonic() - t0
     rows = "\n".join(f"| {k} | {v} |" for k, v in manifest.counts.items())
@@ -253,8 +263,6 @@ def transform_objects(
         if ns and include_namespaces and not sub.namespace_selected(ns):
             continue
         if include_kinds and o.get("kind") != "Namespace":
-            from planning.resources import ResourceType
-
             api = str(o.get("apiVersion", "v1"))
             group = api.split("/")[0] if "/" in api else ""
             if not sub.kind_selected(ResourceType(group, api.split("/")[-1], str(o.get("kind")), "", True)):
@@ -295,14 +303,17 @@ def apply_in_phases(
     namespace_mapping: dict[str, str],
     mover_endpoint: str | None,
     mover_image: str = WORKER_IMAGE,
+    allowed_cluster_kinds: frozenset[str] | None = None,
 ) -> tuple[list[ObjectResult], list[VolumeResult]]:
     """Apply everything but workloads, fill the volumes, then apply the workloads (so pods start
-    on filled volumes). Without volumes (or in a dry run) it is one ordered apply."""
+    on filled volumes). Without volumes (or in a dry run) it is one ordered apply.
+    ``allowed_cluster_kinds``: see :func:`tasks.kube_apply.apply_objects`."""
+    guard = {"allowed_cluster_kinds": allowed_cluster_kinds}
     if not volumes or dry_run:
-        return apply_resources(kube, cluster_name, desired, policy, dry_run, labels), []
+        return apply_resources(kube, cluster_name, desired, policy, dry_run, labels, **guard), []
     first = [o for o in desired if o.get("kind") not in WORKLOAD_KINDS]
     later = [o for o in desired if o.get("kind") in WORKLOAD_KINDS]
-    results = apply_resources(kube, cluster_name, first, policy, dry_run, labels)
+    results = apply_resources(kube, cluster_name, first, policy, dry_run, labels, **guard)
     pvc_failed = {
         (r.namespace, r.name) for r in results if r.kind == "PersistentVolumeClaim" and r.result == "failed"
     }
@@ -312,7 +323,7 @@ def apply_in_phases(
     vols = fill_volumes(
         kube, cluster_name, store, bucket, volumes, namespace_mapping, _run_id(), mover_endpoint, mover_image
     )
-    results += apply_resources(kube, cluster_name, later, policy, dry_run, labels)
+    results += apply_resources(kube, cluster_name, later, policy, dry_run, labels, **guard)
     return results, vols
 
 
@@ -333,6 +344,51 @@ def volume_table(volumes: list[VolumeResult]) -> list[dict[str, Any]]:
     ]
 
 
+def _scope_map(
+    served: dict[tuple[str, str], bool], members: list[tuple[Any, dict[str, Any]]]
+) -> dict[tuple[str, str], bool]:
+    """Target discovery, plus the scope of custom kinds whose CRD the archive brings."""
+    out = dict(served)
+    for _path, o in members:
+        if o.get("kind") == "CustomResourceDefinition":
+            spec: dict[str, Any] = o["spec"] if isinstance(o.get("spec"), dict) else {}
+            names: dict[str, Any] = spec["names"] if isinstance(spec.get("names"), dict) else {}
+            key = (str(spec.get("group", "")), str(names.get("kind", "")))
+            out.setdefault(key, spec.get("scope") != "Cluster")
+    return out
+
+
+def restore_plan_markdown(
+    rname: str,
+    backup_name: str,
+    cluster_name: str,
+    policy: ExistingPolicy,
+    plan: ScopePlan,
+    results: list[ObjectResult],
+) -> str:
+    """The plan shown before a restore is approved: what will be created / updated (with key-level
+    diffs, no Secret value), the cluster-scoped and RBAC/admission objects, what is left out."""
+    counts = summarize_results(results)
+    lines = [
+        f"Restore `{rname}` of backup `{backup_name}` into `{cluster_name}`, policy `{policy.value}`.",
+        "",
+        "Would do: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        "",
+    ]
+    if plan.cluster_scoped:
+        lines += ["**Cluster-scoped objects:** " + ", ".join(f"`{k}`" for k in plan.cluster_scoped[:50]), ""]
+    if plan.privileged:
+        lines += ["**RBAC / admission objects:**", *[f"- {p}" for p in plan.privileged[:50]], ""]
+    if plan.left_out:
+        lines += ["Left out: " + ", ".join(f"{k}: {v}" for k, v in plan.left_out.items()), ""]
+    lines += ["| object | action | diff |", "|---|---|---|"]
+    for r in results:
+        if r.result in ("would-create", "would-update", "failed"):
+            diff = "<br>".join(r.diff[:8]).replace("|", "\\|") + (" …" if len(r.diff) > 8 else "")
+            lines.append(f"| {r.key} | {r.result} {r.message} | {diff} |")
+    return "\n".join(lines)
+
+
 @flow(name="resource_restore", log_prints=True)
 def resource_restore(
     target: KubeCluster | str,
@@ -345,8 +401,12 @@ def resource_restore(
     existing_resource_policy: str = "skip",
     include_namespaces: list[str] | None = None,
     include_kinds: list[str] | None = None,
+    exclude_kinds: list[str] | None = None,
+    include_cluster_kinds: list[str] | None = None,
+    allow_rbac_and_admission: bool = False,
     keep_node_ports: bool = False,
     dry_run: bool = False,
+    auto_approve: bool = False,
     fail_on_error: bool = True,
     restore_volumes: bool = True,
     mover_endpoint: str | None = None,
@@ -355,6 +415,10 @@ def resource_restore(
     cluster_name: str = "target",
 ) -> dict[str, Any]:
     """Restore a backup into a cluster: sanitise, map, apply in restore order, report per object.
+
+    The archive is untrusted: it is read with size caps, checked against its manifest's selection,
+    and only what this restore selects is applied. Secret values never appear in the report,
+    artifacts, logs or errors (diffs name the changed keys).
 
     Args:
         target: the cluster to restore into.
@@ -365,10 +429,19 @@ def resource_restore(
         namespace_mapping: ``{"cms": "cms-dr"}`` or ``"cms:cms-dr"``.
         storage_class_mapping: ``{"fast": "standard"}``.
         existing_resource_policy: ``skip`` (leave existing objects alone, report their diff) or
-            ``update`` (replace them with the backup's version).
-        include_namespaces / include_kinds: restore only part of the backup.
+            ``update`` (replace them with the backup's version; asks for approval).
+        include_namespaces / include_kinds: restore only these namespaces / namespaced kinds.
+        exclude_kinds: never restore these kinds.
+        include_cluster_kinds: cluster-scoped kinds to restore (``CustomResourceDefinition``,
+            ``StorageClass``, ...); none by default. The Namespaces of the restored namespaces come
+            without being named. Restoring any of them asks for approval.
+        allow_rbac_and_admission: also restore ClusterRoles/ClusterRoleBindings, RoleBindings that
+            grant subjects outside their namespace, admission webhooks and policies, CRDs with a
+            conversion webhook and hostPath PVs (refused otherwise); asks for approval.
         keep_node_ports: keep Service nodePorts (default: the target allocates new ones).
         dry_run: only report, object by object, what would be created/updated and the diff.
+        auto_approve: apply without pausing where the restore would ask (``update``, cluster-scoped
+            or RBAC/admission objects); the plan is still recorded as an artifact.
         fail_on_error: end the flow failed (after the report) if any object failed.
         restore_volumes: fill restored PVCs with the backup's volume data (if it has any) before
             the workloads are created.
@@ -376,11 +449,15 @@ def resource_restore(
         mover_image: image of the data-mover Jobs.
 
     Returns:
-        Report: restore name, counts per outcome, per-object results, seconds.
+        Report: restore name, counts per outcome, per-object results, left-out counts, seconds.
 
     Raises:
-        InputError: bad parameters or an unknown backup.
+        InputError: bad parameters, an unknown backup, RBAC/admission objects without
+            ``allow_rbac_and_admission``, or an archive refused (``ArchiveRefused``: a member that is
+            not a regular file of the layout, over the size caps, or an object outside its
+            manifest's selection). Nothing is changed in the target.
         ArchiveError: a corrupt archive or an unknown layout version.
+        ApprovalRejected: the operator did not approve the plan.
         RestoreFailed: some objects failed and ``fail_on_error`` is True.
     """
     log = get_run_logger()
@@ -388,6 +465,7 @@ def resource_restore(
     kube = load_block(KubeCluster, target, "target")
     store = load_block(ObjectStore, object_store, "object_store")
     validate_backup_name(backup_name)
+    prefix = validate_prefix(prefix)
     policy = ExistingPolicy.parse(existing_resource_policy)
     ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
     sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
@@ -398,14 +476,22 @@ def resource_restore(
     with tempfile.TemporaryDirectory(prefix="stateferry-restore-") as tmp:
         path = Path(tmp) / "resources.tar.gz"
         manifest = download_archive(store, bucket, prefix, backup_name, path)
-        objects = list(read_tarball(path))
-    if len(objects) != manifest.total_objects:
-        from planning.archive_layout import ArchiveError
-
+        members = list(read_archive(path, max_members=manifest.total_objects))
+    if len(members) != manifest.total_objects:
         raise ArchiveError(
-            f"backup {backup_name}: the tarball holds {len(objects)} objects but the manifest records "
+            f"backup {backup_name}: the tarball holds {len(members)} objects but the manifest records "
             f"{manifest.total_objects}; the archive is corrupt"
         )
+    check_archive(manifest, members, prefix=prefix)
+    plan = plan_scope(
+        members,
+        namespaced=_scope_map(served_scopes(kube, cluster_name), members),
+        include_namespaces=include_namespaces,
+        include_kinds=include_kinds,
+        exclude_kinds=exclude_kinds,
+        include_cluster_kinds=include_cluster_kinds,
+        allow_rbac_and_admission=allow_rbac_and_admission,
+    )
     labels = {
         BACKUP_NAME_LABEL: backup_name,
         RESTORE_NAME_LABEL: rname,
@@ -413,14 +499,17 @@ def resource_restore(
         FLOW_RUN_LABEL: _run_id(),
     }
     desired = transform_objects(
-        objects,
+        [dict(o) for o in plan.selected],
         namespace_mapping=ns_map,
         storage_class_mapping=sc_map,
         keep_node_ports=keep_node_ports,
         labels=labels,
-        include_namespaces=include_namespaces,
-        include_kinds=include_kinds,
     )
+    pvcs = {
+        (str(o["metadata"].get("namespace")), str(o["metadata"].get("name")))
+        for o in plan.selected
+        if o.get("kind") == "PersistentVolumeClaim"
+    }
     volumes = [
         VolumeResult(
             str(v["namespace"]),
@@ -432,8 +521,19 @@ def resource_restore(
             bytes=int(v.get("bytes", 0)),
         )
         for v in manifest.volumes
-        if restore_volumes and (not include_namespaces or v["namespace"] in include_namespaces)
+        if restore_volumes and (str(v["namespace"]), str(v["pvc"])) in pvcs
     ]
+    allowed = plan.cluster_kinds
+    if not dry_run and (policy is ExistingPolicy.UPDATE or plan.needs_approval):
+        preview = apply_resources(
+            kube, cluster_name, desired, policy, True, labels, allowed_cluster_kinds=allowed
+        )
+        request_approval(
+            f"Apply restore {rname}",
+            restore_plan_markdown(rname, backup_name, cluster_name, policy, plan, preview),
+            key=f"resource-restore-{rname}",
+            auto_approve=auto_approve,
+        )
     results, vol_results = apply_in_phases(
         kube,
         cluster_name,
@@ -447,6 +547,7 @@ def resource_restore(
         ns_map,
         mover_endpoint,
         mover_image,
+        allowed_cluster_kinds=allowed,
     )
     counts = summarize_results(results)
     seconds = time.monotonic() - t0
@@ -459,6 +560,7 @@ def resource_restore(
     diffs = "\n".join(
         f"### {r.key} — {r.result}\n```diff\n" + "\n".join(r.diff) + "\n```" for r in results if r.diff
     )
+    left = ", ".join(f"{k}: {v}" for k, v in plan.left_out.items())
     create_markdown_artifact(
         key="resource-restore-summary",
         markdown=(
@@ -466,6 +568,7 @@ def resource_restore(
             f"({manifest.total_objects} objects, created {manifest.created_at}) into `{cluster_name}`, "
             f"policy `{policy.value}`, namespaces {ns_map or 'unchanged'}, {seconds:.1f}s\n\n"
             + "\n".join(f"- {k}: {v}" for k, v in counts.items())
+            + (f"\n\nLeft out of the backup: {left}\n" if left else "")
             + (f"\n\n## Differences\n\n{diffs}\n" if diffs else "")
         ),
         description=f"restore {rname}",
@@ -476,6 +579,7 @@ def resource_restore(
         "dry_run": dry_run,
         "policy": policy.value,
         "counts": counts,
+        "left_out": plan.left_out,
         "results": [r.to_dict() for r in results],
         "volumes": [v.to_dict() for v in vol_results],
         "seconds": round(seconds, 3),

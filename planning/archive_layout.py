@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "MANIFEST_KIND",
     "ArchiveError",
+    "ArchiveRefused",
     "Manifest",
     "archive_prefix",
     "manifest_key",
@@ -56,6 +57,8 @@ __all__ = [
     "plan_archive_retention",
     "tarball_key",
     "validate_backup_name",
+    "validate_prefix",
+    "validate_retention",
 ]
 
 LAYOUT_VERSION = 1
@@ -68,6 +71,55 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 
 class ArchiveError(PermanentError):
     """A backup archive is missing, corrupt or written in a layout this version cannot read."""
+
+
+class ArchiveRefused(ArchiveError, InputError):
+    """An archive read back from storage holds something stateferry refuses to use (a member that
+    is a link or too large, an object outside what its manifest selected): an :class:`InputError`
+    naming the parameter that chose the archive and the fix, and an :class:`ArchiveError`."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        InputError.__init__(self, field, problem, fix)
+
+
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_prefix(prefix: str, field_name: str = "prefix") -> str:
+    """Return ``prefix`` stripped of outer ``/`` if every segment is a plain name.
+
+    Raises:
+        InputError: an empty segment (``a//b``), ``.``/``..``, or characters other than letters,
+            digits, ``.``, ``_`` and ``-``.
+    """
+    text = (prefix or "").strip("/")
+    for seg in text.split("/") if text else []:
+        if not _PREFIX_SEGMENT.match(seg) or seg in (".", ".."):
+            raise InputError(
+                field_name,
+                f"{prefix!r} has the segment {seg!r}",
+                "use '/'-separated names of letters, digits, '.', '_' and '-', e.g. `resource-backups/prod`",
+            )
+    return text
+
+
+def validate_retention(keep_last: int | None, ttl_days: float | None) -> None:
+    """Refuse a retention that could delete every backup.
+
+    Raises:
+        InputError: ``keep_last`` < 1 or ``ttl_days`` < 1 (a backup younger than a day would be
+            deleted by its own schedule's next run).
+    """
+    if keep_last is not None and (isinstance(keep_last, bool) or keep_last < 1):
+        raise InputError(
+            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
+        )
+    if ttl_days is not None and not ttl_days >= 1:
+        raise InputError(
+            "ttl_days",
+            f"must be at least 1 day, got {ttl_days}",
+            "pass ttl_days >= 1, or use keep_last to limit the count",
+        )
 
 
 def validate_backup_name(name: str, field_name: str = "backup_name") -> str:
@@ -114,12 +166,33 @@ class MemberPath:
     name: str
 
 
+_SEG = {
+    "group": re.compile(r"^(core|[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$"),
+    "version": re.compile(r"^v[0-9]+((alpha|beta)[0-9]+)?$"),
+    "plural": re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"),
+    "namespace": re.compile(r"^(_cluster|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"),
+}
+#: Object names: what the API server accepts as a path segment (RBAC names carry ':'), minus
+#: control characters, '/', '\\' and '%'; never '.' or '..'.
+_OBJECT_NAME = re.compile(r"^[^\x00-\x1f\x7f/\\%]{1,253}$")
+
+
 def parse_object_path(path: str) -> MemberPath:
-    """Inverse of :func:`object_path`; raises :class:`ArchiveError` for a foreign member."""
+    """Inverse of :func:`object_path`; raises :class:`ArchiveError` for a foreign member (wrong
+    shape, an absolute path, ``.``/``..``, or a segment that is not a valid group / version /
+    plural / namespace / object name)."""
     parts = path.split("/")
-    if len(parts) != 6 or parts[0] != "resources" or not parts[5].endswith(".json"):
+    bad = len(parts) != 6 or parts[0] != "resources" or not parts[5].endswith(".json")
+    if not bad:
+        name = parts[5][: -len(".json")]
+        bad = (
+            not all(rx.match(seg) for rx, seg in zip(_SEG.values(), parts[1:5], strict=True))
+            or not _OBJECT_NAME.match(name)
+            or name in (".", "..")
+        )
+    if bad:
         raise ArchiveError(
-            f"archive member {path!r} does not follow layout {LAYOUT_VERSION} "
+            f"archive member {path[:200]!r} does not follow layout {LAYOUT_VERSION} "
             "(resources/<group>/<version>/<plural>/<namespace>/<name>.json): the archive is corrupt or "
             "was not written by stateferry"
         )
@@ -217,6 +290,8 @@ def parse_manifest(raw: bytes | str, *, where: str = "manifest.json") -> Manifes
     tarball = _req(data, "tarball", dict, where)
     for k, t in (("key", str), ("sha256", str), ("size", int)):
         _req(tarball, k, t, f"{where} tarball")
+    if tarball["key"] != TARBALL_NAME:
+        raise ArchiveError(f"{where}: tarball key must be {TARBALL_NAME!r}, found {tarball['key'][:100]!r}")
     counts = _req(data, "counts", dict, where)
     if not all(isinstance(v, int) for v in counts.values()):
         raise ArchiveError(f"{where}: manifest field 'counts' must map kinds to integers")
@@ -251,32 +326,54 @@ def _parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _parse_created(value: str) -> dt.datetime | None:
+    try:
+        t = _parse_time(value)
+    except (TypeError, ValueError):
+        return None
+    return t if t.tzinfo is not None else None
+
+
 def plan_archive_retention(
-    archives: list[tuple[str, str]], *, keep_last: int | None, ttl: dt.timedelta | None, now: dt.datetime
+    archives: list[tuple[str, str]],
+    *,
+    keep_last: int | None,
+    ttl: dt.timedelta | None,
+    now: dt.datetime,
+    protect: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
     """Which backups to keep and which to delete: a backup is deleted when it is older than ``ttl``
-    OR not among the newest ``keep_last``. The newest backup is always kept.
+    OR not among the newest ``keep_last``.
+
+    Never deleted: the newest backup, the names in ``protect`` (the one this run wrote), names that
+    are not valid backup names (not this layout's), and backups whose ``created_at`` cannot be read
+    or lies in the future (nobody can tell their age).
 
     Args:
-        archives: ``(backup name, created_at ISO-8601)`` pairs.
+        archives: ``(backup name, created_at ISO-8601)`` pairs of complete backups of one schedule.
         keep_last: keep at most this many (>= 1); None = no count limit.
-        ttl: delete backups older than this; None = no age limit.
+        ttl: delete backups older than this (>= 1 day); None = no age limit.
         now: the current time (passed in: planners read no clock).
+        protect: names never deleted.
 
     Returns:
         ``(keep, delete)`` lists of backup names.
     """
-    if keep_last is not None and keep_last < 1:
-        raise InputError(
-            "keep_last", f"must be at least 1, got {keep_last}", "keep at least the newest backup"
-        )
-    ordered = sorted(archives, key=lambda a: (a[1], a[0]), reverse=True)
+    validate_retention(keep_last, ttl.total_seconds() / 86400 if ttl is not None else None)
+    dated = []
     keep: list[str] = []
+    for name, created_at in archives:
+        t = _parse_created(created_at)
+        if t is None or t > now or not _NAME_RE.match(name):
+            keep.append(name)
+        else:
+            dated.append((t, name))
+    ordered = sorted(dated, reverse=True)
     delete: list[str] = []
-    for i, (name, created_at) in enumerate(ordered):
+    for i, (t, name) in enumerate(ordered):
         too_many = keep_last is not None and i >= keep_last
-        too_old = ttl is not None and now - _parse_time(created_at) > ttl
-        if i > 0 and (too_many or too_old):
+        too_old = ttl is not None and now - t > ttl
+        if i > 0 and name not in protect and (too_many or too_old):
             delete.append(name)
         else:
             keep.append(name)

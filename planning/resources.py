@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from planning.kube_redaction import SECRET_FIELDS, is_secret, secret_diff
 from stateferry.errors import InputError
 
 __all__ = [
@@ -926,14 +927,22 @@ def diff_objects(live: Mapping[str, Any], desired: Mapping[str, Any]) -> list[st
     """Per-field differences between the live target object and the desired (sanitised) one.
 
     Server-assigned and volatile fields are ignored; data keys present only in the live object of a
-    ConfigMap/Secret are reported as removals.
+    ConfigMap/Secret are reported as removals. A Secret's ``data``/``stringData`` are compared key
+    by key and reported without their values (:func:`planning.kube_redaction.secret_diff`).
 
     Returns:
         Lines ``~ path: live -> desired``, ``+ path: desired`` and ``- path: live``; empty if equal.
     """
     a, b = _comparable(live), _comparable(desired)
     out: list[str] = []
+    secret_lines: list[str] = []
+    if is_secret(live) or is_secret(desired):  # key-level only: never a Secret value
+        secret_lines = secret_diff(a, b)
+        for f in SECRET_FIELDS:
+            a.pop(f, None)
+            b.pop(f, None)
     _diff("", a, b, out)
+    out.extend(secret_lines)
     for top in ("data", "stringData", "binaryData"):
         la, lb = a.get(top) or {}, b.get(top) or {}
         if isinstance(la, dict) and isinstance(lb, dict) and top in b:

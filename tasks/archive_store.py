@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,30 @@ from prefect.logging import get_run_logger
 
 from blocks.object_store import ObjectStore
 from planning.archive_layout import (
+    _NAME_RE,
     MANIFEST_NAME,
     TARBALL_NAME,
     ArchiveError,
+    ArchiveRefused,
     Manifest,
     archive_prefix,
     manifest_key,
     parse_manifest,
     plan_archive_retention,
     tarball_key,
+    validate_backup_name,
 )
 from stateferry.errors import InputError, StateferryError, translate
 from tasks.retry import TRANSIENT_RETRY
 
+#: A manifest larger than this is not one stateferry wrote.
+MAX_MANIFEST_BYTES = 16 << 20
+#: Largest resource tarball downloaded.
+MAX_TARBALL_BYTES = 1 << 30
+
 __all__ = [
     "ArchiveInfo",
+    "archive_series",
     "download_archive",
     "ensure_bucket",
     "list_archives",
@@ -106,7 +116,7 @@ def read_manifest(store: ObjectStore, bucket: str, prefix: str, backup_name: str
     try:
         resp = client.get_object(bucket, key)
         try:
-            raw = resp.read()
+            raw = resp.read(MAX_MANIFEST_BYTES)
         finally:
             resp.close()
             resp.release_conn()
@@ -143,7 +153,14 @@ def download_archive(store: ObjectStore, bucket: str, prefix: str, backup_name: 
     """
     manifest = read_manifest(store, bucket, prefix, backup_name)
     client = _s3(store)
-    key = archive_prefix(prefix, backup_name) + str(manifest.tarball.get("key") or TARBALL_NAME)
+    key = tarball_key(prefix, backup_name)
+    expected = int(manifest.tarball["size"])
+    if expected > MAX_TARBALL_BYTES:
+        raise ArchiveRefused(
+            "backup_name",
+            f"backup {backup_name} records a {expected}-byte tarball (the cap is {MAX_TARBALL_BYTES})",
+            "restore another backup",
+        )
     sha = hashlib.sha256()
     size = 0
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -152,9 +169,11 @@ def download_archive(store: ObjectStore, bucket: str, prefix: str, backup_name: 
         try:
             with open(dest, "wb") as fh:
                 for chunk in resp.stream(1 << 20):
+                    size += len(chunk)
+                    if size > expected:
+                        break  # longer than the manifest says: reported below, no more disk used
                     fh.write(chunk)
                     sha.update(chunk)
-                    size += len(chunk)
         finally:
             resp.close()
             resp.release_conn()
@@ -179,16 +198,36 @@ def download_archive(store: ObjectStore, bucket: str, prefix: str, backup_name: 
 
 @dataclass(frozen=True)
 class ArchiveInfo:
-    """One listed backup."""
+    """One listed backup.
+
+    Attributes:
+        name: backup name (a valid one: the folder name and the manifest agree).
+        created_at: from the manifest.
+        total_objects: from the manifest.
+        size: tarball size the manifest records.
+        complete: the tarball exists with the size the manifest records.
+        series: what identifies the schedule that wrote it: source server and selection.
+    """
 
     name: str
     created_at: str
     total_objects: int
     size: int
+    complete: bool = True
+    series: str = ""
+
+
+def archive_series(server: str, selection: Mapping[str, Any]) -> str:
+    """The identity of a backup schedule: the source API server and the selection (canonical JSON)."""
+    return json.dumps({"server": server, "selection": selection}, sort_keys=True, default=str)
 
 
 def list_archives(store: ObjectStore, bucket: str, prefix: str) -> list[ArchiveInfo]:
-    """Backups with a readable manifest under ``prefix``, oldest first (unreadable ones are skipped)."""
+    """Backups of this layout under ``prefix``, oldest first.
+
+    Only ``<prefix>/<name>/manifest.json`` keys count, with ``name`` a valid backup name that the
+    manifest repeats; unreadable or foreign manifests and deeper or stray keys are skipped.
+    """
     client = _s3(store)
     base = archive_prefix(prefix, "").rstrip("/")
     base = f"{base}/" if base else ""
@@ -196,20 +235,40 @@ def list_archives(store: ObjectStore, bucket: str, prefix: str) -> list[ArchiveI
     try:
         if not client.bucket_exists(bucket):
             return []
+        manifests: list[str] = []
+        tarballs: dict[str, int] = {}
         for item in client.list_objects(bucket, prefix=base, recursive=True):
-            if not item.object_name.endswith("/" + MANIFEST_NAME):
+            rest = item.object_name[len(base) :]
+            parts = rest.split("/")
+            if len(parts) != 2 or not _NAME_RE.match(parts[0]):
                 continue
-            name = item.object_name[len(base) :].split("/", 1)[0]
+            if parts[1] == MANIFEST_NAME:
+                manifests.append(parts[0])
+            elif parts[1] == TARBALL_NAME:
+                tarballs[parts[0]] = int(item.size or 0)
+        for name in manifests:
             try:
-                resp = client.get_object(bucket, item.object_name)
+                resp = client.get_object(bucket, manifest_key(prefix, name))
                 try:
-                    m = parse_manifest(resp.read(), where=item.object_name)
+                    m = parse_manifest(resp.read(MAX_MANIFEST_BYTES), where=manifest_key(prefix, name))
                 finally:
                     resp.close()
                     resp.release_conn()
             except (ArchiveError, ValueError):
                 continue
-            out.append(ArchiveInfo(name, m.created_at, m.total_objects, int(m.tarball.get("size", 0))))
+            if m.backup_name != name:
+                continue
+            size = int(m.tarball.get("size", 0))
+            out.append(
+                ArchiveInfo(
+                    name,
+                    m.created_at,
+                    m.total_objects,
+                    size,
+                    complete=tarballs.get(name) == size,
+                    series=archive_series(str(m.source.get("server", "")), m.selection),
+                )
+            )
     except StateferryError:
         raise
     except Exception as exc:
@@ -226,19 +285,32 @@ def prune_archives(
     keep_last: int | None,
     ttl_seconds: float | None,
     now: dt.datetime,
+    protect: Collection[str] = (),
+    series: str | None = None,
 ) -> list[str]:
-    """Apply the retention (count and/or TTL); return the names of deleted backups."""
+    """Apply the retention (count and/or TTL) to one schedule's backups; return the deleted names.
+
+    Only complete backups of this layout under ``prefix`` whose manifest records ``series`` (same
+    source server and selection: this schedule) are considered; the newest of them and the names in
+    ``protect`` (the backup this run wrote) are never deleted (:func:`plan_archive_retention`).
+    """
     if keep_last is None and ttl_seconds is None:
         return []
-    archives = list_archives(store, bucket, prefix)
+    archives = [
+        a
+        for a in list_archives(store, bucket, prefix)
+        if a.complete and (series is None or a.series == series)
+    ]
     _keep, delete = plan_archive_retention(
         [(a.name, a.created_at) for a in archives],
         keep_last=keep_last,
         ttl=dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None,
         now=now,
+        protect=protect,
     )
     client = _s3(store)
     for name in delete:
+        validate_backup_name(name)  # the key prefix below ends in "/<valid name>/": nothing else matches
         try:
             client.remove_object(bucket, manifest_key(prefix, name))
             for obj in client.list_objects(bucket, prefix=archive_prefix(prefix, name), recursive=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
+from planning.kube_redaction import Redactor
 from planning.resources import (
     MANAGED_BY_LABEL,
     ApplyAction,
@@ -35,7 +36,14 @@ from stateferry.errors import PermanentError, StateferryError
 from tasks.kube_export import KubeRest, discover_resource_types, resource_path
 from tasks.retry import TRANSIENT_RETRY
 
-__all__ = ["ObjectResult", "activate_workloads", "apply_objects", "apply_resources", "summarize_results"]
+__all__ = [
+    "ObjectResult",
+    "activate_workloads",
+    "apply_objects",
+    "apply_resources",
+    "served_scopes",
+    "summarize_results",
+]
 
 
 @dataclass
@@ -73,8 +81,8 @@ class ObjectResult:
         }
 
 
-def _error_message(exc: BaseException) -> str:
-    text = str(exc)
+def _error_message(exc: BaseException, redactor: Redactor | None = None) -> str:
+    text = redactor.scrub(str(exc)) if redactor is not None else str(exc)
     return text if len(text) < 600 else text[:597] + "..."
 
 
@@ -125,8 +133,13 @@ def apply_objects(
     crd_wait_seconds: float = 30.0,
     parallelism: int = 8,
     on_progress: Callable[[int, str], None] | None = None,
+    allowed_cluster_kinds: Collection[str] | None = None,
 ) -> list[ObjectResult]:
     """Apply sanitised ``objects`` (already in restore order) and report each one.
+
+    Secret values never reach a result: diffs name changed keys only, and every message (API
+    server errors included) is scrubbed of the Secret values seen in ``objects`` and in the
+    target (:class:`planning.kube_redaction.Redactor`).
 
     Args:
         rest: the target cluster.
@@ -139,7 +152,12 @@ def apply_objects(
         parallelism: concurrent writes within one kind (kinds are still applied in order;
             Namespaces and CRDs one by one).
         on_progress: called after each kind with the number of objects handled so far and the kind.
+        allowed_cluster_kinds: group kinds (``Namespace``, ``StorageClass.storage.k8s.io``) that
+            may be written cluster-scoped; any other object the target serves cluster-scoped fails
+            as refused. None = no restriction (a migration of a live, user-selected namespace).
     """
+    objects = list(objects)
+    redactor = Redactor(objects)
     types = _TypeIndex(rest)
     live_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     known_ns: set[str] = set()
@@ -160,6 +178,7 @@ def apply_objects(
                         it.setdefault("apiVersion", rtype.api_version)
                         it.setdefault("kind", rtype.kind)
                         idx[it["metadata"]["name"]] = it
+                        redactor.add(it)
             live_cache[key] = idx
         return live_cache[key]
 
@@ -187,6 +206,14 @@ def apply_objects(
             return None
         if rtype.namespaced and not ns:
             res.message = "namespaced object without a namespace in the backup"
+            return None
+        if not rtype.namespaced and allowed_cluster_kinds is not None and (
+            rtype.group_kind not in allowed_cluster_kinds or ns
+        ):
+            res.message = (
+                f"refused: {rtype.group_kind} is cluster-scoped in the target and was not selected "
+                "(name it in include_cluster_kinds)"
+            )
             return None
         if rtype.namespaced and ns not in known_ns and ns not in planned_ns:
             if dry_run:
@@ -243,7 +270,7 @@ def apply_objects(
             return fn(*args)
         except StateferryError as exc:
             res.result = "failed"
-            res.message = _error_message(exc)
+            res.message = _error_message(exc, redactor)
             return None
 
     def kind_of(o: Mapping[str, Any]) -> tuple[str, str]:
@@ -272,7 +299,20 @@ def apply_objects(
                 list(pool.map(lambda job: guarded(write, *job), jobs))
             if on_progress is not None:
                 on_progress(len(results), kind)
+    for r in results:
+        r.message = redactor.scrub(r.message)
+        r.diff = [redactor.scrub(line) for line in r.diff]
     return results
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def served_scopes(cluster: KubeCluster, cluster_name: str) -> dict[tuple[str, str], bool]:
+    """``(group, kind) -> namespaced`` for every resource type ``cluster`` serves (its discovery:
+    what decides whether a restored object is cluster-scoped, whatever an archive claims)."""
+    out: dict[tuple[str, str], bool] = {}
+    for t in discover_resource_types(KubeRest(cluster.api_client(), cluster_name)):
+        out.setdefault((t.group, t.kind), t.namespaced)
+    return out
 
 
 def summarize_results(results: Iterable[ObjectResult]) -> dict[str, int]:
@@ -291,8 +331,9 @@ def apply_resources(
     policy: ExistingPolicy = ExistingPolicy.SKIP,
     dry_run: bool = False,
     namespace_labels: dict[str, str] | None = None,
+    allowed_cluster_kinds: frozenset[str] | None = None,
 ) -> list[ObjectResult]:
-    """Prefect task around :func:`apply_objects`; logs a one-line summary."""
+    """Prefect task around :func:`apply_objects`; logs a one-line summary (no Secret value)."""
     log = get_run_logger()
     rest = KubeRest(cluster.api_client(), cluster_name)
     total = max(1, len(objects))
@@ -315,6 +356,7 @@ def apply_resources(
         dry_run=dry_run,
         namespace_labels={MANAGED_BY_LABEL: "stateferry", **(namespace_labels or {})},
         on_progress=progress,
+        allowed_cluster_kinds=allowed_cluster_kinds,
     )
     log.info("applied %d objects to %s: %s", len(results), cluster_name, summarize_results(results))
     for r in results:

@@ -10,11 +10,13 @@ streamed into the tarball page by page, so memory stays bounded by one page.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import tarfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +29,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
-from planning.archive_layout import TARBALL_NAME, ArchiveError, Manifest, object_path, parse_object_path
+from planning.archive_layout import (
+    TARBALL_NAME,
+    ArchiveError,
+    ArchiveRefused,
+    Manifest,
+    MemberPath,
+    object_path,
+    parse_object_path,
+)
 from planning.resources import (
     ResourceType,
     Selection,
@@ -45,6 +55,7 @@ __all__ = [
     "discover_resource_types",
     "export_resources",
     "export_to_tarball",
+    "read_archive",
     "read_tarball",
 ]
 
@@ -346,28 +357,114 @@ def _is_cr(rtype: ResourceType) -> bool:
     return is_custom_resource(rtype.group)
 
 
-def read_tarball(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a tarball written by :func:`export_to_tarball` (member names are
-    validated against the layout)."""
+#: Largest object member read (the API server refuses requests over 3 MiB; etcd values are 1.5 MiB).
+MAX_MEMBER_BYTES = 4 << 20
+#: Largest total of decompressed tarball bytes read (headers included).
+MAX_TOTAL_BYTES = 1 << 30
+
+
+class _CappedReader(io.RawIOBase):
+    """Reads from ``fh`` and raises once more than ``limit`` bytes came out (a gzip bomb stops at
+    the cap, whatever tarfile itself reads: pax headers, long names, padding)."""
+
+    def __init__(self, fh: Any, limit: int, where: str) -> None:
+        self.fh = fh
+        self.limit = limit
+        self.count = 0
+        self.where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.fh.read(len(b))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise ArchiveRefused(
+                "backup_name",
+                f"{self.where} unpacks to more than {self.limit} bytes (the cap of a resource archive)",
+                "restore another backup; this one is not a stateferry archive or was tampered with",
+            )
+        b[: len(data)] = data
+        return len(data)
+
+
+def read_archive(
+    path: Path,
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_members: int | None = None,
+) -> Iterator[tuple[MemberPath, dict[str, Any]]]:
+    """Yield ``(member path, object)`` for each member of a tarball written by
+    :func:`export_to_tarball`, refusing anything else.
+
+    Every member must be a regular file named by the layout (:func:`parse_object_path`: no absolute
+    or ``..`` names, no links, devices, FIFOs or directories), at most ``max_member_bytes`` long,
+    holding one JSON object; the decompressed stream stops at ``max_total_bytes`` and the member
+    count at ``max_members``. Nothing is written to disk.
+
+    Raises:
+        ArchiveRefused: a member breaks one of these rules (an ``InputError`` on ``backup_name``).
+        ArchiveError: not a gzip tarball, or a member is not JSON.
+    """
+    where = path.name
+    fix = "restore another backup; this one is not a stateferry archive or was tampered with"
+    count = 0
     try:
-        with tarfile.open(path, mode="r|gz") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parse_object_path(member.name)
-                fh = tar.extractfile(member)
-                if fh is None:
-                    continue
-                try:
-                    yield json.loads(fh.read())
-                except ValueError:
-                    raise ArchiveError(
-                        f"archive member {member.name} is not valid JSON: the archive is corrupt"
-                    ) from None
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        with gzip.open(path, "rb") as gz:
+            capped = io.BufferedReader(_CappedReader(gz, max_total_bytes, where), 1 << 16)
+            with tarfile.open(fileobj=capped, mode="r|") as tar:
+                for member in tar:
+                    count += 1
+                    if max_members is not None and count > max_members:
+                        raise ArchiveRefused(
+                            "backup_name", f"{where} holds more than {max_members} members", fix
+                        )
+                    if not member.isreg():
+                        raise ArchiveRefused(
+                            "backup_name",
+                            f"archive member {member.name[:200]!r} is not a regular file "
+                            "(a link, device, FIFO or directory)",
+                            fix,
+                        )
+                    try:
+                        mpath = parse_object_path(member.name)
+                    except ArchiveError as exc:
+                        raise ArchiveRefused("backup_name", str(exc), fix) from None
+                    if member.size > max_member_bytes:
+                        raise ArchiveRefused(
+                            "backup_name",
+                            f"archive member {member.name[:200]!r} is {member.size} bytes "
+                            f"(more than the {max_member_bytes} bytes an object may have)",
+                            fix,
+                        )
+                    fh = tar.extractfile(member)
+                    data = fh.read(max_member_bytes + 1) if fh is not None else b""
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        raise ArchiveError(
+                            f"archive member {member.name[:200]} is not valid JSON: the archive is corrupt"
+                        ) from None
+                    if not isinstance(obj, dict):
+                        raise ArchiveError(
+                            f"archive member {member.name[:200]} is not a JSON object: the archive is corrupt"
+                        )
+                    yield mpath, obj
+    except StateferryError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise ArchiveError(
-            f"{path.name}: not a readable gzip tarball ({exc}); the archive is corrupt"
+            f"{where}: not a readable gzip tarball ({exc}); the archive is corrupt"
         ) from None
+
+
+def read_tarball(path: Path, **caps: Any) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a tarball written by :func:`export_to_tarball` (see
+    :func:`read_archive` for what is refused)."""
+    for _path, obj in read_archive(path, **caps):
+        yield obj
 
 
 @task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)

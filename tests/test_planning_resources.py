@@ -634,6 +634,10 @@ def test_parse_manifest_garbage(raw: bytes) -> None:
         (("", "v1", "configmaps", "cms", "c"), "resources/core/v1/configmaps/cms/c.json"),
         (("apps", "v1", "deployments", "cms", "web"), "resources/apps/v1/deployments/cms/web.json"),
         (("", "v1", "namespaces", None, "cms"), "resources/core/v1/namespaces/_cluster/cms.json"),
+        (
+            ("rbac.authorization.k8s.io", "v1", "clusterroles", None, "system:aggregate-to-view"),
+            "resources/rbac.authorization.k8s.io/v1/clusterroles/_cluster/system:aggregate-to-view.json",
+        ),
     ],
 )
 def test_object_path_roundtrip(parts: tuple[Any, ...], path: str) -> None:
@@ -642,7 +646,22 @@ def test_object_path_roundtrip(parts: tuple[Any, ...], path: str) -> None:
     assert (p.group, p.version, p.plural, p.namespace, p.name) == parts
 
 
-@pytest.mark.parametrize("path", ["etc/passwd", "resources/core/v1/cm.json", "resources/a/b/c/d/e.txt"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "etc/passwd",
+        "resources/core/v1/cm.json",
+        "resources/a/b/c/d/e.txt",
+        "/resources/core/v1/configmaps/cms/c.json",
+        "resources/core/v1/../cms/c.json",
+        "resources/core/v1/configmaps/../c.json",
+        "resources/core/v1/configmaps/cms/...json",
+        "resources/core/v1/configmaps/Cms/c.json",
+        "resources/core/v1/configmaps/cms/a\\b.json",
+        "resources/core/v1/configmaps/cms/a\nb.json",
+        "resources/core/x1/configmaps/cms/c.json",
+    ],
+)
 def test_parse_object_path_foreign(path: str) -> None:
     with pytest.raises(ArchiveError, match="corrupt"):
         parse_object_path(path)
@@ -672,7 +691,7 @@ ARCHIVES = [(f"b{i}", f"2026-11-{15 + i:02d}T12:00:00Z") for i in range(1, 8)]  
         (None, 2, ["b4", "b3", "b2", "b1"]),
         (5, 2, ["b4", "b3", "b2", "b1"]),
         (2, 30, ["b5", "b4", "b3", "b2", "b1"]),
-        (None, 0.0001, ["b6", "b5", "b4", "b3", "b2", "b1"]),  # the newest is always kept
+        (None, 1, ["b5", "b4", "b3", "b2", "b1"]),  # b6 is exactly one day old: kept
     ],
 )
 def test_archive_retention(keep_last: int | None, ttl_days: float | None, deleted: list[str]) -> None:
@@ -685,3 +704,24 @@ def test_archive_retention(keep_last: int | None, ttl_days: float | None, delete
 def test_archive_retention_bad_count() -> None:
     with pytest.raises(InputError, match="keep_last"):
         plan_archive_retention(ARCHIVES, keep_last=0, ttl=None, now=NOW)
+    with pytest.raises(InputError, match="ttl_days"):
+        plan_archive_retention(ARCHIVES, keep_last=None, ttl=dt.timedelta(hours=1), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("archives", "protect", "deleted"),
+    [
+        # the run's own backup is never deleted, even when a future-dated one sorts first
+        ([("b1", "2026-11-20T12:00:00Z"), ("mine", "2026-11-22T12:00:00Z"), ("x", "2099-01-01T00:00:00Z")],
+         ["mine"], ["b1"]),
+        # names outside the layout's pattern and unreadable dates are left alone
+        ([("", "2026-11-01T00:00:00Z"), ("Bad_Name", "2026-11-01T00:00:00Z"), ("b2", "yesterday"),
+          ("b3", "2026-11-21T12:00:00Z"), ("b4", "2026-11-22T12:00:00Z")], [], ["b3"]),
+    ],
+)
+def test_archive_retention_refuses_foreign_ids(
+    archives: list[tuple[str, str]], protect: list[str], deleted: list[str]
+) -> None:
+    keep, delete = plan_archive_retention(archives, keep_last=1, ttl=None, now=NOW, protect=protect)
+    assert delete == deleted
+    assert sorted(keep + delete) == sorted(n for n, _ in archives)

@@ -97,15 +97,28 @@ def test_custom_resource_restores_after_its_crd(
         "Namespace": 1,
         "Widget.example.com": 1,
     }
+    crd_kind = {"include_cluster_kinds": ["CustomResourceDefinition"]}
     dry = resource_restore(
-        target=target_kube, object_store=object_store_a, bucket=bucket, backup_name="crs-1", dry_run=True
+        target=target_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="crs-1",
+        dry_run=True,
+        **crd_kind,
     )
     assert dry["counts"] == {"would-create": 4}
     assert (
         target_rest.get_or_none("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
         is None
     )
-    r = resource_restore(target=target_kube, object_store=object_store_a, bucket=bucket, backup_name="crs-1")
+    r = resource_restore(
+        target=target_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="crs-1",
+        auto_approve=True,
+        **crd_kind,
+    )
     keys = [x["key"] for x in r["results"]]
     assert keys.index("CustomResourceDefinition.apiextensions.k8s.io widgets.example.com") < keys.index(
         "Widget.example.com crs/w1"

@@ -167,6 +167,7 @@ def test_cms_backup_restore_into_dr_namespace(
         backup_name="cms-1",
         namespace_mapping={"cms": "cms-dr"},
         existing_resource_policy="update",
+        auto_approve=True,
     )
     assert sorted(_by_result(upd)["updated"]) == sorted(diffs)
     assert _get(target_rest, cm_path)["data"]["WORDPRESS_DB_HOST"] == "wordpress-mysql"
