@@ -1,0 +1,322 @@
+"""``resource_restore``: restore a resource backup into a cluster (DR), see docs/resource_backup.md.
+
+The archive is untrusted: read with caps (``tasks/kube_export.read_archive``), checked against its
+manifest and narrowed to what the restore selects (``planning/restore_scope``), shown as a plan and
+approved before an update or a cluster-scoped/RBAC/admission apply, then applied in restore order
+with a per-object report in which no Secret value appears (``planning/kube_redaction``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from blocks.kube import KubeCluster
+from blocks.object_store import ObjectStore
+from planning.archive_layout import ArchiveError, validate_backup_name, validate_prefix
+from planning.resources import (
+    BACKUP_NAME_LABEL,
+    FLOW_RUN_LABEL,
+    MANAGED_BY_LABEL,
+    RESTORE_NAME_LABEL,
+    ExistingPolicy,
+    parse_mapping,
+)
+from planning.restore_scope import ScopePlan, check_archive, plan_scope
+from stateferry.errors import PermanentError
+from tasks.approvals import request_approval
+from tasks.archive_store import download_archive
+from tasks.kube_apply import ObjectResult, apply_resources, served_scopes, summarize_results
+from tasks.kube_export import read_archive
+from tasks.resource_engine import (
+    apply_in_phases,
+    load_block,
+    results_table,
+    run_id,
+    transform_objects,
+    utc_now,
+    volume_table,
+)
+from tasks.volume_mover import WORKER_IMAGE, VolumeResult
+
+__all__ = ["RestoreFailed", "resource_restore", "restore_plan_markdown"]
+
+DEFAULT_PREFIX = "resource-backups"
+
+
+class RestoreFailed(PermanentError):
+    """Some objects could not be restored; the report lists each one."""
+
+
+def _scope_map(
+    served: dict[tuple[str, str], bool], members: list[tuple[Any, dict[str, Any]]]
+) -> dict[tuple[str, str], bool]:
+    """Target discovery, plus the scope of custom kinds whose CRD the archive brings."""
+    out = dict(served)
+    for _path, o in members:
+        if o.get("kind") == "CustomResourceDefinition":
+            spec: dict[str, Any] = o["spec"] if isinstance(o.get("spec"), dict) else {}
+            names: dict[str, Any] = spec["names"] if isinstance(spec.get("names"), dict) else {}
+            key = (str(spec.get("group", "")), str(names.get("kind", "")))
+            out.setdefault(key, spec.get("scope") != "Cluster")
+    return out
+
+
+def restore_plan_markdown(
+    rname: str,
+    backup_name: str,
+    cluster_name: str,
+    policy: ExistingPolicy,
+    plan: ScopePlan,
+    results: list[ObjectResult],
+) -> str:
+    """The plan shown before a restore is approved: what will be created / updated (with key-level
+    diffs, no Secret value), the cluster-scoped and RBAC/admission objects, what is left out."""
+    counts = summarize_results(results)
+    lines = [
+        f"Restore `{rname}` of backup `{backup_name}` into `{cluster_name}`, policy `{policy.value}`.",
+        "",
+        "Would do: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        "",
+    ]
+    if plan.cluster_scoped:
+        lines += ["**Cluster-scoped objects:** " + ", ".join(f"`{k}`" for k in plan.cluster_scoped[:50]), ""]
+    if plan.privileged:
+        lines += ["**RBAC / admission objects:**", *[f"- {p}" for p in plan.privileged[:50]], ""]
+    if plan.left_out:
+        lines += ["Left out: " + ", ".join(f"{k}: {v}" for k, v in plan.left_out.items()), ""]
+    lines += ["| object | action | diff |", "|---|---|---|"]
+    for r in results:
+        if r.result in ("would-create", "would-update", "failed"):
+            diff = "<br>".join(r.diff[:8]).replace("|", "\\|") + (" …" if len(r.diff) > 8 else "")
+            lines.append(f"| {r.key} | {r.result} {r.message} | {diff} |")
+    return "\n".join(lines)
+
+
+@flow(name="resource_restore", log_prints=True)
+def resource_restore(
+    target: KubeCluster | str,
+    object_store: ObjectStore | str,
+    bucket: str,
+    backup_name: str,
+    restore_name: str | None = None,
+    namespace_mapping: dict[str, str] | str | None = None,
+    storage_class_mapping: dict[str, str] | str | None = None,
+    existing_resource_policy: str = "skip",
+    include_namespaces: list[str] | None = None,
+    include_kinds: list[str] | None = None,
+    exclude_kinds: list[str] | None = None,
+    include_cluster_kinds: list[str] | None = None,
+    allow_rbac_and_admission: bool = False,
+    keep_node_ports: bool = False,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    fail_on_error: bool = True,
+    restore_volumes: bool = True,
+    mover_endpoint: str | None = None,
+    mover_image: str = WORKER_IMAGE,
+    prefix: str = DEFAULT_PREFIX,
+    cluster_name: str = "target",
+) -> dict[str, Any]:
+    """Restore a backup into a cluster: sanitise, map, apply in restore order, report per object.
+
+    The archive is untrusted: it is read with size caps, checked against its manifest's selection,
+    and only what this restore selects is applied. Secret values never appear in the report,
+    artifacts, logs or errors (diffs name the changed keys).
+
+    Args:
+        target: the cluster to restore into.
+        object_store / bucket / prefix: where the backup lives.
+        backup_name: which backup.
+        restore_name: name recorded in the ``stateferry.io/restore-name`` label (default
+            ``<backup>-restore-<timestamp>``).
+        namespace_mapping: ``{"cms": "cms-dr"}`` or ``"cms:cms-dr"``.
+        storage_class_mapping: ``{"fast": "standard"}``.
+        existing_resource_policy: ``skip`` (leave existing objects alone, report their diff) or
+            ``update`` (replace them with the backup's version; asks for approval).
+        include_namespaces / include_kinds: restore only these namespaces / namespaced kinds.
+        exclude_kinds: never restore these kinds.
+        include_cluster_kinds: cluster-scoped kinds to restore (``CustomResourceDefinition``,
+            ``StorageClass``, ...); none by default. The Namespaces of the restored namespaces come
+            without being named. Restoring any of them asks for approval.
+        allow_rbac_and_admission: also restore ClusterRoles/ClusterRoleBindings, RoleBindings that
+            grant subjects outside their namespace, admission webhooks and policies, CRDs with a
+            conversion webhook and hostPath PVs (refused otherwise); asks for approval.
+        keep_node_ports: keep Service nodePorts (default: the target allocates new ones).
+        dry_run: only report, object by object, what would be created/updated and the diff.
+        auto_approve: apply without pausing where the restore would ask (``update``, cluster-scoped
+            or RBAC/admission objects); the plan is still recorded as an artifact.
+        fail_on_error: end the flow failed (after the report) if any object failed.
+        restore_volumes: fill restored PVCs with the backup's volume data (if it has any) before
+            the workloads are created.
+        mover_endpoint: object-store URL as the target's pods reach it (default: the block's URL).
+        mover_image: image of the data-mover Jobs.
+
+    Returns:
+        Report: restore name, counts per outcome, per-object results, left-out counts, seconds.
+
+    Raises:
+        InputError: bad parameters, an unknown backup, RBAC/admission objects without
+            ``allow_rbac_and_admission``, or an archive refused (``ArchiveRefused``: a member that is
+            not a regular file of the layout, over the size caps, or an object outside its
+            manifest's selection). Nothing is changed in the target.
+        ArchiveError: a corrupt archive or an unknown layout version.
+        ApprovalRejected: the operator did not approve the plan.
+        RestoreFailed: some objects failed and ``fail_on_error`` is True.
+    """
+    log = get_run_logger()
+    t0 = time.monotonic()
+    kube = load_block(KubeCluster, target, "target")
+    store = load_block(ObjectStore, object_store, "object_store")
+    validate_backup_name(backup_name)
+    prefix = validate_prefix(prefix)
+    policy = ExistingPolicy.parse(existing_resource_policy)
+    ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
+    sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
+    now = utc_now()
+    rname = validate_backup_name(
+        restore_name or f"{backup_name[:40]}-restore-{now.strftime('%Y%m%d%H%M%S')}", "restore_name"
+    )
+    with tempfile.TemporaryDirectory(prefix="stateferry-restore-") as tmp:
+        path = Path(tmp) / "resources.tar.gz"
+        manifest = download_archive(store, bucket, prefix, backup_name, path)
+        members = list(read_archive(path, max_members=manifest.total_objects))
+    if len(members) != manifest.total_objects:
+        raise ArchiveError(
+            f"backup {backup_name}: the tarball holds {len(members)} objects but the manifest records "
+            f"{manifest.total_objects}; the archive is corrupt"
+        )
+    check_archive(manifest, members, prefix=prefix)
+    plan = plan_scope(
+        members,
+        namespaced=_scope_map(served_scopes(kube, cluster_name), members),
+        include_namespaces=include_namespaces,
+        include_kinds=include_kinds,
+        exclude_kinds=exclude_kinds,
+        include_cluster_kinds=include_cluster_kinds,
+        allow_rbac_and_admission=allow_rbac_and_admission,
+    )
+    labels = {
+        BACKUP_NAME_LABEL: backup_name,
+        RESTORE_NAME_LABEL: rname,
+        MANAGED_BY_LABEL: "stateferry",
+        FLOW_RUN_LABEL: run_id(),
+    }
+    desired = transform_objects(
+        [dict(o) for o in plan.selected],
+        namespace_mapping=ns_map,
+        storage_class_mapping=sc_map,
+        keep_node_ports=keep_node_ports,
+        labels=labels,
+    )
+    pvcs = {
+        (str(o["metadata"].get("namespace")), str(o["metadata"].get("name")))
+        for o in plan.selected
+        if o.get("kind") == "PersistentVolumeClaim"
+    }
+    volumes = [
+        VolumeResult(
+            str(v["namespace"]),
+            str(v["pvc"]),
+            str(v["key"]),
+            status="packed",
+            source_sha256=str(v.get("sha256_tree", "")),
+            files=int(v.get("files", 0)),
+            bytes=int(v.get("bytes", 0)),
+        )
+        for v in manifest.volumes
+        if restore_volumes and (str(v["namespace"]), str(v["pvc"])) in pvcs
+    ]
+    allowed = plan.cluster_kinds
+    if not dry_run and (policy is ExistingPolicy.UPDATE or plan.needs_approval):
+        preview = apply_resources(
+            kube, cluster_name, desired, policy, True, labels, allowed_cluster_kinds=allowed
+        )
+        request_approval(
+            f"Apply restore {rname}",
+            restore_plan_markdown(rname, backup_name, cluster_name, policy, plan, preview),
+            key=f"resource-restore-{rname}",
+            auto_approve=auto_approve,
+        )
+    results, vol_results = apply_in_phases(
+        kube,
+        cluster_name,
+        desired,
+        policy,
+        dry_run,
+        labels,
+        store,
+        bucket,
+        volumes,
+        ns_map,
+        mover_endpoint,
+        mover_image,
+        allowed_cluster_kinds=allowed,
+    )
+    counts = summarize_results(results)
+    seconds = time.monotonic() - t0
+    create_table_artifact(
+        key="resource-restore-objects",
+        table=results_table(results),
+        description=f"restore {rname} of {backup_name} into {cluster_name}"
+        + (" (dry run)" if dry_run else ""),
+    )
+    diffs = "\n".join(
+        f"### {r.key} — {r.result}\n```diff\n" + "\n".join(r.diff) + "\n```" for r in results if r.diff
+    )
+    left = ", ".join(f"{k}: {v}" for k, v in plan.left_out.items())
+    create_markdown_artifact(
+        key="resource-restore-summary",
+        markdown=(
+            f"# Restore `{rname}`{' (dry run)' if dry_run else ''}\n\nbackup `{backup_name}` "
+            f"({manifest.total_objects} objects, created {manifest.created_at}) into `{cluster_name}`, "
+            f"policy `{policy.value}`, namespaces {ns_map or 'unchanged'}, {seconds:.1f}s\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in counts.items())
+            + (f"\n\nLeft out of the backup: {left}\n" if left else "")
+            + (f"\n\n## Differences\n\n{diffs}\n" if diffs else "")
+        ),
+        description=f"restore {rname}",
+    )
+    report = {
+        "restore_name": rname,
+        "backup_name": backup_name,
+        "dry_run": dry_run,
+        "policy": policy.value,
+        "counts": counts,
+        "left_out": plan.left_out,
+        "results": [r.to_dict() for r in results],
+        "volumes": [v.to_dict() for v in vol_results],
+        "seconds": round(seconds, 3),
+    }
+    if vol_results:
+        create_table_artifact(
+            key="resource-restore-volumes", table=volume_table(vol_results), description=f"volumes of {rname}"
+        )
+    failed = [r for r in results if r.result == "failed"] + [
+        ObjectResult(
+            f"volume {v.namespace}/{v.pvc}",
+            "PersistentVolumeClaim",
+            v.target_namespace,
+            v.pvc,
+            "failed",
+            v.reason,
+        )
+        for v in vol_results
+        if v.status == "failed"
+    ]
+    if failed and fail_on_error:
+        lines = "; ".join(f"{r.key}: {r.message}" for r in failed[:5])
+        raise RestoreFailed(
+            f"{len(failed)} of {len(results)} objects failed to restore "
+            f"({lines}{' …' if len(failed) > 5 else ''}). "
+            "Fix: see the restore report artifact, correct the cause and re-run "
+            "(existing objects are skipped)"
+        )
+    if failed:
+        log.warning("%d of %d objects failed; see the report", len(failed), len(results))
+    return report
