@@ -55,6 +55,7 @@ __all__ = [
     "carry_over_immutable",
     "decide_apply",
     "diff_objects",
+    "dry_run_diff",
     "is_custom_resource",
     "object_key",
     "parse_mapping",
@@ -952,6 +953,64 @@ def diff_objects(live: Mapping[str, Any], desired: Mapping[str, Any]) -> list[st
         lb = (b.get("metadata") or {}).get(key) or {}
         out.extend(f"- metadata.{key}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
     return out
+
+
+#: Metadata a server rewrites on every write: never a difference of a dry-run answer.
+_SERVER_META = ("resourceVersion", "generation", "managedFields", "creationTimestamp", "uid", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _full_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    o = dict(obj)
+    o.pop("status", None)
+    meta = dict(o.get("metadata") or {})
+    o["metadata"] = meta
+    for k in _SERVER_META:
+        meta.pop(k, None)
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
+    meta["labels"] = labels
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
+    return o
+
+
+def _diff_both(path: str, live: Any, after: Any, out: list[str]) -> None:
+    """Like :func:`_diff`, but fields only ``live`` has are removals (an update replaces them)."""
+    if isinstance(after, dict) and isinstance(live, dict):
+        for k in sorted(set(after) | set(live), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in live:
+                if after[k] not in (None, {}, [], ""):
+                    out.append(f"+ {sub}: {_fmt(after[k])}")
+            elif k not in after:
+                if live[k] not in (None, {}, [], ""):
+                    out.append(f"- {sub}: {_fmt(live[k])}")
+            else:
+                _diff_both(sub, live[k], after[k], out)
+        return
+    if isinstance(after, list) and isinstance(live, list) and len(after) == len(live):
+        for i, (lv, av) in enumerate(zip(live, after, strict=True)):
+            _diff_both(f"{path}[{i}]", lv, av, out)
+        return
+    if after != live:
+        out.append(f"~ {path}: {_fmt(live)} -> {_fmt(after)}")
+
+
+def dry_run_diff(live: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """What an update really changes: the live object against the server's ``dryRun=All`` answer
+    to the update, field by field in both directions (server defaults included; ``status``,
+    server-rewritten metadata and volatile labels ignored). Secret ``data``/``stringData`` are
+    reported per key without values.
+    """
+    a, b = _full_view(live), _full_view(after)
+    secret_lines: list[str] = []
+    if is_secret(live) or is_secret(after):
+        secret_lines = secret_diff(a, b)
+        for f in SECRET_FIELDS:
+            a.pop(f, None)
+            b.pop(f, None)
+    out: list[str] = []
+    _diff_both("", a, b, out)
+    return out + secret_lines
 
 
 def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from planning.resources import (
     ResourceType,
     activation_patch,
     decide_apply,
+    dry_run_diff,
     is_custom_resource,
     object_key,
 )
@@ -134,6 +135,7 @@ def apply_objects(
     parallelism: int = 8,
     on_progress: Callable[[int, str], None] | None = None,
     allowed_cluster_kinds: Collection[str] | None = None,
+    server_dry_run: bool = True,
 ) -> list[ObjectResult]:
     """Apply sanitised ``objects`` (already in restore order) and report each one.
 
@@ -155,6 +157,9 @@ def apply_objects(
         allowed_cluster_kinds: group kinds (``Namespace``, ``StorageClass.storage.k8s.io``) that
             may be written cluster-scoped; any other object the target serves cluster-scoped fails
             as refused. None = no restriction (a migration of a live, user-selected namespace).
+        server_dry_run: in a dry run, send each update to the server with ``dryRun=All`` and diff
+            the live object against its answer (defaults, validation and removed fields included);
+            False = the client-side diff only.
     """
     objects = list(objects)
     redactor = Redactor(objects)
@@ -207,8 +212,10 @@ def apply_objects(
         if rtype.namespaced and not ns:
             res.message = "namespaced object without a namespace in the backup"
             return None
-        if not rtype.namespaced and allowed_cluster_kinds is not None and (
-            rtype.group_kind not in allowed_cluster_kinds or ns
+        if (
+            not rtype.namespaced
+            and allowed_cluster_kinds is not None
+            and (rtype.group_kind not in allowed_cluster_kinds or ns)
         ):
             res.message = (
                 f"refused: {rtype.group_kind} is cluster-scoped in the target and was not selected "
@@ -243,6 +250,15 @@ def apply_objects(
             res.message = f"exists and differs in {len(decision.diff)} field(s); policy is skip"
         elif dry_run:
             res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
+            if decision.action is ApplyAction.UPDATE and server_dry_run:
+                would = rest.request(
+                    "PUT",
+                    resource_path(rtype, ns or None, name),
+                    query=[("dryRun", "All")],
+                    body=decision.body,
+                )
+                res.diff = dry_run_diff(live, would or {}) or res.diff
+                res.message = "diff from a server-side dry run of the update"
             if rtype.kind == "Namespace":
                 planned_ns.add(name)
             if rtype.kind == "CustomResourceDefinition":

@@ -258,3 +258,30 @@ def test_secret_diff_and_redaction_never_show_values() -> None:
     )
     # ConfigMaps are not secrets
     assert diff_objects({**CM, "data": {"k": "a"}}, CM) == ['~ data.k: "a" -> "v"']
+
+
+def test_dry_run_diff_reports_both_directions_without_secret_values() -> None:
+    from planning.resources import dry_run_diff
+
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "n", "resourceVersion": "7", "labels": {"a": "1"}},
+        "spec": {"replicas": 5, "minReadySeconds": 7},
+        "status": {"replicas": 5},
+    }
+    after = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "n", "resourceVersion": "8", "labels": {"a": "1", "b": "2"}},
+        "spec": {"replicas": 2},
+    }
+    assert dry_run_diff(live, after) == [
+        '+ metadata.labels.b: "2"',
+        "- spec.minReadySeconds: 7",
+        "~ spec.replicas: 5 -> 2",
+    ]
+    s_live = _obj("v1", "Secret", "s", "n", data={"k": _b64("old-value")})
+    s_live["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": '{"data": "x"}'}
+    s_after = _obj("v1", "Secret", "s", "n", data={"k": _b64("new-value")})
+    assert dry_run_diff(s_live, s_after) == [f"~ data.k: changed (value {REDACTED})"]

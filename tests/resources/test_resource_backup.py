@@ -131,7 +131,7 @@ def test_cms_backup_restore_into_dr_namespace(
     target_rest.request(
         "PATCH",
         "/apis/apps/v1/namespaces/cms-dr/deployments/wordpress",
-        body={"spec": {"replicas": 5}},
+        body={"spec": {"replicas": 5, "minReadySeconds": 7}},
         content_type="application/merge-patch+json",
     )
     skip = resource_restore(
@@ -157,7 +157,11 @@ def test_cms_backup_restore_into_dr_namespace(
     diffs = {r["key"]: r["diff"] for r in dry["results"] if r["result"] == "would-update"}
     assert diffs == {
         "ConfigMap cms-dr/wp-config": ['~ data.WORDPRESS_DB_HOST: "elsewhere" -> "wordpress-mysql"'],
-        "Deployment.apps cms-dr/wordpress": ["~ spec.replicas: 5 -> 2"],
+        # from a server-side dry run of the update: a field only the target has is reported too
+        "Deployment.apps cms-dr/wordpress": ["- spec.minReadySeconds: 7", "~ spec.replicas: 5 -> 2"],
+    }
+    assert {r["message"] for r in dry["results"] if r["result"] == "would-update"} == {
+        "diff from a server-side dry run of the update"
     }
     assert _get(target_rest, cm_path)["data"]["WORDPRESS_DB_HOST"] == "elsewhere"
     upd = resource_restore(
