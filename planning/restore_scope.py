@@ -129,13 +129,19 @@ def check_archive(
     try:
         sel = Selection.from_dict(manifest.selection)
         for ns in manifest.namespaces:
+            if not isinstance(ns, str) or ns == "*":
+                raise InputError("namespaces", f"{ns!r} is not a namespace name", "-")
             Selection.build(include_namespaces=[ns])
+        types: dict[tuple[str, str, str], ResourceType] = {}
+        for rt in manifest.resource_types:
+            t = ResourceType.from_dict(rt)
+            types[(t.group, t.version, t.plural)] = t
     except InputError as exc:
         raise _refuse(f"its manifest's selection is invalid ({exc.problem})") from None
-    types: dict[tuple[str, str, str], ResourceType] = {}
-    for rt in manifest.resource_types:
-        t = ResourceType.from_dict(rt)
-        types[(t.group, t.version, t.plural)] = t
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _refuse(
+            f"its manifest's selection or resource types are malformed ({type(exc).__name__})"
+        ) from None
     selector = sel.selector
     namespaces = set(manifest.namespaces)
     seen: Counter[str] = Counter()
@@ -183,6 +189,10 @@ def check_archive(
         )
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     for v in manifest.volumes:
+        if not isinstance(v, dict) or not all(
+            isinstance(v.get(k, 0), int) and not isinstance(v.get(k, 0), bool) for k in ("files", "bytes")
+        ):
+            raise _refuse(f"volume entry {str(v)[:100]} is malformed")
         ns, pvc = str(v.get("namespace", "")), str(v.get("pvc", ""))
         want = f"{base}{manifest.backup_name}/volumes/{ns}/{pvc}.tar.gz"
         if (ns, pvc) not in pvcs or v.get("key") != want:

@@ -285,3 +285,21 @@ def test_dry_run_diff_reports_both_directions_without_secret_values() -> None:
     s_live["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": '{"data": "x"}'}
     s_after = _obj("v1", "Secret", "s", "n", data={"k": _b64("new-value")})
     assert dry_run_diff(s_live, s_after) == [f"~ data.k: changed (value {REDACTED})"]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda m: m.selection.update(include_namespaces=[7]),
+        lambda m: m.namespaces.append("Bad_NS"),
+        lambda m: m.resource_types.append({"version": "v1", "kind": "X", "plural": "xs"}),
+        lambda m: m.volumes.append("not-a-dict"),
+        lambda m: m.volumes.append({"namespace": "cms", "pvc": "p", "key": "x", "files": "many"}),
+    ],
+)
+def test_check_archive_refuses_malformed_manifests(mutate: Any) -> None:
+    members = [_member(NS), _member(CM)]
+    m = _manifest(members)
+    mutate(m)
+    with pytest.raises(ArchiveRefused, match="backup_name"):
+        check_archive(m, members, prefix="resource-backups")
