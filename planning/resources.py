@@ -13,28 +13,39 @@ What lives here:
   Jobs of CronJobs, Endpoints/EndpointSlices of Services, ControllerRevisions) and what must not
   travel (service-account token secrets, events, ``kube-root-ca.crt``, the ``default``
   ServiceAccount the namespace controller creates, leases, nodes).
-* **Sanitising** (:func:`sanitize`): uid, resourceVersion, creationTimestamp, managedFields,
-  generation, status, ownerReferences, system finalizers and annotations
+* **Sanitising** (:func:`sanitize`, ``planning/sanitize.py``): uid, resourceVersion,
+  creationTimestamp, managedFields, generation, status, ownerReferences, system finalizers and annotations
   (``kubectl.kubernetes.io/last-applied-configuration``, ``pv.kubernetes.io/*``), Service
   clusterIP(s) and nodePorts (unless asked), PVC volume names, Job controller-uid selectors, pod
   node names and token volumes; namespace and storage-class mapping; provenance labels.
 * **Restore order as data** (:data:`RESTORE_ORDER`, :func:`restore_rank`).
-* **Existing-resource policy** (:func:`decide_apply`): ``skip`` | ``update``, with a per-object
-  diff (:func:`diff_objects`) for dry runs.
+* **Existing-resource policy** (:func:`decide_apply`, :func:`diff_objects`, :func:`dry_run_diff`):
+  in ``planning/apply_decision.py``, re-exported here.
 * **Zero-replica migration** (:func:`zero_replicas`, :func:`activation_replicas`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
-from planning.kube_redaction import SECRET_FIELDS, is_secret, secret_diff
+from planning.apply_decision import (
+    BACKUP_NAME_LABEL,
+    FLOW_RUN_LABEL,
+    MANAGED_BY_LABEL,
+    RESTORE_NAME_LABEL,
+    ApplyAction,
+    ApplyDecision,
+    ExistingPolicy,
+    carry_over_immutable,
+    decide_apply,
+    diff_objects,
+    dry_run_diff,
+)
+from planning.sanitize import SanitizeOptions, sanitize
 from stateferry.errors import InputError
 
 __all__ = [
@@ -50,6 +61,7 @@ __all__ = [
     "ExistingPolicy",
     "LabelSelector",
     "ResourceType",
+    "SanitizeOptions",
     "Selection",
     "activation_replicas",
     "carry_over_immutable",
@@ -67,10 +79,6 @@ __all__ = [
     "zero_replicas",
 ]
 
-BACKUP_NAME_LABEL = "stateferry.io/backup-name"
-RESTORE_NAME_LABEL = "stateferry.io/restore-name"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-FLOW_RUN_LABEL = "stateferry.io/flow-run-id"
 MIGRATION_REPLICAS_ANNOTATION = "stateferry.io/migration-replicas"
 
 #: Namespaces left out when no include list is given (the seed's ``--exclude-namespaces kube-system``).
@@ -642,434 +650,6 @@ def parse_mapping(value: Mapping[str, str] | str | None, field_name: str) -> dic
             field_name, f"several namespaces map to {', '.join(dupes)}", "map each to its own namespace"
         )
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# sanitising
-
-_STRIP_META = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "managedFields",
-    "generation",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "ownerReferences",
-    "generateName",
-)
-_STRIP_ANNOTATIONS = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    "deployment.kubernetes.io/revision",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "pv.kubernetes.io/bind-completed",
-    "pv.kubernetes.io/bound-by-controller",
-    "pv.kubernetes.io/provisioned-by",
-    "volume.beta.kubernetes.io/storage-provisioner",
-    "volume.kubernetes.io/storage-provisioner",
-    "volume.kubernetes.io/selected-node",
-    "batch.kubernetes.io/job-tracking",
-    "control-plane.alpha.kubernetes.io/leader",
-)
-_SYSTEM_FINALIZERS = (
-    "kubernetes.io/pvc-protection",
-    "kubernetes.io/pv-protection",
-    "foregroundDeletion",
-    "orphan",
-    "batch.kubernetes.io/job-tracking",
-    "customresourcecleanup.apiextensions.k8s.io",
-)
-_JOB_LABELS = (
-    "controller-uid",
-    "batch.kubernetes.io/controller-uid",
-    "job-name",
-    "batch.kubernetes.io/job-name",
-)
-
-
-@dataclass(frozen=True)
-class SanitizeOptions:
-    """How :func:`sanitize` rewrites an object for the target cluster.
-
-    Attributes:
-        namespace_mapping: source namespace -> target namespace.
-        storage_class_mapping: source storage class -> target storage class.
-        keep_node_ports: keep Service ``nodePort`` values (default: let the target allocate).
-        keep_volume_names: keep PVC ``spec.volumeName`` (only when the PVs travel too).
-        labels: labels added to every object (provenance, managed-by).
-    """
-
-    namespace_mapping: Mapping[str, str] = field(default_factory=dict)
-    storage_class_mapping: Mapping[str, str] = field(default_factory=dict)
-    keep_node_ports: bool = False
-    keep_volume_names: bool = False
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-def _map_ns(ns: str | None, mapping: Mapping[str, str]) -> str | None:
-    return mapping.get(ns, ns) if ns else ns
-
-
-def _map_sc(spec: dict[str, Any], mapping: Mapping[str, str]) -> None:
-    sc = spec.get("storageClassName")
-    if sc is not None and sc in mapping:
-        spec["storageClassName"] = mapping[sc]
-    elif sc is None and "" in mapping:  # "" = the source's default class
-        spec["storageClassName"] = mapping[""]
-
-
-def _strip_token_volumes(pod_spec: dict[str, Any]) -> None:
-    vols = pod_spec.get("volumes") or []
-    drop = {v.get("name") for v in vols if str(v.get("name", "")).startswith("kube-api-access-")}
-    if drop:
-        pod_spec["volumes"] = [v for v in vols if v.get("name") not in drop]
-        for c in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
-            c["volumeMounts"] = [m for m in c.get("volumeMounts") or [] if m.get("name") not in drop]
-
-
-def sanitize(obj: Mapping[str, Any], options: SanitizeOptions | None = None) -> dict[str, Any]:
-    """A copy of ``obj`` fit to create in another cluster.
-
-    Removes what the source server assigned (uid, resourceVersion, creationTimestamp, managedFields,
-    generation, status, ownerReferences, system finalizers and annotations), what the target must
-    allocate itself (Service clusterIP(s), nodePorts unless ``keep_node_ports``, PVC volumeName unless
-    ``keep_volume_names``, Job controller-uid selectors, pod nodeName and token volumes), maps
-    namespaces and storage classes, and adds ``options.labels``.
-    """
-    opts = options or SanitizeOptions()
-    o: dict[str, Any] = copy.deepcopy(dict(obj))
-    kind = o.get("kind", "")
-    o.pop("status", None)
-    meta = o.setdefault("metadata", {})
-    for k in _STRIP_META:
-        meta.pop(k, None)
-    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _STRIP_ANNOTATIONS}
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
-    fins = [f for f in meta.get("finalizers") or [] if f not in _SYSTEM_FINALIZERS]
-    if fins:
-        meta["finalizers"] = fins
-    else:
-        meta.pop("finalizers", None)
-    if meta.get("namespace"):
-        meta["namespace"] = _map_ns(meta["namespace"], opts.namespace_mapping)
-    labels = dict(meta.get("labels") or {})
-    labels.update(opts.labels)
-    spec = o.get("spec") if isinstance(o.get("spec"), dict) else None
-
-    if kind == "Namespace":
-        new = opts.namespace_mapping.get(meta.get("name", ""), meta.get("name", ""))
-        meta["name"] = new
-        if "kubernetes.io/metadata.name" in labels:
-            labels["kubernetes.io/metadata.name"] = new
-        o.pop("spec", None)  # spec.finalizers is set by the server
-    elif kind == "Service" and spec is not None:
-        if spec.get("clusterIP") not in ("None",):
-            spec.pop("clusterIP", None)
-            spec.pop("clusterIPs", None)
-        else:
-            spec["clusterIPs"] = ["None"]
-        spec.pop("healthCheckNodePort", None)
-        if not opts.keep_node_ports:
-            for p in spec.get("ports") or []:
-                p.pop("nodePort", None)
-    elif kind == "PersistentVolumeClaim" and spec is not None:
-        if not opts.keep_volume_names:
-            spec.pop("volumeName", None)
-        _map_sc(spec, opts.storage_class_mapping)
-    elif kind == "PersistentVolume" and spec is not None:
-        _map_sc(spec, opts.storage_class_mapping)
-        ref = spec.get("claimRef")
-        if ref:
-            spec["claimRef"] = {
-                k: v for k, v in ref.items() if k in ("apiVersion", "kind", "name", "namespace")
-            }
-            if ref.get("namespace"):
-                spec["claimRef"]["namespace"] = _map_ns(ref["namespace"], opts.namespace_mapping)
-    elif kind == "StatefulSet" and spec is not None:
-        for vct in spec.get("volumeClaimTemplates") or []:
-            vct.pop("status", None)
-            vmeta = vct.get("metadata") or {}
-            for k in ("creationTimestamp", "uid", "resourceVersion"):
-                vmeta.pop(k, None)
-            _map_sc(vct.setdefault("spec", {}), opts.storage_class_mapping)
-    elif kind == "Job" and spec is not None:
-        spec.pop("selector", None)
-        tmeta = (spec.get("template") or {}).get("metadata") or {}
-        tl = {k: v for k, v in (tmeta.get("labels") or {}).items() if k not in _JOB_LABELS}
-        if tl:
-            tmeta["labels"] = tl
-        else:
-            tmeta.pop("labels", None)
-        labels = {k: v for k, v in labels.items() if k not in _JOB_LABELS}
-    elif kind == "Pod" and spec is not None:
-        spec.pop("nodeName", None)
-        _strip_token_volumes(spec)
-    elif kind == "ServiceAccount":
-        secrets = [s for s in o.get("secrets") or [] if "-token-" not in str(s.get("name", ""))]
-        if secrets:
-            o["secrets"] = secrets
-        else:
-            o.pop("secrets", None)
-    elif kind in ("RoleBinding", "ClusterRoleBinding"):
-        for s in o.get("subjects") or []:
-            if s.get("namespace"):
-                s["namespace"] = _map_ns(s["namespace"], opts.namespace_mapping)
-    if labels:
-        meta["labels"] = labels
-    return o
-
-
-# --------------------------------------------------------------------------------------------------
-# existing-resource policy and diff
-
-
-class ExistingPolicy(StrEnum):
-    """What a restore does with an object that already exists in the target."""
-
-    SKIP = "skip"
-    UPDATE = "update"
-
-    @classmethod
-    def parse(
-        cls, value: str | ExistingPolicy, field_name: str = "existing_resource_policy"
-    ) -> ExistingPolicy:
-        """Validate a user-given policy."""
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise InputError(field_name, f"{value!r} is not a policy", "use `skip` or `update`") from None
-
-
-class ApplyAction(StrEnum):
-    """What the apply step does with one object."""
-
-    CREATE = "create"
-    UPDATE = "update"
-    UNCHANGED = "unchanged"
-    SKIP_EXISTING = "skip-existing"
-
-
-@dataclass(frozen=True)
-class ApplyDecision:
-    """The decision for one object.
-
-    Attributes:
-        action: create / update / unchanged / skip-existing.
-        diff: lines describing how the target differs from the backup (``path: target -> backup``).
-        body: what to send (for create: the sanitised object; for update: the replacement with the
-            fields the target owns carried over); None when nothing is sent.
-    """
-
-    action: ApplyAction
-    diff: tuple[str, ...] = ()
-    body: dict[str, Any] | None = None
-
-
-#: Labels that change on every restore and never count as a difference.
-_VOLATILE_LABELS = (RESTORE_NAME_LABEL, FLOW_RUN_LABEL)
-
-
-def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A shallow view of ``obj`` without server-assigned and volatile fields (nested values shared)."""
-    o = dict(obj)
-    o.pop("status", None)
-    meta = dict(o.get("metadata") or {})
-    o["metadata"] = meta
-    for k in _STRIP_META:
-        meta.pop(k, None)
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
-    if labels:
-        meta["labels"] = labels
-    else:
-        meta.pop("labels", None)
-    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _STRIP_ANNOTATIONS}
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
-    meta.pop("finalizers", None)
-    return o
-
-
-def _fmt(v: Any) -> str:
-    s = json.dumps(v, sort_keys=True, default=str)
-    return s if len(s) <= 120 else s[:117] + "..."
-
-
-def _diff(path: str, live: Any, want: Any, out: list[str]) -> None:
-    """Compare ``want`` (the backup) against ``live`` (the target), only on fields ``want`` sets.
-
-    Fields the server defaults (present only in ``live``) are not differences; lists are compared
-    element by element when their lengths agree.
-    """
-    if isinstance(want, dict) and isinstance(live, dict):
-        for k in sorted(want):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in live:
-                if want[k] not in (None, {}, [], ""):
-                    out.append(f"+ {sub}: {_fmt(want[k])}")
-                continue
-            _diff(sub, live[k], want[k], out)
-        return
-    if isinstance(want, list) and isinstance(live, list) and len(want) == len(live):
-        for i, (lv, wv) in enumerate(zip(live, want, strict=True)):
-            _diff(f"{path}[{i}]", lv, wv, out)
-        return
-    if want != live:
-        out.append(f"~ {path}: {_fmt(live)} -> {_fmt(want)}")
-
-
-def diff_objects(live: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
-    """Per-field differences between the live target object and the desired (sanitised) one.
-
-    Server-assigned and volatile fields are ignored; data keys present only in the live object of a
-    ConfigMap/Secret are reported as removals. A Secret's ``data``/``stringData`` are compared key
-    by key and reported without their values (:func:`planning.kube_redaction.secret_diff`).
-
-    Returns:
-        Lines ``~ path: live -> desired``, ``+ path: desired`` and ``- path: live``; empty if equal.
-    """
-    a, b = _comparable(live), _comparable(desired)
-    out: list[str] = []
-    secret_lines: list[str] = []
-    if is_secret(live) or is_secret(desired):  # key-level only: never a Secret value
-        secret_lines = secret_diff(a, b)
-        for f in SECRET_FIELDS:
-            a.pop(f, None)
-            b.pop(f, None)
-    _diff("", a, b, out)
-    out.extend(secret_lines)
-    for top in ("data", "stringData", "binaryData"):
-        la, lb = a.get(top) or {}, b.get(top) or {}
-        if isinstance(la, dict) and isinstance(lb, dict) and top in b:
-            out.extend(f"- {top}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
-    for key in ("labels", "annotations"):
-        la = (a.get("metadata") or {}).get(key) or {}
-        lb = (b.get("metadata") or {}).get(key) or {}
-        out.extend(f"- metadata.{key}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
-    return out
-
-
-#: Metadata a server rewrites on every write: never a difference of a dry-run answer.
-_SERVER_META = ("resourceVersion", "generation", "managedFields", "creationTimestamp", "uid", "selfLink")
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-
-
-def _full_view(obj: Mapping[str, Any]) -> dict[str, Any]:
-    o = dict(obj)
-    o.pop("status", None)
-    meta = dict(o.get("metadata") or {})
-    o["metadata"] = meta
-    for k in _SERVER_META:
-        meta.pop(k, None)
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
-    meta["labels"] = labels
-    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
-    return o
-
-
-def _diff_both(path: str, live: Any, after: Any, out: list[str]) -> None:
-    """Like :func:`_diff`, but fields only ``live`` has are removals (an update replaces them)."""
-    if isinstance(after, dict) and isinstance(live, dict):
-        for k in sorted(set(after) | set(live), key=str):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in live:
-                if after[k] not in (None, {}, [], ""):
-                    out.append(f"+ {sub}: {_fmt(after[k])}")
-            elif k not in after:
-                if live[k] not in (None, {}, [], ""):
-                    out.append(f"- {sub}: {_fmt(live[k])}")
-            else:
-                _diff_both(sub, live[k], after[k], out)
-        return
-    if isinstance(after, list) and isinstance(live, list) and len(after) == len(live):
-        for i, (lv, av) in enumerate(zip(live, after, strict=True)):
-            _diff_both(f"{path}[{i}]", lv, av, out)
-        return
-    if after != live:
-        out.append(f"~ {path}: {_fmt(live)} -> {_fmt(after)}")
-
-
-def dry_run_diff(live: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """What an update really changes: the live object against the server's ``dryRun=All`` answer
-    to the update, field by field in both directions (server defaults included; ``status``,
-    server-rewritten metadata and volatile labels ignored). Secret ``data``/``stringData`` are
-    reported per key without values.
-    """
-    a, b = _full_view(live), _full_view(after)
-    secret_lines: list[str] = []
-    if is_secret(live) or is_secret(after):
-        secret_lines = secret_diff(a, b)
-        for f in SECRET_FIELDS:
-            a.pop(f, None)
-            b.pop(f, None)
-    out: list[str] = []
-    _diff_both("", a, b, out)
-    return out + secret_lines
-
-
-def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
-    """The replacement body for an update: ``desired`` plus what the target owns and must keep.
-
-    Keeps the live ``resourceVersion`` (optimistic concurrency), Service clusterIP(s) and allocated
-    nodePorts, the bound PVC spec (only ``resources.requests`` may change), the PV's claimRef,
-    a Job's selector and controller labels, a pod's node, and ``spec`` of a Namespace.
-    """
-    body: dict[str, Any] = copy.deepcopy(dict(desired))
-    lmeta = live.get("metadata") or {}
-    meta = body.setdefault("metadata", {})
-    if lmeta.get("resourceVersion"):
-        meta["resourceVersion"] = lmeta["resourceVersion"]
-    kind = body.get("kind")
-    lspec = live.get("spec") or {}
-    spec = body.get("spec")
-    if kind == "Service" and isinstance(spec, dict):
-        for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-            if k in lspec:
-                spec[k] = copy.deepcopy(lspec[k])
-        live_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in lspec.get("ports") or []}
-        for p in spec.get("ports") or []:
-            lp = live_ports.get((p.get("port"), p.get("protocol", "TCP")))
-            if lp and "nodePort" in lp and "nodePort" not in p:
-                p["nodePort"] = lp["nodePort"]
-    elif kind == "PersistentVolumeClaim":
-        new_spec = copy.deepcopy(lspec)
-        req = ((spec or {}).get("resources") or {}).get("requests")
-        if req:
-            new_spec.setdefault("resources", {})["requests"] = req
-        body["spec"] = new_spec
-    elif kind == "Job" and isinstance(spec, dict):
-        body["spec"] = copy.deepcopy(lspec)
-    elif kind == "Namespace":
-        body.pop("spec", None)
-    elif kind == "Pod" and isinstance(spec, dict):
-        body["spec"] = copy.deepcopy(lspec)
-    return body
-
-
-def decide_apply(
-    desired: Mapping[str, Any], live: Mapping[str, Any] | None, policy: ExistingPolicy
-) -> ApplyDecision:
-    """Decide what to do with ``desired`` given the target's ``live`` object (None = absent).
-
-    * absent -> ``create``;
-    * present and equal on every field the backup sets -> ``unchanged``;
-    * present and different: ``skip`` policy -> ``skip-existing`` (with the diff, so dry runs and
-      reports show what was left alone); ``update`` -> ``update`` with the replacement body.
-    """
-    if live is None:
-        return ApplyDecision(ApplyAction.CREATE, (), dict(desired))
-    diff = tuple(diff_objects(live, desired))
-    if not diff:
-        return ApplyDecision(ApplyAction.UNCHANGED)
-    if policy is ExistingPolicy.SKIP:
-        return ApplyDecision(ApplyAction.SKIP_EXISTING, diff)
-    return ApplyDecision(ApplyAction.UPDATE, diff, carry_over_immutable(desired, live))
 
 
 # --------------------------------------------------------------------------------------------------
