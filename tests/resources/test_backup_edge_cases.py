@@ -268,3 +268,61 @@ def test_whole_cluster_backup_like_the_seed(
     skipped = " ".join(manifest["skipped"])
     assert "ConfigMap: the target cluster publishes its own CA bundle" in skipped
     assert "Service: the API server's own Service exists in every cluster" in skipped
+
+
+def test_update_waits_for_approval_and_a_rejection_changes_nothing(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    source_rest: KubeRest,
+    target_rest: KubeRest,
+) -> None:
+    import threading
+
+    from prefect.flow_runs import resume_flow_run
+
+    from devservers.prefect_runs import find_flow_run, wait_for_approval_form
+    from tasks.approvals import ApprovalRejected
+
+    source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "ap"}})
+    source_rest.request(
+        "POST",
+        "/api/v1/namespaces/ap/configmaps",
+        body={"metadata": {"name": "cfg"}, "data": {"k": "backup"}},
+    )
+    resource_backup(
+        source=source_kube,
+        object_store=object_store_a,
+        bucket=bucket,
+        backup_name="ap-1",
+        include_namespaces=["ap"],
+    )
+    restore = {"target": target_kube, "object_store": object_store_a, "bucket": bucket, "backup_name": "ap-1"}
+    assert resource_restore(**restore)["counts"] == {"created": 2}  # new objects, policy skip: no pause
+    cm = "/api/v1/namespaces/ap/configmaps/cfg"
+    target_rest.request(
+        "PATCH", cm, body={"data": {"k": "live"}}, content_type="application/merge-patch+json"
+    )
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["report"] = resource_restore(
+                **restore, existing_resource_policy="update", restore_name="ap-upd"
+            )
+        except BaseException as exc:
+            out["error"] = exc
+
+    th = threading.Thread(target=run)
+    th.start()
+    try:
+        run_id = find_flow_run("resource_restore", timeout=90, parameters={"restore_name": "ap-upd"})
+        wait_for_approval_form(run_id, 90)
+        assert target_rest.request("GET", cm)["data"] == {"k": "live"}
+        resume_flow_run(run_id, run_input={"approved": False, "comment": "not now"})
+    finally:
+        th.join(120)
+    assert isinstance(out.get("error"), ApprovalRejected), out
+    assert target_rest.request("GET", cm)["data"] == {"k": "live"}
