@@ -455,9 +455,7 @@ def read_archive(
     except StateferryError:
         raise
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise ArchiveError(
-            f"{where}: not a readable gzip tarball ({exc}); the archive is corrupt"
-        ) from None
+        raise ArchiveError(f"{where}: not a readable gzip tarball ({exc}); the archive is corrupt") from None
 
 
 def read_tarball(path: Path, **caps: Any) -> Iterator[dict[str, Any]]:
