@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -145,6 +146,31 @@ def mount_order(mounts: list[Mount]) -> list[Mount]:
     return sorted(mounts, key=lambda m: (hides(m), m.target.count("/") if hides(m) else 0))
 
 
+def _python_for_everyone(pod_dir: Path) -> list[str]:
+    """Setup lines that let a non-root container run the project's Python.
+
+    The stand-in for the project image is the host's interpreter, which may live in a directory
+    only root can enter (``/root/.pyenv``). A real image's Python is usable by its user, so in the
+    pod's own mount namespace that directory becomes a tmpfs (0755) holding only the interpreter's
+    tree.
+    """
+    target = Path(sys.executable).resolve()
+    for parent in reversed(target.parents):
+        if parent == Path("/") or parent.stat().st_mode & 0o001:
+            continue
+        child = target.parents[len(target.parents) - len(parent.parts) - 1]
+        stash = shlex.quote(str(pod_dir / ".python-stash"))
+        q = shlex.quote
+        return [
+            f"mkdir -p {stash}",
+            f"mount --bind {q(str(child))} {stash}",
+            f"mount -t tmpfs -o mode=0755,size=1m sandbox-python-home {q(str(parent))}",
+            f"mkdir -p {q(str(child))}",
+            f"mount --bind {stash} {q(str(child))}",
+        ]
+    return []
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -266,6 +292,8 @@ class PodRuntime:
         lines.append("done")
         for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
             lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
+        if any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers):
+            lines += _python_for_everyone(p.pod_dir)
         for m in mount_order(p.mounts):
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:

@@ -234,6 +234,7 @@ def volume_sources(pod: Obj, getter: Getter, pod_dir: Path, node_ip: str) -> dic
             _fs_group(pod, Path(path), out[name][1])
         elif vol.get("emptyDir") is not None:
             vdir.mkdir(parents=True, exist_ok=True)
+            vdir.chmod(0o777)  # as the kubelet's emptyDir plugin leaves it
             out[name] = (str(vdir), False)
             _fs_group(pod, vdir, False)
         elif vol.get("hostPath") is not None:
