@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 from uuid import UUID
@@ -30,7 +31,12 @@ def test_migration_parked_then_activated(
 ) -> None:
     create_all(source_rest, cms_objects("shop"))
     files = {"db.sql": b"INSERT INTO t VALUES (1);\n" * 100, "sub/dir/x.bin": b"\x00\xff" * 333}
-    write_tree(pv_dir(source_rest, "shop", "mysql-pv-claim"), files)
+    src_root = pv_dir(source_rest, "shop", "mysql-pv-claim")
+    write_tree(src_root, files)
+    os.chown(src_root / "sub", 999, 999)
+    os.chmod(src_root / "sub", 0o700)
+    os.link(src_root / "db.sql", src_root / "db.sql.hardlink")
+    (src_root / "latest").symlink_to("db.sql")
 
     target_rest.request(
         "POST",
@@ -56,7 +62,12 @@ def test_migration_parked_then_activated(
         "mysql-pv-claim": "migrated successfully",
         "wp-pv-claim": "migrated successfully",
     }
-    assert read_tree(pv_dir(target_rest, "shop", "mysql-pv-claim")) == files
+    dst_root = pv_dir(target_rest, "shop", "mysql-pv-claim")
+    assert read_tree(dst_root) == {**files, "db.sql.hardlink": files["db.sql"], "latest": files["db.sql"]}
+    st = os.stat(dst_root / "sub")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (999, 999, 0o700)
+    assert os.stat(dst_root / "db.sql").st_ino == os.stat(dst_root / "db.sql.hardlink").st_ino
+    assert os.readlink(dst_root / "latest") == "db.sql"
     claim = target_rest.request("GET", "/api/v1/namespaces/shop/persistentvolumeclaims/mysql-pv-claim")
     assert claim["spec"]["storageClassName"] == "fast"
     dep = target_rest.request("GET", "/apis/apps/v1/namespaces/shop/deployments/wordpress")
@@ -140,3 +151,41 @@ def test_migration_waits_for_approval_then_activates(
         target_rest.request("GET", "/apis/apps/v1/namespaces/tiny-dr/deployments/api")["spec"]["replicas"]
         == 3
     )
+
+
+def test_mover_without_root_fails_like_on_a_real_cluster(
+    prefect_server: Any, object_store_a: Any, bucket: str, source_kube: KubeCluster, source_rest: KubeRest
+) -> None:
+    """A MySQL-like data directory (owner 999, 0700): the first version's mover (image user 10001,
+    no securityContext) cannot read it in the sandbox either; the default mover (root with
+    DAC_READ_SEARCH only, claim read-only) can."""
+    import os
+
+    from tasks.volume_mover import pack_volumes
+
+    ns = "perm-check"
+    source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    source_rest.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
+        body={
+            "metadata": {"name": "db"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    root = pv_dir(source_rest, ns, "db")
+    (root / "mysql" / "shop").mkdir(parents=True)
+    (root / "mysql" / "shop" / "t.ibd").write_bytes(b"rows")
+    for p in (root / "mysql", root / "mysql" / "shop", root / "mysql" / "shop" / "t.ibd"):
+        os.chown(p, 999, 999)
+        os.chmod(p, 0o700 if p.is_dir() else 0o600)
+    claims = [(ns, "db")]
+    legacy = pack_volumes(
+        source_kube, "source", object_store_a, bucket, "p", "perm", claims, "run-perm-1", security="image"
+    )
+    assert legacy[0].status == "failed"
+    assert "cannot read /stateferry-volume/mysql: Permission denied" in legacy[0].reason
+    assert "uid 10001" in legacy[0].reason and "run the mover as root" in legacy[0].reason
+    ok = pack_volumes(source_kube, "source", object_store_a, bucket, "p", "perm", claims, "run-perm-2")
+    assert ok[0].status == "packed" and ok[0].files == 1, ok[0].reason
+    assert os.stat(root / "mysql").st_uid == 999  # the source was only read
