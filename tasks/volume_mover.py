@@ -262,6 +262,7 @@ def pack_volumes(
     level: int = 0,
     security: str = "root",
     previous: list[VolumeResult] | None = None,
+    live: bool = False,
 ) -> list[VolumeResult]:
     """Run one pack Job per claim in the source cluster; return each volume's checksum record.
 
@@ -270,6 +271,9 @@ def pack_volumes(
         security: ``root`` (capabilities DAC_READ_SEARCH only, claim mounted read-only),
             ``workload`` (the runAsUser/runAsGroup/fsGroup of the pod using the claim) or
             ``image`` (no securityContext: the image's unprivileged user).
+        previous: level N-1's records (a delta applies over what the target then held).
+        live: the application still writes (a bulk pass before quiesce): the target's copy is
+            not compared with the moving source; the delta after quiesce is.
     """
     log = get_run_logger()
     mode = MoverSecurity.parse(security, "mover_security")
@@ -280,8 +284,11 @@ def pack_volumes(
     for ns, pvc in claims:
         key = volume_key(prefix, name, ns, pvc)
         vr = VolumeResult(ns, pvc, key, level=level)
-        if level:
-            vr.previous_sha256 = before[(ns, pvc)].source_sha256 if (ns, pvc) in before else ""
+        if level and (ns, pvc) in before:
+            prev = before[(ns, pvc)]
+            vr.previous_sha256 = prev.target_sha256 or prev.source_sha256
+        if live:
+            vr.extra["live"] = True
         out.append(vr)
         t0 = time.monotonic()
         placement = pod_placement(_claim_users(rest, ns, pvc))
@@ -362,7 +369,10 @@ def fill_volumes(
             f"{_level_key(v.key, v.level)}.fill-{cluster_name}-{v.target_namespace}-{run_id[:8]}.json"
         )
         args = ["unpack", "--dir", MOUNT, "--bucket", bucket, "--key", v.key, "--level", str(v.level)]
-        args += ["--expect-sha256", v.source_sha256, "--result-key", result_key]
+        live = bool(v.extra.get("live"))
+        if not live:
+            args += ["--expect-sha256", v.source_sha256]
+        args += ["--result-key", result_key]
         if v.level:
             args += ["--expect-before", v.previous_sha256]
         placement = pod_placement(_claim_users(rest, v.target_namespace, v.target_pvc))
@@ -388,7 +398,10 @@ def fill_volumes(
             ok, msg = _run_job(rest, body, store, timeout)
             rec = get_json(store, bucket, result_key) or {}
             v.target_sha256 = str(rec.get("sha256_tree", ""))
-            if ok and rec.get("ok") and v.target_sha256 == v.source_sha256:
+            if ok and rec.get("ok") and live:
+                v.status = "migrated successfully"
+                v.reason = "bulk copy of the running application; the delta after quiesce is verified"
+            elif ok and rec.get("ok") and v.target_sha256 == v.source_sha256:
                 v.status = "migrated successfully"
                 v.reason = "" if rec.get("status") != "already-present" else "data already present"
             else:

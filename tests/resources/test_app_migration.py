@@ -189,3 +189,143 @@ def test_mover_without_root_fails_like_on_a_real_cluster(
     ok = pack_volumes(source_kube, "source", object_store_a, bucket, "p", "perm", claims, "run-perm-2")
     assert ok[0].status == "packed" and ok[0].files == 1, ok[0].reason
     assert os.stat(root / "mysql").st_uid == 999  # the source was only read
+
+
+WRITER = """
+import os, signal, time
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+fd = os.open('/data/rows.log', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+n = sum(1 for _ in open('/data/rows.log'))
+while not stop:
+    n += 1
+    os.write(fd, f'row {n}\\n'.encode())
+    os.fsync(fd)  # acknowledged
+    time.sleep(0.02)
+"""
+
+
+def test_quiesce_bulk_copy_stop_delta_then_rollback(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    source_rest: KubeRest,
+    target_rest: KubeRest,
+) -> None:
+    """A writer appends fsync'ed rows while the bulk copy runs; after the stop, the delta brings
+    every acknowledged row; the source keeps its counts and comes back with ``reactivate``."""
+    import time
+
+    from flows.app_migration import reactivate
+    from planning.app_migration import SOURCE_REPLICAS_ANNOTATION
+    from tasks.archive_store import get_json
+
+    ns = "quiesce"
+    labels = {"app": "writer"}
+    create_all(
+        source_rest,
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data", "namespace": ns},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "writer", "namespace": ns},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "securityContext": {"fsGroup": 10001},  # the image's user writes via its group
+                            "terminationGracePeriodSeconds": 5,
+                            "containers": [
+                                {
+                                    "name": "w",
+                                    "image": "stateferry/app:dev",
+                                    "command": ["python", "-c", WRITER],
+                                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                                }
+                            ],
+                            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+                        },
+                    },
+                },
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "report", "namespace": ns},
+                "spec": {
+                    "schedule": "*/30 * * * *",
+                    "jobTemplate": {
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [{"name": "r", "image": "busybox"}],
+                                }
+                            }
+                        }
+                    },
+                },
+            },
+        ],
+    )
+    src_root = pv_dir(source_rest, ns, "data")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        (src_root / "rows.log").exists() and (src_root / "rows.log").read_bytes().count(b"\n") > 20
+    ):
+        time.sleep(0.2)
+    report = app_migration(
+        source=source_kube,
+        target=target_kube,
+        namespaces=[ns],
+        object_store=object_store_a,
+        bucket=bucket,
+        migration_name="quiesce-move",
+        start_applications=False,
+        quiesce="scale",
+        auto_approve=True,
+    )
+    vols = report["volumes"]
+    assert len(vols) == 1, [(v["level"], v["status"], v["reason"]) for v in vols]
+    [vol] = vols
+    assert (vol["level"], vol["status"]) == (1, "migrated successfully"), vol
+    bulk = get_json(object_store_a, bucket, vol["key"] + ".result.json")
+    final = (src_root / "rows.log").read_bytes()
+    assert bulk["bytes"] < len(final)  # rows written after the bulk copy came with the delta
+    assert (pv_dir(target_rest, ns, "data") / "rows.log").read_bytes() == final  # every acknowledged row
+    lines = final.decode().splitlines()
+    assert lines == [f"row {i}" for i in range(1, len(lines) + 1)]
+    src_dep = source_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/writer")
+    assert src_dep["spec"]["replicas"] == 0
+    assert src_dep["metadata"]["annotations"][SOURCE_REPLICAS_ANNOTATION] == "1"
+    assert (
+        source_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/report")["spec"]["suspend"]
+        is True
+    )
+    dst_dep = target_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/writer")
+    assert dst_dep["spec"]["replicas"] == 0  # parked until activation
+
+    # rollback before activation: the source gets back exactly what it had
+    out = reactivate(cluster=source_kube, namespaces=[ns])
+    assert sorted((r["kind"], r["result"]) for r in out["results"]) == [
+        ("CronJob", "updated"),
+        ("Deployment", "updated"),
+    ]
+    src_dep = source_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/writer")
+    assert src_dep["spec"]["replicas"] == 1
+    assert SOURCE_REPLICAS_ANNOTATION not in (src_dep["metadata"].get("annotations") or {})
+    assert (
+        source_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/report")["spec"]["suspend"]
+        is False
+    )
