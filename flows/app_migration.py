@@ -32,7 +32,7 @@ from flows.resource_backup import (
     transform_objects,
     volume_table,
 )
-from planning.app_migration import parse_quiesce
+from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
 from planning.resources import (
     BACKUP_NAME_LABEL,
@@ -44,7 +44,12 @@ from planning.resources import (
     parse_mapping,
 )
 from stateferry.errors import InputError, PermanentError
-from tasks.app_cutover import deactivate_workloads, reactivate_workloads, wait_claims_released
+from tasks.app_cutover import (
+    activate_cronjobs,
+    deactivate_workloads,
+    reactivate_workloads,
+    wait_claims_released,
+)
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
@@ -188,11 +193,12 @@ def app_migration(
         MANAGED_BY_LABEL: "stateferry",
         FLOW_RUN_LABEL: _run_id(),
     }
+    park = not start_applications or two_phase
     desired = transform_objects(
-        objects,
+        prepare_for_target(objects, park),
         namespace_mapping=ns_map,
         storage_class_mapping=sc_map,
-        keep_node_ports=False,
+        keep_node_ports=True,  # only the user-set ones are left (prepare_for_target)
         labels=labels,
         park_workloads=not start_applications or two_phase,
     )
@@ -227,6 +233,7 @@ def app_migration(
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
             activate_workloads(KubeRest(dst.api_client(), "target"), targets)
+            activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
             parked = set()
     rows = _status_rows(results, parked)
     create_table_artifact(
@@ -254,6 +261,7 @@ def app_migration(
             auto_approve=auto_approve,
         )
         activation = [r.to_dict() for r in activate_workloads(KubeRest(dst.api_client(), "target"), targets)]
+        activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
     seconds = time.monotonic() - t0
     apps_state = (
         "started"
@@ -387,19 +395,21 @@ def reactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, A
 @flow(name="activate", log_prints=True)
 def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
     """Scale the Deployments/StatefulSets a migration parked at 0 replicas back to their recorded
-    counts (``stateferry.io/migration-replicas``) and remove the annotation.
+    counts (``stateferry.io/migration-replicas``) and resume its parked CronJobs
+    (``stateferry.io/migration-suspend``), removing the annotations.
 
     Args:
         target: the cluster the migration went to.
         namespaces: target namespaces to activate.
 
     Returns:
-        ``{"results": [...], "counts": {...}}`` per workload.
+        ``{"results": [...], "counts": {...}, "cronjobs": [...]}`` per workload and CronJob.
     """
     dst = load_block(KubeCluster, target, "target")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the target namespaces to activate")
     results = activate_workloads(KubeRest(dst.api_client(), "target"), namespaces)
+    cronjobs = activate_cronjobs(KubeRest(dst.api_client(), "target"), namespaces)
     create_table_artifact(
         key="activation",
         table=[{"workload": r.key, "result": r.result, "message": r.message} for r in results],
@@ -408,4 +418,13 @@ def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]
     failed = [r for r in results if r.result == "failed"]
     if failed:
         raise MigrationFailed("; ".join(f"{r.key}: {r.message}" for r in failed))
-    return {"results": [r.to_dict() for r in results], "counts": summarize_results(results)}
+    failed_cj = [r for r in cronjobs if r["result"] == "failed"]
+    if failed_cj:
+        raise MigrationFailed(
+            "; ".join(f"CronJob {r['namespace']}/{r['name']}: {r['message']}" for r in failed_cj)
+        )
+    return {
+        "results": [r.to_dict() for r in results],
+        "counts": summarize_results(results),
+        "cronjobs": cronjobs,
+    }

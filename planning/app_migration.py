@@ -78,3 +78,91 @@ def reactivation_patch(obj: dict[str, Any]) -> dict[str, Any] | None:
         suspend = str(ann[SOURCE_SUSPEND_ANNOTATION]).lower() == "true"
         return {"spec": {"suspend": suspend}, "metadata": {"annotations": {SOURCE_SUSPEND_ANNOTATION: None}}}
     return None
+
+
+# ---- Stork parity of the objects sent to the target -------------------------------------------
+
+MIGRATION_SUSPEND_ANNOTATION = "stateferry.io/migration-suspend"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _port_key(p: dict[str, Any]) -> tuple[int, str]:
+    return int(p.get("port") or 0), str(p.get("protocol") or "TCP")
+
+
+def user_set_node_ports(svc: dict[str, Any]) -> set[tuple[int, str]]:
+    """``(port, protocol)`` of the Service ports whose nodePort a user wrote (in the
+    last-applied configuration or owned by a manager in managedFields), not the server."""
+    import json
+
+    out: set[tuple[int, str]] = set()
+    raw = _ann(svc).get(LAST_APPLIED)
+    if raw:
+        try:
+            applied = json.loads(raw)
+            for p in (applied.get("spec") or {}).get("ports") or []:
+                if isinstance(p, dict) and p.get("nodePort"):
+                    out.add(_port_key(p))
+        except (ValueError, AttributeError):
+            pass
+    for entry in (svc.get("metadata") or {}).get("managedFields") or []:
+        ports = (((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:ports")) or {}
+        for key, fields in ports.items():
+            if not key.startswith("k:") or not isinstance(fields, dict) or "f:nodePort" not in fields:
+                continue
+            try:
+                k = json.loads(key[2:])
+            except ValueError:
+                continue
+            out.add(_port_key(k))
+    return out
+
+
+def prepare_service(svc: dict[str, Any]) -> dict[str, Any]:
+    """A Service for another cluster: no ``loadBalancerIP``/``loadBalancerClass`` (the target's load
+    balancers differ, as Stork does), nodePorts only where a user set them (as Velero does)."""
+    import copy
+
+    out = copy.deepcopy(svc)
+    spec = out.get("spec") or {}
+    spec.pop("loadBalancerIP", None)
+    spec.pop("loadBalancerClass", None)
+    keep = user_set_node_ports(svc)
+    for p in spec.get("ports") or []:
+        if _port_key(p) not in keep:
+            p.pop("nodePort", None)
+    return out
+
+
+def park_cronjob(obj: dict[str, Any]) -> dict[str, Any]:
+    """A CronJob that arrives suspended, its own ``suspend`` kept in ``stateferry.io/migration-suspend``."""
+    import copy
+
+    out = copy.deepcopy(obj)
+    meta = out.setdefault("metadata", {})
+    ann = meta.setdefault("annotations", {})
+    spec = out.setdefault("spec", {})
+    ann.setdefault(MIGRATION_SUSPEND_ANNOTATION, "true" if spec.get("suspend") else "false")
+    spec["suspend"] = True
+    return out
+
+
+def cronjob_activation_patch(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Merge patch that un-parks a CronJob parked by :func:`park_cronjob`, or None."""
+    ann = _ann(obj)
+    if obj.get("kind") != "CronJob" or MIGRATION_SUSPEND_ANNOTATION not in ann:
+        return None
+    suspend = str(ann[MIGRATION_SUSPEND_ANNOTATION]).lower() == "true"
+    return {"spec": {"suspend": suspend}, "metadata": {"annotations": {MIGRATION_SUSPEND_ANNOTATION: None}}}
+
+
+def prepare_for_target(objects: list[dict[str, Any]], park: bool) -> list[dict[str, Any]]:
+    """Services sanitised for another cluster; CronJobs parked when workloads are."""
+    out = []
+    for o in objects:
+        if o.get("kind") == "Service":
+            o = prepare_service(o)
+        elif o.get("kind") == "CronJob" and park:
+            o = park_cronjob(o)
+        out.append(o)
+    return out

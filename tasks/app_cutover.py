@@ -14,7 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.app_migration import deactivation_patch, reactivation_patch
+from planning.app_migration import cronjob_activation_patch, deactivation_patch, reactivation_patch
 from stateferry.errors import PermanentError, StateferryError
 from tasks.kube_export import KubeRest
 
@@ -64,6 +64,12 @@ def deactivate_workloads(rest: KubeRest, namespaces: list[str]) -> list[dict[str
 def reactivate_workloads(rest: KubeRest, namespaces: list[str]) -> list[dict[str, Any]]:
     """Restore the replica counts and CronJob suspension recorded by :func:`deactivate_workloads`."""
     return _apply(rest, namespaces, reactivation_patch)
+
+
+@task(cache_policy=NO_CACHE)
+def activate_cronjobs(rest: KubeRest, namespaces: list[str]) -> list[dict[str, Any]]:
+    """Resume the CronJobs a migration parked (``stateferry.io/migration-suspend``)."""
+    return [r for r in _apply(rest, namespaces, cronjob_activation_patch) if r["kind"] == "CronJob"]
 
 
 @task(cache_policy=NO_CACHE)

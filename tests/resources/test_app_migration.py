@@ -329,3 +329,134 @@ def test_quiesce_bulk_copy_stop_delta_then_rollback(
         source_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/report")["spec"]["suspend"]
         is False
     )
+
+
+def test_park_cronjobs_services_deactivate_and_failback(
+    prefect_server: Any,
+    object_store_a: Any,
+    bucket: str,
+    source_kube: KubeCluster,
+    target_kube: KubeCluster,
+    source_rest: KubeRest,
+    target_rest: KubeRest,
+) -> None:
+    """Parked: CronJobs arrive suspended and resume at activation; the LoadBalancer's IP/class are
+    dropped and only the user's nodePort kept; deactivate the source, then fail back."""
+    import json
+
+    from flows.app_migration import deactivate, reactivate
+    from planning.app_migration import MIGRATION_SUSPEND_ANNOTATION
+
+    ns = "parked"
+    applied = {"spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "nodePort": 30480}]}}
+    create_all(
+        source_rest,
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "api", "namespace": ns},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{"name": "api", "image": "nginx:1.25"}]},
+                    },
+                },
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "nightly", "namespace": ns},
+                "spec": {
+                    "schedule": "0 3 * * *",
+                    "jobTemplate": {
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [{"name": "r", "image": "busybox"}],
+                                }
+                            }
+                        }
+                    },
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "api",
+                    "namespace": ns,
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(applied)},
+                },
+                "spec": {
+                    "type": "LoadBalancer",
+                    "loadBalancerIP": "127.31.200.77",
+                    "selector": {"app": "api"},
+                    "ports": [
+                        {"name": "http", "port": 80, "nodePort": 30480},
+                        {"name": "admin", "port": 8080},
+                    ],
+                },
+            },
+        ],
+    )
+    app_migration(
+        source=source_kube,
+        target=target_kube,
+        namespaces=[ns],
+        object_store=object_store_a,
+        bucket=bucket,
+        migration_name="parked-move",
+        start_applications=False,
+    )
+    cj = target_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")
+    assert (
+        cj["spec"]["suspend"] is True
+        and cj["metadata"]["annotations"][MIGRATION_SUSPEND_ANNOTATION] == "false"
+    )
+    svc = target_rest.request("GET", f"/api/v1/namespaces/{ns}/services/api")
+    assert "loadBalancerIP" not in svc["spec"]
+    ports = {p["name"]: p["nodePort"] for p in svc["spec"]["ports"]}
+    src_ports = {
+        p["name"]: p["nodePort"]
+        for p in source_rest.request("GET", f"/api/v1/namespaces/{ns}/services/api")["spec"]["ports"]
+    }
+    assert ports["http"] == 30480  # the user's
+    assert 30000 <= ports["admin"] <= 32767 and "admin" in src_ports  # allocated by the target itself
+
+    out = activate(target=target_kube, namespaces=[ns])
+    assert [(c["name"], c["result"]) for c in out["cronjobs"]] == [("nightly", "updated")]
+    cj = target_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")
+    assert cj["spec"]["suspend"] is False and MIGRATION_SUSPEND_ANNOTATION not in (
+        cj["metadata"].get("annotations") or {}
+    )
+
+    # the old side is deactivated (counts remembered) ...
+    deactivate(cluster=source_kube, namespaces=[ns])
+    dep = source_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/api")
+    assert dep["spec"]["replicas"] == 0
+    assert (
+        source_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")["spec"]["suspend"]
+        is True
+    )
+    # ... and failback: the target stops, the source gets back exactly what it had
+    deactivate(cluster=target_kube, namespaces=[ns])
+    reactivate(cluster=source_kube, namespaces=[ns])
+    assert (
+        source_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/api")["spec"]["replicas"] == 2
+    )
+    assert (
+        source_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")["spec"]["suspend"]
+        is False
+    )
+    assert (
+        target_rest.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/api")["spec"]["replicas"] == 0
+    )
+    assert (
+        target_rest.request("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")["spec"]["suspend"]
+        is True
+    )
