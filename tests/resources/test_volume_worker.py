@@ -9,6 +9,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,81 @@ def test_volume_fidelity_bulk_then_incremental(tmp_path: Path, object_store_a: A
     assert _metadata(dst) == _metadata(src)
     assert not (dst / "mysql" / "shop" / "t.ibd").exists() and not (dst / "wp" / "uploads" / "empty").exists()
     assert tree_checksum(dst)["sha256_tree"] == tree_checksum(src)["sha256_tree"] == rec1["sha256_tree"]
+
+
+def test_quiesce_real_mariadb_datadir_bulk_then_delta(tmp_path: Path, object_store_a: Any) -> None:
+    """A real mariadbd's data directory (owner 999, 0700) copied while a writer inserts rows,
+    then the server stops (quiesce) and the delta is applied: a mariadbd started on the copy
+    holds every acknowledged row."""
+    import threading
+
+    import pymysql
+
+    from devservers.mariadb import LocalMariaDB
+    from tasks.archive_store import ensure_bucket, get_json
+
+    bucket = "worker-mariadb"
+    ensure_bucket(object_store_a, bucket)
+    src = LocalMariaDB(tmp_path / "src").start()
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def connect() -> Any:
+        return pymysql.connect(
+            host=src.host, port=src.port, user="root", password=src.password, autocommit=True
+        )
+
+    with connect() as c, c.cursor() as cur:
+        cur.execute("CREATE DATABASE shop")
+        cur.execute("CREATE TABLE shop.t (id INT PRIMARY KEY, pad VARCHAR(200)) ENGINE=InnoDB")
+
+    def writer() -> None:
+        with connect() as c, c.cursor() as cur:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                cur.execute("INSERT INTO shop.t VALUES (%s, %s)", (i, "x" * 200))
+                acked.append(i)  # committed (autocommit) = acknowledged
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        while len(acked) < 50:
+            time.sleep(0.05)
+        for dirpath, dirnames, filenames in os.walk(src.datadir):
+            for n in [*dirnames, *filenames]:
+                os.lchown(os.path.join(dirpath, n), 999, 999)
+        os.chown(src.datadir, 999, 999)
+        os.chmod(src.datadir, 0o700)
+        key = ["--bucket", bucket, "--key", "db.tar.gz"]
+        dst = tmp_path / "dst" / "data"
+        bulk = _worker(["pack", "--dir", str(src.datadir), *key], object_store_a)  # while rows go in
+        assert bulk.returncode == 0, bulk.stderr
+        filled = _worker(["unpack", "--dir", str(dst), *key, "--result-key", "fill0.json"], object_store_a)
+        assert filled.returncode == 0, filled.stderr
+        rows_at_bulk = len(acked)
+    finally:
+        stop.set()
+        th.join(30)
+        src.stop()  # quiesce: a clean shutdown
+    assert len(acked) > rows_at_bulk  # rows arrived after the bulk copy
+    before = get_json(object_store_a, bucket, "fill0.json")["sha256_tree"]
+    delta = _worker(["pack", "--dir", str(src.datadir), *key, "--level", "1"], object_store_a)
+    assert delta.returncode == 0, delta.stderr
+    expect = get_json(object_store_a, bucket, "db.tar.gz.level1.result.json")["sha256_tree"]
+    args = ["unpack", "--dir", str(dst), *key, "--level", "1", "--expect-sha256", expect]
+    applied = _worker([*args, "--expect-before", before, "--result-key", "fill1.json"], object_store_a)
+    assert applied.returncode == 0, applied.stderr
+    st = os.stat(dst)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (999, 999, 0o700)
+    copy = LocalMariaDB(tmp_path / "dst")
+    copy.password = src.password  # the copy holds the source's users
+    copy.start()
+    try:
+        conn = pymysql.connect(host=copy.host, port=copy.port, user="root", password=copy.password)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM shop.t ORDER BY id")
+            assert [r[0] for r in cur.fetchall()] == acked
+    finally:
+        copy.cleanup()
+        src.cleanup()
