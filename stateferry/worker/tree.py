@@ -134,12 +134,20 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def tree_checksum(root: Path) -> dict[str, Any]:
+def tree_checksum(root: Path, cache: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """Checksum, counts and skipped special files of the tree under ``root``.
 
+    Args:
+        cache: ``sums`` of an earlier call: a file whose inode, size, mtime and ctime are unchanged
+            is not read again (ctime cannot be set back from user space, so any write, chmod,
+            chown or xattr change invalidates the entry).
+
     Returns:
-        ``{"sha256_tree", "files", "bytes", "allocated", "skipped": [[path, kind], ...]}``.
+        ``{"sha256_tree", "files", "bytes", "allocated", "skipped": [[path, kind], ...],
+        "sums": {path: [ino, size, mtime_ns, ctime_ns, sha256]}}``.
     """
+    cache = cache or {}
+    sums: dict[str, list[Any]] = {}
     h = hashlib.sha256()
     files = size = allocated = 0
     skipped: list[list[str]] = []
@@ -159,10 +167,12 @@ def tree_checksum(root: Path) -> dict[str, Any]:
                 continue
             if st.st_nlink > 1:
                 first_name[ino] = rel
-            h.update(
-                f"F {_q(rel)} {owner} {m & 0o7777:o} {st.st_mtime_ns} {st.st_size} {file_sha256(path)} "
-                f"{_xattrs(path)}\n".encode()
-            )
+            key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+            hit = cache.get(rel)
+            sha = hit[4] if hit and list(hit[:4]) == key else file_sha256(path)
+            sums[rel] = [*key, sha]
+            meta = f"{owner} {m & 0o7777:o} {st.st_mtime_ns} {st.st_size}"
+            h.update(f"F {_q(rel)} {meta} {sha} {_xattrs(path)}\n".encode())
             files += 1
             size += st.st_size
             allocated += st.st_blocks * 512
@@ -179,4 +189,5 @@ def tree_checksum(root: Path) -> dict[str, Any]:
         "bytes": size,
         "allocated": allocated,
         "skipped": skipped,
+        "sums": sums,
     }

@@ -23,6 +23,7 @@ environment: ``STATEFERRY_S3_ENDPOINT``, ``STATEFERRY_S3_ACCESS_KEY``, ``STATEFE
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import os
@@ -100,6 +101,15 @@ def _get(client: Any, bucket: str, key: str) -> bytes:
         resp.release_conn()
 
 
+def _load_sums(client: Any, bucket: str, lkey: str) -> dict[str, list[Any]] | None:
+    """The per-file checksums the previous level recorded (None if missing or unreadable)."""
+    try:
+        data = json.loads(gzip.decompress(_get(client, bucket, lkey + ".sums.json.gz")))
+    except Exception:  # a missing or damaged cache only costs a full re-read
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
     """Stream ``root`` (level 0) or its changes since level-1 to S3; write and return the result record."""
     t0 = time.monotonic()
@@ -132,7 +142,11 @@ def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
                 raise MoverError(f"tar exited {rc} (gzip {gz_rc}): {warnings[-500:]}")
             raw_snar = snar.read_bytes()
             client.put_object(bucket, lkey + ".snar", io.BytesIO(raw_snar), len(raw_snar))
-        summary = tree_checksum(root)
+        summary = tree_checksum(
+            root, cache=_load_sums(client, bucket, level_key(key, level - 1)) if level else None
+        )
+        raw_sums = gzip.compress(json.dumps(summary.pop("sums")).encode(), 1)
+        client.put_object(bucket, lkey + ".sums.json.gz", io.BytesIO(raw_sums), len(raw_sums))
     except (TreeError, MoverError, OSError) as exc:
         result = {"ok": False, "error": str(exc), "level": level, "key": lkey}
         _put_json(client, bucket, lkey + ".result.json", result)
@@ -213,7 +227,8 @@ def unpack(
         entries = walk(root)
         before = tree_checksum(root)
         if expect and before["sha256_tree"] == expect:
-            result = {**before, "seconds": 0.0, "status": "already-present", "ok": True, "level": level}
+            present = {k: v for k, v in before.items() if k != "sums"}
+            result = {**present, "seconds": 0.0, "status": "already-present", "ok": True, "level": level}
             _put_json(client, bucket, result_key, result)
             return result
         if level == 0 and len(entries) > 1:
@@ -227,7 +242,8 @@ def unpack(
                 f"expected {str(expect_before)[:12]}); refusing to apply a delta: re-run the full copy"
             )
         skipped = _extract(client, bucket, level_key(key, level), root)
-        after = tree_checksum(root)
+        after = tree_checksum(root, cache=before["sums"])  # files the archive did not touch: not re-read
+        after.pop("sums")
     except (TreeError, MoverError, OSError) as exc:
         _put_json(
             client, bucket, result_key, {"ok": False, "error": str(exc), "level": level, "expected": expect}
@@ -286,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     except MoverError as exc:
         print(f"stateferry mover: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(tree_checksum(args.dir)))
+    print(json.dumps({k: v for k, v in tree_checksum(args.dir).items() if k != "sums"}))
     return 0
 
 

@@ -339,3 +339,19 @@ def test_quiesce_real_mariadb_datadir_bulk_then_delta(tmp_path: Path, object_sto
     finally:
         copy.cleanup()
         src.cleanup()
+
+
+def test_volume_fidelity_checksum_cache_never_hides_a_change(tmp_path: Path) -> None:
+    """The per-file cache of the delta pass skips unchanged files only: a same-size rewrite with
+    the old mtime put back (ctime still moves) is read again."""
+    write_tree(tmp_path, FILES)
+    first = tree_checksum(tmp_path)
+    assert tree_checksum(tmp_path, cache=first["sums"])["sha256_tree"] == first["sha256_tree"]
+    st = os.stat(tmp_path / "a.txt")
+    time.sleep(0.01)
+    (tmp_path / "a.txt").write_bytes(b"ALPHA")
+    os.utime(tmp_path / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert tree_checksum(tmp_path, cache=first["sums"])["sha256_tree"] != first["sha256_tree"]
+    assert (
+        tree_checksum(tmp_path, cache=first["sums"])["sha256_tree"] == tree_checksum(tmp_path)["sha256_tree"]
+    )
