@@ -2,15 +2,18 @@
 #
 # Contains: Python 3.11, Prefect + prefect-kubernetes (the worker: `prefect worker start --pool ... --type kubernetes`),
 # the stateferry project with its dependencies, etcdctl (etcd-client 3.4), mysqldump (mariadb-client)
-# and pg_dump (postgresql-client), tar/gzip. Data movers run
-# `python -m stateferry.worker.volume pack|unpack ...` in it.
+# and pg_dump (postgresql-client), GNU tar (built with xattr/ACL support) and gzip. Data movers run
+# `python -m stateferry.worker.volume pack|unpack ...` in it: GNU tar does the copy (owners, modes,
+# times, hard links, xattrs, ACLs, sparse files, --listed-incremental deltas); Python's tarfile is
+# not used for extraction (every member is checked before GNU tar sees it).
 #
 #   docker build -t stateferry/worker:latest .
 #   docker run --rm stateferry/worker:latest python -m stateferry.worker.volume --help
 #
-# The image runs as an unprivileged user by default; data-mover Jobs that must read files owned by
-# other users set `securityContext.runAsUser: 0` in their pod spec (see
-# deployments/kubernetes-work-pool.md).
+# The image runs as an unprivileged user by default; the data-mover Jobs stateferry creates set
+# their own securityContext: runAsUser 0 with all capabilities dropped except DAC_READ_SEARCH (pack,
+# claim mounted read-only) or CHOWN/DAC_OVERRIDE/FOWNER/FSETID (fill), or the workload's own
+# runAsUser/fsGroup (`mover_security="workload"`). See planning/mover_pod.py.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,7 +25,8 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         etcd-client mariadb-client postgresql-client tar gzip ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
- && etcdctl version && mysqldump --version && pg_dump --version
+ && etcdctl version && mysqldump --version && pg_dump --version \
+ && tar --version | head -1 && tar --xattrs --acls -cf /dev/null /etc/hostname
 
 WORKDIR /opt/stateferry
 # Dependencies first (cached layer), then the code.

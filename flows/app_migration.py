@@ -32,6 +32,7 @@ from flows.resource_backup import (
     transform_objects,
     volume_table,
 )
+from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
 from planning.resources import (
     BACKUP_NAME_LABEL,
@@ -43,12 +44,18 @@ from planning.resources import (
     parse_mapping,
 )
 from stateferry.errors import InputError, PermanentError
+from tasks.app_cutover import (
+    activate_cronjobs,
+    deactivate_workloads,
+    reactivate_workloads,
+    wait_claims_released,
+)
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
-from tasks.volume_mover import WORKER_IMAGE, pack_volumes
+from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes, pack_volumes
 
-__all__ = ["MigrationFailed", "activate", "app_migration"]
+__all__ = ["MigrationFailed", "activate", "app_migration", "deactivate", "reactivate"]
 
 _RESULT_TEXT = {
     "created": "migrated successfully",
@@ -100,6 +107,8 @@ def app_migration(
     mover_endpoint: str | None = None,
     mover_image: str = WORKER_IMAGE,
     prefix: str = "migrations",
+    quiesce: str = "none",
+    mover_security: str = "root",
 ) -> dict[str, Any]:
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
 
@@ -121,6 +130,13 @@ def app_migration(
         mover_endpoint: object-store URL as the clusters' pods reach it (default: the block's URL).
         mover_image: image of the data-mover Jobs.
         prefix: key prefix in the bucket.
+        quiesce: ``none`` = one copy while the application runs; ``scale`` = bulk copy while it
+            runs, then (approval "stop the application") the source's Deployments/StatefulSets go
+            to 0 and CronJobs are suspended (counts kept), a delta copies only what changed
+            (deletions included) and is verified; the target stays parked until then. A failure
+            after the stop puts the source back (``reactivate``).
+        mover_security: ``root`` (default: capabilities the copy needs only), ``workload`` (the
+            runAsUser/fsGroup of the pods using each claim) or ``image``.
 
     Returns:
         Report with per-resource and per-volume status.
@@ -144,6 +160,9 @@ def app_migration(
     policy = ExistingPolicy.parse(existing_resource_policy)
     ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
     sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
+    quiesce_mode = parse_quiesce(quiesce)
+    two_phase = quiesce_mode == "scale" and include_volumes
+    run_id = _run_id()
     selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
         exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
@@ -157,9 +176,11 @@ def app_migration(
                 prefix,
                 name,
                 exported.pvcs,
-                _run_id(),
+                run_id,
                 mover_endpoint,
                 mover_image,
+                security=mover_security,
+                live=two_phase,
             )
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
@@ -172,20 +193,22 @@ def app_migration(
         MANAGED_BY_LABEL: "stateferry",
         FLOW_RUN_LABEL: _run_id(),
     }
+    park = not start_applications or two_phase
     desired = transform_objects(
-        objects,
+        prepare_for_target(objects, park),
         namespace_mapping=ns_map,
         storage_class_mapping=sc_map,
-        keep_node_ports=False,
+        keep_node_ports=True,  # only the user-set ones are left (prepare_for_target)
         labels=labels,
-        park_workloads=not start_applications,
+        park_workloads=not start_applications or two_phase,
     )
     parked = {
         f"{o['kind']}.apps {o['metadata']['namespace']}/{o['metadata']['name']}"
         for o in desired
-        if not start_applications and o.get("kind") in ("Deployment", "StatefulSet")
+        if (not start_applications or two_phase) and o.get("kind") in ("Deployment", "StatefulSet")
     }
     packed_ok = [v for v in volumes if v.status == "packed"]
+    not_packed = [v for v in volumes if v.status != "packed"]  # (fill_volumes updates the others)
     results, vol_results = apply_in_phases(
         dst,
         "target",
@@ -200,7 +223,18 @@ def app_migration(
         mover_endpoint,
         mover_image,
     )
-    vol_results += [v for v in volumes if v.status != "packed"]
+    vol_results += not_packed
+    stopped: list[dict[str, Any]] = []
+    if two_phase and vol_results and all(v.status == "migrated successfully" for v in vol_results):
+        vol_results, stopped = _quiesce_and_sync(
+            src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
+            run_id, mover_endpoint, mover_image, mover_security, auto_approve,
+        )  # fmt: skip
+        if start_applications and all(v.status == "migrated successfully" for v in vol_results):
+            targets = sorted({ns_map.get(n, n) for n in namespaces})
+            activate_workloads(KubeRest(dst.api_client(), "target"), targets)
+            activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
+            parked = set()
     rows = _status_rows(results, parked)
     create_table_artifact(
         key="app-migration-resources", table=rows, description=f"migration {name}: resources"
@@ -227,6 +261,7 @@ def app_migration(
             auto_approve=auto_approve,
         )
         activation = [r.to_dict() for r in activate_workloads(KubeRest(dst.api_client(), "target"), targets)]
+        activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
     seconds = time.monotonic() - t0
     apps_state = (
         "started"
@@ -250,6 +285,7 @@ def app_migration(
         "resources": rows,
         "volumes": [v.to_dict() for v in vol_results],
         "activation": activation,
+        "source_stopped": stopped,
         "seconds": round(seconds, 3),
     }
     if failed or failed_vols:
@@ -265,22 +301,115 @@ def app_migration(
     return report
 
 
+def _quiesce_and_sync(
+    src: KubeCluster,
+    dst: KubeCluster,
+    store: ObjectStore,
+    bucket: str,
+    prefix: str,
+    name: str,
+    namespaces: list[str],
+    claims: list[tuple[str, str]],
+    bulk: list[VolumeResult],
+    ns_map: dict[str, str],
+    run_id: str,
+    endpoint: str | None,
+    image: str,
+    security: str,
+    auto_approve: bool,
+) -> tuple[list[VolumeResult], list[dict[str, Any]]]:
+    """Phase 2: approval, stop the source, copy and verify the delta; put the source back on failure."""
+    from tasks.approvals import request_approval
+
+    request_approval(
+        "stop-application",
+        f"# Stop the application of migration `{name}`\n\nThe bulk copy of {len(bulk)} volume(s) is in "
+        f"the target. Approving scales the Deployments/StatefulSets of {', '.join(namespaces)} in the "
+        "source to 0 and suspends their CronJobs (counts recorded in `stateferry.io/source-replicas`), "
+        "then copies only what changed since the bulk copy.\n\nRollback: the `reactivate` flow on the "
+        "source (done automatically if the delta fails).",
+        key=f"stop-{name}",
+        auto_approve=auto_approve,
+    )
+    rest = KubeRest(src.api_client(), "source")
+    stopped = deactivate_workloads(rest, namespaces)
+    try:
+        wait_claims_released(rest, claims)
+        delta = pack_volumes(
+            src, "source", store, bucket, prefix, name, claims, run_id, endpoint, image,
+            level=1, security=security, previous=bulk,
+        )  # fmt: skip
+        ok = [v for v in delta if v.status == "packed"]
+        not_packed = [v for v in delta if v.status != "packed"]
+        filled = fill_volumes(
+            dst, "target", store, bucket, ok, ns_map, run_id, endpoint, image, security=security
+        )
+        result = filled + not_packed
+    except Exception:
+        reactivate_workloads(rest, namespaces)
+        raise
+    if any(v.status != "migrated successfully" for v in result):
+        reactivate_workloads(rest, namespaces)
+    return result, stopped
+
+
+@flow(name="deactivate", log_prints=True)
+def deactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+    """Stork's deactivate: Deployments/StatefulSets to 0 and CronJobs suspended, counts recorded in
+    ``stateferry.io/source-replicas`` / ``source-suspend`` (run on the old side after activation).
+
+    Args:
+        cluster: the cluster whose applications stop.
+        namespaces: namespaces to deactivate.
+
+    Returns:
+        ``{"results": [...]}`` per workload and CronJob.
+    """
+    kube = load_block(KubeCluster, cluster, "cluster")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", "name the namespaces to deactivate")
+    results = deactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
+    create_table_artifact(key="deactivation", table=results, description=f"deactivation of {namespaces}")
+    return {"results": results}
+
+
+@flow(name="reactivate", log_prints=True)
+def reactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+    """Failback / rollback: restore what :func:`deactivate` (or a quiesce) recorded.
+
+    Args:
+        cluster: the cluster whose applications start again.
+        namespaces: namespaces to reactivate.
+
+    Returns:
+        ``{"results": [...]}`` per workload and CronJob.
+    """
+    kube = load_block(KubeCluster, cluster, "cluster")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", "name the namespaces to reactivate")
+    results = reactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
+    create_table_artifact(key="reactivation", table=results, description=f"reactivation of {namespaces}")
+    return {"results": results}
+
+
 @flow(name="activate", log_prints=True)
 def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
     """Scale the Deployments/StatefulSets a migration parked at 0 replicas back to their recorded
-    counts (``stateferry.io/migration-replicas``) and remove the annotation.
+    counts (``stateferry.io/migration-replicas``) and resume its parked CronJobs
+    (``stateferry.io/migration-suspend``), removing the annotations.
 
     Args:
         target: the cluster the migration went to.
         namespaces: target namespaces to activate.
 
     Returns:
-        ``{"results": [...], "counts": {...}}`` per workload.
+        ``{"results": [...], "counts": {...}, "cronjobs": [...]}`` per workload and CronJob.
     """
     dst = load_block(KubeCluster, target, "target")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the target namespaces to activate")
     results = activate_workloads(KubeRest(dst.api_client(), "target"), namespaces)
+    cronjobs = activate_cronjobs(KubeRest(dst.api_client(), "target"), namespaces)
     create_table_artifact(
         key="activation",
         table=[{"workload": r.key, "result": r.result, "message": r.message} for r in results],
@@ -289,4 +418,13 @@ def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]
     failed = [r for r in results if r.result == "failed"]
     if failed:
         raise MigrationFailed("; ".join(f"{r.key}: {r.message}" for r in failed))
-    return {"results": [r.to_dict() for r in results], "counts": summarize_results(results)}
+    failed_cj = [r for r in cronjobs if r["result"] == "failed"]
+    if failed_cj:
+        raise MigrationFailed(
+            "; ".join(f"CronJob {r['namespace']}/{r['name']}: {r['message']}" for r in failed_cj)
+        )
+    return {
+        "results": [r.to_dict() for r in results],
+        "counts": summarize_results(results),
+        "cronjobs": cronjobs,
+    }

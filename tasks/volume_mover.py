@@ -1,19 +1,25 @@
 """Move PVC data between clusters with data-mover Jobs (image ``stateferry/worker``).
 
-For each PVC: a Job in the source cluster mounts the claim and runs
-``python -m stateferry.worker.volume pack`` (tar.gz streamed to the object store plus a result
-record with the tree checksum); a Job in the target cluster mounts the new, still unused claim and
-runs ``... unpack`` with the expected checksum, before any workload starts. The checksums of both
-sides are compared here and reported per volume.
+For each PVC: a Job in the source cluster mounts the claim read-only and runs
+``python -m stateferry.worker.volume pack`` (GNU tar stream to the object store plus a result record
+with the tree checksum); a Job in the target cluster mounts the new claim and runs ``... unpack``
+with the expected checksum. ``level`` 0 is the bulk copy, level N a delta since level N-1 (changed
+files and deletions only). The checksums of both sides are compared here and reported per volume.
 
-The S3 credentials reach the pods through a Secret (``stateferry-mover-s3``) created in the
-namespace for the duration of the move and deleted afterwards; they never appear in Job specs,
-logs or reports.
+Mover pods a real cluster accepts (:mod:`planning.mover_pod`): by default root with only the
+capabilities the copy needs, or the workload's own ``runAsUser``/``fsGroup``; a ReadWriteOnce claim
+is read on the node of the pod that has it attached.
+
+Credentials: each Job gets its own Secret (unique name) created *after* the Job, with an
+ownerReference to it, while the Job is suspended; the Job is then started. The Secret is removed
+with the Job (and the Job by ``ttlSecondsAfterFinished`` if the run is killed), never overwrites
+an application's Secret, and never appears in Job specs, logs or reports.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,16 +30,21 @@ from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
-from planning.resources import FLOW_RUN_LABEL, MANAGED_BY_LABEL
+from planning.mover_pod import MOUNT, MoverSecurity, mover_job_body, mover_secret_name, pod_placement
 from stateferry.errors import PermanentError, StateferryError, TransientError
 from tasks.archive_store import ensure_bucket, get_json
 from tasks.kube_export import KubeRest
 
-__all__ = ["VolumeResult", "fill_volumes", "pack_volumes", "volume_key", "wait_pvcs_bound"]
+__all__ = [
+    "VolumeResult",
+    "fill_volumes",
+    "launch_mover_job",
+    "pack_volumes",
+    "volume_key",
+    "wait_pvcs_bound",
+]
 
 WORKER_IMAGE = "stateferry/worker:latest"
-SECRET_NAME = "stateferry-mover-s3"
-MOUNT = "/stateferry-volume"
 
 
 @dataclass
@@ -42,11 +53,14 @@ class VolumeResult:
 
     Attributes:
         namespace / pvc: the source claim; target_namespace / target_pvc: where it was restored.
-        key: object key of the volume's tarball.
+        key: object key of the volume's level-0 archive.
         status: ``packed`` / ``migrated successfully`` / ``failed``.
-        reason: what went wrong (or ``already-present`` for a re-run).
-        source_sha256 / target_sha256: tree checksums on both sides.
+        reason: what went wrong (or ``data already present`` for a re-run).
+        source_sha256 / target_sha256: tree checksums on both sides (of the latest level).
+        previous_sha256: source checksum of the level before (what a delta applies to).
+        level: 0 = bulk copy, N = N-th delta.
         files / bytes: size of the tree.
+        security: the mover pod's identity (``root`` or the workload's runAsUser/fsGroup).
     """
 
     namespace: str
@@ -61,6 +75,8 @@ class VolumeResult:
     target_namespace: str = ""
     target_pvc: str = ""
     seconds: float = 0.0
+    level: int = 0
+    previous_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +94,7 @@ class VolumeResult:
             "target_namespace": self.target_namespace,
             "target_pvc": self.target_pvc,
             "seconds": self.seconds,
+            "level": self.level,
         }
 
 
@@ -87,29 +104,13 @@ def volume_key(prefix: str, name: str, namespace: str, pvc: str) -> str:
     return f"{p + '/' if p else ''}{name}/volumes/{namespace}/{pvc}.tar.gz"
 
 
-def _job_name(kind: str, pvc: str, run: str) -> str:
-    base = re.sub(r"[^a-z0-9-]", "-", f"sf-{kind}-{pvc}".lower())[:46].strip("-")
+def _level_key(key: str, level: int) -> str:
+    return key if level == 0 else f"{key}.level{level}"
+
+
+def _job_name(kind: str, pvc: str, run: str, level: int = 0) -> str:
+    base = re.sub(r"[^a-z0-9-]", "-", f"sf-{kind}{level or ''}-{pvc}".lower())[:46].strip("-")
     return f"{base}-{run[:8]}".strip("-")
-
-
-def _ensure_secret(rest: KubeRest, ns: str, store: ObjectStore) -> None:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": SECRET_NAME, "namespace": ns, "labels": {MANAGED_BY_LABEL: "stateferry"}},
-        "type": "Opaque",
-        "stringData": {
-            "access_key": store.access_key,
-            "secret_key": store.secret_key.get_secret_value(),
-        },
-    }
-    path = f"/api/v1/namespaces/{ns}/secrets"
-    try:
-        rest.request("POST", path, body=body)
-    except StateferryError as exc:
-        if "HTTP 409" not in str(exc):
-            raise
-        rest.request("PUT", f"{path}/{SECRET_NAME}", body=body)
 
 
 def _delete(rest: KubeRest, path: str) -> None:
@@ -119,63 +120,72 @@ def _delete(rest: KubeRest, path: str) -> None:
         pass
 
 
-def _job_body(
-    name: str, ns: str, pvc: str, args: list[str], endpoint: str, region: str, image: str, run_id: str
-) -> dict[str, Any]:
-    def secret_env(var: str, key: str) -> dict[str, Any]:
-        return {"name": var, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
+def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -> tuple[str, str]:
+    """Create the (suspended) Job, its own credentials Secret owned by it, then start the Job.
 
-    labels = {
-        MANAGED_BY_LABEL: "stateferry",
-        FLOW_RUN_LABEL: run_id[:63],
-        "stateferry.io/mover": "volume",
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "mover",
-                            "image": image,
-                            "command": ["python", "-m", "stateferry.worker.volume", *args],
-                            "env": [
-                                {"name": "STATEFERRY_S3_ENDPOINT", "value": endpoint},
-                                {"name": "STATEFERRY_S3_REGION", "value": region},
-                                secret_env("STATEFERRY_S3_ACCESS_KEY", "access_key"),
-                                secret_env("STATEFERRY_S3_SECRET_KEY", "secret_key"),
-                            ],
-                            "volumeMounts": [{"name": "data", "mountPath": MOUNT}],
-                        }
-                    ],
-                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": pvc}}],
-                },
-            },
-        },
-    }
+    A killed run leaves at most a Job whose Secret goes with it (garbage collection), and the Job
+    itself goes ``ttlSecondsAfterFinished`` after it ends (``activeDeadlineSeconds`` ends it).
 
-
-def _run_job(rest: KubeRest, body: dict[str, Any], timeout: float) -> tuple[bool, str]:
+    Returns:
+        ``(job uid, secret name)``.
+    """
     ns = body["metadata"]["namespace"]
     name = body["metadata"]["name"]
     path = f"/apis/batch/v1/namespaces/{ns}/jobs"
     _delete(rest, f"{path}/{name}")
-    for _ in range(50):  # a previous run's Job of the same name may still be terminating
+    job: dict[str, Any] = {}
+    for _ in range(100):  # a previous run's Job of the same name may still be terminating
         try:
-            rest.request("POST", path, body=body)
+            job = rest.request("POST", path, body=body)
             break
         except StateferryError as exc:
             if "HTTP 409" not in str(exc):
                 raise
             time.sleep(0.2)
-    deadline = time.monotonic() + timeout
+    if not job:
+        raise TransientError(f"data-mover Job {ns}/{name} still exists from an earlier run")
+    uid = job["metadata"]["uid"]
+    secret = mover_secret_name(body)
+    rest.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets",
+        body={
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret,
+                "namespace": ns,
+                "labels": dict(body["metadata"]["labels"]),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": name,
+                        "uid": uid,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "type": "Opaque",
+            "stringData": {"access_key": store.access_key, "secret_key": store.secret_key.get_secret_value()},
+        },
+    )
+    rest.request(
+        "PATCH",
+        f"{path}/{name}",
+        body={"spec": {"suspend": False}},
+        content_type="application/merge-patch+json",
+    )
+    return uid, secret
+
+
+def _run_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore, timeout: float) -> tuple[bool, str]:
+    ns = body["metadata"]["namespace"]
+    name = body["metadata"]["name"]
+    path = f"/apis/batch/v1/namespaces/{ns}/jobs"
     try:
+        launch_mover_job(rest, body, store)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = rest.get_or_none(f"{path}/{name}") or {}
             for c in (job.get("status") or {}).get("conditions") or []:
@@ -184,14 +194,18 @@ def _run_job(rest: KubeRest, body: dict[str, Any], timeout: float) -> tuple[bool
             time.sleep(0.3)
         raise TransientError(f"data-mover Job {ns}/{name} did not finish within {timeout:.0f}s")
     finally:
-        _delete(rest, f"{path}/{name}")
+        _delete(rest, f"{path}/{name}")  # its pods and its Secret go with it
+
+
+def _secret_name(job: str) -> str:
+    return f"{job[:50]}-s3-{secrets.token_hex(3)}"
 
 
 def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: float = 60.0) -> None:
     """Wait until every ``(namespace, name)`` claim is Bound.
 
     Raises:
-        PreconditionFailed-like PermanentError naming the claims still pending.
+        PermanentError: naming the claims still pending.
     """
     deadline = time.monotonic() + timeout
     pending = list(claims)
@@ -214,6 +228,24 @@ def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: floa
         )
 
 
+def _claim_users(rest: KubeRest, ns: str, pvc: str) -> list[dict[str, Any]]:
+    pods = (rest.get_or_none(f"/api/v1/namespaces/{ns}/pods") or {}).get("items") or []
+    return [
+        p
+        for p in pods
+        if any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") == pvc
+            for v in (p.get("spec") or {}).get("volumes") or []
+        )
+    ]
+
+
+def _failure(rec: dict[str, Any] | None, msg: str, what: str) -> str:
+    if rec and rec.get("error"):
+        return f"{what} failed: {rec['error']}"
+    return f"{what} Job failed: {msg or 'no result record'}"
+
+
 @task(cache_policy=NO_CACHE)
 def pack_volumes(
     cluster: KubeCluster,
@@ -227,48 +259,80 @@ def pack_volumes(
     endpoint: str | None = None,
     image: str = WORKER_IMAGE,
     timeout: float = 600.0,
+    level: int = 0,
+    security: str = "root",
+    previous: list[VolumeResult] | None = None,
+    live: bool = False,
 ) -> list[VolumeResult]:
-    """Run one pack Job per claim in the source cluster; return each volume's checksum record."""
+    """Run one pack Job per claim in the source cluster; return each volume's checksum record.
+
+    Args:
+        level: 0 = bulk copy; N = changes since level N-1 (``previous`` holds level N-1's records).
+        security: ``root`` (capabilities DAC_READ_SEARCH only, claim mounted read-only),
+            ``workload`` (the runAsUser/runAsGroup/fsGroup of the pod using the claim) or
+            ``image`` (no securityContext: the image's unprivileged user).
+        previous: level N-1's records (a delta applies over what the target then held).
+        live: the application still writes (a bulk pass before quiesce): the target's copy is
+            not compared with the moving source; the delta after quiesce is.
+    """
     log = get_run_logger()
+    mode = MoverSecurity.parse(security, "mover_security")
     rest = KubeRest(cluster.api_client(), cluster_name)
     ensure_bucket(store, bucket)
+    before = {(v.namespace, v.pvc): v for v in previous or []}
     out: list[VolumeResult] = []
-    for ns in sorted({ns for ns, _ in claims}):
-        _ensure_secret(rest, ns, store)
-    try:
-        for ns, pvc in claims:
-            key = volume_key(prefix, name, ns, pvc)
-            vr = VolumeResult(ns, pvc, key)
-            out.append(vr)
-            t0 = time.monotonic()
-            body = _job_body(
-                _job_name("pack", pvc, run_id),
-                ns,
-                pvc,
-                ["pack", "--dir", MOUNT, "--bucket", bucket, "--key", key],
-                endpoint or store.url,
-                store.region,
-                image,
-                run_id,
-            )
-            try:
-                ok, msg = _run_job(rest, body, timeout)
-                rec = get_json(store, bucket, key + ".result.json") if ok else None
-                if not ok or not rec:
-                    vr.status, vr.reason = "failed", f"pack Job failed: {msg or 'no result record'}"
-                else:
-                    vr.status = "packed"
-                    vr.source_sha256 = rec["sha256_tree"]
-                    vr.files, vr.bytes = int(rec["files"]), int(rec["bytes"])
-            except StateferryError as exc:
-                vr.status, vr.reason = "failed", str(exc)
-            vr.seconds = round(time.monotonic() - t0, 3)
-            log.info(
-                "volume %s/%s: %s %s (%d files, %d bytes)", ns, pvc, vr.status, vr.reason, vr.files, vr.bytes
-            )
-    finally:
-        for ns in sorted({ns for ns, _ in claims}):
-            _delete(rest, f"/api/v1/namespaces/{ns}/secrets/{SECRET_NAME}")
+    for ns, pvc in claims:
+        key = volume_key(prefix, name, ns, pvc)
+        vr = VolumeResult(ns, pvc, key, level=level)
+        if level and (ns, pvc) in before:
+            prev = before[(ns, pvc)]
+            vr.previous_sha256 = prev.target_sha256 or prev.source_sha256
+        if live:
+            vr.extra["live"] = True
+        out.append(vr)
+        t0 = time.monotonic()
+        placement = pod_placement(_claim_users(rest, ns, pvc))
+        job = _job_name("pack", pvc, run_id, level)
+        body = mover_job_body(
+            job,
+            ns,
+            pvc,
+            ["pack", "--dir", MOUNT, "--bucket", bucket, "--key", key, "--level", str(level)],
+            endpoint or store.url,
+            store.region,
+            image,
+            run_id,
+            _secret_name(job),
+            mode=mode,
+            placement=placement,
+            write=False,
+            timeout=timeout,
+        )
+        vr.extra["identity"] = placement.identity(mode)
+        try:
+            ok, msg = _run_job(rest, body, store, timeout)
+            rec = get_json(store, bucket, _level_key(key, level) + ".result.json")
+            if not ok or not rec or not rec.get("ok", True):
+                vr.status, vr.reason = "failed", _failure(rec, msg, "pack")
+            else:
+                vr.status = "packed"
+                vr.source_sha256 = rec["sha256_tree"]
+                vr.files, vr.bytes = int(rec["files"]), int(rec["bytes"])
+                if rec.get("skipped"):
+                    vr.extra["skipped"] = rec["skipped"]
+        except StateferryError as exc:
+            vr.status, vr.reason = "failed", str(exc)
+        vr.seconds = round(time.monotonic() - t0, 3)
+        log.info(
+            "volume %s/%s level %d: %s %s (%d files, %d bytes)",
+            ns,
+            pvc,
+            level,
+            vr.status,
+            vr.reason,
+            vr.files,
+            vr.bytes,
+        )
     return out
 
 
@@ -284,72 +348,80 @@ def fill_volumes(
     endpoint: str | None = None,
     image: str = WORKER_IMAGE,
     timeout: float = 600.0,
+    security: str = "root",
 ) -> list[VolumeResult]:
     """Run one unpack Job per packed volume into the (already created) target claim and compare the
-    tree checksums; ``status`` becomes ``migrated successfully`` or ``failed`` with the reason."""
+    tree checksums; ``status`` becomes ``migrated successfully`` or ``failed`` with the reason.
+
+    A volume's ``level`` says which archive to apply: 0 into an empty claim, N over level N-1.
+    """
     log = get_run_logger()
+    mode = MoverSecurity.parse(security, "mover_security")
     rest = KubeRest(cluster.api_client(), cluster_name)
     todo = [v for v in volumes if v.status == "packed"]
     for v in volumes:
         v.target_namespace = namespace_mapping.get(v.namespace, v.namespace)
         v.target_pvc = v.pvc
     wait_pvcs_bound(rest, [(v.target_namespace, v.target_pvc) for v in todo])
-    namespaces = sorted({v.target_namespace for v in todo})
-    for ns in namespaces:
-        _ensure_secret(rest, ns, store)
-    try:
-        for v in todo:
-            t0 = time.monotonic()
-            result_key = f"{v.key}.fill-{cluster_name}-{v.target_namespace}-{run_id[:8]}.json"
-            body = _job_body(
-                _job_name("fill", v.pvc, run_id),
-                v.target_namespace,
-                v.target_pvc,
-                [
-                    "unpack",
-                    "--dir",
-                    MOUNT,
-                    "--bucket",
-                    bucket,
-                    "--key",
-                    v.key,
-                    "--expect-sha256",
-                    v.source_sha256,
-                    "--result-key",
-                    result_key,
-                ],
-                endpoint or store.url,
-                store.region,
-                image,
-                run_id,
-            )
-            try:
-                ok, msg = _run_job(rest, body, timeout)
-                rec = get_json(store, bucket, result_key) or {}
-                v.target_sha256 = str(rec.get("sha256_tree", ""))
-                if ok and rec.get("ok") and v.target_sha256 == v.source_sha256:
-                    v.status = "migrated successfully"
-                    v.reason = "" if rec.get("status") != "already-present" else "data already present"
-                else:
-                    v.status = "failed"
-                    v.reason = (
-                        f"checksum mismatch: source {v.source_sha256[:12]}, target {v.target_sha256[:12]}"
-                        if rec
-                        else f"fill Job failed: {msg or 'no result record'} (is the target PVC empty?)"
-                    )
-            except StateferryError as exc:
-                v.status, v.reason = "failed", str(exc)
-            v.seconds = round(v.seconds + time.monotonic() - t0, 3)
-            log.info(
-                "volume %s/%s -> %s/%s: %s %s",
-                v.namespace,
-                v.pvc,
-                v.target_namespace,
-                v.target_pvc,
-                v.status,
-                v.reason,
-            )
-    finally:
-        for ns in namespaces:
-            _delete(rest, f"/api/v1/namespaces/{ns}/secrets/{SECRET_NAME}")
+    for v in todo:
+        t0 = time.monotonic()
+        result_key = (
+            f"{_level_key(v.key, v.level)}.fill-{cluster_name}-{v.target_namespace}-{run_id[:8]}.json"
+        )
+        args = ["unpack", "--dir", MOUNT, "--bucket", bucket, "--key", v.key, "--level", str(v.level)]
+        live = bool(v.extra.get("live"))
+        if not live:
+            args += ["--expect-sha256", v.source_sha256]
+        args += ["--result-key", result_key]
+        if v.level:
+            args += ["--expect-before", v.previous_sha256]
+        placement = pod_placement(_claim_users(rest, v.target_namespace, v.target_pvc))
+        if mode is MoverSecurity.WORKLOAD and not placement.pod_security:
+            placement.pod_security = dict(v.extra.get("identity") or {})
+        job = _job_name("fill", v.pvc, run_id, v.level)
+        body = mover_job_body(
+            job,
+            v.target_namespace,
+            v.target_pvc,
+            args,
+            endpoint or store.url,
+            store.region,
+            image,
+            run_id,
+            _secret_name(job),
+            mode=mode,
+            placement=placement,
+            write=True,
+            timeout=timeout,
+        )
+        try:
+            ok, msg = _run_job(rest, body, store, timeout)
+            rec = get_json(store, bucket, result_key) or {}
+            v.target_sha256 = str(rec.get("sha256_tree", ""))
+            if ok and rec.get("ok") and live:
+                v.status = "migrated successfully"
+                v.reason = "bulk copy of the running application; the delta after quiesce is verified"
+            elif ok and rec.get("ok") and v.target_sha256 == v.source_sha256:
+                v.status = "migrated successfully"
+                v.reason = "" if rec.get("status") != "already-present" else "data already present"
+            else:
+                v.status = "failed"
+                v.reason = (
+                    f"checksum mismatch: source {v.source_sha256[:12]}, target {v.target_sha256[:12]}"
+                    if rec.get("sha256_tree")
+                    else _failure(rec, msg, "fill")
+                )
+        except StateferryError as exc:
+            v.status, v.reason = "failed", str(exc)
+        v.seconds = round(v.seconds + time.monotonic() - t0, 3)
+        log.info(
+            "volume %s/%s -> %s/%s level %d: %s %s",
+            v.namespace,
+            v.pvc,
+            v.target_namespace,
+            v.target_pvc,
+            v.level,
+            v.status,
+            v.reason,
+        )
     return volumes

@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,53 @@ class Mount:
     read_only: bool = False
 
 
+#: capabilities a container runtime (containerd, CRI-O) gives a container by default
+DEFAULT_CAPS = (
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The user, groups and capabilities a container's processes run with (``securityContext``).
+
+    ``caps`` is the bounding set (None = every capability, ``privileged``); a root process gets
+    exactly these, a non-root process none (no ambient capabilities, as with containerd).
+    """
+
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    caps: tuple[str, ...] | None = DEFAULT_CAPS
+    no_new_privs: bool = False
+
+    def argv(self) -> list[str]:
+        """``setpriv`` prefix that switches to this identity before exec."""
+        out = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}"]
+        out.append(f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups")
+        if self.caps is not None:
+            out += [
+                "--inh-caps=-all",
+                "--bounding-set=" + ",".join(["-all", *(f"+{c.lower()}" for c in self.caps)]),
+            ]
+        if self.no_new_privs:
+            out.append("--no-new-privs")
+        return [*out, "--"]
+
+
 @dataclass
 class ContainerPlan:
     """What to run for one container.
@@ -65,6 +113,7 @@ class ContainerPlan:
     liveness: Probe | None = None
     startup: Probe | None = None
     probe_env: dict[str, str] = field(default_factory=dict)
+    identity: Identity | None = None  # None: the sandbox's own user (root, every capability)
 
 
 @dataclass
@@ -85,6 +134,41 @@ class PodPlan:
     init_containers: list[ContainerPlan] = field(default_factory=list)
     marker: str = ""
     extra_bin_links: dict[str, str] = field(default_factory=dict)
+
+
+def mount_order(mounts: list[Mount]) -> list[Mount]:
+    """Mounts in a safe order: one whose target hides another's source (an emptyDir on ``/tmp``
+    while the sandbox's state lives under ``/tmp``) comes after it; parents before children."""
+
+    def hides(m: Mount) -> bool:
+        return any(o.source.startswith(m.target.rstrip("/") + "/") for o in mounts if o is not m)
+
+    return sorted(mounts, key=lambda m: (hides(m), m.target.count("/") if hides(m) else 0))
+
+
+def _python_for_everyone(pod_dir: Path) -> list[str]:
+    """Setup lines that let a non-root container run the project's Python.
+
+    The stand-in for the project image is the host's interpreter, which may live in a directory
+    only root can enter (``/root/.pyenv``). A real image's Python is usable by its user, so in the
+    pod's own mount namespace that directory becomes a tmpfs (0755) holding only the interpreter's
+    tree.
+    """
+    target = Path(sys.executable).resolve()
+    for parent in reversed(target.parents):
+        if parent == Path("/") or parent.stat().st_mode & 0o001:
+            continue
+        child = target.parents[len(target.parents) - len(parent.parts) - 1]
+        stash = shlex.quote(str(pod_dir / ".python-stash"))
+        q = shlex.quote
+        return [
+            f"mkdir -p {stash}",
+            f"mount --bind {q(str(child))} {stash}",
+            f"mount -t tmpfs -o mode=0755,size=1m sandbox-python-home {q(str(parent))}",
+            f"mkdir -p {q(str(child))}",
+            f"mount --bind {stash} {q(str(child))}",
+        ]
+    return []
 
 
 def _now() -> str:
@@ -208,7 +292,9 @@ class PodRuntime:
         lines.append("done")
         for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
             lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
-        for m in p.mounts:
+        if any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers):
+            lines += _python_for_everyone(p.pod_dir)
+        for m in mount_order(p.mounts):
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {q(m.target)}")
@@ -338,8 +424,19 @@ class PodRuntime:
         log_file = open(log_path, "ab")  # noqa: SIM115
         assert self.holder is not None
         try:
+            as_user = c.plan.identity.argv() if c.plan.identity else []
             c.proc = subprocess.Popen(
-                ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={c.plan.cwd}", "--", *c.plan.argv],
+                [
+                    "nsenter",
+                    "-m",
+                    "-u",
+                    "-t",
+                    str(self.holder.pid),
+                    f"--wd={c.plan.cwd}",
+                    "--",
+                    *as_user,
+                    *c.plan.argv,
+                ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -529,8 +626,9 @@ class PodRuntime:
         env.update(extra_env or {})
         env.update(self._marker_env())
         cwd = plan.cwd if plan else "/"
+        as_user = plan.identity.argv() if plan and plan.identity else []
         proc = subprocess.Popen(
-            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={cwd}", "--", *argv],
+            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={cwd}", "--", *as_user, *argv],
             stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,6 +19,7 @@ from typing import Any
 
 from sandbox.runtime.pods import DEFAULT_PATH, ContainerPlan, Mount, PodPlan
 from sandbox.runtime.probes import parse_probe
+from sandbox.runtime.security import SecurityConfigError, apply_fs_group, container_identity
 
 Obj = dict[str, Any]
 Getter = Callable[[str, str, str], Obj | None]  # (plural, namespace, name) -> object
@@ -202,6 +203,12 @@ def _keyed_files(obj: Obj | None, items: list[Obj] | None, secret: bool) -> dict
     return data
 
 
+def _fs_group(pod: Obj, root: Path, read_only: bool) -> None:
+    psc = (pod.get("spec") or {}).get("securityContext") or {}
+    if psc.get("fsGroup") is not None and not read_only:
+        apply_fs_group(root, int(psc["fsGroup"]), policy=str(psc.get("fsGroupChangePolicy") or "Always"))
+
+
 def volume_sources(pod: Obj, getter: Getter, pod_dir: Path, node_ip: str) -> dict[str, tuple[str, bool]]:
     """Materialise each volume of the pod; return volume name -> (host path, read-only)."""
     ns = str((pod.get("metadata") or {}).get("namespace"))
@@ -224,9 +231,12 @@ def volume_sources(pod: Obj, getter: Getter, pod_dir: Path, node_ip: str) -> dic
                 raise PodNotReady(f'persistentvolume "{pv_name}" has no local path')
             Path(path).mkdir(parents=True, exist_ok=True)
             out[name] = (str(path), bool(vol["persistentVolumeClaim"].get("readOnly")))
+            _fs_group(pod, Path(path), out[name][1])
         elif vol.get("emptyDir") is not None:
             vdir.mkdir(parents=True, exist_ok=True)
+            vdir.chmod(0o777)  # as the kubelet's emptyDir plugin leaves it
             out[name] = (str(vdir), False)
+            _fs_group(pod, vdir, False)
         elif vol.get("hostPath") is not None:
             path = str(vol["hostPath"].get("path"))
             if vol["hostPath"].get("type") == "DirectoryOrCreate":
@@ -287,6 +297,12 @@ def build_plan(
     def plan_of(c: Obj) -> ContainerPlan:
         kind = image_kind(str(c.get("image") or ""))
         env = container_env(pod, c, getter, node_ip=node_ip, api_ip=api_ip, kind=kind)
+        try:
+            identity = container_identity(pod, c, kind)
+        except SecurityConfigError as exc:
+            raise PodConfigError(str(exc)) from None
+        if identity.uid != 0 and env.get("HOME") == "/root":
+            env["HOME"] = "/"  # a user without a home in the image's /etc/passwd
         env = {k: v.replace("0.0.0.0", pod_ip) for k, v in env.items()}
         argv: list[str] = []
         if kind != "none":
@@ -321,6 +337,7 @@ def build_plan(
             readiness=parse_probe(c.get("readinessProbe"), pod_ip, ports),
             liveness=parse_probe(c.get("livenessProbe"), pod_ip, ports),
             startup=parse_probe(c.get("startupProbe"), pod_ip, ports),
+            identity=identity if kind != "none" else None,
         )
 
     init_containers = [plan_of(c) for c in spec.get("initContainers") or []]

@@ -1,79 +1,75 @@
 """Volume data mover run inside a ``stateferry/worker`` Job pod.
 
-``python -m stateferry.worker.volume pack --dir /data --bucket B --key K``
-    streams the file tree under ``--dir`` as a gzip tarball to ``s3://B/K`` and writes
-    ``s3://B/K.result.json`` = ``{"sha256_tree", "files", "bytes", "seconds"}``.
+``python -m stateferry.worker.volume pack --dir /data --bucket B --key K [--level N]``
+    streams the tree under ``--dir`` through GNU tar (``--format=posix --sparse --xattrs --acls
+    --numeric-owner --listed-incremental``) and gzip to ``s3://B/<level key>`` and writes
+    ``<level key>.result.json`` = ``{"ok", "sha256_tree", "files", "bytes", "skipped", ...}`` and the
+    tar snapshot ``<level key>.snar``. Level 0 is the bulk copy; level N > 0 holds only what changed
+    since level N-1 (new/changed files, every directory with its listing, so deletions are applied).
 
-``python -m stateferry.worker.volume unpack --dir /data --bucket B --key K --expect-sha256 X
---result-key R``
-    streams ``s3://B/K`` into ``--dir`` (which must be empty unless it already holds exactly the
-    expected tree: a re-run is then a no-op), computes the tree checksum and writes ``s3://B/R``;
-    exits 1 if the checksum differs from ``X``.
+``python -m stateferry.worker.volume unpack --dir /data --bucket B --key K [--level N]
+--expect-sha256 X [--expect-before Y] --result-key R``
+    checks every member of ``s3://B/<level key>`` (:mod:`stateferry.worker.tarcheck`) before GNU
+    tar extracts it into ``--dir``, with owners, modes, times, xattrs, ACLs, hard links and holes.
+    Level 0 needs an empty ``--dir``; level N needs the tree of level N-1 (checksum ``Y``). A
+    ``--dir`` that already holds ``X`` is left alone (a re-run is a no-op). Exit 1 when the result
+    differs from ``X`` or the archive is refused.
 
-S3 connection from the environment: ``STATEFERRY_S3_ENDPOINT`` (``http(s)://host:port``),
-``STATEFERRY_S3_ACCESS_KEY``, ``STATEFERRY_S3_SECRET_KEY`` (from a Secret), ``STATEFERRY_S3_REGION``.
-
-The tree checksum is the sha256 of one line per entry in sorted path order: ``D <path>`` for a
-directory, ``F <path> <mode> <size> <sha256>`` for a file, ``L <path> <target>`` for a symlink.
+The checksum (:mod:`stateferry.worker.tree`) is computed the same way on both sides. S3 from the
+environment: ``STATEFERRY_S3_ENDPOINT``, ``STATEFERRY_S3_ACCESS_KEY``, ``STATEFERRY_S3_SECRET_KEY``
+(from a Secret owned by the Job), ``STATEFERRY_S3_REGION``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import gzip
 import io
 import json
 import os
+import subprocess
 import sys
-import tarfile
+import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-IGNORED = frozenset({"lost+found"})
+from stateferry.worker.tarcheck import TarGate, UnsafeArchive
+from stateferry.worker.tree import TreeError, tree_checksum, walk
+
 PART_SIZE = 16 * 1024 * 1024
+XATTR_FLAGS = ["--xattrs", "--xattrs-include=user.*", "--acls"]
+CREATE_FLAGS = [
+    "--create",
+    "--format=posix",
+    "--sparse",
+    "--sparse-version=1.0",
+    *XATTR_FLAGS,
+    "--numeric-owner",
+    "--no-check-device",
+    "--exclude=./lost+found",
+]
+EXTRACT_FLAGS = [
+    "--extract",
+    "--listed-incremental=/dev/null",  # apply each directory's listing: deletions of a delta
+    "--numeric-owner",
+    "--same-owner",
+    "--same-permissions",
+    "--delay-directory-restore",
+    *XATTR_FLAGS,
+]
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class MoverError(Exception):
+    """A pack/unpack step failed; the message is written to the result record."""
 
 
-def tree_entries(root: Path) -> list[tuple[str, Path]]:
-    """``(relative path, absolute path)`` of every entry under ``root``, sorted, lost+found excluded."""
-    out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if d not in IGNORED]
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            out.append((rel, p))
-    return sorted(out)
-
-
-def tree_checksum(root: Path) -> dict[str, Any]:
-    """Checksum, file count and byte count of the tree under ``root``."""
-    h = hashlib.sha256()
-    files = 0
-    size = 0
-    for rel, p in tree_entries(root):
-        if p.is_symlink():
-            h.update(f"L {rel} {os.readlink(p)}\n".encode())
-        elif p.is_dir():
-            h.update(f"D {rel}\n".encode())
-        elif p.is_file():
-            st = p.stat()
-            h.update(f"F {rel} {st.st_mode & 0o7777:o} {st.st_size} {_file_sha(p)}\n".encode())
-            files += 1
-            size += st.st_size
-    return {"sha256_tree": h.hexdigest(), "files": files, "bytes": size}
+def level_key(key: str, level: int) -> str:
+    """Object key of one level's archive (level 0 = ``key``)."""
+    return key if level == 0 else f"{key}.level{level}"
 
 
 def s3_client() -> Any:
@@ -96,65 +92,172 @@ def _put_json(client: Any, bucket: str, key: str, data: dict[str, Any]) -> None:
     client.put_object(bucket, key, io.BytesIO(raw), len(raw), content_type="application/json")
 
 
-def pack(root: Path, bucket: str, key: str) -> dict[str, Any]:
-    """Stream ``root`` as tar.gz to ``s3://bucket/key``; write and return the result record."""
-    t0 = time.monotonic()
-    client = s3_client()
-    summary = tree_checksum(root)
-    rfd, wfd = os.pipe()
-    errors: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            with os.fdopen(wfd, "wb") as w, tarfile.open(fileobj=w, mode="w|gz") as tar:
-                for rel, p in tree_entries(root):
-                    tar.add(str(p), arcname=rel, recursive=False)
-        except BaseException as exc:  # reported after the upload ends
-            errors.append(exc)
-
-    th = threading.Thread(target=writer, daemon=True)
-    th.start()
-    with os.fdopen(rfd, "rb") as r:
-        client.put_object(bucket, key, r, length=-1, part_size=PART_SIZE, content_type="application/gzip")
-    th.join()
-    if errors:
-        raise errors[0]
-    result = {**summary, "seconds": round(time.monotonic() - t0, 3), "key": key}
-    _put_json(client, bucket, key + ".result.json", result)
-    return result
-
-
-def unpack(root: Path, bucket: str, key: str, expect: str | None, result_key: str) -> dict[str, Any]:
-    """Fill ``root`` from ``s3://bucket/key``; verify the tree checksum; write the result record."""
-    t0 = time.monotonic()
-    client = s3_client()
-    root.mkdir(parents=True, exist_ok=True)
-    present = [rel for rel, _ in tree_entries(root)]
-    if present:
-        before = tree_checksum(root)
-        if expect and before["sha256_tree"] == expect:
-            result = {**before, "seconds": 0.0, "status": "already-present", "ok": True}
-            _put_json(client, bucket, result_key, result)
-            return result
-        raise SystemExit(
-            f"{root} is not empty ({len(present)} entries) and does not hold the expected data; "
-            "refusing to overwrite: empty the volume or restore into a new PVC"
-        )
+def _get(client: Any, bucket: str, key: str) -> bytes:
     resp = client.get_object(bucket, key)
     try:
-        with tarfile.open(fileobj=resp, mode="r|gz") as tar:
-            tar.extractall(root, filter="data")
+        return bytes(resp.read())
     finally:
         resp.close()
         resp.release_conn()
-    after = tree_checksum(root)
+
+
+def _load_sums(client: Any, bucket: str, lkey: str) -> dict[str, list[Any]] | None:
+    """The per-file checksums the previous level recorded (None if missing or unreadable)."""
+    try:
+        data = json.loads(gzip.decompress(_get(client, bucket, lkey + ".sums.json.gz")))
+    except Exception:  # a missing or damaged cache only costs a full re-read
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
+    """Stream ``root`` (level 0) or its changes since level-1 to S3; write and return the result record."""
+    t0 = time.monotonic()
+    client = s3_client()
+    lkey = level_key(key, level)
+    try:
+        walk(root)  # fail early and clearly when the tree is not readable
+        with tempfile.TemporaryDirectory(prefix="stateferry-mover-") as tmp:
+            snar = Path(tmp) / "snapshot.snar"
+            if level > 0:
+                snar.write_bytes(_get(client, bucket, level_key(key, level - 1) + ".snar"))
+            tar = subprocess.Popen(
+                ["tar", *CREATE_FLAGS, f"--listed-incremental={snar}", "-C", str(root), "-f", "-", "."],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            gz = subprocess.Popen(["gzip", "-1", "-c"], stdin=tar.stdout, stdout=subprocess.PIPE)
+            assert tar.stdout is not None and gz.stdout is not None and tar.stderr is not None
+            tar.stdout.close()
+            err: list[bytes] = []
+            reader = threading.Thread(target=lambda: err.append(tar.stderr.read()), daemon=True)  # type: ignore[union-attr]
+            reader.start()
+            client.put_object(
+                bucket, lkey, gz.stdout, length=-1, part_size=PART_SIZE, content_type="application/gzip"
+            )
+            rc, gz_rc = tar.wait(), gz.wait()
+            reader.join()
+            warnings = (err[0] if err else b"").decode(errors="replace").strip()
+            if rc > 1 or gz_rc:
+                raise MoverError(f"tar exited {rc} (gzip {gz_rc}): {warnings[-500:]}")
+            raw_snar = snar.read_bytes()
+            client.put_object(bucket, lkey + ".snar", io.BytesIO(raw_snar), len(raw_snar))
+        summary = tree_checksum(
+            root, cache=_load_sums(client, bucket, level_key(key, level - 1)) if level else None
+        )
+        raw_sums = gzip.compress(json.dumps(summary.pop("sums")).encode(), 1)
+        client.put_object(bucket, lkey + ".sums.json.gz", io.BytesIO(raw_sums), len(raw_sums))
+    except (TreeError, MoverError, OSError) as exc:
+        result = {"ok": False, "error": str(exc), "level": level, "key": lkey}
+        _put_json(client, bucket, lkey + ".result.json", result)
+        raise MoverError(str(exc)) from exc
+    result = {
+        **summary,
+        "ok": True,
+        "level": level,
+        "key": lkey,
+        "changed_while_reading": rc == 1,
+        "warnings": warnings[-500:],
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    _put_json(client, bucket, lkey + ".result.json", result)
+    return result
+
+
+def _extract(client: Any, bucket: str, key: str, root: Path) -> list[list[str]]:
+    """Download, gunzip, check and extract one archive; return the dropped members."""
+    skipped: list[list[str]] = []
+    gate = TarGate(root, on_skip=lambda n, k: skipped.append([n, k]))
+    tar = subprocess.Popen(
+        ["tar", *EXTRACT_FLAGS, "-C", str(root), "-f", "-"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert tar.stdin is not None and tar.stderr is not None
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(tar.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    unzip = zlib.decompressobj(wbits=31)
+    resp = client.get_object(bucket, key)
+    refused: UnsafeArchive | None = None
+    try:
+        for chunk in resp.stream(1 << 20):
+            data = unzip.decompress(chunk)
+            while unzip.unused_data:  # concatenated gzip members
+                rest = unzip.unused_data
+                unzip = zlib.decompressobj(wbits=31)
+                data += unzip.decompress(rest)
+            tar.stdin.write(gate.feed(data))
+    except UnsafeArchive as exc:
+        refused = exc
+    except BrokenPipeError:
+        pass
+    finally:
+        resp.close()
+        resp.release_conn()
+        try:
+            tar.stdin.close()
+        except BrokenPipeError:
+            pass
+    rc = tar.wait()
+    reader.join()
+    if refused is not None:
+        raise MoverError(f"archive {key} refused: {refused}")
+    if rc != 0:
+        raise MoverError(
+            f"tar exited {rc}: {(err[0] if err else b'').decode(errors='replace').strip()[-500:]}"
+        )
+    return skipped
+
+
+def unpack(
+    root: Path,
+    bucket: str,
+    key: str,
+    expect: str | None,
+    result_key: str,
+    level: int = 0,
+    expect_before: str | None = None,
+) -> dict[str, Any]:
+    """Fill ``root`` from one level's archive; verify the tree checksum; write the result record."""
+    t0 = time.monotonic()
+    client = s3_client()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        entries = walk(root)
+        before = tree_checksum(root)
+        if expect and before["sha256_tree"] == expect:
+            present = {k: v for k, v in before.items() if k != "sums"}
+            result = {**present, "seconds": 0.0, "status": "already-present", "ok": True, "level": level}
+            _put_json(client, bucket, result_key, result)
+            return result
+        if level == 0 and len(entries) > 1:
+            raise MoverError(
+                f"{root} is not empty ({len(entries) - 1} entries) and does not hold the expected data; "
+                "refusing to overwrite: empty the volume or restore into a new PVC"
+            )
+        if level > 0 and before["sha256_tree"] != expect_before:
+            raise MoverError(
+                f"{root} does not hold the data of level {level - 1} (checksum {before['sha256_tree'][:12]}, "
+                f"expected {str(expect_before)[:12]}); refusing to apply a delta: re-run the full copy"
+            )
+        skipped = _extract(client, bucket, level_key(key, level), root)
+        after = tree_checksum(root, cache=before["sums"])  # files the archive did not touch: not re-read
+        after.pop("sums")
+    except (TreeError, MoverError, OSError) as exc:
+        _put_json(
+            client, bucket, result_key, {"ok": False, "error": str(exc), "level": level, "expected": expect}
+        )
+        raise MoverError(str(exc)) from exc
     ok = expect is None or after["sha256_tree"] == expect
     result = {
         **after,
         "seconds": round(time.monotonic() - t0, 3),
         "status": "filled",
         "ok": ok,
+        "level": level,
         "expected": expect,
+        "dropped": skipped,
     }
     _put_json(client, bucket, result_key, result)
     return result
@@ -168,23 +271,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--bucket", required=True)
     p.add_argument("--key", required=True)
+    p.add_argument("--level", type=int, default=0)
     u = sub.add_parser("unpack")
     u.add_argument("--dir", required=True, type=Path)
     u.add_argument("--bucket", required=True)
     u.add_argument("--key", required=True)
+    u.add_argument("--level", type=int, default=0)
     u.add_argument("--expect-sha256", default=None)
+    u.add_argument("--expect-before", default=None)
     u.add_argument("--result-key", required=True)
     c = sub.add_parser("checksum")
     c.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args(argv)
-    if args.cmd == "pack":
-        print(json.dumps(pack(args.dir, args.bucket, args.key)))
-        return 0
-    if args.cmd == "unpack":
-        res = unpack(args.dir, args.bucket, args.key, args.expect_sha256, args.result_key)
-        print(json.dumps(res))
-        return 0 if res.get("ok") else 1
-    print(json.dumps(tree_checksum(args.dir)))
+    try:
+        if args.cmd == "pack":
+            print(json.dumps(pack(args.dir, args.bucket, args.key, args.level)))
+            return 0
+        if args.cmd == "unpack":
+            res = unpack(
+                args.dir,
+                args.bucket,
+                args.key,
+                args.expect_sha256,
+                args.result_key,
+                args.level,
+                args.expect_before,
+            )
+            print(json.dumps(res))
+            return 0 if res.get("ok") else 1
+    except MoverError as exc:
+        print(f"stateferry mover: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in tree_checksum(args.dir).items() if k != "sums"}))
     return 0
 
 

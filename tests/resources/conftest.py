@@ -186,6 +186,7 @@ def create_all(rest: KubeRest, objects: list[dict[str, Any]]) -> None:
             "PersistentVolumeClaim": "persistentvolumeclaims",
             "Service": "services",
             "Deployment": "deployments",
+            "CronJob": "cronjobs",
         }[o["kind"]]
         base = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
         ns = o["metadata"].get("namespace")

@@ -850,6 +850,8 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
+                        # the image runs as uid 10001: the claim is writable through fsGroup
+                        "securityContext": {"fsGroup": 2000},
                         "initContainers": [
                             {
                                 "name": "prep",
@@ -927,3 +929,72 @@ def test_project_image_jobs_run_to_completion(sandbox: SandboxHandle) -> None:
     broken = pods_json(sb, "source", ns, "job-name=broken")
     assert broken[0]["status"]["phase"] == "Failed"
     assert broken[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
+
+
+def test_security_context_identity_capabilities_and_fs_group(sandbox: SandboxHandle) -> None:
+    """Containers run as their securityContext says (user, groups, capabilities), as on a real node."""
+    sb = sandbox
+    ns = new_namespace(sb, "source", "secctx")
+    script = (
+        "import os; st = open('/proc/self/status').read(); "
+        "cap = st.split('CapEff:')[1].split()[0]; "
+        "d = os.stat('/scratch'); "
+        "print(os.getuid(), os.getgid(), sorted(os.getgroups()), int(cap, 16), "
+        "d.st_gid, oct(d.st_mode & 0o7777))"
+    )
+
+    def pod(name: str, pod_sc: dict[str, Any] | None, c_sc: dict[str, Any] | None) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": "c",
+            "image": "stateferry/stateferry:dev",
+            "command": ["python", "-c", script],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        }
+        if c_sc:
+            container["securityContext"] = c_sc
+        spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        }
+        if pod_sc:
+            spec["securityContext"] = pod_sc
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+    objs = [
+        pod("image-user", None, None),
+        pod(
+            "root-one-cap", {"runAsUser": 0}, {"capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}}
+        ),
+        pod(
+            "workload",
+            {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000]},
+            None,
+        ),
+        pod("refused", {"runAsUser": 0, "runAsNonRoot": True}, None),
+    ]
+    kubectl(sb, "source", "apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(objs))
+
+    def output(name: str) -> str | None:
+        pods = {p["metadata"]["name"]: p for p in pods_json(sb, "source", ns)}
+        p = pods.get(name)
+        if not p or p["status"].get("phase") != "Succeeded":
+            return None
+        log = sb.state_dir / "source" / "pods" / f"{ns}_{name}_{p['metadata']['uid']}" / "c.log"
+        return log.read_text().strip()
+
+    # the image's USER (10001), no capabilities in effect; an emptyDir is 0777
+    assert wait_until(lambda: output("image-user"), 30, "image-user") == "10001 10001 [] 0 0 0o777"
+    # root with only CAP_DAC_READ_SEARCH (bit 2)
+    assert wait_until(lambda: output("root-one-cap"), 30, "root-one-cap") == "0 0 [] 4 0 0o777"
+    # runAsUser/runAsGroup, fsGroup + supplementalGroups; the emptyDir belongs to fsGroup (setgid, g+rwx)
+    assert wait_until(lambda: output("workload"), 30, "workload") == "1000 3000 [2000, 4000] 0 2000 0o2777"
+
+    def refused() -> str:
+        p = next(p for p in pods_json(sb, "source", ns) if p["metadata"]["name"] == "refused")
+        waiting = p["status"].get("containerStatuses", [{}])[0].get("state", {}).get("waiting", {})
+        return f"{waiting.get('reason')}: {waiting.get('message')}" if waiting.get("message") else ""
+
+    assert "CreateContainerConfigError: container has runAsNonRoot and image will run as root" in wait_until(
+        refused, 30, "refused pod"
+    )
