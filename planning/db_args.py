@@ -190,12 +190,21 @@ def check_extra_keys(tool: Tool, text: str, field: str = "extra_keys") -> list[s
             raise InputError(field, f"{name} needs a value in the same argument", f"write {name}=<value>")
         raise InputError(
             field,
-            f"{part.split('=', 1)[0]!r} is not an option stateferry passes to {tool} (connection,"
-            " credentials, output and format are managed by stateferry; abbreviations and short"
-            " options are not accepted)",
+            f"{_shown(part)!r} is not an option stateferry passes to {tool} (connection, credentials,"
+            " output and format are managed by stateferry: they come from the Database block;"
+            " abbreviations and short options are not accepted)",
             f"remove it or use the full name of one of: {allowed}",
         )
     return parts
+
+
+def _shown(part: str) -> str:
+    """What an error may show of a refused argument: never a value (``-psecret`` -> ``-p``)."""
+    if part.startswith("--"):
+        return part.split("=", 1)[0][:40]
+    if part.startswith("-"):
+        return part[:2]
+    return part[:1] + "..."
 
 
 def is_safe_database_name(name: object) -> bool:

@@ -37,13 +37,14 @@ def test_allowed_extra_keys(tool: str, text: str, expected: list[str]) -> None:
         ("pg_dump", "--ho=evil --po=5432", "'--ho'"),  # getopt abbreviation of --host
         ("pg_dump", "--dbname=host=evil", "'--dbname'"),
         ("pg_dump", "-h evil", "'-h'"),
-        ("pg_dump", "-Z9", "'-Z9'"),
+        ("pg_dump", "-Z9", "'-Z'"),
         ("pg_dump", "--format=p", "'--format'"),
         ("pg_dump", "--file=/etc/x", "'--file'"),
         ("pg_dump", "--schema public", "same argument"),
         ("pg_dump", "--schema=-x", "unusable value"),
         ("pg_dump", "--no-owner=yes", "'--no-owner'"),
-        ("mysqldump", "--opt -psecret", "'-psecret'"),
+        ("mysqldump", "--opt -psecret", "'-p'"),
+        ("mysqldump", "--opt hunter2", "'h...'"),
         ("mysqldump", "--pass=x", "'--pass'"),
         ("mysqldump", "--defaults-file=/tmp/x.cnf", "'--defaults-file'"),
         ("mysqldump", "--ignore-table=a\x00b", "control character"),
@@ -56,6 +57,7 @@ def test_refused_extra_keys_name_the_field(tool: str, text: str, words: str) -> 
         check_extra_keys(tool, text, "sources[0].extra_keys")  # type: ignore[arg-type]
     assert err.value.field == "sources[0].extra_keys"
     assert words in str(err.value)
+    assert "secret" not in str(err.value) and "hunter2" not in str(err.value)
 
 
 @pytest.mark.parametrize(
