@@ -28,6 +28,7 @@ from planning.backup_config import (
     LocalStorageConfig,
     S3StorageConfig,
 )
+from planning.backup_layout import check_part_name, is_backup_id
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
@@ -321,7 +322,7 @@ def dump_to_storages(
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    f"{d}.{ext}.gz",
+                    check_part_name(f"{d}.{ext}.gz", "sources[0].target"),
                     pg_dump_producer(r.source_block, d, src.format, src.dump_args("postgres")),
                     {"kind": "pg_dump", "database": d, "format": src.format},
                 )
@@ -590,7 +591,7 @@ def _entries(stored: list[StoredBackup]) -> list[BackupEntry]:
                 created = None
         if created is None:
             created = _id_time(b.backup_id)
-        out.append(BackupEntry(b.backup_id, created, good=b.good))
+        out.append(BackupEntry(b.backup_id, created, good=b.good, unreadable=b.unreadable))
     return out
 
 
@@ -614,15 +615,22 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
     storage = r.storages[label]
     stored = storage.list_backups(r.job.job)
     tz = ZoneInfo(r.job.timezone)
-    entries = [BackupEntry(e.backup_id, e.created.astimezone(tz), e.good) for e in _entries(stored)]
+    entries = [
+        BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
+    ]
     plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
-    if new_backup_id in plan.delete:
-        raise PermanentError(f"retention on {label} would delete the new backup {new_backup_id}; refusing")
+    good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
+    protected = {new_backup_id, *(good[-1:] and [good[-1].backup_id])}
+    if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):
+        raise PermanentError(
+            f"retention on {label} would delete the new or newest good backup, or the new backup"
+            f" {new_backup_id} is not listed as good; refusing to delete anything"
+        )
     for bid in plan.delete:
-        if bid.startswith(".partial-"):
-            storage.discard(r.job.job, bid.removeprefix(".partial-"))
-        else:
-            storage.discard(r.job.job, bid)
+        raw = bid.removeprefix(".partial-")
+        if not is_backup_id(raw):  # listings filter these already; never delete outside the layout
+            continue
+        storage.discard(r.job.job, raw)
     return plan
 
 

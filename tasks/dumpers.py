@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
+from planning.db_args import mysql_database_args, pg_conninfo
 from stateferry.errors import InputError, PermanentError, StateferryError
 
 if TYPE_CHECKING:
@@ -259,7 +260,7 @@ def mysqldump_producer(
 
     def produce(sink: Sink) -> dict[str, Any]:
         with mysql_defaults_file(db) as cnf:
-            argv = [tool, f"--defaults-extra-file={cnf}", *keys, "--databases", *databases]
+            argv = [tool, f"--defaults-extra-file={cnf}", *keys, *mysql_database_args(databases)]
             info = run_dump(
                 argv,
                 sink,
@@ -310,7 +311,7 @@ def pg_dump_producer(
     marker = b"PostgreSQL database dump complete" if fmt == "plain" else None
 
     def produce(sink: Sink) -> dict[str, Any]:
-        argv = [tool, "--format", "c" if fmt == "custom" else "p", *extra, "--dbname", database]
+        argv = [tool, "--format", "c" if fmt == "custom" else "p", *extra, "--dbname", pg_conninfo(database)]
         info = run_dump(
             argv,
             sink,
