@@ -29,6 +29,7 @@ from planning.backup_config import (
     S3StorageConfig,
 )
 from planning.backup_layout import check_part_name, is_backup_id
+from planning.db_args import is_safe_database_name
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
@@ -178,6 +179,14 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
                 r.redact(f"cannot log in to {where} ({exc})"),
                 f"check user/password in the Database block {src.connect.block!r}",
             ) from None
+        unsafe = [d for d in found if not is_safe_database_name(d)]
+        if unsafe:  # a name read from the server never becomes an argument; the rest is backed up
+            log.warning(
+                "skipping %d database(s) whose names no dump tool may receive: %s",
+                len(unsafe),
+                ", ".join(repr(d)[:80] for d in unsafe),
+            )
+        found = [d for d in found if is_safe_database_name(d)]
         wanted = list(src.target) or list(db.databases) or found
         missing = [d for d in wanted if d not in found]
         if missing:
@@ -191,7 +200,10 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
                 "sources[0].target", f"no user database on {where}", "create one or list targets"
             )
         size = (mysql_data_size if job.engine == "mysql" else postgres_data_size)(db, wanted)
-        return {"databases": wanted, "host": db.host, "port": db.effective_port, "estimated_bytes": size}
+        facts = {"databases": wanted, "host": db.host, "port": db.effective_port, "estimated_bytes": size}
+        if unsafe and not src.target and not db.databases:
+            facts["skipped_unsafe_names"] = len(unsafe)
+        return facts
     if isinstance(src, FilesSourceConfig):
         for p in src.target:
             path = Path(p)

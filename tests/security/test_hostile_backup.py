@@ -21,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 from blocks.database import Database
 from planning.backup_config import parse_job
 from stateferry.errors import InputError
-from tasks.backup_jobs import Resolved, new_backup_id, rotate_storage
+from tasks.backup_jobs import Resolved, new_backup_id, preflight_source, rotate_storage
 from tasks.backup_storage import LocalStorage, S3Storage
 from tasks.dumpers import pg_dump_producer
 
@@ -86,8 +86,12 @@ def test_hostile_database_name_is_not_a_conninfo(postgres: Any) -> None:
         with pytest.raises(InputError) as err:
             parse_job({**_pg_job(), "sources": [{"connect": {"block": "pg"}, "target": ["--host=evil"]}]})
         assert "target" in err.value.field
+        # "all databases": a name read from the server that would be an option is skipped
+        pg_exec(db, 'CREATE DATABASE "--host=evil"')
+        facts = preflight_source.fn(Resolved(parse_job(_pg_job()), source_block=db))
+        assert hostile in facts["databases"] and "--host=evil" not in facts["databases"]
     finally:
-        _drop(db, other, hostile)
+        _drop(db, other, hostile, "--host=evil")
 
 
 # -------------------------------------------------------------------------------------------------
