@@ -196,6 +196,10 @@ class DatabaseSourceConfig(_SourceModel):
     target: list[str] = Field(default_factory=list, description="databases; empty = all user databases")
     extra_keys: str | None = None
     single_transaction: bool = True
+    skip_objects: list[Literal["events", "routines", "triggers"]] = Field(
+        default_factory=list,
+        description="MySQL/MariaDB: object kinds left out of the dump on purpose (default: none)",
+    )
     format: Literal["custom", "plain"] = "custom"
     is_slave: bool = False
 
@@ -223,6 +227,10 @@ class DatabaseSourceConfig(_SourceModel):
             )
             if self.single_transaction and "--single-transaction" not in keys:
                 keys.append("--single-transaction")
+            # complete by default, whatever extra_keys says (later options win); opt-outs explicit
+            for kind in ("events", "routines", "triggers"):
+                flag = f"--skip-{kind}" if kind in self.skip_objects else f"--{kind}"
+                keys = [k for k in keys if k not in (f"--{kind}", f"--skip-{kind}")] + [flag]
             return keys
         return check_extra_keys("pg_dump", self.extra_keys or "")
 
@@ -418,8 +426,12 @@ def parse_job(data: Any) -> BackupJob:
         source = _source_model(engine).model_validate(src)
     except ValidationError as exc:
         raise _input_error(exc, "sources[0].") from None
+    if isinstance(source, DatabaseSourceConfig) and source.skip_objects and engine != "mysql":
+        raise InputError(
+            "sources[0].skip_objects", "applies to MySQL/MariaDB dumps only", "remove skip_objects"
+        )
     if isinstance(source, DatabaseSourceConfig) and source.extra_keys is not None:
-        tool = "mysqldump" if engine == "mysql" else "pg_dump"
+        tool: Literal["mysqldump", "pg_dump"] = "mysqldump" if engine == "mysql" else "pg_dump"
         keys = check_extra_keys(tool, source.extra_keys, "sources[0].extra_keys")
         bad = [k for k in keys if k in ("--create", "--clean", "--if-exists")]
         if engine == "postgres" and bad:

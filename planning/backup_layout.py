@@ -41,4 +41,3 @@ def check_part_name(value: object, field: str = "manifest.parts[].name") -> str:
             "the manifest was altered; restore another backup or from another storage",
         )
     return value
-

@@ -46,12 +46,11 @@ from tasks.dumpers import (
     tar_producer,
     tree_digest,
 )
+from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
 from tasks.restore_ops import (
     etcd_snapshot_status,
     mysql_drop_database,
-    mysql_inventory,
     postgres_drop_database,
-    postgres_inventory,
     postgres_recreate_database,
     restore_etcd_snapshot,
     restore_files,
@@ -326,7 +325,13 @@ def dump_to_storages(
             (
                 "mysql.sql.gz",
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
-                {"kind": "mysqldump", "databases": dbs, "format": "sql"},
+                {
+                    "kind": "mysqldump",
+                    "databases": dbs,
+                    "format": "sql",
+                    "objects": [k for k in ("events", "routines", "triggers") if k not in src.skip_objects],
+                    "skipped_objects": list(src.skip_objects),
+                },
             )
         )
     elif isinstance(src, DatabaseSourceConfig):
@@ -400,27 +405,12 @@ def _inventory(r: Resolved, database: str) -> dict[str, Any]:
 
 
 def _compare(name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Differences between the source (before the dump) and the restored copy.
+    """Every object of the source (before the dump) missing or different in the restored copy.
 
-    A table whose row count changed in the source between the dump and now is reported as drift,
-    not as a failure (the dump is a consistent snapshot of some moment in between).
+    Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
+    itself shows now (it changed during the dump) is drift, not a failure.
     """
-    problems: list[str] = []
-    for kind in ("views", "routines"):
-        if set(before[kind]) != set(restored[kind]) and set(now[kind]) != set(restored[kind]):
-            problems.append(f"{name}: {kind} differ: source {before[kind]} restored {restored[kind]}")
-    for table, count in before["tables"].items():
-        if table not in restored["tables"]:
-            if table in now["tables"]:
-                problems.append(f"{name}: table {table} missing from the restored copy")
-            continue
-        got = restored["tables"][table]
-        if got != count and now["tables"].get(table) == count:
-            problems.append(f"{name}: table {table} has {got} rows restored, {count} in the source")
-    extra = set(restored["tables"]) - set(before["tables"]) - set(now["tables"])
-    if extra:
-        problems.append(f"{name}: unexpected tables restored: {sorted(extra)}")
-    return problems
+    return compare_inventories(name, before, restored, now)
 
 
 @task(name="verify_backup", cache_policy=NO_CACHE)
@@ -517,8 +507,12 @@ def verify_backup(
 
 @task(name="inventory_source", cache_policy=NO_CACHE)
 def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
-    """Tables/row counts/views/routines of each source database (taken before the dump)."""
-    return {d: _inventory(r, d) for d in databases}
+    """Inventory of each source database (taken before the dump; stored in the manifest).
+
+    Kinds the job opted out of (``skip_objects``) are left out: they are not expected back.
+    """
+    skip = set(getattr(r.job.source, "skip_objects", ()) or ())
+    return {d: {k: v for k, v in _inventory(r, d).items() if k not in skip} for d in databases}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,8 +528,9 @@ def build_manifest(
     source_facts: dict[str, Any],
     verification: dict[str, Any] | None,
     flow_run_id: str | None,
+    inventory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest stored next to the backup (no secrets)."""
+    """The manifest stored next to the backup (no secrets); ``inventory`` per database."""
     tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
     return {
         "format": FORMAT,
@@ -564,6 +559,7 @@ def build_manifest(
         ],
         "tools": tools,
         "verification": verification,
+        "inventory": inventory,
         "flow_run_id": flow_run_id,
     }
 
@@ -632,7 +628,7 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
     ]
     plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
     good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
-    protected = {new_backup_id, *(good[-1:] and [good[-1].backup_id])}
+    protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
     if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):
         raise PermanentError(
             f"retention on {label} would delete the new or newest good backup, or the new backup"
