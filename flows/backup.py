@@ -196,6 +196,9 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
             raise
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
+    etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
+    if etcd_status:
+        inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
     manifest = build_manifest(
         r, backup_id, started, finished, parts, facts, verification, flow_run.id, inventory=inventory
     )

@@ -42,6 +42,8 @@ DEFAULT_MYSQLDUMP_KEYS = (
     "--opt --add-drop-database --routines --comments --create-options --quote-names"
     " --order-by-primary --hex-blob"
 )
+#: pg_dump options that would leave objects out of a dump (grants, comments, large objects).
+_PG_INCOMPLETE = ("--no-privileges", "--no-acl", "--no-comments", "--no-blobs", "--no-large-objects")
 _ENGINES = {
     "mysql": "mysql",
     "mariadb": "mysql",
@@ -225,14 +227,20 @@ class DatabaseSourceConfig(_SourceModel):
             keys = check_extra_keys(
                 "mysqldump", self.extra_keys if self.extra_keys is not None else DEFAULT_MYSQLDUMP_KEYS
             )
-            if self.single_transaction and "--single-transaction" not in keys:
-                keys.append("--single-transaction")
             # complete by default, whatever extra_keys says (later options win); opt-outs explicit
             for kind in ("events", "routines", "triggers"):
-                flag = f"--skip-{kind}" if kind in self.skip_objects else f"--{kind}"
-                keys = [k for k in keys if k not in (f"--{kind}", f"--skip-{kind}")] + [flag]
+                on, off = f"--{kind}", f"--skip-{kind}"
+                want, drop = (off, on) if kind in self.skip_objects else (on, off)
+                keys = [k for k in keys if k != drop]
+                if want not in keys:
+                    keys.append(want)
+            if self.single_transaction and "--single-transaction" not in keys:
+                keys.append("--single-transaction")
             return keys
-        return check_extra_keys("pg_dump", self.extra_keys or "")
+        keys = check_extra_keys("pg_dump", self.extra_keys or "")
+        if self.format == "custom" and "--blobs" not in keys and "--large-objects" not in keys:
+            keys.append("--blobs")  # large objects even when --schema/--table narrow the dump
+        return keys
 
 
 class FilesSourceConfig(_SourceModel):
@@ -433,6 +441,14 @@ def parse_job(data: Any) -> BackupJob:
     if isinstance(source, DatabaseSourceConfig) and source.extra_keys is not None:
         tool: Literal["mysqldump", "pg_dump"] = "mysqldump" if engine == "mysql" else "pg_dump"
         keys = check_extra_keys(tool, source.extra_keys, "sources[0].extra_keys")
+        incomplete = [k for k in keys if k in _PG_INCOMPLETE]
+        if engine == "postgres" and incomplete:
+            raise InputError(
+                "sources[0].extra_keys",
+                f"{incomplete[0]} leaves grants, comments or large objects out of the dump",
+                "remove it: a backup keeps everything the database has (pg_restore can still skip"
+                " objects at restore time)",
+            )
         bad = [k for k in keys if k in ("--create", "--clean", "--if-exists")]
         if engine == "postgres" and bad:
             raise InputError(

@@ -15,6 +15,7 @@ import pytest
 
 from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
 from planning.backup_config import parse_job
+from stateferry.errors import InputError
 from tasks.backup_jobs import (
     Resolved,
     VerificationFailed,
@@ -152,3 +153,18 @@ def test_complete_inventory_names_each_difference() -> None:
         "db: table t is 2 restored, 3 in the source",
         "db: event nightly missing from the restored copy",
     ]
+
+
+def test_complete_postgres_dump_keeps_grants_comments_large_objects() -> None:
+    """pg_dump options that leave objects out are refused; large objects are always dumped."""
+    base = {"job": "complete", "type": "postgres", "storages": [{"storage": "local", "backup_dir": "/tmp/x"}]}
+    for keys in ("--no-privileges", "--no-comments", "--no-blobs"):
+        with pytest.raises(InputError) as err:
+            parse_job({**base, "sources": [{"connect": {"block": "b"}, "extra_keys": keys}]})
+        assert err.value.field == "sources[0].extra_keys"
+    job = parse_job({**base, "sources": [{"connect": {"block": "b"}, "extra_keys": "--schema=public"}]})
+    assert "--blobs" in job.source.dump_args("postgres")  # type: ignore[union-attr]
+    mysql = parse_job(
+        {**base, "type": "mysql", "sources": [{"connect": {"block": "b"}, "extra_keys": "--opt"}]}
+    )
+    assert {"--events", "--routines", "--triggers"} <= set(mysql.source.dump_args("mysql"))  # type: ignore[union-attr]
