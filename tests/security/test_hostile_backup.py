@@ -56,7 +56,7 @@ def _gz(data: bytes) -> bytes:
     [
         ("postgres", "--ho=evil --po=5432"),
         ("postgres", "--dbname=host=evil"),
-        ("postgres", "-h evil"),
+        ("postgres", "--dbn=host=evil"),
         ("mysql", "--ho=evil"),
         ("mysql", "--opt --defaults-file=/tmp/x"),
     ],
