@@ -168,3 +168,28 @@ def test_complete_postgres_dump_keeps_grants_comments_large_objects() -> None:
         {**base, "type": "mysql", "sources": [{"connect": {"block": "b"}, "extra_keys": "--opt"}]}
     )
     assert {"--events", "--routines", "--triggers"} <= set(mysql.source.dump_args("mysql"))  # type: ignore[union-attr]
+
+
+def test_complete_summary_shows_inventory_side_by_side() -> None:
+    """The backup's summary artifact lists source and restored counts per kind."""
+    from flows.backup import _summary
+
+    job = parse_job(
+        {
+            "job": "complete",
+            "type": "mysql",
+            "sources": [{"connect": {"block": "b"}}],
+            "storages": [{"storage": "local", "backup_dir": "/tmp/x"}],
+        }
+    )
+    inv = {"shop": {"tables": {"t": 3}, "events": ["nightly"]}}
+    result = {
+        "inventory": inv,
+        "verification": {
+            "result": "ok",
+            "read_from": "local",
+            "checks": {"shop": {"tables": {"t": 3}, "events": []}},
+        },
+    }
+    text = _summary(job, "20260101T000000Z-abcdef", result, {}, 1.0)
+    assert "| shop | tables | 1 | 1 |" in text and "| shop | events | 1 | 0 |" in text
