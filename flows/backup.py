@@ -225,7 +225,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
         "sha256": manifest["sha256"],
         "parts": manifest["parts"],
         "verification": verification,
-        "inventory": inventory,
+        "inventory": manifest["inventory"],
         "retention": retention,
         "deleted": deleted,
     }

@@ -7,6 +7,7 @@ only sequence them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets as pysecrets
 import shutil
@@ -340,7 +341,13 @@ def dump_to_storages(
             parts.append(
                 (
                     check_part_name(f"{d}.{ext}.gz", "sources[0].target"),
-                    pg_dump_producer(r.source_block, d, src.format, src.dump_args("postgres")),
+                    pg_dump_producer(
+                        r.source_block,
+                        d,
+                        src.format,
+                        src.dump_args("postgres"),
+                        inventory=functools.partial(postgres_inventory, r.source_block, d),
+                    ),
                     {"kind": "pg_dump", "database": d, "format": src.format},
                 )
             )
@@ -461,12 +468,13 @@ def verify_backup(
         for part in parts:
             d = part.info["database"]
             scratch = f"sfverify_{token}_{d}"[:63]
+            want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
             try:
                 postgres_recreate_database(r.source_block, scratch, drop=True)
                 with open_part(part.name) as fh:
                     restore_postgres(r.source_block, fh, scratch, part.info["format"])
                 restored = postgres_inventory(r.source_block, scratch)
-                problems += _compare(d, before[d], restored, _inventory(r, d))
+                problems += _compare(d, want, restored, _inventory(r, d))
                 record["checks"][d] = restored
             except StateferryError as exc:
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
@@ -553,13 +561,17 @@ def build_manifest(
                 "raw_size": p.raw_size,
                 "raw_sha256": p.raw_sha256,
                 "seconds": round(p.seconds, 3),
-                **{k: v for k, v in p.info.items() if k not in ("bytes",)},
+                **{k: v for k, v in p.info.items() if k not in ("bytes", "inventory")},
             }
             for p in parts
         ],
         "tools": tools,
         "verification": verification,
-        "inventory": inventory,
+        "inventory": {
+            **(inventory or {}),
+            **{p.info["database"]: p.info["inventory"] for p in parts if p.info.get("inventory")},
+        }
+        or None,
         "flow_run_id": flow_run_id,
     }
 

@@ -15,6 +15,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -303,15 +304,53 @@ def postgres_data_size(db: Database, databases: list[str]) -> int:
         conn.close()
 
 
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
 def pg_dump_producer(
-    db: Database, database: str, fmt: str, extra: list[str]
+    db: Database,
+    database: str,
+    fmt: str,
+    extra: list[str],
+    *,
+    inventory: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Callable[[Sink], dict[str, Any]]:
-    """A producer running ``pg_dump -F c|p`` for one database (password via PGPASSWORD)."""
+    """A producer running ``pg_dump -F c|p`` for one database (password via PGPASSWORD).
+
+    With ``inventory`` the producer opens a REPEATABLE READ transaction, exports its snapshot, lists
+    the database in it (``inventory(connection)``) and has pg_dump read the same snapshot
+    (``--snapshot``): the manifest's inventory describes exactly what the dump holds.
+    """
     tool = find_tool("pg_dump")
     marker = b"PostgreSQL database dump complete" if fmt == "plain" else None
 
     def produce(sink: Sink) -> dict[str, Any]:
-        argv = [tool, "--format", "c" if fmt == "custom" else "p", *extra, "--dbname", pg_conninfo(database)]
+        if inventory is None:
+            return dump(sink, [])
+        conn = db.connect(database)
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(row[0]) if row else ""
+            if not _SNAPSHOT_ID.match(snapshot):
+                raise DumpFailed(f"unexpected snapshot id {snapshot[:40]!r} from the server")
+            inv = inventory(conn)
+            info = dump(sink, [f"--snapshot={snapshot}"])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return {**info, "inventory": inv}
+
+    def dump(sink: Sink, snapshot: list[str]) -> dict[str, Any]:
+        argv = [
+            tool,
+            "--format",
+            "c" if fmt == "custom" else "p",
+            *extra,
+            *snapshot,
+            "--dbname",
+            pg_conninfo(database),
+        ]
         info = run_dump(
             argv,
             sink,

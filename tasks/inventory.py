@@ -77,10 +77,16 @@ def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
 _PG_USER = "NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
 
 
-def postgres_inventory(db: Database, database: str) -> dict[str, Any]:
+def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[str, Any]:
     """Tables (exact row counts), views, materialised views, triggers, routines, sequences (with
-    values), extensions, enum types (with labels) and the number of large objects of one database."""
-    conn = db.connect(database)
+    values), extensions, enum types (with labels) and the number of large objects of one database.
+
+    With ``conn`` (an open connection, e.g. inside the dump's snapshot) that connection is used and
+    left open.
+    """
+    own = conn is None
+    if own:
+        conn = db.connect(database)
     try:
         with conn.cursor() as cur:
 
@@ -144,7 +150,8 @@ def postgres_inventory(db: Database, database: str) -> dict[str, Any]:
             "large_objects": large_objects,
         }
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 def _describe(kind: str, value: Any) -> dict[str, Any]:

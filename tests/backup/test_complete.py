@@ -133,6 +133,7 @@ def test_complete_postgres_every_kind_round_trips(postgres: Any, tmp_path: Path)
         assert inv["materialized_views"] == ["public.tm"] and inv["triggers"] == ["public.t.t_ins"]
         bid, parts, record = _backup(r, before)
         assert record["result"] == "ok" and record["checks"][name]["large_objects"] == 1
+        assert parts[0].info["inventory"] == inv  # listed in the dump's own snapshot
         other = name + "_over"
         postgres_recreate_database(db, other, drop=True)
         try:
