@@ -96,6 +96,8 @@ def parse_endpoint(field: str, value: str, *, example: str) -> Endpoint:
     fix = f"write it as host:port or http(s)://host:port, e.g. {example}"
     if not text:
         raise InputError(field, "the endpoint is empty", fix)
+    if "@" in text:  # user:password@host - never echo it (a bad port would otherwise show the secret)
+        raise InputError(field, "the endpoint must not carry credentials", "put them in the secret fields")
     has_scheme = "://" in text
     try:
         parts = urlsplit(text if has_scheme else f"//{text}")

@@ -19,6 +19,7 @@ _ENGINE_ALIASES: dict[str, str] = {
     "postgresql": "postgres",
     "pg": "postgres",
 }
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DB_NAME = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_$-]{0,62}$")
 
 
@@ -65,12 +66,21 @@ class Database(Block):
     @field_validator("user")
     @classmethod
     def _check_user(cls, value: str) -> str:
-        return check_nonempty("user", value, "give the database user name, e.g. root or postgres")
+        check_nonempty("user", value, "give the database user name, e.g. root or postgres")
+        if _CONTROL.search(value):
+            raise InputError("user", "contains a control character (e.g. a newline)", "remove it")
+        return value
 
     @field_validator("password")
     @classmethod
     def _check_password(cls, value: SecretStr) -> SecretStr:
         check_nonempty("password", value.get_secret_value(), "give the password of the database user")
+        if _CONTROL.search(value.get_secret_value()):
+            raise InputError(
+                "password",
+                "contains a control character (e.g. a newline; the value is not shown)",
+                "set a password without control characters",
+            )
         return value
 
     @field_validator("databases")

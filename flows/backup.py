@@ -42,6 +42,7 @@ from tasks.backup_jobs import (
     verify_backup,
 )
 from tasks.backup_storage import LocalStorage
+from tasks.inventory import inventory_table
 from tasks.notify import send_notification
 
 
@@ -60,6 +61,13 @@ class BackupTargetsFailed(PermanentError):
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "backup"
+
+
+def _part_inventory(parts: list[Any]) -> dict[str, Any]:
+    """Files: count, bytes and tree digest of the archive (from the part facts)."""
+    keys = ("file_count", "total_bytes", "tree_sha256")
+    found = [p for p in parts if "file_count" in p.info]
+    return {"files": {k: found[0].info[k] for k in keys if k in found[0].info}} if found else {}
 
 
 def _summary(
@@ -83,6 +91,14 @@ def _summary(
         lines += [
             "",
             f"Verification: {verification.get('result')} (read from {verification.get('read_from')}).",
+        ]
+    if result.get("inventory"):
+        checks = (verification or {}).get("checks") if verification else None
+        lines += [
+            "",
+            "## Inventory (source / restored copy)",
+            "",
+            *inventory_table(result["inventory"], checks),
         ]
     for label, plan in result.get("retention", {}).items():
         lines += ["", f"## Retention on {label}", "", plan]
@@ -158,7 +174,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     started = now or dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(started)
     before: dict[str, Any] = {}
-    if do_verify and isinstance(cfg.source, DatabaseSourceConfig):
+    if isinstance(cfg.source, DatabaseSourceConfig):
         before = inventory_source(r, facts["databases"])
     parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy)
     failed = {**storage_failed, **dump_failed}
@@ -179,7 +195,13 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
                     )
             raise
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
-    manifest = build_manifest(r, backup_id, started, finished, parts, facts, verification, flow_run.id)
+    inventory = before or _part_inventory(parts)
+    etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
+    if etcd_status:
+        inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
+    manifest = build_manifest(
+        r, backup_id, started, finished, parts, facts, verification, flow_run.id, inventory=inventory
+    )
     publish_failed = publish_backup(r, backup_id, manifest, holding)
     failed.update(publish_failed)
     good = [label for label in holding if label not in publish_failed]
@@ -203,6 +225,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
         "sha256": manifest["sha256"],
         "parts": manifest["parts"],
         "verification": verification,
+        "inventory": manifest["inventory"],
         "retention": retention,
         "deleted": deleted,
     }

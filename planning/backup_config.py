@@ -28,12 +28,12 @@ Every problem is reported as :class:`stateferry.errors.InputError` naming the fi
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from planning.db_args import check_database_name, check_extra_keys
 from planning.retention import WEEKDAYS, RetentionPolicy
 from stateferry.errors import InputError
 
@@ -42,8 +42,8 @@ DEFAULT_MYSQLDUMP_KEYS = (
     "--opt --add-drop-database --routines --comments --create-options --quote-names"
     " --order-by-primary --hex-blob"
 )
-#: Options that would leak or break things if given as extra keys.
-_FORBIDDEN_KEYS = ("--password", "-p", "--result-file", "-r", "--host", "-h", "--port", "-P", "--user", "-u")
+#: pg_dump options that would leave objects out of a dump (grants, comments, large objects).
+_PG_INCOMPLETE = ("--no-privileges", "--no-acl", "--no-comments", "--no-blobs", "--no-large-objects")
 _ENGINES = {
     "mysql": "mysql",
     "mariadb": "mysql",
@@ -198,6 +198,10 @@ class DatabaseSourceConfig(_SourceModel):
     target: list[str] = Field(default_factory=list, description="databases; empty = all user databases")
     extra_keys: str | None = None
     single_transaction: bool = True
+    skip_objects: list[Literal["events", "routines", "triggers"]] = Field(
+        default_factory=list,
+        description="MySQL/MariaDB: object kinds left out of the dump on purpose (default: none)",
+    )
     format: Literal["custom", "plain"] = "custom"
     is_slave: bool = False
 
@@ -212,36 +216,31 @@ class DatabaseSourceConfig(_SourceModel):
             )
         return v
 
-    @field_validator("extra_keys")
+    @field_validator("target")
     @classmethod
-    def _keys(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            parts = shlex.split(v)
-        except ValueError as exc:
-            raise InputError(
-                "extra_keys", f"cannot be split into arguments ({exc})", "fix the quoting"
-            ) from None
-        for part in parts:
-            opt = part.split("=", 1)[0]
-            short = opt[:2] if not opt.startswith("--") else opt
-            if opt in _FORBIDDEN_KEYS or short in _FORBIDDEN_KEYS:
-                raise InputError(
-                    "extra_keys",
-                    f"{short!r} is managed by stateferry (connection/credentials/output)",
-                    "remove it; connection details come from the Database block",
-                )
-        return v
+    def _targets(cls, v: list[str]) -> list[str]:
+        return [check_database_name(name, "target") for name in v]
 
     def dump_args(self, engine: str) -> list[str]:
         """Extra command-line keys for the dump tool."""
         if engine == "mysql":
-            keys = shlex.split(self.extra_keys if self.extra_keys is not None else DEFAULT_MYSQLDUMP_KEYS)
+            keys = check_extra_keys(
+                "mysqldump", self.extra_keys if self.extra_keys is not None else DEFAULT_MYSQLDUMP_KEYS
+            )
+            # complete by default, whatever extra_keys says (later options win); opt-outs explicit
+            for kind in ("events", "routines", "triggers"):
+                on, off = f"--{kind}", f"--skip-{kind}"
+                want, drop = (off, on) if kind in self.skip_objects else (on, off)
+                keys = [k for k in keys if k != drop]
+                if want not in keys:
+                    keys.append(want)
             if self.single_transaction and "--single-transaction" not in keys:
                 keys.append("--single-transaction")
             return keys
-        return shlex.split(self.extra_keys or "")
+        keys = check_extra_keys("pg_dump", self.extra_keys or "")
+        if self.format == "custom" and "--blobs" not in keys and "--large-objects" not in keys:
+            keys.append("--blobs")  # large objects even when --schema/--table narrow the dump
+        return keys
 
 
 class FilesSourceConfig(_SourceModel):
@@ -435,6 +434,28 @@ def parse_job(data: Any) -> BackupJob:
         source = _source_model(engine).model_validate(src)
     except ValidationError as exc:
         raise _input_error(exc, "sources[0].") from None
+    if isinstance(source, DatabaseSourceConfig) and source.skip_objects and engine != "mysql":
+        raise InputError(
+            "sources[0].skip_objects", "applies to MySQL/MariaDB dumps only", "remove skip_objects"
+        )
+    if isinstance(source, DatabaseSourceConfig) and source.extra_keys is not None:
+        tool: Literal["mysqldump", "pg_dump"] = "mysqldump" if engine == "mysql" else "pg_dump"
+        keys = check_extra_keys(tool, source.extra_keys, "sources[0].extra_keys")
+        incomplete = [k for k in keys if k in _PG_INCOMPLETE]
+        if engine == "postgres" and incomplete:
+            raise InputError(
+                "sources[0].extra_keys",
+                f"{incomplete[0]} leaves grants, comments or large objects out of the dump",
+                "remove it: a backup keeps everything the database has (pg_restore can still skip"
+                " objects at restore time)",
+            )
+        bad = [k for k in keys if k in ("--create", "--clean", "--if-exists")]
+        if engine == "postgres" and bad:
+            raise InputError(
+                "sources[0].extra_keys",
+                f"{bad[0]} makes a dump drop or create databases (restores would replace live data)",
+                "remove it; restores always go into a fresh temporary database and are swapped in",
+            )
     data.pop("tmp_dir", None)  # nxs-backup's staging dir: stateferry streams, nothing is staged
     try:
         job = BackupJob.model_validate({**data, "type": kind, "engine": engine, "source": source})

@@ -13,6 +13,7 @@ dates in the timezone of the datetimes given, UTC in stateferry):
 * the newest good backup is always kept, whatever the counts (so a retention of 0/0/0 still leaves
   one restorable backup, and a clock jump can never empty a storage);
 * backups dated after ``now`` (clock skew) are kept and say so;
+* backups whose manifest exists but cannot be read are always kept (they may be good);
 * backups that are not good (failed / incomplete, e.g. left by a crashed run) are deleted once they
   are older than ``incomplete_grace`` (6 h): a younger one may belong to a run still in progress.
 
@@ -67,11 +68,14 @@ class BackupEntry:
         backup_id: identifier unique within a storage (e.g. ``20260101T000000Z``).
         created: when the backup was taken (timezone-aware).
         good: True when the backup completed and was published as good.
+        unreadable: its manifest exists but cannot be read or parsed: it is always kept (it may be
+            a good backup; an operator decides).
     """
 
     backup_id: str
     created: dt.datetime
     good: bool = True
+    unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ def plan_retention(
     for b in entries:
         day = b.created.date()
         reasons: list[str] = []
+        if b.unreadable:
+            why = "manifest cannot be read: kept for an operator to inspect"
+            decisions.append(RetentionDecision(b.backup_id, b.created, True, (why,)))
+            continue
         if not b.good:
             if b.created >= now - incomplete_grace:
                 why = "incomplete but recent: another run may still be writing it"

@@ -7,6 +7,7 @@ only sequence them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets as pysecrets
 import shutil
@@ -28,6 +29,8 @@ from planning.backup_config import (
     LocalStorageConfig,
     S3StorageConfig,
 )
+from planning.backup_layout import check_part_name, is_backup_id
+from planning.db_args import is_safe_database_name
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
@@ -44,12 +47,11 @@ from tasks.dumpers import (
     tar_producer,
     tree_digest,
 )
+from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
 from tasks.restore_ops import (
     etcd_snapshot_status,
     mysql_drop_database,
-    mysql_inventory,
     postgres_drop_database,
-    postgres_inventory,
     postgres_recreate_database,
     restore_etcd_snapshot,
     restore_files,
@@ -177,6 +179,14 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
                 r.redact(f"cannot log in to {where} ({exc})"),
                 f"check user/password in the Database block {src.connect.block!r}",
             ) from None
+        unsafe = [d for d in found if not is_safe_database_name(d)]
+        if unsafe:  # a name read from the server never becomes an argument; the rest is backed up
+            log.warning(
+                "skipping %d database(s) whose names no dump tool may receive: %s",
+                len(unsafe),
+                ", ".join(repr(d)[:80] for d in unsafe),
+            )
+        found = [d for d in found if is_safe_database_name(d)]
         wanted = list(src.target) or list(db.databases) or found
         missing = [d for d in wanted if d not in found]
         if missing:
@@ -190,7 +200,10 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
                 "sources[0].target", f"no user database on {where}", "create one or list targets"
             )
         size = (mysql_data_size if job.engine == "mysql" else postgres_data_size)(db, wanted)
-        return {"databases": wanted, "host": db.host, "port": db.effective_port, "estimated_bytes": size}
+        facts = {"databases": wanted, "host": db.host, "port": db.effective_port, "estimated_bytes": size}
+        if unsafe and not src.target and not db.databases:
+            facts["skipped_unsafe_names"] = len(unsafe)
+        return facts
     if isinstance(src, FilesSourceConfig):
         for p in src.target:
             path = Path(p)
@@ -313,7 +326,13 @@ def dump_to_storages(
             (
                 "mysql.sql.gz",
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
-                {"kind": "mysqldump", "databases": dbs, "format": "sql"},
+                {
+                    "kind": "mysqldump",
+                    "databases": dbs,
+                    "format": "sql",
+                    "objects": [k for k in ("events", "routines", "triggers") if k not in src.skip_objects],
+                    "skipped_objects": list(src.skip_objects),
+                },
             )
         )
     elif isinstance(src, DatabaseSourceConfig):
@@ -321,8 +340,14 @@ def dump_to_storages(
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    f"{d}.{ext}.gz",
-                    pg_dump_producer(r.source_block, d, src.format, src.dump_args("postgres")),
+                    check_part_name(f"{d}.{ext}.gz", "sources[0].target"),
+                    pg_dump_producer(
+                        r.source_block,
+                        d,
+                        src.format,
+                        src.dump_args("postgres"),
+                        inventory=functools.partial(postgres_inventory, r.source_block, d),
+                    ),
                     {"kind": "pg_dump", "database": d, "format": src.format},
                 )
             )
@@ -387,27 +412,12 @@ def _inventory(r: Resolved, database: str) -> dict[str, Any]:
 
 
 def _compare(name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Differences between the source (before the dump) and the restored copy.
+    """Every object of the source (before the dump) missing or different in the restored copy.
 
-    A table whose row count changed in the source between the dump and now is reported as drift,
-    not as a failure (the dump is a consistent snapshot of some moment in between).
+    Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
+    itself shows now (it changed during the dump) is drift, not a failure.
     """
-    problems: list[str] = []
-    for kind in ("views", "routines"):
-        if set(before[kind]) != set(restored[kind]) and set(now[kind]) != set(restored[kind]):
-            problems.append(f"{name}: {kind} differ: source {before[kind]} restored {restored[kind]}")
-    for table, count in before["tables"].items():
-        if table not in restored["tables"]:
-            if table in now["tables"]:
-                problems.append(f"{name}: table {table} missing from the restored copy")
-            continue
-        got = restored["tables"][table]
-        if got != count and now["tables"].get(table) == count:
-            problems.append(f"{name}: table {table} has {got} rows restored, {count} in the source")
-    extra = set(restored["tables"]) - set(before["tables"]) - set(now["tables"])
-    if extra:
-        problems.append(f"{name}: unexpected tables restored: {sorted(extra)}")
-    return problems
+    return compare_inventories(name, before, restored, now)
 
 
 @task(name="verify_backup", cache_policy=NO_CACHE)
@@ -458,12 +468,13 @@ def verify_backup(
         for part in parts:
             d = part.info["database"]
             scratch = f"sfverify_{token}_{d}"[:63]
+            want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
             try:
                 postgres_recreate_database(r.source_block, scratch, drop=True)
                 with open_part(part.name) as fh:
                     restore_postgres(r.source_block, fh, scratch, part.info["format"])
                 restored = postgres_inventory(r.source_block, scratch)
-                problems += _compare(d, before[d], restored, _inventory(r, d))
+                problems += _compare(d, want, restored, _inventory(r, d))
                 record["checks"][d] = restored
             except StateferryError as exc:
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
@@ -504,8 +515,12 @@ def verify_backup(
 
 @task(name="inventory_source", cache_policy=NO_CACHE)
 def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
-    """Tables/row counts/views/routines of each source database (taken before the dump)."""
-    return {d: _inventory(r, d) for d in databases}
+    """Inventory of each source database (taken before the dump; stored in the manifest).
+
+    Kinds the job opted out of (``skip_objects``) are left out: they are not expected back.
+    """
+    skip = set(getattr(r.job.source, "skip_objects", ()) or ())
+    return {d: {k: v for k, v in _inventory(r, d).items() if k not in skip} for d in databases}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,8 +536,9 @@ def build_manifest(
     source_facts: dict[str, Any],
     verification: dict[str, Any] | None,
     flow_run_id: str | None,
+    inventory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest stored next to the backup (no secrets)."""
+    """The manifest stored next to the backup (no secrets); ``inventory`` per database."""
     tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
     return {
         "format": FORMAT,
@@ -545,12 +561,17 @@ def build_manifest(
                 "raw_size": p.raw_size,
                 "raw_sha256": p.raw_sha256,
                 "seconds": round(p.seconds, 3),
-                **{k: v for k, v in p.info.items() if k not in ("bytes",)},
+                **{k: v for k, v in p.info.items() if k not in ("bytes", "inventory")},
             }
             for p in parts
         ],
         "tools": tools,
         "verification": verification,
+        "inventory": {
+            **(inventory or {}),
+            **{p.info["database"]: p.info["inventory"] for p in parts if p.info.get("inventory")},
+        }
+        or None,
         "flow_run_id": flow_run_id,
     }
 
@@ -590,7 +611,7 @@ def _entries(stored: list[StoredBackup]) -> list[BackupEntry]:
                 created = None
         if created is None:
             created = _id_time(b.backup_id)
-        out.append(BackupEntry(b.backup_id, created, good=b.good))
+        out.append(BackupEntry(b.backup_id, created, good=b.good, unreadable=b.unreadable))
     return out
 
 
@@ -614,15 +635,22 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
     storage = r.storages[label]
     stored = storage.list_backups(r.job.job)
     tz = ZoneInfo(r.job.timezone)
-    entries = [BackupEntry(e.backup_id, e.created.astimezone(tz), e.good) for e in _entries(stored)]
+    entries = [
+        BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
+    ]
     plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
-    if new_backup_id in plan.delete:
-        raise PermanentError(f"retention on {label} would delete the new backup {new_backup_id}; refusing")
+    good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
+    protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
+    if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):
+        raise PermanentError(
+            f"retention on {label} would delete the new or newest good backup, or the new backup"
+            f" {new_backup_id} is not listed as good; refusing to delete anything"
+        )
     for bid in plan.delete:
-        if bid.startswith(".partial-"):
-            storage.discard(r.job.job, bid.removeprefix(".partial-"))
-        else:
-            storage.discard(r.job.job, bid)
+        raw = bid.removeprefix(".partial-")
+        if not is_backup_id(raw):  # listings filter these already; never delete outside the layout
+            continue
+        storage.discard(r.job.job, raw)
     return plan
 
 

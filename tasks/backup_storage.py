@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from planning.backup_layout import check_backup_id, check_part_name, is_backup_id
 from stateferry.errors import InputError, PermanentError, StateferryError, translate
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class StoredBackup:
 
     backup_id: str
     manifest: dict[str, Any] | None
+    #: a manifest exists but cannot be read or parsed: never deleted by retention.
+    unreadable: bool = False
 
     @property
     def good(self) -> bool:
@@ -99,7 +102,9 @@ class BackupStorage(Protocol):
 class _LocalPart:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in commit/abort
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        self._fh = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
@@ -112,6 +117,12 @@ class _LocalPart:
     def abort(self) -> None:
         self._fh.close()
         self.path.unlink(missing_ok=True)
+
+
+def _private_dir(path: Path) -> None:
+    """Create a directory (and parents) readable only by the flow's user (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
 
 
 class LocalStorage:
@@ -137,7 +148,7 @@ class LocalStorage:
         """
         probe = self._job_dir(job) / f".probe-{uuid.uuid4().hex}"
         try:
-            self._job_dir(job).mkdir(parents=True, exist_ok=True)
+            _private_dir(self._job_dir(job))
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
@@ -149,8 +160,11 @@ class LocalStorage:
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Open ``.partial-<id>/<part>`` for writing."""
+        check_backup_id(backup_id)
+        check_part_name(part)
         d = self._job_dir(job) / f"{PARTIAL_PREFIX}{backup_id}"
-        d.mkdir(parents=True, exist_ok=True)
+        _private_dir(self._job_dir(job))
+        _private_dir(d)
         return _LocalPart(d / part)
 
     def publish(self, job: str, backup_id: str, manifest: dict[str, Any]) -> None:
@@ -158,7 +172,7 @@ class LocalStorage:
         partial = self._job_dir(job) / f"{PARTIAL_PREFIX}{backup_id}"
         final = self._job_dir(job) / backup_id
         tmp = partial / f".{MANIFEST}.tmp"
-        with open(tmp, "w") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
@@ -175,7 +189,8 @@ class LocalStorage:
             os.close(fd)
 
     def discard(self, job: str, backup_id: str) -> None:
-        """Remove ``<id>`` and ``.partial-<id>``."""
+        """Remove ``<id>`` and ``.partial-<id>`` (only ids of this layout)."""
+        check_backup_id(backup_id)
         for name in (backup_id, f"{PARTIAL_PREFIX}{backup_id}"):
             shutil.rmtree(self._job_dir(job) / name, ignore_errors=True)
 
@@ -186,26 +201,36 @@ class LocalStorage:
             return []
         out: list[StoredBackup] = []
         for entry in sorted(d.iterdir()):
-            if not entry.is_dir():
+            if not entry.is_dir() or entry.is_symlink():
                 continue
             if entry.name.startswith(PARTIAL_PREFIX):
-                out.append(StoredBackup(entry.name, None))
+                if is_backup_id(entry.name.removeprefix(PARTIAL_PREFIX)):
+                    out.append(StoredBackup(entry.name, None))
                 continue
-            manifest = None
+            if not is_backup_id(entry.name):
+                continue  # not ours: never listed, never deleted
             try:
                 manifest = json.loads((entry / MANIFEST).read_text())
             except (OSError, ValueError):
-                manifest = None
+                out.append(StoredBackup(entry.name, None, unreadable=True))
+                continue
+            if not isinstance(manifest, dict):
+                out.append(StoredBackup(entry.name, None, unreadable=True))
+                continue
             out.append(StoredBackup(entry.name, manifest))
         return out
 
     def open_read(self, job: str, backup_id: str, part: str, *, published: bool = True) -> BinaryIO:
         """Open a part file."""
+        check_backup_id(backup_id)
+        check_part_name(part)
         name = backup_id if published else f"{PARTIAL_PREFIX}{backup_id}"
         return open(self._job_dir(job) / name / part, "rb")
 
     def part_path(self, job: str, backup_id: str, part: str) -> Path:
         """Path of a published part (for tools that need a file)."""
+        check_backup_id(backup_id)
+        check_part_name(part)
         return self._job_dir(job) / backup_id / part
 
 
@@ -357,6 +382,8 @@ class S3Storage:
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Start a streaming multipart upload of ``<job>/<id>/<part>``."""
+        check_backup_id(backup_id)
+        check_part_name(part)
         return _S3Part(self.client, self.bucket, self._key(job, backup_id, part), self.label)
 
     def publish(self, job: str, backup_id: str, manifest: dict[str, Any]) -> None:
@@ -379,6 +406,7 @@ class S3Storage:
         """Remove every object of the backup (the manifest first, so it is never half-good)."""
         from minio.deleteobjects import DeleteObject
 
+        check_backup_id(backup_id)
         try:
             self.client.remove_object(self.bucket, self._key(job, backup_id, MANIFEST))
             names = [
@@ -407,10 +435,13 @@ class S3Storage:
                 if "/" not in rest:
                     continue
                 bid, name = rest.split("/", 1)
+                if not is_backup_id(bid):
+                    continue  # e.g. "<job>//x" (id ""): not ours, never listed or deleted
                 ids[bid] = ids.get(bid, False) or name == MANIFEST
             out: list[StoredBackup] = []
             for bid in sorted(ids):
                 manifest = None
+                unreadable = False
                 if ids[bid]:
                     resp = self.client.get_object(self.bucket, self._key(job, bid, MANIFEST))
                     try:
@@ -420,13 +451,17 @@ class S3Storage:
                     finally:
                         resp.close()
                         resp.release_conn()
-                out.append(StoredBackup(bid, manifest))
+                    if not isinstance(manifest, dict):
+                        manifest, unreadable = None, True
+                out.append(StoredBackup(bid, manifest, unreadable=unreadable))
             return out
         except Exception as exc:
             raise translate(exc, context=f"listing backups of {job} in {self.label}") from None
 
     def open_read(self, job: str, backup_id: str, part: str, *, published: bool = True) -> BinaryIO:
         """Stream a part's object."""
+        check_backup_id(backup_id)
+        check_part_name(part)
         try:
             resp = self.client.get_object(self.bucket, self._key(job, backup_id, part))
         except Exception as exc:

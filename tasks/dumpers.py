@@ -15,6 +15,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
+from planning.db_args import mysql_database_args, pg_conninfo
 from stateferry.errors import InputError, PermanentError, StateferryError
 
 if TYPE_CHECKING:
@@ -259,7 +261,7 @@ def mysqldump_producer(
 
     def produce(sink: Sink) -> dict[str, Any]:
         with mysql_defaults_file(db) as cnf:
-            argv = [tool, f"--defaults-extra-file={cnf}", *keys, "--databases", *databases]
+            argv = [tool, f"--defaults-extra-file={cnf}", *keys, *mysql_database_args(databases)]
             info = run_dump(
                 argv,
                 sink,
@@ -302,15 +304,53 @@ def postgres_data_size(db: Database, databases: list[str]) -> int:
         conn.close()
 
 
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
 def pg_dump_producer(
-    db: Database, database: str, fmt: str, extra: list[str]
+    db: Database,
+    database: str,
+    fmt: str,
+    extra: list[str],
+    *,
+    inventory: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Callable[[Sink], dict[str, Any]]:
-    """A producer running ``pg_dump -F c|p`` for one database (password via PGPASSWORD)."""
+    """A producer running ``pg_dump -F c|p`` for one database (password via PGPASSWORD).
+
+    With ``inventory`` the producer opens a REPEATABLE READ transaction, exports its snapshot, lists
+    the database in it (``inventory(connection)``) and has pg_dump read the same snapshot
+    (``--snapshot``): the manifest's inventory describes exactly what the dump holds.
+    """
     tool = find_tool("pg_dump")
     marker = b"PostgreSQL database dump complete" if fmt == "plain" else None
 
     def produce(sink: Sink) -> dict[str, Any]:
-        argv = [tool, "--format", "c" if fmt == "custom" else "p", *extra, "--dbname", database]
+        if inventory is None:
+            return dump(sink, [])
+        conn = db.connect(database)
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(row[0]) if row else ""
+            if not _SNAPSHOT_ID.match(snapshot):
+                raise DumpFailed(f"unexpected snapshot id {snapshot[:40]!r} from the server")
+            inv = inventory(conn)
+            info = dump(sink, [f"--snapshot={snapshot}"])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return {**info, "inventory": inv}
+
+    def dump(sink: Sink, snapshot: list[str]) -> dict[str, Any]:
+        argv = [
+            tool,
+            "--format",
+            "c" if fmt == "custom" else "p",
+            *extra,
+            *snapshot,
+            "--dbname",
+            pg_conninfo(database),
+        ]
         info = run_dump(
             argv,
             sink,

@@ -115,7 +115,7 @@ def _old_backups(root: Path, job: str) -> list[str]:
     storage = LocalStorage(root)
     ids = []
     for day in (1, 2):
-        bid = f"202001{day:02d}T000000Z-old{day}"
+        bid = f"202001{day:02d}T000000Z-01d00{day}"
         writer = storage.open_part(job, bid, "x.gz")
         writer.write(b"old")
         writer.commit()

@@ -17,6 +17,8 @@ from tasks.backup_storage import LocalStorage
 from tasks.dumpers import DumpFailed, redactor, run_dump, tar_producer, tree_digest
 from tasks.restore_ops import RestoreFailed, gunzip_chunks, rename_databases, restore_files
 
+B1, B2 = "20260101T000000Z-0000b1", "20260102T000000Z-0000b2"
+
 
 class _BrokenWriter:
     """A target whose disk fills up after ``limit`` bytes."""
@@ -51,10 +53,10 @@ def test_failing_target_is_dropped_others_complete(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024)
     store = LocalStorage(tmp_path)
     broken = _BrokenWriter(limit=1024 * 1024)
-    res = stream_part("p.gz", _producer(data), {"local": store.open_part("j", "b1", "p.gz"), "bad": broken})
+    res = stream_part("p.gz", _producer(data), {"local": store.open_part("j", B1, "p.gz"), "bad": broken})
     assert res.committed == ["local"] and list(res.failed) == ["bad"] and "No space left" in res.failed["bad"]
     assert broken.aborted and not broken.committed
-    stored = (tmp_path / "j" / ".partial-b1" / "p.gz").read_bytes()
+    stored = (tmp_path / "j" / f".partial-{B1}" / "p.gz").read_bytes()
     assert gzip.decompress(stored) == data
     assert res.sha256 == hashlib.sha256(stored).hexdigest() and res.size == len(stored)
     assert res.raw_sha256 == hashlib.sha256(data).hexdigest() and res.raw_size == len(data)
@@ -67,10 +69,10 @@ def test_producer_failure_aborts_every_target(tmp_path: Path) -> None:
         stream_part(
             "p.gz",
             _producer(os.urandom(1 << 20), fail_at=512 * 1024),
-            {"local": store.open_part("j", "b2", "p.gz"), "other": other},
+            {"local": store.open_part("j", B2, "p.gz"), "other": other},
         )
     assert other.aborted and not other.committed
-    assert not (tmp_path / "j" / ".partial-b2" / "p.gz").exists()
+    assert not (tmp_path / "j" / f".partial-{B2}" / "p.gz").exists()
 
 
 def test_all_targets_failing_stops_the_producer() -> None:
@@ -173,13 +175,13 @@ def test_s3_multipart_stream_round_trip(object_store_a: Any, tmp_path: Path) -> 
     res = stream_part(
         "p.gz",
         _producer(data),
-        {"s3": s3.open_part("j", "b1", "p.gz"), "local": local.open_part("j", "b1", "p.gz")},
+        {"s3": s3.open_part("j", B1, "p.gz"), "local": local.open_part("j", B1, "p.gz")},
     )
     assert sorted(res.committed) == ["local", "s3"]
-    with s3.open_read("j", "b1", "p.gz") as fh:
+    with s3.open_read("j", B1, "p.gz") as fh:
         stored = fh.read()
     assert hashlib.sha256(stored).hexdigest() == res.sha256 and gzip.decompress(stored) == data
-    s3.discard("j", "b1")
+    s3.discard("j", B1)
     assert s3.list_backups("j") == []
 
 
@@ -190,7 +192,7 @@ def test_s3_aborted_stream_leaves_no_object(object_store_a: Any) -> None:
     s3.check_writable("j")
     with pytest.raises(DumpFailed):
         stream_part(
-            "p.gz", _producer(os.urandom(20 << 20), fail_at=12 << 20), {"s3": s3.open_part("j", "b1", "p.gz")}
+            "p.gz", _producer(os.urandom(20 << 20), fail_at=12 << 20), {"s3": s3.open_part("j", B1, "p.gz")}
         )
     assert s3.list_backups("j") == []
     client = object_store_a.minio_client()

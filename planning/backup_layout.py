@@ -1,0 +1,43 @@
+"""Names inside a backup storage (pure): backup ids and part names come from strict patterns.
+
+Everything listed back from a storage is untrusted: a key such as ``<job>//x`` or a manifest part
+named ``../../etc/cron.d/x`` must never become a path, a deletion prefix or a restore target. Ids and
+part names that do not match these patterns are ignored when listing and refused when used.
+"""
+
+from __future__ import annotations
+
+import re
+
+from stateferry.errors import InputError
+
+#: ``YYYYMMDDTHHMMSSZ-xxxxxx`` as written by ``new_backup_id``.
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+#: one path component (no ``/`` or ``\\``, no control character, no leading dot), ending in ``.gz``:
+#: ``mysql.sql.gz``, ``files.tar.gz``, ``snapshot.db.gz``, ``<database>.pgdump.gz``, ``<database>.sql.gz``.
+PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.gz$")
+
+
+def is_backup_id(value: object) -> bool:
+    """True when ``value`` is a backup id of this layout."""
+    return isinstance(value, str) and bool(BACKUP_ID_RE.match(value))
+
+
+def check_backup_id(value: object, field: str = "backup_id") -> str:
+    """Return the id or raise :class:`InputError` (a listing or manifest was tampered with)."""
+    if not is_backup_id(value):
+        raise InputError(
+            field, f"{value!r} is not a stateferry backup id", "use an id of the form 20260101T000000Z-abcdef"
+        )
+    return str(value)
+
+
+def check_part_name(value: object, field: str = "manifest.parts[].name") -> str:
+    """Return the part name or raise :class:`InputError` (it would be a path, not a name)."""
+    if not isinstance(value, str) or not PART_NAME_RE.match(value):
+        raise InputError(
+            field,
+            f"{str(value)[:80]!r} is not a part name (one file name ending in .gz, no '/', no leading '.')",
+            "the manifest was altered; restore another backup or from another storage",
+        )
+    return value

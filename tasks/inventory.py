@@ -1,0 +1,210 @@
+"""What a database holds, object kind by object kind (for the manifest and for verification).
+
+An inventory is ``{kind: [names]}`` for name lists and ``{kind: {name: value}}`` where a value must
+come back too (row counts, sequence values, enum labels). The same function lists the source at
+backup time and the restored copy, and :func:`compare_inventories` names every missing or
+different object.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.database import Database
+
+#: kinds listed for MySQL/MariaDB and PostgreSQL, in display order.
+MYSQL_KINDS = ("tables", "views", "triggers", "routines", "events")
+POSTGRES_KINDS = (
+    "tables",
+    "views",
+    "materialized_views",
+    "triggers",
+    "routines",
+    "sequences",
+    "extensions",
+    "enum_types",
+    "large_objects",
+)
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
+    """Tables (exact row counts), views, triggers, routines and events of one database."""
+    conn = db.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = %s",
+                (database,),
+            )
+            tables: dict[str, int] = {}
+            views: list[str] = []
+            for name, kind in cur.fetchall():
+                if kind == "VIEW":
+                    views.append(name)
+                else:
+                    cur.execute(f"SELECT COUNT(*) FROM {_q(name)}")
+                    tables[name] = int(cur.fetchone()[0])
+            cur.execute(
+                "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = %s", (database,)
+            )
+            triggers = sorted(r[0] for r in cur.fetchall())
+            cur.execute(
+                "SELECT routine_type, routine_name FROM information_schema.routines"
+                " WHERE routine_schema = %s",
+                (database,),
+            )
+            routines = sorted(f"{t.lower()} {n}" for t, n in cur.fetchall())
+            cur.execute(
+                "SELECT event_name FROM information_schema.events WHERE event_schema = %s", (database,)
+            )
+            events = sorted(r[0] for r in cur.fetchall())
+        return {
+            "tables": dict(sorted(tables.items())),
+            "views": sorted(views),
+            "triggers": triggers,
+            "routines": routines,
+            "events": events,
+        }
+    finally:
+        conn.close()
+
+
+_PG_USER = "NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+
+
+def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[str, Any]:
+    """Tables (exact row counts), views, materialised views, triggers, routines, sequences (with
+    values), extensions, enum types (with labels) and the number of large objects of one database.
+
+    With ``conn`` (an open connection, e.g. inside the dump's snapshot) that connection is used and
+    left open.
+    """
+    own = conn is None
+    if own:
+        conn = db.connect(database)
+    try:
+        with conn.cursor() as cur:
+
+            def names(sql: str) -> list[str]:
+                cur.execute(sql)
+                return sorted(str(r[0]) for r in cur.fetchall())
+
+            cur.execute(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_class c"
+                f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname {_PG_USER}"
+                " AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+            )
+            rels = cur.fetchall()
+            tables: dict[str, int] = {}
+            sequences: dict[str, int] = {}
+            views: list[str] = []
+            matviews: list[str] = []
+            for schema, name, kind in rels:
+                qual = f"{schema}.{name}"
+                ident = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, name))
+                if kind in ("r", "p"):
+                    cur.execute(f"SELECT COUNT(*) FROM {ident}")
+                    tables[qual] = int(cur.fetchone()[0])
+                elif kind == "S":
+                    cur.execute(f"SELECT last_value, is_called FROM {ident}")
+                    value, called = cur.fetchone()
+                    sequences[qual] = int(value) if called else int(value) - 1
+                elif kind == "v":
+                    views.append(qual)
+                else:
+                    matviews.append(qual)
+            triggers = names(
+                "SELECT n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t"
+                " JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                f" WHERE NOT t.tgisinternal AND n.nspname {_PG_USER}"
+            )
+            routines = names(
+                "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)"
+                " || ')' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                f" WHERE n.nspname {_PG_USER} AND NOT EXISTS (SELECT 1 FROM pg_depend d"
+                " WHERE d.objid = p.oid AND d.deptype = 'e')"
+            )
+            extensions = names("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'")
+            cur.execute(
+                "SELECT n.nspname || '.' || t.typname, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)"
+                " FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid"
+                " JOIN pg_namespace n ON n.oid = t.typnamespace GROUP BY 1"
+            )
+            enums = {str(k): str(v) for k, v in cur.fetchall()}
+            cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
+            large_objects = int(cur.fetchone()[0])
+        return {
+            "tables": dict(sorted(tables.items())),
+            "views": sorted(views),
+            "materialized_views": sorted(matviews),
+            "triggers": triggers,
+            "routines": routines,
+            "sequences": dict(sorted(sequences.items())),
+            "extensions": extensions,
+            "enum_types": dict(sorted(enums.items())),
+            "large_objects": large_objects,
+        }
+    finally:
+        if own:
+            conn.close()
+
+
+def _describe(kind: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {name: True for name in value}
+    return {"(count)": value}
+
+
+def compare_inventories(
+    database: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any] | None = None
+) -> list[str]:
+    """Every object of ``before`` that is missing or different in ``restored`` (and unexpected extras).
+
+    A difference is forgiven only when ``now`` (the source listed again after the dump) agrees with
+    the restored copy: the source changed while it was dumped, the dump is a snapshot in between.
+
+    Returns:
+        One message per problem, e.g. ``"shop: event nightly_cleanup missing from the restored copy"``.
+    """
+    problems: list[str] = []
+    for kind in before:
+        want = _describe(kind, before[kind])
+        got = _describe(kind, restored.get(kind, {} if isinstance(before[kind], dict) else []))
+        cur = _describe(kind, (now or {}).get(kind, before[kind]))
+        label = kind.rstrip("s").replace("_", " ")
+        for name, value in want.items():
+            if name not in got:
+                if now is None or name in cur:
+                    problems.append(f"{database}: {label} {name} missing from the restored copy")
+            elif got[name] != value and (now is None or cur.get(name) != got[name]):
+                problems.append(
+                    f"{database}: {label} {name} is {got[name]!r} restored, {value!r} in the source"
+                )
+        for name in got:
+            if name not in want and name not in cur:
+                problems.append(f"{database}: unexpected {label} {name} in the restored copy")
+    return problems
+
+
+def inventory_table(before: dict[str, Any], restored: dict[str, Any] | None) -> list[str]:
+    """Markdown rows ``| database | kind | source | restored |`` (counts, side by side)."""
+
+    def count(v: Any) -> Any:
+        if isinstance(v, dict | list):
+            return len(v)
+        return f"`{v[:12]}…`" if isinstance(v, str) and len(v) > 12 else v
+
+    rows = ["| database | kind | source | restored |", "|---|---|---|---|"]
+    for database, inv in before.items():
+        got = (restored or {}).get(database, {})
+        for kind, value in inv.items():
+            restored_count = count(got[kind]) if kind in got else "—"
+            rows.append(f"| {database} | {kind} | {count(value)} | {restored_count} |")
+    return rows
