@@ -64,7 +64,9 @@ def _replace_local_part(local: Path, job: dict[str, Any], backup_id: str, raw_sq
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def _pg_dump(db: Any, database: str, *extra: str) -> bytes:
+def _pg_dump(db: Any, database: str, *extra: str, restrict: bool = False) -> bytes:
+    """A real plain dump; without ``restrict`` as pg_dump before 15.14 / 17.6 wrote it (no
+    ``\\restrict`` lines, with which psql itself would block later meta-commands)."""
     out = subprocess.run(
         [find_tool("pg_dump"), "--format=p", *extra, "--dbname", database],
         env=postgres_env(db),
@@ -72,7 +74,13 @@ def _pg_dump(db: Any, database: str, *extra: str) -> bytes:
         check=True,
         timeout=60,
     )
-    return out.stdout
+    if restrict:
+        return out.stdout
+    return b"".join(
+        line
+        for line in out.stdout.splitlines(keepends=True)
+        if not line.startswith((b"\\restrict", b"\\unrestrict"))
+    )
 
 
 def _rows(db: Any, database: str) -> list[str]:
@@ -116,8 +124,10 @@ def test_hostile_failed_overwrite_leaves_live_database(
     job = _pg_job(block, live, tmp_path)
     result = scheduled_backup(job)
     pg_exec(db, "INSERT INTO t VALUES ('live only')", database=live)
-    good = _pg_dump(db, live)
-    _replace_local_part(tmp_path, job, result["backup_id"], good + b"SELECT no_such_function_in_pg15();\n")
+    good = _pg_dump(db, live, restrict=True)
+    head, tail = _pg_dump(db, live).split(b"CREATE TABLE", 1)
+    broken = head + b"SELECT no_such_function_in_pg15();\nCREATE TABLE" + tail
+    _replace_local_part(tmp_path, job, result["backup_id"], broken)
 
     with pytest.raises(StateferryError, match="no_such_function_in_pg15"):
         restore_backup(job, overwrite=True, auto_approve=True)
@@ -135,36 +145,32 @@ def test_hostile_failed_overwrite_leaves_live_database(
     pg_exec(db, f'DROP DATABASE "{live}" WITH (FORCE)')
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"\\! touch {marker}\n",
-        b"SELECT 1; \\! touch {marker}\n",
-        b"SELECT 'it''s' AS a, $q$ ' $q$ AS b; \\o | touch {marker}\n",
-        b"\\connect postgres\nSELECT 1;\n\\! touch {marker}\n",
-    ],
-    ids=["line", "mid-line", "after-quotes", "after-connect"],
-)
-def test_hostile_plain_sql_meta_command_refused(
-    prefect_server: Any, postgres: Any, tmp_path: Path, payload: bytes
-) -> None:
-    """psql meta-commands in a plain archive are refused before psql reaches them; nothing is created."""
+_META_PAYLOADS = [
+    b"\\! touch {marker}\n",
+    b"SELECT 1; \\! touch {marker}\n",
+    b"SELECT 'it''s' AS a, $q$ ' $q$ AS b; \\o | touch {marker}\n",
+    b"\\connect postgres\nSELECT 1;\n\\! touch {marker}\n",
+]
+
+
+def test_hostile_plain_sql_meta_command_refused(prefect_server: Any, postgres: Any, tmp_path: Path) -> None:
+    """psql meta-commands in a plain archive (at a line start, mid-line, after quoted text, after a
+    dropped ``\\connect``) are refused before psql reaches them; nothing is created."""
     db, block, live = _live(postgres)
     job = _pg_job(block, live, tmp_path / "b")
     result = scheduled_backup(job)
     marker = tmp_path / "pwned"
-    dump = _pg_dump(db, live)
-    head, tail = dump.split(b"CREATE TABLE", 1)
-    crafted = head + payload.replace(b"{marker}", str(marker).encode()) + b"CREATE TABLE" + tail
-    _replace_local_part(tmp_path / "b", job, result["backup_id"], crafted)
-
+    head, tail = _pg_dump(db, live).split(b"CREATE TABLE", 1)
     copy = f"{live}_copy"
-    with pytest.raises(InputError) as err:
-        restore_backup(job, target_database=copy)
-    assert err.value.field == "backup" and "meta-command" in str(err.value)
-    assert not marker.exists()
-    assert pg_exec(db, f"SELECT 1 FROM pg_database WHERE datname = {_lit(copy)}") == []
-    assert _leftovers(db) == []
+    for payload in _META_PAYLOADS:
+        crafted = head + payload.replace(b"{marker}", str(marker).encode()) + b"CREATE TABLE" + tail
+        _replace_local_part(tmp_path / "b", job, result["backup_id"], crafted)
+        with pytest.raises(InputError) as err:
+            restore_backup(job, target_database=copy)
+        assert err.value.field == "backup" and "meta-command" in str(err.value), payload
+        assert not marker.exists(), payload
+        assert pg_exec(db, f"SELECT 1 FROM pg_database WHERE datname = {_lit(copy)}") == []
+        assert _leftovers(db) == []
     assert _rows(db, live) == ["\\! not a command", "backup"]
     pg_exec(db, f'DROP DATABASE "{live}" WITH (FORCE)')
 
