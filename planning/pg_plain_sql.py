@@ -107,6 +107,7 @@ class _Lexer:
                         continue
                 if c == b";":
                     drop = self._end_statement(line, i, start_empty) or drop
+                    start_empty = False
                     i += 1
                     continue
                 self.skel.append(chr(c[0]).lower() if c[0] < 0x80 else "x")
