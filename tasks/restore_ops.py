@@ -6,6 +6,7 @@ Every restore reads a gzip stream; callers verify the stored sha256 first (:func
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -151,8 +152,22 @@ def mysql_drop_database(db: Database, name: str) -> None:
         conn.close()
 
 
+@functools.cache
+def _has_sandbox(client: str) -> bool:
+    """True when the client knows ``--sandbox`` (MariaDB 10.5.25+/10.11.8+: no ``\\!``, ``source``,
+    ``tee`` … from the dump)."""
+    try:
+        out = subprocess.run([client, "--help"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--sandbox" in out.stdout
+
+
 def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None = None) -> None:
     """Feed a gzip'd ``mysqldump --databases`` stream to the ``mysql`` client.
+
+    The MariaDB client runs with ``--sandbox`` when it has it, so a ``\\!`` (shell), ``\\.``
+    (source a file) or ``tee`` line in a hostile archive is an error instead of running on the worker.
 
     Args:
         db: the target server.
@@ -160,9 +175,10 @@ def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None =
         rename: source database -> target database.
     """
     client = find_tool("mariadb", "mysql")
+    sandbox = ["--sandbox"] if _has_sandbox(client) else []
     with mysql_defaults_file(db) as cnf:
         _feed(
-            [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch"],
+            [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch", *sandbox],
             rename_databases(gunzip_chunks(fh), rename or {}),
             env=None,
             redact=redactor(db.password.get_secret_value()),
