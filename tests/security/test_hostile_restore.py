@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
+from backup.helpers import pg_block, pg_exec
 
 from flows.backup import scheduled_backup
 from flows.restore import restore_backup
@@ -221,38 +221,3 @@ def test_hostile_manifest_part_name_path_refused(
         assert err.value.field == "backup" and "parts[0].name" in str(err.value)
         assert not escaped.exists() and os.listdir(escaped.parent) == []
         assert not (tmp_path / "out").exists()
-
-
-def test_hostile_mysql_archive_shell_escape_refused(
-    prefect_server: Any, mariadb: Any, tmp_path: Path
-) -> None:
-    """A ``\\!`` line in a MariaDB archive does not run on the worker (client in ``--sandbox`` mode)."""
-    db = mysql_block(mariadb)
-    block = f"hostile-my-{_uid()}"
-    db.save(block, overwrite=True)
-    live = f"live_{_uid()}"
-    mysql_exec(db, f"CREATE DATABASE `{live}`")
-    mysql_exec(db, "CREATE TABLE t (x text)", "INSERT INTO t VALUES ('backup')", database=live)
-    job = {
-        "job": f"hostile-my-{_uid()}",
-        "type": "mysql",
-        "sources": [{"connect": {"block": block}, "target": [live]}],
-        "storages": [{"storage": "local", "backup_dir": str(tmp_path / "b"), "store": {"days": 3}}],
-    }
-    result = scheduled_backup(job)
-    folder = tmp_path / "b" / job["job"] / result["backup_id"]
-    marker = tmp_path / "pwned"
-    sql = gzip.decompress((folder / "mysql.sql.gz").read_bytes())
-    head, tail = sql.split(b"CREATE TABLE", 1)
-    _replace_local_part(
-        tmp_path / "b",
-        job,
-        result["backup_id"],
-        head + f"\\! touch {marker}\n".encode() + b"CREATE TABLE" + tail,
-    )
-    copy = f"{live}_copy"
-    with pytest.raises(StateferryError):
-        restore_backup(job, target_database=copy)
-    assert not marker.exists()
-    assert mysql_exec(db, "SELECT x FROM t", database=live) == [("backup",)]
-    mysql_exec(db, f"DROP DATABASE `{live}`", f"DROP DATABASE IF EXISTS `{copy}`")
