@@ -23,6 +23,7 @@ from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.restore_ops import (
     mysql_database_exists,
+    mysql_drop_database,
     postgres_database_exists,
     postgres_drop_database,
     postgres_recreate_database,
@@ -278,6 +279,8 @@ def restore_selected(
             existing = [t for t in targets if mysql_database_exists(db, t)]
             if existing and not overwrite:
                 raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
+            if existing:
+                _prove_mysql_archive(db, files[part["name"]], dbs)
             with open(files[part["name"]], "rb") as fh:
                 restore_mysql(db, fh, rename=rename)
             done["databases"] = targets
@@ -303,6 +306,20 @@ def restore_selected(
                 restore_etcd_snapshot(snap, dest, **etcd)
             done["data_dir"] = str(dest)
     return done
+
+
+def _prove_mysql_archive(db: Any, path: Path, dbs: list[str]) -> None:
+    """Restore the archive into temporary databases first (then drop them), so an archive that does
+    not restore (version mismatch, corrupt SQL) fails before the dump's ``DROP DATABASE`` reaches
+    the live databases. Not yet a swap: MariaDB has no ``RENAME DATABASE``."""
+    token = secrets.token_hex(4)
+    proof = {d: f"sfrestore_{token}_{i}" for i, d in enumerate(dbs)}
+    try:
+        with open(path, "rb") as fh:
+            restore_mysql(db, fh, rename=proof)
+    finally:
+        for temp in proof.values():
+            mysql_drop_database(db, temp)
 
 
 def _restore_postgres_parts(

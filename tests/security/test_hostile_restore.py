@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup.helpers import pg_block, pg_exec
+from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
 
 from flows.backup import scheduled_backup
 from flows.restore import restore_backup
@@ -221,3 +221,37 @@ def test_hostile_manifest_part_name_path_refused(
         assert err.value.field == "backup" and "parts[0].name" in str(err.value)
         assert not escaped.exists() and os.listdir(escaped.parent) == []
         assert not (tmp_path / "out").exists()
+
+
+def test_hostile_mysql_failed_overwrite_leaves_live_database(
+    prefect_server: Any, mariadb: Any, tmp_path: Path
+) -> None:
+    """An approved MariaDB overwrite whose archive fails half-way leaves the live database as it was."""
+    db = mysql_block(mariadb)
+    block = f"hostile-my-{_uid()}"
+    db.save(block, overwrite=True)
+    live = f"live_{_uid()}"
+    mysql_exec(db, f"CREATE DATABASE `{live}`")
+    mysql_exec(db, "CREATE TABLE t (x varchar(40))", "INSERT INTO t VALUES ('backup')", database=live)
+    job = {
+        "job": f"hostile-my-{_uid()}",
+        "type": "mysql",
+        "sources": [{"connect": {"block": block}, "target": [live]}],
+        "storages": [{"storage": "local", "backup_dir": str(tmp_path), "store": {"days": 3}}],
+    }
+    result = scheduled_backup(job)
+    mysql_exec(db, "INSERT INTO t VALUES ('live only')", database=live)
+    sql = gzip.decompress((tmp_path / job["job"] / result["backup_id"] / "mysql.sql.gz").read_bytes())
+    head, tail = sql.split(b"CREATE TABLE", 1)
+    broken = head + b"SELECT no_such_function_in_mariadb();\nCREATE TABLE" + tail
+    _replace_local_part(tmp_path, job, result["backup_id"], broken)
+
+    with pytest.raises(StateferryError, match="no_such_function_in_mariadb"):
+        restore_backup(job, overwrite=True, auto_approve=True)
+    assert sorted(r[0] for r in mysql_exec(db, "SELECT x FROM t", database=live)) == ["backup", "live only"]
+    assert mysql_exec(db, "SHOW DATABASES LIKE 'sfrestore%'") == []
+
+    _replace_local_part(tmp_path, job, result["backup_id"], sql)
+    restore_backup(job, overwrite=True, auto_approve=True)
+    assert mysql_exec(db, "SELECT x FROM t", database=live) == [("backup",)]
+    mysql_exec(db, f"DROP DATABASE `{live}`")
