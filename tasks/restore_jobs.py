@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,8 +23,12 @@ from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.restore_ops import (
     mysql_database_exists,
+    mysql_drop_database,
     postgres_database_exists,
+    postgres_drop_database,
     postgres_recreate_database,
+    postgres_swap_in,
+    postgres_temp_name,
     restore_etcd_snapshot,
     restore_files,
     restore_mysql,
@@ -42,6 +48,57 @@ class Selected:
     storage: str
     backup_id: str
     manifest: dict[str, Any]
+
+
+_MANIFEST_FIX = "restore another backup: this manifest was not written by stateferry (or was altered)"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PG_DBNAME = re.compile(r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,62}$")
+_FIXED_PART = {"mysql": "mysql.sql.gz", "files": "files.tar.gz", "etcd": "snapshot.db.gz"}
+
+
+def check_manifest(manifest: dict[str, Any]) -> None:
+    """Refuse a manifest whose parts do not follow the backup layout (pure).
+
+    A part's name must be the one the layout gives it (``mysql.sql.gz``, ``files.tar.gz``,
+    ``snapshot.db.gz``, ``<database>.pgdump.gz`` / ``<database>.sql.gz``), so it can never name a
+    path outside the backup; sizes and digests must be well-formed.
+
+    Raises:
+        InputError: field ``backup``, naming the offending manifest field.
+    """
+
+    def bad(what: str) -> InputError:
+        return InputError("backup", f"manifest {what}", _MANIFEST_FIX)
+
+    engine = manifest.get("engine")
+    parts = manifest.get("parts")
+    if engine not in ("mysql", "postgres", "files", "etcd"):
+        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd")
+    if not isinstance(parts, list) or not parts or (engine != "postgres" and len(parts) != 1):
+        raise bad(f"field 'parts' must list the {engine} backup's part(s)")
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict):
+            raise bad(f"parts[{i}] is not an object")
+        name = part.get("name")
+        if engine == "postgres":
+            database, fmt = part.get("database"), part.get("format")
+            if not isinstance(database, str) or not _PG_DBNAME.match(database):
+                raise bad(f"parts[{i}].database is not a database name")
+            if fmt not in ("custom", "plain"):
+                raise bad(f"parts[{i}].format must be custom or plain")
+            want = f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}.gz"
+        else:
+            want = _FIXED_PART[engine]
+        if name != want:
+            raise bad(f"parts[{i}].name {str(name)[:80]!r} is not the layout's name {want!r}")
+        if not isinstance(part.get("sha256"), str) or not _SHA256.match(part["sha256"]):
+            raise bad(f"parts[{i}].sha256 is not a sha256 hex digest")
+        if not isinstance(part.get("size"), int) or isinstance(part["size"], bool) or part["size"] < 0:
+            raise bad(f"parts[{i}].size is not a byte count")
+        if engine == "mysql":
+            dbs = part.get("databases")
+            if not isinstance(dbs, list) or not dbs or not all(isinstance(d, str) and d for d in dbs):
+                raise bad(f"parts[{i}].databases must list the dumped databases")
 
 
 def _created(b: StoredBackup) -> dt.datetime:
@@ -88,6 +145,7 @@ def select_backup(r: Resolved, backup: str, storage: str | None) -> Selected:
                 )
             chosen = matches[0] if matches else None
         if chosen is not None and chosen.manifest is not None:
+            check_manifest(chosen.manifest)
             return Selected(label, chosen.backup_id, chosen.manifest)
     raise InputError(
         "backup",
@@ -101,16 +159,20 @@ def select_backup(r: Resolved, backup: str, storage: str | None) -> Selected:
 def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
     """Yield part name -> local file whose sha256 matched the manifest.
 
-    Local parts are hashed in place; S3 parts are downloaded into a temporary directory while hashed.
+    Local parts are hashed in place; S3 parts are downloaded into the restore's own temporary
+    directory (mode 0700) under a name of our own (``part-<n>.gz``), never the manifest's, and a
+    part whose digest does not match is removed at once.
 
     Raises:
+        InputError: the manifest does not follow the layout (nothing is read or written).
         ChecksumMismatch: naming the part, the expected and the found digest.
     """
+    check_manifest(sel.manifest)
     storage = r.storages[sel.storage]
     tmp = Path(tempfile.mkdtemp(prefix="stateferry-restore-"))
     try:
         out: dict[str, Path] = {}
-        for part in sel.manifest["parts"]:
+        for i, part in enumerate(sel.manifest["parts"]):
             name = part["name"]
             h = hashlib.sha256()
             size = 0
@@ -121,13 +183,15 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
                         h.update(chunk)
                         size += len(chunk)
             else:
-                path = tmp / name
+                path = tmp / f"part-{i}.gz"
                 with storage.open_read(r.job.job, sel.backup_id, name) as src, open(path, "wb") as dst:
                     for chunk in iter(lambda src=src: src.read(CHUNK), b""):  # type: ignore[misc]
                         h.update(chunk)
                         size += len(chunk)
                         dst.write(chunk)
             if h.hexdigest() != part["sha256"] or size != part["size"]:
+                if path.parent == tmp:
+                    path.unlink(missing_ok=True)
                 raise ChecksumMismatch(
                     f"{sel.storage}: {r.job.job}/{sel.backup_id}/{name} is corrupt: manifest sha256 "
                     f"{part['sha256']} ({part['size']} bytes), stored {h.hexdigest()} ({size} bytes). "
@@ -149,6 +213,16 @@ def plan_restore(
     """
     m = sel.manifest
     engine = m["engine"]
+    if target_database is not None and (
+        not target_database
+        or len(target_database.encode()) > 63
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in target_database)
+    ):
+        raise InputError(
+            "target_database",
+            "must be 1-63 bytes without control characters",
+            "give a plain database name",
+        )
     actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
     if engine in ("mysql", "postgres"):
         dbs = m["parts"][0]["databases"] if engine == "mysql" else [p["database"] for p in m["parts"]]
@@ -205,21 +279,13 @@ def restore_selected(
             existing = [t for t in targets if mysql_database_exists(db, t)]
             if existing and not overwrite:
                 raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
+            if existing:
+                _prove_mysql_archive(db, files[part["name"]], dbs)
             with open(files[part["name"]], "rb") as fh:
                 restore_mysql(db, fh, rename=rename)
             done["databases"] = targets
         elif engine == "postgres":
-            targets = []
-            for part in sel.manifest["parts"]:
-                name = target_database or part["database"]
-                exists = postgres_database_exists(db, name)
-                if exists and not overwrite:
-                    raise PreconditionFailed(f"database {name!r} exists; drop it or pass overwrite=True")
-                postgres_recreate_database(db, name, drop=exists)
-                with open(files[part["name"]], "rb") as fh:
-                    restore_postgres(db, fh, name, part["format"])
-                targets.append(name)
-            done["databases"] = targets
+            done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite)
         elif engine == "files":
             part = sel.manifest["parts"][0]
             dest = Path(str(target_dir))
@@ -240,6 +306,48 @@ def restore_selected(
                 restore_etcd_snapshot(snap, dest, **etcd)
             done["data_dir"] = str(dest)
     return done
+
+
+def _prove_mysql_archive(db: Any, path: Path, dbs: list[str]) -> None:
+    """Restore the archive into temporary databases first (then drop them), so an archive that does
+    not restore (version mismatch, corrupt SQL) fails before the dump's ``DROP DATABASE`` reaches
+    the live databases. Not yet a swap: MariaDB has no ``RENAME DATABASE``."""
+    token = secrets.token_hex(4)
+    proof = {d: f"sfrestore_{token}_{i}" for i, d in enumerate(dbs)}
+    try:
+        with open(path, "rb") as fh:
+            restore_mysql(db, fh, rename=proof)
+    finally:
+        for temp in proof.values():
+            mysql_drop_database(db, temp)
+
+
+def _restore_postgres_parts(
+    db: Any, sel: Selected, files: dict[str, Path], target_database: str | None, overwrite: bool
+) -> list[str]:
+    """Restore every part into a fresh temporary database, then swap each into place.
+
+    The live databases are touched only after every part restored: on any failure the temporary
+    databases are dropped and the live ones are as they were.
+    """
+    parts = sel.manifest["parts"]
+    targets = [target_database or p["database"] for p in parts]
+    existing = [t for t in targets if postgres_database_exists(db, t)]
+    if existing and not overwrite:
+        raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
+    token = secrets.token_hex(4)
+    temps = [postgres_temp_name(f"{token}_{i}") for i in range(len(parts))]
+    try:
+        for part, temp in zip(parts, temps, strict=True):
+            postgres_recreate_database(db, temp, drop=True)
+            with open(files[part["name"]], "rb") as fh:
+                restore_postgres(db, fh, temp, part["format"])
+        for i, (temp, name) in enumerate(zip(temps, targets, strict=True)):
+            postgres_swap_in(db, temp, name, token=f"{token}_{i}")
+    finally:
+        for temp in temps:
+            postgres_drop_database(db, temp)
+    return targets
 
 
 def open_binary(path: Path) -> BinaryIO:

@@ -6,6 +6,7 @@ Every restore reads a gzip stream; callers verify the stored sha256 first (:func
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -15,12 +16,14 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from stateferry.errors import PermanentError, PreconditionFailed, StateferryError
+from planning.pg_plain_sql import guard_plain_sql
+from stateferry.errors import InputError, PermanentError, PreconditionFailed, StateferryError
 from tasks.dumpers import CHUNK, find_tool, mysql_defaults_file, postgres_env, redactor
 
 if TYPE_CHECKING:
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 
 class RestoreFailed(StateferryError):
     """The restore tool failed."""
+
+
+_MANIFEST_FIX = "restore another backup (this manifest was not written by stateferry)"
 
 
 def sha256_of(fh: BinaryIO) -> tuple[str, int]:
@@ -146,8 +152,22 @@ def mysql_drop_database(db: Database, name: str) -> None:
         conn.close()
 
 
+@functools.cache
+def _has_sandbox(client: str) -> bool:
+    """True when the client knows ``--sandbox`` (MariaDB 10.5.25+/10.11.8+: no ``\\!``, ``source``,
+    ``tee`` … from the dump)."""
+    try:
+        out = subprocess.run([client, "--help"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--sandbox" in out.stdout
+
+
 def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None = None) -> None:
     """Feed a gzip'd ``mysqldump --databases`` stream to the ``mysql`` client.
+
+    The MariaDB client runs with ``--sandbox`` when it has it, so a ``\\!`` (shell), ``\\.``
+    (source a file) or ``tee`` line in a hostile archive is an error instead of running on the worker.
 
     Args:
         db: the target server.
@@ -155,9 +175,10 @@ def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None =
         rename: source database -> target database.
     """
     client = find_tool("mariadb", "mysql")
+    sandbox = ["--sandbox"] if _has_sandbox(client) else []
     with mysql_defaults_file(db) as cnf:
         _feed(
-            [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch"],
+            [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch", *sandbox],
             rename_databases(gunzip_chunks(fh), rename or {}),
             env=None,
             redact=redactor(db.password.get_secret_value()),
@@ -231,20 +252,97 @@ def postgres_drop_database(db: Database, name: str) -> None:
         conn.close()
 
 
+def _conninfo_dbname(database: str) -> str:
+    """``dbname='...'`` for libpq: a database name is never read as options or a connection string."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_owner: bool = False) -> None:
     """Restore one gzip'd pg_dump into an existing (empty) database.
 
-    Custom format goes through ``pg_restore --exit-on-error``, plain through ``psql ON_ERROR_STOP``.
+    Custom format goes through ``pg_restore --exit-on-error`` (no option that re-targets the restore,
+    such as ``--create``/``--clean``, is ever passed). Plain SQL is checked line by line
+    (:func:`planning.pg_plain_sql.guard_plain_sql`: no psql meta-commands, no database-level
+    statements) and run by ``psql --no-psqlrc -v ON_ERROR_STOP=1``.
+
+    Raises:
+        InputError: the plain SQL holds what a pg_dump never writes (psql is stopped first).
+        RestoreFailed: the tool failed.
     """
     env = postgres_env(db)
     redact = redactor(db.password.get_secret_value())
+    target = _conninfo_dbname(database)
     if fmt == "custom":
-        argv = [find_tool("pg_restore"), "--exit-on-error", "--dbname", database]
+        argv = [find_tool("pg_restore"), "--exit-on-error", f"--dbname={target}"]
         if no_owner:
             argv.append("--no-owner")
+        _feed(argv, gunzip_chunks(fh), env=env, redact=redact)
+    elif fmt == "plain":
+        argv = [
+            find_tool("psql"),
+            "--no-psqlrc",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            f"--dbname={target}",
+            "-f",
+            "-",
+        ]
+        _feed(argv, guard_plain_sql(gunzip_chunks(fh)), env=env, redact=redact)
     else:
-        argv = [find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", database, "-f", "-"]
-    _feed(argv, gunzip_chunks(fh), env=env, redact=redact)
+        raise InputError("backup", f"unknown PostgreSQL dump format {fmt!r} in the manifest", _MANIFEST_FIX)
+
+
+def postgres_temp_name(token: str) -> str:
+    """Name of the temporary database a restore writes into (no user-chosen text in it)."""
+    return f"sfrestore_{token}"
+
+
+def postgres_swap_in(db: Database, temp: str, name: str, *, token: str, attempts: int = 5) -> None:
+    """Put the restored ``temp`` database in place of ``name`` (which may or may not exist).
+
+    The live database stops accepting connections, its sessions are terminated, and in ONE
+    transaction it is renamed to ``sfold_<token>`` and ``temp`` to ``name``; only after that
+    committed is the old copy dropped. On any failure before the commit the live database is
+    left as it was (connections allowed again).
+    """
+    q = _pg_ident
+    old = f"sfold_{token}"
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            exists = cur.fetchone() is not None
+            if not exists:
+                cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
+                return
+            cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS false")
+            try:
+                for attempt in range(attempts):
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+                    try:
+                        with conn.transaction():
+                            cur.execute(f"ALTER DATABASE {q(name)} RENAME TO {q(old)}")
+                            cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
+                        break
+                    except Exception:
+                        if attempt == attempts - 1:
+                            raise
+                        time.sleep(0.2 * (attempt + 1))
+            except BaseException:
+                cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS true")
+                raise
+            cur.execute(f"DROP DATABASE IF EXISTS {q(old)} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+def _pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def postgres_inventory(db: Database, database: str) -> dict[str, Any]:
