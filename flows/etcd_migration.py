@@ -841,6 +841,7 @@ def _migrate(
         endpoints = _live_endpoints(ctx)
         view = observe_now(endpoints)
         replicas, ic, partition, rolled = _observed_sts(ctx)
+        old_sts = get_object(ctx.src, "statefulset", layout.source_namespace, layout.source_sts)
         step = next_step(
             Observed(
                 members=_to_current(view),
@@ -849,8 +850,10 @@ def _migrate(
                 new_sts_initial_cluster=ic,
                 new_sts_partition=partition,
                 new_sts_rolled_out=rolled,
-                old_sts_exists=get_object(ctx.src, "statefulset", layout.source_namespace, layout.source_sts)
-                is not None,
+                old_sts_exists=old_sts is not None,
+                old_sts_replicas=None
+                if old_sts is None
+                else int((old_sts.get("spec") or {}).get("replicas", 1)),
             ),
             layout,
         )
@@ -925,12 +928,20 @@ def _migrate(
             )
             _save_state(ctx, phase="remove")
             with journal.step(f"remove {step.member}"):
-                scale_statefulset(ctx.src, layout.source_namespace, layout.source_sts, step.replicas)
-                _wait_gone(ctx.src, layout.source_namespace, [step.member])
+                # member remove first (it commits with every voter alive), then the pod stops: see
+                # planning.etcd_stretch.REMOVAL_ORDER (the seed's order loses quorum at 2 voters)
                 remaining = {p: e for p, e in endpoints.items() if p != step.member}
                 remove_member(remaining, step.member_id)
+                _fault("member_removed", step.member)
+                scale_statefulset(ctx.src, layout.source_namespace, layout.source_sts, step.replicas)
+                _wait_gone(ctx.src, layout.source_namespace, [step.member])
                 wait_healthy(remaining, expect_members=sorted(remaining))
             _fault("remove_old", step.member)
+        elif step.kind is StepKind.STOP_OLD:
+            with journal.step(f"stop {step.member}", "its member was removed"):
+                scale_statefulset(ctx.src, layout.source_namespace, layout.source_sts, step.replicas)
+                gone = [f"{layout.source_sts}-{i}" for i in range(step.replicas, layout.source_replicas)]
+                _wait_gone(ctx.src, layout.source_namespace, gone)
         elif step.kind is StepKind.FINALIZE_STS:
             with journal.step("finalize --initial-cluster", step.initial_cluster):
                 _finalize(ctx, step.initial_cluster)

@@ -532,7 +532,8 @@ class StepKind(StrEnum):
     ADD_MEMBER = "add_member"  # member add (learner), then deploy + catch up + promote
     DEPLOY_MEMBER = "deploy_member"  # the member is registered: deploy/finish it and promote
     MOVE_LEADER = "move_leader"
-    REMOVE_OLD = "remove_old"  # scale the old StatefulSet down by one, member remove
+    REMOVE_OLD = "remove_old"  # member remove, then scale the old StatefulSet down by one
+    STOP_OLD = "stop_old"  # scale the old StatefulSet down to the old members still in the cluster
     FINALIZE_STS = "finalize_sts"  # --initial-cluster of the new members only
     CLEANUP = "cleanup"  # delete old resources
     DONE = "done"
@@ -550,6 +551,7 @@ class Observed:
         new_sts_partition: Its rolling-update partition.
         new_sts_rolled_out: Every pod of the new StatefulSet runs the current template and is ready.
         old_sts_exists: The source StatefulSet still exists.
+        old_sts_replicas: ``spec.replicas`` of the source StatefulSet (None when unknown or absent).
     """
 
     members: tuple[CurrentMember, ...]
@@ -559,6 +561,7 @@ class Observed:
     new_sts_partition: int = 0
     new_sts_rolled_out: bool = True
     old_sts_exists: bool = True
+    old_sts_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -621,12 +624,79 @@ def _voters(members: Iterable[CurrentMember]) -> int:
     return sum(1 for m in members if not m.is_learner)
 
 
+class RemovalAction(StrEnum):
+    """One action of removing an old member."""
+
+    MEMBER_REMOVE = "member_remove"  # etcdctl member remove (a raft configuration change)
+    STOP_POD = "stop_pod"  # scale the old StatefulSet down by one
+
+
+#: Remove the member first, then stop its pod: the configuration change commits while every voter is
+#: alive, so it holds for any member count (the seed's "scale down, then member remove" needs
+#: ``voters - 1 >= quorum(voters)`` and leaves 1 of 2 voters for the last removal of an N -> 1 migration).
+#: A removed member stops itself (its peers answer it with "member removed"); the pod goes afterwards.
+REMOVAL_ORDER: tuple[RemovalAction, ...] = (RemovalAction.MEMBER_REMOVE, RemovalAction.STOP_POD)
+
+
+def removal_trace(
+    voters: int, order: Sequence[RemovalAction] = REMOVAL_ORDER
+) -> list[tuple[RemovalAction, int, int]]:
+    """Simulate removing one healthy voter from ``voters`` healthy voters with the actions in ``order``.
+
+    Returns:
+        One row per action: (action, voters alive in the configuration afterwards, quorum needed by
+        that configuration). A ``member_remove`` row also requires the quorum *before* it (to commit);
+        see :func:`check_removal_order`.
+    """
+    total, alive, member, running = voters, voters, True, True
+    rows: list[tuple[RemovalAction, int, int]] = []
+    for action in order:
+        if action is RemovalAction.STOP_POD and running:
+            running = False
+            if member:
+                alive -= 1
+        elif action is RemovalAction.MEMBER_REMOVE and member:
+            member = False
+            total -= 1
+            if running:
+                alive -= 1
+        rows.append((action, alive, quorum(total) if total else 0))
+    return rows
+
+
+def check_removal_order(voters: int, order: Sequence[RemovalAction] = REMOVAL_ORDER) -> None:
+    """Refuse an order of removal actions that loses quorum at any point for ``voters`` healthy voters.
+
+    Raises:
+        PreconditionFailed: The configuration change cannot commit, or the cluster is left without
+            quorum between the actions, or ``voters`` < 2 (the last voter is never removed).
+    """
+    if voters < 2:
+        raise PreconditionFailed(f"removing a member of {voters} voter(s) would leave no voter")
+    if set(order) != set(RemovalAction) or len(order) != len(RemovalAction):
+        raise PreconditionFailed(f"a removal needs each of {[a.value for a in RemovalAction]} once")
+    total, alive = voters, voters
+    for action, alive_after, needed in removal_trace(voters, order):
+        if action is RemovalAction.MEMBER_REMOVE and alive < quorum(total):
+            raise PreconditionFailed(
+                f"member remove with {alive} of {total} voters alive cannot commit (quorum {quorum(total)})"
+            )
+        if action is RemovalAction.MEMBER_REMOVE:
+            total -= 1
+        alive = alive_after
+        if alive < needed:
+            raise PreconditionFailed(
+                f"after {action.value} only {alive} of {total} voters are alive (quorum {needed})"
+            )
+
+
 def next_step(observed: Observed, layout: Layout) -> NextStep:
     """Decide the next step of the migration from the observed state (idempotent re-planning).
 
     Order: join the new members one at a time (an added member is finished -- deployed, caught up,
     promoted -- before the next is added), move the leader to a new member, remove the old members
-    one at a time (highest ordinal first, never the leader), rewrite the new StatefulSet's
+    one at a time (highest ordinal first, never the leader; ``member remove`` before the pod stops, see
+    :data:`REMOVAL_ORDER`), rewrite the new StatefulSet's
     ``--initial-cluster`` to the new members only, then clean up.
 
     Raises:
@@ -691,7 +761,17 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
             quorum_after=quorum(_voters(members)),
             reason="hand leadership to the new side before the old members go",
         )
-    # 4. remove old members, highest ordinal first, never the leader
+    # 4. stop old pods whose members are gone (a run that stopped between member remove and scale-down)
+    kept_old = max((layout.ordinal(p) + 1 for p in old), default=0)
+    if observed.old_sts_replicas is not None and observed.old_sts_replicas > kept_old:
+        return NextStep(
+            StepKind.STOP_OLD,
+            member=f"{layout.source_sts}-{observed.old_sts_replicas - 1}",
+            replicas=kept_old,
+            quorum_after=quorum(max(_voters(members), 1)),
+            reason="its member was removed: stop the pod",
+        )
+    # 5. remove old members, highest ordinal first, never the leader: member remove, then stop the pod
     if old:
         pod = max(old, key=layout.ordinal)
         m = old[pod]
@@ -702,6 +782,7 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
         check_membership_change(
             started, unstarted, MembershipChange(ChangeKind.REMOVE, m.peer_urls[0], pod), learners=learners
         )
+        check_removal_order(_voters(members))
         return NextStep(
             StepKind.REMOVE_OLD,
             member=pod,
@@ -709,9 +790,9 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
             peer_url=m.peer_urls[0],
             replicas=layout.ordinal(pod),
             quorum_after=quorum(max(_voters(members) - 1, 1)),
-            reason="old member; the new side already holds the leader",
+            reason="old member (member remove, then its pod stops); the new side holds the leader",
         )
-    # 5. final --initial-cluster of the new members only, rolled out one pod at a time
+    # 6. final --initial-cluster of the new members only, rolled out one pod at a time
     final = initial_cluster(
         [PlannedMember(p, layout.new_peer_url(p), layout.new_client_url(p)) for p in new_pods]
     )
@@ -760,9 +841,13 @@ def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: i
     ic = ""
     steps: list[NextStep] = []
     fake_id = -1
+    old_replicas = layout.source_replicas
     for _ in range(4 * (layout.source_replicas + layout.target_replicas) + 8):
         step = next_step(
-            Observed(tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True), layout
+            Observed(
+                tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True, old_replicas
+            ),
+            layout,
         )
         if step.kind in (StepKind.CLEANUP, StepKind.DONE):
             steps.append(step)
@@ -782,6 +867,9 @@ def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: i
             leader = step.member_id
         elif step.kind is StepKind.REMOVE_OLD:
             state = [m for m in state if m.id != step.member_id]
+            old_replicas = step.replicas
+        elif step.kind is StepKind.STOP_OLD:
+            old_replicas = step.replicas
         elif step.kind is StepKind.FINALIZE_STS:
             ic = step.initial_cluster
     return steps

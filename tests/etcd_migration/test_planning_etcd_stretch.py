@@ -6,11 +6,14 @@ import pytest
 import yaml
 
 from etcd_migration.seed import SEED_STS
-from planning.etcd import CurrentMember
+from planning.etcd import CurrentMember, quorum
 from planning.etcd_stretch import (
+    REMOVAL_ORDER,
     Layout,
     Observed,
+    RemovalAction,
     StepKind,
+    check_removal_order,
     check_target_count,
     check_versions,
     command_initial_cluster,
@@ -23,7 +26,9 @@ from planning.etcd_stretch import (
     new_statefulset_manifest,
     next_step,
     plan_markdown,
+    removal_trace,
     rewrite_etcd_command,
+    simulate_plan,
 )
 from sandbox.runtime.dns import DEFAULT_COREFILE, parse_corefile_hosts
 from stateferry.errors import InputError, PreconditionFailed
@@ -249,6 +254,25 @@ def test_check_target_count(n: int, even_ok: bool, ok: bool) -> None:
         ),
         (Observed((*OLD, new(0), new(1), new(2)), 10, 3), StepKind.REMOVE_OLD, "etcd-2", {"replicas": 2}),
         (Observed((OLD[0], new(0), new(1), new(2)), 11, 3), StepKind.REMOVE_OLD, "etcd-0", {"replicas": 0}),
+        # a run stopped after member remove of etcd-2, before its pod stopped: stop it first
+        (
+            Observed((OLD[0], OLD[1], new(0), new(1), new(2)), 10, 3, old_sts_replicas=3),
+            StepKind.STOP_OLD,
+            "etcd-2",
+            {"replicas": 2},
+        ),
+        (
+            Observed((new(0), new(1), new(2)), 11, 3, IC_JOIN0, 2, old_sts_replicas=1),
+            StepKind.STOP_OLD,
+            "etcd-0",
+            {"replicas": 0},
+        ),
+        (
+            Observed((OLD[0], OLD[1], new(0), new(1), new(2)), 10, 3, old_sts_replicas=2),
+            StepKind.REMOVE_OLD,
+            "etcd-1",
+            {"replicas": 1},
+        ),
         (
             Observed((new(0), new(1), new(2)), 11, 3, IC_JOIN0, 2),
             StepKind.FINALIZE_STS,
@@ -314,3 +338,70 @@ def test_foreign_host_names(corefile: str, expected: list[str]) -> None:
     assert (
         foreign_host_names(corefile, "k", ["etcd-main-0", "etcd-main-0.etcd-main", "unrelated"]) == expected
     )
+
+
+SEED_ORDER = (RemovalAction.STOP_POD, RemovalAction.MEMBER_REMOVE)
+
+
+@pytest.mark.parametrize("voters", range(2, 10))
+def test_removal_order_keeps_quorum_for_every_member_count(voters: int) -> None:
+    check_removal_order(voters)  # member remove commits with every voter alive, then the pod stops
+    assert REMOVAL_ORDER == (RemovalAction.MEMBER_REMOVE, RemovalAction.STOP_POD)
+    rows = removal_trace(voters)
+    assert rows == [
+        (RemovalAction.MEMBER_REMOVE, voters - 1, quorum(voters - 1)),
+        (RemovalAction.STOP_POD, voters - 1, quorum(voters - 1)),
+    ]
+    # the seed's order (scale down, then member remove) only works while voters - 1 >= quorum(voters)
+    if voters == 2:
+        with pytest.raises(PreconditionFailed, match="1 of 2 voters"):
+            check_removal_order(voters, SEED_ORDER)
+    else:
+        check_removal_order(voters, SEED_ORDER)
+
+
+@pytest.mark.parametrize("order", [(), (RemovalAction.STOP_POD,), (RemovalAction.MEMBER_REMOVE,) * 2])
+def test_removal_order_needs_both_actions(order: tuple[RemovalAction, ...]) -> None:
+    with pytest.raises(PreconditionFailed, match="once"):
+        check_removal_order(3, order)
+
+
+def test_removal_of_the_last_voter_is_refused() -> None:
+    with pytest.raises(PreconditionFailed, match="no voter"):
+        check_removal_order(1)
+
+
+def _layout(src: int, dst: int) -> Layout:
+    return Layout("prod", "prod", "etcd", "etcd", "etcd-main", "etcd-main", src, dst)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [(3, 1), (1, 3), (3, 5), (5, 3), (1, 1), (5, 1), (3, 3), (5, 5), (1, 5), (7, 3)],
+)
+def test_plan_keeps_quorum_for_every_size(src: int, dst: int) -> None:
+    layout = _layout(src, dst)
+    members = [CurrentMember(i + 1, f"etcd-{i}", (layout.old_peer_url(f"etcd-{i}"),)) for i in range(src)]
+    steps = simulate_plan(layout, members, 1)
+    kinds = [s.kind for s in steps]
+    assert kinds == (
+        [StepKind.ADD_MEMBER] * dst
+        + [StepKind.MOVE_LEADER]
+        + [StepKind.REMOVE_OLD] * src
+        + [StepKind.FINALIZE_STS, StepKind.CLEANUP]
+    )
+    # old members go highest ordinal first; the old StatefulSet shrinks with them
+    removals = [s for s in steps if s.kind is StepKind.REMOVE_OLD]
+    assert [s.member for s in removals] == [f"etcd-{i}" for i in reversed(range(src))]
+    assert [s.replicas for s in removals] == list(reversed(range(src)))
+    # voters before each removal: src + dst down to dst + 1; each one keeps quorum with the planned order
+    voters = src + dst
+    for s in removals:
+        check_removal_order(voters)
+        assert s.quorum_after == quorum(voters - 1)
+        voters -= 1
+    assert voters == dst
+    # the last removal of an N -> 1 migration leaves 1 of 2 voters under the seed's order
+    if dst == 1:
+        with pytest.raises(PreconditionFailed):
+            check_removal_order(dst + 1, SEED_ORDER)

@@ -1,0 +1,85 @@
+"""Hostile-input and safety findings of the etcd stretch migration (issue 11, finding 8).
+
+The migrations run against the two-cluster sandbox and real etcd (the fixtures of
+``tests/etcd_migration/conftest.py``, imported here: ``tests/security`` has no conftest of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from etcd_migration import conftest as _etcd_fixtures
+from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api
+from etcd_migration.writer import SequentialWriter, read_all
+
+from flows.etcd_migration import etcd_stretch_migration
+
+pytestmark = pytest.mark.timeout(300)
+
+# the module-scoped two-cluster sandbox and the per-test seed etcd of tests/etcd_migration
+sandbox = _etcd_fixtures.sandbox
+kube_blocks = _etcd_fixtures.kube_blocks
+seed_etcd = _etcd_fixtures.seed_etcd
+
+
+def _members(endpoint: str) -> list[str]:
+    from blocks.etcd_client import EtcdClient
+
+    async def go() -> list[str]:
+        async with EtcdClient([endpoint], timeout=5) as etcd:
+            return sorted(m.name for m in await etcd.member_list())
+
+    return asyncio.run(go())
+
+
+def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
+    """3 -> 1: the last old member is removed from a 2-voter cluster.
+
+    On main the flow scaled the old pod down before ``member remove``: 1 of 2 voters was left, the
+    removal could never commit and the cluster stopped serving. Now ``member remove`` commits with both
+    voters alive and the pod stops afterwards; a client writes through LoadBalancers throughout.
+    """
+    ns = seed_etcd.namespace
+    core_src, core_tgt = core_api(seed_etcd.src), core_api(seed_etcd.tgt)
+    core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
+    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
+    src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
+    tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
+
+    writer = SequentialWriter([src_lb, tgt_lb])
+    writer.start()
+    try:
+        summary = etcd_stretch_migration(
+            seed_etcd.source,
+            seed_etcd.target,
+            source_namespace=ns,
+            target_replicas=1,
+            auto_approve=True,
+            catch_up_timeout_seconds=90,
+        )
+    finally:
+        stats = writer.stop()
+    assert summary["outcome"] == "migrated"
+    assert summary["members"] == ["etcd-main-0"]
+    assert _members(tgt_lb) == ["etcd-main-0"]
+    removals = [s["step"] for s in summary["steps"] if s["step"].startswith("remove")]
+    assert removals == ["remove etcd-2", "remove etcd-1", "remove etcd-0"]
+    stored = asyncio.run(read_all(tgt_lb))
+    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
+    assert len(stats.acked) > 50
+    # the single member still takes writes after the migration (it has quorum on its own)
+    from blocks.etcd_client import EtcdClient
+
+    async def write_read() -> bytes | None:
+        async with EtcdClient([tgt_lb], timeout=5) as etcd:
+            await etcd.put("/after/shrink", b"ok")
+            return await etcd.get("/after/shrink")
+
+    value = asyncio.run(write_read())
+    assert value == b"ok"
+    assert [s.metadata.name for s in apps_api(seed_etcd.src).list_namespaced_stateful_set(ns).items] == []
+    sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
+    assert sts.spec.replicas == 1
