@@ -207,15 +207,17 @@ def test_rejecting_before_the_cutover_leaves_source_as_it_was_and_target_clean(
 
 
 def test_member_that_never_catches_up_is_detected_and_rolled_back(
-    prefect_server: Any, seed_etcd: SeedEtcd, monkeypatch: pytest.MonkeyPatch
+    prefect_server: Any, seed_etcd: SeedEtcd
 ) -> None:
-    from flows.etcd_migration import FAULT_SKIP_ENV
+    from tasks.fault_points import skipping
 
     before = _snapshot(seed_etcd)
-    monkeypatch.setenv(FAULT_SKIP_ENV, "dns")  # the peers cannot resolve each other's names
     t0 = time.monotonic()
-    with pytest.raises(
-        PreconditionFailed, match=r"etcd-main-0 did not start and catch up within 15s.*rolled back"
+    with (
+        skipping("dns"),
+        pytest.raises(  # the peers cannot resolve each other's names
+            PreconditionFailed, match=r"etcd-main-0 did not start and catch up within 15s.*rolled back"
+        ),
     ):
         etcd_stretch_migration(
             seed_etcd.source,
