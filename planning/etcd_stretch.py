@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from planning.etcd import (
     ChangeKind,
@@ -34,15 +35,18 @@ from stateferry.errors import InputError, PreconditionFailed
 
 __all__ = [
     "MANAGED_BY",
+    "MEMBER_OF_LABEL",
     "MIGRATION_LABEL",
     "POD_NAME_LABEL",
     "RUN_ID_LABEL",
     "Layout",
+    "NameForm",
     "NextStep",
     "Observed",
     "StepKind",
     "check_versions",
     "coredns_with_hosts",
+    "derive_name_form",
     "dns_names",
     "foreign_host_names",
     "host_entries",
@@ -54,11 +58,13 @@ __all__ = [
     "next_step",
     "plan_markdown",
     "rewrite_etcd_command",
+    "rewrite_host_refs",
 ]
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "stateferry"}
 RUN_ID_LABEL = "stateferry.io/flow-run-id"
 MIGRATION_LABEL = "stateferry.io/etcd-migration"
+MEMBER_OF_LABEL = "stateferry.io/etcd-statefulset"  # only where the selector must stay distinct
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -78,6 +84,18 @@ class Layout:
         target_replicas: Members wanted in the target.
         scheme: ``http`` or ``https`` of the peer URLs.
         peer_port / client_port: etcd peer and client ports.
+        name_depth: How many labels of ``<pod>.<service>.<namespace>.svc.<cluster_domain>`` the peer
+            and client URLs use (1 = ``<pod>``, 2 = ``<pod>.<svc>`` as in the seed, ... 5 = the full
+            name); derived from the source members by :func:`derive_name_form`.
+        cluster_domain: The cluster domain of the full names (``cluster.local``).
+        rename_labels: Rename the source StatefulSet's name to the new one in the pod labels, the
+            selector and the affinity (the old behaviour); default: the new pods keep the source pods'
+            labels, as in the seed, so Services, NetworkPolicies and monitors that select them keep
+            working.
+        distinct_selector: Add ``stateferry.io/etcd-statefulset: <new-sts>`` to the new StatefulSet's
+            selector and pod labels and to the new headless Service's selector. Needed only when the
+            new StatefulSet lives next to the source one (same cluster and namespace): two controllers
+            whose selectors match the same pods fight over them.
     """
 
     source_namespace: str
@@ -91,6 +109,17 @@ class Layout:
     scheme: str = "http"
     peer_port: int = 2380
     client_port: int = 2379
+    name_depth: int = 2
+    cluster_domain: str = CLUSTER_DOMAIN
+    rename_labels: bool = False
+    distinct_selector: bool = False
+
+    def host(self, pod: str, *, new: bool) -> str:
+        """The host name of a member in the URLs, in the source's form (``etcd-0.etcd``, ...)."""
+        service, namespace = (
+            (self.new_service, self.target_namespace) if new else (self.source_service, self.source_namespace)
+        )
+        return ".".join([pod, service, namespace, "svc", self.cluster_domain][: self.name_depth])
 
     @property
     def migration_id(self) -> str:
@@ -107,15 +136,15 @@ class Layout:
 
     def old_peer_url(self, pod: str) -> str:
         """Peer URL of an old member."""
-        return f"{self.scheme}://{pod}.{self.source_service}:{self.peer_port}"
+        return f"{self.scheme}://{self.host(pod, new=False)}:{self.peer_port}"
 
     def new_peer_url(self, pod: str) -> str:
         """Peer URL of a new member."""
-        return f"{self.scheme}://{pod}.{self.new_service}:{self.peer_port}"
+        return f"{self.scheme}://{self.host(pod, new=True)}:{self.peer_port}"
 
     def new_client_url(self, pod: str) -> str:
         """Advertised client URL of a new member."""
-        return f"{self.scheme}://{pod}.{self.new_service}:{self.client_port}"
+        return f"{self.scheme}://{self.host(pod, new=True)}:{self.client_port}"
 
     def planned_new(self) -> list[PlannedMember]:
         """The new members in the order they are added."""
@@ -124,6 +153,55 @@ class Layout:
     def ordinal(self, pod: str) -> int:
         """Ordinal of a pod name (``etcd-2`` -> 2)."""
         return int(pod.rsplit("-", 1)[1])
+
+
+@dataclass(frozen=True)
+class NameForm:
+    """How the source members name themselves in their peer URLs (see :func:`derive_name_form`)."""
+
+    scheme: str
+    peer_port: int
+    name_depth: int
+    cluster_domain: str = CLUSTER_DOMAIN
+
+
+def derive_name_form(peer_urls: Mapping[str, Sequence[str]], service: str, namespace: str) -> NameForm:
+    """Derive the peer URL layout from the source members (``{pod: peer URLs}``).
+
+    Accepted hosts: ``<pod>``, ``<pod>.<svc>``, ``<pod>.<svc>.<ns>``, ``<pod>.<svc>.<ns>.svc`` and
+    ``<pod>.<svc>.<ns>.svc.<cluster-domain>``, the same form, scheme and port for every member.
+
+    Raises:
+        PreconditionFailed: Naming the member and its peer URL when it cannot be migrated (an IP
+            address or a name not derived from the pod name, or members in different forms).
+    """
+    forms: set[NameForm] = set()
+    for pod, urls in sorted(peer_urls.items()):
+        for url in urls:
+            parts = urlsplit(url)
+            host, labels = parts.hostname or "", (parts.hostname or "").split(".")
+            prefix = [pod, service, namespace, "svc"]
+            depth = next(
+                (d for d in range(1, 5) if labels == prefix[:d]),
+                5 if len(labels) > 4 and labels[:4] == prefix else 0,
+            )
+            if not depth:
+                raise PreconditionFailed(
+                    f"member {pod} advertises the peer URL {url!r} (--initial-advertise-peer-urls / "
+                    f"ETCD_INITIAL_ADVERTISE_PEER_URLS): its host {host!r} is not a name of the pod "
+                    f"(<pod>[.{service}[.{namespace}[.svc[.<cluster-domain>]]]]), so the new members' "
+                    "names cannot be derived: advertise a pod DNS name first (a rolling restart)"
+                )
+            domain = ".".join(labels[4:]) if depth == 5 else CLUSTER_DOMAIN
+            forms.add(NameForm(parts.scheme or "http", parts.port or 2380, depth, domain))
+    if len(forms) != 1:
+        raise PreconditionFailed(
+            f"the source members' peer URLs use {len(forms)} different forms ({sorted(map(str, forms))}): "
+            "give every member the same form (one StatefulSet template) before migrating"
+            if forms
+            else "no member advertises a peer URL"
+        )
+    return forms.pop()
 
 
 # ------------------------------------------------------------------------------------------- manifests
@@ -180,6 +258,16 @@ def _rename_values(mapping: Mapping[str, Any] | None, old: str, new: str) -> dic
     return {k: (new if v == old else v) for k, v in (mapping or {}).items()}
 
 
+def _pod_labels(labels: Mapping[str, Any] | None, layout: Layout) -> dict[str, Any]:
+    """Source pod labels (or a selector) for the new side: kept, renamed, or made distinct per the layout."""
+    out = dict(labels or {})
+    if layout.rename_labels:
+        out = _rename_values(out, layout.source_sts, layout.new_sts)
+    if layout.distinct_selector:
+        out[MEMBER_OF_LABEL] = layout.new_sts
+    return out
+
+
 def new_headless_service_manifest(
     source_service: Mapping[str, Any], layout: Layout, *, run_id: str
 ) -> dict[str, Any]:
@@ -189,7 +277,7 @@ def new_headless_service_manifest(
         spec.pop(key, None)
     spec["clusterIP"] = "None"
     spec["publishNotReadyAddresses"] = True
-    spec["selector"] = _rename_values(spec.get("selector"), layout.source_sts, layout.new_sts)
+    spec["selector"] = _pod_labels(spec.get("selector"), layout)
     meta = source_service.get("metadata") or {}
     return {
         "apiVersion": "v1",
@@ -209,8 +297,32 @@ _IC_RE = re.compile(r"--initial-cluster(?=[ =])([ =]+)(\S+)")
 _ICS_RE = re.compile(r"--initial-cluster-state(?=[ =])[ =]+\S+")
 
 
-def _hostname_re(service: str) -> re.Pattern[str]:
-    return re.compile(r"(\$\{?HOSTNAME\}?\.)" + re.escape(service) + r"(?![\w-])")
+_VAR_REF = r"(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\$\([A-Za-z_][A-Za-z0-9_]*\))"
+
+
+def _host_ref_re(layout: Layout) -> re.Pattern[str]:
+    """``$HOSTNAME.<svc>[.<ns>]``, ``${HOSTNAME}.…``, ``$(POD_NAME).…``: a pod's own name in a template."""
+    return re.compile(
+        "("
+        + _VAR_REF
+        + r"\.)"
+        + re.escape(layout.source_service)
+        + r"(\."
+        + re.escape(layout.source_namespace)
+        + r")?(?![\w-])"
+    )
+
+
+def rewrite_host_refs(text: str, layout: Layout) -> str:
+    """Point the pod's own name references (any variable, any depth) at the new Service and namespace.
+
+    ``$(POD_NAMESPACE)``-style references to the namespace are left alone: they resolve in the target.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        return m.group(1) + layout.new_service + (f".{layout.target_namespace}" if m.group(2) else "")
+
+    return _host_ref_re(layout).sub(repl, text)
 
 
 def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) -> str:
@@ -220,7 +332,7 @@ def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) 
     ``initial_cluster_value`` and ``--initial-cluster-state`` becomes ``existing`` (added after
     ``--initial-cluster`` when missing). Strings without these flags are returned unchanged.
     """
-    text = _hostname_re(layout.source_service).sub(r"\g<1>" + layout.new_service, text)
+    text = rewrite_host_refs(text, layout)
     if not _IC_RE.search(text):
         return text
     text = _IC_RE.sub(lambda m: f"--initial-cluster{m.group(1)}{initial_cluster_value}", text, count=1)
@@ -298,17 +410,16 @@ def new_statefulset_manifest(
         elif env.get("name") == "ETCD_INITIAL_CLUSTER_STATE":
             env["value"] = "existing"
         elif isinstance(env.get("value"), str):
-            env["value"] = _hostname_re(layout.source_service).sub(
-                r"\g<1>" + layout.new_service, env["value"]
-            )
+            env["value"] = rewrite_host_refs(env["value"], layout)
     old, new = layout.source_sts, layout.new_sts
     tmeta = template.setdefault("metadata", {})
-    tmeta["labels"] = {**_rename_values(tmeta.get("labels"), old, new), **MANAGED_BY}
+    # the source pods' labels (a managed-by of theirs wins over ours), plus the migration's own
+    tmeta["labels"] = {**MANAGED_BY, **_pod_labels(tmeta.get("labels"), layout)}
     tmeta["labels"][MIGRATION_LABEL] = layout.migration_id
-    if "affinity" in pod_spec:
+    if "affinity" in pod_spec and layout.rename_labels:
         pod_spec["affinity"] = _rewrite_affinity(pod_spec["affinity"], old, new)
     selector = src_spec.get("selector") or {}
-    selector["matchLabels"] = _rename_values(selector.get("matchLabels"), old, new)
+    selector["matchLabels"] = _pod_labels(selector.get("matchLabels"), layout)
     claims = []
     for claim in src_spec.get("volumeClaimTemplates") or []:
         claim = {k: v for k, v in claim.items() if k != "status"}
@@ -349,9 +460,11 @@ def dns_names(pod: str, service: str, namespace: str, domain: str = CLUSTER_DOMA
     return [pod, base, f"{base}.{namespace}", f"{base}.{namespace}.svc", f"{base}.{namespace}.svc.{domain}"]
 
 
-def host_entries(pods_ips: Mapping[str, str], service: str, namespace: str) -> list[tuple[str, list[str]]]:
+def host_entries(
+    pods_ips: Mapping[str, str], service: str, namespace: str, domain: str = CLUSTER_DOMAIN
+) -> list[tuple[str, list[str]]]:
     """``(ip, names)`` for each member pod (sorted by pod name), for a hosts block."""
-    return [(ip, dns_names(pod, service, namespace)) for pod, ip in sorted(pods_ips.items())]
+    return [(ip, dns_names(pod, service, namespace, domain)) for pod, ip in sorted(pods_ips.items())]
 
 
 def _markers(key: str) -> tuple[str, str]:
@@ -844,9 +957,7 @@ def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: i
     old_replicas = layout.source_replicas
     for _ in range(4 * (layout.source_replicas + layout.target_replicas) + 8):
         step = next_step(
-            Observed(
-                tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True, old_replicas
-            ),
+            Observed(tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True, old_replicas),
             layout,
         )
         if step.kind in (StepKind.CLEANUP, StepKind.DONE):

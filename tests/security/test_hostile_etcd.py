@@ -7,6 +7,7 @@ The migrations run against the two-cluster sandbox and real etcd (the fixtures o
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -24,14 +25,24 @@ kube_blocks = _etcd_fixtures.kube_blocks
 seed_etcd = _etcd_fixtures.seed_etcd
 
 
-def _members(endpoint: str) -> list[str]:
+def _members(endpoint: str, timeout: float = 30.0) -> list[str]:
+    """The member names through ``endpoint``, retried: a 1-member etcd restarts for the final
+    ``--initial-cluster``, and the client LoadBalancer may lag the pod's readiness briefly."""
     from blocks.etcd_client import EtcdClient
+    from stateferry.errors import StateferryError
 
     async def go() -> list[str]:
         async with EtcdClient([endpoint], timeout=5) as etcd:
             return sorted(m.name for m in await etcd.member_list())
 
-    return asyncio.run(go())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return asyncio.run(go())
+        except StateferryError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
@@ -44,7 +55,8 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
     ns = seed_etcd.namespace
     core_src, core_tgt = core_api(seed_etcd.src), core_api(seed_etcd.tgt)
     core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
+    # the source pods' selector: the new pods keep the source pods' labels
+    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
     src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
     tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
 
@@ -63,7 +75,7 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
         stats = writer.stop()
     assert summary["outcome"] == "migrated"
     assert summary["members"] == ["etcd-main-0"]
-    assert _members(tgt_lb) == ["etcd-main-0"]
+    assert _members(tgt_lb) == ["etcd-main-0"]  # through a Service with the source pods' selector
     removals = [s["step"] for s in summary["steps"] if s["step"].startswith("remove")]
     assert removals == ["remove etcd-2", "remove etcd-1", "remove etcd-0"]
     stored = asyncio.run(read_all(tgt_lb))
