@@ -44,7 +44,14 @@ from planning.etcd_stretch import plan_markdown
 from stateferry.errors import PreconditionFailed
 from tasks.etcd_migration_io import lb_ips_from_cluster, live_endpoints
 from tasks.etcd_ops import ClusterView, observe_cluster
-from tasks.etcd_preflight import MigrationComplete, MigrationContext, preflight, save_complete, to_current
+from tasks.etcd_preflight import (
+    MigrationComplete,
+    MigrationContext,
+    etcd_image,
+    preflight,
+    save_complete,
+    to_current,
+)
 
 __all__ = ["MigrationComplete", "etcd_stretch_migration"]
 
@@ -75,6 +82,7 @@ def etcd_stretch_migration(
     source_lb_annotations: dict[str, str] | None = None,
     target_lb_annotations: dict[str, str] | None = None,
     rename_labels: bool = False,
+    dns_check_image: str | None = None,
 ) -> dict[str, Any]:
     """Migrate an etcd StatefulSet from the source to the target Kubernetes cluster without downtime.
 
@@ -112,6 +120,9 @@ def etcd_stretch_migration(
             seed), so Services, NetworkPolicies and monitors in the target that select them keep
             working; the selector gets a ``stateferry.io/etcd-statefulset`` label only when the new
             StatefulSet runs in the source's cluster and namespace.
+        dns_check_image: Image of the DNS check Job (runs ``getent hosts``; default: the source etcd
+            image, which has it up to etcd 3.4; give e.g. ``debian:bookworm-slim`` for distroless
+            images).
 
     Returns:
         Summary: ``outcome`` (``migrated`` / ``planned`` / ``rolled_back`` / ``done``), ``steps``,
@@ -176,6 +187,7 @@ def etcd_stretch_migration(
             use_learners=use_learners,
             auto_approve=auto_approve,
             catch_up_timeout=catch_up_timeout_seconds,
+            dns_check_image=dns_check_image or etcd_image(ctx.source_sts),
         )
         move_leader_to_new(ctx, journal)
         switch_clients(ctx, auto_approve)

@@ -20,6 +20,7 @@ from planning.etcd import CurrentMember, PlannedMember, initial_cluster
 from planning.etcd_stretch import NextStep, StepKind, classify_members, next_step, plan_markdown
 from stateferry.errors import PreconditionFailed
 from tasks import fault_points
+from tasks.etcd_dns_check import dns_mismatches, resolve_in_cluster
 from tasks.etcd_migration_io import (
     claim_name,
     delete_ours,
@@ -54,6 +55,55 @@ DELETE_STEP = "delete old resources"
 
 class JoinFailed(PreconditionFailed):
     """A joining member did not run, start or catch up in time (rolled back before the cutover)."""
+
+
+class DnsCheckFailed(JoinFailed):
+    """A member name does not resolve to its LoadBalancer address in a cluster (found before any join)."""
+
+
+def check_dns(ctx: MigrationContext, journal: Journal, image: str) -> str:
+    """Resolve, with a short Job in each cluster, every member name a joining member will use.
+
+    The source must resolve the new members' names to their target LoadBalancer addresses, the target
+    the old members' names to their source LoadBalancer addresses (the new members resolve each
+    other through their own headless Service).
+
+    Returns:
+        The answers as a Markdown section (for the join approval).
+
+    Raises:
+        DnsCheckFailed: Naming every wrong or missing name; nothing has been added yet.
+    """
+    layout = ctx.layout
+    lines = [
+        "",
+        "## DNS check (resolved inside each cluster)",
+        "",
+        "| cluster | name | answer | expected |",
+        "|---|---|---|---|",
+    ]
+    wrong: list[str] = []
+    with journal.step("dns check") as note:
+        for side, api, ns, pods, new in (
+            ("source", ctx.src, layout.source_namespace, layout.new_pods(), True),
+            ("target", ctx.tgt, layout.target_namespace, layout.old_pods(), False),
+        ):
+            expected = {layout.host(p, new=new): ctx.lb_ips[p] for p in pods}
+            answers = resolve_in_cluster(
+                api, ns, sorted(expected), image=image, migration_id=layout.migration_id
+            )
+            for name, ip in sorted(expected.items()):
+                got = ", ".join(answers.get(name) or []) or "(none)"
+                lines.append(f"| {side} | `{name}` | {got} | {ip} |")
+            wrong += [f"{side}: {w}" for w in dns_mismatches(answers, expected)]
+        note["detail"] = f"{len(wrong)} wrong" if wrong else "every name resolves to its LoadBalancer"
+    if wrong:
+        raise DnsCheckFailed(
+            "DNS check before adding a member: "
+            + "; ".join(wrong)
+            + f" -- fix the hosts entries ({ctx.dns_provider}) or the LoadBalancers"
+        )
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -153,12 +203,21 @@ def join_new_members(
     use_learners: bool,
     auto_approve: bool,
     catch_up_timeout: float,
+    dns_check_image: str,
 ) -> None:
-    """Step 4: add the new members one at a time (member add, deploy, catch up, promote)."""
+    """Step 4: add the new members one at a time (member add, deploy, catch up, promote).
+
+    Before the first member is added in a run, :func:`check_dns` proves every name resolves.
+    """
     layout = ctx.layout
+    dns_section: str | None = None
     for step, endpoints, view in _pending(ctx, {StepKind.ADD_MEMBER, StepKind.DEPLOY_MEMBER}):
         if step.kind is StepKind.ADD_MEMBER:
-            plan = plan_markdown(layout, to_current(view), view.leader_id, target_lb=ctx.lb_ips)
+            if dns_section is None:
+                dns_section = (
+                    "" if fault_points.skipped("dns_check") else check_dns(ctx, journal, dns_check_image)
+                )
+            plan = plan_markdown(layout, to_current(view), view.leader_id, target_lb=ctx.lb_ips) + dns_section
             _approve(ctx, JOIN_STEP, plan, auto_approve, "join_approved")
             save_state(ctx, phase="join")
         with journal.step(f"join {step.member}") as note:

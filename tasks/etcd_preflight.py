@@ -33,6 +33,7 @@ __all__ = [
     "MigrationContext",
     "MigrationState",
     "dns_key",
+    "etcd_image",
     "preflight",
     "save_complete",
     "save_state",
@@ -171,7 +172,8 @@ def dns_key(layout: Layout) -> str:
     return f"etcd-migration {layout.migration_id}"
 
 
-def _find_container_image(sts: Mapping[str, Any]) -> str:
+def etcd_image(sts: Mapping[str, Any]) -> str:
+    """The etcd container's image of a StatefulSet."""
     containers = ((sts.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
     for c in containers:
         if "etcd" in str(c.get("image", "")):
@@ -347,14 +349,21 @@ def preflight(
             f"the source etcd has active alarms {list(view.alarms)}: resolve them (e.g. NOSPACE: compact, "
             "defrag, `etcdctl alarm disarm`) before migrating"
         )
-    own = re.compile(re.escape(statefulset) + r"-\d+")
-    old_urls = {m.name: m.peer_urls for m in view.members if own.fullmatch(m.name) and m.peer_urls}
-    if not old_urls:
+
+    def named(sts_name: str) -> dict[str, tuple[str, ...]]:
+        own = re.compile(re.escape(sts_name) + r"-\d+")
+        return {m.name: m.peer_urls for m in view.members if own.fullmatch(m.name) and m.peer_urls}
+
+    # the source members' form; once they are all gone (a re-run at the end), the new members' (same form)
+    if named(statefulset):
+        form = derive_name_form(named(statefulset), service, source_namespace)
+    elif named(new_statefulset):
+        form = derive_name_form(named(new_statefulset), new_service, target_namespace)
+    else:
         raise PreconditionFailed(
             f"no member of the etcd is named like the pods of StatefulSet {statefulset} "
             f"({statefulset}-N): check statefulset (the etcd --name must be the pod name)"
         )
-    form = derive_name_form(old_urls, service, source_namespace)
     layout = Layout(
         source_namespace=source_namespace,
         target_namespace=target_namespace,
@@ -394,7 +403,7 @@ def preflight(
     else:
         module_config_resource(src)
         module_config_resource(tgt)
-    image = target_image or _find_container_image(sts)
+    image = target_image or etcd_image(sts)
     warnings = check_versions([s.version for s in view.statuses.values()], image)
     ctx = MigrationContext(
         src=src,
