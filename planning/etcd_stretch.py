@@ -13,6 +13,7 @@ No I/O, no clock, no Prefect, no client libraries. Membership primitives (quorum
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "stateferry"}
 RUN_ID_LABEL = "stateferry.io/flow-run-id"
 MIGRATION_LABEL = "stateferry.io/etcd-migration"
 MEMBER_OF_LABEL = "stateferry.io/etcd-statefulset"  # only where the selector must stay distinct
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -113,6 +116,33 @@ class Layout:
     cluster_domain: str = CLUSTER_DOMAIN
     rename_labels: bool = False
     distinct_selector: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse names that are not Kubernetes names (they end up in object names and DNS hosts).
+
+        Raises:
+            InputError: Naming the flow parameter (``new_service``, ``new_statefulset``, ...).
+        """
+        widest = max(self.source_replicas, self.target_replicas, 1) - 1
+        for param, value, room in (
+            ("source_namespace", self.source_namespace, 0),
+            ("target_namespace", self.target_namespace, 0),
+            ("statefulset", self.source_sts, len(f"-{widest}")),
+            ("service", self.source_service, 0),
+            ("new_statefulset", self.new_sts, len(f"-{widest}")),
+            ("new_service", self.new_service, 0),
+        ):
+            if not (_DNS_LABEL.fullmatch(value) and len(value) + room <= 63):
+                raise InputError(
+                    param,
+                    f"{value[:80]!r} is not a Kubernetes name (a DNS label of lowercase letters, digits "
+                    f"and '-'{', with room for the pod ordinal' if room else ''}, at most 63 characters)",
+                    "give the name of the object as Kubernetes shows it",
+                )
+        if not _DNS_NAME.fullmatch(self.cluster_domain):
+            raise PreconditionFailed(
+                f"the cluster domain {self.cluster_domain[:80]!r} in the members' peer URLs is not a DNS name"
+            )
 
     def host(self, pod: str, *, new: bool) -> str:
         """The host name of a member in the URLs, in the source's form (``etcd-0.etcd``, ...)."""
@@ -474,6 +504,14 @@ def _markers(key: str) -> tuple[str, str]:
 _OWN_BLOCK = "# stateferry:hosts-block"
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Sequence[str]]]) -> str:
     """Return ``corefile`` with stateferry's marked section (keyed by ``key``) set to ``entries``.
 
@@ -484,6 +522,14 @@ def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Seq
     Empty ``entries`` remove the section.
     """
     begin, end = _markers(key)
+    for ip, names in entries:  # every token of our lines: nothing else can reach the Corefile
+        if not _is_ip(ip) or not names or not all(_DNS_NAME.fullmatch(n) for n in names):
+            raise PreconditionFailed(
+                f"refusing to write the DNS hosts entry {ip[:60]!r} {[n[:80] for n in names]!r}: not an IP "
+                "address and DNS names (names from the flow parameters or the etcd members' peer URLs?)"
+            )
+    if not _DNS_NAME.fullmatch(key.replace(" ", "-")):
+        raise PreconditionFailed(f"refusing the DNS section key {key[:80]!r}")
     lines = corefile.splitlines()
     # drop our old section
     out: list[str] = []

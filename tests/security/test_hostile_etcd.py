@@ -95,3 +95,76 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
     assert [s.metadata.name for s in apps_api(seed_etcd.src).list_namespaced_stateful_set(ns).items] == []
     sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
     assert sts.spec.replicas == 1
+
+
+def _everything(seed: SeedEtcd) -> dict[str, Any]:
+    """Objects of the seed's namespace and the CoreDNS Corefile, in both clusters."""
+    out: dict[str, Any] = {}
+    for side, api in (("source", seed.src), ("target", seed.tgt)):
+        core, apps = core_api(api), apps_api(api)
+        ns = seed.namespace
+        out[side] = (
+            sorted(s.metadata.name for s in core.list_namespaced_service(ns).items),
+            sorted(c.metadata.name for c in core.list_namespaced_config_map(ns).items),
+            sorted(s.metadata.name for s in apps.list_namespaced_stateful_set(ns).items),
+            core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"],
+        )
+    return out
+
+
+INJECT = "etcd-main\n    }\n    forward . 127.0.0.1\n    hosts {"
+
+
+def test_hostile_etcd_names_cannot_inject_corefile(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
+    """``new_service`` / ``new_statefulset`` end up in the CoreDNS hosts of both clusters.
+
+    On main nothing checked them: a newline in either wrote Corefile directives (here a ``forward``)
+    into kube-system/coredns, which serves the whole cluster. Now preflight refuses them by name,
+    before anything is created.
+    """
+    from stateferry.errors import InputError
+
+    before = _everything(seed_etcd)
+    for param in ("new_service", "new_statefulset"):
+        hostile: dict[str, Any] = {param: INJECT}
+        with pytest.raises(InputError) as refused:
+            etcd_stretch_migration(
+                seed_etcd.source,
+                seed_etcd.target,
+                source_namespace=seed_etcd.namespace,
+                auto_approve=True,
+                **hostile,
+            )
+        assert refused.value.field == param
+        assert INJECT not in str(refused.value)  # shown escaped (repr), never with its newlines
+        assert _everything(seed_etcd) == before
+
+
+@pytest.mark.parametrize(
+    "peer_url",
+    [
+        "http://etcd-0.etcd.prod.svc.cluster.local}:2380",  # a brace closes the hosts block
+        "http://etcd-0.etcd.prod.svc.evil domain:2380",  # a space adds a name
+    ],
+)
+def test_hostile_etcd_member_peer_url_cannot_reach_corefile(peer_url: str) -> None:
+    """The cluster domain is read from the members' peer URLs (anyone with etcd access sets them).
+
+    On main it went into the Corefile hosts lines as it was; now the layout refuses it, and the
+    Corefile writer refuses any token that is not an IP address or a DNS name.
+    """
+    from planning.etcd_stretch import Layout, coredns_with_hosts, derive_name_form
+    from stateferry.errors import PreconditionFailed
+
+    form = derive_name_form({"etcd-0": [peer_url]}, "etcd", "prod")
+    with pytest.raises(PreconditionFailed, match="cluster domain"):
+        Layout(
+            "prod", "prod", "etcd", "etcd", "etcd-main", "etcd-main", 1, 1, cluster_domain=form.cluster_domain
+        )
+    corefile = ".:53 {\n    kubernetes cluster.local\n}\n"
+    for names in ([f"etcd-main-0.etcd-main.prod.svc.{form.cluster_domain}"], ["a\n}"]):
+        with pytest.raises(PreconditionFailed, match="refusing"):
+            coredns_with_hosts(corefile, "k", [("10.0.0.1", names)])
+    with pytest.raises(PreconditionFailed, match="refusing"):
+        coredns_with_hosts(corefile, "k", [("10.0.0.1 evil", ["etcd-main-0"])])
+    assert "10.0.0.1 etcd-main-0" in coredns_with_hosts(corefile, "k", [("10.0.0.1", ["etcd-main-0"])])
