@@ -37,7 +37,8 @@ def _one(seed: Any, use_learners: bool) -> dict[str, Any]:
 
     ns = seed.namespace
     core_api(seed.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    core_api(seed.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
+    # the source pods' selector: the new pods keep the source pods' labels
+    core_api(seed.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
     src_lb = f"{seed.lb_ip(seed.src, 'etcd-client')}:2379"
     tgt_lb = f"{seed.lb_ip(seed.tgt, 'etcd-main-client')}:2379"
     writer = SequentialWriter([src_lb, tgt_lb])

@@ -13,11 +13,13 @@ No I/O, no clock, no Prefect, no client libraries. Membership primitives (quorum
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from planning.etcd import (
     ChangeKind,
@@ -34,15 +36,18 @@ from stateferry.errors import InputError, PreconditionFailed
 
 __all__ = [
     "MANAGED_BY",
+    "MEMBER_OF_LABEL",
     "MIGRATION_LABEL",
     "POD_NAME_LABEL",
     "RUN_ID_LABEL",
     "Layout",
+    "NameForm",
     "NextStep",
     "Observed",
     "StepKind",
     "check_versions",
     "coredns_with_hosts",
+    "derive_name_form",
     "dns_names",
     "foreign_host_names",
     "host_entries",
@@ -54,11 +59,15 @@ __all__ = [
     "next_step",
     "plan_markdown",
     "rewrite_etcd_command",
+    "rewrite_host_refs",
 ]
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "stateferry"}
 RUN_ID_LABEL = "stateferry.io/flow-run-id"
 MIGRATION_LABEL = "stateferry.io/etcd-migration"
+MEMBER_OF_LABEL = "stateferry.io/etcd-statefulset"  # only where the selector must stay distinct
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -78,6 +87,18 @@ class Layout:
         target_replicas: Members wanted in the target.
         scheme: ``http`` or ``https`` of the peer URLs.
         peer_port / client_port: etcd peer and client ports.
+        name_depth: How many labels of ``<pod>.<service>.<namespace>.svc.<cluster_domain>`` the peer
+            and client URLs use (1 = ``<pod>``, 2 = ``<pod>.<svc>`` as in the seed, ... 5 = the full
+            name); derived from the source members by :func:`derive_name_form`.
+        cluster_domain: The cluster domain of the full names (``cluster.local``).
+        rename_labels: Rename the source StatefulSet's name to the new one in the pod labels, the
+            selector and the affinity (the old behaviour); default: the new pods keep the source pods'
+            labels, as in the seed, so Services, NetworkPolicies and monitors that select them keep
+            working.
+        distinct_selector: Add ``stateferry.io/etcd-statefulset: <new-sts>`` to the new StatefulSet's
+            selector and pod labels and to the new headless Service's selector. Needed only when the
+            new StatefulSet lives next to the source one (same cluster and namespace): two controllers
+            whose selectors match the same pods fight over them.
     """
 
     source_namespace: str
@@ -91,6 +112,44 @@ class Layout:
     scheme: str = "http"
     peer_port: int = 2380
     client_port: int = 2379
+    name_depth: int = 2
+    cluster_domain: str = CLUSTER_DOMAIN
+    rename_labels: bool = False
+    distinct_selector: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse names that are not Kubernetes names (they end up in object names and DNS hosts).
+
+        Raises:
+            InputError: Naming the flow parameter (``new_service``, ``new_statefulset``, ...).
+        """
+        widest = max(self.source_replicas, self.target_replicas, 1) - 1
+        for param, value, room in (
+            ("source_namespace", self.source_namespace, 0),
+            ("target_namespace", self.target_namespace, 0),
+            ("statefulset", self.source_sts, len(f"-{widest}")),
+            ("service", self.source_service, 0),
+            ("new_statefulset", self.new_sts, len(f"-{widest}")),
+            ("new_service", self.new_service, 0),
+        ):
+            if not (_DNS_LABEL.fullmatch(value) and len(value) + room <= 63):
+                raise InputError(
+                    param,
+                    f"{value[:80]!r} is not a Kubernetes name (a DNS label of lowercase letters, digits "
+                    f"and '-'{', with room for the pod ordinal' if room else ''}, at most 63 characters)",
+                    "give the name of the object as Kubernetes shows it",
+                )
+        if not _DNS_NAME.fullmatch(self.cluster_domain):
+            raise PreconditionFailed(
+                f"the cluster domain {self.cluster_domain[:80]!r} in the members' peer URLs is not a DNS name"
+            )
+
+    def host(self, pod: str, *, new: bool) -> str:
+        """The host name of a member in the URLs, in the source's form (``etcd-0.etcd``, ...)."""
+        service, namespace = (
+            (self.new_service, self.target_namespace) if new else (self.source_service, self.source_namespace)
+        )
+        return ".".join([pod, service, namespace, "svc", self.cluster_domain][: self.name_depth])
 
     @property
     def migration_id(self) -> str:
@@ -107,15 +166,15 @@ class Layout:
 
     def old_peer_url(self, pod: str) -> str:
         """Peer URL of an old member."""
-        return f"{self.scheme}://{pod}.{self.source_service}:{self.peer_port}"
+        return f"{self.scheme}://{self.host(pod, new=False)}:{self.peer_port}"
 
     def new_peer_url(self, pod: str) -> str:
         """Peer URL of a new member."""
-        return f"{self.scheme}://{pod}.{self.new_service}:{self.peer_port}"
+        return f"{self.scheme}://{self.host(pod, new=True)}:{self.peer_port}"
 
     def new_client_url(self, pod: str) -> str:
         """Advertised client URL of a new member."""
-        return f"{self.scheme}://{pod}.{self.new_service}:{self.client_port}"
+        return f"{self.scheme}://{self.host(pod, new=True)}:{self.client_port}"
 
     def planned_new(self) -> list[PlannedMember]:
         """The new members in the order they are added."""
@@ -124,6 +183,55 @@ class Layout:
     def ordinal(self, pod: str) -> int:
         """Ordinal of a pod name (``etcd-2`` -> 2)."""
         return int(pod.rsplit("-", 1)[1])
+
+
+@dataclass(frozen=True)
+class NameForm:
+    """How the source members name themselves in their peer URLs (see :func:`derive_name_form`)."""
+
+    scheme: str
+    peer_port: int
+    name_depth: int
+    cluster_domain: str = CLUSTER_DOMAIN
+
+
+def derive_name_form(peer_urls: Mapping[str, Sequence[str]], service: str, namespace: str) -> NameForm:
+    """Derive the peer URL layout from the source members (``{pod: peer URLs}``).
+
+    Accepted hosts: ``<pod>``, ``<pod>.<svc>``, ``<pod>.<svc>.<ns>``, ``<pod>.<svc>.<ns>.svc`` and
+    ``<pod>.<svc>.<ns>.svc.<cluster-domain>``, the same form, scheme and port for every member.
+
+    Raises:
+        PreconditionFailed: Naming the member and its peer URL when it cannot be migrated (an IP
+            address or a name not derived from the pod name, or members in different forms).
+    """
+    forms: set[NameForm] = set()
+    for pod, urls in sorted(peer_urls.items()):
+        for url in urls:
+            parts = urlsplit(url)
+            host, labels = parts.hostname or "", (parts.hostname or "").split(".")
+            prefix = [pod, service, namespace, "svc"]
+            depth = next(
+                (d for d in range(1, 5) if labels == prefix[:d]),
+                5 if len(labels) > 4 and labels[:4] == prefix else 0,
+            )
+            if not depth:
+                raise PreconditionFailed(
+                    f"member {pod} advertises the peer URL {url!r} (--initial-advertise-peer-urls / "
+                    f"ETCD_INITIAL_ADVERTISE_PEER_URLS): its host {host!r} is not a name of the pod "
+                    f"(<pod>[.{service}[.{namespace}[.svc[.<cluster-domain>]]]]), so the new members' "
+                    "names cannot be derived: advertise a pod DNS name first (a rolling restart)"
+                )
+            domain = ".".join(labels[4:]) if depth == 5 else CLUSTER_DOMAIN
+            forms.add(NameForm(parts.scheme or "http", parts.port or 2380, depth, domain))
+    if len(forms) != 1:
+        raise PreconditionFailed(
+            f"the source members' peer URLs use {len(forms)} different forms ({sorted(map(str, forms))}): "
+            "give every member the same form (one StatefulSet template) before migrating"
+            if forms
+            else "no member advertises a peer URL"
+        )
+    return forms.pop()
 
 
 # ------------------------------------------------------------------------------------------- manifests
@@ -180,6 +288,16 @@ def _rename_values(mapping: Mapping[str, Any] | None, old: str, new: str) -> dic
     return {k: (new if v == old else v) for k, v in (mapping or {}).items()}
 
 
+def _pod_labels(labels: Mapping[str, Any] | None, layout: Layout) -> dict[str, Any]:
+    """Source pod labels (or a selector) for the new side: kept, renamed, or made distinct per the layout."""
+    out = dict(labels or {})
+    if layout.rename_labels:
+        out = _rename_values(out, layout.source_sts, layout.new_sts)
+    if layout.distinct_selector:
+        out[MEMBER_OF_LABEL] = layout.new_sts
+    return out
+
+
 def new_headless_service_manifest(
     source_service: Mapping[str, Any], layout: Layout, *, run_id: str
 ) -> dict[str, Any]:
@@ -189,7 +307,7 @@ def new_headless_service_manifest(
         spec.pop(key, None)
     spec["clusterIP"] = "None"
     spec["publishNotReadyAddresses"] = True
-    spec["selector"] = _rename_values(spec.get("selector"), layout.source_sts, layout.new_sts)
+    spec["selector"] = _pod_labels(spec.get("selector"), layout)
     meta = source_service.get("metadata") or {}
     return {
         "apiVersion": "v1",
@@ -209,8 +327,32 @@ _IC_RE = re.compile(r"--initial-cluster(?=[ =])([ =]+)(\S+)")
 _ICS_RE = re.compile(r"--initial-cluster-state(?=[ =])[ =]+\S+")
 
 
-def _hostname_re(service: str) -> re.Pattern[str]:
-    return re.compile(r"(\$\{?HOSTNAME\}?\.)" + re.escape(service) + r"(?![\w-])")
+_VAR_REF = r"(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\$\([A-Za-z_][A-Za-z0-9_]*\))"
+
+
+def _host_ref_re(layout: Layout) -> re.Pattern[str]:
+    """``$HOSTNAME.<svc>[.<ns>]``, ``${HOSTNAME}.…``, ``$(POD_NAME).…``: a pod's own name in a template."""
+    return re.compile(
+        "("
+        + _VAR_REF
+        + r"\.)"
+        + re.escape(layout.source_service)
+        + r"(\."
+        + re.escape(layout.source_namespace)
+        + r")?(?![\w-])"
+    )
+
+
+def rewrite_host_refs(text: str, layout: Layout) -> str:
+    """Point the pod's own name references (any variable, any depth) at the new Service and namespace.
+
+    ``$(POD_NAMESPACE)``-style references to the namespace are left alone: they resolve in the target.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        return m.group(1) + layout.new_service + (f".{layout.target_namespace}" if m.group(2) else "")
+
+    return _host_ref_re(layout).sub(repl, text)
 
 
 def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) -> str:
@@ -220,7 +362,7 @@ def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) 
     ``initial_cluster_value`` and ``--initial-cluster-state`` becomes ``existing`` (added after
     ``--initial-cluster`` when missing). Strings without these flags are returned unchanged.
     """
-    text = _hostname_re(layout.source_service).sub(r"\g<1>" + layout.new_service, text)
+    text = rewrite_host_refs(text, layout)
     if not _IC_RE.search(text):
         return text
     text = _IC_RE.sub(lambda m: f"--initial-cluster{m.group(1)}{initial_cluster_value}", text, count=1)
@@ -298,17 +440,16 @@ def new_statefulset_manifest(
         elif env.get("name") == "ETCD_INITIAL_CLUSTER_STATE":
             env["value"] = "existing"
         elif isinstance(env.get("value"), str):
-            env["value"] = _hostname_re(layout.source_service).sub(
-                r"\g<1>" + layout.new_service, env["value"]
-            )
+            env["value"] = rewrite_host_refs(env["value"], layout)
     old, new = layout.source_sts, layout.new_sts
     tmeta = template.setdefault("metadata", {})
-    tmeta["labels"] = {**_rename_values(tmeta.get("labels"), old, new), **MANAGED_BY}
+    # the source pods' labels (a managed-by of theirs wins over ours), plus the migration's own
+    tmeta["labels"] = {**MANAGED_BY, **_pod_labels(tmeta.get("labels"), layout)}
     tmeta["labels"][MIGRATION_LABEL] = layout.migration_id
-    if "affinity" in pod_spec:
+    if "affinity" in pod_spec and layout.rename_labels:
         pod_spec["affinity"] = _rewrite_affinity(pod_spec["affinity"], old, new)
     selector = src_spec.get("selector") or {}
-    selector["matchLabels"] = _rename_values(selector.get("matchLabels"), old, new)
+    selector["matchLabels"] = _pod_labels(selector.get("matchLabels"), layout)
     claims = []
     for claim in src_spec.get("volumeClaimTemplates") or []:
         claim = {k: v for k, v in claim.items() if k != "status"}
@@ -349,9 +490,11 @@ def dns_names(pod: str, service: str, namespace: str, domain: str = CLUSTER_DOMA
     return [pod, base, f"{base}.{namespace}", f"{base}.{namespace}.svc", f"{base}.{namespace}.svc.{domain}"]
 
 
-def host_entries(pods_ips: Mapping[str, str], service: str, namespace: str) -> list[tuple[str, list[str]]]:
+def host_entries(
+    pods_ips: Mapping[str, str], service: str, namespace: str, domain: str = CLUSTER_DOMAIN
+) -> list[tuple[str, list[str]]]:
     """``(ip, names)`` for each member pod (sorted by pod name), for a hosts block."""
-    return [(ip, dns_names(pod, service, namespace)) for pod, ip in sorted(pods_ips.items())]
+    return [(ip, dns_names(pod, service, namespace, domain)) for pod, ip in sorted(pods_ips.items())]
 
 
 def _markers(key: str) -> tuple[str, str]:
@@ -359,6 +502,14 @@ def _markers(key: str) -> tuple[str, str]:
 
 
 _OWN_BLOCK = "# stateferry:hosts-block"
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Sequence[str]]]) -> str:
@@ -371,6 +522,14 @@ def coredns_with_hosts(corefile: str, key: str, entries: Sequence[tuple[str, Seq
     Empty ``entries`` remove the section.
     """
     begin, end = _markers(key)
+    for ip, names in entries:  # every token of our lines: nothing else can reach the Corefile
+        if not _is_ip(ip) or not names or not all(_DNS_NAME.fullmatch(n) for n in names):
+            raise PreconditionFailed(
+                f"refusing to write the DNS hosts entry {ip[:60]!r} {[n[:80] for n in names]!r}: not an IP "
+                "address and DNS names (names from the flow parameters or the etcd members' peer URLs?)"
+            )
+    if not _DNS_NAME.fullmatch(key.replace(" ", "-")):
+        raise PreconditionFailed(f"refusing the DNS section key {key[:80]!r}")
     lines = corefile.splitlines()
     # drop our old section
     out: list[str] = []
@@ -532,7 +691,8 @@ class StepKind(StrEnum):
     ADD_MEMBER = "add_member"  # member add (learner), then deploy + catch up + promote
     DEPLOY_MEMBER = "deploy_member"  # the member is registered: deploy/finish it and promote
     MOVE_LEADER = "move_leader"
-    REMOVE_OLD = "remove_old"  # scale the old StatefulSet down by one, member remove
+    REMOVE_OLD = "remove_old"  # member remove, then scale the old StatefulSet down by one
+    STOP_OLD = "stop_old"  # scale the old StatefulSet down to the old members still in the cluster
     FINALIZE_STS = "finalize_sts"  # --initial-cluster of the new members only
     CLEANUP = "cleanup"  # delete old resources
     DONE = "done"
@@ -550,6 +710,7 @@ class Observed:
         new_sts_partition: Its rolling-update partition.
         new_sts_rolled_out: Every pod of the new StatefulSet runs the current template and is ready.
         old_sts_exists: The source StatefulSet still exists.
+        old_sts_replicas: ``spec.replicas`` of the source StatefulSet (None when unknown or absent).
     """
 
     members: tuple[CurrentMember, ...]
@@ -559,6 +720,7 @@ class Observed:
     new_sts_partition: int = 0
     new_sts_rolled_out: bool = True
     old_sts_exists: bool = True
+    old_sts_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -621,12 +783,79 @@ def _voters(members: Iterable[CurrentMember]) -> int:
     return sum(1 for m in members if not m.is_learner)
 
 
+class RemovalAction(StrEnum):
+    """One action of removing an old member."""
+
+    MEMBER_REMOVE = "member_remove"  # etcdctl member remove (a raft configuration change)
+    STOP_POD = "stop_pod"  # scale the old StatefulSet down by one
+
+
+#: Remove the member first, then stop its pod: the configuration change commits while every voter is
+#: alive, so it holds for any member count (the seed's "scale down, then member remove" needs
+#: ``voters - 1 >= quorum(voters)`` and leaves 1 of 2 voters for the last removal of an N -> 1 migration).
+#: A removed member stops itself (its peers answer it with "member removed"); the pod goes afterwards.
+REMOVAL_ORDER: tuple[RemovalAction, ...] = (RemovalAction.MEMBER_REMOVE, RemovalAction.STOP_POD)
+
+
+def removal_trace(
+    voters: int, order: Sequence[RemovalAction] = REMOVAL_ORDER
+) -> list[tuple[RemovalAction, int, int]]:
+    """Simulate removing one healthy voter from ``voters`` healthy voters with the actions in ``order``.
+
+    Returns:
+        One row per action: (action, voters alive in the configuration afterwards, quorum needed by
+        that configuration). A ``member_remove`` row also requires the quorum *before* it (to commit);
+        see :func:`check_removal_order`.
+    """
+    total, alive, member, running = voters, voters, True, True
+    rows: list[tuple[RemovalAction, int, int]] = []
+    for action in order:
+        if action is RemovalAction.STOP_POD and running:
+            running = False
+            if member:
+                alive -= 1
+        elif action is RemovalAction.MEMBER_REMOVE and member:
+            member = False
+            total -= 1
+            if running:
+                alive -= 1
+        rows.append((action, alive, quorum(total) if total else 0))
+    return rows
+
+
+def check_removal_order(voters: int, order: Sequence[RemovalAction] = REMOVAL_ORDER) -> None:
+    """Refuse an order of removal actions that loses quorum at any point for ``voters`` healthy voters.
+
+    Raises:
+        PreconditionFailed: The configuration change cannot commit, or the cluster is left without
+            quorum between the actions, or ``voters`` < 2 (the last voter is never removed).
+    """
+    if voters < 2:
+        raise PreconditionFailed(f"removing a member of {voters} voter(s) would leave no voter")
+    if set(order) != set(RemovalAction) or len(order) != len(RemovalAction):
+        raise PreconditionFailed(f"a removal needs each of {[a.value for a in RemovalAction]} once")
+    total, alive = voters, voters
+    for action, alive_after, needed in removal_trace(voters, order):
+        if action is RemovalAction.MEMBER_REMOVE and alive < quorum(total):
+            raise PreconditionFailed(
+                f"member remove with {alive} of {total} voters alive cannot commit (quorum {quorum(total)})"
+            )
+        if action is RemovalAction.MEMBER_REMOVE:
+            total -= 1
+        alive = alive_after
+        if alive < needed:
+            raise PreconditionFailed(
+                f"after {action.value} only {alive} of {total} voters are alive (quorum {needed})"
+            )
+
+
 def next_step(observed: Observed, layout: Layout) -> NextStep:
     """Decide the next step of the migration from the observed state (idempotent re-planning).
 
     Order: join the new members one at a time (an added member is finished -- deployed, caught up,
     promoted -- before the next is added), move the leader to a new member, remove the old members
-    one at a time (highest ordinal first, never the leader), rewrite the new StatefulSet's
+    one at a time (highest ordinal first, never the leader; ``member remove`` before the pod stops, see
+    :data:`REMOVAL_ORDER`), rewrite the new StatefulSet's
     ``--initial-cluster`` to the new members only, then clean up.
 
     Raises:
@@ -691,7 +920,17 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
             quorum_after=quorum(_voters(members)),
             reason="hand leadership to the new side before the old members go",
         )
-    # 4. remove old members, highest ordinal first, never the leader
+    # 4. stop old pods whose members are gone (a run that stopped between member remove and scale-down)
+    kept_old = max((layout.ordinal(p) + 1 for p in old), default=0)
+    if observed.old_sts_replicas is not None and observed.old_sts_replicas > kept_old:
+        return NextStep(
+            StepKind.STOP_OLD,
+            member=f"{layout.source_sts}-{observed.old_sts_replicas - 1}",
+            replicas=kept_old,
+            quorum_after=quorum(max(_voters(members), 1)),
+            reason="its member was removed: stop the pod",
+        )
+    # 5. remove old members, highest ordinal first, never the leader: member remove, then stop the pod
     if old:
         pod = max(old, key=layout.ordinal)
         m = old[pod]
@@ -702,6 +941,7 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
         check_membership_change(
             started, unstarted, MembershipChange(ChangeKind.REMOVE, m.peer_urls[0], pod), learners=learners
         )
+        check_removal_order(_voters(members))
         return NextStep(
             StepKind.REMOVE_OLD,
             member=pod,
@@ -709,9 +949,9 @@ def next_step(observed: Observed, layout: Layout) -> NextStep:
             peer_url=m.peer_urls[0],
             replicas=layout.ordinal(pod),
             quorum_after=quorum(max(_voters(members) - 1, 1)),
-            reason="old member; the new side already holds the leader",
+            reason="old member (member remove, then its pod stops); the new side holds the leader",
         )
-    # 5. final --initial-cluster of the new members only, rolled out one pod at a time
+    # 6. final --initial-cluster of the new members only, rolled out one pod at a time
     final = initial_cluster(
         [PlannedMember(p, layout.new_peer_url(p), layout.new_client_url(p)) for p in new_pods]
     )
@@ -760,9 +1000,11 @@ def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: i
     ic = ""
     steps: list[NextStep] = []
     fake_id = -1
+    old_replicas = layout.source_replicas
     for _ in range(4 * (layout.source_replicas + layout.target_replicas) + 8):
         step = next_step(
-            Observed(tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True), layout
+            Observed(tuple(state), leader, replicas or None, ic, 0 if ic else 1, True, True, old_replicas),
+            layout,
         )
         if step.kind in (StepKind.CLEANUP, StepKind.DONE):
             steps.append(step)
@@ -782,6 +1024,9 @@ def simulate_plan(layout: Layout, members: Sequence[CurrentMember], leader_id: i
             leader = step.member_id
         elif step.kind is StepKind.REMOVE_OLD:
             state = [m for m in state if m.id != step.member_id]
+            old_replicas = step.replicas
+        elif step.kind is StepKind.STOP_OLD:
+            old_replicas = step.replicas
         elif step.kind is StepKind.FINALIZE_STS:
             ic = step.initial_cluster
     return steps

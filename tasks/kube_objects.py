@@ -79,6 +79,7 @@ def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]
         "configmap": lambda: core.read_namespaced_config_map(name, namespace),
         "pod": lambda: core.read_namespaced_pod(name, namespace),
         "namespace": lambda: core.read_namespace(name),
+        "job": lambda: kubernetes.client.BatchV1Api(api).read_namespaced_job(name, namespace),
     }
     try:
         return _sanitize(readers[kind]())
@@ -216,6 +217,9 @@ def delete_object(
             name, namespace, body=body, _preload_content=False
         ),
         "pvc": lambda: core.delete_namespaced_persistent_volume_claim(
+            name, namespace, body=body, _preload_content=False
+        ),
+        "job": lambda: kubernetes.client.BatchV1Api(api).delete_namespaced_job(
             name, namespace, body=body, _preload_content=False
         ),
     }

@@ -230,3 +230,53 @@ def deploy_seed(sandbox: SandboxHandle, blocks: tuple[KubeCluster, KubeCluster])
     apps_api(src).create_namespaced_stateful_set(namespace, yaml.safe_load(SEED_STS))
     wait_ready(src, namespace, "app=etcd", 3)
     return SeedEtcd(namespace, src, tgt, blocks[0], blocks[1])
+
+
+def fqdn_manifests(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The seed etcd as Helm charts and operators write it: StatefulSet ``kv-store``, headless Service
+    ``kv-peers``, pods labelled ``app: kv``, full names built from ``$(POD_NAME)``/``$(POD_NAMESPACE)``
+    (``<pod>.kv-peers.<ns>.svc.cluster.local``)."""
+    fqdn = "$(POD_NAME).kv-peers.$(POD_NAMESPACE).svc.cluster.local"
+    members = ",".join(
+        f"kv-store-{i}=http://kv-store-{i}.kv-peers.{namespace}.svc.cluster.local:2380" for i in range(3)
+    )
+    text = (
+        SEED_STS.replace("name: etcd\n  labels:\n    app: etcd", "name: kv-store\n  labels:\n    app: kv")
+        .replace("serviceName: etcd", "serviceName: kv-peers")
+        .replace("app: etcd", "app: kv")
+        .replace("- etcd\n            topologyKey", "- kv\n            topologyKey")
+        .replace("--name=$HOSTNAME", "--name=$(POD_NAME)")
+        .replace("http://$HOSTNAME.etcd:2380", f"http://{fqdn}:2380")
+        .replace("http://$HOSTNAME.etcd:2379", f"http://{fqdn}:2379")
+        .replace(
+            "etcd-0=http://etcd-0.etcd:2380,etcd-1=http://etcd-1.etcd:2380,etcd-2=http://etcd-2.etcd:2380",
+            members,
+        )
+        .replace(
+            "        env:\n",
+            "        env:\n"
+            "        - name: POD_NAME\n          valueFrom:\n            fieldRef:\n              fieldPath: metadata.name\n"
+            "        - name: POD_NAMESPACE\n          valueFrom:\n            fieldRef:\n"
+            "              fieldPath: metadata.namespace\n",
+        )
+    )
+    sts = yaml.safe_load(text)
+    svc = yaml.safe_load(
+        SEED_SVC.replace("metadata:\n  name: etcd\n", "metadata:\n  name: kv-peers\n").replace(
+            "app: etcd", "app: kv"
+        )
+    )
+    return sts, svc
+
+
+def deploy_fqdn_seed(sandbox: SandboxHandle, blocks: tuple[KubeCluster, KubeCluster]) -> SeedEtcd:
+    """Deploy the full-name variant (:func:`fqdn_manifests`) into a fresh namespace; wait until Ready."""
+    namespace = f"fq-{uuid.uuid4().hex[:6]}"
+    src, tgt = blocks[0].api_client(), blocks[1].api_client()
+    _create_namespace(src, namespace)
+    _create_namespace(tgt, namespace)
+    sts, svc = fqdn_manifests(namespace)
+    core_api(src).create_namespaced_service(namespace, svc)
+    apps_api(src).create_namespaced_stateful_set(namespace, sts)
+    wait_ready(src, namespace, "app=kv", 3)
+    return SeedEtcd(namespace, src, tgt, blocks[0], blocks[1])

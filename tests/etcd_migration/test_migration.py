@@ -7,7 +7,6 @@ is crashed once after a member add (before the StatefulSet update) and re-run, a
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 
 from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api
 from etcd_migration.writer import SequentialWriter, read_all
-from flows.etcd_migration import FAULT_ENV, InjectedFault, etcd_stretch_migration
+from flows.etcd_migration import etcd_stretch_migration
+from tasks.fault_points import InjectedFault, crash_after
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,7 +40,7 @@ CRASH_POINTS = [
     "member_add:etcd-main-2",
     "move_leader",
     "remove_old:etcd-2",
-    "remove_old:etcd-1",
+    "member_removed:etcd-1",  # member removed, its pod not yet stopped: the next run stops it
     "finalize",
 ]
 
@@ -52,7 +52,8 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     core_src = core_api(seed_etcd.src)
     core_tgt = core_api(seed_etcd.tgt)
     core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd-main"))
+    # the source pods' selector: the new pods keep the source pods' labels
+    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
     src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
     tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
 
@@ -62,17 +63,14 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     try:
         # crash after a step, re-run; at each point in turn (the first one before the StatefulSet update)
         for point in CRASH_POINTS:
-            os.environ[FAULT_ENV] = point
-            with pytest.raises(InjectedFault, match=point):
+            with crash_after(point), pytest.raises(InjectedFault, match=point):
                 etcd_stretch_migration(
                     seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True
                 )
-        os.environ.pop(FAULT_ENV)
         summary = etcd_stretch_migration(
             seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True
         )
     finally:
-        os.environ.pop(FAULT_ENV, None)
         stats = writer.stop()
     took = time.monotonic() - t0
     assert summary["outcome"] == "migrated"
@@ -94,6 +92,13 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     assert sorted(s.metadata.name for s in core_src.list_namespaced_service(ns).items) == ["etcd-client"]
     assert len(core_src.list_namespaced_persistent_volume_claim(ns).items) == 3
     sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
+    # a Service in the target with the source pods' selector reaches exactly the new members
+    assert sts.spec.selector.match_labels == {"app": "etcd"}
+    pods = core_tgt.list_namespaced_pod(ns, label_selector="app=etcd").items
+    assert sorted(p.metadata.name for p in pods) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
+    eps = core_tgt.read_namespaced_endpoints("etcd-main-client", ns)
+    ips = sorted(a.ip for sub in eps.subsets or [] for a in sub.addresses or [])
+    assert ips == sorted(p.status.pod_ip for p in pods)
     script = sts.spec.template.spec.containers[0].args[1]
     assert "--initial-cluster etcd-main-0=http://etcd-main-0.etcd-main:2380,etcd-main-1=" in script
     assert "etcd-0=" not in script and "--initial-cluster-state=existing" in script
@@ -105,7 +110,7 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     )
     # the last run continued where the crashed one stopped (the final rollout), nothing was redone
     steps = [s["step"] for s in summary["steps"]]
-    assert not any(s.startswith(("join", "remove", "move")) for s in steps), steps
+    assert not any(s.startswith(("join", "remove", "move", "stop")) for s in steps), steps
     assert steps[-1] == "delete old resources"
     # a re-run after completion changes nothing
     again = etcd_stretch_migration(seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True)

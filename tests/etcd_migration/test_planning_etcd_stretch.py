@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
 from etcd_migration.seed import SEED_STS
-from planning.etcd import CurrentMember
+from planning.etcd import CurrentMember, quorum
 from planning.etcd_stretch import (
+    REMOVAL_ORDER,
     Layout,
     Observed,
+    RemovalAction,
     StepKind,
+    check_removal_order,
     check_target_count,
     check_versions,
     command_initial_cluster,
     coredns_with_hosts,
+    derive_name_form,
+    dns_names,
     foreign_host_names,
     host_entries,
     image_version,
     lb_service_manifest,
     module_config_hosts,
+    new_headless_service_manifest,
     new_statefulset_manifest,
     next_step,
     plan_markdown,
+    removal_trace,
     rewrite_etcd_command,
+    rewrite_host_refs,
+    simulate_plan,
 )
 from sandbox.runtime.dns import DEFAULT_COREFILE, parse_corefile_hosts
 from stateferry.errors import InputError, PreconditionFailed
@@ -78,12 +89,17 @@ def test_new_statefulset_is_the_seed_renamed_with_the_join_flags() -> None:
     assert sts["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "stateferry"
     assert sts["metadata"]["labels"]["stateferry.io/flow-run-id"] == "r1"
     assert spec["replicas"] == 1 and spec["serviceName"] == "etcd-main"
-    assert spec["selector"]["matchLabels"] == {"app": "etcd-main"}
-    assert spec["template"]["metadata"]["labels"]["app"] == "etcd-main"
+    # as in the seed: the new pods keep the source pods' labels, so does the selector (other cluster)
+    assert spec["selector"]["matchLabels"] == {"app": "etcd"}
+    assert spec["template"]["metadata"]["labels"] == {
+        "app": "etcd",
+        "app.kubernetes.io/managed-by": "stateferry",
+        "stateferry.io/etcd-migration": "prod.etcd",
+    }
     expr = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]
-    assert expr[0]["labelSelector"]["matchExpressions"][0]["values"] == ["etcd-main"]
+    assert expr[0]["labelSelector"]["matchExpressions"][0]["values"] == ["etcd"]
     script = spec["template"]["spec"]["containers"][0]["args"][1]
     assert f"--initial-cluster {IC_JOIN0} --initial-cluster-state=existing" in script
     assert "--initial-advertise-peer-urls=http://$HOSTNAME.etcd-main:2380" in script
@@ -249,6 +265,25 @@ def test_check_target_count(n: int, even_ok: bool, ok: bool) -> None:
         ),
         (Observed((*OLD, new(0), new(1), new(2)), 10, 3), StepKind.REMOVE_OLD, "etcd-2", {"replicas": 2}),
         (Observed((OLD[0], new(0), new(1), new(2)), 11, 3), StepKind.REMOVE_OLD, "etcd-0", {"replicas": 0}),
+        # a run stopped after member remove of etcd-2, before its pod stopped: stop it first
+        (
+            Observed((OLD[0], OLD[1], new(0), new(1), new(2)), 10, 3, old_sts_replicas=3),
+            StepKind.STOP_OLD,
+            "etcd-2",
+            {"replicas": 2},
+        ),
+        (
+            Observed((new(0), new(1), new(2)), 11, 3, IC_JOIN0, 2, old_sts_replicas=1),
+            StepKind.STOP_OLD,
+            "etcd-0",
+            {"replicas": 0},
+        ),
+        (
+            Observed((OLD[0], OLD[1], new(0), new(1), new(2)), 10, 3, old_sts_replicas=2),
+            StepKind.REMOVE_OLD,
+            "etcd-1",
+            {"replicas": 1},
+        ),
         (
             Observed((new(0), new(1), new(2)), 11, 3, IC_JOIN0, 2),
             StepKind.FINALIZE_STS,
@@ -314,3 +349,194 @@ def test_foreign_host_names(corefile: str, expected: list[str]) -> None:
     assert (
         foreign_host_names(corefile, "k", ["etcd-main-0", "etcd-main-0.etcd-main", "unrelated"]) == expected
     )
+
+
+SEED_ORDER = (RemovalAction.STOP_POD, RemovalAction.MEMBER_REMOVE)
+
+
+@pytest.mark.parametrize("voters", range(2, 10))
+def test_removal_order_keeps_quorum_for_every_member_count(voters: int) -> None:
+    check_removal_order(voters)  # member remove commits with every voter alive, then the pod stops
+    assert REMOVAL_ORDER == (RemovalAction.MEMBER_REMOVE, RemovalAction.STOP_POD)
+    rows = removal_trace(voters)
+    assert rows == [
+        (RemovalAction.MEMBER_REMOVE, voters - 1, quorum(voters - 1)),
+        (RemovalAction.STOP_POD, voters - 1, quorum(voters - 1)),
+    ]
+    # the seed's order (scale down, then member remove) only works while voters - 1 >= quorum(voters)
+    if voters == 2:
+        with pytest.raises(PreconditionFailed, match="1 of 2 voters"):
+            check_removal_order(voters, SEED_ORDER)
+    else:
+        check_removal_order(voters, SEED_ORDER)
+
+
+@pytest.mark.parametrize("order", [(), (RemovalAction.STOP_POD,), (RemovalAction.MEMBER_REMOVE,) * 2])
+def test_removal_order_needs_both_actions(order: tuple[RemovalAction, ...]) -> None:
+    with pytest.raises(PreconditionFailed, match="once"):
+        check_removal_order(3, order)
+
+
+def test_removal_of_the_last_voter_is_refused() -> None:
+    with pytest.raises(PreconditionFailed, match="no voter"):
+        check_removal_order(1)
+
+
+def _layout(src: int, dst: int) -> Layout:
+    return Layout("prod", "prod", "etcd", "etcd", "etcd-main", "etcd-main", src, dst)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [(3, 1), (1, 3), (3, 5), (5, 3), (1, 1), (5, 1), (3, 3), (5, 5), (1, 5), (7, 3)],
+)
+def test_plan_keeps_quorum_for_every_size(src: int, dst: int) -> None:
+    layout = _layout(src, dst)
+    members = [CurrentMember(i + 1, f"etcd-{i}", (layout.old_peer_url(f"etcd-{i}"),)) for i in range(src)]
+    steps = simulate_plan(layout, members, 1)
+    kinds = [s.kind for s in steps]
+    assert kinds == (
+        [StepKind.ADD_MEMBER] * dst
+        + [StepKind.MOVE_LEADER]
+        + [StepKind.REMOVE_OLD] * src
+        + [StepKind.FINALIZE_STS, StepKind.CLEANUP]
+    )
+    # old members go highest ordinal first; the old StatefulSet shrinks with them
+    removals = [s for s in steps if s.kind is StepKind.REMOVE_OLD]
+    assert [s.member for s in removals] == [f"etcd-{i}" for i in reversed(range(src))]
+    assert [s.replicas for s in removals] == list(reversed(range(src)))
+    # voters before each removal: src + dst down to dst + 1; each one keeps quorum with the planned order
+    voters = src + dst
+    for s in removals:
+        check_removal_order(voters)
+        assert s.quorum_after == quorum(voters - 1)
+        voters -= 1
+    assert voters == dst
+    # the last removal of an N -> 1 migration leaves 1 of 2 voters under the seed's order
+    if dst == 1:
+        with pytest.raises(PreconditionFailed):
+            check_removal_order(dst + 1, SEED_ORDER)
+
+
+@pytest.mark.parametrize(
+    ("rename", "distinct", "pod_app", "selector", "affinity"),
+    [
+        (False, False, "etcd", {"app": "etcd"}, "etcd"),
+        # next to the source StatefulSet (same cluster and namespace): the selector must not overlap
+        (False, True, "etcd", {"app": "etcd", "stateferry.io/etcd-statefulset": "etcd-main"}, "etcd"),
+        (True, False, "etcd-main", {"app": "etcd-main"}, "etcd-main"),
+    ],
+    ids=["keep", "distinct", "rename"],
+)
+def test_new_pod_labels_and_selectors(
+    rename: bool, distinct: bool, pod_app: str, selector: dict[str, str], affinity: str
+) -> None:
+    layout = replace(L, rename_labels=rename, distinct_selector=distinct)
+    seed = yaml.safe_load(SEED_STS)
+    seed["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm"
+    spec = new_statefulset_manifest(
+        seed, layout, replicas=1, initial_cluster_value=IC_JOIN0, partition=0, run_id=""
+    )["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert labels["app"] == pod_app
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"  # the source pods' own label wins
+    assert labels["stateferry.io/etcd-migration"] == "prod.etcd"
+    assert spec["selector"]["matchLabels"] == selector
+    assert all(labels.get(k) == v for k, v in selector.items())  # the StatefulSet selects its own pods
+    expr = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert expr[0]["labelSelector"]["matchExpressions"][0]["values"] == [affinity]
+    svc = new_headless_service_manifest(
+        {"metadata": {"name": "etcd"}, "spec": {"clusterIP": "None", "selector": {"app": "etcd"}}},
+        layout,
+        run_id="",
+    )
+    assert svc["spec"]["selector"] == selector
+
+
+# ------------------------------------------------------------------------------------- peer URL layouts
+
+
+@pytest.mark.parametrize(
+    ("host", "depth", "domain"),
+    [
+        ("etcd-0", 1, "cluster.local"),
+        ("etcd-0.etcd", 2, "cluster.local"),
+        ("etcd-0.etcd.prod", 3, "cluster.local"),
+        ("etcd-0.etcd.prod.svc", 4, "cluster.local"),
+        ("etcd-0.etcd.prod.svc.cluster.local", 5, "cluster.local"),
+        ("etcd-0.etcd.prod.svc.k8s.example.org", 5, "k8s.example.org"),
+    ],
+)
+def test_derive_name_form(host: str, depth: int, domain: str) -> None:
+    urls = {f"etcd-{i}": (f"https://{host.replace('etcd-0', f'etcd-{i}', 1)}:12380",) for i in range(3)}
+    form = derive_name_form(urls, "etcd", "prod")
+    assert (form.scheme, form.peer_port, form.name_depth, form.cluster_domain) == (
+        "https",
+        12380,
+        depth,
+        domain,
+    )
+    layout = replace(L, scheme=form.scheme, peer_port=form.peer_port, name_depth=depth, cluster_domain=domain)
+    assert layout.old_peer_url("etcd-0") == f"https://{host}:12380"
+    new_host = ".".join(["etcd-main-0", "etcd-main", "prod", "svc", domain][:depth])
+    assert layout.new_peer_url("etcd-main-0") == f"https://{new_host}:12380"
+    assert layout.new_client_url("etcd-main-0") == f"https://{new_host}:2379"
+    # every name a peer may use is published in DNS, the form in the URLs among them
+    assert new_host in dns_names("etcd-main-0", "etcd-main", "prod", domain)
+
+
+@pytest.mark.parametrize(
+    ("urls", "message"),
+    [
+        (
+            {"etcd-0": ("http://10.0.0.5:2380",)},
+            r"member etcd-0 .*'http://10.0.0.5:2380'.*not a name of the pod",
+        ),
+        ({"etcd-0": ("http://etcd-1.etcd:2380",)}, "not a name of the pod"),
+        ({"etcd-0": ("http://etcd-0.other:2380",)}, "not a name of the pod"),
+        ({"etcd-0": ("http://etcd-0.etcd.elsewhere:2380",)}, "not a name of the pod"),
+        (
+            {"etcd-0": ("http://etcd-0.etcd:2380",), "etcd-1": ("http://etcd-1.etcd.prod:2380",)},
+            "2 different forms",
+        ),
+        (
+            {"etcd-0": ("http://etcd-0.etcd:2380",), "etcd-1": ("http://etcd-1.etcd:2381",)},
+            "2 different forms",
+        ),
+    ],
+    ids=["ip", "other-pod", "other-service", "other-namespace", "mixed-depth", "mixed-port"],
+)
+def test_derive_name_form_refuses_what_cannot_be_migrated(
+    urls: dict[str, tuple[str, ...]], message: str
+) -> None:
+    with pytest.raises(PreconditionFailed, match=message):
+        derive_name_form(urls, "etcd", "prod")
+
+
+FQDN = replace(L, source_service="etcd-headless", name_depth=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://$HOSTNAME.etcd-headless:2380", "http://$HOSTNAME.etcd-main:2380"),
+        ("http://${HOSTNAME}.etcd-headless.prod.svc:2380", "http://${HOSTNAME}.etcd-main.prod.svc:2380"),
+        (
+            "http://$(POD_NAME).etcd-headless.$(POD_NAMESPACE).svc.cluster.local:2380",
+            "http://$(POD_NAME).etcd-main.$(POD_NAMESPACE).svc.cluster.local:2380",
+        ),
+        (
+            "http://$(MY_POD).etcd-headless.prod.svc.cluster.local:2380",
+            "http://$(MY_POD).etcd-main.prod.svc.cluster.local:2380",
+        ),
+        ("http://etcd-headless-lb:2379", "http://etcd-headless-lb:2379"),  # not a pod's own name
+        ("http://$(POD_NAME).etcd-headless-x:2380", "http://$(POD_NAME).etcd-headless-x:2380"),
+    ],
+)
+def test_rewrite_host_refs(text: str, expected: str) -> None:
+    assert rewrite_host_refs(text, FQDN) == expected
+    other_ns = replace(FQDN, target_namespace="new")
+    if ".prod." in expected:
+        assert rewrite_host_refs(text, other_ns) == expected.replace(".prod.", ".new.")

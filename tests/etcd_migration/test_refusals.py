@@ -207,15 +207,19 @@ def test_rejecting_before_the_cutover_leaves_source_as_it_was_and_target_clean(
 
 
 def test_member_that_never_catches_up_is_detected_and_rolled_back(
-    prefect_server: Any, seed_etcd: SeedEtcd, monkeypatch: pytest.MonkeyPatch
+    prefect_server: Any, seed_etcd: SeedEtcd
 ) -> None:
-    from flows.etcd_migration import FAULT_SKIP_ENV
+    from tasks.fault_points import skipping
 
     before = _snapshot(seed_etcd)
-    monkeypatch.setenv(FAULT_SKIP_ENV, "dns")  # the peers cannot resolve each other's names
     t0 = time.monotonic()
-    with pytest.raises(
-        PreconditionFailed, match=r"etcd-main-0 did not start and catch up within 15s.*rolled back"
+    # the peers cannot resolve each other's names, and the DNS check that would say so is left out
+    with (
+        skipping("dns"),
+        skipping("dns_check"),
+        pytest.raises(
+            PreconditionFailed, match=r"etcd-main-0 did not start and catch up within 15s.*rolled back"
+        ),
     ):
         etcd_stretch_migration(
             seed_etcd.source,
@@ -225,6 +229,25 @@ def test_member_that_never_catches_up_is_detected_and_rolled_back(
             catch_up_timeout_seconds=15,
         )
     assert time.monotonic() - t0 < 60
+    assert _snapshot(seed_etcd) == before
+
+
+def test_wrong_dns_is_reported_before_any_member_is_added(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
+    from flows.etcd_migration_steps import DnsCheckFailed
+    from tasks.fault_points import skipping
+
+    before = _snapshot(seed_etcd)
+    with skipping("dns"), pytest.raises(PreconditionFailed) as caught:  # no hosts entries were written
+        etcd_stretch_migration(
+            seed_etcd.source, seed_etcd.target, source_namespace=seed_etcd.namespace, auto_approve=True
+        )
+    assert isinstance(caught.value.__cause__, DnsCheckFailed)  # raised before the first member add
+    message = str(caught.value)
+    assert "DNS check before adding a member" in message and "rolled back" in message
+    # every name a joining member uses, in each cluster, with what it resolved to
+    for name in ("etcd-main-0.etcd-main", "etcd-main-2.etcd-main"):
+        assert f"source: {name} -> does not resolve (expected 127." in message
+    assert "target: etcd-0.etcd -> does not resolve" in message
     assert _snapshot(seed_etcd) == before
 
 
