@@ -231,8 +231,9 @@ def bucket_mirror(
         destination: Destination ObjectStore block.
         bucket: Source bucket; ``None`` mirrors all buckets, creating missing ones (``mc mirror old new``).
         destination_bucket: Destination bucket (default: ``bucket``); created when missing.
-        prefix: Source key prefix.
-        destination_prefix: Destination key prefix (default: ``prefix``).
+        prefix: Source key prefix. A folder: ``"logs"`` means ``logs/...`` and never ``logs-2024/...``;
+            a trailing ``*`` (``"logs*"``) asks for a plain string prefix.
+        destination_prefix: Destination key prefix, same rule (default: ``prefix``).
         overwrite: Replace differing destination objects (``mc --overwrite``).
         remove: Delete destination objects missing on the source (``mc --remove``).
         exclude: Glob patterns of keys to ignore on both sides (``mc --exclude``).
@@ -335,7 +336,10 @@ def bucket_mirror(
     first = one_pass()
     if watch:
         waiter = ChangeWaiter(
-            session.source, {p.source_bucket for p in session.pairs}, prefix, interval=watch_interval_seconds
+            session.source,
+            {p.source_bucket for p in session.pairs},
+            session.pairs[0].source_prefix if session.pairs else "",
+            interval=watch_interval_seconds,
         )
         mode = waiter.start()
         logger.info("watch mode: %s", waiter.reason)

@@ -22,6 +22,7 @@ from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
     ObjectEntry,
+    UnsortedListing,
     normalize_metadata,
     plan_mirror,
 )
@@ -226,7 +227,23 @@ def plan_bucket(
         else iter(())
     )
     src_listing = prefetch(iter_objects(source, source_bucket, source_prefix, side="source"))
-    plan = plan_mirror(src_listing, dst_listing, options, now=now)
+    try:
+        plan = plan_mirror(src_listing, dst_listing, options, now=now)
+    except UnsortedListing:
+        # Filer-backed stores (SeaweedFS) list folder by folder: "a/x" before "a-b/y". Real S3 sorts by
+        # bytes. Fall back to listing both sides into memory and sorting them.
+        src_sorted = sorted(
+            iter_objects(source, source_bucket, source_prefix, side="source"), key=lambda e: e.key
+        )
+        dst_sorted = (
+            sorted(
+                iter_objects(destination, destination_bucket, destination_prefix, side="destination"),
+                key=lambda e: e.key,
+            )
+            if destination_exists
+            else []
+        )
+        plan = plan_mirror(src_sorted, dst_sorted, options, now=now)
     inspect = plan.of_kind(ActionKind.INSPECT)
     if not inspect:
         return plan

@@ -515,7 +515,7 @@ def test_one_failing_object_is_reported_and_does_not_abort_the_pass(
             object_store_a,
             object_store_b,
             bucket=name,
-            destination_prefix=dst_prefix,
+            destination_prefix=dst_prefix + "*",  # a string prefix, not a folder
             max_passes=1,
             auto_approve=True,
         )
