@@ -26,6 +26,7 @@ from planning.mirror import (
     normalize_metadata,
     plan_mirror,
 )
+from planning.mirror_journal import JOURNAL_PREFIX
 from stateferry.errors import translate
 
 __all__ = [
@@ -59,7 +60,7 @@ def iter_objects(
     try:
         for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
             name = obj.object_name or ""
-            if obj.is_dir:
+            if obj.is_dir or name.startswith(JOURNAL_PREFIX):  # the mirror's own journal is never mirrored
                 continue
             yield ObjectEntry(
                 key=name[cut:],
