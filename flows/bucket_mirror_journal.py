@@ -24,7 +24,7 @@ from planning.mirror_journal import Conflict, JournalOptions
 from stateferry.errors import StateferryError
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
-from tasks.s3_journal import journal_key, load_journal, run_journal_pass
+from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
 from tasks.s3_listing import iter_objects
 from tasks.s3_mirror_pass import MirrorSession, PassProgress, ensure_bucket, refresh_pairs
 from tasks.s3_transfer import TransferReport
@@ -123,6 +123,22 @@ def _cutover_recorded(session: MirrorSession) -> bool:
     return bool(session.pairs)
 
 
+def _opaque(value: Any) -> Any:
+    """Hide a large object (clients, totals) from Prefect's parameter introspection."""
+    return quote(value)
+
+
+def _record_cutover(session: MirrorSession) -> None:
+    for pair in session.pairs:
+        if pair.destination_bucket in session.missing_destination_buckets:
+            continue
+        key = journal_key(pair.label)
+        header, entries = load_journal(session.destination, pair.destination_bucket, key)
+        if header is not None:
+            header["cutover_approved"] = True
+            save_journal(session.destination, pair.destination_bucket, key, header, entries)
+
+
 @task(name="verify_journal_mirror", cache_policy=NO_CACHE)
 def verify_journal_mirror(session: MirrorSession, options: MirrorOptions, two_way: bool) -> tuple[bool, str]:
     """Compare fresh listings: same keys with the same size and ETag on both sides.
@@ -176,7 +192,7 @@ def journal_mirror(
     run = JournalRun()
     two_way = jopts.direction.value == "two-way"
     resumed = _cutover_recorded(session) if watch else False
-    journal_pass(quote(session), options, jopts, quote(run))
+    journal_pass(_opaque(session), options, jopts, _opaque(run))
     approval_comment = ""
     watch_mode: dict[str, str] = {}
     if watch and not resumed:
@@ -216,14 +232,17 @@ def journal_mirror(
                 suspend=False,
             )
             approval_comment = approval.comment
+            stop.set()
+            thread.join()
+            _record_cutover(session)  # a run killed from here on is not asked again
         finally:
             stop.set()
             thread.join()
             waiter.close()
     elif resumed:
         logger.info("the journal records the cutover approval: not asking again")
-    journal_pass(quote(session), options, jopts, quote(run), cutover=watch)  # final pass
-    verified, detail = verify_journal_mirror(quote(session), options, two_way)
+    journal_pass(_opaque(session), options, jopts, _opaque(run), cutover=watch)  # final pass
+    verified, detail = verify_journal_mirror(_opaque(session), options, two_way)
     kept = [(label, k, why) for label, items in run.kept.items() for k, why in items]
     lines = [
         f"## bucket_mirror summary ({jopts.direction.value}, journal): {where}",
