@@ -140,14 +140,17 @@ def _record_cutover(session: MirrorSession) -> None:
 
 
 @task(name="verify_journal_mirror", cache_policy=NO_CACHE)
-def verify_journal_mirror(session: MirrorSession, options: MirrorOptions, two_way: bool) -> tuple[bool, str]:
+def verify_journal_mirror(
+    session: MirrorSession, options: MirrorOptions, two_way: bool
+) -> tuple[bool, str, list[tuple[str, str]]]:
     """Compare fresh listings: same keys with the same size and ETag on both sides.
 
     One-way, keys the journal keeps on purpose (client writes and deletes on the destination) are
-    allowed to differ; they are listed in the summary.
+    allowed to differ; they are returned as ``(pair, key)`` and listed in the summary.
     """
     flt = _Filter(options, None)
     differ: list[str] = []
+    kept_keys: list[tuple[str, str]] = []
     for pair in session.pairs:
         src = {
             e.key: (e.size, e.etag)
@@ -164,16 +167,19 @@ def verify_journal_mirror(session: MirrorSession, options: MirrorOptions, two_wa
         _, journal = load_journal(session.destination, pair.destination_bucket, journal_key(pair.label))
         kept = {e.key for e in journal if e.origin == "destination"} if not two_way else set()
         for key in sorted(set(src) | set(dst)):
-            if src.get(key) != dst.get(key) and key not in kept:
-                differ.append(f"{pair.label}: {key}")
+            if src.get(key) != dst.get(key):
+                if key in kept:
+                    kept_keys.append((pair.label, key))
+                else:
+                    differ.append(f"{pair.label}: {key}")
     if differ:
-        return False, f"{len(differ)} keys differ: {differ[:5]}"
+        return False, f"{len(differ)} keys differ: {differ[:5]}", kept_keys
     what = (
         "same keys and ETags on both sides"
         if two_way
         else "destination matches source except kept client writes"
     )
-    return True, what
+    return True, what, kept_keys
 
 
 def journal_mirror(
@@ -242,8 +248,9 @@ def journal_mirror(
     elif resumed:
         logger.info("the journal records the cutover approval: not asking again")
     journal_pass(_opaque(session), options, jopts, _opaque(run), cutover=watch)  # final pass
-    verified, detail = verify_journal_mirror(_opaque(session), options, two_way)
-    kept = [(label, k, why) for label, items in run.kept.items() for k, why in items]
+    verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
+    reasons = {(label, k): why for label, items in run.kept.items() for k, why in items}
+    kept = [(label, k, reasons.get((label, k), "client write kept")) for label, k in kept_keys]
     lines = [
         f"## bucket_mirror summary ({jopts.direction.value}, journal): {where}",
         "",
@@ -256,7 +263,7 @@ def journal_mirror(
         f"| to source: copied / overwritten / deleted | {run.backward.copied} / {run.backward.overwritten} / "
         f"{run.backward.deleted} |",
         f"| conflicts | {len(run.conflicts)} (rule `{jopts.conflict.value}`) |",
-        f"| kept client writes (last pass) | {len(kept)} |",
+        f"| kept client writes (differ from the source) | {len(kept)} |",
         f"| verification | {'PASSED' if verified else 'FAILED'}: {detail} |",
     ]
     if run.conflicts:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from minio import Minio
+from minio.error import S3Error
 
 from blocks.object_store import ObjectStore
 from devservers.prefect_runs import find_flow_run, resume_with_input, wait_for_approval_form
@@ -42,7 +43,12 @@ def contents(client: Minio, bucket: str) -> dict[str, bytes]:
         name = obj.object_name or ""
         if name.startswith(JOURNAL_PREFIX):
             continue
-        response = client.get_object(bucket, name)
+        try:
+            response = client.get_object(bucket, name)
+        except S3Error as exc:  # deleted (by the mirror) between the listing and the GET
+            if exc.code == "NoSuchKey":
+                continue
+            raise
         try:
             out[name] = response.read()
         finally:
