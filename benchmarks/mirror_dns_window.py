@@ -121,12 +121,12 @@ def main() -> None:
         a, b = mirror_client(store(s3a), 16), mirror_client(store(s3b), 16)
         env = rclone_env(s3a, s3b)
         t = time.perf_counter()
-        fill(a, "sf", n)
-        fill(a, "rc", n)
-        b.make_bucket("sf")
-        b.make_bucket("rc")
+        fill(a, "sfm", n)
+        fill(a, "rcl", n)
+        b.make_bucket("sfm")
+        b.make_bucket("rcl")
         print(f"filled 2 x {n} objects in {time.perf_counter() - t:.0f} s", flush=True)
-        pair = BucketPair("sf", "sf")
+        pair = BucketPair("sfm", "sfm")
 
         def journal_pass(direction: Direction) -> float:
             started = time.perf_counter()
@@ -144,22 +144,22 @@ def main() -> None:
             return time.perf_counter() - started
 
         journal_pass(Direction.ONE_WAY)
-        rclone("sync", "A:rc", "B:rc", env=env)
+        rclone("sync", "A:rcl", "B:rcl", env=env)
         rows: list[tuple[str, float, str, float]] = []
 
         # one-way: 2 % changed on the source (1 % overwritten, 0.5 % deleted, 0.5 % new)
-        for bucket in ("sf", "rc"):
+        for bucket in ("sfm", "rcl"):
             change(a, bucket, range(0, step), b"s1", deletes=step // 2, new=step // 2)
         sf = journal_pass(Direction.ONE_WAY)
-        rc = rclone("sync", "A:rc", "B:rc", env=env)
+        rc = rclone("sync", "A:rcl", "B:rcl", env=env)
         rows.append(("one-way pass", sf, "rclone sync", rc))
 
         # two-way: baseline (untimed), then 1 % changed on each side
         with tempfile.TemporaryDirectory(prefix="bisync-") as work:
-            rclone("bisync", "A:rc", "B:rc", "--resync", "--workdir", work, env=env)
+            rclone("bisync", "A:rcl", "B:rcl", "--resync", "--workdir", work, env=env)
             journal_pass(Direction.TWO_WAY)
             base = 3 * step
-            for bucket in ("sf", "rc"):
+            for bucket in ("sfm", "rcl"):
                 change(a, bucket, range(base, base + step // 2), b"s2", deletes=step // 4, new=step // 4)
                 change(
                     b,
@@ -170,7 +170,7 @@ def main() -> None:
                     new=step // 4,
                 )
             sf2 = journal_pass(Direction.TWO_WAY)
-            rc2 = rclone("bisync", "A:rc", "B:rc", "--workdir", work, env=env)
+            rc2 = rclone("bisync", "A:rcl", "B:rcl", "--workdir", work, env=env)
             rows.append(("two-way pass", sf2, "rclone bisync", rc2))
 
         def keys(client: Minio, bucket: str) -> set[str]:
@@ -180,7 +180,7 @@ def main() -> None:
                 if not (o.object_name or "").startswith(".stateferry-mirror/")
             }
 
-        same = keys(a, "sf") == keys(b, "sf") and keys(a, "rc") == keys(b, "rc") == keys(a, "sf")
+        same = keys(a, "sfm") == keys(b, "sfm") and keys(a, "rcl") == keys(b, "rcl") == keys(a, "sfm")
         print(f"\n{n} objects, 2 % changed per phase, 16 transfers; results identical: {same}\n")
         print("| phase | stateferry | peer | peer time | stateferry / peer |")
         print("|---|---:|---|---:|---:|")

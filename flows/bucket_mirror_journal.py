@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -21,7 +21,7 @@ from prefect.utilities.annotations import quote
 
 from planning.mirror import MirrorOptions, _Filter
 from planning.mirror_journal import Conflict, JournalOptions
-from stateferry.errors import StateferryError
+from stateferry.errors import PreconditionFailed, StateferryError
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
@@ -247,7 +247,19 @@ def journal_mirror(
             waiter.close()
     elif resumed:
         logger.info("the journal records the cutover approval: not asking again")
+    withheld_before = run.withheld
     journal_pass(_opaque(session), options, jopts, _opaque(run), cutover=watch)  # final pass
+    if run.withheld > withheld_before:
+        request_approval(
+            "mirror deletes",
+            "## Deletes withheld by the safety caps\n\n" + "\n".join(f"- {n}" for n in run.notes[-5:]) + "\n",
+            key="mirror-deletes-final",
+            auto_approve=auto_approve,
+            timeout_seconds=approval_timeout_seconds,
+        )
+        journal_pass(
+            _opaque(session), replace(options, deletes_approved=True), jopts, _opaque(run), cutover=watch
+        )
     verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
     reasons = {(label, k): why for label, items in run.kept.items() for k, why in items}
     kept = [(label, k, reasons.get((label, k), "client write kept")) for label, k in kept_keys]
@@ -288,6 +300,11 @@ def journal_mirror(
         "\n".join(lines) + "\n", key="bucket-mirror-summary", description=f"bucket_mirror {where}"
     )
     failures = [f"{f.action} {f.key}: {f.error}" for r in (run.forward, run.backward) for f in r.failures]
+    if not verified:
+        raise PreconditionFailed(
+            f"the two sides do not match after the final pass ({detail}); {len(failures)} transfers failed: "
+            f"{failures[:3]}. Run the flow again: it resumes from the journal"
+        )
     return {
         "mode": "watch" if watch else "sync",
         "direction": jopts.direction.value,
