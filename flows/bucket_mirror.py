@@ -28,12 +28,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.utilities.annotations import quote
 
 from blocks.object_store import ObjectStore
+from flows.bucket_mirror_journal import journal_mirror
 from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
     Verdict,
     approve_withheld_deletes,
 )
+from planning.mirror_journal import Direction, JournalOptions, Winner
 from stateferry.errors import InputError, PreconditionFailed, StateferryError
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
@@ -223,6 +225,9 @@ def bucket_mirror(
     max_passes: int = 3,
     auto_approve: bool = False,
     approval_timeout_seconds: int = 7 * 24 * 3600,
+    direction: str = "one-way",
+    conflict: str = "newest",
+    journal: bool | None = None,
 ) -> dict[str, Any]:
     """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
 
@@ -231,8 +236,9 @@ def bucket_mirror(
         destination: Destination ObjectStore block.
         bucket: Source bucket; ``None`` mirrors all buckets, creating missing ones (``mc mirror old new``).
         destination_bucket: Destination bucket (default: ``bucket``); created when missing.
-        prefix: Source key prefix.
-        destination_prefix: Destination key prefix (default: ``prefix``).
+        prefix: Source key prefix. A folder: ``"logs"`` means ``logs/...`` and never ``logs-2024/...``;
+            a trailing ``*`` (``"logs*"``) asks for a plain string prefix.
+        destination_prefix: Destination key prefix, same rule (default: ``prefix``).
         overwrite: Replace differing destination objects (``mc --overwrite``).
         remove: Delete destination objects missing on the source (``mc --remove``).
         exclude: Glob patterns of keys to ignore on both sides (``mc --exclude``).
@@ -249,6 +255,12 @@ def bucket_mirror(
         max_passes: One-shot mode: passes until verified (objects that failed are retried next pass).
         auto_approve: Approve the cutover and large deletes without asking (unattended runs, tests).
         approval_timeout_seconds: How long the flow waits for an approval.
+        direction: ``"one-way"`` or ``"two-way"`` (changes on either side copied to the other until the
+            cutover; deletes propagate only for keys the journal knows both sides had).
+        conflict: Rule when both sides changed a key since the last pass: ``"newest"`` (default; a
+            write beats a delete), ``"source"`` or ``"destination"``.
+        journal: Keep a mirror journal on the destination (``.stateferry-mirror/``) and never lose a
+            client write; default: on with ``watch`` or two-way, off for one-shot one-way syncs.
 
     Returns:
         Summary: passes, objects/bytes copied, overwritten, deleted, failures, verification, mode.
@@ -276,6 +288,19 @@ def bucket_mirror(
         raise InputError("watch_interval_seconds", "must be positive", "use e.g. 10")
     if max_passes < 1:
         raise InputError("max_passes", "must be at least 1", "use e.g. 3")
+    if direction not in ("one-way", "two-way"):
+        raise InputError("direction", f"unknown direction {direction!r}", "use 'one-way' or 'two-way'")
+    if conflict not in ("newest", "source", "destination"):
+        raise InputError("conflict", f"unknown rule {conflict!r}", "use 'newest', 'source' or 'destination'")
+    use_journal = (watch or direction == "two-way") if journal is None else journal
+    if direction == "two-way" and not use_journal:
+        raise InputError("journal", "two-way mirroring needs the journal", "leave journal unset")
+    if use_journal and (dry_run or newer_than or older_than):
+        raise InputError(
+            "dry_run" if dry_run else "newer_than",
+            "journal mode (watch / two-way) has no dry run and no age filters",
+            "run a one-shot dry_run first, or drop newer_than/older_than",
+        )
     session = preflight_mirror(
         source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
     )
@@ -286,6 +311,19 @@ def bucket_mirror(
         where,
         "server-side copy" if session.server_side else "streamed copy",
     )
+
+    if use_journal:
+        jopts = JournalOptions(Direction(direction), Winner(conflict), remove=remove, overwrite=overwrite)
+        return journal_mirror(
+            session,
+            options,
+            jopts,
+            watch=watch,
+            interval=watch_interval_seconds,
+            auto_approve=auto_approve,
+            approval_timeout_seconds=approval_timeout_seconds,
+            where=where,
+        )
 
     if dry_run:
         plans = plan_pass(session, options, datetime.now(UTC))
@@ -335,7 +373,10 @@ def bucket_mirror(
     first = one_pass()
     if watch:
         waiter = ChangeWaiter(
-            session.source, {p.source_bucket for p in session.pairs}, prefix, interval=watch_interval_seconds
+            session.source,
+            {p.source_bucket for p in session.pairs},
+            session.pairs[0].source_prefix if session.pairs else "",
+            interval=watch_interval_seconds,
         )
         mode = waiter.start()
         logger.info("watch mode: %s", waiter.reason)

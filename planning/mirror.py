@@ -36,10 +36,12 @@ __all__ = [
     "MirrorOptions",
     "MirrorPlan",
     "ObjectEntry",
+    "UnsortedListing",
     "Verdict",
     "approve_withheld_deletes",
     "etags_comparable",
     "normalize_metadata",
+    "normalize_prefix",
     "parse_duration",
     "plan_mirror",
     "render_plan_markdown",
@@ -235,6 +237,47 @@ def parse_duration(text: str, *, field_name: str = "duration") -> timedelta:
     return timedelta(seconds=total)
 
 
+def normalize_prefix(prefix: str, *, field_name: str = "prefix") -> str:
+    """Return the S3 listing prefix for a user-given mirror prefix (folder semantics).
+
+    A prefix names a folder: ``"logs"`` and ``"logs/"`` both mean the keys under ``logs/`` (never
+    ``logs-2024/...``, which a plain string prefix would match and ``remove`` would delete). Only a
+    trailing ``*`` asks for a plain string prefix: ``"logs*"`` matches ``logs/...`` and
+    ``logs-2024/...``. ``""`` is the whole bucket.
+
+    Args:
+        prefix: The prefix as the user wrote it.
+        field_name: Parameter name used in the error message.
+
+    Returns:
+        The prefix to list with and to strip from keys (``""``, ``"a/b/"`` or, with ``*``, ``"a/b"``).
+
+    Raises:
+        ValueError: The prefix holds control characters, a ``*`` that is not the last character,
+            or is only ``/`` characters.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in prefix):
+        raise ValueError(f"{field_name}={prefix!r} holds control characters; remove them")
+    if prefix.endswith("*"):
+        literal = prefix[:-1]
+        if "*" in literal:
+            raise ValueError(
+                f"{field_name}={prefix!r}: only a trailing '*' is allowed (string-prefix match); "
+                "use exclude= patterns for anything else"
+            )
+        return literal
+    if "*" in prefix:
+        raise ValueError(
+            f"{field_name}={prefix!r}: only a trailing '*' is allowed (string-prefix match); "
+            "use exclude= patterns for anything else"
+        )
+    if not prefix:
+        return ""
+    if not prefix.strip("/"):
+        raise ValueError(f"{field_name}={prefix!r} is not a folder; use '' for the whole bucket")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
 def normalize_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Return the preserved part of an object's headers, normalised for comparison.
 
@@ -304,11 +347,15 @@ class _Filter:
         return None
 
 
+class UnsortedListing(ValueError):
+    """A listing is not in byte order of keys (S3 sorts; some S3-compatible stores do not)."""
+
+
 def _sorted(entries: Iterable[ObjectEntry], side: str) -> Iterator[ObjectEntry]:
     previous: str | None = None
     for entry in entries:
         if previous is not None and entry.key <= previous:
-            raise ValueError(
+            raise UnsortedListing(
                 f"{side} listing is not sorted by key ({previous!r} before {entry.key!r}); "
                 "S3 listings are sorted, sort synthetic listings with sorted(..., key=lambda e: e.key)"
             )

@@ -22,9 +22,11 @@ from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
     ObjectEntry,
+    UnsortedListing,
     normalize_metadata,
     plan_mirror,
 )
+from planning.mirror_journal import JOURNAL_PREFIX
 from stateferry.errors import translate
 
 __all__ = [
@@ -58,7 +60,7 @@ def iter_objects(
     try:
         for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
             name = obj.object_name or ""
-            if obj.is_dir:
+            if obj.is_dir or name.startswith(JOURNAL_PREFIX):  # the mirror's own journal is never mirrored
                 continue
             yield ObjectEntry(
                 key=name[cut:],
@@ -226,7 +228,23 @@ def plan_bucket(
         else iter(())
     )
     src_listing = prefetch(iter_objects(source, source_bucket, source_prefix, side="source"))
-    plan = plan_mirror(src_listing, dst_listing, options, now=now)
+    try:
+        plan = plan_mirror(src_listing, dst_listing, options, now=now)
+    except UnsortedListing:
+        # Filer-backed stores (SeaweedFS) list folder by folder: "a/x" before "a-b/y". Real S3 sorts by
+        # bytes. Fall back to listing both sides into memory and sorting them.
+        src_sorted = sorted(
+            iter_objects(source, source_bucket, source_prefix, side="source"), key=lambda e: e.key
+        )
+        dst_sorted = (
+            sorted(
+                iter_objects(destination, destination_bucket, destination_prefix, side="destination"),
+                key=lambda e: e.key,
+            )
+            if destination_exists
+            else []
+        )
+        plan = plan_mirror(src_sorted, dst_sorted, options, now=now)
     inspect = plan.of_kind(ActionKind.INSPECT)
     if not inspect:
         return plan

@@ -17,7 +17,14 @@ from minio import Minio
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from planning.mirror import ActionKind, MirrorOptions, MirrorPlan, Verdict, render_plan_markdown
+from planning.mirror import (
+    ActionKind,
+    MirrorOptions,
+    MirrorPlan,
+    Verdict,
+    normalize_prefix,
+    render_plan_markdown,
+)
 from stateferry.errors import InputError, StateferryError, TransientError, translate
 from tasks.s3_clients import mirror_client, same_store
 from tasks.s3_listing import list_bucket_names, plan_bucket
@@ -162,8 +169,9 @@ def open_session(
         destination: Destination store block.
         bucket: Source bucket; ``None`` mirrors every bucket of the source store.
         destination_bucket: Destination bucket (default: same name as ``bucket``).
-        prefix: Source key prefix.
-        destination_prefix: Destination key prefix (default: ``prefix``).
+        prefix: Source key prefix: a folder (``"logs"`` = ``"logs/"``), or a string prefix when
+            it ends with ``*`` (see :func:`planning.mirror.normalize_prefix`).
+        destination_prefix: Destination key prefix, same rule (default: ``prefix``).
         workers: Parallel transfers (also the connection pool size).
 
     Returns:
@@ -182,7 +190,18 @@ def open_session(
             "destination_bucket/prefix need a source bucket",
             "give bucket=... or drop destination_bucket and the prefixes to mirror the whole store",
         )
-    dst_prefix = prefix if destination_prefix is None else destination_prefix
+    try:
+        prefix = normalize_prefix(prefix, field_name="prefix")
+        dst_prefix = (
+            prefix
+            if destination_prefix is None
+            else normalize_prefix(destination_prefix, field_name="destination_prefix")
+        )
+    except ValueError as exc:
+        field_name = str(exc).split("=", 1)[0]
+        raise InputError(
+            field_name, str(exc), "write a folder such as 'logs' or 'logs/', or 'logs*' for a string prefix"
+        ) from exc
     src_client = mirror_client(source, workers)
     dst_client = mirror_client(destination, workers)
     src_url, dst_url = str(source.url), str(destination.url)

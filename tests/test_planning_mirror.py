@@ -15,6 +15,7 @@ from planning.mirror import (
     approve_withheld_deletes,
     etags_comparable,
     normalize_metadata,
+    normalize_prefix,
     parse_duration,
     plan_mirror,
     render_plan_markdown,
@@ -357,3 +358,25 @@ def test_approving_withheld_deletes_plans_exactly_them() -> None:
     blocked = plan_mirror([], dest, MirrorOptions(remove=True))
     with pytest.raises(ValueError, match="allow_empty_source"):
         approve_withheld_deletes(blocked)
+
+
+@pytest.mark.parametrize(
+    ("given", "listed"),
+    [
+        ("", ""),
+        ("logs", "logs/"),
+        ("logs/", "logs/"),
+        ("a/b", "a/b/"),
+        ("logs*", "logs"),
+        ("logs/*", "logs/"),
+        ("*", ""),
+    ],
+)
+def test_normalize_prefix_is_a_folder_unless_star(given: str, listed: str) -> None:
+    assert normalize_prefix(given) == listed
+
+
+@pytest.mark.parametrize("given", ["lo*gs", "a*b*", "/", "//", "a\nb", "a\x00"])
+def test_normalize_prefix_rejects(given: str) -> None:
+    with pytest.raises(ValueError, match="destination_prefix"):
+        normalize_prefix(given, field_name="destination_prefix")

@@ -1,0 +1,327 @@
+"""Journal mode of ``bucket_mirror`` (watch / two-way): passes that never lose a client write.
+
+Called by :func:`flows.bucket_mirror.bucket_mirror` when ``watch=True``, ``direction="two-way"`` or
+``journal=True``. Each pass reads the pair's journal, lists both sides, lets
+:func:`planning.mirror_journal.plan_with_journal` decide every key, acts in each enabled direction and
+stores the new journal (tasks/s3_journal.py). A re-run resumes from the journal; a cutover already
+approved (recorded in the journal) is not asked again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.utilities.annotations import quote
+
+from planning.mirror import MirrorOptions, _Filter
+from planning.mirror_journal import Conflict, JournalOptions
+from stateferry.errors import PreconditionFailed, StateferryError
+from tasks.approvals import request_approval
+from tasks.mirror_watch import ChangeWaiter
+from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
+from tasks.s3_listing import iter_objects
+from tasks.s3_mirror_pass import MirrorSession, PassProgress, ensure_bucket, refresh_pairs
+from tasks.s3_transfer import TransferReport
+
+__all__ = ["JournalRun", "journal_mirror"]
+
+CUTOVER_STEP = "DNS cutover done"
+
+
+@dataclass
+class JournalRun:
+    """Totals over the passes of one flow run."""
+
+    passes: int = 0
+    forward: TransferReport = field(default_factory=TransferReport)
+    backward: TransferReport = field(default_factory=TransferReport)
+    conflicts: list[tuple[str, Conflict]] = field(default_factory=list)
+    kept: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    withheld: int = 0
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _one_pass(
+    session: MirrorSession,
+    options: MirrorOptions,
+    jopts: JournalOptions,
+    run: JournalRun,
+    *,
+    cutover: bool = False,
+    stop: threading.Event | None = None,
+    progress: Any = None,
+) -> int:
+    """One journal pass over every pair; returns the number of actions planned."""
+    refresh_pairs(session)
+    flt = _Filter(options, None)
+    planned = 0
+    for pair in list(session.pairs):
+        exists = pair.destination_bucket not in session.missing_destination_buckets
+        if jopts.direction.value == "two-way" or not exists:
+            ensure_bucket(session, pair.destination_bucket)
+            exists = True
+        result = run_journal_pass(
+            session.source,
+            session.destination,
+            pair,
+            jopts,
+            exclude=flt.excluded,
+            server_side=session.server_side,
+            workers=session.workers,
+            header_update={"cutover_approved": True} if cutover else None,
+            max_delete_ratio=options.max_delete_ratio,
+            deletes_approved=options.deletes_approved,
+            allow_empty_source=options.allow_empty_source,
+            destination_exists=exists,
+            stop=stop,
+            progress=progress,
+        )
+        with run.lock:
+            run.forward.merge(result.forward)
+            run.backward.merge(result.backward)
+            run.conflicts += [(pair.label, c) for c in result.plan.conflicts]
+            run.kept[pair.label] = result.plan.kept
+            run.withheld += len(result.plan.withheld)
+            run.notes += result.plan.notes
+        planned += result.plan.changes
+    with run.lock:
+        run.passes += 1
+    return planned
+
+
+@task(name="journal_pass", cache_policy=NO_CACHE)
+def journal_pass(
+    session: MirrorSession,
+    options: MirrorOptions,
+    jopts: JournalOptions,
+    run: JournalRun,
+    cutover: bool = False,
+) -> int:
+    """Prefect task: one journal-aware pass over every bucket pair (see :func:`_one_pass`)."""
+    progress = PassProgress(f"Mirror pass {run.passes + 1} ({jopts.direction.value})")
+    try:
+        return _one_pass(session, options, jopts, run, cutover=cutover, progress=progress)
+    finally:
+        progress.finish()
+
+
+def _cutover_recorded(session: MirrorSession) -> bool:
+    for pair in session.pairs:
+        if pair.destination_bucket in session.missing_destination_buckets:
+            return False
+        header, _ = load_journal(session.destination, pair.destination_bucket, journal_key(pair.label))
+        if not header or not header.get("cutover_approved"):
+            return False
+    return bool(session.pairs)
+
+
+def _opaque(value: Any) -> Any:
+    """Hide a large object (clients, totals) from Prefect's parameter introspection."""
+    return quote(value)
+
+
+def _record_cutover(session: MirrorSession) -> None:
+    for pair in session.pairs:
+        if pair.destination_bucket in session.missing_destination_buckets:
+            continue
+        key = journal_key(pair.label)
+        header, entries = load_journal(session.destination, pair.destination_bucket, key)
+        if header is not None:
+            header["cutover_approved"] = True
+            save_journal(session.destination, pair.destination_bucket, key, header, entries)
+
+
+@task(name="verify_journal_mirror", cache_policy=NO_CACHE)
+def verify_journal_mirror(
+    session: MirrorSession, options: MirrorOptions, two_way: bool
+) -> tuple[bool, str, list[tuple[str, str]]]:
+    """Compare fresh listings: same keys with the same size and ETag on both sides.
+
+    One-way, keys the journal keeps on purpose (client writes and deletes on the destination) are
+    allowed to differ; they are returned as ``(pair, key)`` and listed in the summary.
+    """
+    flt = _Filter(options, None)
+    differ: list[str] = []
+    kept_keys: list[tuple[str, str]] = []
+    for pair in session.pairs:
+        src = {
+            e.key: (e.size, e.etag)
+            for e in iter_objects(session.source, pair.source_bucket, pair.source_prefix, side="source")
+            if not flt.excluded(e.key)
+        }
+        dst = {
+            e.key: (e.size, e.etag)
+            for e in iter_objects(
+                session.destination, pair.destination_bucket, pair.destination_prefix, side="destination"
+            )
+            if not flt.excluded(e.key)
+        }
+        _, journal = load_journal(session.destination, pair.destination_bucket, journal_key(pair.label))
+        kept = {e.key for e in journal if e.origin == "destination"} if not two_way else set()
+        for key in sorted(set(src) | set(dst)):
+            if src.get(key) != dst.get(key):
+                if key in kept:
+                    kept_keys.append((pair.label, key))
+                else:
+                    differ.append(f"{pair.label}: {key}")
+    if differ:
+        return False, f"{len(differ)} keys differ: {differ[:5]}", kept_keys
+    what = (
+        "same keys and ETags on both sides"
+        if two_way
+        else "destination matches source except kept client writes"
+    )
+    return True, what, kept_keys
+
+
+def journal_mirror(
+    session: MirrorSession,
+    options: MirrorOptions,
+    jopts: JournalOptions,
+    *,
+    watch: bool,
+    interval: float,
+    auto_approve: bool,
+    approval_timeout_seconds: int,
+    where: str,
+) -> dict[str, Any]:
+    """Run journal passes (and the watch until the cutover approval), verify, publish the summary."""
+    logger = get_run_logger()
+    run = JournalRun()
+    two_way = jopts.direction.value == "two-way"
+    resumed = _cutover_recorded(session) if watch else False
+    journal_pass(_opaque(session), options, jopts, _opaque(run))
+    approval_comment = ""
+    watch_mode: dict[str, str] = {}
+    if watch and not resumed:
+        waiter = ChangeWaiter(
+            session.source,
+            {p.source_bucket for p in session.pairs},
+            session.pairs[0].source_prefix if session.pairs else "",
+            interval=interval,
+        )
+        watch_mode = {"mode": waiter.start(), "detail": waiter.reason}
+        logger.info("watch mode: %s", waiter.reason)
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                waiter.wait(stop)
+                if stop.is_set():
+                    return
+                try:
+                    _one_pass(session, options, jopts, run, stop=stop)
+                except StateferryError as exc:
+                    run.errors.append(str(exc))
+                    logger.warning("watch pass failed, nothing deleted, retrying next interval: %s", exc)
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(loop,), daemon=True)
+        thread.start()
+        try:
+            approval = request_approval(
+                CUTOVER_STEP,
+                f"## Mirror is running ({jopts.direction.value}): {where}\n\n"
+                "Passes continue until you approve "
+                f"**{CUTOVER_STEP}**. Client writes on the destination are kept; conflicts resolve by "
+                f"`conflict={jopts.conflict.value}`. Then a final pass and a verification.\n",
+                key="dns-cutover-done",
+                auto_approve=auto_approve,
+                timeout_seconds=approval_timeout_seconds,
+                suspend=False,
+            )
+            approval_comment = approval.comment
+            stop.set()
+            thread.join()
+            _record_cutover(session)  # a run killed from here on is not asked again
+        finally:
+            stop.set()
+            thread.join()
+            waiter.close()
+    elif resumed:
+        logger.info("the journal records the cutover approval: not asking again")
+    withheld_before = run.withheld
+    journal_pass(_opaque(session), options, jopts, _opaque(run), cutover=watch)  # final pass
+    if run.withheld > withheld_before:
+        request_approval(
+            "mirror deletes",
+            "## Deletes withheld by the safety caps\n\n" + "\n".join(f"- {n}" for n in run.notes[-5:]) + "\n",
+            key="mirror-deletes-final",
+            auto_approve=auto_approve,
+            timeout_seconds=approval_timeout_seconds,
+        )
+        journal_pass(
+            _opaque(session), replace(options, deletes_approved=True), jopts, _opaque(run), cutover=watch
+        )
+    verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
+    reasons = {(label, k): why for label, items in run.kept.items() for k, why in items}
+    kept = [(label, k, reasons.get((label, k), "client write kept")) for label, k in kept_keys]
+    lines = [
+        f"## bucket_mirror summary ({jopts.direction.value}, journal): {where}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| passes | {run.passes} |",
+        "| to destination: copied / overwritten / deleted | "
+        f"{run.forward.copied} / {run.forward.overwritten} / "
+        f"{run.forward.deleted} |",
+        f"| to source: copied / overwritten / deleted | {run.backward.copied} / {run.backward.overwritten} / "
+        f"{run.backward.deleted} |",
+        f"| conflicts | {len(run.conflicts)} (rule `{jopts.conflict.value}`) |",
+        f"| kept client writes (differ from the source) | {len(kept)} |",
+        f"| verification | {'PASSED' if verified else 'FAILED'}: {detail} |",
+    ]
+    if run.conflicts:
+        lines += [
+            "",
+            "### Conflicts",
+            "",
+            "| pair | key | source | destination | winner | rule |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {lbl} | `{c.key}` | {c.source} | {c.destination} | {c.winner} | {c.rule} |"
+            for lbl, c in run.conflicts[:200]
+        ]
+    if kept:
+        lines += [
+            "",
+            "### Kept on the destination",
+            *[f"- {lbl}: `{k}` ({why})" for lbl, k, why in kept[:200]],
+        ]
+    create_markdown_artifact(
+        "\n".join(lines) + "\n", key="bucket-mirror-summary", description=f"bucket_mirror {where}"
+    )
+    failures = [f"{f.action} {f.key}: {f.error}" for r in (run.forward, run.backward) for f in r.failures]
+    if not verified:
+        raise PreconditionFailed(
+            f"the two sides do not match after the final pass ({detail}); {len(failures)} transfers failed: "
+            f"{failures[:3]}. Run the flow again: it resumes from the journal"
+        )
+    return {
+        "mode": "watch" if watch else "sync",
+        "direction": jopts.direction.value,
+        "journal": True,
+        "passes": run.passes,
+        "copied": run.forward.copied,
+        "overwritten": run.forward.overwritten,
+        "deleted": run.forward.deleted,
+        "copied_back": run.backward.copied,
+        "overwritten_back": run.backward.overwritten,
+        "deleted_back": run.backward.deleted,
+        "conflicts": [{"key": c.key, "winner": c.winner, "rule": c.rule} for _, c in run.conflicts],
+        "kept": [k for _, k, _ in kept],
+        "withheld_deletes": run.withheld,
+        "failures": failures[:50],
+        "verified": verified,
+        "verification": detail,
+        "resumed_after_cutover": resumed,
+        "watch": {**watch_mode, "approval_comment": approval_comment, "errors": run.errors},
+    }
