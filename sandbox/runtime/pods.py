@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import shlex
@@ -146,29 +147,54 @@ def mount_order(mounts: list[Mount]) -> list[Mount]:
     return sorted(mounts, key=lambda m: (hides(m), m.target.count("/") if hides(m) else 0))
 
 
-def _python_for_everyone(pod_dir: Path) -> list[str]:
-    """Setup lines that let a non-root container run the project's Python.
+#: Where a pod's mount namespace keeps the image trees that a volume mount would hide.
+IMAGE_DIR = "/run/stateferry-sandbox-image"
 
-    The stand-in for the project image is the host's interpreter, which may live in a directory
-    only root can enter (``/root/.pyenv``). A real image's Python is usable by its user, so in the
-    pod's own mount namespace that directory becomes a tmpfs (0755) holding only the interpreter's
-    tree.
+
+def _image_trees_hidden_by(targets: list[Path]) -> list[Path]:
+    """The stand-in image's trees (interpreter, this checkout) that a volume mount would hide.
+
+    A real image's files are never hidden by a volume mounted elsewhere (e.g. an emptyDir on
+    ``/tmp``), but the stand-in image is the host's files: a checkout under ``/tmp`` would vanish
+    under such a mount. The pod setup re-exposes these trees at their own paths after the mounts.
     """
-    target = Path(sys.executable).resolve()
-    for parent in reversed(target.parents):
-        if parent == Path("/") or parent.stat().st_mode & 0o001:
-            continue
-        child = target.parents[len(target.parents) - len(parent.parts) - 1]
-        stash = shlex.quote(str(pod_dir / ".python-stash"))
-        q = shlex.quote
-        return [
-            f"mkdir -p {stash}",
-            f"mount --bind {q(str(child))} {stash}",
-            f"mount -t tmpfs -o mode=0755,size=1m sandbox-python-home {q(str(parent))}",
-            f"mkdir -p {q(str(child))}",
-            f"mount --bind {stash} {q(str(child))}",
-        ]
-    return []
+    trees = [Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
+    return [t for t in trees if any(m == t or m in t.parents for m in targets)]
+
+
+#: Where a pod's mount namespace keeps the trees it re-exposes (a tmpfs of its own, see below).
+STASH_DIR = "/run/stateferry-sandbox-stash"
+
+
+def _python_for_everyone() -> list[str]:
+    """Setup lines that let a non-root container run the project's Python and code.
+
+    The stand-in for the project image is the host's interpreter and this checkout with its venv,
+    which may live below a directory only root can enter (``/root/.pyenv``, a ``mktemp -d`` clone).
+    A real image's files are usable by its user, so in the pod's own mount namespace each such
+    directory becomes a tmpfs (0755) holding only the trees the image needs.
+    """
+    targets = [Path(sys.executable).resolve(), Path(__file__).resolve().parents[2]]
+    blocked: dict[Path, set[Path]] = {}
+    for target in targets:
+        chain = [*reversed(target.parents), target]
+        for parent, child in itertools.pairwise(chain):
+            if parent != Path("/") and not parent.stat().st_mode & 0o001:
+                blocked.setdefault(parent, set()).add(child)
+                break
+    if not blocked:
+        return []
+    q = shlex.quote
+    # The stashes live on a tmpfs of this namespace, never below a directory about to be hidden.
+    lines = [f"mkdir -p {STASH_DIR}", f"mount -t tmpfs -o mode=0700,size=1m sandbox-stash {STASH_DIR}"]
+    for n, (parent, children) in enumerate(sorted(blocked.items(), key=lambda kv: len(kv[0].parts))):
+        stashes = [(q(f"{STASH_DIR}/{n}-{m}"), child) for m, child in enumerate(sorted(children))]
+        for stash, child in stashes:
+            lines += [f"mkdir -p {stash}", f"mount --bind {q(str(child))} {stash}"]
+        lines.append(f"mount -t tmpfs -o mode=0755,size=1m sandbox-image-{n} {q(str(parent))}")
+        for stash, child in stashes:
+            lines += [f"mkdir -p {q(str(child))}", f"mount --bind {stash} {q(str(child))}"]
+    return lines
 
 
 def _now() -> str:
@@ -293,11 +319,19 @@ class PodRuntime:
         for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
             lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
         if any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers):
-            lines += _python_for_everyone(p.pod_dir)
+            lines += _python_for_everyone()
+        hidden = _image_trees_hidden_by([Path(m.target) for m in p.mounts])
+        if hidden:
+            lines.append(f"mkdir -p {IMAGE_DIR}")
+            lines.append(f"mount -t tmpfs -o mode=0700,size=1m sandbox-image {IMAGE_DIR}")
+            for n, tree in enumerate(hidden):
+                lines += [f"mkdir -p {IMAGE_DIR}/{n}", f"mount --bind {q(str(tree))} {IMAGE_DIR}/{n}"]
         for m in mount_order(p.mounts):
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {q(m.target)}")
+        for n, tree in enumerate(hidden):
+            lines += [f"mkdir -p {q(str(tree))}", f"mount --bind {IMAGE_DIR}/{n} {q(str(tree))}"]
         lines.append("echo ready")
         lines.append("exec sleep infinity")
         return "\n".join(lines) + "\n"
