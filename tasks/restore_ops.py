@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from planning.db_args import pg_conninfo
 from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, PermanentError, PreconditionFailed, StateferryError
 from tasks.dumpers import CHUNK, find_tool, mysql_defaults_file, postgres_env, redactor
@@ -185,39 +186,6 @@ def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None =
         )
 
 
-def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
-    """Tables with exact row counts, views and routines of one database (for verification)."""
-    conn = db.connect(database)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = %s",
-                (database,),
-            )
-            rows = cur.fetchall()
-            tables: dict[str, int] = {}
-            views: list[str] = []
-            for name, kind in rows:
-                if kind == "VIEW":
-                    views.append(name)
-                else:
-                    cur.execute(f"SELECT COUNT(*) FROM `{name.replace('`', '``')}`")
-                    tables[name] = int(cur.fetchone()[0])
-            cur.execute(
-                "SELECT routine_type, routine_name FROM information_schema.routines"
-                " WHERE routine_schema = %s",
-                (database,),
-            )
-            routines = sorted(f"{t.lower()} {n}" for t, n in cur.fetchall())
-        return {"tables": dict(sorted(tables.items())), "views": sorted(views), "routines": routines}
-    finally:
-        conn.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# PostgreSQL
-
-
 def postgres_database_exists(db: Database, name: str) -> bool:
     """True when the database exists."""
     conn = db.connect()
@@ -252,11 +220,6 @@ def postgres_drop_database(db: Database, name: str) -> None:
         conn.close()
 
 
-def _conninfo_dbname(database: str) -> str:
-    """``dbname='...'`` for libpq: a database name is never read as options or a connection string."""
-    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_owner: bool = False) -> None:
     """Restore one gzip'd pg_dump into an existing (empty) database.
 
@@ -271,7 +234,7 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
     """
     env = postgres_env(db)
     redact = redactor(db.password.get_secret_value())
-    target = _conninfo_dbname(database)
+    target = pg_conninfo(database)
     if fmt == "custom":
         argv = [find_tool("pg_restore"), "--exit-on-error", f"--dbname={target}"]
         if no_owner:
@@ -343,37 +306,6 @@ def postgres_swap_in(db: Database, temp: str, name: str, *, token: str, attempts
 
 def _pg_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def postgres_inventory(db: Database, database: str) -> dict[str, Any]:
-    """Tables with exact row counts, views and functions of one database (user schemas)."""
-    conn = db.connect(database)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT table_schema, table_name, table_type FROM information_schema.tables "
-                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
-            )
-            tables: dict[str, int] = {}
-            views: list[str] = []
-            for schema, name, kind in cur.fetchall():
-                qual = f"{schema}.{name}"
-                if kind == "VIEW":
-                    views.append(qual)
-                else:
-                    ident = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, name))
-                    cur.execute(f"SELECT COUNT(*) FROM {ident}")
-                    row = cur.fetchone()
-                    tables[qual] = int(row[0]) if row else 0
-            cur.execute(
-                "SELECT n.nspname || '.' || p.proname FROM pg_proc p"
-                " JOIN pg_namespace n ON n.oid = p.pronamespace "
-                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
-            )
-            routines = sorted(r[0] for r in cur.fetchall())
-        return {"tables": dict(sorted(tables.items())), "views": sorted(views), "routines": routines}
-    finally:
-        conn.close()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -147,46 +147,31 @@ def mount_order(mounts: list[Mount]) -> list[Mount]:
     return sorted(mounts, key=lambda m: (hides(m), m.target.count("/") if hides(m) else 0))
 
 
-#: Where a pod's mount namespace keeps the image trees that a volume mount would hide.
-IMAGE_DIR = "/run/stateferry-sandbox-image"
-
-
-def _image_trees_hidden_by(targets: list[Path]) -> list[Path]:
-    """The stand-in image's trees (interpreter, this checkout) that a volume mount would hide.
-
-    A real image's files are never hidden by a volume mounted elsewhere (e.g. an emptyDir on
-    ``/tmp``), but the stand-in image is the host's files: a checkout under ``/tmp`` would vanish
-    under such a mount. The pod setup re-exposes these trees at their own paths after the mounts.
-    """
-    trees = [Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
-    return [t for t in trees if any(m == t or m in t.parents for m in targets)]
-
-
-#: Where a pod's mount namespace keeps the trees it re-exposes (a tmpfs of its own, see below).
+#: The stand-in for the project image: the host's interpreter and this checkout (with its venv).
+IMAGE_TREES = (Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2])
+#: A tmpfs of the pod's own mount namespace holding the image trees it re-exposes: never below a
+#: directory that the setup is about to hide.
 STASH_DIR = "/run/stateferry-sandbox-stash"
+STASH_MOUNT = [f"mkdir -p {STASH_DIR}", f"mount -t tmpfs -o mode=0700,size=1m sandbox-stash {STASH_DIR}"]
 
 
-def _python_for_everyone() -> list[str]:
-    """Setup lines that let a non-root container run the project's Python and code.
+def _image_for_everyone() -> list[str]:
+    """Setup lines that let a non-root container run the stand-in image.
 
-    The stand-in for the project image is the host's interpreter and this checkout with its venv,
-    which may live below a directory only root can enter (``/root/.pyenv``, a ``mktemp -d`` clone).
-    A real image's files are usable by its user, so in the pod's own mount namespace each such
-    directory becomes a tmpfs (0755) holding only the trees the image needs.
+    The host's interpreter and this checkout may live below a directory only root can enter
+    (``/root/.pyenv``, a ``mktemp -d`` clone). A real image's files are usable by its user, so in
+    the pod's own mount namespace each such directory becomes a tmpfs (0755) holding only the
+    image's trees. Needs :data:`STASH_MOUNT` first.
     """
-    targets = [Path(sys.executable).resolve(), Path(__file__).resolve().parents[2]]
     blocked: dict[Path, set[Path]] = {}
-    for target in targets:
-        chain = [*reversed(target.parents), target]
+    for tree in IMAGE_TREES:
+        chain = [*reversed(tree.parents), tree]
         for parent, child in itertools.pairwise(chain):
             if parent != Path("/") and not parent.stat().st_mode & 0o001:
                 blocked.setdefault(parent, set()).add(child)
                 break
-    if not blocked:
-        return []
     q = shlex.quote
-    # The stashes live on a tmpfs of this namespace, never below a directory about to be hidden.
-    lines = [f"mkdir -p {STASH_DIR}", f"mount -t tmpfs -o mode=0700,size=1m sandbox-stash {STASH_DIR}"]
+    lines: list[str] = []
     for n, (parent, children) in enumerate(sorted(blocked.items(), key=lambda kv: len(kv[0].parts))):
         stashes = [(q(f"{STASH_DIR}/{n}-{m}"), child) for m, child in enumerate(sorted(children))]
         for stash, child in stashes:
@@ -195,6 +180,16 @@ def _python_for_everyone() -> list[str]:
         for stash, child in stashes:
             lines += [f"mkdir -p {q(str(child))}", f"mount --bind {stash} {q(str(child))}"]
     return lines
+
+
+def _image_trees_hidden_by(targets: list[Path]) -> list[Path]:
+    """The image trees that a volume mount would hide.
+
+    A real image's files are never hidden by a volume mounted elsewhere (e.g. an emptyDir on
+    ``/tmp``), but the stand-in image is the host's files: a checkout under ``/tmp`` would vanish
+    under such a mount. The pod setup re-exposes these trees at their own paths after the mounts.
+    """
+    return [t for t in IMAGE_TREES if any(m == t or m in t.parents for m in targets)]
 
 
 def _now() -> str:
@@ -318,20 +313,23 @@ class PodRuntime:
         lines.append("done")
         for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
             lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
-        if any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers):
-            lines += _python_for_everyone()
+        non_root = any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers)
+        readable = _image_for_everyone() if non_root else []
         hidden = _image_trees_hidden_by([Path(m.target) for m in p.mounts])
-        if hidden:
-            lines.append(f"mkdir -p {IMAGE_DIR}")
-            lines.append(f"mount -t tmpfs -o mode=0700,size=1m sandbox-image {IMAGE_DIR}")
-            for n, tree in enumerate(hidden):
-                lines += [f"mkdir -p {IMAGE_DIR}/{n}", f"mount --bind {q(str(tree))} {IMAGE_DIR}/{n}"]
+        if readable or hidden:
+            lines += STASH_MOUNT
+        lines += readable
+        for n, tree in enumerate(hidden):
+            lines += [
+                f"mkdir -p {STASH_DIR}/hidden-{n}",
+                f"mount --bind {q(str(tree))} {STASH_DIR}/hidden-{n}",
+            ]
         for m in mount_order(p.mounts):
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {q(m.target)}")
         for n, tree in enumerate(hidden):
-            lines += [f"mkdir -p {q(str(tree))}", f"mount --bind {IMAGE_DIR}/{n} {q(str(tree))}"]
+            lines += [f"mkdir -p {q(str(tree))}", f"mount --bind {STASH_DIR}/hidden-{n} {q(str(tree))}"]
         lines.append("echo ready")
         lines.append("exec sleep infinity")
         return "\n".join(lines) + "\n"
