@@ -128,14 +128,19 @@ def _opaque(value: Any) -> Any:
     return quote(value)
 
 
-def _record_cutover(session: MirrorSession) -> None:
+def _record_cutover(session: MirrorSession, approved: bool = True) -> None:
+    """Record (or, once the cutover is verified, clear) the approval in every pair's journal.
+
+    Recorded right after the approval, so a run killed from then on is not asked again; cleared after
+    the verified final pass, so the next watch over the same pair (a later DNS move) asks again.
+    """
     for pair in session.pairs:
         if pair.destination_bucket in session.missing_destination_buckets:
             continue
         key = journal_key(pair.label)
         header, entries = load_journal(session.destination, pair.destination_bucket, key)
-        if header is not None:
-            header["cutover_approved"] = True
+        if header is not None and bool(header.get("cutover_approved")) != approved:
+            header["cutover_approved"] = approved
             save_journal(session.destination, pair.destination_bucket, key, header, entries)
 
 
@@ -261,6 +266,8 @@ def journal_mirror(
             _opaque(session), replace(options, deletes_approved=True), jopts, _opaque(run), cutover=watch
         )
     verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
+    if watch and verified:
+        _record_cutover(session, approved=False)  # this cutover is complete: the next watch asks again
     reasons = {(label, k): why for label, items in run.kept.items() for k, why in items}
     kept = [(label, k, reasons.get((label, k), "client write kept")) for label, k in kept_keys]
     lines = [

@@ -27,6 +27,8 @@ from blocks.object_store import ObjectStore
 from devservers.prefect_runs import find_flow_run, resume_with_input, wait_for_approval_form
 from flows.bucket_mirror import bucket_mirror
 from planning.mirror_journal import JOURNAL_PREFIX
+from tasks.approvals import ApprovalTimedOut
+from tasks.s3_journal import load_journal, save_journal
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,3 +261,37 @@ def test_conflict_rules_on_real_stores(
         assert contents(b, name)["k1"] == b"source wins over a delete with newest"
     else:
         assert "k1" not in contents(a, name) and "k1" not in contents(b, name)
+
+
+def test_watch_resume_after_the_approval_does_not_ask_again(
+    object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    """A run killed after "DNS cutover done" was approved: the re-run goes straight to the final pass.
+
+    The journal of such a run records the approval (written right after it, before the final pass);
+    the state is set here the way that run leaves it. Once the cutover is verified the record is
+    cleared, so a later watch over the same buckets (the next DNS move) asks again.
+    """
+    a, b = object_store_a.minio_client(), object_store_b.minio_client()
+    name = _fresh(a, b, n=3)
+    first = bucket_mirror(object_store_a, object_store_b, bucket=name, direction="two-way")
+    assert first["verified"] is True and first["copied"] == 3
+    (journal,) = [o.object_name for o in b.list_objects(name, prefix=JOURNAL_PREFIX, recursive=True)]
+    header, entries = load_journal(b, name, str(journal))
+    assert header is not None and not header.get("cutover_approved")
+    save_journal(b, name, str(journal), {**header, "cutover_approved": True}, entries)
+    put(a, name, "late", b"written after the approval, before the kill")
+
+    # Not asked again: without auto-approval a pause would time out after 3 s and fail the run.
+    resumed = bucket_mirror(
+        object_store_a, object_store_b, bucket=name, watch=True, direction="two-way", approval_timeout_seconds=3
+    )
+    assert resumed["resumed_after_cutover"] is True and resumed["verified"] is True
+    assert contents(b, name)["late"] == b"written after the approval, before the kill"
+    header, _ = load_journal(b, name, str(journal))
+    assert header is not None and header["cutover_approved"] is False
+
+    with pytest.raises(ApprovalTimedOut):  # the next watch over these buckets asks again
+        bucket_mirror(
+            object_store_a, object_store_b, bucket=name, watch=True, direction="two-way", approval_timeout_seconds=3
+        )
