@@ -284,7 +284,12 @@ def test_watch_resume_after_the_approval_does_not_ask_again(
 
     # Not asked again: without auto-approval a pause would time out after 3 s and fail the run.
     resumed = bucket_mirror(
-        object_store_a, object_store_b, bucket=name, watch=True, direction="two-way", approval_timeout_seconds=3
+        object_store_a,
+        object_store_b,
+        bucket=name,
+        watch=True,
+        direction="two-way",
+        approval_timeout_seconds=3,
     )
     assert resumed["resumed_after_cutover"] is True and resumed["verified"] is True
     assert contents(b, name)["late"] == b"written after the approval, before the kill"
@@ -293,5 +298,10 @@ def test_watch_resume_after_the_approval_does_not_ask_again(
 
     with pytest.raises(ApprovalTimedOut):  # the next watch over these buckets asks again
         bucket_mirror(
-            object_store_a, object_store_b, bucket=name, watch=True, direction="two-way", approval_timeout_seconds=3
+            object_store_a,
+            object_store_b,
+            bucket=name,
+            watch=True,
+            direction="two-way",
+            approval_timeout_seconds=3,
         )
