@@ -137,7 +137,14 @@ def scheduled_backup(
     except Exception as exc:
         redact = r.redact if r is not None else (lambda s: s)
         if cfg.notify and cfg.notify.on_failure:
-            send_notification(cfg.notify.block, cfg.job, "FAILED", f"Error: {exc}", redact=redact)
+            send_notification(
+                cfg.notify,
+                cfg.job,
+                "FAILED",
+                f"Storages: {', '.join(cfg.storage_labels)}\nDuration: {time.monotonic() - t0:.1f} s\n"
+                f"Error: {exc}",
+                redact=redact,
+            )
         raise
     failed = result["failed"]
     create_markdown_artifact(
@@ -148,18 +155,24 @@ def scheduled_backup(
     if failed:
         err = BackupTargetsFailed(cfg.job, result["backup_id"], result["good"], failed)
         if cfg.notify and cfg.notify.on_failure:
-            send_notification(cfg.notify.block, cfg.job, "FAILED (partially)", str(err), redact=r.redact)
+            send_notification(
+                cfg.notify, cfg.job, "FAILED (partially)", f"{_facts(result, t0)}\n{err}", redact=r.redact
+            )
         raise err
     if cfg.notify and cfg.notify.on_success:
-        send_notification(
-            cfg.notify.block,
-            cfg.job,
-            "completed",
-            f"Backup {result['backup_id']}: {result['size']} bytes on {', '.join(result['good'])}",
-            redact=r.redact,
-        )
+        send_notification(cfg.notify, cfg.job, "completed", _facts(result, t0), redact=r.redact)
     logger.info("backup %s/%s good on %s", cfg.job, result["backup_id"], ", ".join(result["good"]))
     return result
+
+
+def _facts(result: dict[str, Any], t0: float) -> str:
+    """The notification's lines: backup id, good storages, size, duration."""
+    return (
+        f"Backup: {result['backup_id']}\n"
+        f"Storages: {', '.join(result['good']) or 'none'}\n"
+        f"Size: {result['size']} bytes\n"
+        f"Duration: {time.monotonic() - t0:.1f} s"
+    )
 
 
 def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
       backup_dir: /stateferry/mysql  # key prefix
       store: {days: 2, weeks: 1, months: 6}
     verify: true
-    notify: {block: ops-webhook, on_success: false}
+    notify: {block: custom-webhook/ops, on_success: false}   # or {email: {credentials: ops-smtp, to: [...]}}
 
 Every problem is reported as :class:`stateferry.errors.InputError` naming the field (e.g.
 ``storages[1].store.days``) and the fix.
@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planning.db_args import check_database_name, check_extra_keys
+from planning.notify_config import NotifyConfig
 from planning.retention import WEEKDAYS, RetentionPolicy
 from stateferry.errors import InputError
 
@@ -264,25 +265,6 @@ class EtcdSourceConfig(_SourceModel):
     connect: ConnectConfig
 
 
-class NotifyConfig(_Model):
-    """Which Prefect notification block to call, and when."""
-
-    block: str = Field(description="<block-type-slug>/<name>, e.g. custom-webhook/ops or slack-webhook/ops")
-    on_failure: bool = True
-    on_success: bool = False
-
-    @field_validator("block")
-    @classmethod
-    def _slug(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9][A-Za-z0-9_.-]*", v):
-            raise InputError(
-                "block",
-                f"{v!r} is not <block-type-slug>/<block-name>",
-                "name a saved notification block, e.g. custom-webhook/ops or slack-webhook/ops",
-            )
-        return v
-
-
 class BackupJob(_Model):
     """One backup job: one source, any number of storages."""
 
@@ -498,7 +480,7 @@ def job_to_parameters(job: BackupJob) -> dict[str, Any]:
     if job.timezone != "UTC":
         out["timezone"] = job.timezone
     if job.notify:
-        out["notify"] = job.notify.model_dump(mode="json")
+        out["notify"] = job.notify.model_dump(mode="json", by_alias=True, exclude_none=True)
     if job.description:
         out["description"] = job.description
     return out

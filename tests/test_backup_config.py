@@ -162,6 +162,31 @@ def _job(**over: object) -> dict[str, object]:
             "sources[0].format",
             "",
         ),
+        (_job(notify={"on_success": True}), "notify", "notify.email"),
+        (
+            _job(notify={"block": "custom-webhook/ops", "email": {"credentials": "m", "to": ["a@b.org"]}}),
+            "notify",
+            "exactly one",
+        ),
+        (_job(notify={"block": "ops"}), "notify.block", "custom-webhook/ops"),
+        (
+            _job(notify={"email": {"credentials": "m", "to": ["a@b.org\r\nBcc: evil@x.org"]}}),
+            "notify.email.to",
+            "name@example.org",
+        ),
+        (_job(notify={"email": {"credentials": "m", "to": ["a@b.org, evil@x.org"]}}), "notify.email.to", "@"),
+        (_job(notify={"email": {"credentials": "m", "to": ["Ops <a@b.org>"]}}), "notify.email.to", "@"),
+        (
+            _job(notify={"email": {"credentials": "m", "to": ["a@b.org"], "from": "x@y.org\nTo: z@w.org"}}),
+            "notify.email.from",
+            "@",
+        ),
+        (
+            _job(notify={"email": {"credentials": "-m", "to": ["a@b.org"]}}),
+            "notify.email.credentials",
+            "block",
+        ),
+        (_job(notify={"email": {"credentials": "m", "to": []}}), "notify.email.to", ""),
     ],
 )
 def test_bad_config_names_field_and_fix(data: dict[str, object], field: str, fix_words: str) -> None:
@@ -182,3 +207,11 @@ def test_example_jobs_parse(path: Path) -> None:
     job = parse_job_yaml(path.read_text())
     assert job.schedule, "every example job has a cron schedule"
     assert path.stem == job.job
+
+
+def test_email_notification_round_trips_as_a_parameter() -> None:
+    notify = {"email": {"credentials": "ops-smtp", "to": ["oncall@example.org"], "from": "bk@example.org"}}
+    job = parse_job(_job(notify=notify))
+    assert job.notify is not None and job.notify.email is not None
+    assert job.notify.email.sender == "bk@example.org" and job.notify.label == "email/ops-smtp"
+    assert parse_job(job_to_parameters(job)) == job
