@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         print("|" + "---|" * len(head))
         for name, secs, raw_b, stored, py in results:
             print(f"| {name} | {secs:.1f} | {raw_b / 2**20 / secs:.1f} | {stored / 2**20:.0f} | {py} |")
+        print(
+            f"\nstateferry vs the gzip shell: {min(base_times) / min(flow_times):.2f}x the speed "
+            f"(>= 1.0 is faster), {stored_flow / max(stored_base, 1):.3f}x the stored size"
+        )
         return 0
     finally:
         for server in reversed(servers):
