@@ -7,7 +7,8 @@ from blocks.database import Database
 from blocks.etcd import EtcdCluster
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
+from blocks.sftp import SftpServer
 
-ALL_BLOCKS = (KubeCluster, ObjectStore, EtcdCluster, Database)
+ALL_BLOCKS = (KubeCluster, ObjectStore, EtcdCluster, Database, SftpServer)
 
-__all__ = ["ALL_BLOCKS", "Database", "EtcdCluster", "KubeCluster", "ObjectStore"]
+__all__ = ["ALL_BLOCKS", "Database", "EtcdCluster", "KubeCluster", "ObjectStore", "SftpServer"]

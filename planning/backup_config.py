@@ -172,7 +172,38 @@ class S3StorageConfig(_Model):
         return self.name or f"s3:{self.object_store}/{self.bucket_name}/{self.backup_dir}".rstrip("/")
 
 
-StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="storage")]
+class SftpStorageConfig(_Model):
+    """A directory on an SSH server, reached over SFTP with a saved ``SftpServer`` block."""
+
+    storage: Literal["sftp"]
+    enable: bool = True
+    name: str | None = None
+    sftp_server: str = Field(description="name of a saved SftpServer block")
+    backup_dir: str
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("sftp_server")
+    @classmethod
+    def _block_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
+            raise InputError("sftp_server", f"{v!r} is not a block name", "name a saved SftpServer block")
+        return v
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or "\x00" in v or ".." in v.split("/"):
+            raise InputError("backup_dir", f"{v!r} is not an absolute path without '..'", "fix the path")
+        return v.rstrip("/") or "/"
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``sftp:block:/path`` unless named)."""
+        return self.name or f"sftp:{self.sftp_server}:{self.backup_dir}"
+
+
+AnyStorageConfig = LocalStorageConfig | S3StorageConfig | SftpStorageConfig
+StorageConfig = Annotated[AnyStorageConfig, Field(discriminator="storage")]
 
 
 class ConnectConfig(_Model):
@@ -293,7 +324,7 @@ class BackupJob(_Model):
         return v
 
     @property
-    def enabled_storages(self) -> list[LocalStorageConfig | S3StorageConfig]:
+    def enabled_storages(self) -> list[AnyStorageConfig]:
         """Storages with ``enable: yes``."""
         return [s for s in self.storages if s.enable]
 
@@ -406,11 +437,11 @@ def parse_job(data: Any) -> BackupJob:
                         "secrets do not belong in a job config (it is a visible flow parameter)",
                         "save an ObjectStore block and reference it as object_store: <name>",
                     )
-            if st.get("storage") not in ("local", "s3"):
+            if st.get("storage") not in ("local", "s3", "sftp"):
                 raise InputError(
                     f"storages[{i}].storage",
                     f"unknown storage {st.get('storage')!r}",
-                    "use storage: local or s3",
+                    "use storage: local, s3 or sftp",
                 )
     try:
         source = _source_model(engine).model_validate(src)

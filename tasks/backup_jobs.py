@@ -22,18 +22,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_config import (
+    AnyStorageConfig,
     BackupJob,
     DatabaseSourceConfig,
     EtcdSourceConfig,
     FilesSourceConfig,
     LocalStorageConfig,
-    S3StorageConfig,
+    SftpStorageConfig,
 )
 from planning.backup_layout import check_part_name, is_backup_id
 from planning.db_args import is_safe_database_name
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
+from tasks.backup_sftp import SftpStorage
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
 from tasks.dumpers import (
     etcd_snapshot_producer,
@@ -76,7 +78,7 @@ class Resolved:
     job: BackupJob
     source_block: Any = None
     storages: dict[str, BackupStorage] = field(default_factory=dict)
-    storage_configs: dict[str, LocalStorageConfig | S3StorageConfig] = field(default_factory=dict)
+    storage_configs: dict[str, AnyStorageConfig] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
 
     @property
@@ -117,6 +119,7 @@ def resolve_job(job: BackupJob) -> Resolved:
     from blocks.database import Database
     from blocks.etcd import EtcdCluster
     from blocks.object_store import ObjectStore
+    from blocks.sftp import SftpServer
 
     r = Resolved(job)
     src = job.source
@@ -136,6 +139,10 @@ def resolve_job(job: BackupJob) -> Resolved:
         storage: BackupStorage
         if isinstance(cfg, LocalStorageConfig):
             storage = LocalStorage(cfg.backup_dir, cfg.label)
+        elif isinstance(cfg, SftpStorageConfig):
+            server = load_block(SftpServer, cfg.sftp_server, f"storages[{i}].sftp_server")
+            r.secrets += _secret_values(server)
+            storage = SftpStorage(server, cfg.backup_dir, cfg.label)
         else:
             store = load_block(ObjectStore, cfg.object_store, f"storages[{i}].object_store")
             r.secrets += _secret_values(store)
