@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from planning.backup_config import parse_job
 from tasks.approvals import request_approval
 from tasks.backup_jobs import resolve_job
+from tasks.restore_checks import RestoreIncomplete, inventory_markdown
 from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 
 
@@ -46,7 +47,13 @@ def restore_backup(
             operator's approval of the plan in the UI (a restore into new targets never asks).
 
     Returns:
-        ``{"backup_id", "storage", "actions", "dry_run", ...what was restored}``.
+        ``{"backup_id", "storage", "actions", "dry_run", "inventory": {"expected", "restored"},
+        ...what was restored}``.
+
+    Raises:
+        RestoreIncomplete: the restored copy lacks objects the backup's inventory lists (each one
+            named; for an overwrite the live database is left untouched when the trial copy /
+            temporary database failed the check).
     """
     logger = get_run_logger()
     cfg = parse_job(job)
@@ -66,14 +73,25 @@ def restore_backup(
             key=f"restore-{cfg.job}-{sel.backup_id}",
             auto_approve=auto_approve,
         )
-    done = restore_selected(
-        r,
-        sel,
-        target_database=target_database,
-        target_block=target_block,
-        target_dir=target_dir,
-        overwrite=overwrite,
-        etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+    try:
+        done = restore_selected(
+            r,
+            sel,
+            target_database=target_database,
+            target_block=target_block,
+            target_dir=target_dir,
+            overwrite=overwrite,
+            etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+        )
+    except RestoreIncomplete as exc:
+        table = inventory_markdown(exc.expected, exc.restored)
+        create_markdown_artifact(
+            markdown="\n".join([markdown, "", f"FAILED: {r.redact(str(exc))}", *table]),
+            description=f"restore {cfg.job}",
+        )
+        raise
+    table = inventory_markdown(done["inventory"]["expected"], done["inventory"]["restored"])
+    create_markdown_artifact(
+        markdown="\n".join([markdown, "", "Done.", *table]), description=f"restore {cfg.job}"
     )
-    create_markdown_artifact(markdown=markdown + "\n\nDone.", description=f"restore {cfg.job}")
     return {**done, "actions": actions, "dry_run": False}

@@ -411,13 +411,18 @@ def _inventory(r: Resolved, database: str) -> dict[str, Any]:
     return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
 
 
-def _compare(name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def _compare(
+    name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any], drift: list[str]
+) -> list[str]:
     """Every object of the source (before the dump) missing or different in the restored copy.
 
     Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
-    itself shows now (it changed during the dump) is drift, not a failure.
+    itself shows now (it changed during the dump) is drift, not a failure: it is added to ``drift``
+    (the manifest keeps it, so later restores accept the same difference).
     """
-    return compare_inventories(name, before, restored, now)
+    problems = compare_inventories(name, before, restored, now)
+    drift += [p for p in compare_inventories(name, before, restored) if p not in problems]
+    return problems
 
 
 @task(name="verify_backup", cache_policy=NO_CACHE)
@@ -447,7 +452,7 @@ def verify_backup(
 
     token = pysecrets.token_hex(3)
     problems: list[str] = []
-    record: dict[str, Any] = {"read_from": reader_label, "checks": {}}
+    record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
     if job.engine == "mysql":
         (part,) = parts
         dbs: list[str] = part.info["databases"]
@@ -457,7 +462,7 @@ def verify_backup(
                 restore_mysql(r.source_block, fh, rename=mapping)
             for d, scratch in mapping.items():
                 restored = mysql_inventory(r.source_block, scratch)
-                problems += _compare(d, before[d], restored, _inventory(r, d))
+                problems += _compare(d, before[d], restored, _inventory(r, d), record["drift"])
                 record["checks"][d] = restored
         except StateferryError as exc:
             problems.append(r.redact(f"restore into a scratch database failed: {exc}"))
@@ -474,7 +479,7 @@ def verify_backup(
                 with open_part(part.name) as fh:
                     restore_postgres(r.source_block, fh, scratch, part.info["format"])
                 restored = postgres_inventory(r.source_block, scratch)
-                problems += _compare(d, want, restored, _inventory(r, d))
+                problems += _compare(d, want, restored, _inventory(r, d), record["drift"])
                 record["checks"][d] = restored
             except StateferryError as exc:
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))

@@ -208,3 +208,32 @@ def inventory_table(before: dict[str, Any], restored: dict[str, Any] | None) -> 
             restored_count = count(got[kind]) if kind in got else "—"
             rows.append(f"| {database} | {kind} | {count(value)} | {restored_count} |")
     return rows
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, int | str | bool | float)
+
+
+def is_inventory(value: Any) -> bool:
+    """True when ``value`` has the shape of a manifest inventory (read back from storage: untrusted).
+
+    ``{section: {kind: [names] | {name: scalar} | scalar}}``; a section is a database, ``files`` or
+    ``etcd``.
+    """
+    if not isinstance(value, dict):
+        return False
+    for section, kinds in value.items():
+        if not isinstance(section, str) or not isinstance(kinds, dict):
+            return False
+        for kind, v in kinds.items():
+            if not isinstance(kind, str):
+                return False
+            if isinstance(v, list):
+                if not all(isinstance(n, str) for n in v):
+                    return False
+            elif isinstance(v, dict):
+                if not all(isinstance(k, str) and _scalar(x) for k, x in v.items()):
+                    return False
+            elif not _scalar(v):
+                return False
+    return True
