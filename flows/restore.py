@@ -28,6 +28,8 @@ def restore_backup(
     etcd_peer_url: str = "http://127.0.0.1:2380",
     etcd_initial_cluster: str | None = None,
     auto_approve: bool = False,
+    restore_globals: bool = False,
+    restore_users: bool = False,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
@@ -45,6 +47,11 @@ def restore_backup(
         etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
         auto_approve: with ``overwrite``, replace without asking; otherwise the run pauses for an
             operator's approval of the plan in the UI (a restore into new targets never asks).
+        restore_globals: PostgreSQL: apply the backup's roles and tablespaces first (existing ones
+            are kept; the backup's passwords and memberships are set; the restoring role itself is
+            never altered).
+        restore_users: MySQL/MariaDB backups taken with ``users: true``: create the missing users
+            and apply their grants after the databases.
 
     Returns:
         ``{"backup_id", "storage", "actions", "dry_run", "inventory": {"expected", "restored"},
@@ -59,7 +66,15 @@ def restore_backup(
     cfg = parse_job(job)
     r = resolve_job(cfg)
     sel = select_backup(r, backup, storage)
-    actions = plan_restore(r, sel, target_database, target_dir, overwrite)
+    actions = plan_restore(
+        r,
+        sel,
+        target_database,
+        target_dir,
+        overwrite,
+        restore_globals=restore_globals,
+        restore_users=restore_users,
+    )
     header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
     markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])
     if dry_run:
@@ -82,6 +97,7 @@ def restore_backup(
             target_dir=target_dir,
             overwrite=overwrite,
             etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+            restore_extra=restore_globals or restore_users,
         )
     except RestoreIncomplete as exc:
         table = inventory_markdown(exc.expected, exc.restored)

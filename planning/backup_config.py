@@ -203,6 +203,9 @@ class DatabaseSourceConfig(_SourceModel):
         description="MySQL/MariaDB: object kinds left out of the dump on purpose (default: none)",
     )
     format: Literal["custom", "plain"] = "custom"
+    globals: bool = Field(True, description="PostgreSQL: roles and tablespaces (pg_dumpall -g) too")
+    role_passwords: bool = Field(True, description="PostgreSQL globals: keep the roles' password hashes")
+    users: bool = Field(False, description="MySQL/MariaDB: users with grants on the databases, and grants")
     is_slave: bool = False
 
     @field_validator("is_slave")
@@ -438,6 +441,11 @@ def parse_job(data: Any) -> BackupJob:
         raise InputError(
             "sources[0].skip_objects", "applies to MySQL/MariaDB dumps only", "remove skip_objects"
         )
+    if isinstance(source, DatabaseSourceConfig):  # options of the other engine are refused
+        for key in ("users",) if engine != "mysql" else ("globals", "role_passwords"):
+            if key in src:
+                which = "MySQL/MariaDB" if key == "users" else "PostgreSQL"
+                raise InputError(f"sources[0].{key}", f"applies to {which} sources only", f"remove {key}")
     if isinstance(source, DatabaseSourceConfig) and source.extra_keys is not None:
         tool: Literal["mysqldump", "pg_dump"] = "mysqldump" if engine == "mysql" else "pg_dump"
         keys = check_extra_keys(tool, source.extra_keys, "sources[0].extra_keys")

@@ -35,6 +35,7 @@ from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
+from tasks.dump_extras import mysql_users_producer, pg_globals_producer
 from tasks.dumpers import (
     etcd_snapshot_producer,
     mysql_data_size,
@@ -335,6 +336,9 @@ def dump_to_storages(
                 },
             )
         )
+        if src.users:
+            meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
+            parts.append(("users.sql.gz", mysql_users_producer(r.source_block, dbs), meta))
     elif isinstance(src, DatabaseSourceConfig):
         ext = "pgdump" if src.format == "custom" else "sql"
         for d in source_facts["databases"]:
@@ -351,6 +355,10 @@ def dump_to_storages(
                     {"kind": "pg_dump", "database": d, "format": src.format},
                 )
             )
+        if src.globals:
+            meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
+            producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
+            parts.append(("globals.pgdumpall.gz", producer, meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             ("files.tar.gz", tar_producer(src.target, src.excludes), {"kind": "tar", "format": "tar"})
@@ -454,7 +462,7 @@ def verify_backup(
     problems: list[str] = []
     record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
     if job.engine == "mysql":
-        (part,) = parts
+        part = next(p for p in parts if "extra" not in p.info)  # users are not restored here
         dbs: list[str] = part.info["databases"]
         mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
         try:
@@ -471,6 +479,8 @@ def verify_backup(
                 mysql_drop_database(r.source_block, scratch)
     elif job.engine == "postgres":
         for part in parts:
+            if "extra" in part.info:  # globals are cluster-wide: checked at dump time (completion marker)
+                continue
             d = part.info["database"]
             scratch = f"sfverify_{token}_{d}"[:63]
             want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken

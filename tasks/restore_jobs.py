@@ -23,6 +23,7 @@ from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
 from tasks.restore_checks import InventoryCheck
+from tasks.restore_extras import restore_mysql_users, restore_pg_globals
 from tasks.restore_ops import (
     etcd_snapshot_status,
     mysql_database_exists,
@@ -235,7 +236,14 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
 
 
 def plan_restore(
-    r: Resolved, sel: Selected, target_database: str | None, target_dir: str | None, overwrite: bool
+    r: Resolved,
+    sel: Selected,
+    target_database: str | None,
+    target_dir: str | None,
+    overwrite: bool,
+    *,
+    restore_globals: bool = False,
+    restore_users: bool = False,
 ) -> list[str]:
     """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
 
@@ -255,6 +263,22 @@ def plan_restore(
             "give a plain database name",
         )
     actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
+    extra = extra_part(m)
+    for asked, kind, field, engine_name in (
+        (restore_globals, "globals", "restore_globals", "postgres"),
+        (restore_users, "users", "restore_users", "mysql"),
+    ):
+        if not asked:
+            continue
+        if engine != engine_name or extra is None or extra["extra"] != kind:
+            raise InputError(
+                field,
+                f"backup {sel.backup_id} ({engine}) holds no {kind} part",
+                f"omit {field}; {kind} are backed up by {engine_name} jobs"
+                + (" (globals: true, the default)" if kind == "globals" else " with users: true"),
+            )
+    if restore_globals:
+        actions.append("restore roles and tablespaces (globals) first; existing ones are kept")
     if engine in ("mysql", "postgres"):
         dbs = main_parts(m)[0]["databases"] if engine == "mysql" else [p["database"] for p in main_parts(m)]
         if target_database and len(dbs) != 1:
@@ -267,6 +291,8 @@ def plan_restore(
             name = target_database or d
             verb = "replace" if overwrite else "create (must not exist)"
             actions.append(f"{verb} database {name!r} from {d!r}")
+        if restore_users:
+            actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
     else:
         if not target_dir:
             raise InputError(
@@ -287,6 +313,7 @@ def restore_selected(
     target_dir: str | None,
     overwrite: bool,
     etcd: dict[str, Any],
+    restore_extra: bool = False,
 ) -> dict[str, Any]:
     """Restore the selected backup after checking its sha256.
 
@@ -305,6 +332,9 @@ def restore_selected(
     what = f"restore of {r.job.job}/{sel.backup_id}"
     with verified_parts(r, sel) as files:
         part = main_parts(sel.manifest)[0]
+        extra = extra_part(sel.manifest) if restore_extra else None
+        if extra is not None and engine == "postgres":  # roles first: the dumps' owners and grants
+            done["globals"] = restore_pg_globals(db, files[extra["name"]], extra)
         if engine == "mysql":
             done["databases"] = _restore_mysql_checked(
                 db, sel, files[part["name"]], target_database, overwrite, check
@@ -331,9 +361,8 @@ def restore_selected(
                     shutil.rmtree(dest)
                 restore_etcd_snapshot(snap, dest, **etcd)
             done["data_dir"] = str(dest)
-        extra = extra_part(sel.manifest)
-        if extra is not None:
-            done["extra_part"] = extra["extra"]
+        if extra is not None and engine == "mysql":
+            done["users"] = restore_mysql_users(db, files[extra["name"]], extra)
     done["inventory"] = check.record()
     return done
 

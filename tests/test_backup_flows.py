@@ -217,7 +217,8 @@ def test_postgres_round_trip(
     result = scheduled_backup(job)
     assert result["failed"] == {}
     assert result["verification"]["checks"][name]["tables"] == {"public.files": 501}
-    assert [p["database"] for p in result["parts"]] == [name, second]
+    assert [p.get("database") for p in result["parts"]] == [name, second, None]
+    assert result["parts"][2]["name"] == "globals.pgdumpall.gz"  # roles next to the dumps (issue 18)
     pg_exec(db, f'DROP DATABASE "{name}"', f'DROP DATABASE "{second}"')
     out = restore_backup(job, storage=result["good"][1])
     assert out["databases"] == [name, second]
