@@ -49,8 +49,8 @@ from tasks.dumpers import (
     tree_digest,
 )
 from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
+from tasks.restore_checks import etcd_data_dir_problems, etcd_inventory
 from tasks.restore_ops import (
-    etcd_snapshot_status,
     mysql_drop_database,
     postgres_drop_database,
     postgres_recreate_database,
@@ -504,8 +504,7 @@ def verify_backup(
             got = tree_digest(scratch_dir)
             want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
             record["checks"]["files"] = got
-            if got != want:
-                problems.append(f"restored tree differs: expected {want}, got {got}")
+            problems += compare_inventories("files", want, got)
         except StateferryError as exc:
             problems.append(f"extracting the archive failed: {exc}")
         finally:
@@ -514,12 +513,11 @@ def verify_backup(
         (part,) = parts
         with open_part(part.name) as fh, spooled_snapshot(fh) as snap:
             try:
-                status = etcd_snapshot_status(snap)
+                status = etcd_inventory(snap)
                 data_dir = snap.parent / "restored"
                 restore_etcd_snapshot(snap, data_dir)
                 record["checks"]["etcd"] = status
-                if not (data_dir / "member" / "snap" / "db").exists():
-                    problems.append("etcd snapshot restore produced no member/snap/db")
+                problems += etcd_data_dir_problems(data_dir, status)
             except StateferryError as exc:
                 problems.append(f"etcd snapshot restore failed: {exc}")
     if problems:

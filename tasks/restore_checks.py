@@ -8,10 +8,15 @@ A difference the backup's own verification accepted as the source's drift during
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import PermanentError
 from tasks.inventory import compare_inventories, inventory_table
+from tasks.restore_ops import etcd_snapshot_status, spooled_snapshot
 
 
 class RestoreIncomplete(PermanentError):
@@ -111,3 +116,43 @@ def inventory_markdown(expected: dict[str, Any], restored: dict[str, Any]) -> li
     rows = inventory_table(expected, restored)
     rows[0] = "| database | kind | backup (manifest) | restored |"
     return ["", "## Inventory (backup / restored)", "", *rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# etcd: key count and revision of a snapshot and of a data dir restored from it
+
+ETCD_KEYS = ("totalKey", "revision", "hash")
+
+
+def etcd_inventory(snapshot: Path) -> dict[str, Any]:
+    """``{"totalKey", "revision", "hash"}`` of a snapshot file (``etcdctl snapshot status``)."""
+    status = etcd_snapshot_status(snapshot)
+    return {k: status.get(k) for k in ETCD_KEYS}
+
+
+def etcd_data_dir_problems(data_dir: Path, want: dict[str, Any]) -> list[str]:
+    """The data dir restored from a snapshot must be at the snapshot's revision and hold at least its
+    keys (``snapshot restore`` rewrites the membership, so the hash differs and etcd's own
+    bookkeeping may add a key)."""
+    db = data_dir / "member" / "snap" / "db"
+    if not db.exists():
+        return [f"etcd: {data_dir} holds no member/snap/db after the restore"]
+    got = etcd_snapshot_status(db)
+    problems = compare_inventories(
+        "etcd data dir",
+        {"etcd": {"revision": want.get("revision")}},
+        {"etcd": {"revision": got.get("revision")}},
+    )
+    if int(got.get("totalKey") or 0) < int(want.get("totalKey") or 0):
+        problems.append(
+            f"etcd data dir: {got.get('totalKey')} keys restored, {want.get('totalKey')} in the snapshot"
+        )
+    return problems
+
+
+@task(name="etcd_backup_inventory", cache_policy=NO_CACHE)
+def etcd_backup_inventory(storage: Any, job: str, backup_id: str, part: str) -> dict[str, Any]:
+    """Key count, revision and hash of the (unpublished) snapshot part, for the manifest when no
+    verification ran."""
+    with storage.open_read(job, backup_id, part, published=False) as fh, spooled_snapshot(fh) as snap:
+        return etcd_inventory(snap)

@@ -22,10 +22,9 @@ from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
-from tasks.restore_checks import InventoryCheck
+from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
 from tasks.restore_extras import restore_mysql_users, restore_pg_globals
 from tasks.restore_ops import (
-    etcd_snapshot_status,
     mysql_database_exists,
     mysql_drop_database,
     postgres_database_exists,
@@ -354,12 +353,14 @@ def restore_selected(
         else:
             dest = Path(str(target_dir))
             with open(files[part["name"]], "rb") as fh, spooled_snapshot(fh) as snap:
-                status = etcd_snapshot_status(snap)
-                check.add("etcd", {k: status.get(k) for k in ("totalKey", "revision", "hash")})
+                status = etcd_inventory(snap)
+                check.add("etcd", status)
                 check.raise_if_problems(what, "nothing was restored")
                 if dest.exists() and overwrite:
                     shutil.rmtree(dest)
                 restore_etcd_snapshot(snap, dest, **etcd)
+            check.problems += etcd_data_dir_problems(dest, status)
+            check.raise_if_problems(what, f"the restored data dir is left in {dest} for inspection")
             done["data_dir"] = str(dest)
         if extra is not None and engine == "mysql":
             done["users"] = restore_mysql_users(db, files[extra["name"]], extra)

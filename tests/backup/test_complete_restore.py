@@ -130,7 +130,7 @@ def test_complete_postgres_restore_compares_and_refuses_before_swap(postgres: An
         msg = str(err.value)
         assert (
             f"{name}: table public.gone missing" in msg
-            and "large object (count) is 1 restored, 2 in the source" in msg
+            and "large objects is 1 restored, 2 in the source" in msg
         )
         assert "no database was touched" in msg
         assert pg_exec(db, "SELECT count(*) FROM t", database=name) == [(3,)]
