@@ -229,8 +229,10 @@ def test_postgres_round_trip(
         restore_backup(job, target_database=f"{name}_copy")
     with pytest.raises(PreconditionFailed, match="overwrite"):
         restore_backup(job)
-    restore_backup(job, overwrite=True, auto_approve=True)
+    out = restore_backup(job, overwrite=True, auto_approve=True, restore_globals=True)
     assert snap(name) == before
+    assert "postgres" in out["globals"]["existing_roles"]  # idempotent: existing roles are kept
+    assert out["inventory"]["restored"][name]["tables"] == {"public.files": 501}
     pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)', f'DROP DATABASE "{second}" WITH (FORCE)')
 
 
