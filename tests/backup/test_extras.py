@@ -122,3 +122,19 @@ def test_complete_mariadb_users_and_grants_round_trip(mariadb: Any, tmp_path: Pa
         mysql_exec(db, f"DROP DATABASE IF EXISTS {name}")
         for account in (f"'{user}'@'%'", f"'{reader}'@'localhost'", f"'{other}'@'%'"):
             mysql_exec(db, f"DROP USER IF EXISTS {account}")
+
+
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [("postgres", "users"), ("mysql", "globals"), ("mariadb", "role_passwords")],
+)
+def test_complete_extras_options_belong_to_their_engine(kind: str, key: str) -> None:
+    """``users`` is MySQL's, ``globals`` / ``role_passwords`` PostgreSQL's: elsewhere refused by name."""
+    from planning.backup_config import parse_job
+
+    job = {"job": "x", "type": kind, "storages": [{"storage": "local", "backup_dir": "/tmp/x"}]}
+    with pytest.raises(InputError) as err:
+        parse_job({**job, "sources": [{"connect": {"block": "b"}, key: True}]})
+    assert err.value.field == f"sources[0].{key}"
+    ok = parse_job({**job, "sources": [{"connect": {"block": "b"}}]}).source
+    assert ok.users is False and ok.globals is True and ok.role_passwords is True  # type: ignore[union-attr]
