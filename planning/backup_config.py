@@ -73,6 +73,8 @@ class StoreConfig(_Model):
         default=6, ge=0, le=6, description="0=Monday .. 6=Sunday, or the day's English name"
     )
     monthly_day: int = Field(default=1, ge=1, le=28)
+    count: int | None = Field(default=None, ge=1, description="keep the N newest good backups instead")
+    rotation: bool = Field(default=True, description="false: never delete on this storage")
 
     @model_validator(mode="before")
     @classmethod
@@ -81,6 +83,11 @@ class StoreConfig(_Model):
             data = dict(data)
             if "month" in data and "months" not in data:
                 data["months"] = data.pop("month")
+            mixed = [k for k in ("days", "weeks", "month", "months") if k in data]
+            if data.get("count") is not None and mixed:
+                raise InputError(
+                    mixed[0], "does not combine with count", "keep either count or days/weeks/months"
+                )
             wd = data.get("weekly_weekday")
             if isinstance(wd, str):
                 name = wd.strip().lower()
@@ -102,6 +109,8 @@ class StoreConfig(_Model):
             months=self.months,
             weekly_weekday=self.weekly_weekday,
             monthly_day=self.monthly_day,
+            count=self.count,
+            rotation=self.rotation,
         )
 
 

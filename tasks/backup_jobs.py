@@ -646,12 +646,15 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
         PermanentError: the plan would delete the new backup (never happens with the planner's rules).
     """
     storage = r.storages[label]
+    policy = r.storage_configs[label].store.policy()
+    if not policy.rotation:  # not even listed: a write-only bucket may refuse listing
+        return RetentionPlan((), note=f"Rotation is off on {label}: nothing was listed or deleted.")
     stored = storage.list_backups(r.job.job)
     tz = ZoneInfo(r.job.timezone)
     entries = [
         BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
     ]
-    plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
+    plan = plan_retention(entries, policy, now.astimezone(tz))
     good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
     protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
     if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):
