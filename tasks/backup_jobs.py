@@ -236,7 +236,10 @@ def preflight_storages(r: Resolved) -> dict[str, str]:
     errors: list[StateferryError] = []
     for i, (label, storage) in enumerate(r.storages.items()):
         try:
-            storage.check_writable(r.job.job)
+            for warning in storage.check_writable(
+                r.job.job, rotation=r.storage_configs[label].store.rotation
+            ):
+                log.warning("%s", r.redact(warning))
         except InputError as exc:
             err: StateferryError = InputError(f"storages[{i}].{exc.field}", r.redact(exc.problem), exc.fix)
             failed[label] = str(err)
