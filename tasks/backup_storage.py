@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from planning.backup_layout import check_backup_id, check_part_name, is_backup_id
-from planning.storage_probe import PROBE_NAME, Answer, judge_probe, must_create_bucket
+from planning.storage_probe import PROBE_NAME
 from stateferry.errors import InputError, PermanentError, StateferryError, translate
+from tasks.s3_probe import probe_s3
 
 if TYPE_CHECKING:
     from blocks.object_store import ObjectStore
@@ -377,34 +378,8 @@ class S3Storage:
                 is denied, etc.
         """
         context = f"checking that {self.label} ({self.store.url}) is writable"
-        key = self._key(job, PROBE_NAME)
-        bucket: Answer
-        try:
-            bucket = "ok" if self.client.bucket_exists(self.bucket) else "missing"
-        except Exception as exc:
-            if not _denied(exc):
-                raise translate(exc, context=context) from None
-            bucket = "denied"
-        put: Answer = "ok"
-        try:
-            if must_create_bucket(bucket):
-                self.client.make_bucket(self.bucket)
-            self.client.put_object(self.bucket, key, io.BytesIO(b"ok"), 2)
-        except Exception as exc:
-            if not _denied(exc):
-                raise translate(exc, context=context) from None
-            put = "denied"
-        delete: Answer | None = None
-        if put == "ok":
-            try:
-                self.client.remove_object(self.bucket, key)
-                delete = "ok"
-            except Exception as exc:
-                delete = "denied" if _denied(exc) else "error"
-        verdict = judge_probe(bucket, put, delete, rotation=rotation)
-        if not verdict.writable:
-            raise PermanentError(f"{context}: {verdict.problem}")
-        return [f"{self.label}: {w}" for w in verdict.warnings]
+        warnings = probe_s3(self.client, self.bucket, self._key(job, PROBE_NAME), context, rotation=rotation)
+        return [f"{self.label}: {w}" for w in warnings]
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Start a streaming multipart upload of ``<job>/<id>/<part>``."""
@@ -520,10 +495,3 @@ def iter_chunks(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
-
-
-def _denied(exc: Exception) -> bool:
-    """True when S3 answered "permission denied" (403 / AccessDenied)."""
-    code = str(getattr(exc, "code", "") or "")
-    status = getattr(getattr(exc, "response", None), "status", None)
-    return code in ("AccessDenied", "AllAccessDisabled", "Forbidden") or status == 403
