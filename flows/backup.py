@@ -44,6 +44,7 @@ from tasks.backup_jobs import (
 from tasks.backup_storage import LocalStorage
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
+from tasks.restore_checks import etcd_backup_inventory
 
 
 class BackupTargetsFailed(PermanentError):
@@ -210,6 +211,8 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
     etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
+    if cfg.engine == "etcd" and not etcd_status:  # no verification: still record what the snapshot holds
+        etcd_status = etcd_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
     if etcd_status:
         inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
     manifest = build_manifest(

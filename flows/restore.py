@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from planning.backup_config import parse_job
 from tasks.approvals import request_approval
 from tasks.backup_jobs import resolve_job
+from tasks.restore_checks import RestoreIncomplete, inventory_markdown
 from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 
 
@@ -27,6 +28,8 @@ def restore_backup(
     etcd_peer_url: str = "http://127.0.0.1:2380",
     etcd_initial_cluster: str | None = None,
     auto_approve: bool = False,
+    restore_globals: bool = False,
+    restore_users: bool = False,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
@@ -44,15 +47,34 @@ def restore_backup(
         etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
         auto_approve: with ``overwrite``, replace without asking; otherwise the run pauses for an
             operator's approval of the plan in the UI (a restore into new targets never asks).
+        restore_globals: PostgreSQL: apply the backup's roles and tablespaces first (existing ones
+            are kept; the backup's passwords and memberships are set; the restoring role itself is
+            never altered).
+        restore_users: MySQL/MariaDB backups taken with ``users: true``: create the missing users
+            and apply their grants after the databases.
 
     Returns:
-        ``{"backup_id", "storage", "actions", "dry_run", ...what was restored}``.
+        ``{"backup_id", "storage", "actions", "dry_run", "inventory": {"expected", "restored"},
+        ...what was restored}``.
+
+    Raises:
+        RestoreIncomplete: the restored copy lacks objects the backup's inventory lists (each one
+            named; for an overwrite the live database is left untouched when the trial copy /
+            temporary database failed the check).
     """
     logger = get_run_logger()
     cfg = parse_job(job)
     r = resolve_job(cfg)
     sel = select_backup(r, backup, storage)
-    actions = plan_restore(r, sel, target_database, target_dir, overwrite)
+    actions = plan_restore(
+        r,
+        sel,
+        target_database,
+        target_dir,
+        overwrite,
+        restore_globals=restore_globals,
+        restore_users=restore_users,
+    )
     header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
     markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])
     if dry_run:
@@ -66,14 +88,26 @@ def restore_backup(
             key=f"restore-{cfg.job}-{sel.backup_id}",
             auto_approve=auto_approve,
         )
-    done = restore_selected(
-        r,
-        sel,
-        target_database=target_database,
-        target_block=target_block,
-        target_dir=target_dir,
-        overwrite=overwrite,
-        etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+    try:
+        done = restore_selected(
+            r,
+            sel,
+            target_database=target_database,
+            target_block=target_block,
+            target_dir=target_dir,
+            overwrite=overwrite,
+            etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+            restore_extra=restore_globals or restore_users,
+        )
+    except RestoreIncomplete as exc:
+        table = inventory_markdown(exc.expected, exc.restored)
+        create_markdown_artifact(
+            markdown="\n".join([markdown, "", f"FAILED: {r.redact(str(exc))}", *table]),
+            description=f"restore {cfg.job}",
+        )
+        raise
+    table = inventory_markdown(done["inventory"]["expected"], done["inventory"]["restored"])
+    create_markdown_artifact(
+        markdown="\n".join([markdown, "", "Done.", *table]), description=f"restore {cfg.job}"
     )
-    create_markdown_artifact(markdown=markdown + "\n\nDone.", description=f"restore {cfg.job}")
     return {**done, "actions": actions, "dry_run": False}

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from planning.db_args import check_database_name, check_extra_keys
 from planning.notify_config import NotifyConfig
-from planning.retention import WEEKDAYS, RetentionPolicy
+from planning.store_config import StoreConfig
 from stateferry.errors import InputError
 
 #: nxs-backup's extra keys for mysqldump (the seed), plus --single-transaction added separately.
@@ -62,48 +62,6 @@ _SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "a
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class StoreConfig(_Model):
-    """Retention counts of one storage (nxs-backup's ``store:``; ``month`` accepted as alias)."""
-
-    days: int = Field(default=6, ge=0)
-    weeks: int = Field(default=4, ge=0)
-    months: int = Field(default=6, ge=0)
-    weekly_weekday: int = Field(
-        default=6, ge=0, le=6, description="0=Monday .. 6=Sunday, or the day's English name"
-    )
-    monthly_day: int = Field(default=1, ge=1, le=28)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "month" in data and "months" not in data:
-                data["months"] = data.pop("month")
-            wd = data.get("weekly_weekday")
-            if isinstance(wd, str):
-                name = wd.strip().lower()
-                matches = (
-                    [i for i, d in enumerate(WEEKDAYS) if d.startswith(name[:3])] if len(name) >= 3 else []
-                )
-                if len(matches) != 1:
-                    raise InputError(
-                        "weekly_weekday", f"{wd!r} is not a weekday", "use e.g. 'sunday' or 0..6"
-                    )
-                data["weekly_weekday"] = matches[0]
-        return data
-
-    def policy(self) -> RetentionPolicy:
-        """The planner's policy for these counts."""
-        return RetentionPolicy(
-            days=self.days,
-            weeks=self.weeks,
-            months=self.months,
-            weekly_weekday=self.weekly_weekday,
-            monthly_day=self.monthly_day,
-        )
 
 
 class LocalStorageConfig(_Model):
@@ -235,6 +193,9 @@ class DatabaseSourceConfig(_SourceModel):
         description="MySQL/MariaDB: object kinds left out of the dump on purpose (default: none)",
     )
     format: Literal["custom", "plain"] = "custom"
+    globals: bool = Field(True, description="PostgreSQL: roles and tablespaces (pg_dumpall -g) too")
+    role_passwords: bool = Field(True, description="PostgreSQL globals: keep the roles' password hashes")
+    users: bool = Field(False, description="MySQL/MariaDB: users with grants on the databases, and grants")
     is_slave: bool = False
 
     @field_validator("is_slave")
@@ -451,6 +412,11 @@ def parse_job(data: Any) -> BackupJob:
         raise InputError(
             "sources[0].skip_objects", "applies to MySQL/MariaDB dumps only", "remove skip_objects"
         )
+    if isinstance(source, DatabaseSourceConfig):  # options of the other engine are refused
+        for key in ("users",) if engine != "mysql" else ("globals", "role_passwords"):
+            if key in src:
+                which = "MySQL/MariaDB" if key == "users" else "PostgreSQL"
+                raise InputError(f"sources[0].{key}", f"applies to {which} sources only", f"remove {key}")
     if isinstance(source, DatabaseSourceConfig) and source.extra_keys is not None:
         tool: Literal["mysqldump", "pg_dump"] = "mysqldump" if engine == "mysql" else "pg_dump"
         keys = check_extra_keys(tool, source.extra_keys, "sources[0].extra_keys")

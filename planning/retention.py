@@ -17,6 +17,13 @@ dates in the timezone of the datetimes given, UTC in stateferry):
 * backups that are not good (failed / incomplete, e.g. left by a crashed run) are deleted once they
   are older than ``incomplete_grace`` (6 h): a younger one may belong to a run still in progress.
 
+Two more modes (nxs-backup issues #31 and #45):
+
+* **count** (``count=N``): the N newest good backups are kept, whatever their dates; days / weeks /
+  months are not used;
+* **rotation off** (``rotation=False``): nothing is deleted at all (not even incomplete backups) —
+  for storages that must not or cannot delete (a write-only bucket); the caller does not even list.
+
 The planner records every reason a backup is kept, so the plan can be shown and audited.
 """
 
@@ -39,6 +46,8 @@ class RetentionPolicy:
         months: number of calendar months for which the monthly day's backup is kept.
         weekly_weekday: 0=Monday .. 6=Sunday; the day whose backup becomes the weekly copy.
         monthly_day: day of month (1..28) whose backup becomes the monthly copy.
+        count: keep the ``count`` newest good backups instead of days/weeks/months (>= 1).
+        rotation: False = never delete anything on this storage.
     """
 
     days: int = 6
@@ -46,8 +55,14 @@ class RetentionPolicy:
     months: int = 6
     weekly_weekday: int = 6
     monthly_day: int = 1
+    count: int | None = None
+    rotation: bool = True
 
     def __post_init__(self) -> None:
+        if self.count is not None and (
+            not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1
+        ):
+            raise ValueError(f"store.count must be an integer >= 1, got {self.count!r}")
         for name in ("days", "weeks", "months"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -93,6 +108,7 @@ class RetentionPlan:
     """All decisions, newest first."""
 
     decisions: tuple[RetentionDecision, ...]
+    note: str = ""
 
     @property
     def keep(self) -> list[str]:
@@ -106,7 +122,8 @@ class RetentionPlan:
 
     def to_markdown(self) -> str:
         """Render the plan as a Markdown table (for a Prefect artifact)."""
-        lines = ["| backup | created | verdict | why |", "|---|---|---|---|"]
+        lines = [self.note, ""] if self.note else []
+        lines += ["| backup | created | verdict | why |", "|---|---|---|---|"]
         for d in self.decisions:
             verdict = "keep" if d.keep else "delete"
             lines.append(f"| {d.backup_id} | {d.created.isoformat()} | {verdict} | {'; '.join(d.reasons)} |")
@@ -147,6 +164,10 @@ def plan_retention(
     today = now.date()
     good = [b for b in entries if b.good]
     newest_good = good[0].backup_id if good else None
+    if not policy.rotation:
+        off = ("rotation off: nothing is deleted on this storage",)
+        return RetentionPlan(tuple(RetentionDecision(b.backup_id, b.created, True, off) for b in entries))
+    counted = {b.backup_id: i + 1 for i, b in enumerate(good[: policy.count or 0])}
 
     # The newest good backup of each calendar day (candidate weekly/monthly copy).
     newest_of_day: dict[dt.date, str] = {}
@@ -170,6 +191,16 @@ def plan_retention(
             continue
         if b.created > now:
             reasons.append("dated after now (clock skew): kept")
+        if policy.count is not None:
+            if b.backup_id in counted:
+                reasons.append(f"count copy ({counted[b.backup_id]} of the {policy.count} newest)")
+            if b.backup_id == newest_good:
+                reasons.append("newest good backup: never deleted")
+            verdict = (
+                (True, tuple(reasons)) if reasons else (False, (f"older than the {policy.count} newest",))
+            )
+            decisions.append(RetentionDecision(b.backup_id, b.created, *verdict))
+            continue
         age_days = (today - day).days
         if 0 <= age_days < policy.days:
             reasons.append(f"daily copy ({age_days} of {policy.days} days old)")

@@ -37,6 +37,7 @@ from stateferry.errors import InputError, PermanentError, StateferryError, Trans
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
+from tasks.dump_extras import mysql_users_producer, pg_globals_producer
 from tasks.dumpers import (
     etcd_snapshot_producer,
     mysql_data_size,
@@ -50,8 +51,8 @@ from tasks.dumpers import (
     tree_digest,
 )
 from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
+from tasks.restore_checks import etcd_data_dir_problems, etcd_inventory
 from tasks.restore_ops import (
-    etcd_snapshot_status,
     mysql_drop_database,
     postgres_drop_database,
     postgres_recreate_database,
@@ -242,7 +243,10 @@ def preflight_storages(r: Resolved) -> dict[str, str]:
     errors: list[StateferryError] = []
     for i, (label, storage) in enumerate(r.storages.items()):
         try:
-            storage.check_writable(r.job.job)
+            for warning in storage.check_writable(
+                r.job.job, rotation=r.storage_configs[label].store.rotation
+            ):
+                log.warning("%s", r.redact(warning))
         except InputError as exc:
             err: StateferryError = InputError(f"storages[{i}].{exc.field}", r.redact(exc.problem), exc.fix)
             failed[label] = str(err)
@@ -342,6 +346,9 @@ def dump_to_storages(
                 },
             )
         )
+        if src.users:
+            meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
+            parts.append(("users.sql.gz", mysql_users_producer(r.source_block, dbs), meta))
     elif isinstance(src, DatabaseSourceConfig):
         ext = "pgdump" if src.format == "custom" else "sql"
         for d in source_facts["databases"]:
@@ -358,6 +365,10 @@ def dump_to_storages(
                     {"kind": "pg_dump", "database": d, "format": src.format},
                 )
             )
+        if src.globals:
+            meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
+            producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
+            parts.append(("globals.pgdumpall.gz", producer, meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             ("files.tar.gz", tar_producer(src.target, src.excludes), {"kind": "tar", "format": "tar"})
@@ -418,13 +429,18 @@ def _inventory(r: Resolved, database: str) -> dict[str, Any]:
     return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
 
 
-def _compare(name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def _compare(
+    name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any], drift: list[str]
+) -> list[str]:
     """Every object of the source (before the dump) missing or different in the restored copy.
 
     Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
-    itself shows now (it changed during the dump) is drift, not a failure.
+    itself shows now (it changed during the dump) is drift, not a failure: it is added to ``drift``
+    (the manifest keeps it, so later restores accept the same difference).
     """
-    return compare_inventories(name, before, restored, now)
+    problems = compare_inventories(name, before, restored, now)
+    drift += [p for p in compare_inventories(name, before, restored) if p not in problems]
+    return problems
 
 
 @task(name="verify_backup", cache_policy=NO_CACHE)
@@ -454,9 +470,9 @@ def verify_backup(
 
     token = pysecrets.token_hex(3)
     problems: list[str] = []
-    record: dict[str, Any] = {"read_from": reader_label, "checks": {}}
+    record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
     if job.engine == "mysql":
-        (part,) = parts
+        part = next(p for p in parts if "extra" not in p.info)  # users are not restored here
         dbs: list[str] = part.info["databases"]
         mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
         try:
@@ -464,7 +480,7 @@ def verify_backup(
                 restore_mysql(r.source_block, fh, rename=mapping)
             for d, scratch in mapping.items():
                 restored = mysql_inventory(r.source_block, scratch)
-                problems += _compare(d, before[d], restored, _inventory(r, d))
+                problems += _compare(d, before[d], restored, _inventory(r, d), record["drift"])
                 record["checks"][d] = restored
         except StateferryError as exc:
             problems.append(r.redact(f"restore into a scratch database failed: {exc}"))
@@ -473,6 +489,8 @@ def verify_backup(
                 mysql_drop_database(r.source_block, scratch)
     elif job.engine == "postgres":
         for part in parts:
+            if "extra" in part.info:  # globals are cluster-wide: checked at dump time (completion marker)
+                continue
             d = part.info["database"]
             scratch = f"sfverify_{token}_{d}"[:63]
             want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
@@ -481,7 +499,7 @@ def verify_backup(
                 with open_part(part.name) as fh:
                     restore_postgres(r.source_block, fh, scratch, part.info["format"])
                 restored = postgres_inventory(r.source_block, scratch)
-                problems += _compare(d, want, restored, _inventory(r, d))
+                problems += _compare(d, want, restored, _inventory(r, d), record["drift"])
                 record["checks"][d] = restored
             except StateferryError as exc:
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
@@ -496,8 +514,7 @@ def verify_backup(
             got = tree_digest(scratch_dir)
             want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
             record["checks"]["files"] = got
-            if got != want:
-                problems.append(f"restored tree differs: expected {want}, got {got}")
+            problems += compare_inventories("files", want, got)
         except StateferryError as exc:
             problems.append(f"extracting the archive failed: {exc}")
         finally:
@@ -506,12 +523,11 @@ def verify_backup(
         (part,) = parts
         with open_part(part.name) as fh, spooled_snapshot(fh) as snap:
             try:
-                status = etcd_snapshot_status(snap)
+                status = etcd_inventory(snap)
                 data_dir = snap.parent / "restored"
                 restore_etcd_snapshot(snap, data_dir)
                 record["checks"]["etcd"] = status
-                if not (data_dir / "member" / "snap" / "db").exists():
-                    problems.append("etcd snapshot restore produced no member/snap/db")
+                problems += etcd_data_dir_problems(data_dir, status)
             except StateferryError as exc:
                 problems.append(f"etcd snapshot restore failed: {exc}")
     if problems:
@@ -640,12 +656,15 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
         PermanentError: the plan would delete the new backup (never happens with the planner's rules).
     """
     storage = r.storages[label]
+    policy = r.storage_configs[label].store.policy()
+    if not policy.rotation:  # not even listed: a write-only bucket may refuse listing
+        return RetentionPlan((), note=f"Rotation is off on {label}: nothing was listed or deleted.")
     stored = storage.list_backups(r.job.job)
     tz = ZoneInfo(r.job.timezone)
     entries = [
         BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
     ]
-    plan = plan_retention(entries, r.storage_configs[label].store.policy(), now.astimezone(tz))
+    plan = plan_retention(entries, policy, now.astimezone(tz))
     good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
     protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
     if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):

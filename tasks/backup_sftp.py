@@ -131,8 +131,8 @@ class SftpStorage:
                     "backup_dir", f"{cur} on {self.server.host} is not a directory", "fix the path"
                 )
 
-    def check_writable(self, job: str) -> None:
-        """Create the job directory and write a probe file, then remove it.
+    def check_writable(self, job: str, *, rotation: bool = True) -> list[str]:
+        """Create the job directory and write a probe file, then remove it (no warnings).
 
         Raises:
             InputError: naming ``backup_dir`` when the directory cannot be created or written.
@@ -143,6 +143,7 @@ class SftpStorage:
             with self.sftp.open(probe, "wb") as fh:
                 fh.write(b"ok")
             self.sftp.remove(probe)
+            return []
         except OSError as exc:
             raise InputError(
                 "backup_dir",

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from planning.backup_layout import check_backup_id, check_part_name, is_backup_id
+from planning.storage_probe import PROBE_NAME
 from stateferry.errors import InputError, PermanentError, StateferryError, translate
+from tasks.s3_probe import probe_s3
 
 if TYPE_CHECKING:
     from blocks.object_store import ObjectStore
@@ -76,8 +78,9 @@ class BackupStorage(Protocol):
 
     label: str
 
-    def check_writable(self, job: str) -> None:
-        """Fail with a clear error unless a backup could be written now."""
+    def check_writable(self, job: str, *, rotation: bool = True) -> list[str]:
+        """Fail with a clear error unless a backup could be written now; returns warnings (what
+        the storage refuses that retention would need)."""
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Start writing one part of an unpublished backup."""
@@ -140,8 +143,8 @@ class LocalStorage:
     def _job_dir(self, job: str) -> Path:
         return self.root / job
 
-    def check_writable(self, job: str) -> None:
-        """Create the job directory and write/remove a probe file.
+    def check_writable(self, job: str, *, rotation: bool = True) -> list[str]:
+        """Create the job directory and write/remove a probe file (no warnings).
 
         Raises:
             InputError: naming ``backup_dir`` when the directory cannot be created or written.
@@ -157,6 +160,7 @@ class LocalStorage:
                 f"{self.root} is not writable ({exc.strerror or exc})",
                 "create the directory and give the flow's user write access, or fix the path",
             ) from None
+        return []
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Open ``.partial-<id>/<part>`` for writing."""
@@ -363,22 +367,19 @@ class S3Storage:
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
-    def check_writable(self, job: str) -> None:
-        """Ensure the bucket exists and a probe object can be written and removed.
+    def check_writable(self, job: str, *, rotation: bool = True) -> list[str]:
+        """Ensure a backup can be written: the bucket exists (created when reported missing) and a
+        probe object (one fixed name per job) can be written. Removing it is tried but not needed: a
+        write-only bucket is writable (``planning/storage_probe.py``); what it refuses that
+        retention needs comes back as warnings.
 
         Raises:
-            StateferryError: (translated) when the server is down, credentials are wrong, etc.
+            StateferryError: (translated) when the server is down, credentials are wrong, writing
+                is denied, etc.
         """
-        key = self._key(job, f".probe-{uuid.uuid4().hex}")
-        try:
-            if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-            self.client.put_object(self.bucket, key, io.BytesIO(b"ok"), 2)
-            self.client.remove_object(self.bucket, key)
-        except Exception as exc:
-            raise translate(
-                exc, context=f"checking that {self.label} ({self.store.url}) is writable"
-            ) from None
+        context = f"checking that {self.label} ({self.store.url}) is writable"
+        warnings = probe_s3(self.client, self.bucket, self._key(job, PROBE_NAME), context, rotation=rotation)
+        return [f"{self.label}: {w}" for w in warnings]
 
     def open_part(self, job: str, backup_id: str, part: str) -> PartWriter:
         """Start a streaming multipart upload of ``<job>/<id>/<part>``."""

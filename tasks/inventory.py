@@ -159,7 +159,7 @@ def _describe(kind: str, value: Any) -> dict[str, Any]:
         return value
     if isinstance(value, list):
         return {name: True for name in value}
-    return {"(count)": value}
+    return {"": value}
 
 
 def compare_inventories(
@@ -171,22 +171,23 @@ def compare_inventories(
     the restored copy: the source changed while it was dumped, the dump is a snapshot in between.
 
     Returns:
-        One message per problem, e.g. ``"shop: event nightly_cleanup missing from the restored copy"``.
+        One message per problem, e.g. ``"shop: event nightly_cleanup missing from the restored copy"``,
+        ``"etcd: revision is 4 restored, 9 in the source"``.
     """
     problems: list[str] = []
     for kind in before:
         want = _describe(kind, before[kind])
-        got = _describe(kind, restored.get(kind, {} if isinstance(before[kind], dict) else []))
+        got = _describe(kind, restored.get(kind, {} if isinstance(before[kind], dict | list) else None))
         cur = _describe(kind, (now or {}).get(kind, before[kind]))
-        label = kind.rstrip("s").replace("_", " ")
+        scalar = not isinstance(before[kind], dict | list)
+        label = (kind if scalar else kind.rstrip("s")).replace("_", " ")
         for name, value in want.items():
+            what = f"{label} {name}" if name else label
             if name not in got:
                 if now is None or name in cur:
-                    problems.append(f"{database}: {label} {name} missing from the restored copy")
+                    problems.append(f"{database}: {what} missing from the restored copy")
             elif got[name] != value and (now is None or cur.get(name) != got[name]):
-                problems.append(
-                    f"{database}: {label} {name} is {got[name]!r} restored, {value!r} in the source"
-                )
+                problems.append(f"{database}: {what} is {got[name]!r} restored, {value!r} in the source")
         for name in got:
             if name not in want and name not in cur:
                 problems.append(f"{database}: unexpected {label} {name} in the restored copy")
@@ -208,3 +209,32 @@ def inventory_table(before: dict[str, Any], restored: dict[str, Any] | None) -> 
             restored_count = count(got[kind]) if kind in got else "—"
             rows.append(f"| {database} | {kind} | {count(value)} | {restored_count} |")
     return rows
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, int | str | bool | float)
+
+
+def is_inventory(value: Any) -> bool:
+    """True when ``value`` has the shape of a manifest inventory (read back from storage: untrusted).
+
+    ``{section: {kind: [names] | {name: scalar} | scalar}}``; a section is a database, ``files`` or
+    ``etcd``.
+    """
+    if not isinstance(value, dict):
+        return False
+    for section, kinds in value.items():
+        if not isinstance(section, str) or not isinstance(kinds, dict):
+            return False
+        for kind, v in kinds.items():
+            if not isinstance(kind, str):
+                return False
+            if isinstance(v, list):
+                if not all(isinstance(n, str) for n in v):
+                    return False
+            elif isinstance(v, dict):
+                if not all(isinstance(k, str) and _scalar(x) for k, x in v.items()):
+                    return False
+            elif not _scalar(v):
+                return False
+    return True

@@ -21,6 +21,9 @@ from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
+from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
+from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
+from tasks.restore_extras import restore_mysql_users, restore_pg_globals
 from tasks.restore_ops import (
     mysql_database_exists,
     mysql_drop_database,
@@ -54,6 +57,10 @@ _MANIFEST_FIX = "restore another backup: this manifest was not written by statef
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PG_DBNAME = re.compile(r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,62}$")
 _FIXED_PART = {"mysql": "mysql.sql.gz", "files": "files.tar.gz", "etcd": "snapshot.db.gz"}
+#: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
+#: database part can have) and MySQL users and grants.
+PG_GLOBALS_PART = "globals.pgdumpall.gz"
+MYSQL_USERS_PART = "users.sql.gz"
 
 
 def check_manifest(manifest: dict[str, Any]) -> None:
@@ -74,13 +81,21 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     parts = manifest.get("parts")
     if engine not in ("mysql", "postgres", "files", "etcd"):
         raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd")
-    if not isinstance(parts, list) or not parts or (engine != "postgres" and len(parts) != 1):
+    if not isinstance(parts, list) or not parts:
+        raise bad(f"field 'parts' must list the {engine} backup's part(s)")
+    extras = [p for p in parts if isinstance(p, dict) and "extra" in p]
+    main = [p for p in parts if not (isinstance(p, dict) and "extra" in p)]
+    if (engine != "postgres" and len(main) != 1) or not main or len(extras) > 1:
         raise bad(f"field 'parts' must list the {engine} backup's part(s)")
     for i, part in enumerate(parts):
         if not isinstance(part, dict):
             raise bad(f"parts[{i}] is not an object")
         name = part.get("name")
-        if engine == "postgres":
+        if "extra" in part:
+            want = {"postgres": PG_GLOBALS_PART, "mysql": MYSQL_USERS_PART}.get(engine, "")
+            if part["extra"] != {"postgres": "globals", "mysql": "users"}.get(engine):
+                raise bad(f"parts[{i}].extra {str(part['extra'])[:20]!r} does not fit a {engine} backup")
+        elif engine == "postgres":
             database, fmt = part.get("database"), part.get("format")
             if not isinstance(database, str) or not _PG_DBNAME.match(database):
                 raise bad(f"parts[{i}].database is not a database name")
@@ -95,10 +110,26 @@ def check_manifest(manifest: dict[str, Any]) -> None:
             raise bad(f"parts[{i}].sha256 is not a sha256 hex digest")
         if not isinstance(part.get("size"), int) or isinstance(part["size"], bool) or part["size"] < 0:
             raise bad(f"parts[{i}].size is not a byte count")
-        if engine == "mysql":
+        if engine == "mysql" and "extra" not in part:
             dbs = part.get("databases")
             if not isinstance(dbs, list) or not dbs or not all(isinstance(d, str) and d for d in dbs):
                 raise bad(f"parts[{i}].databases must list the dumped databases")
+    if manifest.get("inventory") is not None and not is_inventory(manifest["inventory"]):
+        raise bad("field 'inventory' is not an inventory")
+    verification = manifest.get("verification")
+    checks = verification.get("checks") if isinstance(verification, dict) else None
+    if checks is not None and not is_inventory(checks):
+        raise bad("field 'verification.checks' is not an inventory")
+
+
+def main_parts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts holding databases / files / the snapshot (not globals or users)."""
+    return [p for p in manifest["parts"] if "extra" not in p]
+
+
+def extra_part(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The globals (PostgreSQL) or users (MySQL) part, when the backup has one."""
+    return next((p for p in manifest["parts"] if "extra" in p), None)
 
 
 def _created(b: StoredBackup) -> dt.datetime:
@@ -204,7 +235,14 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
 
 
 def plan_restore(
-    r: Resolved, sel: Selected, target_database: str | None, target_dir: str | None, overwrite: bool
+    r: Resolved,
+    sel: Selected,
+    target_database: str | None,
+    target_dir: str | None,
+    overwrite: bool,
+    *,
+    restore_globals: bool = False,
+    restore_users: bool = False,
 ) -> list[str]:
     """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
 
@@ -224,8 +262,24 @@ def plan_restore(
             "give a plain database name",
         )
     actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
+    extra = extra_part(m)
+    for asked, kind, field, engine_name in (
+        (restore_globals, "globals", "restore_globals", "postgres"),
+        (restore_users, "users", "restore_users", "mysql"),
+    ):
+        if not asked:
+            continue
+        if engine != engine_name or extra is None or extra["extra"] != kind:
+            raise InputError(
+                field,
+                f"backup {sel.backup_id} ({engine}) holds no {kind} part",
+                f"omit {field}; {kind} are backed up by {engine_name} jobs"
+                + (" (globals: true, the default)" if kind == "globals" else " with users: true"),
+            )
+    if restore_globals:
+        actions.append("restore roles and tablespaces (globals) first; existing ones are kept")
     if engine in ("mysql", "postgres"):
-        dbs = m["parts"][0]["databases"] if engine == "mysql" else [p["database"] for p in m["parts"]]
+        dbs = main_parts(m)[0]["databases"] if engine == "mysql" else [p["database"] for p in main_parts(m)]
         if target_database and len(dbs) != 1:
             raise InputError(
                 "target_database",
@@ -236,6 +290,8 @@ def plan_restore(
             name = target_database or d
             verb = "replace" if overwrite else "create (must not exist)"
             actions.append(f"{verb} database {name!r} from {d!r}")
+        if restore_users:
+            actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
     else:
         if not target_dir:
             raise InputError(
@@ -256,6 +312,7 @@ def restore_selected(
     target_dir: str | None,
     overwrite: bool,
     etcd: dict[str, Any],
+    restore_extra: bool = False,
 ) -> dict[str, Any]:
     """Restore the selected backup after checking its sha256.
 
@@ -270,67 +327,121 @@ def restore_selected(
 
         db = load_block(Database, target_block, "target_block")
     done: dict[str, Any] = {"backup_id": sel.backup_id, "storage": sel.storage}
+    check = InventoryCheck(sel.manifest)
+    what = f"restore of {r.job.job}/{sel.backup_id}"
     with verified_parts(r, sel) as files:
+        part = main_parts(sel.manifest)[0]
+        extra = extra_part(sel.manifest) if restore_extra else None
+        if extra is not None and engine == "postgres":  # roles first: the dumps' owners and grants
+            done["globals"] = restore_pg_globals(db, files[extra["name"]], extra)
         if engine == "mysql":
-            part = sel.manifest["parts"][0]
-            dbs: list[str] = part["databases"]
-            rename = {dbs[0]: target_database} if target_database else {}
-            targets = [rename.get(d, d) for d in dbs]
-            existing = [t for t in targets if mysql_database_exists(db, t)]
-            if existing and not overwrite:
-                raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
-            if existing:
-                _prove_mysql_archive(db, files[part["name"]], dbs)
-            with open(files[part["name"]], "rb") as fh:
-                restore_mysql(db, fh, rename=rename)
-            done["databases"] = targets
+            done["databases"] = _restore_mysql_checked(
+                db, sel, files[part["name"]], target_database, overwrite, check
+            )
         elif engine == "postgres":
-            done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite)
+            done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite, check)
         elif engine == "files":
-            part = sel.manifest["parts"][0]
             dest = Path(str(target_dir))
             with open(files[part["name"]], "rb") as fh:
                 restore_files(fh, dest, overwrite=overwrite)
-            got = tree_digest(dest)
-            want = {k: part[k] for k in ("file_count", "total_bytes", "tree_sha256")}
             done["directory"] = str(dest)
-            done["tree"] = got
-            if not overwrite and got != want:
-                raise PermanentError(f"restored tree differs from the manifest: expected {want}, got {got}")
+            done["tree"] = tree_digest(dest)
+            if not overwrite:  # into a non-empty directory the tree holds more than the archive
+                facts = {k: part.get(k) for k in ("file_count", "total_bytes", "tree_sha256")}
+                check.add("files", done["tree"], fallback=facts)
+                check.raise_if_problems(what, f"the extracted files are left in {dest} for inspection")
         else:
-            part = sel.manifest["parts"][0]
             dest = Path(str(target_dir))
             with open(files[part["name"]], "rb") as fh, spooled_snapshot(fh) as snap:
+                status = etcd_inventory(snap)
+                check.add("etcd", status)
+                check.raise_if_problems(what, "nothing was restored")
                 if dest.exists() and overwrite:
                     shutil.rmtree(dest)
                 restore_etcd_snapshot(snap, dest, **etcd)
+            check.problems += etcd_data_dir_problems(dest, status)
+            check.raise_if_problems(what, f"the restored data dir is left in {dest} for inspection")
             done["data_dir"] = str(dest)
+        if extra is not None and engine == "mysql":
+            done["users"] = restore_mysql_users(db, files[extra["name"]], extra)
+    done["inventory"] = check.record()
     return done
 
 
-def _prove_mysql_archive(db: Any, path: Path, dbs: list[str]) -> None:
+def _mysql_problems(db: Any, check: InventoryCheck, names: dict[str, str]) -> None:
+    for source, restored in names.items():
+        check.add(source, mysql_inventory(db, restored))
+
+
+def _restore_mysql_checked(
+    db: Any, sel: Selected, path: Path, target_database: str | None, overwrite: bool, check: InventoryCheck
+) -> list[str]:
+    """Restore a MySQL/MariaDB archive and compare every restored database with the manifest.
+
+    Existing databases (``overwrite``) are touched only after a trial restore into temporary
+    databases held every object of the inventory; a new database whose restore or check failed is
+    dropped again (it did not exist before).
+    """
+    dbs: list[str] = main_parts(sel.manifest)[0]["databases"]
+    rename = {dbs[0]: target_database} if target_database else {}
+    targets = [rename.get(d, d) for d in dbs]
+    existing = [t for t in targets if mysql_database_exists(db, t)]
+    if existing and not overwrite:
+        raise PreconditionFailed(f"database(s) {existing} exist; drop them or pass overwrite=True")
+    what = f"restore of {sel.backup_id}"
+    if existing:
+        trial = InventoryCheck(sel.manifest)
+        _prove_mysql_archive(db, path, dbs, trial)
+        trial.raise_if_problems(f"{what} (trial copy)", "the live databases were not touched")
+    created = [t for t in targets if t not in existing]
+    try:
+        with open(path, "rb") as fh:
+            restore_mysql(db, fh, rename=rename)
+        _mysql_problems(db, check, dict(zip(dbs, targets, strict=True)))
+        check.raise_if_problems(
+            what,
+            "the live databases were replaced after a complete trial restore, yet differ now"
+            if existing
+            else "the new database(s) were dropped again",
+        )
+    except BaseException:
+        for t in created:
+            mysql_drop_database(db, t)
+        raise
+    return targets
+
+
+def _prove_mysql_archive(db: Any, path: Path, dbs: list[str], check: InventoryCheck) -> None:
     """Restore the archive into temporary databases first (then drop them), so an archive that does
-    not restore (version mismatch, corrupt SQL) fails before the dump's ``DROP DATABASE`` reaches
-    the live databases. Not yet a swap: MariaDB has no ``RENAME DATABASE``."""
+    not restore (version mismatch, corrupt SQL) or lacks objects of its inventory fails before the
+    dump's ``DROP DATABASE`` reaches the live databases. Not a swap: MariaDB has no ``RENAME
+    DATABASE``, and ``RENAME TABLE`` cannot move views, or tables with triggers, across databases."""
     token = secrets.token_hex(4)
     proof = {d: f"sfrestore_{token}_{i}" for i, d in enumerate(dbs)}
     try:
         with open(path, "rb") as fh:
             restore_mysql(db, fh, rename=proof)
+        _mysql_problems(db, check, proof)
     finally:
         for temp in proof.values():
             mysql_drop_database(db, temp)
 
 
 def _restore_postgres_parts(
-    db: Any, sel: Selected, files: dict[str, Path], target_database: str | None, overwrite: bool
+    db: Any,
+    sel: Selected,
+    files: dict[str, Path],
+    target_database: str | None,
+    overwrite: bool,
+    check: InventoryCheck,
 ) -> list[str]:
-    """Restore every part into a fresh temporary database, then swap each into place.
+    """Restore every part into a fresh temporary database, compare it with the manifest's
+    inventory, then swap each into place.
 
-    The live databases are touched only after every part restored: on any failure the temporary
-    databases are dropped and the live ones are as they were.
+    The live databases are touched only after every part restored completely: on any failure the
+    temporary databases are dropped and the live ones are as they were.
     """
-    parts = sel.manifest["parts"]
+    parts = main_parts(sel.manifest)
     targets = [target_database or p["database"] for p in parts]
     existing = [t for t in targets if postgres_database_exists(db, t)]
     if existing and not overwrite:
@@ -342,6 +453,8 @@ def _restore_postgres_parts(
             postgres_recreate_database(db, temp, drop=True)
             with open(files[part["name"]], "rb") as fh:
                 restore_postgres(db, fh, temp, part["format"])
+            check.add(part["database"], postgres_inventory(db, temp))
+        check.raise_if_problems(f"restore of {sel.backup_id}", "no database was touched")
         for i, (temp, name) in enumerate(zip(temps, targets, strict=True)):
             postgres_swap_in(db, temp, name, token=f"{token}_{i}")
     finally:

@@ -217,7 +217,8 @@ def test_postgres_round_trip(
     result = scheduled_backup(job)
     assert result["failed"] == {}
     assert result["verification"]["checks"][name]["tables"] == {"public.files": 501}
-    assert [p["database"] for p in result["parts"]] == [name, second]
+    assert [p.get("database") for p in result["parts"]] == [name, second, None]
+    assert result["parts"][2]["name"] == "globals.pgdumpall.gz"  # roles next to the dumps (issue 18)
     pg_exec(db, f'DROP DATABASE "{name}"', f'DROP DATABASE "{second}"')
     out = restore_backup(job, storage=result["good"][1])
     assert out["databases"] == [name, second]
@@ -228,8 +229,10 @@ def test_postgres_round_trip(
         restore_backup(job, target_database=f"{name}_copy")
     with pytest.raises(PreconditionFailed, match="overwrite"):
         restore_backup(job)
-    restore_backup(job, overwrite=True, auto_approve=True)
+    out = restore_backup(job, overwrite=True, auto_approve=True, restore_globals=True)
     assert snap(name) == before
+    assert "postgres" in out["globals"]["existing_roles"]  # idempotent: existing roles are kept
+    assert out["inventory"]["restored"][name]["tables"] == {"public.files": 501}
     pg_exec(db, f'DROP DATABASE "{name}" WITH (FORCE)', f'DROP DATABASE "{second}" WITH (FORCE)')
 
 

@@ -226,3 +226,84 @@ def test_edge_cases(entries: list[BackupEntry], now: dt.datetime, keep: list[str
 def test_bad_policy(kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RetentionPolicy(**kwargs)
+
+
+def _entries(*days: str, bad: tuple[str, ...] = ()) -> list[BackupEntry]:
+    return [BackupEntry(_bid(_day(d)), _day(d), good=d not in bad) for d in days]
+
+
+@pytest.mark.parametrize(
+    ("policy", "days", "bad", "kept"),
+    [
+        # count mode: the N newest good backups, dates do not matter
+        (
+            RetentionPolicy(count=2),
+            ("2025-01-01", "2025-03-01", "2025-06-01"),
+            (),
+            ["2025-06-01", "2025-03-01"],
+        ),
+        (RetentionPolicy(count=5), ("2025-01-01", "2025-03-01"), (), ["2025-03-01", "2025-01-01"]),
+        # failed backups do not count and are deleted; the newest good one stays with count=1
+        (
+            RetentionPolicy(count=1),
+            ("2025-01-01", "2025-01-02", "2025-01-03"),
+            ("2025-01-03",),
+            ["2025-01-02"],
+        ),
+        # rotation off: nothing deleted, not even an old incomplete backup or one a year old
+        (
+            RetentionPolicy(days=1, weeks=0, months=0, rotation=False),
+            ("2024-01-01", "2025-01-01", "2025-01-02"),
+            ("2024-01-01",),
+            ["2025-01-02", "2025-01-01", "2024-01-01"],
+        ),
+        (
+            RetentionPolicy(count=1, rotation=False),
+            ("2025-01-01", "2025-01-02"),
+            (),
+            ["2025-01-02", "2025-01-01"],
+        ),
+    ],
+)
+def test_count_retention_and_rotation_off(
+    policy: RetentionPolicy, days: tuple[str, ...], bad: tuple[str, ...], kept: list[str]
+) -> None:
+    plan = plan_retention(_entries(*days, bad=bad), policy, now=_day("2025-07-01", 12))
+    assert plan.keep == [_bid(_day(d)) for d in kept]
+    reasons = {d.backup_id: d.reasons for d in plan.decisions}
+    if not policy.rotation:
+        assert all("rotation off" in r[0] for r in reasons.values())
+    elif policy.count:
+        assert reasons[plan.keep[0]][0].startswith("count copy (1 of the")
+        assert all(
+            reasons[b] in (("not a good backup",), (f"older than the {policy.count} newest",))
+            for b in plan.delete
+        )
+
+
+def test_count_retention_simulated_year() -> None:
+    """Daily runs over a year with count=7 leave exactly the last 7 days."""
+    left = _simulate("2025-01-01", "2025-12-31", RetentionPolicy(count=7))
+    assert left == [f"2025-12-{d}" for d in range(25, 32)]
+
+
+@pytest.mark.parametrize(
+    ("store", "field"),
+    [({"count": 0}, "count"), ({"count": 3, "days": 2}, "days"), ({"count": 3, "month": 2}, "months")],
+)
+def test_count_retention_config_refusals(store: dict[str, int], field: str) -> None:
+    from planning.backup_config import parse_job
+    from stateferry.errors import InputError
+
+    job = {"job": "x", "type": "files", "sources": [{"target": ["/tmp"]}]}
+    with pytest.raises(InputError) as err:
+        parse_job({**job, "storages": [{"storage": "local", "backup_dir": "/b", "store": store}]})
+    assert err.value.field.endswith(f"store.{field}")
+    ok = parse_job(
+        {
+            **job,
+            "storages": [{"storage": "local", "backup_dir": "/b", "store": {"count": 3, "rotation": False}}],
+        }
+    )
+    policy = ok.enabled_storages[0].store.policy()
+    assert policy.count == 3 and policy.rotation is False

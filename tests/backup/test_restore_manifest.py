@@ -28,6 +28,21 @@ def _pg(name: str, database: str = "app", fmt: str = "custom", **extra: Any) -> 
         },
         {"engine": "files", "parts": [{"name": "files.tar.gz", "sha256": _SHA, "size": 0}]},
         {"engine": "etcd", "parts": [{"name": "snapshot.db.gz", "sha256": _SHA, "size": 5}]},
+        {**_pg("app.pgdump.gz"), "inventory": {"app": {"tables": {"public.t": 3}, "views": ["v"]}}},
+        {
+            "engine": "postgres",
+            "parts": [
+                _pg("app.pgdump.gz")["parts"][0],
+                {"name": "globals.pgdumpall.gz", "extra": "globals", "sha256": _SHA, "size": 3},
+            ],
+        },
+        {
+            "engine": "mysql",
+            "parts": [
+                {"name": "mysql.sql.gz", "databases": ["a"], "sha256": _SHA, "size": 1},
+                {"name": "users.sql.gz", "extra": "users", "sha256": _SHA, "size": 1},
+            ],
+        },
     ],
 )
 def test_layout_manifests_pass(manifest: dict[str, Any]) -> None:
@@ -51,6 +66,29 @@ def test_layout_manifests_pass(manifest: dict[str, Any]) -> None:
         ({"engine": "shell", "parts": []}, "'engine'"),
         ({"engine": "mysql", "parts": []}, "'parts'"),
         ({"engine": "mysql", "parts": [{"name": "mysql.sql.gz", "sha256": _SHA, "size": 1}]}, "databases"),
+        ({**_pg("app.pgdump.gz"), "inventory": {"app": {"tables": {"t": [1]}}}}, "'inventory'"),
+        ({**_pg("app.pgdump.gz"), "inventory": ["app"]}, "'inventory'"),
+        ({**_pg("app.pgdump.gz"), "verification": {"checks": {"app": "x"}}}, "verification.checks"),
+        (  # the globals part under another name, or a users part in a PostgreSQL backup
+            {
+                "engine": "postgres",
+                "parts": [
+                    _pg("app.pgdump.gz")["parts"][0],
+                    {"name": "../g.gz", "extra": "globals", "sha256": _SHA, "size": 3},
+                ],
+            },
+            r"parts\[1\].name",
+        ),
+        (
+            {
+                "engine": "postgres",
+                "parts": [
+                    _pg("app.pgdump.gz")["parts"][0],
+                    {"name": "users.sql.gz", "extra": "users", "sha256": _SHA, "size": 3},
+                ],
+            },
+            r"parts\[1\].extra",
+        ),
     ],
 )
 def test_foreign_manifests_refused(manifest: dict[str, Any], what: str) -> None:

@@ -61,6 +61,7 @@ def _replace_local_part(local: Path, job: dict[str, Any], backup_id: str, raw_sq
     data = gzip.compress(raw_sql)
     (folder / part["name"]).write_bytes(data)
     part["sha256"], part["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    manifest["inventory"] = None  # the archive now holds other rows: an inventory-less (older) manifest
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
