@@ -119,7 +119,7 @@ def _job(**over: object) -> dict[str, object]:
             "storages[0].store.weekly_weekday",
             "sunday",
         ),
-        (_job(storages=[{"storage": "ftp", "backup_dir": "/b"}]), "storages[0].storage", "local or s3"),
+        (_job(storages=[{"storage": "ftp", "backup_dir": "/b"}]), "storages[0].storage", "local, s3 or sftp"),
         (
             _job(storages=[{"storage": "local", "backup_dir": "relative"}]),
             "storages[0].backup_dir",
@@ -161,6 +161,21 @@ def _job(**over: object) -> dict[str, object]:
             _job(type="postgres", sources=[{"connect": {"block": "db"}, "format": "zip"}]),
             "sources[0].format",
             "",
+        ),
+        (
+            _job(storages=[{"storage": "sftp", "sftp_server": "ssh", "backup_dir": "srv/b"}]),
+            "storages[0].backup_dir",
+            "absolute",
+        ),
+        (
+            _job(storages=[{"storage": "sftp", "sftp_server": "ssh", "backup_dir": "/srv/../etc"}]),
+            "storages[0].backup_dir",
+            "..",
+        ),
+        (
+            _job(storages=[{"storage": "sftp", "sftp_server": "-oProxyCommand=x", "backup_dir": "/b"}]),
+            "storages[0].sftp_server",
+            "SftpServer",
         ),
         (_job(notify={"on_success": True}), "notify", "notify.email"),
         (

@@ -281,6 +281,7 @@ def test_register_save_and_read_back_through_the_api(prefect_server: LocalPrefec
         "stateferry-object-store",
         "stateferry-etcd-cluster",
         "stateferry-database",
+        "stateferry-sftp-server",
     }
     name = f"t-{uuid.uuid4().hex[:8]}"
     ObjectStore(**S3_OK).save(f"{name}-s3")
@@ -322,3 +323,30 @@ def test_kube_client_errors_name_the_field() -> None:
     with pytest.raises(InputError, match="kubeconfig: context 'source' cannot be loaded") as info:
         KubeCluster(kubeconfig=SecretStr(yaml.safe_dump(broken))).api_client()
     assert TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"known_hosts": "not a key line"}, "known_hosts"),
+        ({"known_hosts": ""}, "known_hosts"),
+        ({"password": None, "private_key": None}, "private_key"),
+        ({"host": "bad host!"}, "host"),
+        ({"username": " "}, "username"),
+    ],
+)
+def test_sftp_server_block_refuses_what_cannot_connect_safely(fields: dict[str, Any], field: str) -> None:
+    from blocks.sftp import SftpServer
+
+    ok: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "username": "backup",
+        "password": SecretStr(SECRET),
+        "known_hosts": "[127.0.0.1]:2222 ssh-ed25519"
+        " AAAAC3NzaC1lZDI1NTE5AAAAIE5ekR0izn3VG7po5Xzr2eY1/M+pO5numoGjEIdeMQT2",
+    }
+    SftpServer(**ok)  # the baseline is valid
+    with pytest.raises(pydantic.ValidationError) as info:
+        SftpServer(**{**ok, **fields})
+    assert field in str(info.value) and SECRET not in str(info.value)
