@@ -300,7 +300,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("local", "s3") or "[" in str(part):
+        elif part in ("local", "s3", "sftp") or "[" in str(part):
             continue
         else:
             out += ("." if out else "") + str(part)
