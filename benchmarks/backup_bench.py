@@ -1,5 +1,6 @@
-"""Benchmark: back up a ~1 GB MariaDB database to local + S3 with ``scheduled_backup``, against
-``mysqldump | gzip > file`` measured in the same run on the same data.
+"""Benchmark: back up a ~1 GB MariaDB database to local + S3 with ``scheduled_backup`` (gzip and
+zstd), against ``mysqldump | gzip > file`` and ``mysqldump | zstd > file`` in the same run on the same
+data.
 
 Starts its own MariaDB, SeaweedFS S3 and Prefect server in a temp directory (all removed at the end)
 and prints a table: wall time, throughput (raw dump bytes per second), stored size, and peak memory
@@ -135,67 +136,77 @@ def main(argv: list[str] | None = None) -> int:
         )
         cnf.chmod(0o600)
         dump = find_tool("mariadb-dump", "mysqldump")
-        out = work / "baseline.sql.gz"
-        cmd = (
+        shells = {
+            "gzip": f"gzip -6 > {work / 'baseline.sql.gz'}",
+            "zstd": f"zstd -q -T0 -3 > {work / 'baseline.sql.zst'}",
+        }
+        dump_cmd = (
             f"{dump} --defaults-extra-file={cnf} {DEFAULT_MYSQLDUMP_KEYS} --single-transaction"
             " --databases bench"
-            f" | tee >(wc -c > {work / 'raw.count'}) | gzip -6 > {out}"
+            f" | tee >(wc -c > {work / 'raw.count'}) | "
         )
-        job = {
-            "job": "bench",
-            "type": "mysql",
-            "sources": [{"connect": {"block": "bench-db"}, "target": ["bench"]}],
-            "storages": [
-                {
-                    "storage": "local",
-                    "backup_dir": str(work / "backups"),
-                    "store": {"days": 0, "weeks": 0, "months": 0},
-                },
-                {
-                    "storage": "s3",
-                    "object_store": "bench-s3",
-                    "bucket_name": "backups",
-                    "backup_dir": "bench",
-                    "store": {"days": 0, "weeks": 0, "months": 0},
-                },
-            ],
-        }
-        base_times: list[float] = []
-        flow_times: list[float] = []
+
+        def job(compression: str) -> dict[str, Any]:
+            return {
+                "job": f"bench-{compression}",
+                "type": "mysql",
+                "compression": compression,
+                "sources": [{"connect": {"block": "bench-db"}, "target": ["bench"]}],
+                "storages": [
+                    {
+                        "storage": "local",
+                        "backup_dir": str(work / "backups"),
+                        "store": {"days": 0, "weeks": 0, "months": 0},
+                    },
+                    {
+                        "storage": "s3",
+                        "object_store": "bench-s3",
+                        "bucket_name": "backups",
+                        "backup_dir": "bench",
+                        "store": {"days": 0, "weeks": 0, "months": 0},
+                    },
+                ],
+            }
+
+        times: dict[str, list[float]] = {}
+        stored: dict[str, int] = {}
         growth: list[int] = []
-        raw = stored_base = stored_flow = 0
+        raw = 0
         base_rss = 0
         for rnd in range(args.rounds):
-            # 1. baseline: mysqldump | gzip > file (same keys, same gzip level), one local file only
-            t0 = time.monotonic()
-            subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
-            base_times.append(time.monotonic() - t0)
-            time.sleep(0.2)
-            raw = int((work / "raw.count").read_text().strip() or 0)
-            stored_base = out.stat().st_size
-            out.unlink()
-            # 2. stateferry: scheduled_backup streaming to local + S3 at once (retention 0: keeps the newest)
-            base_rss = _rss_kib("VmRSS")
-            _reset_peak_rss()
-            t0 = time.monotonic()
-            result = scheduled_backup(job)
-            flow_times.append(time.monotonic() - t0)
-            growth.append(_rss_kib("VmHWM") - base_rss)
-            stored_flow = int(result["parts"][0]["size"])
+            for codec, tail in shells.items():
+                # the shell: mysqldump | gzip/zstd > file (same keys), one local file only
+                t0 = time.monotonic()
+                subprocess.run(["bash", "-o", "pipefail", "-c", dump_cmd + tail], check=True)
+                times.setdefault(f"shell {codec}", []).append(time.monotonic() - t0)
+                time.sleep(0.2)
+                raw = int((work / "raw.count").read_text().strip() or 0)
+                out = work / ("baseline.sql.gz" if codec == "gzip" else "baseline.sql.zst")
+                stored[f"shell {codec}"] = out.stat().st_size
+                out.unlink()
+                # stateferry: scheduled_backup streaming to local + S3 at once (retention 0: keeps the newest)
+                base_rss = _rss_kib("VmRSS")
+                _reset_peak_rss()
+                t0 = time.monotonic()
+                result = scheduled_backup(job(codec))
+                times.setdefault(f"stateferry {codec}", []).append(time.monotonic() - t0)
+                growth.append(_rss_kib("VmHWM") - base_rss)
+                stored[f"stateferry {codec}"] = int(result["parts"][0]["size"])
             print(
-                f"round {rnd + 1}: baseline {base_times[-1]:.1f} s, stateferry {flow_times[-1]:.1f} s",
+                f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
                 flush=True,
             )
         tools_rss = _children_maxrss_kib()
+        names = {
+            "shell gzip": "shell: mysqldump | gzip -6 > file",
+            "shell zstd": "shell: mysqldump | zstd -T0 -3 > file",
+            "stateferry gzip": "stateferry scheduled_backup gzip (ISA-L) -> local + S3",
+            "stateferry zstd": "stateferry scheduled_backup zstd (-3, all cores) -> local + S3",
+        }
+        py_growth = f"{max(growth) / 1024:.0f} MiB over {base_rss / 1024:.0f} MiB"
         results = [
-            ("shell: mysqldump, gzip -6 > file", min(base_times), raw, stored_base, "n/a (shell)"),
-            (
-                "stateferry scheduled_backup -> local + S3",
-                min(flow_times),
-                raw,
-                stored_flow,
-                f"{max(growth) / 1024:.0f} MiB over {base_rss / 1024:.0f} MiB",
-            ),
+            (names[k], min(v), raw, stored[k], py_growth if k.startswith("stateferry") else "n/a (shell)")
+            for k, v in times.items()
         ]
 
         print()
@@ -207,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         head = ("method", "wall s", "raw MiB/s", "stored MiB", "python peak RSS growth")
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
-        for name, secs, raw_b, stored, py in results:
-            print(f"| {name} | {secs:.1f} | {raw_b / 2**20 / secs:.1f} | {stored / 2**20:.0f} | {py} |")
-        print(
-            f"\nstateferry vs the gzip shell: {min(base_times) / min(flow_times):.2f}x the speed "
-            f"(>= 1.0 is faster), {stored_flow / max(stored_base, 1):.3f}x the stored size"
-        )
+        for name, secs, raw_b, size_b, py in results:
+            print(f"| {name} | {secs:.1f} | {raw_b / 2**20 / secs:.1f} | {size_b / 2**20:.0f} | {py} |")
+        base = min(times["shell gzip"])
+        print("\nspeed relative to the gzip shell (>= 1.0 is faster):")
+        for k, v in times.items():
+            size = stored[k] / max(stored["shell gzip"], 1)
+            print(f"  {k}: {base / min(v):.2f}x, stored {size:.3f}x the size")
         return 0
     finally:
         for server in reversed(servers):

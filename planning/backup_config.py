@@ -28,14 +28,17 @@ Every problem is reported as :class:`stateferry.errors.InputError` naming the fi
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planning.db_args import check_database_name, check_extra_keys
 from planning.notify_config import NotifyConfig
-from planning.store_config import StoreConfig
+from planning.storage_config import (
+    AnyStorageConfig,
+    StorageConfig,
+)
 from stateferry.errors import InputError
 
 #: nxs-backup's extra keys for mysqldump (the seed), plus --single-transaction added separately.
@@ -64,106 +67,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-class LocalStorageConfig(_Model):
-    """A directory on the machine (or PV) running the flow."""
-
-    storage: Literal["local"]
-    enable: bool = True
-    name: str | None = None
-    backup_dir: str
-    store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @field_validator("backup_dir")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise InputError(
-                "backup_dir", f"{v!r} is not an absolute path", "give an absolute directory path"
-            )
-        return v.rstrip("/") or "/"
-
-    @property
-    def label(self) -> str:
-        """Human name used in reports (``local:/path`` unless named)."""
-        return self.name or f"local:{self.backup_dir}"
-
-
-class S3StorageConfig(_Model):
-    """A bucket + key prefix on an S3 server described by a saved ``ObjectStore`` block."""
-
-    storage: Literal["s3"]
-    enable: bool = True
-    name: str | None = None
-    object_store: str = Field(description="name of a saved ObjectStore block")
-    bucket_name: str = Field(alias="bucket_name")
-    backup_dir: str = ""
-    store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "bucket" in data and "bucket_name" not in data:
-                data["bucket_name"] = data.pop("bucket")
-            if "prefix" in data and "backup_dir" not in data:
-                data["backup_dir"] = data.pop("prefix")
-        return data
-
-    @field_validator("bucket_name")
-    @classmethod
-    def _bucket(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
-            raise InputError(
-                "bucket_name", f"{v!r} is not a valid S3 bucket name", "use 3-63 chars a-z 0-9 . -"
-            )
-        return v
-
-    @field_validator("backup_dir")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        return v.strip("/")
-
-    @property
-    def label(self) -> str:
-        """Human name used in reports (``s3:block/bucket/prefix`` unless named)."""
-        return self.name or f"s3:{self.object_store}/{self.bucket_name}/{self.backup_dir}".rstrip("/")
-
-
-class SftpStorageConfig(_Model):
-    """A directory on an SSH server, reached over SFTP with a saved ``SftpServer`` block."""
-
-    storage: Literal["sftp"]
-    enable: bool = True
-    name: str | None = None
-    sftp_server: str = Field(description="name of a saved SftpServer block")
-    backup_dir: str
-    store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @field_validator("sftp_server")
-    @classmethod
-    def _block_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
-            raise InputError("sftp_server", f"{v!r} is not a block name", "name a saved SftpServer block")
-        return v
-
-    @field_validator("backup_dir")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/") or "\x00" in v or ".." in v.split("/"):
-            raise InputError("backup_dir", f"{v!r} is not an absolute path without '..'", "fix the path")
-        return v.rstrip("/") or "/"
-
-    @property
-    def label(self) -> str:
-        """Human name used in reports (``sftp:block:/path`` unless named)."""
-        return self.name or f"sftp:{self.sftp_server}:{self.backup_dir}"
-
-
-AnyStorageConfig = LocalStorageConfig | S3StorageConfig | SftpStorageConfig
-StorageConfig = Annotated[AnyStorageConfig, Field(discriminator="storage")]
-
-
 class ConnectConfig(_Model):
     """Where the credentials are: the name of a saved block (never the password itself)."""
 
@@ -177,7 +80,12 @@ class _SourceModel(_Model):
     @classmethod
     def _gzip(cls, v: bool) -> bool:
         if not v:
-            raise InputError("gzip", "stateferry always stores gzip-compressed streams", "remove gzip: no")
+            raise InputError(
+                "gzip",
+                "stateferry always compresses (gzip or zstd)",
+                "remove gzip: no; for data that is already compressed use compression: zstd"
+                " with compression_level: 1 (zstd stores incompressible blocks as they are)",
+            )
         return v
 
 
@@ -269,7 +177,20 @@ class BackupJob(_Model):
     schedule: str | None = None
     timezone: str = "UTC"
     notify: NotifyConfig | None = None
+    compression: Literal["gzip", "zstd"] = "gzip"
+    compression_level: int | None = Field(default=None, description="gzip 0-3 (ISA-L), zstd 1-19")
     description: str = ""
+
+    @model_validator(mode="after")
+    def _level(self) -> BackupJob:
+        lo, hi = (0, 3) if self.compression == "gzip" else (1, 19)
+        if self.compression_level is not None and not lo <= self.compression_level <= hi:
+            raise InputError(
+                "compression_level",
+                f"{self.compression_level} is outside {lo}..{hi} for {self.compression}",
+                f"use {lo}..{hi} (gzip through ISA-L has levels 0-3; zstd 1-19) or leave it out",
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -326,7 +247,9 @@ def _input_error(exc: ValidationError, prefix: str = "") -> InputError:
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, InputError):
-        if not field.endswith(inner.field):
+        if field == "job":  # a whole-job check names its own field
+            field = prefix + inner.field
+        elif not field.endswith(inner.field):
             field = f"{field}.{inner.field}"
         return InputError(field, inner.problem, inner.fix)
     return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field))
@@ -478,6 +401,10 @@ def job_to_parameters(job: BackupJob) -> dict[str, Any]:
         out["timezone"] = job.timezone
     if job.notify:
         out["notify"] = job.notify.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if job.compression != "gzip":
+        out["compression"] = job.compression
+    if job.compression_level is not None:
+        out["compression_level"] = job.compression_level
     if job.description:
         out["description"] = job.description
     return out

@@ -13,9 +13,16 @@ from stateferry.errors import InputError
 
 #: ``YYYYMMDDTHHMMSSZ-xxxxxx`` as written by ``new_backup_id``.
 BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-#: one path component (no ``/`` or ``\\``, no control character, no leading dot), ending in ``.gz``:
-#: ``mysql.sql.gz``, ``files.tar.gz``, ``snapshot.db.gz``, ``<database>.pgdump.gz``, ``<database>.sql.gz``.
-PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.gz$")
+#: one path component (no ``/`` or ``\\``, no control character, no leading dot), ending in ``.gz`` or
+#: ``.zst`` (the job's compression): ``mysql.sql.gz``, ``files.tar.zst``, ``<database>.pgdump.gz``, ...
+PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.(gz|zst)$")
+#: compression -> part name suffix
+SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
+
+
+def part_name(base: str, compression: str) -> str:
+    """``base`` (e.g. ``mysql.sql``) with the suffix of ``compression`` (``gzip`` | ``zstd``)."""
+    return base + SUFFIX[compression]
 
 
 def is_backup_id(value: object) -> bool:
@@ -37,7 +44,8 @@ def check_part_name(value: object, field: str = "manifest.parts[].name") -> str:
     if not isinstance(value, str) or not PART_NAME_RE.match(value):
         raise InputError(
             field,
-            f"{str(value)[:80]!r} is not a part name (one file name ending in .gz, no '/', no leading '.')",
+            f"{str(value)[:80]!r} is not a part name"
+            " (one file name ending in .gz or .zst, no '/', no leading '.')",
             "the manifest was altered; restore another backup or from another storage",
         )
     return value

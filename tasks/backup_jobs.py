@@ -21,18 +21,11 @@ from zoneinfo import ZoneInfo
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.backup_config import (
-    AnyStorageConfig,
-    BackupJob,
-    DatabaseSourceConfig,
-    EtcdSourceConfig,
-    FilesSourceConfig,
-    LocalStorageConfig,
-    SftpStorageConfig,
-)
-from planning.backup_layout import check_part_name, is_backup_id
+from planning.backup_config import BackupJob, DatabaseSourceConfig, EtcdSourceConfig, FilesSourceConfig
+from planning.backup_layout import check_part_name, is_backup_id, part_name
 from planning.db_args import is_safe_database_name
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
+from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
@@ -335,7 +328,7 @@ def dump_to_storages(
         dbs = source_facts["databases"]
         parts.append(
             (
-                "mysql.sql.gz",
+                part_name("mysql.sql", job.compression),
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
                 {
                     "kind": "mysqldump",
@@ -348,13 +341,14 @@ def dump_to_storages(
         )
         if src.users:
             meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
-            parts.append(("users.sql.gz", mysql_users_producer(r.source_block, dbs), meta))
+            users = mysql_users_producer(r.source_block, dbs)
+            parts.append((part_name("users.sql", job.compression), users, meta))
     elif isinstance(src, DatabaseSourceConfig):
         ext = "pgdump" if src.format == "custom" else "sql"
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    check_part_name(f"{d}.{ext}.gz", "sources[0].target"),
+                    check_part_name(part_name(f"{d}.{ext}", job.compression), "sources[0].target"),
                     pg_dump_producer(
                         r.source_block,
                         d,
@@ -368,13 +362,23 @@ def dump_to_storages(
         if src.globals:
             meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
             producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
-            parts.append(("globals.pgdumpall.gz", producer, meta))
+            parts.append((part_name("globals.pgdumpall", job.compression), producer, meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
-            ("files.tar.gz", tar_producer(src.target, src.excludes), {"kind": "tar", "format": "tar"})
+            (
+                part_name("files.tar", job.compression),
+                tar_producer(src.target, src.excludes),
+                {"kind": "tar", "format": "tar"},
+            )
         )
     else:
-        parts.append(("snapshot.db.gz", etcd_snapshot_producer(r.source_block), {"kind": "etcd-snapshot"}))
+        parts.append(
+            (
+                part_name("snapshot.db", job.compression),
+                etcd_snapshot_producer(r.source_block),
+                {"kind": "etcd-snapshot"},
+            )
+        )
 
     failed: dict[str, str] = {}
     results: list[PartResult] = []
@@ -396,6 +400,8 @@ def dump_to_storages(
                 name,
                 producer,
                 writers,
+                compression=job.compression,
+                level=job.compression_level,
                 redact=r.redact,
                 progress=progress.reporter(name),
             )
@@ -572,7 +578,7 @@ def build_manifest(
         "status": "good",
         "started": started.isoformat(),
         "finished": finished.isoformat(),
-        "compression": "gzip",
+        "compression": r.job.compression,
         "source": {k: v for k, v in source_facts.items() if k != "password"},
         "size": sum(p.size for p in parts),
         "sha256": parts[0].sha256 if len(parts) == 1 else _combined_sha(parts),

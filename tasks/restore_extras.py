@@ -16,7 +16,7 @@ from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, StateferryError
 from tasks.dumpers import find_tool, postgres_env, redactor
 from tasks.restore_checks import RestoreIncomplete
-from tasks.restore_ops import RestoreFailed, _feed, gunzip_chunks, restore_mysql
+from tasks.restore_ops import RestoreFailed, _feed, decompress_chunks, restore_mysql
 
 if TYPE_CHECKING:
     from blocks.database import Database
@@ -49,7 +49,7 @@ def restore_pg_globals(db: Database, path: Path, part: dict[str, Any]) -> dict[s
     """
     raw = bytearray()
     with open(path, "rb") as fh:
-        for chunk in guard_plain_sql(gunzip_chunks(fh)):
+        for chunk in guard_plain_sql(decompress_chunks(fh)):
             raw += chunk
             if len(raw) > MAX_GLOBALS_BYTES:
                 raise InputError(

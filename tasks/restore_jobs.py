@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from planning.backup_layout import SUFFIX
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
@@ -56,19 +57,21 @@ class Selected:
 _MANIFEST_FIX = "restore another backup: this manifest was not written by stateferry (or was altered)"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PG_DBNAME = re.compile(r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,62}$")
-_FIXED_PART = {"mysql": "mysql.sql.gz", "files": "files.tar.gz", "etcd": "snapshot.db.gz"}
+#: part names without the compression suffix (``.gz`` / ``.zst``, from the manifest's ``compression``)
+_FIXED_PART = {"mysql": "mysql.sql", "files": "files.tar", "etcd": "snapshot.db"}
 #: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
 #: database part can have) and MySQL users and grants.
-PG_GLOBALS_PART = "globals.pgdumpall.gz"
-MYSQL_USERS_PART = "users.sql.gz"
+PG_GLOBALS_PART = "globals.pgdumpall"
+MYSQL_USERS_PART = "users.sql"
 
 
 def check_manifest(manifest: dict[str, Any]) -> None:
     """Refuse a manifest whose parts do not follow the backup layout (pure).
 
-    A part's name must be the one the layout gives it (``mysql.sql.gz``, ``files.tar.gz``,
-    ``snapshot.db.gz``, ``<database>.pgdump.gz`` / ``<database>.sql.gz``), so it can never name a
-    path outside the backup; sizes and digests must be well-formed.
+    A part's name must be the one the layout gives it (``mysql.sql``, ``files.tar``, ``snapshot.db``,
+    ``<database>.pgdump`` / ``<database>.sql``, plus ``.gz`` or ``.zst`` as the manifest's
+    ``compression`` says), so it can never name a path outside the backup; sizes and digests must be
+    well-formed.
 
     Raises:
         InputError: field ``backup``, naming the offending manifest field.
@@ -79,8 +82,11 @@ def check_manifest(manifest: dict[str, Any]) -> None:
 
     engine = manifest.get("engine")
     parts = manifest.get("parts")
+    compression = manifest.get("compression", "gzip")
     if engine not in ("mysql", "postgres", "files", "etcd"):
         raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd")
+    if compression not in SUFFIX:
+        raise bad(f"field 'compression' is {str(compression)[:20]!r}, not gzip/zstd")
     if not isinstance(parts, list) or not parts:
         raise bad(f"field 'parts' must list the {engine} backup's part(s)")
     extras = [p for p in parts if isinstance(p, dict) and "extra" in p]
@@ -101,9 +107,10 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 raise bad(f"parts[{i}].database is not a database name")
             if fmt not in ("custom", "plain"):
                 raise bad(f"parts[{i}].format must be custom or plain")
-            want = f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}.gz"
+            want = f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}"
         else:
             want = _FIXED_PART[engine]
+        want += SUFFIX[compression]
         if name != want:
             raise bad(f"parts[{i}].name {str(name)[:80]!r} is not the layout's name {want!r}")
         if not isinstance(part.get("sha256"), str) or not _SHA256.match(part["sha256"]):
@@ -191,7 +198,7 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
     """Yield part name -> local file whose sha256 matched the manifest.
 
     Local parts are hashed in place; S3 parts are downloaded into the restore's own temporary
-    directory (mode 0700) under a name of our own (``part-<n>.gz``), never the manifest's, and a
+    directory (mode 0700) under a name of our own (``part-<n>``), never the manifest's, and a
     part whose digest does not match is removed at once.
 
     Raises:
@@ -214,7 +221,7 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
                         h.update(chunk)
                         size += len(chunk)
             else:
-                path = tmp / f"part-{i}.gz"
+                path = tmp / f"part-{i}"
                 with storage.open_read(r.job.job, sel.backup_id, name) as src, open(path, "wb") as dst:
                     for chunk in iter(lambda src=src: src.read(CHUNK), b""):  # type: ignore[misc]
                         h.update(chunk)

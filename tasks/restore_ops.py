@@ -1,6 +1,7 @@
 """Restores (and the checks verification uses): databases, directories, etcd snapshots.
 
-Every restore reads a gzip stream; callers verify the stored sha256 first (:func:`sha256_of`).
+Every restore reads a gzip or zstd stream (:func:`decompress_chunks`); callers verify the stored sha256
+first (:func:`sha256_of`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+
+import zstandard
 
 from planning.db_args import pg_conninfo
 from planning.pg_plain_sql import guard_plain_sql
@@ -48,18 +51,65 @@ def sha256_of(fh: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def gunzip_chunks(fh: BinaryIO) -> Iterator[bytes]:
-    """Decompress a gzip stream chunk by chunk (constant memory)."""
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: largest output one step of decompression may produce (a crafted part cannot blow up memory)
+_MAX_OUT = 4 * 1024 * 1024
+#: zstd input per step: a zstd block (<= 128 KiB out) can be 4 bytes in, so 1 KiB in is <= 32 MiB out
+_ZSTD_STEP = 1024
+
+
+def decompress_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    """Decompress a part (gzip or zstd, told apart by their magic bytes) chunk by chunk.
+
+    Memory stays bounded whatever the part holds (a decompression bomb yields bounded chunks), and a
+    stream that ends before its end marker is refused.
+
+    Raises:
+        RestoreFailed: neither gzip nor zstd, or truncated.
+    """
+    head = fh.read(4)
+    if head[:2] == GZIP_MAGIC:
+        yield from _gunzip(head, fh)
+    elif head == ZSTD_MAGIC:
+        yield from _unzstd(head, fh)
+    else:
+        raise RestoreFailed("the part is neither gzip nor zstd data (corrupt, or not written by stateferry)")
+
+
+def _gunzip(head: bytes, fh: BinaryIO) -> Iterator[bytes]:
     d = zlib.decompressobj(31)
-    for chunk in iter(lambda: fh.read(CHUNK), b""):
-        out = d.decompress(chunk)
-        if out:
-            yield out
-    tail = d.flush()
-    if tail:
-        yield tail
+    data = head
+    while True:
+        while data:
+            out = d.decompress(data, _MAX_OUT)
+            data = d.unconsumed_tail
+            if out:
+                yield out
+            if d.eof:
+                break
+        if d.eof:
+            break
+        data = fh.read(CHUNK)
+        if not data:
+            break
     if not d.eof:
         raise RestoreFailed("the gzip stream is truncated")
+
+
+def _unzstd(head: bytes, fh: BinaryIO) -> Iterator[bytes]:
+    d = zstandard.ZstdDecompressor().decompressobj()
+    data = head
+    while data and not d.eof:
+        for i in range(0, len(data), _ZSTD_STEP):
+            out = d.decompress(data[i : i + _ZSTD_STEP])
+            if out:
+                yield out
+            if d.eof:
+                break
+        data = fh.read(CHUNK)
+    if not d.eof:
+        raise RestoreFailed("the zstd stream is truncated")
 
 
 def _feed(
@@ -180,7 +230,7 @@ def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None =
     with mysql_defaults_file(db) as cnf:
         _feed(
             [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch", *sandbox],
-            rename_databases(gunzip_chunks(fh), rename or {}),
+            rename_databases(decompress_chunks(fh), rename or {}),
             env=None,
             redact=redactor(db.password.get_secret_value()),
         )
@@ -239,7 +289,7 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
         argv = [find_tool("pg_restore"), "--exit-on-error", f"--dbname={target}"]
         if no_owner:
             argv.append("--no-owner")
-        _feed(argv, gunzip_chunks(fh), env=env, redact=redact)
+        _feed(argv, decompress_chunks(fh), env=env, redact=redact)
     elif fmt == "plain":
         argv = [
             find_tool("psql"),
@@ -251,7 +301,7 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
             "-f",
             "-",
         ]
-        _feed(argv, guard_plain_sql(gunzip_chunks(fh)), env=env, redact=redact)
+        _feed(argv, guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)
     else:
         raise InputError("backup", f"unknown PostgreSQL dump format {fmt!r} in the manifest", _MANIFEST_FIX)
 
@@ -341,7 +391,7 @@ def restore_files(fh: BinaryIO, target_dir: Path, *, overwrite: bool = False) ->
             f"restore target {target_dir} is not empty; choose an empty directory or pass overwrite=True"
         )
     target_dir.mkdir(parents=True, exist_ok=True)
-    reader = _ChunkReader(gunzip_chunks(fh))
+    reader = _ChunkReader(decompress_chunks(fh))
     with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
         tar.extractall(target_dir, filter="data")
 
@@ -357,7 +407,7 @@ def spooled_snapshot(fh: BinaryIO) -> Iterator[Path]:
     try:
         path = d / "snapshot.db"
         with open(path, "wb") as out:
-            for chunk in gunzip_chunks(fh):
+            for chunk in decompress_chunks(fh):
                 out.write(chunk)
         yield path
     finally:

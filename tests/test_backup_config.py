@@ -9,12 +9,11 @@ import pytest
 from planning.backup_config import (
     DEFAULT_MYSQLDUMP_KEYS,
     FilesSourceConfig,
-    LocalStorageConfig,
-    S3StorageConfig,
     job_to_parameters,
     parse_job,
     parse_job_yaml,
 )
+from planning.storage_config import LocalStorageConfig, S3StorageConfig
 from stateferry.errors import InputError
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "deployments" / "jobs"
@@ -177,6 +176,10 @@ def _job(**over: object) -> dict[str, object]:
             "storages[0].sftp_server",
             "SftpServer",
         ),
+        (_job(compression="xz"), "compression", ""),
+        (_job(compression="gzip", compression_level=6), "compression_level", "0..3"),
+        (_job(compression="zstd", compression_level=22), "compression_level", "1..19"),
+        (_job(sources=[{"connect": {"block": "db"}, "gzip": False}]), "sources[0].gzip", "zstd"),
         (_job(notify={"on_success": True}), "notify", "notify.email"),
         (
             _job(notify={"block": "custom-webhook/ops", "email": {"credentials": "m", "to": ["a@b.org"]}}),

@@ -282,6 +282,24 @@ def test_files_round_trip_with_excludes_and_dry_run(
     assert not (tmp_path / "out2").exists()
 
 
+def test_zstd_files_round_trip_on_local_and_s3(
+    prefect_server: Any, s3_block_name: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src" / "www"
+    src.mkdir(parents=True)
+    make_tree(src)
+    job = _job(f"zst-{_uid()}", "desc_files", {"target": [str(src)]}, tmp_path / "backups", s3_block_name)
+    job.update(compression="zstd", compression_level=6)
+    result = scheduled_backup(job)
+    assert result["failed"] == {} and result["parts"][0]["name"] == "files.tar.zst"
+    stored = tmp_path / "backups" / job["job"] / result["backup_id"] / "files.tar.zst"
+    assert stored.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    manifest = json.loads(stored.with_name("manifest.json").read_text())
+    assert manifest["compression"] == "zstd"
+    restore_backup(job, target_dir=str(tmp_path / "out"), storage=result["good"][1])  # from S3
+    assert tree_digest(tmp_path / "out")["tree_sha256"] == result["parts"][0]["tree_sha256"]
+
+
 # --------------------------------------------------------------------------------------------------
 # etcd
 

@@ -15,7 +15,7 @@ import pytest
 from tasks.backup_pipeline import AllTargetsFailed, FanOutSink, stream_part
 from tasks.backup_storage import LocalStorage
 from tasks.dumpers import DumpFailed, redactor, run_dump, tar_producer, tree_digest
-from tasks.restore_ops import RestoreFailed, gunzip_chunks, rename_databases, restore_files
+from tasks.restore_ops import RestoreFailed, decompress_chunks, rename_databases, restore_files
 
 B1, B2 = "20260101T000000Z-0000b1", "20260102T000000Z-0000b2"
 
@@ -105,7 +105,37 @@ def test_run_dump_exit_status_and_completion_marker(
 def test_truncated_gzip_is_detected() -> None:
     blob = gzip.compress(os.urandom(100_000))
     with pytest.raises(RestoreFailed, match="truncated"):
-        b"".join(gunzip_chunks(io.BytesIO(blob[: len(blob) // 2])))
+        b"".join(decompress_chunks(io.BytesIO(blob[: len(blob) // 2])))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_parts_round_trip_and_truncation_is_detected(compression: str) -> None:
+    from tasks.backup_pipeline import compressor
+
+    raw = os.urandom(300_000) + b"row,row,row\n" * 200_000
+    c = compressor(compression)
+    blob = c.compress(raw) + c.flush()
+    assert blob.startswith(b"\x28\xb5\x2f\xfd" if compression == "zstd" else b"\x1f\x8b")
+    assert b"".join(decompress_chunks(io.BytesIO(blob))) == raw
+    with pytest.raises(RestoreFailed, match="truncated"):
+        b"".join(decompress_chunks(io.BytesIO(blob[: len(blob) - 20])))
+
+
+def test_unknown_part_data_is_refused_and_a_bomb_stays_bounded() -> None:
+    import zstandard
+
+    with pytest.raises(RestoreFailed, match="neither gzip nor zstd"):
+        b"".join(decompress_chunks(io.BytesIO(b"-- plain SQL is not a part\n")))
+    # 2 GiB of zeros in a few hundred KiB: every chunk the decoder hands out stays small
+    bomb = zstandard.ZstdCompressor(level=19).compressobj()
+    zeros = b"\0" * (64 << 20)
+    blob = b"".join(bomb.compress(zeros) for _ in range(32)) + bomb.flush()
+    assert len(blob) < 1 << 20
+    biggest = total = 0
+    for chunk in decompress_chunks(io.BytesIO(blob)):
+        biggest = max(biggest, len(chunk))
+        total += len(chunk)
+    assert total == 32 * len(zeros) and biggest <= 32 << 20
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,120 @@
+"""Where a backup job stores its backups (pure: the storage models and their validation).
+
+``local`` (a directory), ``s3`` (a bucket + prefix through a saved ``ObjectStore`` block) and ``sftp``
+(a directory on an SSH server through a saved ``SftpServer`` block); each with its own retention
+(``store:``, planning/store_config.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from planning.store_config import StoreConfig
+from stateferry.errors import InputError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class LocalStorageConfig(_Model):
+    """A directory on the machine (or PV) running the flow."""
+
+    storage: Literal["local"]
+    enable: bool = True
+    name: str | None = None
+    backup_dir: str
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise InputError(
+                "backup_dir", f"{v!r} is not an absolute path", "give an absolute directory path"
+            )
+        return v.rstrip("/") or "/"
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``local:/path`` unless named)."""
+        return self.name or f"local:{self.backup_dir}"
+
+
+class S3StorageConfig(_Model):
+    """A bucket + key prefix on an S3 server described by a saved ``ObjectStore`` block."""
+
+    storage: Literal["s3"]
+    enable: bool = True
+    name: str | None = None
+    object_store: str = Field(description="name of a saved ObjectStore block")
+    bucket_name: str = Field(alias="bucket_name")
+    backup_dir: str = ""
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "bucket" in data and "bucket_name" not in data:
+                data["bucket_name"] = data.pop("bucket")
+            if "prefix" in data and "backup_dir" not in data:
+                data["backup_dir"] = data.pop("prefix")
+        return data
+
+    @field_validator("bucket_name")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
+            raise InputError(
+                "bucket_name", f"{v!r} is not a valid S3 bucket name", "use 3-63 chars a-z 0-9 . -"
+            )
+        return v
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``s3:block/bucket/prefix`` unless named)."""
+        return self.name or f"s3:{self.object_store}/{self.bucket_name}/{self.backup_dir}".rstrip("/")
+
+
+class SftpStorageConfig(_Model):
+    """A directory on an SSH server, reached over SFTP with a saved ``SftpServer`` block."""
+
+    storage: Literal["sftp"]
+    enable: bool = True
+    name: str | None = None
+    sftp_server: str = Field(description="name of a saved SftpServer block")
+    backup_dir: str
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("sftp_server")
+    @classmethod
+    def _block_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
+            raise InputError("sftp_server", f"{v!r} is not a block name", "name a saved SftpServer block")
+        return v
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or "\x00" in v or ".." in v.split("/"):
+            raise InputError("backup_dir", f"{v!r} is not an absolute path without '..'", "fix the path")
+        return v.rstrip("/") or "/"
+
+    @property
+    def label(self) -> str:
+        """Human name used in reports (``sftp:block:/path`` unless named)."""
+        return self.name or f"sftp:{self.sftp_server}:{self.backup_dir}"
+
+
+AnyStorageConfig = LocalStorageConfig | S3StorageConfig | SftpStorageConfig
+StorageConfig = Annotated[AnyStorageConfig, Field(discriminator="storage")]
