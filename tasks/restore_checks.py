@@ -100,7 +100,7 @@ class InventoryCheck:
         """Raise :class:`RestoreIncomplete` naming every problem (with what happened to the copy)."""
         if self.problems:
             raise RestoreIncomplete(
-                f"{what} is incomplete ({consequence}): " + "; ".join(self.problems),
+                f"{what} is incomplete ({consequence}): " + "; ".join(_printable(p) for p in self.problems),
                 self.expected,
                 self.restored,
             )
@@ -113,6 +113,11 @@ class InventoryCheck:
             "compared": [s for s, want in self.expected.items() if want and s not in self.not_compared],
             "not_compared": self.not_compared,
         }
+
+
+def _printable(text: str) -> str:
+    """Names in a manifest are untrusted: no control characters (log lines), bounded length."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]
 
 
 def _narrowed_sections(manifest: dict[str, Any]) -> dict[str, list[str]]:

@@ -171,3 +171,14 @@ def test_complete_narrowed_dump_is_not_compared(postgres: Any, tmp_path: Path) -
             f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
             f"DROP DATABASE IF EXISTS {name}_copy WITH (FORCE)",
         )
+
+
+def test_complete_restore_messages_keep_manifest_names_inert() -> None:
+    """A name from an (untrusted) manifest cannot add lines to the error or log."""
+    from tasks.restore_checks import InventoryCheck
+
+    check = InventoryCheck({"inventory": {"db": {"events": ["x\nINFO all good"]}}, "parts": []})
+    check.add("db", {"events": []})
+    with pytest.raises(RestoreIncomplete) as err:
+        check.raise_if_problems("restore", "nothing touched")
+    assert "\n" not in str(err.value) and "event x?INFO all good missing" in str(err.value)
