@@ -472,7 +472,7 @@ def verify_backup(
         mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
         try:
             with open_part(part.name) as fh:
-                restore_mysql(r.source_block, fh, rename=mapping)
+                restore_mysql(r.source_block, fh, rename=mapping, scratch=True)
             for d, scratch in mapping.items():
                 restored = mysql_inventory(r.source_block, scratch)
                 if part.info.get("narrowed_by"):  # the archive holds less than the database

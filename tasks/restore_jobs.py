@@ -420,7 +420,7 @@ def _prove_mysql_archive(db: Any, path: Path, dbs: list[str], check: InventoryCh
     proof = {d: f"sfrestore_{token}_{i}" for i, d in enumerate(dbs)}
     try:
         with open(path, "rb") as fh:
-            restore_mysql(db, fh, rename=proof)
+            restore_mysql(db, fh, rename=proof, scratch=True)
         _mysql_problems(db, check, proof)
     finally:
         for temp in proof.values():

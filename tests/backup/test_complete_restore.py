@@ -182,3 +182,42 @@ def test_complete_restore_messages_keep_manifest_names_inert() -> None:
     with pytest.raises(RestoreIncomplete) as err:
         check.raise_if_problems("restore", "nothing touched")
     assert "\n" not in str(err.value) and "event x?INFO all good missing" in str(err.value)
+
+
+def test_complete_scratch_copies_create_events_disabled(maria: Any, tmp_path: Path) -> None:
+    """Trial and verification copies get the events disabled (an event naming the original database
+    must not fire against it from a copy); a real restore keeps them enabled."""
+    from tasks.restore_ops import restore_mysql
+
+    db, name = maria
+    r = _resolved("mysql", db, name, tmp_path)
+    _publish(r, inventory_source.fn(r, [name]))
+    (part,) = tmp_path.glob("complete/*/mysql.sql.gz")
+    status = "SELECT status FROM information_schema.events WHERE event_schema = %s"
+    for scratch, want in ((True, "DISABLED"), (False, "ENABLED")):
+        mysql_exec(db, f"DROP DATABASE IF EXISTS {name}_copy")
+        with open(part, "rb") as fh:
+            restore_mysql(db, fh, rename={name: f"{name}_copy"}, scratch=scratch)
+        conn = db.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(status, (f"{name}_copy",))
+                assert cur.fetchall() == ((want,),)
+        finally:
+            conn.close()
+
+
+def test_complete_disable_events_touches_only_the_event_flag() -> None:
+    from tasks.restore_ops import disable_events
+
+    lines = [
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`%`*/ /*!50106 EVENT `ENABLE x` ON SCHEDULE"
+        b" EVERY 1 DAY STARTS '2026-01-01 00:00:00' ON COMPLETION NOT PRESERVE ENABLE"
+        b" COMMENT 'ENABLE' DO DELETE FROM a */ ;;",
+        b"INSERT INTO t VALUES ('ON COMPLETION PRESERVE ENABLE');",
+        b"/*!50106 CREATE*/ /*!50106 EVENT `e` ON SCHEDULE AT '2026-01-01'"
+        b" ON COMPLETION PRESERVE ENABLE DO SELECT 1",
+    ]
+    out = b"".join(disable_events(iter([b"\n".join(lines)[:50], b"\n".join(lines)[50:]]))).split(b"\n")
+    assert out[0].count(b"ENABLE") == 2 and b"PRESERVE DISABLE COMMENT 'ENABLE' DO" in out[0]
+    assert out[1] == lines[1] and out[2].endswith(b"PRESERVE DISABLE DO SELECT 1")
