@@ -109,6 +109,7 @@ def restore_backup(
         raise
     table = inventory_markdown(done["inventory"]["expected"], done["inventory"]["restored"])
     table += [f"- {name}: not compared, {why}" for name, why in done["inventory"]["not_compared"].items()]
+    table += [f"- note: {note}" for note in done["inventory"]["notes"]]
     create_markdown_artifact(
         markdown="\n".join([markdown, "", "Done.", *table]), description=f"restore {cfg.job}"
     )

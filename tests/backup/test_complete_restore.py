@@ -221,3 +221,23 @@ def test_complete_disable_events_touches_only_the_event_flag() -> None:
     out = b"".join(disable_events(iter([b"\n".join(lines)[:50], b"\n".join(lines)[50:]]))).split(b"\n")
     assert out[0].count(b"ENABLE") == 2 and b"PRESERVE DISABLE COMMENT 'ENABLE' DO" in out[0]
     assert out[1] == lines[1] and out[2].endswith(b"PRESERVE DISABLE DO SELECT 1")
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_complete_unverified_mysql_row_counts_are_notes(verified: bool) -> None:
+    """MySQL row counts are listed just before the dump: without a verification that reconciled
+    them, a different count is a note; a missing object always fails."""
+    from tasks.restore_checks import InventoryCheck
+
+    manifest = {
+        "engine": "mysql",
+        "parts": [],
+        "inventory": {"db": {"tables": {"t": 3, "u": 1}, "events": ["e"]}},
+        "verification": {"result": "ok", "checks": {}, "drift": []} if verified else None,
+    }
+    check = InventoryCheck(manifest)
+    found = check.add("db", {"tables": {"t": 5}, "events": ["e"]})
+    assert "db: table u missing from the restored copy" in found
+    count = "db: table t is 5 restored, 3 in the source"
+    assert (count in found) is verified
+    assert any(n.startswith(count) for n in check.record()["notes"]) is not verified
