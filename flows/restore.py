@@ -45,8 +45,9 @@ def restore_backup(
         etcd_name: member name for ``etcdctl snapshot restore``.
         etcd_peer_url: the member's peer URL.
         etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
-        auto_approve: with ``overwrite``, replace without asking; otherwise the run pauses for an
-            operator's approval of the plan in the UI (a restore into new targets never asks).
+        auto_approve: with ``overwrite`` (or ``restore_globals`` / ``restore_users``), go ahead
+            without asking; otherwise the run pauses for an operator's approval of the plan in the
+            UI (a restore into new targets without roles/users never asks).
         restore_globals: PostgreSQL: apply the backup's roles and tablespaces first (existing ones
             are kept; the backup's passwords and memberships are set; the restoring role itself is
             never altered).
@@ -81,9 +82,9 @@ def restore_backup(
         create_markdown_artifact(markdown=markdown, description=f"restore plan {cfg.job}")
         logger.info("dry run: %s", "; ".join(actions))
         return {"backup_id": sel.backup_id, "storage": sel.storage, "actions": actions, "dry_run": True}
-    if overwrite:
-        request_approval(
-            f"Overwrite with backup {sel.backup_id}",
+    if overwrite or restore_globals or restore_users:  # roles/users: existing ones get the backup's
+        request_approval(  # passwords and attributes again, a change to live state
+            f"{'Overwrite with' if overwrite else 'Restore roles/users of'} backup {sel.backup_id}",
             markdown,
             key=f"restore-{cfg.job}-{sel.backup_id}",
             auto_approve=auto_approve,
@@ -107,6 +108,8 @@ def restore_backup(
         )
         raise
     table = inventory_markdown(done["inventory"]["expected"], done["inventory"]["restored"])
+    table += [f"- {name}: not compared, {why}" for name, why in done["inventory"]["not_compared"].items()]
+    table += [f"- note: {note}" for note in done["inventory"]["notes"]]
     create_markdown_artifact(
         markdown="\n".join([markdown, "", "Done.", *table]), description=f"restore {cfg.job}"
     )

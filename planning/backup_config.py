@@ -47,6 +47,22 @@ DEFAULT_MYSQLDUMP_KEYS = (
     " --order-by-primary --hex-blob"
 )
 #: pg_dump options that would leave objects out of a dump (grants, comments, large objects).
+#: dump options after which the archive holds less than the database: an inventory of the whole
+#: database cannot be compared with what such a dump restores.
+_NARROWING = {
+    "mysql": ("--no-data", "--no-create-info", "--ignore-table"),
+    "postgres": (
+        "--schema-only",
+        "--data-only",
+        "--schema",
+        "--exclude-schema",
+        "--table",
+        "--exclude-table",
+        "--exclude-table-data",
+        "--section",
+        "--no-unlogged-table-data",
+    ),
+}
 _PG_INCOMPLETE = ("--no-privileges", "--no-acl", "--no-comments", "--no-blobs", "--no-large-objects")
 _ENGINES = {
     "mysql": "mysql",
@@ -121,6 +137,11 @@ class DatabaseSourceConfig(_SourceModel):
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
         return [check_database_name(name, "target") for name in v]
+
+    def narrowed_by(self, engine: str) -> list[str]:
+        """The options (names only) in ``extra_keys`` that leave part of the database out."""
+        names = [k.split("=", 1)[0] for k in self.dump_args(engine)]
+        return sorted({n for n in names if n in _NARROWING["mysql" if engine == "mysql" else "postgres"]})
 
     def dump_args(self, engine: str) -> list[str]:
         """Extra command-line keys for the dump tool."""

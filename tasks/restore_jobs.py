@@ -321,11 +321,27 @@ def restore_selected(
     etcd: dict[str, Any],
     restore_extra: bool = False,
 ) -> dict[str, Any]:
-    """Restore the selected backup after checking its sha256.
+    """Restore the selected backup after checking its sha256, then compare what was restored with
+    the manifest's inventory (``tasks/restore_checks.py``).
+
+    Args:
+        r: the resolved job.
+        sel: the chosen backup.
+        target_database: a new name (single-database backups).
+        target_block: a saved ``Database`` block to restore into.
+        target_dir: files / etcd data dir.
+        overwrite: replace existing databases / write into a non-empty directory.
+        etcd: ``snapshot restore`` member settings.
+        restore_extra: also the PostgreSQL globals (first) or the MySQL users (last).
+
+    Returns:
+        What was restored, with ``inventory``: ``{"expected", "restored", "compared",
+        "not_compared", "notes"}``.
 
     Raises:
         ChecksumMismatch: corrupt copy (nothing restored).
         PreconditionFailed: the target exists and ``overwrite`` is False.
+        RestoreIncomplete: an object of the inventory is missing or different (each one named).
     """
     engine = sel.manifest["engine"]
     db = r.source_block
@@ -349,11 +365,12 @@ def restore_selected(
             done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite, check)
         elif engine == "files":
             dest = Path(str(target_dir))
+            was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
             with open(files[part["name"]], "rb") as fh:
                 restore_files(fh, dest, overwrite=overwrite)
             done["directory"] = str(dest)
             done["tree"] = tree_digest(dest)
-            if not overwrite:  # into a non-empty directory the tree holds more than the archive
+            if was_empty:  # a non-empty directory holds more than the archive: not compared
                 facts = {k: part.get(k) for k in ("file_count", "total_bytes", "tree_sha256")}
                 check.add("files", done["tree"], fallback=facts)
                 check.raise_if_problems(what, f"the extracted files are left in {dest} for inspection")
@@ -427,7 +444,7 @@ def _prove_mysql_archive(db: Any, path: Path, dbs: list[str], check: InventoryCh
     proof = {d: f"sfrestore_{token}_{i}" for i, d in enumerate(dbs)}
     try:
         with open(path, "rb") as fh:
-            restore_mysql(db, fh, rename=proof)
+            restore_mysql(db, fh, rename=proof, scratch=True)
         _mysql_problems(db, check, proof)
     finally:
         for temp in proof.values():

@@ -182,6 +182,27 @@ def _rename_line(line: bytes, enc: dict[bytes, bytes]) -> bytes:
     return line[: m.start("name")] + enc[name] + line[m.end("name") :]
 
 
+_EVENT_LINE = re.compile(
+    rb"^(/\*!50106 CREATE\*/ (?:/\*!50117 DEFINER=.*?\*/ )?/\*!50106 EVENT `(?:[^`]|``)+`"
+    rb" ON SCHEDULE .*? ON COMPLETION (?:NOT )?PRESERVE )ENABLE\b"
+)
+
+
+def disable_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Create every event of a ``mysqldump --events`` stream DISABLED (for scratch copies: an event
+    whose body names the original database must not fire against it from a trial or verification
+    copy). Only mysqldump's own ``CREATE EVENT`` line shape is touched."""
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        lines = buf.split(b"\n")
+        buf = lines.pop()
+        if lines:
+            yield b"\n".join(_EVENT_LINE.sub(rb"\1DISABLE", line, count=1) for line in lines) + b"\n"
+    if buf:
+        yield _EVENT_LINE.sub(rb"\1DISABLE", buf, count=1)
+
+
 def mysql_database_exists(db: Database, name: str) -> bool:
     """True when the database exists."""
     conn = db.connect()
@@ -214,7 +235,9 @@ def _has_sandbox(client: str) -> bool:
     return "--sandbox" in out.stdout
 
 
-def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None = None) -> None:
+def restore_mysql(
+    db: Database, fh: BinaryIO, *, rename: dict[str, str] | None = None, scratch: bool = False
+) -> None:
     """Feed a gzip'd ``mysqldump --databases`` stream to the ``mysql`` client.
 
     The MariaDB client runs with ``--sandbox`` when it has it, so a ``\\!`` (shell), ``\\.``
@@ -224,13 +247,14 @@ def restore_mysql(db: Database, fh: BinaryIO, *, rename: dict[str, str] | None =
         db: the target server.
         fh: the stored part (gzip).
         rename: source database -> target database.
+        scratch: a trial / verification copy: events are created disabled (:func:`disable_events`).
     """
     client = find_tool("mariadb", "mysql")
     sandbox = ["--sandbox"] if _has_sandbox(client) else []
     with mysql_defaults_file(db) as cnf:
         _feed(
             [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch", *sandbox],
-            rename_databases(decompress_chunks(fh), rename or {}),
+            (disable_events if scratch else iter)(rename_databases(decompress_chunks(fh), rename or {})),
             env=None,
             redact=redactor(db.password.get_secret_value()),
         )

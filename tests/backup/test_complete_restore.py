@@ -150,3 +150,94 @@ def test_complete_restore_summary_shows_backup_and_restored() -> None:
     rows = inventory_markdown({"shop": {"events": ["nightly"]}}, {"shop": {"events": []}})
     assert "| database | kind | backup (manifest) | restored |" in rows
     assert "| shop | events | 1 | 0 |" in rows
+
+
+def test_complete_narrowed_dump_is_not_compared(postgres: Any, tmp_path: Path) -> None:
+    """A dump narrowed on purpose (``--exclude-table``) verifies and restores; its inventory
+    comparison is reported as not done instead of failing on the left-out table."""
+    db = pg_block(postgres)
+    name = "narrow_" + secrets.token_hex(3)
+    pg_exec(db, f"CREATE DATABASE {name}")
+    try:
+        pg_exec(db, "CREATE TABLE keep (x int)", "CREATE TABLE skip (x int)", database=name)
+        r = _resolved("postgres", db, name, tmp_path, extra_keys="--exclude-table=skip", globals=False)
+        _publish(r, inventory_source.fn(r, [name]))
+        done = _restore(r, target_database=f"{name}_copy")
+        assert done["inventory"]["not_compared"] == {name: "the dump was narrowed by --exclude-table"}
+        assert list(done["inventory"]["restored"][name]["tables"]) == ["public.keep"]
+    finally:
+        pg_exec(
+            db,
+            f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+            f"DROP DATABASE IF EXISTS {name}_copy WITH (FORCE)",
+        )
+
+
+def test_complete_restore_messages_keep_manifest_names_inert() -> None:
+    """A name from an (untrusted) manifest cannot add lines to the error or log."""
+    from tasks.restore_checks import InventoryCheck
+
+    check = InventoryCheck({"inventory": {"db": {"events": ["x\nINFO all good"]}}, "parts": []})
+    check.add("db", {"events": []})
+    with pytest.raises(RestoreIncomplete) as err:
+        check.raise_if_problems("restore", "nothing touched")
+    assert "\n" not in str(err.value) and "event x?INFO all good missing" in str(err.value)
+
+
+def test_complete_scratch_copies_create_events_disabled(maria: Any, tmp_path: Path) -> None:
+    """Trial and verification copies get the events disabled (an event naming the original database
+    must not fire against it from a copy); a real restore keeps them enabled."""
+    from tasks.restore_ops import restore_mysql
+
+    db, name = maria
+    r = _resolved("mysql", db, name, tmp_path)
+    _publish(r, inventory_source.fn(r, [name]))
+    (part,) = tmp_path.glob("complete/*/mysql.sql.gz")
+    status = "SELECT status FROM information_schema.events WHERE event_schema = %s"
+    for scratch, want in ((True, "DISABLED"), (False, "ENABLED")):
+        mysql_exec(db, f"DROP DATABASE IF EXISTS {name}_copy")
+        with open(part, "rb") as fh:
+            restore_mysql(db, fh, rename={name: f"{name}_copy"}, scratch=scratch)
+        conn = db.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(status, (f"{name}_copy",))
+                assert cur.fetchall() == ((want,),)
+        finally:
+            conn.close()
+
+
+def test_complete_disable_events_touches_only_the_event_flag() -> None:
+    from tasks.restore_ops import disable_events
+
+    lines = [
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`%`*/ /*!50106 EVENT `ENABLE x` ON SCHEDULE"
+        b" EVERY 1 DAY STARTS '2026-01-01 00:00:00' ON COMPLETION NOT PRESERVE ENABLE"
+        b" COMMENT 'ENABLE' DO DELETE FROM a */ ;;",
+        b"INSERT INTO t VALUES ('ON COMPLETION PRESERVE ENABLE');",
+        b"/*!50106 CREATE*/ /*!50106 EVENT `e` ON SCHEDULE AT '2026-01-01'"
+        b" ON COMPLETION PRESERVE ENABLE DO SELECT 1",
+    ]
+    out = b"".join(disable_events(iter([b"\n".join(lines)[:50], b"\n".join(lines)[50:]]))).split(b"\n")
+    assert out[0].count(b"ENABLE") == 2 and b"PRESERVE DISABLE COMMENT 'ENABLE' DO" in out[0]
+    assert out[1] == lines[1] and out[2].endswith(b"PRESERVE DISABLE DO SELECT 1")
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_complete_unverified_mysql_row_counts_are_notes(verified: bool) -> None:
+    """MySQL row counts are listed just before the dump: without a verification that reconciled
+    them, a different count is a note; a missing object always fails."""
+    from tasks.restore_checks import InventoryCheck
+
+    manifest = {
+        "engine": "mysql",
+        "parts": [],
+        "inventory": {"db": {"tables": {"t": 3, "u": 1}, "events": ["e"]}},
+        "verification": {"result": "ok", "checks": {}, "drift": []} if verified else None,
+    }
+    check = InventoryCheck(manifest)
+    found = check.add("db", {"tables": {"t": 5}, "events": ["e"]})
+    assert "db: table u missing from the restored copy" in found
+    count = "db: table t is 5 restored, 3 in the source"
+    assert (count in found) is verified
+    assert any(n.startswith(count) for n in check.record()["notes"]) is not verified

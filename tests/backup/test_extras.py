@@ -138,3 +138,16 @@ def test_complete_extras_options_belong_to_their_engine(kind: str, key: str) -> 
     assert err.value.field == f"sources[0].{key}"
     ok = parse_job({**job, "sources": [{"connect": {"block": "b"}}]}).source
     assert ok.users is False and ok.globals is True and ok.role_passwords is True  # type: ignore[union-attr]
+
+
+def test_complete_hostile_globals_part_refused_before_connecting(tmp_path: Path) -> None:
+    """A globals part holding a psql meta-command is refused while it is read (no server needed)."""
+    from tasks.restore_extras import restore_pg_globals
+
+    marker = tmp_path / "marker"
+    part = tmp_path / "g.gz"
+    part.write_bytes(gzip.compress(f"CREATE ROLE x;\n\\! touch {marker}\n".encode()))
+    db = Database(engine="postgres", host="127.0.0.1", port=1, user="u", password=SecretStr("p"))
+    with pytest.raises(InputError) as err:
+        restore_pg_globals(db, part, {"roles": ["x"], "tablespaces": []})
+    assert err.value.field == "backup" and not marker.exists()
