@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             f" | tee >(wc -c > {work / 'raw.count'}) | "
         )
 
-        def job(compression: str) -> dict[str, Any]:
-            return {
-                "job": f"bench-{compression}",
+        def job(compression: str, s3: bool = True) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "job": f"bench-{compression}{'' if s3 else '-local'}",
                 "type": "mysql",
                 "compression": compression,
                 "sources": [{"connect": {"block": "bench-db"}, "target": ["bench"]}],
@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                     },
                 ],
             }
+            if not s3:  # like the shell: one local file (the S3 server shares this machine's cores)
+                out["storages"] = out["storages"][:1]
+            return out
 
         times: dict[str, list[float]] = {}
         stored: dict[str, int] = {}
@@ -192,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 times.setdefault(f"stateferry {codec}", []).append(time.monotonic() - t0)
                 growth.append(_rss_kib("VmHWM") - base_rss)
                 stored[f"stateferry {codec}"] = int(result["parts"][0]["size"])
+                t0 = time.monotonic()
+                result = scheduled_backup(job(codec, s3=False))
+                times.setdefault(f"stateferry {codec} local", []).append(time.monotonic() - t0)
+                stored[f"stateferry {codec} local"] = int(result["parts"][0]["size"])
             print(
                 f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
                 flush=True,
@@ -202,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             "shell zstd": "shell: mysqldump | zstd -T0 -3 > file",
             "stateferry gzip": "stateferry scheduled_backup gzip (ISA-L) -> local + S3",
             "stateferry zstd": "stateferry scheduled_backup zstd (-3, all cores) -> local + S3",
+            "stateferry gzip local": "stateferry scheduled_backup gzip -> local only",
+            "stateferry zstd local": "stateferry scheduled_backup zstd -> local only",
         }
         py_growth = f"{max(growth) / 1024:.0f} MiB over {base_rss / 1024:.0f} MiB"
         results = [
