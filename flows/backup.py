@@ -30,18 +30,15 @@ from planning.backup_config import BackupJob, DatabaseSourceConfig, parse_job
 from stateferry.errors import PermanentError
 from tasks.backup_jobs import (
     Resolved,
-    build_manifest,
     dump_to_storages,
-    inventory_source,
     new_backup_id,
     preflight_source,
     preflight_storages,
-    publish_backup,
     resolve_job,
-    rotate_storage,
-    verify_backup,
 )
+from tasks.backup_publish import build_manifest, publish_backup, rotate_storage
 from tasks.backup_storage import LocalStorage
+from tasks.backup_verify import inventory_source, verify_backup
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
 from tasks.restore_checks import etcd_backup_inventory

@@ -10,26 +10,22 @@ import datetime as dt
 import functools
 import logging
 import secrets as pysecrets
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_config import BackupJob, DatabaseSourceConfig, EtcdSourceConfig, FilesSourceConfig
-from planning.backup_layout import check_part_name, is_backup_id, part_name
+from planning.backup_layout import check_part_name, part_name
 from planning.db_args import is_safe_database_name
-from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
-from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage, StoredBackup
+from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage
 from tasks.dump_extras import mysql_users_producer, pg_globals_producer
 from tasks.dumpers import (
     etcd_snapshot_producer,
@@ -41,20 +37,8 @@ from tasks.dumpers import (
     postgres_user_databases,
     redactor,
     tar_producer,
-    tree_digest,
 )
-from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
-from tasks.restore_checks import etcd_data_dir_problems, etcd_inventory
-from tasks.restore_ops import (
-    mysql_drop_database,
-    postgres_drop_database,
-    postgres_recreate_database,
-    restore_etcd_snapshot,
-    restore_files,
-    restore_mysql,
-    restore_postgres,
-    spooled_snapshot,
-)
+from tasks.inventory import postgres_inventory
 from tasks.retry import TRANSIENT_RETRY
 
 log = logging.getLogger(__name__)
@@ -427,285 +411,3 @@ def dump_to_storages(
         except Exception:
             pass
     return results, failed
-
-
-# --------------------------------------------------------------------------------------------------
-# verification
-
-
-def _inventory(r: Resolved, database: str) -> dict[str, Any]:
-    return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
-
-
-def _compare(
-    name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any], drift: list[str]
-) -> list[str]:
-    """Every object of the source (before the dump) missing or different in the restored copy.
-
-    Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
-    itself shows now (it changed during the dump) is drift, not a failure: it is added to ``drift``
-    (the manifest keeps it, so later restores accept the same difference).
-    """
-    problems = compare_inventories(name, before, restored, now)
-    drift += [p for p in compare_inventories(name, before, restored) if p not in problems]
-    return problems
-
-
-@task(name="verify_backup", cache_policy=NO_CACHE)
-def verify_backup(
-    r: Resolved, backup_id: str, parts: list[PartResult], reader_label: str, before: dict[str, Any]
-) -> dict[str, Any]:
-    """Restore the unpublished backup into a scratch database / directory and check it.
-
-    Args:
-        r: the resolved job.
-        backup_id: the new backup.
-        parts: what was written.
-        reader_label: the storage to read the (still unpublished) backup from.
-        before: source inventories taken before the dump (databases only).
-
-    Returns:
-        The verification record for the manifest.
-
-    Raises:
-        VerificationFailed: with every difference found.
-    """
-    storage = r.storages[reader_label]
-    job = r.job
-
-    def open_part(name: str) -> BinaryIO:
-        return storage.open_read(job.job, backup_id, name, published=False)
-
-    token = pysecrets.token_hex(3)
-    problems: list[str] = []
-    record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
-    if job.engine == "mysql":
-        part = next(p for p in parts if "extra" not in p.info)  # users are not restored here
-        dbs: list[str] = part.info["databases"]
-        mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
-        try:
-            with open_part(part.name) as fh:
-                restore_mysql(r.source_block, fh, rename=mapping, scratch=True)
-            for d, scratch in mapping.items():
-                restored = mysql_inventory(r.source_block, scratch)
-                if part.info.get("narrowed_by"):  # the archive holds less than the database
-                    record.setdefault("not_compared", {})[d] = part.info["narrowed_by"]
-                else:
-                    problems += _compare(d, before[d], restored, _inventory(r, d), record["drift"])
-                record["checks"][d] = restored
-        except StateferryError as exc:
-            problems.append(r.redact(f"restore into a scratch database failed: {exc}"))
-        finally:
-            for scratch in mapping.values():
-                mysql_drop_database(r.source_block, scratch)
-    elif job.engine == "postgres":
-        for part in parts:
-            if "extra" in part.info:  # globals are cluster-wide: checked at dump time (completion marker)
-                continue
-            d = part.info["database"]
-            scratch = f"sfverify_{token}_{d}"[:63]
-            want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
-            try:
-                postgres_recreate_database(r.source_block, scratch, drop=True)
-                with open_part(part.name) as fh:
-                    restore_postgres(r.source_block, fh, scratch, part.info["format"])
-                restored = postgres_inventory(r.source_block, scratch)
-                if part.info.get("narrowed_by"):  # the archive holds less than the database
-                    record.setdefault("not_compared", {})[d] = part.info["narrowed_by"]
-                else:
-                    problems += _compare(d, want, restored, _inventory(r, d), record["drift"])
-                record["checks"][d] = restored
-            except StateferryError as exc:
-                problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
-            finally:
-                postgres_drop_database(r.source_block, scratch)
-    elif job.engine == "files":
-        (part,) = parts
-        scratch_dir = Path(tempfile.mkdtemp(prefix="stateferry-verify-"))
-        try:
-            with open_part(part.name) as fh:
-                restore_files(fh, scratch_dir)
-            got = tree_digest(scratch_dir)
-            want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
-            record["checks"]["files"] = got
-            problems += compare_inventories("files", want, got)
-        except StateferryError as exc:
-            problems.append(f"extracting the archive failed: {exc}")
-        finally:
-            shutil.rmtree(scratch_dir, ignore_errors=True)
-    else:
-        (part,) = parts
-        with open_part(part.name) as fh, spooled_snapshot(fh) as snap:
-            try:
-                status = etcd_inventory(snap)
-                data_dir = snap.parent / "restored"
-                restore_etcd_snapshot(snap, data_dir)
-                record["checks"]["etcd"] = status
-                problems += etcd_data_dir_problems(data_dir, status)
-            except StateferryError as exc:
-                problems.append(f"etcd snapshot restore failed: {exc}")
-    if problems:
-        raise VerificationFailed("verification failed: " + "; ".join(problems))
-    record["result"] = "ok"
-    return record
-
-
-@task(name="inventory_source", cache_policy=NO_CACHE)
-def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
-    """Inventory of each source database (taken before the dump; stored in the manifest).
-
-    Kinds the job opted out of (``skip_objects``) are left out: they are not expected back.
-    """
-    skip = set(getattr(r.job.source, "skip_objects", ()) or ())
-    return {d: {k: v for k, v in _inventory(r, d).items() if k not in skip} for d in databases}
-
-
-# --------------------------------------------------------------------------------------------------
-# publish + rotate
-
-
-def build_manifest(
-    r: Resolved,
-    backup_id: str,
-    started: dt.datetime,
-    finished: dt.datetime,
-    parts: list[PartResult],
-    source_facts: dict[str, Any],
-    verification: dict[str, Any] | None,
-    flow_run_id: str | None,
-    inventory: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The manifest stored next to the backup (no secrets); ``inventory`` per database."""
-    tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
-    return {
-        "format": FORMAT,
-        "job": r.job.job,
-        "engine": r.job.engine,
-        "type": r.job.type,
-        "backup_id": backup_id,
-        "status": "good",
-        "started": started.isoformat(),
-        "finished": finished.isoformat(),
-        "compression": r.job.compression,
-        "source": {k: v for k, v in source_facts.items() if k != "password"},
-        "size": sum(p.size for p in parts),
-        "sha256": parts[0].sha256 if len(parts) == 1 else _combined_sha(parts),
-        "parts": [
-            {
-                "name": p.name,
-                "size": p.size,
-                "sha256": p.sha256,
-                "raw_size": p.raw_size,
-                "raw_sha256": p.raw_sha256,
-                "seconds": round(p.seconds, 3),
-                **{k: v for k, v in p.info.items() if k not in ("bytes", "inventory")},
-            }
-            for p in parts
-        ],
-        "tools": tools,
-        "verification": verification,
-        "inventory": {
-            **(inventory or {}),
-            **{p.info["database"]: p.info["inventory"] for p in parts if p.info.get("inventory")},
-        }
-        or None,
-        "flow_run_id": flow_run_id,
-    }
-
-
-def _combined_sha(parts: list[PartResult]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(f"{p.sha256}  {p.name}" for p in parts).encode()).hexdigest()
-
-
-@task(name="publish_backup", cache_policy=NO_CACHE)
-def publish_backup(
-    r: Resolved, backup_id: str, manifest: dict[str, Any], labels: list[str]
-) -> dict[str, str]:
-    """Write the manifest to every storage that holds the parts. Returns label -> error for failures."""
-    failed: dict[str, str] = {}
-    for label in labels:
-        try:
-            r.storages[label].publish(r.job.job, backup_id, manifest)
-        except Exception as exc:
-            failed[label] = r.redact(f"publishing failed: {exc}")
-            try:
-                r.storages[label].discard(r.job.job, backup_id)
-            except Exception:
-                pass
-    return failed
-
-
-def _entries(stored: list[StoredBackup]) -> list[BackupEntry]:
-    out = []
-    for b in stored:
-        created = None
-        if b.manifest and b.manifest.get("started"):
-            try:
-                created = dt.datetime.fromisoformat(b.manifest["started"])
-            except ValueError:
-                created = None
-        if created is None:
-            created = _id_time(b.backup_id)
-        out.append(BackupEntry(b.backup_id, created, good=b.good, unreadable=b.unreadable))
-    return out
-
-
-def _id_time(backup_id: str) -> dt.datetime:
-    raw = backup_id.removeprefix(".partial-")[:16]
-    try:
-        return dt.datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-@task(name="rotate_storage", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
-def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str) -> RetentionPlan:
-    """Apply the storage's retention (only called after the new backup was published there).
-
-    Calendar days / weekdays / the 1st are taken in the job's ``timezone`` (the cron's timezone).
-
-    Raises:
-        PermanentError: the plan would delete the new backup (never happens with the planner's rules).
-    """
-    storage = r.storages[label]
-    policy = r.storage_configs[label].store.policy()
-    if not policy.rotation:  # not even listed: a write-only bucket may refuse listing
-        return RetentionPlan((), note=f"Rotation is off on {label}: nothing was listed or deleted.")
-    stored = storage.list_backups(r.job.job)
-    tz = ZoneInfo(r.job.timezone)
-    entries = [
-        BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
-    ]
-    plan = plan_retention(entries, policy, now.astimezone(tz))
-    good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
-    protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
-    if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):
-        raise PermanentError(
-            f"retention on {label} would delete the new or newest good backup, or the new backup"
-            f" {new_backup_id} is not listed as good; refusing to delete anything"
-        )
-    for bid in plan.delete:
-        raw = bid.removeprefix(".partial-")
-        if not is_backup_id(raw):  # listings filter these already; never delete outside the layout
-            continue
-        storage.discard(r.job.job, raw)
-    return plan
-
-
-__all__ = [
-    "Resolved",
-    "VerificationFailed",
-    "build_manifest",
-    "dump_to_storages",
-    "inventory_source",
-    "load_block",
-    "new_backup_id",
-    "preflight_source",
-    "preflight_storages",
-    "publish_backup",
-    "resolve_job",
-    "rotate_storage",
-    "verify_backup",
-]

@@ -16,16 +16,9 @@ import pytest
 from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
 from planning.backup_config import parse_job
 from stateferry.errors import InputError
-from tasks.backup_jobs import (
-    Resolved,
-    VerificationFailed,
-    dump_to_storages,
-    inventory_source,
-    new_backup_id,
-    preflight_source,
-    verify_backup,
-)
+from tasks.backup_jobs import Resolved, VerificationFailed, dump_to_storages, new_backup_id, preflight_source
 from tasks.backup_storage import LocalStorage
+from tasks.backup_verify import inventory_source, verify_backup
 from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
 from tasks.restore_ops import postgres_recreate_database, restore_mysql, restore_postgres
 

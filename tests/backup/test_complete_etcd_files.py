@@ -17,7 +17,8 @@ import pytest
 
 from backup.helpers import make_tree
 from planning.backup_config import parse_job
-from tasks.backup_jobs import Resolved, build_manifest, dump_to_storages, new_backup_id, preflight_source
+from tasks.backup_jobs import Resolved, dump_to_storages, new_backup_id, preflight_source
+from tasks.backup_publish import build_manifest
 from tasks.backup_storage import LocalStorage
 from tasks.restore_checks import RestoreIncomplete, etcd_backup_inventory
 from tasks.restore_jobs import restore_selected, select_backup

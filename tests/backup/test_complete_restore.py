@@ -18,7 +18,9 @@ import pytest
 from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
 from backup.test_complete import MARIA_SCHEMA, _backup, _resolved
 from flows.restore import RestoreIncomplete
-from tasks.backup_jobs import Resolved, build_manifest, inventory_source, preflight_source
+from tasks.backup_jobs import Resolved, preflight_source
+from tasks.backup_publish import build_manifest
+from tasks.backup_verify import inventory_source
 from tasks.inventory import mysql_inventory
 from tasks.restore_jobs import restore_selected, select_backup
 

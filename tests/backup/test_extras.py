@@ -21,7 +21,7 @@ from backup.test_complete import _resolved
 from backup.test_complete_restore import _publish, _restore
 from blocks.database import Database
 from stateferry.errors import InputError
-from tasks.backup_jobs import inventory_source
+from tasks.backup_verify import inventory_source
 from tasks.dump_extras import pg_globals_producer
 from tasks.restore_jobs import plan_restore, select_backup
 

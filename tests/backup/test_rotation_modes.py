@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from planning.backup_config import parse_job
-from tasks.backup_jobs import Resolved, rotate_storage
+from tasks.backup_jobs import Resolved
+from tasks.backup_publish import rotate_storage
 from tasks.backup_storage import LocalStorage, S3Storage
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)

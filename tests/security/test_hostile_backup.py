@@ -21,7 +21,8 @@ from pydantic import SecretStr, ValidationError
 from blocks.database import Database
 from planning.backup_config import parse_job
 from stateferry.errors import InputError
-from tasks.backup_jobs import Resolved, new_backup_id, preflight_source, rotate_storage
+from tasks.backup_jobs import Resolved, new_backup_id, preflight_source
+from tasks.backup_publish import rotate_storage
 from tasks.backup_storage import LocalStorage, S3Storage
 from tasks.dumpers import pg_dump_producer
 

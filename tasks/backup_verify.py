@@ -1,0 +1,158 @@
+"""Backup verification: restore the new backup into scratch targets and compare inventories."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stateferry.errors import StateferryError
+from tasks.backup_jobs import Resolved, VerificationFailed
+from tasks.backup_pipeline import PartResult
+from tasks.dumpers import (
+    tree_digest,
+)
+from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
+from tasks.restore_checks import etcd_data_dir_problems, etcd_inventory
+from tasks.restore_ops import (
+    mysql_drop_database,
+    postgres_drop_database,
+    postgres_recreate_database,
+    restore_etcd_snapshot,
+    restore_files,
+    restore_mysql,
+    restore_postgres,
+    spooled_snapshot,
+)
+
+
+def _inventory(r: Resolved, database: str) -> dict[str, Any]:
+    return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
+
+
+def _compare(
+    name: str, before: dict[str, Any], restored: dict[str, Any], now: dict[str, Any], drift: list[str]
+) -> list[str]:
+    """Every object of the source (before the dump) missing or different in the restored copy.
+
+    Objects opted out of the dump (``skip_objects``) are not expected back. A difference the source
+    itself shows now (it changed during the dump) is drift, not a failure: it is added to ``drift``
+    (the manifest keeps it, so later restores accept the same difference).
+    """
+    problems = compare_inventories(name, before, restored, now)
+    drift += [p for p in compare_inventories(name, before, restored) if p not in problems]
+    return problems
+
+
+@task(name="verify_backup", cache_policy=NO_CACHE)
+def verify_backup(
+    r: Resolved, backup_id: str, parts: list[PartResult], reader_label: str, before: dict[str, Any]
+) -> dict[str, Any]:
+    """Restore the unpublished backup into a scratch database / directory and check it.
+
+    Args:
+        r: the resolved job.
+        backup_id: the new backup.
+        parts: what was written.
+        reader_label: the storage to read the (still unpublished) backup from.
+        before: source inventories taken before the dump (databases only).
+
+    Returns:
+        The verification record for the manifest.
+
+    Raises:
+        VerificationFailed: with every difference found.
+    """
+    storage = r.storages[reader_label]
+    job = r.job
+
+    def open_part(name: str) -> BinaryIO:
+        return storage.open_read(job.job, backup_id, name, published=False)
+
+    token = pysecrets.token_hex(3)
+    problems: list[str] = []
+    record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
+    if job.engine == "mysql":
+        part = next(p for p in parts if "extra" not in p.info)  # users are not restored here
+        dbs: list[str] = part.info["databases"]
+        mapping = {d: f"sfverify_{token}_{d}"[:64] for d in dbs}
+        try:
+            with open_part(part.name) as fh:
+                restore_mysql(r.source_block, fh, rename=mapping, scratch=True)
+            for d, scratch in mapping.items():
+                restored = mysql_inventory(r.source_block, scratch)
+                if part.info.get("narrowed_by"):  # the archive holds less than the database
+                    record.setdefault("not_compared", {})[d] = part.info["narrowed_by"]
+                else:
+                    problems += _compare(d, before[d], restored, _inventory(r, d), record["drift"])
+                record["checks"][d] = restored
+        except StateferryError as exc:
+            problems.append(r.redact(f"restore into a scratch database failed: {exc}"))
+        finally:
+            for scratch in mapping.values():
+                mysql_drop_database(r.source_block, scratch)
+    elif job.engine == "postgres":
+        for part in parts:
+            if "extra" in part.info:  # globals are cluster-wide: checked at dump time (completion marker)
+                continue
+            d = part.info["database"]
+            scratch = f"sfverify_{token}_{d}"[:63]
+            want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
+            try:
+                postgres_recreate_database(r.source_block, scratch, drop=True)
+                with open_part(part.name) as fh:
+                    restore_postgres(r.source_block, fh, scratch, part.info["format"])
+                restored = postgres_inventory(r.source_block, scratch)
+                if part.info.get("narrowed_by"):  # the archive holds less than the database
+                    record.setdefault("not_compared", {})[d] = part.info["narrowed_by"]
+                else:
+                    problems += _compare(d, want, restored, _inventory(r, d), record["drift"])
+                record["checks"][d] = restored
+            except StateferryError as exc:
+                problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
+            finally:
+                postgres_drop_database(r.source_block, scratch)
+    elif job.engine == "files":
+        (part,) = parts
+        scratch_dir = Path(tempfile.mkdtemp(prefix="stateferry-verify-"))
+        try:
+            with open_part(part.name) as fh:
+                restore_files(fh, scratch_dir)
+            got = tree_digest(scratch_dir)
+            want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
+            record["checks"]["files"] = got
+            problems += compare_inventories("files", want, got)
+        except StateferryError as exc:
+            problems.append(f"extracting the archive failed: {exc}")
+        finally:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+    else:
+        (part,) = parts
+        with open_part(part.name) as fh, spooled_snapshot(fh) as snap:
+            try:
+                status = etcd_inventory(snap)
+                data_dir = snap.parent / "restored"
+                restore_etcd_snapshot(snap, data_dir)
+                record["checks"]["etcd"] = status
+                problems += etcd_data_dir_problems(data_dir, status)
+            except StateferryError as exc:
+                problems.append(f"etcd snapshot restore failed: {exc}")
+    if problems:
+        raise VerificationFailed("verification failed: " + "; ".join(problems))
+    record["result"] = "ok"
+    return record
+
+
+@task(name="inventory_source", cache_policy=NO_CACHE)
+def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
+    """Inventory of each source database (taken before the dump; stored in the manifest).
+
+    Kinds the job opted out of (``skip_objects``) are left out: they are not expected back.
+    """
+    skip = set(getattr(r.job.source, "skip_objects", ()) or ())
+    return {d: {k: v for k, v in _inventory(r, d).items() if k not in skip} for d in databases}
