@@ -23,15 +23,19 @@ PG_GLOBALS_MARKER = b"PostgreSQL database cluster dump complete"
 MYSQL_USERS_MARKER = b"-- stateferry users dump complete"
 
 
-def pg_roles_and_tablespaces(db: Database) -> tuple[list[str], list[str]]:
-    """Names of the cluster's roles and tablespaces (built-in ``pg_*`` ones left out)."""
+def pg_roles_and_tablespaces(db: Database) -> tuple[list[str], list[str], bool]:
+    """Names of the cluster's roles and tablespaces (built-in ``pg_*`` ones left out), and whether
+    the backup user may read the password hashes (``pg_authid``: superusers only)."""
     conn = db.connect()
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
             roles = [str(r[0]) for r in cur.fetchall()]
             cur.execute("SELECT spcname FROM pg_tablespace WHERE spcname !~ '^pg_' ORDER BY 1")
-            return roles, [str(r[0]) for r in cur.fetchall()]
+            tablespaces = [str(r[0]) for r in cur.fetchall()]
+            cur.execute("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')")
+            row = cur.fetchone()
+            return roles, tablespaces, bool(row and row[0])
     finally:
         conn.close()
 
@@ -41,14 +45,19 @@ def pg_globals_producer(db: Database, *, passwords: bool) -> Callable[[Sink], di
 
     Args:
         db: the server (password via ``PGPASSWORD``).
-        passwords: keep the roles' password hashes (otherwise ``--no-role-passwords``, which also
-            works for a backup user that cannot read ``pg_authid``).
+        passwords: keep the roles' password hashes (otherwise ``--no-role-passwords``); a backup
+            user that cannot read ``pg_authid`` gets ``--no-role-passwords`` in any case (recorded
+            as ``role_passwords_skipped`` in the part's manifest entry).
     """
     tool = find_tool("pg_dumpall")
 
     def produce(sink: Sink) -> dict[str, Any]:
-        roles, tablespaces = pg_roles_and_tablespaces(db)
-        argv = [tool, "--globals-only", *([] if passwords else ["--no-role-passwords"])]
+        roles, tablespaces, can_read_hashes = pg_roles_and_tablespaces(db)
+        # A backup user that is not a superuser (managed PostgreSQL services never give one) cannot
+        # read pg_authid: pg_dumpall would fail and with it every nightly backup. The roles are
+        # then kept without their password hashes, and the manifest says so.
+        keep = passwords and can_read_hashes
+        argv = [tool, "--globals-only", *([] if keep else ["--no-role-passwords"])]
         secret = redactor(db.password.get_secret_value())
         info = run_dump(
             argv,
@@ -60,7 +69,12 @@ def pg_globals_producer(db: Database, *, passwords: bool) -> Callable[[Sink], di
         return {
             **info,
             "tool": tool_version(tool),
-            "role_passwords": passwords,
+            "role_passwords": keep,
+            **(
+                {"role_passwords_skipped": "the backup user cannot read pg_authid"}
+                if passwords and not keep
+                else {}
+            ),
             "roles": roles,
             "tablespaces": tablespaces,
         }

@@ -151,3 +151,29 @@ def test_complete_hostile_globals_part_refused_before_connecting(tmp_path: Path)
     with pytest.raises(InputError) as err:
         restore_pg_globals(db, part, {"roles": ["x"], "tablespaces": []})
     assert err.value.field == "backup" and not marker.exists()
+
+
+def test_complete_postgres_globals_by_a_non_superuser_keep_roles_without_hashes(postgres: Any) -> None:
+    """Managed PostgreSQL gives no superuser: pg_dumpall cannot read pg_authid. The globals part is
+    still written (roles without password hashes) and says so, instead of failing every backup."""
+    db = pg_block(postgres)
+    tag = secrets.token_hex(3)
+    backup, pw = f"bk_{tag}", f"pw-{tag}"
+    pg_exec(
+        db, f"CREATE ROLE {backup} LOGIN PASSWORD '{pw}'", f"CREATE ROLE other_{tag} LOGIN PASSWORD 'x{pw}'"
+    )
+    try:
+        as_backup = Database(
+            engine="postgres", host=db.host, port=db.port, user=backup, password=SecretStr(pw)
+        )
+        sink = io.BytesIO()
+        info = pg_globals_producer(as_backup, passwords=True)(sink)
+        assert info["role_passwords"] is False and "pg_authid" in info["role_passwords_skipped"]
+        assert f"CREATE ROLE other_{tag};".encode() in sink.getvalue() and b"SCRAM" not in sink.getvalue()
+        full = io.BytesIO()
+        assert (
+            pg_globals_producer(db, passwords=True)(full)["role_passwords"] is True
+        )  # a superuser keeps them
+        assert b"SCRAM-SHA-256$" in full.getvalue()
+    finally:
+        pg_exec(db, f"DROP ROLE IF EXISTS {backup}", f"DROP ROLE IF EXISTS other_{tag}")
