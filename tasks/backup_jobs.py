@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
 import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from planning.backup_layout import check_part_name, part_name
 from planning.db_args import is_safe_database_name
 from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
+from stateferry.logs import run_logger
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage
@@ -41,7 +41,6 @@ from tasks.dumpers import (
 from tasks.inventory import postgres_inventory
 from tasks.retry import TRANSIENT_RETRY
 
-log = logging.getLogger(__name__)
 FORMAT = "stateferry-backup/1"
 
 
@@ -166,7 +165,7 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
             ) from None
         unsafe = [d for d in found if not is_safe_database_name(d)]
         if unsafe:  # a name read from the server never becomes an argument; the rest is backed up
-            log.warning(
+            run_logger().warning(
                 "skipping %d database(s) whose names no dump tool may receive: %s",
                 len(unsafe),
                 ", ".join(repr(d)[:80] for d in unsafe),
@@ -223,7 +222,7 @@ def preflight_storages(r: Resolved) -> dict[str, str]:
             for warning in storage.check_writable(
                 r.job.job, rotation=r.storage_configs[label].store.rotation
             ):
-                log.warning("%s", r.redact(warning))
+                run_logger().warning("%s", r.redact(warning))
         except InputError as exc:
             err: StateferryError = InputError(f"storages[{i}].{exc.field}", r.redact(exc.problem), exc.fix)
             failed[label] = str(err)
@@ -262,7 +261,7 @@ class _Progress:
                     0.0, description=f"backup {job}: dump progress (estimate)"
                 )
             except Exception as exc:
-                log.debug("no progress artifact: %s", exc)
+                run_logger().debug("no progress artifact: %s", exc)
 
     def _update(self, raw: int) -> None:
         if self.artifact is None:
@@ -272,13 +271,13 @@ class _Progress:
 
             update_progress_artifact(self.artifact, min(99.0, 100.0 * raw / self.estimate))
         except Exception as exc:
-            log.debug("progress update failed: %s", exc)
+            run_logger().debug("progress update failed: %s", exc)
 
     def reporter(self, name: str) -> Callable[[int, int], None]:
         """Callback for one part."""
 
         def report(raw: int, stored: int) -> None:
-            log.info("%s: %d MiB read, %d MiB stored", name, raw >> 20, stored >> 20)
+            run_logger().info("%s: %d MiB read, %d MiB stored", name, raw >> 20, stored >> 20)
             self._update(self.done + raw)
 
         return report
@@ -291,7 +290,7 @@ class _Progress:
 
                 update_progress_artifact(self.artifact, 100.0)
             except Exception as exc:
-                log.debug("progress update failed: %s", exc)
+                run_logger().debug("progress update failed: %s", exc)
 
 
 @task(name="dump_to_storages", cache_policy=NO_CACHE)
@@ -381,7 +380,7 @@ def dump_to_storages(
             alive = [a for a in alive if a in writers]
             if not writers:
                 raise StateferryError("no storage accepted the backup: " + "; ".join(failed.values()))
-            log.info("streaming %s to %s", name, ", ".join(alive))
+            run_logger().info("streaming %s to %s", name, ", ".join(alive))
             res = stream_part(
                 name,
                 producer,
@@ -402,7 +401,9 @@ def dump_to_storages(
             try:
                 r.storages[label].discard(job.job, backup_id)
             except Exception as exc:
-                log.warning("could not remove the partial backup from %s: %s", label, r.redact(str(exc)))
+                run_logger().warning(
+                    "could not remove the partial backup from %s: %s", label, r.redact(str(exc))
+                )
         raise
     progress.finish()
     for label in failed:

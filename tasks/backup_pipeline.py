@@ -10,7 +10,6 @@ complete): a failed or cut-short producer aborts every part, so it can never bec
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ import zstandard
 from isal import isal_zlib
 
 from stateferry.errors import StateferryError
+from stateferry.logs import run_logger
 from tasks.backup_storage import PartWriter
-
-log = logging.getLogger(__name__)
 
 #: gzip through ISA-L (python-isal, SIMD deflate): the output is a standard ``.gz`` stream that
 #: ``gzip -d``/zlib read, at several times zlib's speed. Level 3 (ISA-L's highest) stores within a few
@@ -135,7 +133,8 @@ class FanOutSink:
 
     def _fail(self, label: str, writer: PartWriter, exc: BaseException) -> None:
         self.result.failed[label] = self._redact(f"{type(exc).__name__}: {exc}")
-        log.warning("storage %s failed on %s: %s", label, self.result.name, self.result.failed[label])
+        failed = self.result.failed[label]
+        run_logger().warning("storage %s failed on %s: %s", label, self.result.name, failed)
         self.active.pop(label, None)
         try:
             writer.abort()

@@ -6,18 +6,17 @@ message about them goes through :func:`planning.pg_globals.scrub_password_hashes
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from planning.pg_globals import scrub_password_hashes
+from stateferry.logs import run_logger
 from tasks.dumpers import Sink, find_tool, postgres_env, redactor, run_dump, tool_version
 
 if TYPE_CHECKING:
     from blocks.database import Database
 
-log = logging.getLogger(__name__)
 
 PG_GLOBALS_MARKER = b"PostgreSQL database cluster dump complete"
 MYSQL_USERS_MARKER = b"-- stateferry users dump complete"
@@ -116,7 +115,7 @@ def mysql_grantees(db: Database, databases: list[str]) -> list[tuple[str, str]]:
         if m:
             accounts.add((m.group(1).replace("''", "'"), m.group(2).replace("''", "'")))
         else:  # a role (MariaDB) or a form we do not know: named, not guessed
-            log.warning("skipping grantee %s (not a user@host account)", grantee[:80])
+            run_logger().warning("skipping grantee %s (not a user@host account)", grantee[:80])
     return sorted(accounts)
 
 

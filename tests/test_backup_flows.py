@@ -394,6 +394,27 @@ def test_s3_down_local_still_good(prefect_server: Any, tmp_path: Path) -> None:
     assert manifest["status"] == "good"
     restore_backup(job, target_dir=str(tmp_path / "out"))
     assert (tmp_path / "out" / "src" / "f").read_bytes() == b"payload" * 1000
+    # the tasks' own lines reach the run's log in the UI (Prefect's run logger, not a module logger)
+    logs = _run_log(state.state_details.flow_run_id)
+    assert "streaming files.tar.gz to local:" in logs, logs[-2000:]
+
+
+def _run_log(flow_run_id: Any) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as c:
+            logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        text = "\n".join(x.message for x in logs)
+        if "streaming" in text:
+            break
+        time.sleep(0.5)
+    return text
 
 
 def test_rotation_per_storage_after_success(
