@@ -43,6 +43,7 @@ from planning.resources import (
     Selection,
     parse_mapping,
 )
+from planning.transforms import TransformSpec, apply_transforms, parse_transform_spec
 from stateferry.errors import InputError, PermanentError
 from tasks.app_cutover import (
     activate_cronjobs,
@@ -53,6 +54,7 @@ from tasks.app_cutover import (
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
+from tasks.resource_engine import resolve_transform_kinds
 from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes, pack_volumes
 
 __all__ = ["MigrationFailed", "activate", "app_migration", "deactivate", "reactivate"]
@@ -109,6 +111,8 @@ def app_migration(
     prefix: str = "migrations",
     quiesce: str = "none",
     mover_security: str = "root",
+    exclude_kinds: list[str] | str | None = None,
+    transforms: list[dict[str, Any]] | str | None = None,
 ) -> dict[str, Any]:
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
 
@@ -137,6 +141,14 @@ def app_migration(
             after the stop puts the source back (``reactivate``).
         mover_security: ``root`` (default: capabilities the copy needs only), ``workload`` (the
             runAsUser/fsGroup of the pods using each claim) or ``image``.
+        exclude_kinds: kinds never migrated (``CronJob``, ``cronjobs.batch``, ...), as Stork's
+            ``excludeResourceTypes``; checked against the source's discovery.
+        transforms: per-kind field changes, as Stork's ResourceTransformation / Velero's resource
+            modifiers: ``[{"kind": "Deployment", "path": "spec.template.spec.containers[0].image",
+            "op": "set", "value": "nginx:1.27"}]`` (optional ``group``/``name``/``namespace``
+            (source namespace) filters; ``op`` ``set`` or ``delete``; dotted/indexed path or JSON
+            pointer; apiVersion/kind/name/namespace refused). Shown in the ``app-migration-plan``
+            artifact before anything changes; see ``planning/transforms.py``.
 
     Returns:
         Report with per-resource and per-volume status.
@@ -161,11 +173,21 @@ def app_migration(
     ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
     sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
     quiesce_mode = parse_quiesce(quiesce)
+    spec = parse_transform_spec(exclude_kinds, transforms)
+    if spec:
+        spec = resolve_transform_kinds(src, "source", spec)
+        if include_volumes and ("", "PersistentVolumeClaim") in spec.excluded:
+            raise InputError(
+                "exclude_kinds",
+                "excludes PersistentVolumeClaims while include_volumes is True",
+                "set include_volumes=False or keep PersistentVolumeClaim",
+            )
     two_phase = quiesce_mode == "scale" and include_volumes
     run_id = _run_id()
     selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
         exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
+        objects, plan_rows = _transformed(list(read_tarball(exported.tarball)), spec, name)
         volumes = []
         if include_volumes and exported.pvcs:
             volumes = pack_volumes(
@@ -184,7 +206,6 @@ def app_migration(
             )
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
-        objects = list(read_tarball(exported.tarball))
     if not include_resources:
         objects = [o for o in objects if o.get("kind") in ("Namespace", "PersistentVolumeClaim")]
     labels = {
@@ -286,6 +307,7 @@ def app_migration(
         "volumes": [v.to_dict() for v in vol_results],
         "activation": activation,
         "source_stopped": stopped,
+        "transforms": plan_rows,
         "seconds": round(seconds, 3),
     }
     if failed or failed_vols:
@@ -299,6 +321,20 @@ def app_migration(
         )
     log.info("migration %s done: %s", name, counts)
     return report
+
+
+def _transformed(
+    objects: list[dict[str, Any]], spec: TransformSpec, name: str
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The pure transform step (exclusions, transforms) and its plan artifact, before any change."""
+    out, rows = apply_transforms(objects, spec)
+    if spec:
+        create_table_artifact(
+            key="app-migration-plan",
+            table=rows or [{"object": "-", "change": "nothing excluded or transformed"}],
+            description=f"migration {name}: excluded kinds and transforms (applied to the target)",
+        )
+    return out, rows
 
 
 def _quiesce_and_sync(
