@@ -115,6 +115,7 @@ class ContainerPlan:
     startup: Probe | None = None
     probe_env: dict[str, str] = field(default_factory=dict)
     identity: Identity | None = None  # None: the sandbox's own user (root, every capability)
+    exec_identity: Identity | None = None  # pods/exec: the securityContext even without a process
 
 
 @dataclass
@@ -690,7 +691,8 @@ class PodRuntime:
             raise RuntimeError(f'container not found ("{container}")')
         plan = run.plan
         env = {**plan.env, **self._marker_env()}
-        as_user = plan.identity.argv() if plan.identity else []
+        who = plan.exec_identity or plan.identity
+        as_user = who.argv() if who else []
         return subprocess.Popen(
             ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={plan.cwd}", "--", *as_user, *argv],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

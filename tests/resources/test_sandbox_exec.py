@@ -22,7 +22,8 @@ NS = "exec-t"
 
 @pytest.fixture(scope="module")
 def exec_pod(source_rest: KubeRest) -> str:
-    """A running pod with two containers; ``app`` runs as uid/gid 4321."""
+    """A running pod with two containers; ``app`` runs as uid/gid 4321, ``side`` (an image the
+    sandbox runs no process for) as uid 555."""
     source_rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
     sleep = {"image": "stateferry/worker:latest", "command": ["sleep", "3600"]}
     source_rest.request(
@@ -34,7 +35,7 @@ def exec_pod(source_rest: KubeRest) -> str:
                 "terminationGracePeriodSeconds": 1,
                 "containers": [
                     {"name": "app", **sleep, "securityContext": {"runAsUser": 4321, "runAsGroup": 4321}},
-                    {"name": "side", **sleep},
+                    {"name": "side", "image": "nginx:1.27", "securityContext": {"runAsUser": 555}},
                 ],
             },
         },
@@ -71,6 +72,8 @@ def test_kubectl_exec_runs_as_the_container_user_and_returns_the_exit_code(
     # stdin reaches the process and its end (v5 CLOSE signal) ends `cat`
     piped = _kubectl(rsandbox, "exec", "-i", exec_pod, "-c", "side", "--", "cat", stdin="hello\nworld\n")
     assert (piped.returncode, piped.stdout) == (0, "hello\nworld\n"), piped.stderr
+    side = _kubectl(rsandbox, "exec", exec_pod, "-c", "side", "--", "id", "-u")
+    assert (side.returncode, side.stdout.strip()) == (0, "555"), side.stderr
     bad = _kubectl(rsandbox, "exec", exec_pod, "-c", "nope", "--", "true")
     assert bad.returncode != 0 and "container nope is not valid for pod p" in bad.stderr
 
