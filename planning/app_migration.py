@@ -16,14 +16,15 @@ from stateferry.errors import InputError
 SOURCE_REPLICAS_ANNOTATION = "stateferry.io/source-replicas"
 SOURCE_SUSPEND_ANNOTATION = "stateferry.io/source-suspend"
 SCALABLE_KINDS = ("Deployment", "StatefulSet")
-QUIESCE_MODES = ("none", "scale")
+QUIESCE_MODES = ("none", "scale", "hooks")
 
 
 def parse_quiesce(value: str, field: str = "quiesce") -> str:
-    """Validate the quiesce mode (``none``: one live copy; ``scale``: bulk copy, stop, delta)."""
+    """Validate the quiesce mode (``none``: one live copy; ``scale``: bulk copy, scale to 0, delta;
+    ``hooks``: bulk copy, pre exec hooks, delta, post exec hooks)."""
     mode = str(value or "none").strip().lower()
     if mode not in QUIESCE_MODES:
-        raise InputError(field, f"is {value!r}", "use 'none' or 'scale'")
+        raise InputError(field, f"is {value!r}", "use 'none', 'scale' or 'hooks'")
     return mode
 
 
