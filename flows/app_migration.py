@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
-from flows.app_migration_steps import quiesce_and_sync, transformed
+from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from flows.resource_backup import (
     _iso,
     _now,
@@ -143,7 +143,9 @@ def app_migration(
             after the stop puts the source back (``reactivate``). ``hooks`` = the same phases, but
             the approval runs the ``hooks``' pre exec commands in the source's pods instead of
             scaling (post commands after the delta is packed); a failing pre hook stops the
-            quiesce before the delta with an error naming the hook, pod and exit code.
+            quiesce before the delta with an error naming the hook, pod and exit code. A re-run
+            (same ``migration_name``) after the bulk copies were verified in the target resumes
+            with the stop and the delta (no second bulk copy).
         mover_security: ``root`` (default: capabilities the copy needs only), ``workload`` (the
             runAsUser/fsGroup of the pods using each claim) or ``image``.
         exclude_kinds: kinds never migrated (``CronJob``, ``cronjobs.batch``, ...), as Stork's
@@ -202,8 +204,8 @@ def app_migration(
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
         exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
         objects, plan_rows = transformed(list(read_tarball(exported.tarball)), spec, name)
-        volumes = []
-        if include_volumes and exported.pvcs:
+        volumes = resumed_bulk(store, bucket, prefix, name, exported.pvcs) if two_phase else []
+        if include_volumes and exported.pvcs and not volumes:
             volumes = pack_volumes(
                 src,
                 "source",
@@ -218,6 +220,7 @@ def app_migration(
                 security=mover_security,
                 live=two_phase,
             )
+        if volumes:
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
     if not include_resources:
@@ -261,6 +264,7 @@ def app_migration(
     vol_results += not_packed
     stopped: list[dict[str, Any]] = []
     if two_phase and vol_results and all(v.status == "migrated successfully" for v in vol_results):
+        save_bulk_checkpoint(store, bucket, prefix, name, vol_results)  # a re-run resumes from here
         vol_results, stopped = quiesce_and_sync(
             src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
             run_id, mover_endpoint, mover_image, mover_security, auto_approve, hook_list,

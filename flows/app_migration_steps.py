@@ -6,18 +6,58 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
+from planning.app_migration import bulk_checkpoint, parse_bulk_checkpoint
 from planning.hooks import Hook
 from planning.transforms import TransformSpec, apply_transforms
 from tasks.app_cutover import deactivate_workloads, reactivate_workloads, wait_claims_released
+from tasks.archive_store import ensure_bucket, get_json, put_json
 from tasks.exec_hooks import HookFailed, hook_pods, run_hook_phase
 from tasks.kube_export import KubeRest
-from tasks.volume_mover import VolumeResult, fill_volumes, pack_volumes
+from tasks.volume_mover import VolumeResult, fill_volumes, pack_volumes, volume_key
 
-__all__ = ["quiesce_and_sync", "transformed"]
+__all__ = ["quiesce_and_sync", "resumed_bulk", "save_bulk_checkpoint", "transformed"]
+
+
+def _checkpoint_key(prefix: str, name: str) -> str:
+    return f"{prefix.strip('/')}/{name}/quiesce-bulk.json"
+
+
+def save_bulk_checkpoint(
+    store: ObjectStore, bucket: str, prefix: str, name: str, vols: list[VolumeResult]
+) -> None:
+    """Record that every bulk copy of a quiesce is verified in the target (before the stop)."""
+    put_json(store, bucket, _checkpoint_key(prefix, name), bulk_checkpoint([v.to_dict() for v in vols]))
+
+
+def resumed_bulk(
+    store: ObjectStore, bucket: str, prefix: str, name: str, claims: list[tuple[str, str]]
+) -> list[VolumeResult]:
+    """The bulk copies of an earlier run of this migration (same claims), or ``[]`` to copy them.
+
+    Only checksums and sizes are taken from the stored record (validated); keys are recomputed.
+    """
+    ensure_bucket(store, bucket)
+    got = parse_bulk_checkpoint(get_json(store, bucket, _checkpoint_key(prefix, name)), claims)
+    if not got:
+        return []
+    get_run_logger().info("resuming migration %s after its bulk copy (%d volumes)", name, len(got))
+    out = []
+    for ns, pvc in claims:
+        rec = got[(ns, pvc)]
+        out.append(
+            VolumeResult(
+                ns, pvc, volume_key(prefix, name, ns, pvc), status="migrated successfully",
+                reason="bulk copy of an earlier run (resumed)", source_sha256=rec["sha256_tree"],
+                target_sha256=rec["target_sha256"], files=rec["files"], bytes=rec["bytes"],
+                target_namespace=rec["target_namespace"], target_pvc=rec["target_pvc"],
+            )
+        )  # fmt: skip
+    return out
 
 
 def transformed(

@@ -10,8 +10,10 @@ import pytest
 from blocks.kube import KubeCluster
 from flows.app_migration import app_migration
 from planning.app_migration import SOURCE_REPLICAS_ANNOTATION
+from tasks.archive_store import _s3
 from tasks.exec_hooks import HookFailed
 from tasks.kube_export import KubeRest
+from tasks.volume_mover import volume_key
 
 from .conftest import create_all, pv_dir, read_tree
 
@@ -57,7 +59,7 @@ def _app(ns: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_quiesce_hooks_pre_before_delta_post_after_and_a_failing_hook_stops_first(
+def test_quiesce_hooks_pre_before_delta_post_after_a_failing_hook_stops_first_and_rerun_resumes(
     prefect_server: Any,
     object_store_a: Any,
     bucket: str,
@@ -89,8 +91,8 @@ def test_quiesce_hooks_pre_before_delta_post_after_and_a_failing_hook_stops_firs
     with pytest.raises(HookFailed) as e:
         app_migration(
             **common,
-            migration_name="hooks-fail",
-            namespace_mapping={NS: "hooks-f"},
+            migration_name="hooks-move",
+            namespace_mapping={NS: "hooks-t"},
             hooks=[
                 {**hook, "pre": [["sh", "-c", "echo 1 > /data/frozen"]], "post": [["rm", "/data/frozen"]]},
                 {**hook, "pre": [["sh", "-c", "echo cannot lock >&2; exit 5"], ["touch", "/data/never"]]},
@@ -105,9 +107,13 @@ def test_quiesce_hooks_pre_before_delta_post_after_and_a_failing_hook_stops_firs
     assert dep["spec"]["replicas"] == 1
     assert SOURCE_REPLICAS_ANNOTATION not in (dep["metadata"].get("annotations") or {})
 
+    # the re-run resumes after the bulk copy (the level-0 archive is not written again)
+    key = volume_key("migrations", "hooks-move", NS, "data")
+    bulk = _s3(object_store_a).stat_object(bucket, key)
     report = app_migration(
         **common,
         migration_name="hooks-move",
+        namespace_mapping={NS: "hooks-t"},
         hooks=[
             {
                 **hook,
@@ -118,7 +124,10 @@ def test_quiesce_hooks_pre_before_delta_post_after_and_a_failing_hook_stops_firs
     )
     [vol] = report["volumes"]
     assert (vol["level"], vol["status"]) == (1, "migrated successfully"), vol
-    target = read_tree(pv_dir(target_rest, NS, "data"))
+    again = _s3(object_store_a).stat_object(bucket, key)
+    assert (again.etag, again.last_modified) == (bulk.etag, bulk.last_modified)
+    assert report["volumes"][0]["key"] == key
+    target = read_tree(pv_dir(target_rest, "hooks-t", "data"))
     assert target["pre-ran"] == b"10001\n"  # ran as the container's user, before the delta
     assert "post-ran" not in target and (src_root / "post-ran").read_text() == "post\n"
     assert [(r["phase"], r["exit_code"]) for r in report["source_stopped"]] == [("pre", 0), ("post", 0)]
