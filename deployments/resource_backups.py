@@ -1,6 +1,6 @@
 """Cron deployment of ``resource_backup`` (the seed's ``ark create schedule k8sbackup
 --schedule="*/5 * * * *" --exclude-namespaces kube-system``), plus on-demand ``resource_restore``,
-``app_migration`` and ``activate`` deployments.
+``app_migration``, ``activate``, ``deactivate`` and ``reactivate`` deployments.
 
 Blocks are referenced by saved-block name (``KubeCluster`` ``source-cluster`` / ``target-cluster``,
 ``ObjectStore`` ``backup-store``); no secret is ever a parameter. Each backup gets a unique name
@@ -83,11 +83,23 @@ def deployment_entries(work_pool: str = WORK_POOL, schedule: str = SCHEDULE) -> 
             "Scale migrated, parked applications back up",
             parameters={"target": "target-cluster"},
         ),
+        entry(
+            "app-migration-deactivate",
+            "flows/app_migration.py:deactivate",
+            "Stop the old side after a migration (workloads to 0, CronJobs suspended, counts kept)",
+            parameters={"cluster": "source-cluster"},
+        ),
+        entry(
+            "app-migration-reactivate",
+            "flows/app_migration.py:reactivate",
+            "Failback: restore the replicas and CronJobs that deactivate (or a quiesce) recorded",
+            parameters={"cluster": "source-cluster"},
+        ),
     ]
 
 
 def _flows() -> list[tuple[Any, dict[str, Any]]]:
-    from flows.app_migration import activate, app_migration
+    from flows.app_migration import activate, app_migration, deactivate, reactivate
     from flows.resource_backup import resource_backup, resource_restore
 
     by_entry = {
@@ -95,6 +107,8 @@ def _flows() -> list[tuple[Any, dict[str, Any]]]:
         "flows/resource_backup.py:resource_restore": resource_restore,
         "flows/app_migration.py:app_migration": app_migration,
         "flows/app_migration.py:activate": activate,
+        "flows/app_migration.py:deactivate": deactivate,
+        "flows/app_migration.py:reactivate": reactivate,
     }
     return [(by_entry[e["entrypoint"]], e) for e in deployment_entries()]
 

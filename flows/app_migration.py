@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
+from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from flows.resource_backup import (
     _iso,
     _now,
@@ -34,6 +35,7 @@ from flows.resource_backup import (
 )
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
+from planning.hooks import parse_hooks
 from planning.resources import (
     BACKUP_NAME_LABEL,
     FLOW_RUN_LABEL,
@@ -43,17 +45,18 @@ from planning.resources import (
     Selection,
     parse_mapping,
 )
+from planning.transforms import parse_transform_spec
 from stateferry.errors import InputError, PermanentError
 from tasks.app_cutover import (
     activate_cronjobs,
     deactivate_workloads,
     reactivate_workloads,
-    wait_claims_released,
 )
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
-from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes, pack_volumes
+from tasks.resource_engine import resolve_transform_kinds
+from tasks.volume_mover import WORKER_IMAGE, pack_volumes
 
 __all__ = ["MigrationFailed", "activate", "app_migration", "deactivate", "reactivate"]
 
@@ -109,6 +112,9 @@ def app_migration(
     prefix: str = "migrations",
     quiesce: str = "none",
     mover_security: str = "root",
+    exclude_kinds: list[str] | str | None = None,
+    transforms: list[dict[str, Any]] | str | None = None,
+    hooks: list[dict[str, Any]] | str | None = None,
 ) -> dict[str, Any]:
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
 
@@ -134,9 +140,26 @@ def app_migration(
             runs, then (approval "stop the application") the source's Deployments/StatefulSets go
             to 0 and CronJobs are suspended (counts kept), a delta copies only what changed
             (deletions included) and is verified; the target stays parked until then. A failure
-            after the stop puts the source back (``reactivate``).
+            after the stop puts the source back (``reactivate``). ``hooks`` = the same phases, but
+            the approval runs the ``hooks``' pre exec commands in the source's pods instead of
+            scaling (post commands after the delta is packed); a failing pre hook stops the
+            quiesce before the delta with an error naming the hook, pod and exit code. A re-run
+            (same ``migration_name``) after the bulk copies were verified in the target resumes
+            with the stop and the delta (no second bulk copy).
         mover_security: ``root`` (default: capabilities the copy needs only), ``workload`` (the
             runAsUser/fsGroup of the pods using each claim) or ``image``.
+        exclude_kinds: kinds never migrated (``CronJob``, ``cronjobs.batch``, ...), as Stork's
+            ``excludeResourceTypes``; checked against the source's discovery.
+        transforms: per-kind field changes, as Stork's ResourceTransformation / Velero's resource
+            modifiers: ``[{"kind": "Deployment", "path": "spec.template.spec.containers[0].image",
+            "op": "set", "value": "nginx:1.27"}]`` (optional ``group``/``name``/``namespace``
+            (source namespace) filters; ``op`` ``set`` or ``delete``; dotted/indexed path or JSON
+            pointer; apiVersion/kind/name/namespace refused). Shown in the ``app-migration-plan``
+            artifact before anything changes; see ``planning/transforms.py``.
+        hooks: with ``quiesce="hooks"``, Stork-like pre/post exec rules: ``[{"namespace": "cms",
+            "selector": "app=mysql", "container": "mysql", "pre": [["fsfreeze", "-f", "/data"]],
+            "post": [["fsfreeze", "-u", "/data"]], "timeout_seconds": 60}]`` (argv lists, never a
+            shell string; see ``planning/hooks.py``).
 
     Returns:
         Report with per-resource and per-volume status.
@@ -161,13 +184,28 @@ def app_migration(
     ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
     sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
     quiesce_mode = parse_quiesce(quiesce)
-    two_phase = quiesce_mode == "scale" and include_volumes
+    spec = parse_transform_spec(exclude_kinds, transforms)
+    if spec:
+        spec = resolve_transform_kinds(src, "source", spec)
+        if include_volumes and ("", "PersistentVolumeClaim") in spec.excluded:
+            raise InputError(
+                "exclude_kinds",
+                "excludes PersistentVolumeClaims while include_volumes is True",
+                "set include_volumes=False or keep PersistentVolumeClaim",
+            )
+    two_phase = quiesce_mode in ("scale", "hooks") and include_volumes
+    hook_list = parse_hooks(hooks, namespaces) if quiesce_mode == "hooks" else None
+    if hooks and quiesce_mode != "hooks":
+        raise InputError(
+            "hooks", f"are given with quiesce={quiesce!r}", "set quiesce='hooks' or drop the hooks"
+        )
     run_id = _run_id()
     selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
         exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
-        volumes = []
-        if include_volumes and exported.pvcs:
+        objects, plan_rows = transformed(list(read_tarball(exported.tarball)), spec, name)
+        volumes = resumed_bulk(store, bucket, prefix, name, exported.pvcs) if two_phase else []
+        if include_volumes and exported.pvcs and not volumes:
             volumes = pack_volumes(
                 src,
                 "source",
@@ -182,9 +220,9 @@ def app_migration(
                 security=mover_security,
                 live=two_phase,
             )
+        if volumes:
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
-        objects = list(read_tarball(exported.tarball))
     if not include_resources:
         objects = [o for o in objects if o.get("kind") in ("Namespace", "PersistentVolumeClaim")]
     labels = {
@@ -226,9 +264,10 @@ def app_migration(
     vol_results += not_packed
     stopped: list[dict[str, Any]] = []
     if two_phase and vol_results and all(v.status == "migrated successfully" for v in vol_results):
-        vol_results, stopped = _quiesce_and_sync(
+        save_bulk_checkpoint(store, bucket, prefix, name, vol_results)  # a re-run resumes from here
+        vol_results, stopped = quiesce_and_sync(
             src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
-            run_id, mover_endpoint, mover_image, mover_security, auto_approve,
+            run_id, mover_endpoint, mover_image, mover_security, auto_approve, hook_list,
         )  # fmt: skip
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
@@ -286,6 +325,7 @@ def app_migration(
         "volumes": [v.to_dict() for v in vol_results],
         "activation": activation,
         "source_stopped": stopped,
+        "transforms": plan_rows,
         "seconds": round(seconds, 3),
     }
     if failed or failed_vols:
@@ -299,58 +339,6 @@ def app_migration(
         )
     log.info("migration %s done: %s", name, counts)
     return report
-
-
-def _quiesce_and_sync(
-    src: KubeCluster,
-    dst: KubeCluster,
-    store: ObjectStore,
-    bucket: str,
-    prefix: str,
-    name: str,
-    namespaces: list[str],
-    claims: list[tuple[str, str]],
-    bulk: list[VolumeResult],
-    ns_map: dict[str, str],
-    run_id: str,
-    endpoint: str | None,
-    image: str,
-    security: str,
-    auto_approve: bool,
-) -> tuple[list[VolumeResult], list[dict[str, Any]]]:
-    """Phase 2: approval, stop the source, copy and verify the delta; put the source back on failure."""
-    from tasks.approvals import request_approval
-
-    request_approval(
-        "stop-application",
-        f"# Stop the application of migration `{name}`\n\nThe bulk copy of {len(bulk)} volume(s) is in "
-        f"the target. Approving scales the Deployments/StatefulSets of {', '.join(namespaces)} in the "
-        "source to 0 and suspends their CronJobs (counts recorded in `stateferry.io/source-replicas`), "
-        "then copies only what changed since the bulk copy.\n\nRollback: the `reactivate` flow on the "
-        "source (done automatically if the delta fails).",
-        key=f"stop-{name}",
-        auto_approve=auto_approve,
-    )
-    rest = KubeRest(src.api_client(), "source")
-    stopped = deactivate_workloads(rest, namespaces)
-    try:
-        wait_claims_released(rest, claims)
-        delta = pack_volumes(
-            src, "source", store, bucket, prefix, name, claims, run_id, endpoint, image,
-            level=1, security=security, previous=bulk,
-        )  # fmt: skip
-        ok = [v for v in delta if v.status == "packed"]
-        not_packed = [v for v in delta if v.status != "packed"]
-        filled = fill_volumes(
-            dst, "target", store, bucket, ok, ns_map, run_id, endpoint, image, security=security
-        )
-        result = filled + not_packed
-    except Exception:
-        reactivate_workloads(rest, namespaces)
-        raise
-    if any(v.status != "migrated successfully" for v in result):
-        reactivate_workloads(rest, namespaces)
-    return result, stopped
 
 
 @flow(name="deactivate", log_prints=True)

@@ -9,6 +9,7 @@ recorded count (a re-run after a crash never records 0).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from stateferry.errors import InputError
@@ -16,14 +17,15 @@ from stateferry.errors import InputError
 SOURCE_REPLICAS_ANNOTATION = "stateferry.io/source-replicas"
 SOURCE_SUSPEND_ANNOTATION = "stateferry.io/source-suspend"
 SCALABLE_KINDS = ("Deployment", "StatefulSet")
-QUIESCE_MODES = ("none", "scale")
+QUIESCE_MODES = ("none", "scale", "hooks")
 
 
 def parse_quiesce(value: str, field: str = "quiesce") -> str:
-    """Validate the quiesce mode (``none``: one live copy; ``scale``: bulk copy, stop, delta)."""
+    """Validate the quiesce mode (``none``: one live copy; ``scale``: bulk copy, scale to 0, delta;
+    ``hooks``: bulk copy, pre exec hooks, delta, post exec hooks)."""
     mode = str(value or "none").strip().lower()
     if mode not in QUIESCE_MODES:
-        raise InputError(field, f"is {value!r}", "use 'none' or 'scale'")
+        raise InputError(field, f"is {value!r}", "use 'none', 'scale' or 'hooks'")
     return mode
 
 
@@ -166,3 +168,52 @@ def prepare_for_target(objects: list[dict[str, Any]], park: bool) -> list[dict[s
             o = park_cronjob(o)
         out.append(o)
     return out
+
+
+# ---- resuming a quiesce after the bulk copy --------------------------------------------------
+
+BULK_CHECKPOINT_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def bulk_checkpoint(volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record written once every bulk copy of a quiesce is verified in the target."""
+    keep = (
+        "namespace",
+        "pvc",
+        "sha256_tree",
+        "target_sha256",
+        "files",
+        "bytes",
+        "target_namespace",
+        "target_pvc",
+    )
+    return {"version": BULK_CHECKPOINT_VERSION, "volumes": [{k: v.get(k) for k in keep} for v in volumes]}
+
+
+def parse_bulk_checkpoint(
+    record: Any, claims: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """The bulk copies a re-run may resume from, per claim; None (copy again) unless the record
+    (read back from storage: untrusted) is well-formed and covers exactly ``claims``."""
+    if not isinstance(record, dict) or record.get("version") != BULK_CHECKPOINT_VERSION:
+        return None
+    vols = record.get("volumes")
+    if not isinstance(vols, list):
+        return None
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for v in vols:
+        if not isinstance(v, dict):
+            return None
+        names = [v.get(k) for k in ("namespace", "pvc", "target_namespace", "target_pvc")]
+        sums = [v.get("sha256_tree"), v.get("target_sha256")]
+        counts = [v.get("files"), v.get("bytes")]
+        if not all(isinstance(n, str) and _NAME.match(n) for n in names):
+            return None
+        if not all(isinstance(s, str) and _SHA256.match(s) for s in sums):
+            return None
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return None
+        out[(str(names[0]), str(names[1]))] = dict(v)
+    return out if set(out) == set(claims) and len(out) == len(vols) else None

@@ -337,6 +337,8 @@ def serve(state_dir: Path) -> int:
         for server, rt in zip(servers, runtimes, strict=True):
             if hasattr(server, "set_log_reader"):
                 server.set_log_reader(rt.kubelet.read_log)  # kubectl logs
+            if hasattr(server, "set_exec_starter"):
+                server.set_exec_starter(rt.kubelet.exec_process)  # kubectl exec
         for rt in runtimes:
             rt.kick()
         tmp = sb.ready_file.with_suffix(".tmp")

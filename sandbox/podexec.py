@@ -1,4 +1,5 @@
-"""Run a command inside a sandbox pod from the host, like ``kubectl exec`` (the API has no exec)."""
+"""Run a command inside a sandbox pod from the host, like ``kubectl exec`` without the API
+(the API server's ``pods/exec`` is ``sandbox/apiserver/wsexec.py``)."""
 
 from __future__ import annotations
 

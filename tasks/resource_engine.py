@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, TypeVar
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from blocks.kube import KubeCluster
@@ -20,8 +22,11 @@ from planning.resources import (
     sort_for_restore,
     zero_replicas,
 )
+from planning.transforms import TransformSpec, resolve_kinds
 from stateferry.errors import InputError
 from tasks.kube_apply import ObjectResult, apply_resources
+from tasks.kube_export import KubeRest, discover_resource_types
+from tasks.retry import TRANSIENT_RETRY
 from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "apply_in_phases",
     "iso",
     "load_block",
+    "resolve_transform_kinds",
     "results_table",
     "run_id",
     "transform_objects",
@@ -107,6 +113,16 @@ def transform_objects(
         s = sanitize(o, opts)
         out.append(zero_replicas(s) if park_workloads else s)
     return [dict(o) for o in sort_for_restore(out)]
+
+
+@task(**TRANSIENT_RETRY, cache_policy=NO_CACHE)
+def resolve_transform_kinds(cluster: KubeCluster, cluster_name: str, spec: TransformSpec) -> TransformSpec:
+    """Check ``exclude_kinds``/``transforms`` kinds against the cluster's discovery (read only).
+
+    Raises:
+        InputError: a kind the cluster does not serve, named with its parameter.
+    """
+    return resolve_kinds(spec, discover_resource_types(KubeRest(cluster.api_client(), cluster_name)))
 
 
 def results_table(results: list[ObjectResult]) -> list[dict[str, Any]]:

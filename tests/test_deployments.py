@@ -20,6 +20,8 @@ FLOWS = {
     "flows/bucket_mirror.py:bucket_mirror",
     "flows/app_migration.py:app_migration",
     "flows/app_migration.py:activate",
+    "flows/app_migration.py:deactivate",
+    "flows/app_migration.py:reactivate",
     "flows/resource_backup.py:resource_backup",
     "flows/resource_backup.py:resource_restore",
     "flows/backup.py:scheduled_backup",
@@ -68,6 +70,8 @@ def test_parameters_conform_to_the_flow_signature(entry: dict[str, Any]) -> None
         ("flows/etcd_migration.py:etcd_stretch_migration", ["source", "target"]),
         ("flows/bucket_mirror.py:bucket_mirror", ["source", "destination"]),
         ("flows/app_migration.py:app_migration", ["source", "target", "object_store"]),
+        ("flows/app_migration.py:deactivate", ["cluster"]),
+        ("flows/app_migration.py:reactivate", ["cluster"]),
         ("flows/resource_backup.py:resource_backup", ["source", "object_store"]),
     ],
 )

@@ -115,3 +115,50 @@ def test_park_quiesce_mode_is_validated() -> None:
     assert parse_quiesce("Scale") == "scale" and parse_quiesce("") == "none"
     with pytest.raises(InputError, match="quiesce"):
         parse_quiesce("freeze")
+
+
+def _ck(**over: Any) -> dict[str, Any]:
+    v = {
+        "namespace": "cms",
+        "pvc": "data",
+        "sha256_tree": "a" * 64,
+        "target_sha256": "b" * 64,
+        "files": 3,
+        "bytes": 10,
+        "target_namespace": "cms2",
+        "target_pvc": "data",
+        "status": "ignored",
+    }
+    return {"version": 1, "volumes": [{**v, **over}]}
+
+
+def test_bulk_checkpoint_round_trip() -> None:
+    from planning.app_migration import bulk_checkpoint, parse_bulk_checkpoint
+
+    rec = bulk_checkpoint(_ck()["volumes"])
+    assert "status" not in rec["volumes"][0]
+    got = parse_bulk_checkpoint(json.loads(json.dumps(rec)), [("cms", "data")])
+    assert got is not None and got[("cms", "data")]["target_sha256"] == "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("record", "claims"),
+    [
+        (None, [("cms", "data")]),
+        ({"version": 2, "volumes": []}, [("cms", "data")]),
+        (_ck(), [("cms", "data"), ("cms", "logs")]),  # claims changed: copy again
+        (_ck(), [("other", "data")]),
+        (_ck(sha256_tree="A" * 64), [("cms", "data")]),
+        (_ck(target_sha256=""), [("cms", "data")]),
+        (_ck(files=-1), [("cms", "data")]),
+        (_ck(bytes=True), [("cms", "data")]),
+        (_ck(target_namespace="../x"), [("cms", "data")]),
+        (_ck(target_pvc=""), [("cms", "data")]),
+        ({"version": 1, "volumes": "x"}, [("cms", "data")]),
+        ({"version": 1, "volumes": [_ck()["volumes"][0]] * 2}, [("cms", "data")]),  # duplicate
+    ],
+)
+def test_bulk_checkpoint_refused(record: Any, claims: list[tuple[str, str]]) -> None:
+    from planning.app_migration import parse_bulk_checkpoint
+
+    assert parse_bulk_checkpoint(record, claims) is None

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 from sandbox.apiserver.controllers import Controllers
-from sandbox.apiserver.http import LogReader, Server
+from sandbox.apiserver.http import ExecStarter, LogReader, Server
 from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.store import Store
 
@@ -72,6 +72,7 @@ class ApiServer:
         self._http: Server | None = None
         self._thread: threading.Thread | None = None
         self._log_reader: LogReader | None = None
+        self._exec_starter: ExecStarter | None = None
 
     def set_log_reader(self, reader: LogReader | None) -> None:
         """Serve ``GET pods/<name>/log`` (``kubectl logs``) from ``reader``.
@@ -82,6 +83,16 @@ class ApiServer:
         self._log_reader = reader
         if self._http is not None:
             self._http.log_reader = reader
+
+    def set_exec_starter(self, starter: ExecStarter | None) -> None:
+        """Serve ``pods/<name>/exec`` (``kubectl exec``, websockets) with processes from ``starter``.
+
+        ``starter(namespace, pod, container, argv, stdin)`` returns the started process or raises
+        RuntimeError when the container is not running (the sandbox kubelet plugs in here).
+        """
+        self._exec_starter = starter
+        if self._http is not None:
+            self._http.exec_starter = starter
 
     @property
     def url(self) -> str:
@@ -99,6 +110,7 @@ class ApiServer:
         self._http = Server((self.host, self.port), registry)
         self.port = self._http.server_address[1]  # port 0 = pick a free one
         self._http.log_reader = self._log_reader
+        self._http.exec_starter = self._exec_starter
         controllers.start()
         self._bootstrap()
         store.start_persisting()

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 import yaml
 
-from sandbox.apiserver import discovery, errors, openapi, protobuf, tables
+from sandbox.apiserver import discovery, errors, openapi, protobuf, tables, wsexec
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
 from sandbox.apiserver.resources import ResourceType
@@ -36,6 +36,7 @@ _JSON = "application/json"
 
 # (namespace, pod, container, tailLines, previous) -> log text, or None while the container has not started
 LogReader = Callable[[str, str, str, int | None, bool], str | None]
+ExecStarter = wsexec.ExecStarter
 
 
 class Server(ThreadingHTTPServer):
@@ -52,6 +53,7 @@ class Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         self.log_reader: LogReader | None = None
+        self.exec_starter: ExecStarter | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept with TCP_NODELAY (small JSON answers must not wait for delayed ACKs)."""
@@ -224,6 +226,11 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.server_could_not_find()
         if rt.namespaced and name is not None and ns is None:
             raise errors.server_could_not_find()
+        if rt.key == ("", "pods") and sub == "exec" and ns is not None and name is not None:
+            if method not in ("GET", "POST"):
+                raise errors.method_not_allowed(method)
+            wsexec.serve(self, self.server.exec_starter, ns, reg.get(rt, ns, name))
+            return
         self._resource(method, rt, ns, name, sub, q, raw)
 
     def _resource(
@@ -527,7 +534,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 
 def _extra_sub(rt: ResourceType, sub: str) -> bool:
     if rt.key == ("", "pods"):
-        return sub in ("binding", "eviction", "log")
+        return sub in ("binding", "eviction", "log", "exec")
     return rt.key == ("", "namespaces") and sub == "finalize"
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,27 @@ class Kubelet:
             tmp = self.cluster_dir / "pods" / "index.json.tmp"
             tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
             tmp.replace(self.cluster_dir / "pods" / "index.json")
+
+    def exec_process(
+        self, namespace: str, pod: str, container: str, argv: list[str], stdin: bool
+    ) -> subprocess.Popen[bytes]:
+        """Start a ``pods/exec`` process in a running container (see :meth:`PodRuntime.spawn`).
+
+        Raises:
+            RuntimeError: the pod or container is not running (the message says which).
+        """
+        with self._lock:
+            runtime = next(
+                (
+                    rt
+                    for rt in self.runtimes.values()
+                    if rt.plan.namespace == namespace and rt.plan.name == pod
+                ),
+                None,
+            )
+        if runtime is None:
+            raise RuntimeError(f'container not found ("{container}")')
+        return runtime.spawn(argv, container=container, stdin=stdin)
 
     def read_log(
         self, namespace: str, pod: str, container: str, tail: int | None, previous: bool

@@ -115,6 +115,7 @@ class ContainerPlan:
     startup: Probe | None = None
     probe_env: dict[str, str] = field(default_factory=dict)
     identity: Identity | None = None  # None: the sandbox's own user (root, every capability)
+    exec_identity: Identity | None = None  # pods/exec: the securityContext even without a process
 
 
 @dataclass
@@ -675,6 +676,31 @@ class PodRuntime:
                 os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             return subprocess.CompletedProcess(argv, 124, out, err)
+
+    def spawn(self, argv: list[str], *, container: str, stdin: bool) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a running container (pod mount namespace, the container's env, cwd and
+        securityContext identity) with piped stdout/stderr, for ``pods/exec``.
+
+        Raises:
+            RuntimeError: the pod or the container is not running.
+        """
+        if self.holder is None or self.holder.poll() is not None:
+            raise RuntimeError(f"pod {self.plan.namespace}/{self.plan.name} has no running sandbox")
+        run = next((c for c in self.containers if c.plan.name == container), None)
+        if run is None or (run.plan.argv and (run.proc is None or run.proc.poll() is not None)):
+            raise RuntimeError(f'container not found ("{container}")')
+        plan = run.plan
+        env = {**plan.env, **self._marker_env()}
+        who = plan.exec_identity or plan.identity
+        as_user = who.argv() if who else []
+        return subprocess.Popen(
+            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={plan.cwd}", "--", *as_user, *argv],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
 
     @property
     def holder_pid(self) -> int | None:

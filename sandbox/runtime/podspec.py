@@ -338,6 +338,7 @@ def build_plan(
             liveness=parse_probe(c.get("livenessProbe"), pod_ip, ports),
             startup=parse_probe(c.get("startupProbe"), pod_ip, ports),
             identity=identity if kind != "none" else None,
+            exec_identity=identity,
         )
 
     init_containers = [plan_of(c) for c in spec.get("initContainers") or []]
