@@ -2,7 +2,7 @@
 #
 # Contains: Python 3.11, Prefect + prefect-kubernetes (the worker: `prefect worker start --pool ... --type kubernetes`),
 # the stateferry project with its dependencies, etcdctl (etcd-client 3.4), mysqldump (mariadb-client)
-# and pg_dump (postgresql-client), GNU tar (built with xattr/ACL support) and gzip. Data movers run
+# and pg_dump (postgresql-client), GNU tar (built with xattr/ACL support); archives are gzip (ISA-L). Data movers run
 # `python -m stateferry.worker.volume pack|unpack ...` in it: GNU tar does the copy (owners, modes,
 # times, hard links, xattrs, ACLs, sparse files, --listed-incremental deltas); Python's tarfile is
 # not used for extraction (every member is checked before GNU tar sees it).

@@ -32,10 +32,11 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from isal import isal_zlib
 
 from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from stateferry.worker.tree import TreeError, tree_checksum, walk
@@ -110,6 +111,34 @@ def _load_sums(client: Any, bucket: str, lkey: str) -> dict[str, list[Any]] | No
     return data if isinstance(data, dict) else None
 
 
+class GzipReader(io.RawIOBase):
+    """``read()`` gives the gzip (ISA-L, level 1) of a raw stream: what ``gzip -1`` would pipe, at
+    several times its speed (SIMD deflate; the compression releases the GIL, so tar, the upload and
+    the compression overlap). The output is a standard gzip member."""
+
+    def __init__(self, raw: Any, level: int = 1) -> None:
+        self._raw = raw
+        self._c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+        self._buf = bytearray()
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = size if size is not None and size >= 0 else 1 << 62
+        while len(self._buf) < want and not self._eof:
+            chunk = self._raw.read(1 << 20)
+            if chunk:
+                self._buf += self._c.compress(chunk)
+            else:
+                self._buf += self._c.flush()
+                self._eof = True
+        out = bytes(self._buf[:want])
+        del self._buf[:want]
+        return out
+
+
 def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
     """Stream ``root`` (level 0) or its changes since level-1 to S3; write and return the result record."""
     t0 = time.monotonic()
@@ -126,20 +155,23 @@ def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            gz = subprocess.Popen(["gzip", "-1", "-c"], stdin=tar.stdout, stdout=subprocess.PIPE)
-            assert tar.stdout is not None and gz.stdout is not None and tar.stderr is not None
-            tar.stdout.close()
+            assert tar.stdout is not None and tar.stderr is not None
             err: list[bytes] = []
             reader = threading.Thread(target=lambda: err.append(tar.stderr.read()), daemon=True)  # type: ignore[union-attr]
             reader.start()
             client.put_object(
-                bucket, lkey, gz.stdout, length=-1, part_size=PART_SIZE, content_type="application/gzip"
+                bucket,
+                lkey,
+                GzipReader(tar.stdout),
+                length=-1,
+                part_size=PART_SIZE,
+                content_type="application/gzip",
             )
-            rc, gz_rc = tar.wait(), gz.wait()
+            rc = tar.wait()
             reader.join()
             warnings = (err[0] if err else b"").decode(errors="replace").strip()
-            if rc > 1 or gz_rc:
-                raise MoverError(f"tar exited {rc} (gzip {gz_rc}): {warnings[-500:]}")
+            if rc > 1:
+                raise MoverError(f"tar exited {rc}: {warnings[-500:]}")
             raw_snar = snar.read_bytes()
             client.put_object(bucket, lkey + ".snar", io.BytesIO(raw_snar), len(raw_snar))
         summary = tree_checksum(
@@ -177,7 +209,7 @@ def _extract(client: Any, bucket: str, key: str, root: Path) -> list[list[str]]:
     err: list[bytes] = []
     reader = threading.Thread(target=lambda: err.append(tar.stderr.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
-    unzip = zlib.decompressobj(wbits=31)
+    unzip = isal_zlib.decompressobj(wbits=31)
     resp = client.get_object(bucket, key)
     refused: UnsafeArchive | None = None
     try:
@@ -185,7 +217,7 @@ def _extract(client: Any, bucket: str, key: str, root: Path) -> list[list[str]]:
             data = unzip.decompress(chunk)
             while unzip.unused_data:  # concatenated gzip members
                 rest = unzip.unused_data
-                unzip = zlib.decompressobj(wbits=31)
+                unzip = isal_zlib.decompressobj(wbits=31)
                 data += unzip.decompress(rest)
             tar.stdin.write(gate.feed(data))
     except UnsafeArchive as exc:
