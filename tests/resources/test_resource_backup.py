@@ -98,9 +98,9 @@ def test_cms_backup_restore_into_dr_namespace(
         _get(target_rest, "/api/v1/namespaces/cms-dr/services/wordpress-mysql")["spec"]["clusterIP"] == "None"
     )
     # PVC files identical
+    assert {v["status"] for v in report["volumes"]} == {"migrated successfully"}, report["volumes"]
     for claim, tree in cms_source.items():
-        assert read_tree(pv_dir(target_rest, "cms-dr", claim)) == tree
-    assert {v["status"] for v in report["volumes"]} == {"migrated successfully"}
+        assert read_tree(pv_dir(target_rest, "cms-dr", claim)) == tree, (claim, report["volumes"])
 
     # restore again with skip: nothing changes
     rv_before = _get(target_rest, "/api/v1/namespaces/cms-dr/configmaps/wp-config")["metadata"][
