@@ -75,3 +75,14 @@ def test_fidelity_typed_client_namespace_without_name(api_env: ApiEnv) -> None:
     with pytest.raises(client.ApiException) as err:
         api_env.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta()))
     assert err.value.status == 422
+
+
+def test_fidelity_service_status_load_balancer_empty(api_env: ApiEnv, namespace: str) -> None:
+    """Spec: a Service carries `status: {loadBalancer: {}}` (stays `{}` until a client writes /status)."""
+    body = {"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+    code, created = api_env.request("POST", f"/api/v1/namespaces/{namespace}/services", body)
+    assert code == 201
+    assert created["status"] == {"loadBalancer": {}}
+    assert api_env.request("GET", f"/api/v1/namespaces/{namespace}/services/s")[1]["status"] == {
+        "loadBalancer": {}
+    }
