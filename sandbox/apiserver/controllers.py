@@ -7,11 +7,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.registry import DeleteOptions, Registry, deepcopy, now, should_remove
 from sandbox.apiserver.store import Event, Obj
+from sandbox.runtime.timescale import scaled
+
+# a real namespace controller takes ~5 s from DELETE to gone (k8s-fidelity.md, Controllers)
+NAMESPACE_CLEANUP_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class Controllers:
         self.thread = threading.Thread(target=self._run, name="apiserver-controllers", daemon=True)
         self.store.listeners.append(self.queue.put)
         registry.on_namespace_created = self.namespace_created
+        self._ns_due: dict[str, float] = {}  # uid of a Terminating namespace -> monotonic time it may go
 
     def start(self) -> None:
         """Start the worker and reconcile whatever a previous run left half done."""
@@ -257,6 +263,8 @@ class Controllers:
                     self._delete(obj, "Background")
         if any(self.store.items(key, name) for key in keys):
             return  # bound pods wait for their kubelet, objects with finalizers for their controllers
+        if not self._namespace_due(nsobj):
+            return
         with self.store.lock:
             cur = self.store.get(("", "namespaces"), "", name)
             if cur is None or cur["metadata"]["uid"] != nsobj["metadata"]["uid"]:
@@ -268,6 +276,25 @@ class Controllers:
             if not new["spec"]["finalizers"]:
                 new["spec"].pop("finalizers")
             self._replace(cur, new)
+
+    def _namespace_due(self, nsobj: Obj) -> bool:
+        """True once a Terminating namespace has been so for the (time-scaled) cleanup delay.
+
+        Until then a timer re-queues the namespace, so it stays ``Terminating`` for a few seconds as on
+        a real cluster (repeated DELETEs answer the object, creates inside it are 403).
+        """
+        uid = nsobj["metadata"]["uid"]
+        due = self._ns_due.setdefault(uid, time.monotonic() + scaled(NAMESPACE_CLEANUP_SECONDS))
+        left = due - time.monotonic()
+        if left <= 0:
+            self._ns_due.pop(uid, None)
+            return True
+        timer = threading.Timer(
+            left, self.queue.put, (Event(self.store.rv, ("", "namespaces"), "MODIFIED", nsobj, None),)
+        )
+        timer.daemon = True
+        timer.start()
+        return False
 
     # ---- CRDs --------------------------------------------------------------------------------------
     def _establish(self, crd: Obj) -> None:

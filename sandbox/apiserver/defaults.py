@@ -330,8 +330,9 @@ def secret(obj: Obj) -> None:
 
 def namespace(obj: Obj) -> None:
     """Namespace defaults."""
-    name = obj["metadata"]["name"]
-    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    name = obj["metadata"].get("name")
+    if name:  # a missing name is left to validation (422 FieldValueRequired), never a 500
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
     spec = obj.setdefault("spec", {})
     spec.setdefault("finalizers", ["kubernetes"])
     obj.setdefault("status", {}).setdefault("phase", "Active")

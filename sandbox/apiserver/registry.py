@@ -272,7 +272,7 @@ class Registry:
             if rt.custom and rt.has_status:
                 obj.pop("status", None)
             elif rt.has_status and rt.key != ("", "nodes"):
-                obj["status"] = dict(_INITIAL_STATUS.get(rt.key, {}))
+                obj["status"] = deepcopy(_INITIAL_STATUS.get(rt.key, {}))
             if rt.key == ("", "namespaces") and obj.get("spec") is None:
                 obj["spec"] = {}
             self._default(rt, obj)
@@ -872,6 +872,7 @@ _INITIAL_STATUS: dict[tuple[str, str], Obj] = {
     ("apps", "statefulsets"): {"replicas": 0, "availableReplicas": 0},
     ("apps", "replicasets"): {"replicas": 0},
     ("", "replicationcontrollers"): {"replicas": 0},
+    ("", "services"): {"loadBalancer": {}},
     ("apps", "daemonsets"): {
         "currentNumberScheduled": 0,
         "numberMisscheduled": 0,
