@@ -159,15 +159,20 @@ def rename_databases(chunks: Iterator[bytes], mapping: dict[str, str]) -> Iterat
         yield from chunks
         return
     enc = {k.encode(): v.replace("`", "``").encode() for k, v in mapping.items()}
+    yield from map_lines(chunks, lambda line: _rename_line(line, enc))
+
+
+def map_lines(chunks: Iterator[bytes], fn: Callable[[bytes], bytes]) -> Iterator[bytes]:
+    """Apply ``fn`` to every line of a byte stream (lines split on ``\\n``, kept whole across chunks)."""
     buf = b""
     for chunk in chunks:
         buf += chunk
         lines = buf.split(b"\n")
         buf = lines.pop()
         if lines:
-            yield b"\n".join(_rename_line(line, enc) for line in lines) + b"\n"
+            yield b"\n".join(fn(line) for line in lines) + b"\n"
     if buf:
-        yield _rename_line(buf, enc)
+        yield fn(buf)
 
 
 def _rename_line(line: bytes, enc: dict[bytes, bytes]) -> bytes:
@@ -192,15 +197,7 @@ def disable_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Create every event of a ``mysqldump --events`` stream DISABLED (for scratch copies: an event
     whose body names the original database must not fire against it from a trial or verification
     copy). Only mysqldump's own ``CREATE EVENT`` line shape is touched."""
-    buf = b""
-    for chunk in chunks:
-        buf += chunk
-        lines = buf.split(b"\n")
-        buf = lines.pop()
-        if lines:
-            yield b"\n".join(_EVENT_LINE.sub(rb"\1DISABLE", line, count=1) for line in lines) + b"\n"
-    if buf:
-        yield _EVENT_LINE.sub(rb"\1DISABLE", buf, count=1)
+    yield from map_lines(chunks, lambda line: _EVENT_LINE.sub(rb"\1DISABLE", line, count=1))
 
 
 def mysql_database_exists(db: Database, name: str) -> bool:
