@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -194,11 +195,17 @@ def test_issued_cert_serves_real_tls_for_every_san() -> None:
             thread.join(10)
         with socket.create_server(("127.0.0.1", 0)) as listener2:
             port2 = listener2.getsockname()[1]
-            threading.Thread(
-                target=lambda: server.wrap_socket(listener2.accept()[0], server_side=True), daemon=True
-            ).start()
+
+            def refuse() -> None:
+                conn, _addr = listener2.accept()
+                with contextlib.suppress(ssl.SSLError, OSError):
+                    server.wrap_socket(conn, server_side=True).close()
+
+            refusing = threading.Thread(target=refuse, daemon=True)
+            refusing.start()
             with (
                 socket.create_connection(("127.0.0.1", port2), timeout=10) as raw,
                 pytest.raises(ssl.SSLCertVerificationError),
             ):
                 client.wrap_socket(raw, server_hostname="etcd-0.etcd")
+            refusing.join(10)
