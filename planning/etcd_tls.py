@@ -143,10 +143,27 @@ def tls_secret_mounts(pod_spec: Mapping[str, Any], container: str, flags: EtcdTl
     return used
 
 
-def member_secret_name(new_sts: str, pod: str, source_secret: str) -> str:
-    """Name of the Secret holding a new member's TLS files (``<pod>-<source-secret>``, shortened)."""
-    name = f"{pod}-{source_secret}"
-    return name[:253].rstrip("-.")
+def shared_peer_sans(layout: Layout, lb_addresses: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """SANs of the one certificate the new StatefulSet's pods share.
+
+    A StatefulSet's pods share one pod template, hence one Secret: its certificate must cover every
+    new member's names and LoadBalancer address (``lb_addresses``: pod -> address).
+
+    Returns:
+        ``(dns_names, ip_addresses)``, sorted, without duplicates.
+    """
+    names: set[str] = set()
+    ips: set[str] = set()
+    for pod in layout.new_pods():
+        pod_names, pod_ips = peer_sans(layout, pod, lb_addresses.get(pod))
+        names.update(pod_names)
+        ips.update(pod_ips)
+    return sorted(names), sorted(ips)
+
+
+def new_secret_name(new_sts: str, source_secret: str) -> str:
+    """Name of the target Secret replacing ``source_secret`` for the new StatefulSet."""
+    return f"{new_sts}-{source_secret}"[:253].rstrip("-.")
 
 
 def secret_file_keys(flags: EtcdTlsFlags, mount: SecretMount) -> dict[str, str]:

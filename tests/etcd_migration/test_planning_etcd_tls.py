@@ -20,6 +20,7 @@ from planning.etcd_tls import (
     peer_sans,
     redact_pems,
     secret_file_keys,
+    shared_peer_sans,
     tls_secret_mounts,
 )
 from stateferry.errors import InputError, PreconditionFailed
@@ -209,3 +210,13 @@ def test_issued_cert_serves_real_tls_for_every_san() -> None:
             ):
                 client.wrap_socket(raw, server_hostname="etcd-0.etcd")
             refusing.join(10)
+
+
+def test_shared_peer_sans_cover_every_new_member_and_lb() -> None:
+    layout = Layout("src", "dst", "etcd", "etcd", "etcd-main", "etcd-main", 3, 3, scheme="https")
+    names, ips = shared_peer_sans(layout, {"etcd-main-0": "127.0.0.7", "etcd-main-2": "127.0.0.9"})
+    assert ips == ["127.0.0.7", "127.0.0.9"]
+    for pod in layout.new_pods():
+        assert layout.host(pod, new=True) in names
+        assert f"{pod}.etcd-main.dst.svc.cluster.local" in names
+    assert not any(n.startswith("etcd-0") for n in names)  # never the source members' names
