@@ -220,3 +220,23 @@ def redact_pems(text: str, secrets: Sequence[str]) -> str:
     return re.sub(
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", "***", text, flags=re.S
     )
+
+
+def rewrite_secret_volumes(pod_spec: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``pod_spec`` whose Secret volumes use the new Secret names (same volume names and
+    mount paths, so the etcd flags keep pointing at the same files).
+
+    Args:
+        pod_spec: The source pod template's ``spec``.
+        renames: Source Secret name -> target Secret name.
+    """
+    spec = dict(pod_spec)
+    volumes = []
+    for volume in pod_spec.get("volumes") or []:
+        secret = volume.get("secret") if isinstance(volume, Mapping) else None
+        if isinstance(secret, Mapping) and secret.get("secretName") in renames:
+            volume = {**volume, "secret": {**secret, "secretName": renames[str(secret["secretName"])]}}
+        volumes.append(volume)
+    if "volumes" in pod_spec:
+        spec["volumes"] = volumes
+    return spec

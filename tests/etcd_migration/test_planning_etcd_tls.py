@@ -19,6 +19,7 @@ from planning.etcd_tls import (
     parse_tls_flags,
     peer_sans,
     redact_pems,
+    rewrite_secret_volumes,
     secret_file_keys,
     shared_peer_sans,
     tls_secret_mounts,
@@ -220,3 +221,21 @@ def test_shared_peer_sans_cover_every_new_member_and_lb() -> None:
         assert layout.host(pod, new=True) in names
         assert f"{pod}.etcd-main.dst.svc.cluster.local" in names
     assert not any(n.startswith("etcd-0") for n in names)  # never the source members' names
+
+
+def test_rewrite_secret_volumes_keeps_paths_and_other_volumes() -> None:
+    spec = _pod_spec(
+        [
+            {"name": "tls", "secret": {"secretName": "etcd-tls", "defaultMode": 0o400}},
+            {"name": "ca", "secret": {"secretName": "etcd-ca"}},
+            {"name": "data", "emptyDir": {}},
+        ]
+    )
+    out = rewrite_secret_volumes(spec, {"etcd-tls": "etcd-main-etcd-tls"})
+    assert out["volumes"][0] == {
+        "name": "tls",
+        "secret": {"secretName": "etcd-main-etcd-tls", "defaultMode": 0o400},
+    }
+    assert out["volumes"][1:] == spec["volumes"][1:]
+    assert out["containers"] == spec["containers"]
+    assert spec["volumes"][0]["secret"]["secretName"] == "etcd-tls"  # input untouched
