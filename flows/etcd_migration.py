@@ -20,6 +20,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.etcd import EtcdCluster
 from blocks.kube import KubeCluster
 from flows.etcd_migration_steps import (
     CUTOVER_STEP,
@@ -42,6 +43,7 @@ from flows.etcd_migration_steps import (
 )
 from planning.etcd_stretch import plan_markdown
 from stateferry.errors import PreconditionFailed
+from tasks.etcd_credentials import EtcdCredentials, use_credentials
 from tasks.etcd_migration_io import lb_ips_from_cluster, live_endpoints
 from tasks.etcd_ops import ClusterView, observe_cluster
 from tasks.etcd_preflight import (
@@ -83,6 +85,7 @@ def etcd_stretch_migration(
     target_lb_annotations: dict[str, str] | None = None,
     rename_labels: bool = False,
     dns_check_image: str | None = None,
+    etcd_cluster: EtcdCluster | None = None,
 ) -> dict[str, Any]:
     """Migrate an etcd StatefulSet from the source to the target Kubernetes cluster without downtime.
 
@@ -123,99 +126,108 @@ def etcd_stretch_migration(
         dns_check_image: Image of the DNS check Job (runs ``getent hosts``; default: the source etcd
             image, which has it up to etcd 3.4; give e.g. ``debian:bookworm-slim`` for distroless
             images).
+        etcd_cluster: Client TLS (CA, client certificate and key) and the root user/password of the
+            source etcd (an ``EtcdCluster`` block; its endpoints are not used). Every etcd call of the
+            flow (compact, defrag, member add/promote/remove, move-leader, health, status) uses them.
 
     Returns:
         Summary: ``outcome`` (``migrated`` / ``planned`` / ``rolled_back`` / ``done``), ``steps``,
         ``members``, ``client_endpoints``, ``db_size``.
     """
-    logger = get_run_logger()
-    journal = Journal()
-    started = time.monotonic()
-    target_namespace = target_namespace or source_namespace
-    new_statefulset = new_statefulset or f"{statefulset}-main"
-    new_service = new_service or new_statefulset
+    creds = EtcdCredentials.from_block(etcd_cluster) if etcd_cluster is not None else EtcdCredentials()
+    with use_credentials(creds):
+        logger = get_run_logger()
+        journal = Journal()
+        started = time.monotonic()
+        target_namespace = target_namespace or source_namespace
+        new_statefulset = new_statefulset or f"{statefulset}-main"
+        new_service = new_service or new_statefulset
 
-    with journal.step("preflight") as note:
-        try:
-            ctx, view = preflight(
-                source,
-                target,
-                source_namespace=source_namespace,
-                target_namespace=target_namespace,
-                statefulset=statefulset,
-                service=service,
-                new_statefulset=new_statefulset,
-                new_service=new_service,
-                target_replicas=target_replicas,
-                allow_even_size=allow_even_size,
-                source_endpoints=source_endpoints,
-                target_image=target_image,
-                dns_provider=dns_provider,
-                source_lb_annotations=dict(source_lb_annotations or {}),
-                target_lb_annotations=dict(target_lb_annotations or {}),
-                rename_labels=rename_labels,
+        with journal.step("preflight") as note:
+            try:
+                ctx, view = preflight(
+                    source,
+                    target,
+                    source_namespace=source_namespace,
+                    target_namespace=target_namespace,
+                    statefulset=statefulset,
+                    service=service,
+                    new_statefulset=new_statefulset,
+                    new_service=new_service,
+                    target_replicas=target_replicas,
+                    allow_even_size=allow_even_size,
+                    source_endpoints=source_endpoints,
+                    target_image=target_image,
+                    dns_provider=dns_provider,
+                    source_lb_annotations=dict(source_lb_annotations or {}),
+                    target_lb_annotations=dict(target_lb_annotations or {}),
+                    rename_labels=rename_labels,
+                )
+            except MigrationComplete as done:
+                save_complete(target, target_namespace, new_statefulset)
+                logger.info("%s", done)
+                return {"outcome": "done", "detail": str(done), "steps": [], "members": []}
+            for w in ctx.warnings:
+                logger.warning(w)
+            plan = plan_markdown(ctx.layout, to_current(view), view.leader_id, warnings=ctx.warnings)
+            create_markdown_artifact(
+                key="etcd-migration-plan", markdown=plan, description="etcd stretch migration plan"
             )
-        except MigrationComplete as done:
-            save_complete(target, target_namespace, new_statefulset)
-            logger.info("%s", done)
-            return {"outcome": "done", "detail": str(done), "steps": [], "members": []}
-        for w in ctx.warnings:
-            logger.warning(w)
-        plan = plan_markdown(ctx.layout, to_current(view), view.leader_id, warnings=ctx.warnings)
-        create_markdown_artifact(
-            key="etcd-migration-plan", markdown=plan, description="etcd stretch migration plan"
-        )
-        note["detail"] = f"{len(view.members)} members, leader {view.leader_name}"
-    summary: dict[str, Any] = {"plan": plan}
-    if dry_run:
-        summary["outcome"] = "planned"
-        return _finish(summary, journal, started, view, ctx)
-    if rollback:
-        if ctx.state.in_progress:
-            lb_ips_from_cluster(ctx)
-        roll_back(ctx, journal, "rollback=True")
-        summary["outcome"] = "rolled_back"
-        return _finish(summary, journal, started, None, ctx)
-
-    try:
-        summary["db_size"] = shrink_database(ctx, journal, keep_revisions)
-        expose_members(ctx, journal)
-        publish_dns(ctx, journal)
-        join_new_members(
-            ctx,
-            journal,
-            use_learners=use_learners,
-            auto_approve=auto_approve,
-            catch_up_timeout=catch_up_timeout_seconds,
-            dns_check_image=dns_check_image or etcd_image(ctx.source_sts),
-        )
-        move_leader_to_new(ctx, journal)
-        switch_clients(ctx, auto_approve)
-        remove_old_members(ctx, journal)
-        finalize_initial_cluster(ctx, journal)
-        delete_old_resources(
-            ctx, journal, auto_approve=auto_approve, delete_pvcs=delete_pvcs, keep_source_dns=keep_source_dns
-        )
-        check_done(ctx)
-    except JoinFailed as exc:
-        if not ctx.state.cutover_approved:
-            roll_back(ctx, journal, str(exc))
-            raise PreconditionFailed(
-                f"{exc} -- the new members were rolled back; the source is as it was"
-            ) from exc
-        raise
-    except Exception as exc:
-        from tasks.approvals import ApprovalRejected
-
-        if isinstance(exc, ApprovalRejected) and exc.step in (JOIN_STEP, CUTOVER_STEP):
-            roll_back(ctx, journal, f"step '{exc.step}' rejected")
+            note["detail"] = f"{len(view.members)} members, leader {view.leader_name}"
+        summary: dict[str, Any] = {"plan": plan}
+        if dry_run:
+            summary["outcome"] = "planned"
+            return _finish(summary, journal, started, view, ctx)
+        if rollback:
+            if ctx.state.in_progress:
+                lb_ips_from_cluster(ctx)
+            roll_back(ctx, journal, "rollback=True")
             summary["outcome"] = "rolled_back"
-            _finish(summary, journal, started, None, ctx)
-        raise
-    summary["outcome"] = "migrated"
-    port = ctx.layout.client_port
-    summary["client_endpoints"] = [f"{ctx.lb_ips[p]}:{port}" for p in ctx.layout.new_pods()]
-    return _finish(summary, journal, started, observe_cluster(live_endpoints(ctx)), ctx)
+            return _finish(summary, journal, started, None, ctx)
+
+        try:
+            summary["db_size"] = shrink_database(ctx, journal, keep_revisions)
+            expose_members(ctx, journal)
+            publish_dns(ctx, journal)
+            join_new_members(
+                ctx,
+                journal,
+                use_learners=use_learners,
+                auto_approve=auto_approve,
+                catch_up_timeout=catch_up_timeout_seconds,
+                dns_check_image=dns_check_image or etcd_image(ctx.source_sts),
+            )
+            move_leader_to_new(ctx, journal)
+            switch_clients(ctx, auto_approve)
+            remove_old_members(ctx, journal)
+            finalize_initial_cluster(ctx, journal)
+            delete_old_resources(
+                ctx,
+                journal,
+                auto_approve=auto_approve,
+                delete_pvcs=delete_pvcs,
+                keep_source_dns=keep_source_dns,
+            )
+            check_done(ctx)
+        except JoinFailed as exc:
+            if not ctx.state.cutover_approved:
+                roll_back(ctx, journal, str(exc))
+                raise PreconditionFailed(
+                    f"{exc} -- the new members were rolled back; the source is as it was"
+                ) from exc
+            raise
+        except Exception as exc:
+            from tasks.approvals import ApprovalRejected
+
+            if isinstance(exc, ApprovalRejected) and exc.step in (JOIN_STEP, CUTOVER_STEP):
+                roll_back(ctx, journal, f"step '{exc.step}' rejected")
+                summary["outcome"] = "rolled_back"
+                _finish(summary, journal, started, None, ctx)
+            raise
+        summary["outcome"] = "migrated"
+        port = ctx.layout.client_port
+        summary["client_endpoints"] = [f"{ctx.lb_ips[p]}:{port}" for p in ctx.layout.new_pods()]
+        return _finish(summary, journal, started, observe_cluster(live_endpoints(ctx)), ctx)
 
 
 def _finish(

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.etcd_client import EndpointStatus, EtcdClient, Member
+from blocks.etcd_client import EndpointStatus, Member
 from stateferry.errors import PermanentError, PreconditionFailed, StateferryError, TransientError
+from tasks.etcd_credentials import etcd_client
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -98,7 +99,7 @@ async def _observe(
 ) -> ClusterView:
     statuses: dict[str, EndpointStatus] = {}
     unreachable: dict[str, str] = {}
-    async with EtcdClient(list(endpoints.values()), timeout=timeout) as etcd:
+    async with etcd_client(list(endpoints.values()), timeout=timeout) as etcd:
         for name, endpoint in endpoints.items():
             try:
                 statuses[name] = await etcd.status(endpoint)
@@ -110,7 +111,7 @@ async def _observe(
                 f"no voting etcd member answered at {sorted(endpoints.values())}: "
                 + "; ".join(f"{k}: {v}" for k, v in unreachable.items())
             )
-        async with EtcdClient(reachable, timeout=timeout) as voters:
+        async with etcd_client(reachable, timeout=timeout) as voters:
             members = await voters.member_list()
             alarms = [f"{a.member_id:x}:{a.alarm}" for a in await voters.alarms()] if with_alarms else []
     leaders = {s.leader_id for s in statuses.values() if s.leader_id}
@@ -158,7 +159,7 @@ def compact_and_defrag(endpoints: Mapping[str, str], keep_revisions: int) -> dic
         view = await _observe(endpoints)
         before = {n: s.db_size for n, s in view.statuses.items()}
         in_use_before = {n: s.db_size_in_use for n, s in view.statuses.items()}
-        async with EtcdClient(_voter_endpoints(view, endpoints), timeout=10.0) as etcd:
+        async with etcd_client(_voter_endpoints(view, endpoints), timeout=10.0) as etcd:
             revision = await etcd.current_revision()
             target = revision - keep_revisions
             compacted = 0
@@ -208,7 +209,7 @@ def add_member(endpoints: Mapping[str, str], peer_url: str, *, as_learner: bool 
         for m in view.members:
             if peer_url in m.peer_urls:
                 return m
-        async with EtcdClient(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
+        async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
             member, _ = await _with_retry(
                 f"adding {peer_url}", lambda: etcd.member_add([peer_url], is_learner=as_learner), budget=30
             )
@@ -264,7 +265,7 @@ def promote_when_caught_up(
                     if not member.is_learner:
                         return time.monotonic() - start
                     if lag <= 5:
-                        async with EtcdClient(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
+                        async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
                             try:
                                 await etcd.member_promote(member_id)
                                 return time.monotonic() - start
@@ -302,7 +303,7 @@ def move_leader(endpoints: Mapping[str, str], target_id: int) -> int:
         view = await _observe(endpoints)
         if view.leader_id == target_id:
             return target_id
-        async with EtcdClient(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
+        async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
             await _with_retry("moving leader", lambda: etcd.move_leader(target_id), budget=20)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -327,7 +328,7 @@ def remove_member(endpoints: Mapping[str, str], member_id: int) -> str:
             raise PreconditionFailed(
                 f"member {member_id:x} is the leader: move leadership to another member before removing it"
             )
-        async with EtcdClient(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
+        async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
             try:
                 await _with_retry(f"removing {member_id:x}", lambda: etcd.member_remove(member_id), budget=30)
             except PermanentError as exc:
@@ -352,7 +353,7 @@ def wait_healthy(
                 view = await _observe(endpoints, timeout=2.0)
                 missing = [n for n in expect_members if n not in view.statuses]
                 if view.leader_id and not missing:
-                    async with EtcdClient(_voter_endpoints(view, endpoints), timeout=2.0) as etcd:
+                    async with etcd_client(_voter_endpoints(view, endpoints), timeout=2.0) as etcd:
                         await etcd.get("stateferry/health")
                     return view
                 last = f"leader {view.leader_id:x}, not answering: {missing}"

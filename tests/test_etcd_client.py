@@ -390,3 +390,33 @@ def test_user_and_password_on_an_auth_enabled_cluster(etcd_factory: Callable[[in
     with pytest.raises(PermanentError, match=r"EtcdCluster\.username") as info:
         asyncio.run(bad_login())
     assert "wrong" not in str(info.value) and password not in str(info.value)
+
+
+def test_migration_tasks_use_the_flow_credentials(tls_etcd: Any) -> None:
+    """tasks.etcd_ops builds every client through tasks.etcd_credentials: mTLS from the block."""
+    from tasks.etcd_credentials import EtcdCredentials, use_credentials
+    from tasks.etcd_ops import observe_now
+
+    port, pems = tls_etcd
+    block = EtcdCluster(
+        endpoints=[f"https://localhost:{port}"],
+        ca_cert=pems["ca"],
+        client_cert=pems["client"],
+        client_key=pems["client_key"],
+    )
+    creds = EtcdCredentials.from_block(block)
+    assert "BEGIN" not in repr(creds)
+    with use_credentials(creds):
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                view = observe_now({"tls-0": f"localhost:{port}"}, timeout=3.0)
+                break
+            except TransientError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    assert [m.name for m in view.members] == ["tls-0"]
+    assert view.statuses["tls-0"].member_id == view.members[0].id
+    with pytest.raises(TransientError) as info:  # outside: plain http, refused
+        observe_now({"tls-0": f"localhost:{port}"}, timeout=2.0)
+    assert "BEGIN" not in str(info.value)
