@@ -104,32 +104,12 @@ _IMPLIES = {
 }
 
 
-def _sandbox_group(item: pytest.Item) -> str | None:
-    """The sandbox a test runs against (None: none)."""
-    fixtures = set(getattr(item, "fixturenames", ()))
-    parts = item.path.parts
-    if "etcd_migration" in parts or item.path.name == "test_hostile_etcd.py":
-        return "etcd-migration-sandbox"
-    if "rsandbox" in fixtures:
-        return "resources-sandbox"
-    if "sandbox" in parts:
-        return "test-sandbox"
-    return None
-
-
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Start, in parallel and in the background, every session server the collected tests use.
-
-    Also puts the tests of each sandbox on one pytest-xdist worker (``--dist loadgroup``): a sandbox
-    is started once per worker that needs it, and the etcd-migration sandbox is one per machine.
-    """
+    """Start, in parallel and in the background, every session server the collected tests use."""
     needed: set[str] = set()
     for item in items:
-        group = _sandbox_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
         for name in getattr(item, "fixturenames", ()):
             if name in _POOL.names:
                 needed.add(name)
