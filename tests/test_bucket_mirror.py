@@ -16,6 +16,7 @@ from uuid import UUID
 import pytest
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
+from minio.error import S3Error
 from pydantic import SecretStr
 
 from blocks.object_store import ObjectStore
@@ -51,7 +52,12 @@ def snapshot(
         name = obj.object_name or ""
         if name.startswith(JOURNAL_PREFIX):  # the mirror's journal (watch / two-way mode)
             continue
-        response = client.get_object(bucket, name)
+        try:
+            response = client.get_object(bucket, name)
+        except S3Error as exc:  # a running watch deleted it between the listing and the GET
+            if exc.code == "NoSuchKey":
+                continue
+            raise
         try:
             data = response.read(decode_content=False)
             headers = tuple(

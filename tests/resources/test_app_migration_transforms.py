@@ -68,7 +68,7 @@ def test_transforms_land_in_the_target_and_excluded_kinds_do_not(
     }
     # an unknown kind and a path that would make an object cluster-scoped: refused, nothing changed
     for bad, fld in (
-        ({"exclude_kinds": ["cronjob", "Widget"]}, "exclude_kinds"),
+        ({"exclude_kinds": ["cronjob", "NoSuchKindAnywhere"]}, "exclude_kinds"),
         (
             {"transforms": [{"kind": "ConfigMap", "path": "/metadata/namespace", "op": "delete"}]},
             "transforms[0].path",
