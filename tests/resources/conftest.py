@@ -235,4 +235,16 @@ def cms_source(rsandbox: SandboxHandle, source_rest: KubeRest) -> dict[str, dict
     }
     for claim, tree in files.items():
         write_tree(pv_dir(source_rest, "cms", claim), tree)
+    # The Deployments' pods exist and are placed before any test backs the namespace up (the backup
+    # lists them as skipped, and a ReadWriteOnce claim's mover follows its pod's node).
+    deadline = time.monotonic() + 90
+    placed: list[str] = []
+    while time.monotonic() < deadline:
+        pods = source_rest.request("GET", "/api/v1/namespaces/cms/pods").get("items") or []
+        placed = [p["metadata"]["name"] for p in pods if (p.get("spec") or {}).get("nodeName")]
+        if {n.rsplit("-", 2)[0] for n in placed} >= {"wordpress", "wordpress-mysql"}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the cms pods were not placed in time (placed: {placed})")
     return files
