@@ -31,8 +31,9 @@ import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
 from planning.notify_config import NotifyConfig
 from planning.storage_config import (
@@ -77,10 +78,6 @@ _ENGINES = {
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "access_key_id")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class ConnectConfig(_Model):

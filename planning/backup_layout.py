@@ -20,6 +20,19 @@ PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.(gz
 SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
 
 
+#: part names without the compression suffix, per engine (PostgreSQL: one part per database)
+FIXED_PART = {"mysql": "mysql.sql", "files": "files.tar", "etcd": "snapshot.db"}
+#: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
+#: database part can have) and MySQL users and grants.
+PG_GLOBALS_PART = "globals.pgdumpall"
+MYSQL_USERS_PART = "users.sql"
+
+
+def pg_part(database: str, fmt: str) -> str:
+    """The part of one PostgreSQL database (without suffix): ``<db>.pgdump`` (custom) / ``<db>.sql``."""
+    return f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}"
+
+
 def part_name(base: str, compression: str) -> str:
     """``base`` (e.g. ``mysql.sql``) with the suffix of ``compression`` (``gzip`` | ``zstd``)."""
     return base + SUFFIX[compression]

@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from planning.config_model import ConfigModel as _Model
 from planning.store_config import StoreConfig
 from stateferry.errors import InputError
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class LocalStorageConfig(_Model):

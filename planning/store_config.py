@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from planning.config_model import ConfigModel as _Model
 from planning.retention import WEEKDAYS, RetentionPolicy
 from stateferry.errors import InputError
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class StoreConfig(_Model):

@@ -18,7 +18,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_config import BackupJob, DatabaseSourceConfig, EtcdSourceConfig, FilesSourceConfig
-from planning.backup_layout import check_part_name, part_name
+from planning.backup_layout import (
+    FIXED_PART,
+    MYSQL_USERS_PART,
+    PG_GLOBALS_PART,
+    check_part_name,
+    part_name,
+    pg_part,
+)
 from planning.db_args import is_safe_database_name
 from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
@@ -311,7 +318,7 @@ def dump_to_storages(
         dbs = source_facts["databases"]
         parts.append(
             (
-                part_name("mysql.sql", job.compression),
+                part_name(FIXED_PART["mysql"], job.compression),
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
                 {
                     "kind": "mysqldump",
@@ -326,14 +333,13 @@ def dump_to_storages(
         if src.users:
             meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
             users = mysql_users_producer(r.source_block, dbs)
-            parts.append((part_name("users.sql", job.compression), users, meta))
+            parts.append((part_name(MYSQL_USERS_PART, job.compression), users, meta))
     elif isinstance(src, DatabaseSourceConfig):
-        ext = "pgdump" if src.format == "custom" else "sql"
         narrowed = src.narrowed_by("postgres")
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    check_part_name(part_name(f"{d}.{ext}", job.compression), "sources[0].target"),
+                    check_part_name(part_name(pg_part(d, src.format), job.compression), "sources[0].target"),
                     pg_dump_producer(
                         r.source_block,
                         d,
@@ -347,11 +353,11 @@ def dump_to_storages(
         if src.globals:
             meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
             producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
-            parts.append((part_name("globals.pgdumpall", job.compression), producer, meta))
+            parts.append((part_name(PG_GLOBALS_PART, job.compression), producer, meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             (
-                part_name("files.tar", job.compression),
+                part_name(FIXED_PART["files"], job.compression),
                 tar_producer(src.target, src.excludes),
                 {"kind": "tar", "format": "tar"},
             )
@@ -359,7 +365,7 @@ def dump_to_storages(
     else:
         parts.append(
             (
-                part_name("snapshot.db", job.compression),
+                part_name(FIXED_PART["etcd"], job.compression),
                 etcd_snapshot_producer(r.source_block),
                 {"kind": "etcd-snapshot"},
             )

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.backup_layout import SUFFIX
+from planning.backup_layout import FIXED_PART, MYSQL_USERS_PART, PG_GLOBALS_PART, SUFFIX, pg_part
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
@@ -57,12 +57,6 @@ class Selected:
 _MANIFEST_FIX = "restore another backup: this manifest was not written by stateferry (or was altered)"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PG_DBNAME = re.compile(r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,62}$")
-#: part names without the compression suffix (``.gz`` / ``.zst``, from the manifest's ``compression``)
-_FIXED_PART = {"mysql": "mysql.sql", "files": "files.tar", "etcd": "snapshot.db"}
-#: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
-#: database part can have) and MySQL users and grants.
-PG_GLOBALS_PART = "globals.pgdumpall"
-MYSQL_USERS_PART = "users.sql"
 
 
 def check_manifest(manifest: dict[str, Any]) -> None:
@@ -107,9 +101,9 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 raise bad(f"parts[{i}].database is not a database name")
             if fmt not in ("custom", "plain"):
                 raise bad(f"parts[{i}].format must be custom or plain")
-            want = f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}"
+            want = pg_part(database, fmt)
         else:
-            want = _FIXED_PART[engine]
+            want = FIXED_PART[engine]
         want += SUFFIX[compression]
         if name != want:
             raise bad(f"parts[{i}].name {str(name)[:80]!r} is not the layout's name {want!r}")
