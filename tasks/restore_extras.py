@@ -14,9 +14,9 @@ from planning.db_args import pg_conninfo
 from planning.pg_globals import plan_globals, scrub_password_hashes
 from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, StateferryError
-from tasks.dumpers import find_tool, postgres_env, redactor
+from tasks.dumpers import postgres_env, redactor
 from tasks.restore_checks import RestoreIncomplete
-from tasks.restore_ops import RestoreFailed, _feed, decompress_chunks, restore_mysql
+from tasks.restore_ops import RestoreFailed, _feed, decompress_chunks, psql_script_argv, restore_mysql
 
 if TYPE_CHECKING:
     from blocks.database import Database
@@ -58,16 +58,7 @@ def restore_pg_globals(db: Database, path: Path, part: dict[str, Any]) -> dict[s
     roles, tablespaces, me = _pg_globals_state(db)
     plan = plan_globals(bytes(raw).decode("utf-8", "surrogateescape"), roles, tablespaces, me)
     secret = redactor(db.password.get_secret_value())
-    argv = [
-        find_tool("psql"),
-        "--no-psqlrc",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        f"--dbname={pg_conninfo('postgres')}",
-        "-f",
-        "-",
-    ]
+    argv = psql_script_argv(pg_conninfo("postgres"))
     _feed(
         argv,
         iter([plan.sql.encode("utf-8", "surrogateescape")]),

@@ -291,6 +291,16 @@ def postgres_drop_database(db: Database, name: str) -> None:
         conn.close()
 
 
+def psql_script_argv(conninfo: str) -> list[str]:
+    """``psql`` reading a (guarded) SQL script from stdin: no psqlrc, stop at the first error.
+
+    Args:
+        conninfo: a ``--dbname`` value built by :func:`planning.db_args.pg_conninfo` (never a raw name).
+    """
+    psql = find_tool("psql")
+    return [psql, "--no-psqlrc", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={conninfo}", "-f", "-"]
+
+
 def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_owner: bool = False) -> None:
     """Restore one gzip'd pg_dump into an existing (empty) database.
 
@@ -312,17 +322,7 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
             argv.append("--no-owner")
         _feed(argv, decompress_chunks(fh), env=env, redact=redact)
     elif fmt == "plain":
-        argv = [
-            find_tool("psql"),
-            "--no-psqlrc",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            f"--dbname={target}",
-            "-f",
-            "-",
-        ]
-        _feed(argv, guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)
+        _feed(psql_script_argv(target), guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)
     else:
         raise InputError("backup", f"unknown PostgreSQL dump format {fmt!r} in the manifest", _MANIFEST_FIX)
 
