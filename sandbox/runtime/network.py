@@ -108,6 +108,12 @@ class ServiceNetwork:
         self.proxies = proxies
         self.dns_services: list[ServiceRecord] = []
         self._wanted_listeners: set[tuple[str, int]] = set()
+        # What each Service last published to the data plane. A pass that fails for one Service
+        # (an API timeout while writing its Endpoints, say) keeps that Service's proxies and DNS
+        # record as they were, like kube-proxy and CoreDNS keep serving their last known state.
+        self._last: dict[
+            tuple[str, str], tuple[ServiceRecord | None, dict[tuple[str, int], list[tuple[str, int]]]]
+        ] = {}
 
     def sync(self, world: World) -> None:
         """Reconcile every Service of the snapshot."""
@@ -121,12 +127,19 @@ class ServiceNetwork:
         records: list[ServiceRecord] = []
         listeners: dict[tuple[str, int], list[tuple[str, int]]] = {}
         for svc in world["services"]:
+            key = (ns_of(svc), name_of(svc))
+            mine: dict[tuple[str, int], list[tuple[str, int]]] = {}
             try:
-                record = self._sync_service(svc, world, endpoints, slices, listeners)
-                if record is not None:
-                    records.append(record)
+                record = self._sync_service(svc, world, endpoints, slices, mine)
+                self._last[key] = (record, mine)
             except Exception as exc:
-                log.warning("service %s/%s: %s", ns_of(svc), name_of(svc), exc)
+                log.warning("service %s/%s: %s (serving its last known state)", key[0], key[1], exc)
+                record, mine = self._last.get(key, (None, {}))
+            if record is not None:
+                records.append(record)
+            listeners.update(mine)
+        for key in set(self._last) - set(services):
+            del self._last[key]
         # Endpoints of deleted Services (only those this controller manages).
         for key, ep in endpoints.items():
             if key not in services and TRIGGER_ANN in (meta(ep).get("annotations") or {}):
@@ -165,8 +178,14 @@ class ServiceNetwork:
         has_selector = bool(spec.get("selector"))
         pub = _published(svc, world["pods"]) if has_selector else Published()
         if has_selector:
-            self._write_endpoints(svc, pub, endpoints.get(key))
-            self._write_slice(svc, pub, slices.get(key, []))
+            for what, write in (
+                ("Endpoints", lambda: self._write_endpoints(svc, pub, endpoints.get(key))),
+                ("EndpointSlice", lambda: self._write_slice(svc, pub, slices.get(key, []))),
+            ):
+                try:
+                    write()
+                except Exception as exc:  # the next pass writes it; the data plane below does not wait
+                    log.warning("service %s/%s: writing its %s: %s", key[0], key[1], what, exc)
         cluster_ip = spec.get("clusterIP")
         headless = cluster_ip in (None, "", "None")
         # backends per service port (ready pods only)
@@ -211,31 +230,34 @@ class ServiceNetwork:
         if current and current in self.lb_pool and self.lb_pool.reserve(owner, current):
             return str(current)
         ip = self.lb_pool.allocate(owner)
-        emit(
-            self.kube,
-            svc,
-            "EnsuringLoadBalancer",
-            "Ensuring load balancer",
-            component="service-controller",
-            kind="Service",
-            api_version="v1",
-        )
-        self.kube.patch(
-            "services",
-            ns_of(svc),
-            name_of(svc),
-            {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
-            sub="status",
-        )
-        emit(
-            self.kube,
-            svc,
-            "EnsuredLoadBalancer",
-            "Ensured load balancer",
-            component="service-controller",
-            kind="Service",
-            api_version="v1",
-        )
+        try:  # the address is held from here on; a failed status write is retried next pass
+            emit(
+                self.kube,
+                svc,
+                "EnsuringLoadBalancer",
+                "Ensuring load balancer",
+                component="service-controller",
+                kind="Service",
+                api_version="v1",
+            )
+            self.kube.patch(
+                "services",
+                ns_of(svc),
+                name_of(svc),
+                {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                sub="status",
+            )
+            emit(
+                self.kube,
+                svc,
+                "EnsuredLoadBalancer",
+                "Ensured load balancer",
+                component="service-controller",
+                kind="Service",
+                api_version="v1",
+            )
+        except Exception as exc:
+            log.warning("service %s/%s: publishing the LB address: %s", ns_of(svc), name_of(svc), exc)
         return ip
 
     def _write_endpoints(self, svc: Obj, pub: Published, current: Obj | None) -> None:

@@ -290,3 +290,62 @@ def test_failing_liveness_probe_restarts_and_startup_probe_gates(tmp_path: Path)
     finally:
         pod.stop(grace=2)
     assert processes_with_env(POD_MARKER_ENV, plan.uid) == []
+
+
+class _FlakyKube:
+    """The controllers' Kube layer with an API server that times out every write (reads are not used)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def _fail(self, *args: object, **kwargs: object) -> None:
+        self.writes += 1
+        raise TimeoutError("the API server did not answer in time")
+
+    create = patch = delete = _fail
+
+
+def test_service_keeps_serving_when_a_pass_cannot_write_its_endpoints(echo_server: tuple[str, int]) -> None:
+    """kube-proxy and CoreDNS keep their last state while the endpoints controller cannot write."""
+    from sandbox.runtime.ippool import IpPool
+    from sandbox.runtime.network import ServiceNetwork
+    from sandbox.runtime.world import World
+
+    pod = {
+        "metadata": {"name": "web-0", "namespace": "ns", "uid": "p1", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node", "containers": [{"name": "c"}]},
+        "status": {
+            "podIP": echo_server[0],
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    svc = {
+        "metadata": {"name": "web", "namespace": "ns", "uid": "s1"},
+        "spec": {
+            "type": "LoadBalancer",
+            "clusterIP": "127.9.96.10",
+            "selector": {"app": "web"},
+            "ports": [{"port": echo_server[1], "targetPort": echo_server[1]}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "127.9.200.7"}]}},
+    }
+    proxies = ProxyManager()
+    kube = _FlakyKube()
+    net = ServiceNetwork("c", kube, IpPool("127.9.200.1", 16), proxies)  # type: ignore[arg-type]
+    try:
+        net.sync(World({"services": [svc], "pods": [pod]}))
+        assert kube.writes >= 2  # Endpoints and EndpointSlice writes were tried and failed
+        lb = ("127.9.200.7", echo_server[1])
+        assert _roundtrip(lb) == b"echo:hi"
+        assert [r.name for r in net.dns_services] == ["web"]
+        # a pass that fails for the Service as a whole keeps what the last good pass published
+        broken = {**svc, "spec": {**svc["spec"], "ports": [{"port": "not-a-port"}]}}
+        net.sync(World({"services": [broken], "pods": [pod]}))
+        assert _roundtrip(lb) == b"echo:hi"
+        assert [r.name for r in net.dns_services] == ["web"]
+        net.sync(World({"services": [], "pods": [pod]}))  # the Service is gone: so is its proxy
+        with pytest.raises(OSError):
+            _roundtrip(lb)
+    finally:
+        proxies.close()
