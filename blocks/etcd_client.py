@@ -194,6 +194,7 @@ class EtcdClient:
         self._resolved: list[_Resolved] = []
         self._cluster: Any = None
         self._per_endpoint: dict[str, Any] = {}
+        self._token: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,13 +263,27 @@ class EtcdClient:
         client = self._make_client(resolved)
         await client.connect()
         if self._user is not None:
-            try:
-                response = await client.auth.authenticate(self._user, self._password, timeout=self.timeout)
-            except BaseException:
-                await client.close()
-                raise
-            client.set_token(response.token)
+            if self._token is None:  # one token (from raft) serves every member, learners included
+                try:
+                    self._token = (await self._authenticate(client, len(resolved))).token
+                except BaseException:
+                    await client.close()
+                    raise
+            client.set_token(self._token)
         return client
+
+    async def _authenticate(self, client: Any, endpoints: int) -> Any:
+        """Authenticate over the round-robin channel; a learner cannot answer, so the next member is asked.
+
+        (A joining member is a learner for a while; the token comes from raft, so any voter's is good.)
+        """
+        for attempt in range(endpoints + 1):
+            try:
+                return await client.auth.authenticate(self._user, self._password, timeout=self.timeout)
+            except Exception as exc:
+                if "not supported for learner" not in str(exc) or attempt == endpoints:
+                    raise
+        raise AssertionError("unreachable")
 
     async def connect(self) -> None:
         """Resolve the endpoints and open the cluster channel (no request is made without auth)."""
@@ -282,6 +297,7 @@ class EtcdClient:
         clients = [self._cluster, *self._per_endpoint.values()]
         self._cluster = None
         self._per_endpoint = {}
+        self._token = None
         for client in clients:
             if client is not None:
                 await client.close()

@@ -31,6 +31,7 @@ from flows.etcd_migration_steps import (
     delete_old_resources,
     expose_members,
     finalize_initial_cluster,
+    issue_member_certificates,
     join_new_members,
     move_leader_to_new,
     publish_dns,
@@ -86,6 +87,8 @@ def etcd_stretch_migration(
     rename_labels: bool = False,
     dns_check_image: str | None = None,
     etcd_cluster: EtcdCluster | None = None,
+    tls_ca_secret: str | None = None,
+    tls_issuer: str | None = None,
 ) -> dict[str, Any]:
     """Migrate an etcd StatefulSet from the source to the target Kubernetes cluster without downtime.
 
@@ -129,6 +132,14 @@ def etcd_stretch_migration(
         etcd_cluster: Client TLS (CA, client certificate and key) and the root user/password of the
             source etcd (an ``EtcdCluster`` block; its endpoints are not used). Every etcd call of the
             flow (compact, defrag, member add/promote/remove, move-leader, health, status) uses them.
+            What it leaves empty comes from the Secrets the source members mount (their CA, and their
+            certificate as the client certificate); the TLS server name is one their certificate covers.
+        tls_ca_secret: For a TLS etcd: a Secret in the target namespace holding the CA (``tls.crt``,
+            ``tls.key``) that issues the new members' certificate (peer and client port, one for all
+            new pods: every name form, their LoadBalancer addresses and the source certificate's
+            names). Written to ``<new_statefulset>-<source secret>`` Secrets mounted where the source
+            pods mount theirs.
+        tls_issuer: A cert-manager Issuer instead (refused while not supported / not served).
 
     Returns:
         Summary: ``outcome`` (``migrated`` / ``planned`` / ``rolled_back`` / ``done``), ``steps``,
@@ -162,6 +173,8 @@ def etcd_stretch_migration(
                     source_lb_annotations=dict(source_lb_annotations or {}),
                     target_lb_annotations=dict(target_lb_annotations or {}),
                     rename_labels=rename_labels,
+                    tls_ca_secret=tls_ca_secret,
+                    tls_issuer=tls_issuer,
                 )
             except MigrationComplete as done:
                 save_complete(target, target_namespace, new_statefulset)
@@ -188,6 +201,7 @@ def etcd_stretch_migration(
         try:
             summary["db_size"] = shrink_database(ctx, journal, keep_revisions)
             expose_members(ctx, journal)
+            issue_member_certificates(ctx, journal)
             publish_dns(ctx, journal)
             join_new_members(
                 ctx,

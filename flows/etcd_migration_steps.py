@@ -8,6 +8,7 @@ previous run stopped. The I/O lives in :mod:`tasks.etcd_migration_io` and :mod:`
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from tasks.etcd_ops import (
     wait_healthy,
 )
 from tasks.etcd_preflight import MigrationContext, save_state, state_name, to_current
+from tasks.etcd_tls_setup import ensure_member_secrets
 from tasks.kube_objects import delete_object, ensure_statefulset, scale_statefulset, wait_pods_ready
 
 JOIN_STEP = "join new members"
@@ -180,6 +182,22 @@ def expose_members(ctx: MigrationContext, journal: Journal) -> None:
     fault_points.reached("lb_services")
 
 
+def issue_member_certificates(ctx: MigrationContext, journal: Journal) -> None:
+    """Step 2b (TLS etcds): the new members' certificate from the CA Secret, in Secrets like the source's.
+
+    One certificate for the new StatefulSet's pods (one pod template): every name form of every new
+    member, their LoadBalancer addresses and the source certificate's names. Kept when a Secret
+    already holds one that covers them.
+    """
+    if ctx.tls is None:
+        return
+    with journal.step("member certificates") as note:
+        outcome = ensure_member_secrets(
+            ctx.src, ctx.tgt, ctx.layout, ctx.tls, ctx.lb_ips, now=datetime.datetime.now(datetime.UTC)
+        )
+        note["detail"] = ", ".join(f"Secret {k} {v}" for k, v in sorted(outcome.items()))
+
+
 def publish_dns(ctx: MigrationContext, journal: Journal) -> None:
     """Step 3: the other side's member names as static hosts in each cluster's DNS."""
     with journal.step("dns hosts") as note:
@@ -207,16 +225,15 @@ def join_new_members(
 ) -> None:
     """Step 4: add the new members one at a time (member add, deploy, catch up, promote).
 
-    Before the first member is added in a run, :func:`check_dns` proves every name resolves.
+    Before each member is added, :func:`check_dns` proves every name resolves in both clusters.
     """
     layout = ctx.layout
-    dns_section: str | None = None
     for step, endpoints, view in _pending(ctx, {StepKind.ADD_MEMBER, StepKind.DEPLOY_MEMBER}):
         if step.kind is StepKind.ADD_MEMBER:
-            if dns_section is None:
-                dns_section = (
-                    "" if fault_points.skipped("dns_check") else check_dns(ctx, journal, dns_check_image)
-                )
+            # before each member: a name that changed since (a DNS edit, a new LB address) stops it
+            dns_section = (
+                "" if fault_points.skipped("dns_check") else check_dns(ctx, journal, dns_check_image)
+            )
             plan = plan_markdown(layout, to_current(view), view.leader_id, target_lb=ctx.lb_ips) + dns_section
             _approve(ctx, JOIN_STEP, plan, auto_approve, "join_approved")
             save_state(ctx, phase="join")
@@ -415,5 +432,8 @@ def rollback(ctx: MigrationContext, journal: Journal, reason: str) -> None:
             delete_ours(ctx, ctx.src, "service", layout.source_namespace, pod)
         set_dns(ctx, ctx.src, [])
         set_dns(ctx, ctx.tgt, [])
+        if ctx.tls is not None:
+            for secret in ctx.tls.renames.values():
+                delete_ours(ctx, ctx.tgt, "secret", ns, secret)
         delete_ours(ctx, ctx.tgt, "configmap", ns, state_name(layout.new_sts))
         note["detail"] = f"{reason}; new members removed, target objects and DNS entries deleted"

@@ -24,8 +24,14 @@ TLS_FILE_FLAGS = (
     "peer-trusted-ca-file",
 )
 #: etcd 3.4 boolean TLS flags.
-TLS_BOOL_FLAGS = ("client-cert-auth", "peer-client-cert-auth", "auto-tls", "peer-auto-tls")
-_FLAG_RE = re.compile(r"--(?P<name>[a-z][a-z-]*)(?:(?:=|[ \t]+)(?P<value>[^\s\"';-][^\s\"';]*))?")
+TLS_BOOL_FLAGS = (
+    "client-cert-auth",
+    "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
+    "experimental-peer-skip-client-san-verification",
+)
+_FLAG_RE = re.compile(r"--(?P<name>[a-z][a-z-]*)(?:(?:=|[ \t]+)(?P<value>[^\s\"';&|<>()-][^\s\"';&|<>()]*))?")
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
@@ -73,6 +79,12 @@ def parse_tls_flags(command: str) -> EtcdTlsFlags:
             raise PreconditionFailed(
                 f"the source members run with --{flag} (self-signed certificates); give them certificates "
                 "from a CA first, then migrate"
+            )
+    for flag, path in sorted(files.items()):
+        if "$" in path:
+            raise PreconditionFailed(
+                f"--{flag}={path} picks a file per member through a variable; the new members share one pod "
+                "template and one certificate: give every member the same file names, then migrate"
             )
     for prefix in ("", "peer-"):
         if (f"{prefix}cert-file" in files) != (f"{prefix}key-file" in files):
@@ -240,3 +252,120 @@ def rewrite_secret_volumes(pod_spec: Mapping[str, Any], renames: Mapping[str, st
     if "volumes" in pod_spec:
         spec["volumes"] = volumes
     return spec
+
+
+def etcd_command_text(container: Mapping[str, Any]) -> str:
+    """The etcd container's flags as one command line: ``command``, ``args`` and ``ETCD_*`` env values.
+
+    ``ETCD_PEER_CERT_FILE=/x`` is read as ``--peer-cert-file=/x`` (etcd reads its flags from both).
+    """
+    parts = [str(t) for t in [*(container.get("command") or []), *(container.get("args") or [])]]
+    for env in container.get("env") or []:
+        name = str(env.get("name", ""))
+        if name.startswith("ETCD_") and isinstance(env.get("value"), str):
+            parts.append(f"--{name[5:].lower().replace('_', '-')}={env['value']}")
+    return " ".join(parts)
+
+
+def check_peer_san_verification(flags: EtcdTlsFlags) -> None:
+    """Refuse a peer-mTLS source whose members check a peer certificate's SANs against its address.
+
+    etcd >= 3.2 with ``--peer-client-cert-auth`` accepts a peer only when the connection's remote
+    address is an IP SAN of the peer's certificate, or one of its DNS SANs resolves to it. In a
+    stretched cluster the members reach each other through LoadBalancers, so the remote address is a
+    load balancer's or node's, never the member's: the old members would reject every new member.
+
+    Raises:
+        PreconditionFailed: Naming the flag that makes the check pass while keeping CA verification.
+    """
+    if (
+        flags.peer_tls
+        and flags.bools.get("peer-client-cert-auth")
+        and not flags.bools.get("experimental-peer-skip-client-san-verification")
+    ):
+        raise PreconditionFailed(
+            "the source members verify peer certificates against the connection's address "
+            "(--peer-client-cert-auth without --experimental-peer-skip-client-san-verification): through "
+            "the per-member LoadBalancers that address is a load balancer's, so the new members would be "
+            "rejected. Add --experimental-peer-skip-client-san-verification=true to the etcd flags (peer "
+            "certificates are still verified against the CA) with a rolling restart, then migrate"
+        )
+
+
+def tls_server_name(source_dns_sans: Sequence[str], first_pod: str) -> str:
+    """The TLS server name the flow verifies every member's client certificate against.
+
+    A name of the source certificate (the first non-wildcard DNS SAN, else the first wildcard with
+    the first pod's name in place of ``*``). The new members' certificate carries every source SAN
+    (:func:`member_cert_sans`), so the same name verifies old and new members alike.
+
+    Raises:
+        PreconditionFailed: The source certificate has no DNS name.
+    """
+    plain = [n for n in source_dns_sans if not n.startswith("*.")]
+    if plain:
+        return plain[0]
+    wild = [n for n in source_dns_sans if n.startswith("*.")]
+    if wild:
+        return first_pod + wild[0][1:]
+    raise PreconditionFailed(
+        "the source members' certificate names no DNS name (subjectAltName): the new members' "
+        "certificate could not be verified by the same clients; reissue it with the members' names"
+    )
+
+
+def member_cert_sans(
+    layout: Layout, lb_addresses: Mapping[str, str], source_dns_sans: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """SANs of the new members' shared certificate: their names and LB addresses plus the source's names.
+
+    The source certificate's DNS names are kept so that every client that verified the old members
+    (by a client Service name, a wildcard, a member name) verifies the new ones; its IP addresses
+    are pod addresses of the other cluster and are dropped.
+    """
+    names, ips = shared_peer_sans(layout, lb_addresses)
+    return sorted(set(names) | set(source_dns_sans)), ips
+
+
+@dataclass(frozen=True)
+class SecretKeys:
+    """Which keys of one TLS Secret hold the certificate, the key and the CA bundle."""
+
+    certs: tuple[str, ...]
+    keys: tuple[str, ...]
+    cas: tuple[str, ...]
+
+
+def secret_keys(flags: EtcdTlsFlags, mount: SecretMount) -> SecretKeys:
+    """Sort the TLS files ``mount`` serves into certificate, key and CA keys of its Secret."""
+    by_flag = secret_file_keys(flags, mount)
+
+    def pick(*names: str) -> tuple[str, ...]:
+        return tuple(sorted({by_flag[n] for n in names if n in by_flag}))
+
+    return SecretKeys(
+        certs=pick("cert-file", "peer-cert-file"),
+        keys=pick("key-file", "peer-key-file"),
+        cas=pick("trusted-ca-file", "peer-trusted-ca-file"),
+    )
+
+
+def new_secret_data(
+    source_data: Mapping[str, bytes], keys: SecretKeys, *, cert_pem: bytes, key_pem: bytes, ca_pem: bytes
+) -> dict[str, bytes]:
+    """The data of a new members' TLS Secret: the source Secret's, with their certificate and key.
+
+    CA bundles keep what they trusted and gain the issuing CA when it is not in them yet (old and new
+    members must trust each other while the cluster is stretched).
+    """
+    out = dict(source_data)
+    for key in keys.certs:
+        out[key] = cert_pem
+    for key in keys.keys:
+        out[key] = key_pem
+    for key in keys.cas:
+        bundle = source_data.get(key, b"")
+        if ca_pem.strip() not in bundle:
+            bundle = (bundle.rstrip(b"\n") + b"\n" if bundle.strip() else b"") + ca_pem
+        out[key] = bundle
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ class EtcdCredentials:
     client_key: str | None = None
     username: str | None = None
     password: str | None = None
+    server_name: str | None = None  # TLS name all member certificates cover (members are dialled by IP)
 
     def __repr__(self) -> str:
         return (
@@ -68,6 +70,20 @@ def use_credentials(creds: EtcdCredentials) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+def refine_credentials(**changes: str | None) -> EtcdCredentials:
+    """Fill what the credentials in force leave empty (a block's values always win); return the result.
+
+    The preflight calls it with what it read from the source (the TLS server name, the CA and client
+    certificate the members mount) inside the flow's :func:`use_credentials` block, whose exit
+    restores what was in force before.
+    """
+    creds = current_credentials()
+    fill = {k: v for k, v in changes.items() if v is not None and getattr(creds, k) is None}
+    refined = dataclasses.replace(creds, **fill)
+    _CURRENT.set(refined)
+    return refined
+
+
 def current_credentials() -> EtcdCredentials:
     """The credentials in force (empty: plain http without auth)."""
     return _CURRENT.get() or EtcdCredentials()
@@ -76,8 +92,8 @@ def current_credentials() -> EtcdCredentials:
 def etcd_client(endpoints: Sequence[str], *, timeout: float) -> EtcdClient:
     """An ``EtcdClient`` to ``endpoints`` with the credentials in force.
 
-    Endpoints without a scheme get ``https://`` when a CA is set, so the TLS server name is the
-    member's host name (which its certificate covers).
+    Endpoints without a scheme get ``https://`` when a CA is set; the TLS server name is the one the
+    preflight found in the members' certificate (members are dialled by LoadBalancer or pod IP).
     """
     creds = current_credentials()
     urls = [e if "://" in e or not creds.ca_cert else f"https://{e}" for e in endpoints]
@@ -89,4 +105,5 @@ def etcd_client(endpoints: Sequence[str], *, timeout: float) -> EtcdClient:
         user=creds.username,
         password=creds.password,
         timeout=timeout,
+        tls_server_name=creds.server_name if creds.ca_cert else None,
     )

@@ -24,6 +24,7 @@ from planning.etcd_stretch import (
     new_headless_service_manifest,
     new_statefulset_manifest,
 )
+from planning.etcd_tls import rewrite_secret_volumes
 from stateferry.errors import PreconditionFailed, StateferryError
 from tasks.etcd_ops import ClusterView, observe_now
 from tasks.etcd_preflight import MigrationContext, dns_key, to_current
@@ -121,7 +122,7 @@ def dns_entries(
 
 
 def render_sts(ctx: MigrationContext, replicas: int, ic: str, partition: int) -> dict[str, Any]:
-    return new_statefulset_manifest(
+    manifest = new_statefulset_manifest(
         ctx.source_sts,
         ctx.layout,
         replicas=replicas,
@@ -129,6 +130,10 @@ def render_sts(ctx: MigrationContext, replicas: int, ic: str, partition: int) ->
         partition=partition,
         run_id=current_run_id(),
     )
+    if ctx.tls is not None:  # the same mounts, the new members' own Secrets
+        template = manifest["spec"]["template"]
+        template["spec"] = rewrite_secret_volumes(template.get("spec") or {}, ctx.tls.renames)
+    return manifest
 
 
 def observed_sts(ctx: MigrationContext) -> tuple[int | None, str, int, bool]:

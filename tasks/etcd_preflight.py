@@ -25,7 +25,9 @@ from planning.etcd_stretch import (
     foreign_host_names,
 )
 from stateferry.errors import InputError, PreconditionFailed, StateferryError
+from tasks.etcd_credentials import refine_credentials
 from tasks.etcd_ops import ClusterView, observe_cluster
+from tasks.etcd_tls_setup import SourceTls, read_source_tls
 from tasks.kube_objects import ensure_configmap, get_object, list_pods, module_config_resource
 
 __all__ = [
@@ -113,6 +115,7 @@ class MigrationContext:
     dns_provider: str
     source_lb_annotations: dict[str, str]
     target_lb_annotations: dict[str, str]
+    tls: SourceTls | None = None  # the source members' TLS set-up (None: plain text)
     endpoints: dict[str, str] = field(default_factory=dict)  # member name -> lb ip:port
     lb_ips: dict[str, str] = field(default_factory=dict)  # pod -> lb ip
     warnings: list[str] = field(default_factory=list)
@@ -207,6 +210,8 @@ def preflight(
     source_lb_annotations: dict[str, str],
     target_lb_annotations: dict[str, str],
     rename_labels: bool = False,
+    tls_ca_secret: str | None = None,
+    tls_issuer: str | None = None,
 ) -> tuple[MigrationContext, ClusterView]:
     """Check everything before a change and read what the migration needs (nothing is changed).
 
@@ -302,6 +307,17 @@ def preflight(
                 f"StatefulSet {target_namespace}/{new_statefulset} exists and was not created by this "
                 "migration: choose another new_statefulset name"
             )
+    # TLS: the members' flags and Secrets; what the flow's etcd_cluster block leaves empty comes from them
+    tls, offered = read_source_tls(
+        src,
+        tgt,
+        sts,
+        source_namespace=source_namespace,
+        new_statefulset=new_statefulset,
+        tls_ca_secret=tls_ca_secret,
+        tls_issuer=tls_issuer,
+    )
+    refine_credentials(**offered)
     # reach the source etcd: given endpoints, LB IPs of a run in progress, or pod IPs
     client_port = 2379
     for port in (svc.get("spec") or {}).get("ports") or []:
@@ -416,6 +432,7 @@ def preflight(
         source_lb_annotations=source_lb_annotations,
         target_lb_annotations=target_lb_annotations,
         warnings=warnings,
+        tls=tls,
     )
     ctx.endpoints = dict(endpoints)
     return ctx, view

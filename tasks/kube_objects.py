@@ -65,7 +65,8 @@ def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]
 
     Args:
         api: ``kubernetes.client.ApiClient`` of the cluster.
-        kind: ``service``, ``statefulset``, ``configmap``, ``pod`` or ``namespace``.
+        kind: ``service``, ``statefulset``, ``configmap``, ``secret``, ``pod``, ``job`` or ``namespace``
+            (a Secret's ``data`` stays base64 and must never be logged).
         namespace: Namespace (ignored for ``namespace``).
         name: Object name.
     """
@@ -77,6 +78,7 @@ def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]
         "service": lambda: core.read_namespaced_service(name, namespace),
         "statefulset": lambda: apps.read_namespaced_stateful_set(name, namespace),
         "configmap": lambda: core.read_namespaced_config_map(name, namespace),
+        "secret": lambda: core.read_namespaced_secret(name, namespace),
         "pod": lambda: core.read_namespaced_pod(name, namespace),
         "namespace": lambda: core.read_namespace(name),
         "job": lambda: kubernetes.client.BatchV1Api(api).read_namespaced_job(name, namespace),
@@ -198,7 +200,7 @@ def scale_statefulset(api: Any, namespace: str, name: str, replicas: int) -> Out
 def delete_object(
     api: Any, kind: str, namespace: str, name: str, *, propagation: str = "Background"
 ) -> Outcome:
-    """Delete a Service, StatefulSet, ConfigMap or PVC with the given propagation policy.
+    """Delete a Service, StatefulSet, ConfigMap, Secret, PVC or Job with the given propagation policy.
 
     Returns:
         ``deleted`` or ``absent``.
@@ -216,6 +218,7 @@ def delete_object(
         "configmap": lambda: core.delete_namespaced_config_map(
             name, namespace, body=body, _preload_content=False
         ),
+        "secret": lambda: core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False),
         "pvc": lambda: core.delete_namespaced_persistent_volume_claim(
             name, namespace, body=body, _preload_content=False
         ),

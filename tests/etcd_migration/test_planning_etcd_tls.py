@@ -9,20 +9,29 @@ import ssl
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
 from planning.etcd_stretch import Layout
 from planning.etcd_tls import (
+    SecretKeys,
+    SecretMount,
     check_ca_source,
+    check_peer_san_verification,
+    etcd_command_text,
+    member_cert_sans,
+    new_secret_data,
     parse_tls_flags,
     peer_sans,
     redact_pems,
     rewrite_secret_volumes,
     secret_file_keys,
+    secret_keys,
     shared_peer_sans,
     tls_secret_mounts,
+    tls_server_name,
 )
 from stateferry.errors import InputError, PreconditionFailed
 from tasks.etcd_certs import issue_member_cert, load_ca, make_ca
@@ -42,6 +51,13 @@ CMD = (
         (CMD, 6, {"client-cert-auth": True, "peer-client-cert-auth": True}),
         ("etcd --client-cert-auth=false --cert-file=/a/c --key-file=/a/k", 2, {"client-cert-auth": False}),
         ("etcd --listen-client-urls=http://0.0.0.0:2379", 0, {}),
+        # a boolean flag last on a shell line: `&`, `;`, `|` are not its value
+        (
+            "etcd --peer-client-cert-auth --experimental-peer-skip-client-san-verification &",
+            0,
+            {"peer-client-cert-auth": True, "experimental-peer-skip-client-san-verification": True},
+        ),
+        ("etcd --client-cert-auth; wait", 0, {"client-cert-auth": True}),
     ],
 )
 def test_parse_tls_flags(command: str, files: int, bools: dict[str, bool]) -> None:
@@ -52,7 +68,13 @@ def test_parse_tls_flags(command: str, files: int, bools: dict[str, bool]) -> No
 
 
 @pytest.mark.parametrize(
-    "command", ["etcd --peer-auto-tls", "etcd --auto-tls=true", "etcd --peer-cert-file=/a/c"]
+    "command",
+    [
+        "etcd --peer-auto-tls",
+        "etcd --auto-tls=true",
+        "etcd --peer-cert-file=/a/c",
+        "etcd --peer-cert-file=/tls/$(POD_NAME).crt --peer-key-file=/tls/$(POD_NAME).key",  # per member
+    ],
 )
 def test_parse_tls_flags_refuses(command: str) -> None:
     with pytest.raises(PreconditionFailed):
@@ -239,3 +261,87 @@ def test_rewrite_secret_volumes_keeps_paths_and_other_volumes() -> None:
     assert out["volumes"][1:] == spec["volumes"][1:]
     assert out["containers"] == spec["containers"]
     assert spec["volumes"][0]["secret"]["secretName"] == "etcd-tls"  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        (CMD, True),  # peer mTLS: the old members would check the new ones' address against their SANs
+        (CMD + " --experimental-peer-skip-client-san-verification", False),
+        (CMD + " --experimental-peer-skip-client-san-verification=false", True),
+        (CMD.replace("--peer-client-cert-auth", ""), False),  # no peer client certificates checked
+        ("etcd --cert-file=/a/c --key-file=/a/k", False),  # client TLS only
+    ],
+)
+def test_check_peer_san_verification(command: str, refused: bool) -> None:
+    flags = parse_tls_flags(command)
+    if refused:
+        with pytest.raises(PreconditionFailed, match="experimental-peer-skip-client-san-verification"):
+            check_peer_san_verification(flags)
+    else:
+        check_peer_san_verification(flags)
+
+
+@pytest.mark.parametrize(
+    ("container", "expected"),
+    [
+        ({"command": ["etcd"], "args": ["--cert-file=/a"]}, "etcd --cert-file=/a"),
+        (
+            {
+                "command": ["etcd"],
+                "env": [{"name": "ETCD_PEER_CERT_FILE", "value": "/t/p.crt"}, {"name": "X", "value": "1"}],
+            },
+            "etcd --peer-cert-file=/t/p.crt",
+        ),
+        ({"env": [{"name": "ETCD_CERT_FILE", "valueFrom": {"secretKeyRef": {}}}]}, ""),
+    ],
+)
+def test_etcd_command_text(container: dict[str, Any], expected: str) -> None:
+    assert etcd_command_text(container) == expected
+
+
+@pytest.mark.parametrize(
+    ("sans", "expected"),
+    [
+        (["*.etcd", "etcd-client.ns.svc"], "etcd-client.ns.svc"),
+        (["*.etcd.ns.svc.cluster.local", "*.etcd"], "etcd-0.etcd.ns.svc.cluster.local"),
+    ],
+)
+def test_tls_server_name(sans: list[str], expected: str) -> None:
+    assert tls_server_name(sans, "etcd-0") == expected
+
+
+def test_tls_server_name_refuses_a_certificate_without_names() -> None:
+    with pytest.raises(PreconditionFailed, match="subjectAltName"):
+        tls_server_name([], "etcd-0")
+
+
+def test_member_cert_sans_keep_the_source_names_and_drop_its_ips() -> None:
+    layout = Layout("src", "dst", "etcd", "etcd", "etcd-main", "etcd-main", 3, 3, scheme="https")
+    names, ips = member_cert_sans(layout, {"etcd-main-0": "127.0.0.7"}, ["etcd-client.src.svc", "*.etcd"])
+    assert {"etcd-client.src.svc", "*.etcd", "etcd-main-0.etcd-main", "etcd-main-2.etcd-main"} <= set(names)
+    assert ips == ["127.0.0.7"]
+
+
+@pytest.mark.parametrize(
+    ("bundle", "expected"),
+    [
+        (b"OLD-CA\n", b"OLD-CA\nNEW-CA\n"),  # the old CA stays trusted, the issuing one is added
+        (b"NEW-CA\n", b"NEW-CA\n"),  # already there: unchanged
+        (b"", b"NEW-CA\n"),
+    ],
+)
+def test_new_secret_data(bundle: bytes, expected: bytes) -> None:
+    keys = SecretKeys(certs=("tls.crt",), keys=("tls.key",), cas=("ca.crt",))
+    source = {"tls.crt": b"OLD-CERT", "tls.key": b"OLD-KEY", "ca.crt": bundle, "other": b"kept"}
+    out = new_secret_data(source, keys, cert_pem=b"NEW-CERT", key_pem=b"NEW-KEY", ca_pem=b"NEW-CA\n")
+    assert out == {"tls.crt": b"NEW-CERT", "tls.key": b"NEW-KEY", "ca.crt": expected, "other": b"kept"}
+    assert source["tls.crt"] == b"OLD-CERT"  # the source data is not changed
+
+
+def test_secret_keys_sorts_the_files_of_one_mount() -> None:
+    flags = parse_tls_flags(CMD)
+    tls = SecretMount("tls", "etcd-tls", "/etc/etcd/tls")
+    ca = SecretMount("ca", "etcd-ca", "/etc/etcd/ca")
+    assert secret_keys(flags, tls) == SecretKeys(("peer.crt", "server.crt"), ("peer.key", "server.key"), ())
+    assert secret_keys(flags, ca) == SecretKeys((), (), ("ca.crt",))

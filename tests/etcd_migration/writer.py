@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from blocks.etcd_client import EtcdClient
 
@@ -43,12 +44,14 @@ class SequentialWriter(threading.Thread):
         prefix: str = "/migration/seq/",
         timeout: float = 0.5,
         failover_after: int = 1,
+        client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self.timeout = timeout
         self.failover_after = failover_after
+        self.client_kwargs = dict(client_kwargs or {})  # TLS and auth of the client
         self.stats = WriteStats()
         self._stop_event = threading.Event()
         self._index = 0
@@ -82,7 +85,9 @@ class SequentialWriter(threading.Thread):
                 self.stats.switches.append((time.monotonic() - self._t0, self.endpoints[self._index]))
             try:
                 if client is None:
-                    client = EtcdClient([self.endpoints[self._index]], timeout=self.timeout)
+                    client = EtcdClient(
+                        [self.endpoints[self._index]], timeout=self.timeout, **self.client_kwargs
+                    )
                     await client.connect()
                 await client.put(f"{self.prefix}{n:08d}", str(n))
             except Exception:
@@ -112,8 +117,8 @@ class SequentialWriter(threading.Thread):
             await client.close()
 
 
-async def read_all(endpoint: str, prefix: str = "/migration/seq/") -> dict[int, bytes]:
+async def read_all(endpoint: str, prefix: str = "/migration/seq/", **client_kwargs: Any) -> dict[int, bytes]:
     """Every written key under ``prefix`` (sequence number -> value)."""
-    async with EtcdClient([endpoint], timeout=10) as etcd:
+    async with EtcdClient([endpoint], timeout=10, **client_kwargs) as etcd:
         kvs = await etcd.get_prefix(prefix)
     return {int(kv.key.decode().rsplit("/", 1)[1]): kv.value for kv in kvs}
