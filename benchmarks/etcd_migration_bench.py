@@ -1,7 +1,8 @@
 """Benchmark of the etcd stretch migration in the two-cluster sandbox.
 
-For each mode (new members added as learners, and as voters) a fresh 3-member etcd (the seed's
-StatefulSet) is deployed in ``source`` and migrated to 3 members in ``target`` by the flow
+For each mode (new members added as learners, as voters, and ``tls``: learners into a client- and
+peer-mTLS etcd with root auth whose new members get certificates from a CA Secret) a fresh 3-member
+etcd (the seed's StatefulSet) is deployed in ``source`` and migrated to 3 members in ``target`` by the flow
 ``etcd_stretch_migration`` (auto-approved), while a client writes sequential keys through the
 LoadBalancer addresses (failing over from the source client LB to the target one). Reported: total
 migration time, writes acknowledged / lost, failed write attempts, the longest run of failed writes
@@ -10,7 +11,7 @@ and the longest write gap.
 Reference (by hand with real etcd 3.4 on this machine): 33 s for 3 -> 3, 0 acknowledged writes lost,
 longest failed-write gap 80 ms (48 ms with learners).
 
-Usage: ``.venv/bin/python benchmarks/etcd_migration_bench.py [--rounds 1] [--modes learners,voters]``
+Usage: ``.venv/bin/python benchmarks/etcd_migration_bench.py [--rounds 1] [--modes learners,voters,tls]``
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _one(seed: Any, use_learners: bool) -> dict[str, Any]:
+def _one(seed: Any, use_learners: bool, tls: bool = False) -> dict[str, Any]:
     from etcd_migration.seed import client_lb, core_api
     from etcd_migration.writer import SequentialWriter, read_all
 
@@ -41,22 +42,29 @@ def _one(seed: Any, use_learners: bool) -> dict[str, Any]:
     core_api(seed.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
     src_lb = f"{seed.lb_ip(seed.src, 'etcd-client')}:2379"
     tgt_lb = f"{seed.lb_ip(seed.tgt, 'etcd-main-client')}:2379"
-    writer = SequentialWriter([src_lb, tgt_lb])
+    client = seed.client_kwargs() if tls else {}
+    extra = {"etcd_cluster": seed.block(), "tls_ca_secret": "etcd-ca"} if tls else {}
+    writer = SequentialWriter([src_lb, tgt_lb], client_kwargs=client)
     writer.start()
     time.sleep(1.0)  # steady state before the migration starts
     t0 = time.monotonic()
     try:
         summary = etcd_stretch_migration(
-            seed.source, seed.target, source_namespace=ns, auto_approve=True, use_learners=use_learners
+            seed.source,
+            seed.target,
+            source_namespace=ns,
+            auto_approve=True,
+            use_learners=use_learners,
+            **extra,
         )
         took = time.monotonic() - t0
         time.sleep(0.5)
     finally:
         stats = writer.stop()
-    stored = asyncio.run(read_all(tgt_lb))
+    stored = asyncio.run(read_all(tgt_lb, **client))
     lost = sum(1 for n in stats.acked if stored.get(n) != str(n).encode())
     return {
-        "mode": "learners" if use_learners else "voters",
+        "mode": "tls" if tls else "learners" if use_learners else "voters",
         "seconds": took,
         "acked": len(stats.acked),
         "lost": lost,
@@ -71,7 +79,7 @@ def _one(seed: Any, use_learners: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1, help="migrations per mode (default 1)")
-    parser.add_argument("--modes", default="learners,voters", help="learners, voters or both (default)")
+    parser.add_argument("--modes", default="learners,voters,tls", help="learners, voters, tls (default: all)")
     parser.add_argument("--steps", action="store_true", help="print the step durations of each run")
     args = parser.parse_args(argv)
 
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_API_URL"] = prefect.api_url
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         from etcd_migration.seed import deploy_seed
+        from etcd_migration.tls_seed import deploy_tls_seed
         from pydantic import SecretStr
 
         from blocks.kube import KubeCluster
@@ -100,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for _ in range(args.rounds):
                 for mode in args.modes.split(","):
-                    seed = deploy_seed(sb, blocks)
-                    row = _one(seed, mode.strip() == "learners")
+                    mode = mode.strip()
+                    seed = deploy_tls_seed(sb, blocks) if mode == "tls" else deploy_seed(sb, blocks)
+                    row = _one(seed, mode in ("learners", "tls"), tls=mode == "tls")
                     rows.append(row)
                     print(
                         f"{row['mode']:9s} {row['seconds']:6.1f} s  acked {row['acked']:6d}  "

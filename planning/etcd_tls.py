@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from planning.etcd_stretch import Layout, dns_names
+from planning.etcd_layout import Layout, dns_names
 from stateferry.errors import InputError, PreconditionFailed
 
 #: etcd 3.4 flags that name a TLS file (``--flag=/path`` or ``--flag /path``).

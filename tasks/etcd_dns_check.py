@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from planning.etcd_stretch import MANAGED_BY, MIGRATION_LABEL
+from planning.etcd_layout import MANAGED_BY, MIGRATION_LABEL
 from stateferry.errors import PreconditionFailed
 from tasks.kube_objects import delete_object, get_object
 

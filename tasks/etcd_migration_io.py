@@ -12,18 +12,15 @@ from typing import Any, Literal
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from planning.etcd_stretch import (
-    MIGRATION_LABEL,
-    Layout,
-    Observed,
-    classify_members,
+from planning.etcd_dns_hosts import host_entries
+from planning.etcd_layout import MIGRATION_LABEL, Layout, dns_names
+from planning.etcd_manifests import (
     command_initial_cluster,
-    dns_names,
-    host_entries,
     lb_service_manifest,
     new_headless_service_manifest,
     new_statefulset_manifest,
 )
+from planning.etcd_stretch import Observed, classify_members
 from planning.etcd_tls import rewrite_secret_volumes
 from stateferry.errors import PreconditionFailed, StateferryError
 from tasks.etcd_ops import ClusterView, observe_now

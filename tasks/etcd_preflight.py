@@ -13,17 +13,10 @@ from typing import Any
 
 from blocks.kube import KubeCluster
 from planning.etcd import CurrentMember
-from planning.etcd_stretch import (
-    MIGRATION_LABEL,
-    Layout,
-    check_target_count,
-    check_versions,
-    classify_members,
-    command_initial_cluster,
-    derive_name_form,
-    dns_names,
-    foreign_host_names,
-)
+from planning.etcd_dns_hosts import foreign_host_names
+from planning.etcd_layout import MIGRATION_LABEL, Layout, derive_name_form, dns_names
+from planning.etcd_manifests import command_initial_cluster
+from planning.etcd_stretch import check_target_count, check_versions, classify_members
 from stateferry.errors import InputError, PreconditionFailed, StateferryError
 from tasks.etcd_credentials import refine_credentials
 from tasks.etcd_ops import ClusterView, observe_cluster

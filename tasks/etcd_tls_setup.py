@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography import x509
 
-from planning.etcd_stretch import MANAGED_BY, MIGRATION_LABEL, Layout
+from planning.etcd_layout import MANAGED_BY, MIGRATION_LABEL, Layout
 from planning.etcd_tls import (
     EtcdTlsFlags,
     SecretMount,

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.etcd_stretch import coredns_with_hosts, module_config_hosts
+from planning.etcd_dns_hosts import coredns_with_hosts, module_config_hosts
 from stateferry.errors import PreconditionFailed, StateferryError, TransientError, translate
 from tasks.retry import TRANSIENT_RETRY
 

@@ -14,7 +14,7 @@ import kubernetes.client
 import pytest
 
 from etcd_migration.seed import SeedEtcd, core_api
-from planning.etcd_stretch import host_entries
+from planning.etcd_dns_hosts import host_entries
 from sandbox.testing import SandboxHandle
 from tasks.kube_objects import patch_coredns_hosts, patch_module_config_hosts
 

@@ -9,31 +9,28 @@ import yaml
 
 from etcd_migration.seed import SEED_STS
 from planning.etcd import CurrentMember, quorum
+from planning.etcd_dns_hosts import coredns_with_hosts, foreign_host_names, host_entries, module_config_hosts
+from planning.etcd_layout import Layout, derive_name_form, dns_names
+from planning.etcd_manifests import (
+    command_initial_cluster,
+    lb_service_manifest,
+    new_headless_service_manifest,
+    new_statefulset_manifest,
+    rewrite_etcd_command,
+    rewrite_host_refs,
+)
 from planning.etcd_stretch import (
     REMOVAL_ORDER,
-    Layout,
     Observed,
     RemovalAction,
     StepKind,
     check_removal_order,
     check_target_count,
     check_versions,
-    command_initial_cluster,
-    coredns_with_hosts,
-    derive_name_form,
-    dns_names,
-    foreign_host_names,
-    host_entries,
     image_version,
-    lb_service_manifest,
-    module_config_hosts,
-    new_headless_service_manifest,
-    new_statefulset_manifest,
     next_step,
     plan_markdown,
     removal_trace,
-    rewrite_etcd_command,
-    rewrite_host_refs,
     simulate_plan,
 )
 from sandbox.runtime.dns import DEFAULT_COREFILE, parse_corefile_hosts

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from planning.etcd_stretch import Layout
+from planning.etcd_layout import Layout
 from planning.etcd_tls import (
     SecretKeys,
     SecretMount,

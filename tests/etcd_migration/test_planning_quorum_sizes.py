@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from planning.etcd import CurrentMember, quorum
-from planning.etcd_stretch import REMOVAL_ORDER, Layout, Observed, RemovalAction, StepKind, next_step
+from planning.etcd_layout import Layout
+from planning.etcd_stretch import REMOVAL_ORDER, Observed, RemovalAction, StepKind, next_step
 
 
 def _layout(src: int, dst: int) -> Layout:

@@ -270,7 +270,7 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(prefect_server: Any, idl
 
 
 def test_dns_names_already_defined_elsewhere_are_refused(prefect_server: Any, idle_seed: SeedEtcd) -> None:
-    from planning.etcd_stretch import coredns_with_hosts
+    from planning.etcd_dns_hosts import coredns_with_hosts
 
     core = core_api(idle_seed.src)
     original = core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]

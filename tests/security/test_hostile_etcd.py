@@ -153,7 +153,8 @@ def test_hostile_etcd_member_peer_url_cannot_reach_corefile(peer_url: str) -> No
     On main it went into the Corefile hosts lines as it was; now the layout refuses it, and the
     Corefile writer refuses any token that is not an IP address or a DNS name.
     """
-    from planning.etcd_stretch import Layout, coredns_with_hosts, derive_name_form
+    from planning.etcd_dns_hosts import coredns_with_hosts
+    from planning.etcd_layout import Layout, derive_name_form
     from stateferry.errors import PreconditionFailed
 
     form = derive_name_form({"etcd-0": [peer_url]}, "etcd", "prod")
