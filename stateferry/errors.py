@@ -20,7 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "Conflict",
     "InputError",
+    "NotFound",
     "PermanentError",
     "PreconditionFailed",
     "StateferryError",
@@ -45,6 +47,14 @@ class PermanentError(StateferryError):
 
 class PreconditionFailed(PermanentError):
     """The observed state is not what the step requires (e.g. quorum would be at risk)."""
+
+
+class NotFound(PermanentError):
+    """An API answered 404: the object does not exist (test with ``isinstance``, never the text)."""
+
+
+class Conflict(PermanentError):
+    """An API answered 409: the object exists already or changed since it was read."""
 
 
 class InputError(PermanentError, ValueError):
@@ -108,7 +118,8 @@ def _http_status_error(status: int, what: str, detail: str, context: str) -> Sta
         409: "the object changed or already exists: re-read the current state and retry the step",
         422: "the object failed validation: fix the field named in the message",
     }.get(status, "the request was refused: fix the request before retrying")
-    return PermanentError(f"{base}. {hint}")
+    kind = {404: NotFound, 409: Conflict}.get(status, PermanentError)
+    return kind(f"{base}. {hint}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ failback).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from planning.app_migration import cronjob_activation_patch, deactivation_patch, reactivation_patch
 from stateferry.errors import PermanentError, StateferryError
+from stateferry.waiting import wait_until
 from tasks.kube_export import KubeRest
 
 _KINDS = (
@@ -79,10 +79,10 @@ def wait_claims_released(rest: KubeRest, claims: list[tuple[str, str]], timeout:
     Raises:
         PermanentError: naming the pods still using a claim after ``timeout``.
     """
-    deadline = time.monotonic() + timeout
     busy: list[str] = []
-    while True:
-        busy = []
+
+    def released() -> bool:
+        busy.clear()
         for ns in sorted({ns for ns, _ in claims}):
             names = {c for n, c in claims if n == ns}
             for pod in (rest.get_or_none(f"/api/v1/namespaces/{ns}/pods") or {}).get("items") or []:
@@ -93,11 +93,15 @@ def wait_claims_released(rest: KubeRest, claims: list[tuple[str, str]], timeout:
                 vols = (pod.get("spec") or {}).get("volumes") or []
                 if any((v.get("persistentVolumeClaim") or {}).get("claimName") in names for v in vols):
                     busy.append(f"{ns}/{pod['metadata']['name']}")
-        if not busy or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if busy:
-        raise PermanentError(
+        return not busy
+
+    wait_until(
+        released,
+        timeout=timeout,
+        interval=0.5,
+        error=PermanentError,
+        describe=lambda: (
             f"pods {', '.join(busy)} still use the volumes {timeout:.0f}s after the application was "
             "scaled to 0: stop them (or the controller that recreates them), then re-run"
-        )
+        ),
+    )

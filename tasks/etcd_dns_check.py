@@ -8,13 +8,13 @@ becomes a command. The Job is labelled with the migration and deleted afterwards
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from planning.etcd_layout import MANAGED_BY, MIGRATION_LABEL
 from stateferry.errors import PreconditionFailed
+from stateferry.waiting import wait_until
 from tasks.kube_objects import delete_object, get_object
 
 __all__ = ["dns_mismatches", "resolve_in_cluster"]
@@ -69,20 +69,20 @@ def resolve_in_cluster(
         },
     )
     try:
-        deadline = time.monotonic() + timeout
-        pod_name, phase = "", ""
-        while time.monotonic() < deadline:
+
+        def finished() -> tuple[str, str] | None:
             pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
             done = [p for p in pods if p.status and p.status.phase in ("Succeeded", "Failed")]
-            if done:
-                pod_name, phase = str(done[0].metadata.name), str(done[0].status.phase)
-                break
-            time.sleep(0.2)
-        if not pod_name:
-            raise PreconditionFailed(
+            return (str(done[0].metadata.name), str(done[0].status.phase)) if done else None
+
+        pod_name, phase = wait_until(
+            finished,
+            timeout=timeout,
+            describe=lambda: (
                 f"the DNS check Job {namespace}/{job} (image {image}) did not finish within {timeout:g}s: "
                 "give dns_check_image an image that has getent (e.g. debian:bookworm-slim)"
-            )
+            ),
+        )
         log = str(core.read_namespaced_pod_log(pod_name, namespace) or "")
         names_ok = phase == "Succeeded" or "localhost" in log.split()
     finally:

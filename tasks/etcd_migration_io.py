@@ -23,6 +23,7 @@ from planning.etcd_manifests import (
 from planning.etcd_stretch import Observed, classify_members
 from planning.etcd_tls import rewrite_secret_volumes
 from stateferry.errors import PreconditionFailed, StateferryError
+from stateferry.waiting import wait_until
 from tasks.etcd_ops import ClusterView, observe_now
 from tasks.etcd_preflight import MigrationContext, dns_key, to_current
 from tasks.kube_objects import (
@@ -69,22 +70,26 @@ def ensure_lb_services(ctx: MigrationContext) -> dict[str, str]:
 def wait_lb_reachable(ctx: MigrationContext, timeout: float = 90.0) -> None:
     """Wait until every running member answers through its LoadBalancer (an LB may lag its IP)."""
     endpoints = live_endpoints(ctx)
-    deadline = time.monotonic() + timeout
-    while True:
+    missing: list[str] = []
+
+    def all_answer() -> bool:
         try:
             view = observe_now(endpoints, timeout=1.0)
             listed = {m.name for m in view.members if m.name}
-            missing = sorted(p for p in endpoints if p in listed and p not in view.statuses)
+            missing[:] = sorted(p for p in endpoints if p in listed and p not in view.statuses)
         except StateferryError as exc:
-            missing = [str(exc)]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise PreconditionFailed(
-                f"etcd members not reachable through their LoadBalancer addresses after {timeout:g}s: "
-                f"{missing}; check the LoadBalancer provider, firewalls and loadBalancerSourceRanges"
-            )
-        time.sleep(0.3)
+            missing[:] = [str(exc)]
+        return not missing
+
+    wait_until(
+        all_answer,
+        timeout=timeout,
+        interval=0.3,
+        describe=lambda: (
+            f"etcd members not reachable through their LoadBalancer addresses after {timeout:g}s: "
+            f"{missing}; check the LoadBalancer provider, firewalls and loadBalancerSourceRanges"
+        ),
+    )
 
 
 def all_dns_names(layout: Layout) -> list[str]:
@@ -192,12 +197,11 @@ def claim_name(ctx: MigrationContext) -> str:
 
 
 def wait_gone(api: Any, namespace: str, pods: list[str], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(get_object(api, "pod", namespace, p) is None for p in pods):
-            return
-        time.sleep(0.2)
-    raise PreconditionFailed(f"pods {pods} in {namespace} did not terminate within {timeout:g}s")
+    wait_until(
+        lambda: all(get_object(api, "pod", namespace, p) is None for p in pods),
+        timeout=timeout,
+        describe=lambda: f"pods {pods} in {namespace} did not terminate within {timeout:g}s",
+    )
 
 
 def lb_ips_from_cluster(ctx: MigrationContext) -> None:
@@ -215,24 +219,27 @@ def lb_ips_from_cluster(ctx: MigrationContext) -> None:
 
 def wait_pod_revision(ctx: MigrationContext, pod: str, timeout: float = 120.0) -> None:
     layout = ctx.layout
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+
+    def restarted() -> bool:
         sts = get_object(ctx.tgt, "statefulset", layout.target_namespace, layout.new_sts) or {}
         status = sts.get("status") or {}
         p = get_object(ctx.tgt, "pod", layout.target_namespace, pod)
-        if (
+        return (
             p is not None
             and status.get("observedGeneration") == (sts.get("metadata") or {}).get("generation")
             and (p["metadata"].get("labels") or {}).get("controller-revision-hash")
             == status.get("updateRevision")
             and not p["metadata"].get("deletionTimestamp")
-        ):
-            wait_pods_ready(
-                ctx.tgt, layout.target_namespace, [pod], timeout=max(deadline - time.monotonic(), 5)
-            )
-            return
-        time.sleep(0.2)
-    raise PreconditionFailed(f"pod {pod} did not restart with the new --initial-cluster within {timeout:g}s")
+        )
+
+    wait_until(
+        restarted,
+        timeout=timeout,
+        describe=lambda: f"pod {pod} did not restart with the new --initial-cluster within {timeout:g}s",
+    )
+    left = max(timeout - (time.monotonic() - started), 5)
+    wait_pods_ready(ctx.tgt, layout.target_namespace, [pod], timeout=left)
 
 
 def observe_objects(ctx: MigrationContext, view: ClusterView) -> Observed:

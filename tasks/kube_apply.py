@@ -9,7 +9,6 @@ LIST per type and namespace, not one GET per object.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from planning.resources import (
     is_custom_resource,
     object_key,
 )
-from stateferry.errors import PermanentError, StateferryError
+from stateferry.errors import Conflict, PermanentError, PreconditionFailed, StateferryError
+from stateferry.waiting import wait_until
 from tasks.kube_export import KubeRest, discover_resource_types, resource_path
 from tasks.retry import TRANSIENT_RETRY
 
@@ -100,13 +100,22 @@ class _TypeIndex:
             self.by_gvk.setdefault((t.api_version, t.kind), t)
 
     def get(self, api_version: str, kind: str, wait: float = 0.0) -> ResourceType | None:
-        deadline = time.monotonic() + wait
-        while True:
+        """The kind's resource type; re-discovers for up to ``wait`` seconds (a CRD just created)."""
+
+        def found() -> ResourceType | None:
             t = self.by_gvk.get((api_version, kind))
-            if t is not None or time.monotonic() >= deadline:
-                return t
-            time.sleep(0.5)
-            self.refresh()
+            if t is None:
+                self.refresh()
+                t = self.by_gvk.get((api_version, kind))
+            return t
+
+        t = self.by_gvk.get((api_version, kind))
+        if t is not None or wait <= 0:
+            return t
+        try:
+            return wait_until(found, timeout=wait, interval=0.5, describe=lambda: "")
+        except PreconditionFailed:
+            return None
 
 
 #: Kinds applied one object at a time (each may change what the next one can do).
@@ -114,14 +123,19 @@ _SEQUENTIAL_KINDS = frozenset({"CustomResourceDefinition", "Namespace"})
 
 
 def _wait_crd_established(rest: KubeRest, crd_type: ResourceType, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def established() -> bool:
         crd = rest.get_or_none(resource_path(crd_type, None, name)) or {}
         conds = (crd.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
-            return
-        time.sleep(0.3)
-    raise PermanentError(f"CustomResourceDefinition {name} was not Established within {timeout:.0f}s")
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+    wait_until(
+        established,
+        timeout=timeout,
+        interval=0.3,
+        error=PermanentError,
+        describe=lambda: f"CustomResourceDefinition {name} was not Established within {timeout:.0f}s",
+    )
 
 
 def apply_objects(
@@ -232,9 +246,8 @@ def apply_objects(
                 body = {"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta}
                 try:
                     rest.request("POST", "/api/v1/namespaces", body=body)
-                except StateferryError as exc:
-                    if "HTTP 409" not in str(exc):
-                        raise
+                except Conflict:  # created meanwhile
+                    pass
                 known_ns.add(ns)
         return rtype, live_index(rtype, ns).get(res.name)
 

@@ -46,7 +46,7 @@ from planning.resources import (
     select_resource_types,
     skip_reason,
 )
-from stateferry.errors import InputError, PermanentError, StateferryError, translate
+from stateferry.errors import InputError, NotFound, PermanentError, StateferryError, translate
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -118,10 +118,8 @@ class KubeRest:
         """GET ``path``; None if it answers 404."""
         try:
             return self.request("GET", path)
-        except StateferryError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
+        except NotFound:
+            return None
 
     def list_pages(self, path: str, label_selector: str = "") -> Iterator[tuple[list[dict[str, Any]], str]]:
         """Yield ``(items, list resourceVersion)`` page by page."""

@@ -8,7 +8,6 @@ Errors are translated to :mod:`stateferry.errors` types, so transient ones are r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -17,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from planning.etcd_dns_hosts import coredns_with_hosts, module_config_hosts
 from stateferry.errors import PreconditionFailed, StateferryError, TransientError, translate
+from stateferry.waiting import wait_until
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -243,18 +243,22 @@ def wait_for_lb_ip(api: Any, namespace: str, name: str, *, timeout: float = 60.0
     Raises:
         PreconditionFailed: No address within ``timeout`` (no LoadBalancer provider, quota...).
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def address() -> str | None:
         svc = get_object(api, "service", namespace, name)
         ingress = (((svc or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         if ingress and (ingress[0].get("ip") or ingress[0].get("hostname")):
             return str(ingress[0].get("ip") or ingress[0].get("hostname"))
-        if time.monotonic() > deadline:
-            raise PreconditionFailed(
-                f"Service {namespace}/{name} got no LoadBalancer address within {timeout:g}s: check that the "
-                "cluster has a LoadBalancer provider (and its quota), or pass the provider's annotations"
-            )
-        time.sleep(0.2)
+        return None
+
+    return wait_until(
+        address,
+        timeout=timeout,
+        describe=lambda: (
+            f"Service {namespace}/{name} got no LoadBalancer address within {timeout:g}s: check that the "
+            "cluster has a LoadBalancer provider (and its quota), or pass the provider's annotations"
+        ),
+    )
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -273,9 +277,10 @@ def wait_pods_ready(
     Raises:
         PreconditionFailed: A pod is not there within ``timeout``; the message names it and its phase.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = []
+    pending: list[str] = []
+
+    def all_there() -> bool:
+        pending.clear()
         for name in pods:
             pod = get_object(api, "pod", namespace, name)
             ok = pod is not None and (
@@ -284,37 +289,44 @@ def wait_pods_ready(
             if not ok:
                 phase = ((pod or {}).get("status") or {}).get("phase", "absent") if pod else "absent"
                 pending.append(f"{name} ({phase})")
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise PreconditionFailed(
-                f"pods not {'running' if running_only else 'ready'} after {timeout:g}s in {namespace}: "
-                f"{', '.join(pending)}; check `kubectl describe pod` and the pod logs"
-            )
-        time.sleep(0.2)
+        return not pending
+
+    wait_until(
+        all_there,
+        timeout=timeout,
+        describe=lambda: (
+            f"pods not {'running' if running_only else 'ready'} after {timeout:g}s in {namespace}: "
+            f"{', '.join(pending)}; check `kubectl describe pod` and the pod logs"
+        ),
+    )
 
 
 @task(**{**_TASK, "retries": 0})
 def wait_statefulset_rolled_out(api: Any, namespace: str, name: str, *, timeout: float = 180.0) -> None:
     """Wait until every pod of the StatefulSet runs the update revision and is ready."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: dict[str, Any] = {}
+
+    def rolled_out() -> bool:
         sts = get_object(api, "statefulset", namespace, name) or {}
         spec, status = sts.get("spec") or {}, sts.get("status") or {}
+        seen["status"] = status
         want = int(spec.get("replicas", 1))
-        if (
+        return bool(
             status.get("observedGeneration") == (sts.get("metadata") or {}).get("generation")
             and int(status.get("updatedReplicas") or 0) == want
             and int(status.get("readyReplicas") or 0) == want
             and status.get("updateRevision") == status.get("currentRevision")
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise PreconditionFailed(
-                f"StatefulSet {namespace}/{name} did not roll out within {timeout:g}s (status {status}); "
-                "check its pods"
-            )
-        time.sleep(0.3)
+        )
+
+    wait_until(
+        rolled_out,
+        timeout=timeout,
+        interval=0.3,
+        describe=lambda: (
+            f"StatefulSet {namespace}/{name} did not roll out within {timeout:g}s "
+            f"(status {seen.get('status')}); check its pods"
+        ),
+    )
 
 
 @task(**_TASK)

@@ -31,7 +31,7 @@ from prefect.logging import get_run_logger
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from planning.mover_pod import MOUNT, MoverSecurity, mover_job_body, mover_secret_name, pod_placement
-from stateferry.errors import PermanentError, StateferryError, TransientError
+from stateferry.errors import Conflict, PermanentError, StateferryError, TransientError
 from tasks.archive_store import ensure_bucket, get_json
 from tasks.kube_export import KubeRest
 
@@ -138,9 +138,7 @@ def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -
         try:
             job = rest.request("POST", path, body=body)
             break
-        except StateferryError as exc:
-            if "HTTP 409" not in str(exc):
-                raise
+        except Conflict:
             time.sleep(0.2)
     if not job:
         raise TransientError(f"data-mover Job {ns}/{name} still exists from an earlier run")

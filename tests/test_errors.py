@@ -31,7 +31,9 @@ from prefect.states import Completed, Failed
 
 from devservers.ports import free_port
 from stateferry.errors import (
+    Conflict,
     InputError,
+    NotFound,
     PermanentError,
     PreconditionFailed,
     StateferryError,
@@ -110,13 +112,13 @@ CASES: list[tuple[str, Callable[[], BaseException], type[StateferryError], tuple
     (
         "k8s 404",
         lambda: k8s_error(404, 'configmaps "x" not found'),
-        PermanentError,
+        NotFound,
         ('configmaps "x" not found',),
     ),
     (
         "k8s 409",
         lambda: k8s_error(409, "the object has been modified"),
-        PermanentError,
+        Conflict,
         ("has been modified",),
     ),
     ("k8s 422", lambda: k8s_error(422, "metadata.name: Invalid value"), PermanentError, ("metadata.name",)),
