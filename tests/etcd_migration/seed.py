@@ -196,6 +196,15 @@ class SeedEtcd:
         raise AssertionError(f"no LB IP for {name}")
 
 
+def delete_namespaces(seed: SeedEtcd) -> None:
+    """Delete the seed's namespace in both clusters (best effort: a test's cleanup)."""
+    for api in (seed.src, seed.tgt):
+        try:
+            core_api(api).delete_namespace(seed.namespace)
+        except Exception:
+            pass
+
+
 def _create_namespace(api: Any, name: str) -> None:
 
     core_api(api).create_namespace({"metadata": {"name": name}})

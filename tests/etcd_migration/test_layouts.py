@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from blocks.kube import KubeCluster
-from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api, deploy_fqdn_seed
+from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api, delete_namespaces, deploy_fqdn_seed
 from etcd_migration.writer import SequentialWriter, read_all
 from flows.etcd_migration import etcd_stretch_migration
 from sandbox.testing import SandboxHandle
@@ -28,11 +28,7 @@ def fqdn_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluste
     try:
         yield seed
     finally:
-        for api in (seed.src, seed.tgt):
-            try:
-                core_api(api).delete_namespace(seed.namespace)
-            except Exception:
-                pass
+        delete_namespaces(seed)
 
 
 def _members(endpoint: str) -> list[str]:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import time
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
 
 import pytest
 from cryptography import x509
+from prefect_run import flow_run_texts
 
 from blocks.etcd_client import EtcdClient
 from blocks.kube import KubeCluster
-from etcd_migration.seed import apps_api, client_lb, core_api
+from etcd_migration.seed import apps_api, client_lb, core_api, delete_namespaces
 from etcd_migration.tls_seed import ROOT_PASSWORD, TlsSeed, deploy_tls_seed
 from etcd_migration.writer import SequentialWriter, read_all
 from flows.etcd_migration import etcd_stretch_migration
@@ -29,32 +27,7 @@ def tls_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluster
     try:
         yield seed
     finally:
-        for api in (seed.src, seed.tgt):
-            try:
-                core_api(api).delete_namespace(seed.namespace)
-            except Exception:
-                pass
-
-
-def _run_texts(run_id: UUID) -> str:
-    """Every artifact, log line and the final state message of a flow run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()
-    time.sleep(1.0)
-    with get_client(sync_client=True) as c:
-        arts = c.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-    return json.dumps([a.data for a in arts], default=str) + "\n".join(x.message for x in logs)
+        delete_namespaces(seed)
 
 
 def _members(endpoint: str, seed: TlsSeed) -> list[tuple[str, tuple[str, ...]]]:
@@ -123,7 +96,7 @@ def test_tls_mtls_root_auth_3_to_3_while_writing(prefect_server: Any, tls_seed: 
 
     # nothing secret reached the run's logs or artifacts
     assert state.state_details.flow_run_id is not None
-    texts = _run_texts(state.state_details.flow_run_id)
+    texts = flow_run_texts(state.state_details.flow_run_id)
     assert "PRIVATE KEY" not in texts and ROOT_PASSWORD not in texts
     assert data["tls.key"].decode().splitlines()[1] not in texts
 
@@ -151,8 +124,4 @@ def test_tls_peer_san_check_refused_before_anything_changes(
         secrets = [s.metadata.name for s in core_api(seed.tgt).list_namespaced_secret(seed.namespace).items]
         assert "etcd-main-etcd-tls" not in secrets
     finally:
-        for api in (seed.src, seed.tgt):
-            try:
-                core_api(api).delete_namespace(seed.namespace)
-            except Exception:
-                pass
+        delete_namespaces(seed)

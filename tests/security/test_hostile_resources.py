@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 import resources.conftest as _resource_fixtures
+from prefect_run import flow_run_texts
 
 from blocks.kube import KubeCluster
 from flows.resource_backup import resource_backup, resource_restore
@@ -106,32 +106,6 @@ def _make_ns(rest: KubeRest, ns: str, *objects: tuple[str, dict[str, Any]]) -> N
     rest.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
     for path, body in objects:
         rest.request("POST", f"/api/v1/namespaces/{ns}/{path}", body=body)
-
-
-def _flow_run_texts(run_id: UUID) -> str:
-    """Every artifact, log line and run input of a flow run, as one string."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()
-    time.sleep(1.0)
-    with get_client(sync_client=True) as c:
-        arts = c.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-        run = c.read_flow_run(run_id)
-    return (
-        json.dumps([a.data for a in arts] + [a.description for a in arts], default=str)
-        + "\n".join(x.message for x in logs)
-        + str(run.state.message if run.state else "")
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,7 +242,7 @@ def test_hostile_secret_values_never_rendered(
     diffs = {r["key"]: r["diff"] for r in report["results"]}
     assert "~ data.password: changed (value <redacted>)" in diffs["Secret hs-t/db"]
     assert '~ data.host: "db-live" -> "db-backup"' in diffs["ConfigMap hs-t/cfg"]  # ConfigMaps stay visible
-    texts = json.dumps(report) + _flow_run_texts(state.state_details.flow_run_id)
+    texts = json.dumps(report) + flow_run_texts(state.state_details.flow_run_id)
     assert "db-live" in texts and not [s for s in secrets if s in texts]
 
     # the update pauses for approval (nothing applied yet); its plan shows no value either
@@ -292,7 +266,7 @@ def test_hostile_secret_values_never_rendered(
             form = [
                 c.read_flow_run_input(run_id, keyset[k]) for k in ("schema", "description") if k in keyset
             ]
-        plan = " ".join(str(f) for f in form) + _flow_run_texts(run_id)
+        plan = " ".join(str(f) for f in form) + flow_run_texts(run_id)
         assert "Secret hs-t/db" in plan and "would-update" in plan
         assert not [s for s in secrets if s in plan]
         assert target_rest.request("GET", "/api/v1/namespaces/hs-t/secrets/db")["data"]["password"] == _b64(
@@ -303,7 +277,7 @@ def test_hostile_secret_values_never_rendered(
         th.join(120)
     assert "error" not in out, out.get("error")
     assert {r["key"]: r["result"] for r in out["report"]["results"]}["Secret hs-t/db"] == "updated"
-    assert not [s for s in secrets if s in json.dumps(out["report"]) + _flow_run_texts(run_id)]
+    assert not [s for s in secrets if s in json.dumps(out["report"]) + flow_run_texts(run_id)]
     assert target_rest.request("GET", "/api/v1/namespaces/hs-t/secrets/db")["data"]["password"] == _b64(
         backup_pw
     )
