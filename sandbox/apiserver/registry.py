@@ -284,6 +284,10 @@ class Registry:
             if rt.key == ("", "pods"):
                 defaults.pod_admission(obj)
                 self._admit_pod(obj)
+            if rt.key == ("", "persistentvolumeclaims"):  # StorageObjectInUseProtection admission
+                fins = meta.setdefault("finalizers", [])
+                if "kubernetes.io/pvc-protection" not in fins:
+                    fins.append("kubernetes.io/pvc-protection")
             errs = validation.metadata(obj, rt.key, rt.custom)
             errs += self._validate(rt, obj, None)
             if errs:

@@ -88,7 +88,7 @@ def test_fidelity_apply_conflict_is_409_unless_forced(api_env: ApiEnv) -> None:
     to take over)"; issue 17: "conflicts 409 without force"."""
     ns = _ns(api_env)
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/web"
-    dep = {
+    dep: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web"},
