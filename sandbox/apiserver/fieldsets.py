@@ -169,9 +169,9 @@ def _walk_set(v: Json, path: Path, names: tuple[str, ...], schema: Schema, out: 
         if ltype == "atomic":
             out.add(path)
             return
-        for item, el in zip(v, _list_elements(v, ltype, keys), strict=True):
+        for i, (item, el) in enumerate(zip(v, _list_elements(v, ltype, keys), strict=True)):
             if el is None:
-                raise _bad_item(path)
+                raise _bad_item(path, i, keys)
             out.add((*path, el))
             if ltype == "map":
                 _walk_set(item, (*path, el), names, schema, out)
@@ -179,12 +179,14 @@ def _walk_set(v: Json, path: Path, names: tuple[str, ...], schema: Schema, out: 
         out.add(path)
 
 
-def _bad_item(path: Path) -> ApiError:
+def _bad_item(path: Path, index: int, keys: tuple[str, ...]) -> ApiError:
+    """An applied list item without its key fields: 400 as the real server's typed conversion."""
+    missing = ", ".join(f'"{k}"' for k in keys if k not in _KEY_DEFAULTS)
     return ApiError(
-        500,
-        "InternalError",
-        f"Internal error occurred: failed to create typed live object: {path_string(path)}: "
-        "associative list without keys has an element that is not a map",
+        400,
+        "BadRequest",
+        f"failed to create typed patch object: {path_string(path)}: element {index}: associative list "
+        f"with keys has an element that omits key field {missing} (and doesn't have default value)",
     )
 
 

@@ -106,3 +106,15 @@ def test_remove_items_drops_emptied_maps() -> None:
         obj, {("f:metadata", "f:labels", "f:a"), ("f:data", "f:k")}, Schema("ConfigMap", False, False)
     )
     assert out == {"metadata": {"name": "n"}, "data": {"j": "w"}}
+
+
+def test_applied_item_without_its_key_is_a_bad_request() -> None:
+    from sandbox.apiserver.errors import ApiError
+
+    with pytest.raises(ApiError) as err:
+        to_field_set({"spec": {"containers": [{"image": "busybox"}]}}, POD)
+    assert err.value.code == 400
+    assert (
+        '.spec.containers: element 0: associative list with keys has an element that omits key field "name"'
+        in (err.value.message)
+    )
