@@ -66,3 +66,4 @@ def test_fidelity_deployment_revision_and_generated_pod_names(sandbox: SandboxHa
     )
     assert _wait(lambda: revision() == "2", 20, "revision 2")
     core.delete_namespace(ns)
+    _wait(lambda: not core.list_namespace(field_selector=f"metadata.name={ns}").items, 60, "namespace gone")
