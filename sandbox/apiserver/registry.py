@@ -524,6 +524,13 @@ class Registry:
             accepted.append("application/strategic-merge-patch+json")
         if ctype not in accepted:
             raise errors.unsupported_media_type(accepted)
+        if force and ctype != "application/apply-patch+yaml":
+            raise errors.invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [FieldError("force", "Forbidden", None, "may not be specified for non-apply patch")],
+            )
         if ctype == "application/apply-patch+yaml":
             if not field_manager:
                 raise errors.invalid(

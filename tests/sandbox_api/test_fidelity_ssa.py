@@ -151,6 +151,15 @@ def test_fidelity_apply_conflict_is_409_unless_forced(api_env: ApiEnv) -> None:
     assert "f:replicas" not in entries[("alice", "Apply")]["fieldsV1"]["f:spec"]
     assert "f:replicas" in entries[("carol", "Apply")]["fieldsV1"]["f:spec"]
 
+    # force is for apply only (the real PatchOptions validation)
+    code, status = api_env.request(
+        "PATCH", path + "?force=true", {"spec": {"replicas": 1}}, "application/merge-patch+json"
+    )
+    assert (code, status["details"]["kind"], status["details"]["causes"][0]["field"]) == (
+        422,
+        "PatchOptions",
+        "force",
+    )
     # the apply patch needs its manager (k8s-fidelity.md: 422 PatchOptions fieldManager)
     code, status = api_env.request("PATCH", path, dep, content_type=APPLY)
     assert (code, status["details"]["kind"], status["details"]["causes"][0]["field"]) == (
