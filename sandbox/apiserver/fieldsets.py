@@ -72,15 +72,43 @@ STRIPPED: FieldSet = {
 class Schema:
     """What field-manager needs to know of one kind: list types and atomic maps."""
 
-    def __init__(self, kind: str, custom: bool, status_reset: bool) -> None:
+    def __init__(
+        self, kind: str, custom: bool, status_reset: bool, crd_schema: dict[str, Any] | None = None
+    ) -> None:
         self.kind = kind
         self.custom = custom
         self.status_reset = status_reset  # status belongs to the /status subresource
+        self.crd_schema = crd_schema  # a custom resource's openAPIV3Schema (x-kubernetes-list-type ...)
+
+    def _crd_node(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The structural-schema node at field-name path ``names`` (``{}`` when unknown)."""
+        node: Any = self.crd_schema or {}
+        for n in names:
+            while isinstance(node, dict) and isinstance(node.get("items"), dict):
+                node = node["items"]
+            if not isinstance(node, dict):
+                return {}
+            props = node.get("properties") or {}
+            if n in props:
+                node = props[n]
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return {}
+        return node if isinstance(node, dict) else {}
 
     def list_type(self, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         """("map", keys) | ("set", ()) | ("atomic", ()) for the list at field-name path ``names``."""
         name = names[-1]
         if self.custom and names[:1] != ("metadata",):
+            # custom resources: what the CRD's schema says, atomic by default
+            node = self._crd_node(names)
+            ltype = node.get("x-kubernetes-list-type")
+            keys = tuple(str(k) for k in node.get("x-kubernetes-list-map-keys") or ())
+            if ltype == "map" and keys:
+                return "map", keys
+            if ltype == "set":
+                return "set", ()
             return "atomic", ()
         if name in _SET_LISTS:
             return "set", ()
@@ -98,7 +126,9 @@ class Schema:
 
     def atomic_map(self, names: tuple[str, ...]) -> bool:
         """Whether the map at ``names`` is replaced (and owned) as a whole."""
-        return not self.custom and bool(names) and names[-1] in _ATOMIC_MAPS
+        if self.custom and names[:1] != ("metadata",):
+            return bool(names) and self._crd_node(names).get("x-kubernetes-map-type") == "atomic"
+        return bool(names) and names[-1] in _ATOMIC_MAPS
 
     def ignored(self, subresource: str | None) -> FieldSet:
         """Paths a write through ``subresource`` neither owns nor changes (reset fields)."""

@@ -987,7 +987,8 @@ def _review(rt: ResourceType, body: Obj) -> Obj:
 
 def field_schema(rt: ResourceType) -> fieldmanager.Schema:
     """The field-ownership schema of a resource type."""
-    return fieldmanager.Schema(rt.kind, rt.custom, rt.has_status)
+    crd = rt.crd_schemas.get("schema") if rt.custom and rt.crd_schemas else None
+    return fieldmanager.Schema(rt.kind, rt.custom, rt.has_status, crd if isinstance(crd, dict) else None)
 
 
 def should_remove(key: tuple[str, str], obj: Obj) -> bool:

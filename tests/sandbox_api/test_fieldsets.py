@@ -118,3 +118,39 @@ def test_applied_item_without_its_key_is_a_bad_request() -> None:
         '.spec.containers: element 0: associative list with keys has an element that omits key field "name"'
         in (err.value.message)
     )
+
+
+def test_custom_resource_lists_follow_the_crd_schema() -> None:
+    crd = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "members": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["id"],
+                        "items": {"type": "object", "properties": {"tags": {"type": "array"}}},
+                    },
+                    "zones": {"type": "array", "x-kubernetes-list-type": "set"},
+                    "args": {"type": "array"},
+                    "sel": {"type": "object", "x-kubernetes-map-type": "atomic"},
+                },
+            }
+        },
+    }
+    cr = Schema("Widget", custom=True, status_reset=True, crd_schema=crd)
+    fields = to_field_set(
+        {"spec": {"members": [{"id": 1, "tags": ["a"]}], "zones": ["z"], "args": ["x"], "sel": {"a": "b"}}},
+        cr,
+    )
+    assert encode(fields) == {
+        "f:spec": {
+            "f:args": {},
+            "f:members": {'k:{"id":1}': {".": {}, "f:id": {}, "f:tags": {}}},
+            "f:sel": {},
+            "f:zones": {'v:"z"': {}},
+        }
+    }
+    assert Schema("Widget", custom=True, status_reset=True).list_type(("spec", "members")) == ("atomic", ())
