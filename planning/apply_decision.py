@@ -64,6 +64,8 @@ _STRIP_ANNOTATIONS = (
     "control-plane.alpha.kubernetes.io/leader",
 )
 
+_CONTROLLER_ANNOTATIONS = frozenset(_STRIP_ANNOTATIONS) - {"kubectl.kubernetes.io/last-applied-configuration"}
+
 
 class ExistingPolicy(StrEnum):
     """What a restore does with an object that already exists in the target."""
@@ -253,7 +255,8 @@ def dry_run_diff(live: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]
 def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
     """The replacement body for an update: ``desired`` plus what the target owns and must keep.
 
-    Keeps the live ``resourceVersion`` (optimistic concurrency), Service clusterIP(s) and allocated
+    Keeps the live ``resourceVersion`` (optimistic concurrency), the annotations the target's
+    controllers write (``deployment.kubernetes.io/revision``...), Service clusterIP(s) and allocated
     nodePorts, the bound PVC spec (only ``resources.requests`` may change), the PV's claimRef,
     a Job's selector and controller labels, a pod's node, and ``spec`` of a Namespace.
     """
@@ -262,6 +265,11 @@ def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) ->
     meta = body.setdefault("metadata", {})
     if lmeta.get("resourceVersion"):
         meta["resourceVersion"] = lmeta["resourceVersion"]
+    # annotations the target's controllers write (deployment.kubernetes.io/revision, pv.kubernetes.io/*):
+    # the update must not strip them, the controllers own them
+    owned = {k: v for k, v in (lmeta.get("annotations") or {}).items() if k in _CONTROLLER_ANNOTATIONS}
+    if owned:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **owned}
     kind = body.get("kind")
     lspec = live.get("spec") or {}
     spec = body.get("spec")

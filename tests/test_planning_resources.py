@@ -490,6 +490,23 @@ def test_update_carries_service_cluster_ip() -> None:
     assert d.body["spec"]["clusterIP"] == "10.9.9.9" and d.body["spec"]["ports"] == [{"port": 81}]
 
 
+def test_update_keeps_controller_annotations() -> None:
+    """The target's deployment controller owns ``deployment.kubernetes.io/revision``: an update keeps it."""
+    desired = sanitize(obj("Deployment", "web", api="apps/v1", meta={"annotations": {"team": "a"}}))
+    live = obj(
+        "Deployment",
+        "web",
+        api="apps/v1",
+        meta={
+            "resourceVersion": "3",
+            "annotations": {"deployment.kubernetes.io/revision": "4", "team": "b", "old": "x"},
+        },
+    )
+    d = decide_apply(desired, live, ExistingPolicy.UPDATE)
+    assert d.body is not None
+    assert d.body["metadata"]["annotations"] == {"team": "a", "deployment.kubernetes.io/revision": "4"}
+
+
 def test_server_defaults_are_not_differences() -> None:
     desired = obj("Deployment", "web", api="apps/v1", spec={"replicas": 2})
     live = obj(
@@ -712,11 +729,23 @@ def test_archive_retention_bad_count() -> None:
     ("archives", "protect", "deleted"),
     [
         # the run's own backup is never deleted, even when a future-dated one sorts first
-        ([("b1", "2026-11-20T12:00:00Z"), ("mine", "2026-11-22T12:00:00Z"), ("x", "2099-01-01T00:00:00Z")],
-         ["mine"], ["b1"]),
+        (
+            [("b1", "2026-11-20T12:00:00Z"), ("mine", "2026-11-22T12:00:00Z"), ("x", "2099-01-01T00:00:00Z")],
+            ["mine"],
+            ["b1"],
+        ),
         # names outside the layout's pattern and unreadable dates are left alone
-        ([("", "2026-11-01T00:00:00Z"), ("Bad_Name", "2026-11-01T00:00:00Z"), ("b2", "yesterday"),
-          ("b3", "2026-11-21T12:00:00Z"), ("b4", "2026-11-22T12:00:00Z")], [], ["b3"]),
+        (
+            [
+                ("", "2026-11-01T00:00:00Z"),
+                ("Bad_Name", "2026-11-01T00:00:00Z"),
+                ("b2", "yesterday"),
+                ("b3", "2026-11-21T12:00:00Z"),
+                ("b4", "2026-11-22T12:00:00Z"),
+            ],
+            [],
+            ["b3"],
+        ),
     ],
 )
 def test_archive_retention_refuses_foreign_ids(

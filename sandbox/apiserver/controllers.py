@@ -17,6 +17,9 @@ from sandbox.runtime.timescale import scaled
 
 # a real namespace controller takes ~5 s from DELETE to gone (k8s-fidelity.md, Controllers)
 NAMESPACE_CLEANUP_SECONDS = 5.0
+# the garbage collector's orphaning: "the object stays briefly with the `orphan` finalizer"
+ORPHAN_SECONDS = 1.0
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class Controllers:
         self.thread = threading.Thread(target=self._run, name="apiserver-controllers", daemon=True)
         self.store.listeners.append(self.queue.put)
         registry.on_namespace_created = self.namespace_created
-        self._ns_due: dict[str, float] = {}  # uid of a Terminating namespace -> monotonic time it may go
+        self._due: dict[str, float] = {}  # uid of an object waiting on a controller -> monotonic time
 
     def start(self) -> None:
         """Start the worker and reconcile whatever a previous run left half done."""
@@ -89,6 +92,8 @@ class Controllers:
                     self._namespace_terminating(nsobj)
             if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 self.registry.unregister_crd(obj)
+            if key == ("", "pods") and ns:
+                self._release_claims(ns)
             return
         current = self.store.get(key, meta.get("namespace", ""), meta["name"])
         if current is None or current["metadata"]["uid"] != meta["uid"]:
@@ -97,14 +102,19 @@ class Controllers:
         if cmeta.get("deletionTimestamp"):
             fins = cmeta.get("finalizers") or []
             if "orphan" in fins:
-                self._orphan(current)
+                if self._is_due(current, key, ORPHAN_SECONDS):
+                    self._orphan(current)
             elif "foregroundDeletion" in fins:
                 self._foreground(current)
             if key == ("", "namespaces"):
                 self._namespace_terminating(current)
             elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 self._crd_cleanup(current)
+            elif key == ("", "persistentvolumeclaims") and PVC_PROTECTION in fins:
+                self._release_claims(cmeta["namespace"])
             return
+        if key == ("", "pods") and (current.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self._release_claims(cmeta["namespace"])  # a finished pod no longer holds its claims
         if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             if not _established(current):
                 self._establish(current)
@@ -263,7 +273,7 @@ class Controllers:
                     self._delete(obj, "Background")
         if any(self.store.items(key, name) for key in keys):
             return  # bound pods wait for their kubelet, objects with finalizers for their controllers
-        if not self._namespace_due(nsobj):
+        if not self._is_due(nsobj, ("", "namespaces"), NAMESPACE_CLEANUP_SECONDS):
             return
         with self.store.lock:
             cur = self.store.get(("", "namespaces"), "", name)
@@ -277,24 +287,49 @@ class Controllers:
                 new["spec"].pop("finalizers")
             self._replace(cur, new)
 
-    def _namespace_due(self, nsobj: Obj) -> bool:
-        """True once a Terminating namespace has been so for the (time-scaled) cleanup delay.
+    def _is_due(self, obj: Obj, key: tuple[str, str], seconds: float) -> bool:
+        """True once a deleted object has waited the (time-scaled) delay of its controller.
 
-        Until then a timer re-queues the namespace, so it stays ``Terminating`` for a few seconds as on
-        a real cluster (repeated DELETEs answer the object, creates inside it are 403).
+        Until then a timer re-queues it, so a Terminating namespace stays for a few seconds and an
+        orphaning delete keeps its object briefly, as on a real cluster.
         """
-        uid = nsobj["metadata"]["uid"]
-        due = self._ns_due.setdefault(uid, time.monotonic() + scaled(NAMESPACE_CLEANUP_SECONDS))
+        uid = obj["metadata"]["uid"]
+        due = self._due.setdefault(uid, time.monotonic() + scaled(seconds))
         left = due - time.monotonic()
         if left <= 0:
-            self._ns_due.pop(uid, None)
+            self._due.pop(uid, None)
             return True
-        timer = threading.Timer(
-            left, self.queue.put, (Event(self.store.rv, ("", "namespaces"), "MODIFIED", nsobj, None),)
-        )
+        timer = threading.Timer(left, self.queue.put, (Event(self.store.rv, key, "MODIFIED", obj, None),))
         timer.daemon = True
         timer.start()
         return False
+
+    # ---- PVC protection ----------------------------------------------------------------------------
+    def _release_claims(self, ns: str) -> None:
+        """Drop ``kubernetes.io/pvc-protection`` from Terminating claims no live pod mounts."""
+        with self.store.lock:
+            used = {
+                v["persistentVolumeClaim"].get("claimName")
+                for p in self.store.items(("", "pods"), ns)
+                if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                for v in (p.get("spec") or {}).get("volumes") or []
+                if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), dict)
+            }
+            claims = [
+                c
+                for c in self.store.items(("", "persistentvolumeclaims"), ns)
+                if c["metadata"].get("deletionTimestamp")
+                and PVC_PROTECTION in (c["metadata"].get("finalizers") or [])
+                and c["metadata"]["name"] not in used
+            ]
+        for claim in claims:
+            new = deepcopy(claim)
+            fins = [f for f in new["metadata"]["finalizers"] if f != PVC_PROTECTION]
+            if fins:
+                new["metadata"]["finalizers"] = fins
+            else:
+                new["metadata"].pop("finalizers")
+            self._replace(claim, new)
 
     # ---- CRDs --------------------------------------------------------------------------------------
     def _establish(self, crd: Obj) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 import yaml
 
-from sandbox.apiserver import discovery, errors, openapi, protobuf, tables, wsexec
+from sandbox.apiserver import discovery, errors, fieldmanager, openapi, protobuf, tables, wsexec
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
 from sandbox.apiserver.resources import ResourceType
@@ -246,6 +246,8 @@ class Handler(BaseHTTPRequestHandler):
         reg = self.server.registry
         dry_run = q.get("dryRun") == "All"
         strict = q.get("fieldValidation", "") == "Strict"
+        # managerOrUserAgent: who an Update entry of managedFields names
+        manager = q.get("fieldManager") or fieldmanager.default_manager(self.headers.get("User-Agent") or "")
         if name is None:
             if method == "GET":
                 if q.get("watch") in ("true", "1"):
@@ -270,7 +272,9 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 if ns is None and rt.namespaced:
                     raise errors.method_not_allowed(method)
-                obj = reg.create(rt, ns or "", self._parsed_body(raw), dry_run=dry_run, strict=strict)
+                obj = reg.create(
+                    rt, ns or "", self._parsed_body(raw), dry_run=dry_run, strict=strict, manager=manager
+                )
                 self._json(201, self._maybe_table(rt, obj, q))
                 return
             if method == "DELETE":
@@ -288,11 +292,11 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 self._json(200, reg.get_scale(rt, ns, name))
             elif method == "PUT":
-                self._json(200, reg.update(rt, ns, name, self._parsed_body(raw), "scale", dry_run=dry_run))
+                body = self._parsed_body(raw)
+                self._json(200, reg.update(rt, ns, name, body, "scale", dry_run=dry_run, manager=manager))
             elif method == "PATCH":
-                obj, _ = reg.patch(
-                    rt, ns, name, self.headers.get("Content-Type") or "", raw, "scale", dry_run=dry_run
-                )
+                ctype = self.headers.get("Content-Type") or ""
+                obj, _ = reg.patch(rt, ns, name, ctype, raw, "scale", dry_run=dry_run, manager=manager)
                 self._json(200, obj)
             else:
                 raise errors.method_not_allowed(method)
@@ -310,7 +314,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._maybe_table(rt, reg.get(rt, ns, name), q))
         elif method == "PUT":
             before = reg.store.get(rt.key, ns, name)
-            obj = reg.update(rt, ns, name, self._parsed_body(raw), sub, dry_run=dry_run, strict=strict)
+            obj = reg.update(
+                rt, ns, name, self._parsed_body(raw), sub, dry_run=dry_run, strict=strict, manager=manager
+            )
             self._json(201 if before is None else 200, obj)
         elif method == "PATCH":
             obj, created = reg.patch(
@@ -324,6 +330,7 @@ class Handler(BaseHTTPRequestHandler):
                 strict=strict,
                 field_manager=q.get("fieldManager"),
                 force=q.get("force") == "true",
+                manager=manager,
             )
             self._json(201 if created else 200, obj)
         elif method == "DELETE":

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import yaml
 
-from sandbox.apiserver import defaults, errors, validation
+from sandbox.apiserver import defaults, errors, fieldmanager, validation
 from sandbox.apiserver.crd import crd_resource_types, prune, validate_custom
 from sandbox.apiserver.decode import DecodeError, Decoder
 from sandbox.apiserver.errors import ApiError, FieldError
@@ -233,8 +233,13 @@ class Registry:
         *,
         dry_run: bool = False,
         strict: bool = False,
+        manager: str | None = None,
+        managed_fields: list[Obj] | None = None,
     ) -> Obj:
-        """POST: decode, default, admit, validate, store."""
+        """POST: decode, default, admit, validate, store.
+
+        ``manager`` records an Update entry in managedFields; ``managed_fields`` (a server-side apply
+        that creates) is stored as given."""
         decoded = self.decode(rt, body, strict)
         if rt.key in REVIEWS:
             return _review(rt, decoded)
@@ -264,7 +269,7 @@ class Registry:
                         break
             for k in _SERVER_META:
                 meta.pop(k, None)
-            meta.pop("managedFields", None)
+            sent_fields = meta.pop("managedFields", None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now()
             if rt.has_generation:
@@ -279,12 +284,23 @@ class Registry:
             if rt.key == ("", "pods"):
                 defaults.pod_admission(obj)
                 self._admit_pod(obj)
+            if rt.key == ("", "persistentvolumeclaims"):  # StorageObjectInUseProtection admission
+                fins = meta.setdefault("finalizers", [])
+                if "kubernetes.io/pvc-protection" not in fins:
+                    fins.append("kubernetes.io/pvc-protection")
             errs = validation.metadata(obj, rt.key, rt.custom)
             errs += self._validate(rt, obj, None)
             if errs:
                 raise errors.invalid(rt.kind, rt.group, meta.get("name") or "", errs)
             if self.store.get(rt.key, ns if rt.namespaced else "", meta["name"]) is not None:
                 raise errors.already_exists(rt.plural, rt.group, meta["name"])
+            if managed_fields is None and manager:
+                sent = {**obj, "metadata": {**meta, "managedFields": sent_fields}}
+                managed_fields = fieldmanager.record_update(
+                    None, sent, manager, rt.api_version, field_schema(rt)
+                )
+            if managed_fields:
+                meta["managedFields"] = managed_fields
             if rt.key == ("", "services"):
                 self._allocate_service(obj, None, dry_run)
             if dry_run:
@@ -449,10 +465,11 @@ class Registry:
         *,
         dry_run: bool = False,
         strict: bool = False,
+        manager: str | None = None,
     ) -> Obj:
-        """PUT of the object or its ``status``/``scale`` subresource."""
+        """PUT of the object or its ``status``/``scale`` subresource (``manager``: see :meth:`create`)."""
         if subresource == "scale":
-            return self._update_scale(rt, ns, name, body, dry_run)
+            return self._update_scale(rt, ns, name, body, dry_run, manager)
         new = self.decode(rt, body, strict)
         meta = new.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
@@ -470,12 +487,12 @@ class Registry:
             if old is None:
                 if rt.key in _CREATE_ON_UPDATE and subresource is None:
                     new.setdefault("metadata", {})["name"] = name
-                    return self.create(rt, ns, new, dry_run=dry_run, strict=strict)
+                    return self.create(rt, ns, new, dry_run=dry_run, strict=strict, manager=manager)
                 raise errors.not_found(rt.plural, rt.group, name)
             rv = meta.get("resourceVersion")
             if rv and rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
-            return self._write(rt, old, new, subresource, dry_run)
+            return self._write(rt, old, new, subresource, dry_run, manager=manager)
 
     def patch(
         self,
@@ -490,8 +507,13 @@ class Registry:
         strict: bool = False,
         field_manager: str | None = None,
         force: bool = False,
+        manager: str | None = None,
     ) -> tuple[Obj, bool]:
-        """PATCH (json / merge / strategic / apply); returns (object, created)."""
+        """PATCH (json / merge / strategic / apply); returns (object, created).
+
+        An apply (``application/apply-patch+yaml``) goes through field ownership (fieldmanager.py):
+        409 on fields another manager owns unless ``force``; other patches record an Update by
+        ``manager`` (the ``fieldManager`` query or the user agent's prefix)."""
         ctype = content_type.split(";")[0].strip().lower()
         accepted = [
             "application/json-patch+json",
@@ -502,6 +524,13 @@ class Registry:
             accepted.append("application/strategic-merge-patch+json")
         if ctype not in accepted:
             raise errors.unsupported_media_type(accepted)
+        if force and ctype != "application/apply-patch+yaml":
+            raise errors.invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [FieldError("force", "Forbidden", None, "may not be specified for non-apply patch")],
+            )
         if ctype == "application/apply-patch+yaml":
             if not field_manager:
                 raise errors.invalid(
@@ -514,6 +543,13 @@ class Registry:
                 patch = yaml.safe_load(raw.decode() or "{}")
             except yaml.YAMLError as exc:
                 raise errors.bad_request(f"error decoding YAML: {exc}") from None
+            if not isinstance(patch, dict):
+                raise errors.bad_request("error decoding YAML: the applied configuration is not an object")
+            if subresource is None and patch.get("apiVersion") != rt.api_version:
+                raise errors.bad_request(
+                    "Incorrect version specified in apply patch. Specified patch version: "
+                    f"{patch.get('apiVersion') or ''}, expected: {rt.api_version}"
+                )
         else:
             try:
                 patch = orjson.loads(raw)
@@ -523,9 +559,12 @@ class Registry:
             old = self.store.get(rt.key, ns if rt.namespaced else "", name)
             if old is None:
                 if ctype == "application/apply-patch+yaml" and subresource is None:
-                    if isinstance(patch, dict):
-                        patch.setdefault("metadata", {})["name"] = name
-                    return self.create(rt, ns, patch, dry_run=dry_run, strict=strict), True
+                    patch.setdefault("metadata", {})["name"] = name
+                    fs = field_schema(rt)
+                    applied = fieldmanager.apply({}, patch, str(field_manager), rt.api_version, fs, force)
+                    mf = applied["metadata"].pop("managedFields")
+                    obj = self.create(rt, ns, applied, dry_run=dry_run, strict=strict, managed_fields=mf)
+                    return obj, True
                 raise errors.not_found(rt.plural, rt.group, name)
             if subresource == "scale":
                 current: Obj = self.scale_of(rt, old)
@@ -535,12 +574,12 @@ class Registry:
                 new = json_patch(current, patch)
             elif ctype == "application/merge-patch+json":
                 new = merge_patch(current, patch)
-            elif ctype == "application/apply-patch+yaml":
-                new = (
-                    merge_patch(current, patch)
-                    if rt.custom
-                    else strategic_merge_patch(current, patch, rt.kind)
+            elif ctype == "application/apply-patch+yaml" and subresource is None:
+                new = fieldmanager.apply(
+                    current, patch, str(field_manager), rt.api_version, field_schema(rt), force
                 )
+            elif ctype == "application/apply-patch+yaml":
+                new = merge_patch(current, patch)
             else:
                 new = strategic_merge_patch(current, patch, rt.kind)
             if not isinstance(new, dict):
@@ -551,7 +590,7 @@ class Registry:
             if rv and rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
             if subresource == "scale":
-                return self._apply_scale(rt, old, new, dry_run), False
+                return self._apply_scale(rt, old, new, dry_run, manager), False
             if rt.model is not None:
                 decoder = Decoder(strict=strict)
                 try:
@@ -581,11 +620,28 @@ class Registry:
                     )
             if rt.key == ("", "secrets"):
                 validation.secret_data(new)
-            return self._write(rt, old, new, subresource, dry_run), False
+            if ctype == "application/apply-patch+yaml" and subresource is None:
+                return self._write(rt, old, new, subresource, dry_run, applied=True), False
+            return self._write(rt, old, new, subresource, dry_run, manager=manager), False
 
-    def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None, dry_run: bool) -> Obj:
-        """Shared tail of PUT and PATCH (caller holds the lock)."""
+    def _write(
+        self,
+        rt: ResourceType,
+        old: Obj,
+        new: Obj,
+        subresource: str | None,
+        dry_run: bool,
+        *,
+        manager: str | None = None,
+        applied: bool = False,
+        via: str | None = None,
+    ) -> Obj:
+        """Shared tail of PUT and PATCH (caller holds the lock).
+
+        managedFields: ``applied`` keeps those a server-side apply computed; ``manager`` records an
+        Update (through subresource ``via`` or ``subresource``); neither keeps the live ones."""
         name = old["metadata"]["name"]
+        sent_fields = (new.get("metadata") or {}).get("managedFields") if not applied else None
         if subresource == "status":
             out = deepcopy(old)
             if "status" in new:
@@ -617,7 +673,8 @@ class Registry:
             meta["name"] = ometa["name"]
             if "namespace" in ometa:
                 meta["namespace"] = ometa["namespace"]
-            meta.pop("managedFields", None)
+            if not applied:
+                meta.pop("managedFields", None)
             if rt.has_status:
                 if "status" in old:
                     new["status"] = old["status"]
@@ -631,8 +688,10 @@ class Registry:
             errs = validation.metadata(new, rt.key, rt.custom) + self._validate(rt, new, old)
             if errs:
                 raise errors.invalid(rt.kind, rt.group, name, errs)
-            if rt.key == ("", "services"):
-                self._allocate_service(new, old, dry_run)
+        if not applied:
+            self._record_update(rt, old, new, manager, via or subresource, sent_fields)
+        if subresource != "status" and rt.key == ("", "services"):
+            self._allocate_service(new, old, dry_run)
         if _same(new, old):
             return self._view(rt, old)
         if rt.has_generation and subresource != "status" and _spec_changed(rt, new, old):
@@ -642,6 +701,20 @@ class Registry:
         if should_remove(rt.key, new):
             return self.store.remove(rt.key, new)
         return self.store.commit(rt.key, new, old)
+
+    def _record_update(
+        self, rt: ResourceType, old: Obj, new: Obj, manager: str | None, via: str | None, sent: Any
+    ) -> None:
+        meta = new["metadata"]
+        if manager:
+            body = {**new, "metadata": {**meta, "managedFields": sent}} if via is None else new
+            fields = fieldmanager.record_update(old, body, manager, rt.api_version, field_schema(rt), via)
+        else:
+            fields = old["metadata"].get("managedFields") or []
+        if fields:
+            meta["managedFields"] = fields
+        else:
+            meta.pop("managedFields", None)
 
     # ---- scale -------------------------------------------------------------------------------------
     def scale_of(self, rt: ResourceType, obj: Obj) -> Obj:
@@ -685,7 +758,9 @@ class Registry:
             raise errors.not_found(rt.plural, rt.group, name)
         return self.scale_of(rt, obj)
 
-    def _update_scale(self, rt: ResourceType, ns: str, name: str, body: Any, dry_run: bool) -> Obj:
+    def _update_scale(
+        self, rt: ResourceType, ns: str, name: str, body: Any, dry_run: bool, manager: str | None = None
+    ) -> Obj:
         if not isinstance(body, dict):
             raise errors.bad_request('Scale in version "v1" cannot be handled as a Scale')
         with self.lock:
@@ -695,9 +770,11 @@ class Registry:
             rv = (body.get("metadata") or {}).get("resourceVersion")
             if rv and rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
-            return self._apply_scale(rt, old, body, dry_run)
+            return self._apply_scale(rt, old, body, dry_run, manager)
 
-    def _apply_scale(self, rt: ResourceType, old: Obj, scale: Obj, dry_run: bool) -> Obj:
+    def _apply_scale(
+        self, rt: ResourceType, old: Obj, scale: Obj, dry_run: bool, manager: str | None = None
+    ) -> Obj:
         replicas = (scale.get("spec") or {}).get("replicas", 0)
         name = old["metadata"]["name"]
         if not isinstance(replicas, int) or isinstance(replicas, bool):
@@ -717,7 +794,7 @@ class Registry:
             _set_path(new, rt.scale_paths[0], replicas)
         else:
             new.setdefault("spec", {})["replicas"] = replicas
-        out = self._write(rt, old, new, None, dry_run)
+        out = self._write(rt, old, new, None, dry_run, manager=manager, via="scale")
         result = self.scale_of(rt, out)
         result["status"] = self.scale_of(rt, old)["status"]
         return result
@@ -908,6 +985,12 @@ def _review(rt: ResourceType, body: Obj) -> Obj:
     return out
 
 
+def field_schema(rt: ResourceType) -> fieldmanager.Schema:
+    """The field-ownership schema of a resource type."""
+    crd = rt.crd_schemas.get("schema") if rt.custom and rt.crd_schemas else None
+    return fieldmanager.Schema(rt.kind, rt.custom, rt.has_status, crd if isinstance(crd, dict) else None)
+
+
 def should_remove(key: tuple[str, str], obj: Obj) -> bool:
     """An object being deleted goes once no finalizer is left and its grace period is over."""
     meta = obj["metadata"]
@@ -926,11 +1009,11 @@ def _sort_key(obj: Obj) -> str:
 def _same(new: Obj, old: Obj) -> bool:
     a = dict(
         new,
-        metadata={k: v for k, v in new["metadata"].items() if k not in ("resourceVersion", "managedFields")},
+        metadata={k: v for k, v in new["metadata"].items() if k != "resourceVersion"},
     )
     b = dict(
         old,
-        metadata={k: v for k, v in old["metadata"].items() if k not in ("resourceVersion", "managedFields")},
+        metadata={k: v for k, v in old["metadata"].items() if k != "resourceVersion"},
     )
     return a == b
 

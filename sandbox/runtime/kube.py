@@ -79,6 +79,8 @@ class Kube:
         cfg.connection_pool_maxsize = 32
         self.url = url
         self.api = kubernetes.client.ApiClient(cfg)
+        # the field manager of the runtime's writes in managedFields (a real cluster's controllers)
+        self.api.user_agent = "kube-controller-manager/v1.24.0 (linux/amd64) kubernetes/sandbox"
         self.events: Any = None  # an EventRecorder, set by the cluster runtime
         self._local = threading.local()
 

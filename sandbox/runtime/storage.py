@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 PROVISIONER = "sandbox.stateferry.io/hostpath"
 DEFAULT_STORAGE_CLASS = "standard"
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 
 
@@ -39,30 +38,10 @@ def sync_volumes(kube: Kube, world: World, pv_root: Path) -> None:
     """Provision and bind PVs for pending claims; release / delete PVs whose claim is gone."""
     pvs = {name_of(pv): pv for pv in world["persistentvolumes"]}
     claims = {uid_of(c): c for c in world["persistentvolumeclaims"]}
-    used_claims = {
-        (ns_of(p), v["persistentVolumeClaim"].get("claimName"))
-        for p in world["pods"]
-        for v in (p.get("spec") or {}).get("volumes") or []
-        if v.get("persistentVolumeClaim")
-    }
     for pvc in world["persistentvolumeclaims"]:
         try:
             if terminating(pvc):
-                fins = meta(pvc).get("finalizers") or []
-                if PVC_PROTECTION in fins and (ns_of(pvc), name_of(pvc)) not in used_claims:
-                    rest = [f for f in fins if f != PVC_PROTECTION]
-                    kube.patch(
-                        "persistentvolumeclaims",
-                        ns_of(pvc),
-                        name_of(pvc),
-                        {
-                            "metadata": {
-                                "finalizers": rest or None,
-                                "resourceVersion": meta(pvc).get("resourceVersion"),
-                            }
-                        },
-                    )
-                continue
+                continue  # the apiserver's pvc-protection controller lets it go once no pod mounts it
             _bind(kube, pvc, pvs, pv_root)
         except Exception as exc:
             log.warning("pvc %s/%s: %s", ns_of(pvc), name_of(pvc), exc)

@@ -18,7 +18,6 @@ from sandbox.runtime.objects import (
     pod_phase,
     pod_ready,
     pod_running_ready,
-    random_suffix,
     selector_matches,
     template_hash,
     terminating,
@@ -32,14 +31,15 @@ HASH_LABEL = "pod-template-hash"
 REVISION_ANN = "deployment.kubernetes.io/revision"
 
 
-def _pod_from_template(owner: Obj, template: Obj, name: str, api_version: str, kind: str) -> Obj:
+def _pod_from_template(owner: Obj, template: Obj, api_version: str, kind: str) -> Obj:
+    """A pod of ``owner``, named by the server from ``generateName: <owner>-`` as controllers do."""
     template = copy.deepcopy(template)
     tmeta = template.get("metadata") or {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": name,
+            "generateName": f"{name_of(owner)}-",
             "namespace": ns_of(owner),
             "labels": tmeta.get("labels") or {},
             **({"annotations": tmeta["annotations"]} if tmeta.get("annotations") else {}),
@@ -120,6 +120,11 @@ def _sync_deployment(kube: Kube, dep: Obj, owned: list[Obj]) -> None:
                 "spec": {"replicas": replicas},
             },
         )
+    current_rev = (meta(new_rs).get("annotations") or {}).get(REVISION_ANN)
+    if current_rev and (meta(dep).get("annotations") or {}).get(REVISION_ANN) != current_rev:
+        # the Deployment carries the revision of its newest ReplicaSet (k8s-fidelity.md)
+        patch = {"metadata": {"annotations": {REVISION_ANN: current_rev}}}
+        kube.patch("deployments", ns_of(dep), name_of(dep), patch)
     new_ready = int((new_rs.get("status") or {}).get("readyReplicas") or 0)
     old = [r for r in owned if name_of(r) != rs_name]
     recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
@@ -208,15 +213,14 @@ def _sync_replicaset(kube: Kube, rs: Obj, owned: list[Obj]) -> None:
             kube.delete("pods", ns_of(p), name_of(p), uid=uid_of(p))
     if len(active) < replicas:
         for _ in range(replicas - len(active)):
-            pod = _pod_from_template(
-                rs, spec.get("template") or {}, f"{name_of(rs)}-{random_suffix()}", "apps/v1", "ReplicaSet"
-            )
-            if kube.create("pods", ns_of(rs), pod, exist_ok=True):
+            pod = _pod_from_template(rs, spec.get("template") or {}, "apps/v1", "ReplicaSet")
+            created = kube.create("pods", ns_of(rs), pod, exist_ok=True)
+            if created:
                 emit(
                     kube,
                     rs,
                     "SuccessfulCreate",
-                    f"Created pod: {name_of(pod)}",
+                    f"Created pod: {name_of(created)}",
                     component="replicaset-controller",
                     kind="ReplicaSet",
                     api_version="apps/v1",
@@ -328,7 +332,7 @@ def _sync_job(kube: Kube, job: Obj, owned: list[Obj]) -> None:
             labels.setdefault("job-name", name_of(job))
             labels.setdefault("batch.kubernetes.io/controller-uid", uid_of(job))
             labels.setdefault("batch.kubernetes.io/job-name", name_of(job))
-            pod = _pod_from_template(job, template, f"{name_of(job)}-{random_suffix()}", "batch/v1", "Job")
+            pod = _pod_from_template(job, template, "batch/v1", "Job")
             created = kube.create("pods", ns_of(job), pod, exist_ok=True)
             if created:
                 active.append(created)
@@ -405,14 +409,15 @@ def _sync_daemonset(kube: Kube, ds: Obj, owned: list[Obj], node_name: str) -> No
         labels = template.setdefault("metadata", {}).setdefault("labels", {})
         labels["controller-revision-hash"] = rev
         labels["pod-template-generation"] = str(meta(ds).get("generation") or 1)
-        pod = _pod_from_template(ds, template, f"{name_of(ds)}-{random_suffix()}", "apps/v1", "DaemonSet")
+        pod = _pod_from_template(ds, template, "apps/v1", "DaemonSet")
         pod["spec"]["nodeName"] = node_name  # the DaemonSet controller binds its pods itself
-        if kube.create("pods", ns_of(ds), pod, exist_ok=True):
+        created = kube.create("pods", ns_of(ds), pod, exist_ok=True)
+        if created:
             emit(
                 kube,
                 ds,
                 "SuccessfulCreate",
-                f"Created pod: {name_of(pod)}",
+                f"Created pod: {name_of(created)}",
                 component="daemonset-controller",
                 kind="DaemonSet",
                 api_version="apps/v1",

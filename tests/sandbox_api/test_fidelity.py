@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -86,3 +87,63 @@ def test_fidelity_service_status_load_balancer_empty(api_env: ApiEnv, namespace:
     assert api_env.request("GET", f"/api/v1/namespaces/{namespace}/services/s")[1]["status"] == {
         "loadBalancer": {}
     }
+
+
+def test_fidelity_orphan_delete_keeps_the_object_briefly(
+    api_env: ApiEnv, namespace: str, wait_for: Callable[..., object]
+) -> None:
+    """Spec: "Not deleted at once -> 200 with the object carrying deletionTimestamp: ... Orphan
+    (`[orphan]`)"; "Orphan -> pods and ControllerRevision stay, ownerReferences removed"."""
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    code, owner = api_env.request("POST", base, {"metadata": {"name": "owner"}})
+    assert code == 201
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+    assert api_env.request("POST", base, {"metadata": {"name": "dep", "ownerReferences": [ref]}})[0] == 201
+
+    code, body = api_env.request("DELETE", f"{base}/owner", {"propagationPolicy": "Orphan"})
+    assert code == 200
+    assert body["kind"] == "ConfigMap"
+    assert body["metadata"]["deletionTimestamp"]
+    assert body["metadata"]["finalizers"] == ["orphan"]
+    code, still = api_env.request("GET", f"{base}/owner")  # not gone at once
+    assert code == 200
+    assert still["metadata"]["finalizers"] == ["orphan"]
+
+    wait_for(lambda: api_env.request("GET", f"{base}/owner")[0] == 404, timeout=10)
+    code, dep = api_env.request("GET", f"{base}/dep")
+    assert code == 200
+    assert "ownerReferences" not in dep["metadata"]
+
+
+def test_fidelity_pvc_protection_until_no_pod_uses_the_claim(
+    api_env: ApiEnv, namespace: str, wait_for: Callable[..., object]
+) -> None:
+    """Spec: PVCs carry "finalizer `kubernetes.io/pvc-protection`"; a claim a pod mounts stays
+    Terminating until the pod is gone (the PVC-protection controller)."""
+    base = f"/api/v1/namespaces/{namespace}"
+    pvc = {
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    code, created = api_env.request("POST", f"{base}/persistentvolumeclaims", pvc)
+    assert code == 201
+    assert created["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    wait_for(lambda: api_env.core.list_namespaced_service_account(namespace).items)
+    pod = {
+        "metadata": {"name": "user"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        },
+    }
+    assert api_env.request("POST", f"{base}/pods", pod)[0] == 201
+
+    code, body = api_env.request("DELETE", f"{base}/persistentvolumeclaims/data")
+    assert code == 200
+    assert body["metadata"]["deletionTimestamp"]
+    assert body["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    time.sleep(0.5)  # the controller has had its chance: the claim is in use, it stays
+    assert api_env.request("GET", f"{base}/persistentvolumeclaims/data")[0] == 200
+
+    assert api_env.request("DELETE", f"{base}/pods/user")[0] == 200  # unbound: gone at once
+    wait_for(lambda: api_env.request("GET", f"{base}/persistentvolumeclaims/data")[0] == 404)
