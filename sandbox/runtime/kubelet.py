@@ -480,6 +480,9 @@ class Kubelet:
     def _push_waiting(self, pod: Obj, ip: str, reason: str, message: str) -> None:
         prev = pod.get("status") or {}
         now = now_iso()
+        # a pod that already ran keeps its phase, restart counts and last states while a container
+        # waits to start again (as a kubelet after a node reboot); only a new pod is Pending
+        before = {cs.get("name"): cs for cs in prev.get("containerStatuses") or []}
         statuses = [
             {
                 "name": c.get("name"),
@@ -487,14 +490,14 @@ class Kubelet:
                 "imageID": "",
                 "ready": False,
                 "started": False,
-                "restartCount": 0,
+                "restartCount": int((before.get(c.get("name")) or {}).get("restartCount") or 0),
                 "state": {"waiting": {"reason": reason, "message": message}},
-                "lastState": {},
+                "lastState": (before.get(c.get("name")) or {}).get("lastState") or {},
             }
             for c in (pod.get("spec") or {}).get("containers") or []
         ]
         status = {
-            "phase": "Pending",
+            "phase": "Running" if pod_phase(pod) == "Running" else "Pending",
             "hostIP": self.node_ip,
             "startTime": prev.get("startTime") or now,
             "conditions": _conditions(prev, scheduled=True, initialized=True, ready=False),
