@@ -38,8 +38,10 @@ def restore_backup(
         backup: ``latest``, a backup id (or unique prefix), or an ISO time (newest backup at or before it).
         storage: the storage label to restore from (default: local storages first, then S3).
         target_database: restore a single database under this name (default: its own name).
-        target_block: a saved ``Database`` block to restore into (default: the job's source).
-        target_dir: directory for files / etcd data dir (required for those engines).
+        target_block: a saved ``Database`` block to restore into (default: the job's source); for
+            Redis a saved ``RedisServer`` block to copy the keys into (only when named).
+        target_dir: directory for files / etcd data dir (required for those engines); for Redis the
+            data dir of a new instance (``dump.rdb`` is written there).
         overwrite: replace existing databases / write into a non-empty directory.
         dry_run: only list what would be done.
         etcd_name: member name for ``etcdctl snapshot restore``.
@@ -75,6 +77,7 @@ def restore_backup(
         overwrite,
         restore_globals=restore_globals,
         restore_users=restore_users,
+        target_block=target_block,
     )
     header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
     markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])

@@ -3,7 +3,7 @@
 A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
 
     job: redmine-mysql
-    type: mysql                      # mysql | mariadb | postgres | files | etcd
+    type: mysql                      # mysql | mariadb | postgres | files | etcd | redis
     schedule: "0 0 * * *"            # cron, for the deployment (optional)
     sources:
     - connect: {block: redmine-db}   # a saved `Database` block (credentials never live here)
@@ -75,6 +75,7 @@ _ENGINES = {
     "desc_files": "files",
     "inc_files": "files",
     "etcd": "etcd",
+    "redis": "redis",
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "access_key_id")
@@ -183,13 +184,19 @@ class EtcdSourceConfig(_SourceModel):
     connect: ConnectConfig
 
 
+class RedisSourceConfig(_SourceModel):
+    """A Redis server described by a saved ``RedisServer`` block (RDB snapshot via ``redis-cli --rdb``)."""
+
+    connect: ConnectConfig
+
+
 class BackupJob(_Model):
     """One backup job: one source, any number of storages."""
 
     job: str
     type: str
-    engine: Literal["mysql", "postgres", "files", "etcd"]
-    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig
+    engine: Literal["mysql", "postgres", "files", "etcd", "redis"]
+    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig | RedisSourceConfig
     storages: list[StorageConfig] = Field(min_length=1)
     verify: bool = False
     schedule: str | None = None
@@ -278,6 +285,8 @@ def _source_model(engine: str) -> type[_SourceModel]:
         return DatabaseSourceConfig
     if engine == "files":
         return FilesSourceConfig
+    if engine == "redis":
+        return RedisSourceConfig
     return EtcdSourceConfig
 
 
@@ -328,7 +337,8 @@ def parse_job(data: Any) -> BackupJob:
                     raise InputError(
                         f"sources[0].connect.{key}",
                         "secrets do not belong in a job config (it is a visible flow parameter)",
-                        "save a Database/EtcdCluster block and reference it as connect: {block: <name>}",
+                        "save a Database/EtcdCluster/RedisServer block and reference it as"
+                        " connect: {block: <name>}",
                     )
     for i, st in enumerate(data.get("storages") or []):
         if isinstance(st, dict):

@@ -23,6 +23,7 @@ from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
+from tasks.redis_restore import redis_restore_actions, restore_redis
 from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
 from tasks.restore_extras import restore_mysql_users, restore_pg_globals
 from tasks.restore_ops import (
@@ -77,8 +78,8 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     engine = manifest.get("engine")
     parts = manifest.get("parts")
     compression = manifest.get("compression", "gzip")
-    if engine not in ("mysql", "postgres", "files", "etcd"):
-        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd")
+    if engine not in FIXED_PART and engine != "postgres":
+        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd/redis")
     if compression not in SUFFIX:
         raise bad(f"field 'compression' is {str(compression)[:20]!r}, not gzip/zstd")
     if not isinstance(parts, list) or not parts:
@@ -244,6 +245,7 @@ def plan_restore(
     *,
     restore_globals: bool = False,
     restore_users: bool = False,
+    target_block: str | None = None,
 ) -> list[str]:
     """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
 
@@ -293,6 +295,8 @@ def plan_restore(
             actions.append(f"{verb} database {name!r} from {d!r}")
         if restore_users:
             actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
+    elif engine == "redis":
+        actions += redis_restore_actions(target_dir, target_block, overwrite)
     else:
         if not target_dir:
             raise InputError(
@@ -357,6 +361,9 @@ def restore_selected(
             )
         elif engine == "postgres":
             done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite, check)
+        elif engine == "redis":
+            args = (target_dir, target_block, overwrite, check)
+            done.update(restore_redis(r, files[part["name"]], sel.manifest, *args))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
