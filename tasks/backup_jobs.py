@@ -22,6 +22,7 @@ from planning.backup_config import (
     DatabaseSourceConfig,
     EtcdSourceConfig,
     FilesSourceConfig,
+    PvcSourceConfig,
     RedisSourceConfig,
 )
 from planning.backup_layout import (
@@ -52,6 +53,7 @@ from tasks.dumpers import (
     tar_producer,
 )
 from tasks.inventory import postgres_inventory
+from tasks.pvc_backup import pvc_preflight, pvc_tar_producer
 from tasks.redis_source import redis_preflight, redis_rdb_producer
 from tasks.retry import TRANSIENT_RETRY
 
@@ -128,6 +130,10 @@ def resolve_job(job: BackupJob) -> Resolved:
         from blocks.redis import RedisServer
 
         r.source_block = load_block(RedisServer, src.connect.block, "sources[0].connect.block")
+    elif isinstance(src, PvcSourceConfig):
+        from blocks.kube import KubeCluster
+
+        r.source_block = load_block(KubeCluster, src.connect.block, "sources[0].connect.block")
     if r.source_block is not None:
         r.secrets += _secret_values(r.source_block)
     for i, cfg in enumerate(job.enabled_storages):
@@ -208,6 +214,8 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
         return facts
     if isinstance(src, RedisSourceConfig):
         return redis_preflight(r.source_block, src.connect.block, r.redact)
+    if isinstance(src, PvcSourceConfig):
+        return pvc_preflight(r)
     if isinstance(src, FilesSourceConfig):
         for p in src.target:
             path = Path(p)
@@ -378,6 +386,9 @@ def dump_to_storages(
     elif isinstance(src, RedisSourceConfig):
         producer = redis_rdb_producer(r.source_block, r.redact)
         parts.append((part_name(FIXED_PART["redis"], job.compression), producer, {"kind": "redis-rdb"}))
+    elif isinstance(src, PvcSourceConfig):
+        producer = pvc_tar_producer(r, backup_id)
+        parts.append((part_name(FIXED_PART["pvc"], job.compression), producer, {"kind": "pvc-tar"}))
     else:
         parts.append(
             (

@@ -132,6 +132,13 @@ def verify_backup(
             problems.append(f"extracting the archive failed: {exc}")
         finally:
             shutil.rmtree(scratch_dir, ignore_errors=True)
+    elif job.engine == "pvc":  # the archive reads through the mover's member check, counts agree
+        from tasks.pvc_backup import verify_volume_archive
+
+        (part,) = parts
+        with open_part(part.name) as fh:
+            problems += verify_volume_archive(fh, part.info)
+        record["checks"]["files"] = {k: part.info.get(k) for k in ("file_count", "total_bytes")}
     elif job.engine == "redis":  # loadable by redis-server, CRC64 and counts agree (redis_source.py)
         (part,) = parts
         try:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,6 +23,7 @@ from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
+from tasks.pvc_backup import pvc_restore_actions, restore_pvc
 from tasks.redis_restore import redis_restore_actions, restore_redis
 from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
 from tasks.restore_extras import restore_mysql_users, restore_pg_globals
@@ -246,6 +247,7 @@ def plan_restore(
     restore_globals: bool = False,
     restore_users: bool = False,
     target_block: str | None = None,
+    target_pvc: str | None = None,
 ) -> list[str]:
     """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
 
@@ -297,6 +299,8 @@ def plan_restore(
             actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
     elif engine == "redis":
         actions += redis_restore_actions(target_dir, target_block, overwrite)
+    elif engine == "pvc":
+        actions += pvc_restore_actions(m, target_pvc, overwrite)
     else:
         if not target_dir:
             raise InputError(
@@ -318,6 +322,7 @@ def restore_selected(
     overwrite: bool,
     etcd: dict[str, Any],
     restore_extra: bool = False,
+    target_pvc: str | None = None,
 ) -> dict[str, Any]:
     """Restore the selected backup after checking its sha256, then compare what was restored with
     the manifest's inventory (``tasks/restore_checks.py``).
@@ -364,6 +369,8 @@ def restore_selected(
         elif engine == "redis":
             args = (target_dir, target_block, overwrite, check)
             done.update(restore_redis(r, files[part["name"]], sel.manifest, *args))
+        elif engine == "pvc":
+            done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, str(target_pvc), check))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
@@ -486,8 +493,3 @@ def _restore_postgres_parts(
         for temp in temps:
             postgres_drop_database(db, temp)
     return targets
-
-
-def open_binary(path: Path) -> BinaryIO:
-    """Open a file for binary reading (helper for callers outside a context manager)."""
-    return open(path, "rb")
