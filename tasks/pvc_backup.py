@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, cast
 
 from planning.backup_config import PvcSourceConfig
 from planning.mover_pod import MOUNT, MoverSecurity, mover_job_body, pod_placement
-from planning.pvc_source import parse_claim
+from planning.pvc_source import check_paths, parse_claim
 from stateferry.errors import InputError, PermanentError, PreconditionFailed, StateferryError
 from tasks.archive_store import get_json
 from tasks.backup_storage import S3Storage
@@ -91,7 +91,7 @@ def _delete_staging(storage: S3Storage, key: str) -> None:
 
 
 def _only_args(paths: list[str]) -> list[str]:
-    return [] if paths == ["."] else [a for p in paths for a in ("--only", p)]
+    return [] if paths == ["."] else [f"--only={p}" for p in paths]  # one argument: "-x" stays a value
 
 
 def _run_mover(r: Any, ns: str, claim: str, args: list[str], write: bool, storage: S3Storage) -> None:
@@ -254,9 +254,15 @@ def restore_pvc(
     from tasks.restore_ops import decompress_chunks
 
     ns, claim = parse_claim(target_pvc, "target_pvc")
-    rest = _rest(r)
     source = manifest.get("source") or {}
-    paths = [p for p in source.get("paths") or ["."] if isinstance(p, str)]
+    want = str(part.get("tree_sha256") or "")
+    try:  # the manifest was read back from a storage: its paths and checksum become worker arguments
+        paths = check_paths(source.get("paths") or ["."], "manifest.source.paths")
+    except InputError as exc:
+        raise InputError("backup", f"manifest {exc.problem}", "restore another backup") from None
+    if not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise InputError("backup", "manifest parts[0].tree_sha256 is not a sha256", "restore another backup")
+    rest = _rest(r)
     created = False
     if rest.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}") is None:
         if rest.get_or_none(f"/api/v1/namespaces/{ns}") is None:
@@ -270,7 +276,6 @@ def restore_pvc(
     token = secrets.token_hex(4)
     key = storage._key(r.job.job, f".restore-{token}.tar.gz")
     result_key = key + ".fill.json"
-    want = str(part.get("tree_sha256") or "")
     try:
         with open(path, "rb") as fh:
             storage.client.put_object(

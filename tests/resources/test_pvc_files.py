@@ -117,6 +117,25 @@ def test_pvc_files_names_and_paths_refused(source: dict[str, Any], field: str) -
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("paths", "sha"),
+    [(["../../etc"], "a" * 64), (["/etc"], "a" * 64), (["uploads"], "--expect-sha256=x")],
+)
+def test_pvc_files_restore_refuses_manifest_paths_and_checksums_that_are_not_plain(
+    tmp_path: Path, paths: list[str], sha: str
+) -> None:
+    """A manifest read back from storage cannot hand the fill Job a path outside the volume or an
+    option: refused before any cluster call (no cluster is even given here)."""
+    from tasks.pvc_backup import restore_pvc
+    from tasks.restore_checks import InventoryCheck
+
+    part = {"tree_sha256": sha}
+    manifest: dict[str, Any] = {"engine": "pvc", "source": {"paths": paths}, "parts": [part]}
+    with pytest.raises(InputError) as caught:
+        restore_pvc(None, tmp_path / "part", manifest, part, "ns/x", InventoryCheck(manifest))
+    assert caught.value.field == "backup"
+
+
 def test_pvc_files_need_an_s3_storage() -> None:
     with pytest.raises(InputError, match="needs an S3 storage"):
         parse_job(
