@@ -13,8 +13,10 @@ are the backup's inventory.
 
 A restore goes the other way: the sha256-checked part is staged (gzip) on that S3 storage, the
 target claim is created when missing (size, access modes and class of the source claim) and a fill
-Job unpacks it there — into an empty claim only (the mover refuses a volume holding other data:
-there is no overwrite of a non-empty claim) — and must reach the backup's tree checksum.
+Job unpacks it there and must reach the backup's tree checksum. A claim holding other data is
+refused unless ``overwrite`` (approved like every overwrite): the mover then extracts into a staging
+directory of the claim, proves it, and only then swaps the paths in, removing the previous data once
+the claim's checksum matches (:mod:`stateferry.worker.swap`).
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def pvc_restore_actions(manifest: dict[str, Any], target_pvc: str | None, overwr
     """The plan of a restore into a claim.
 
     Raises:
-        InputError: no ``target_pvc``, or ``overwrite`` (a non-empty claim is never written).
+        InputError: no ``target_pvc``.
     """
     if not target_pvc:
         raise InputError(
@@ -212,16 +214,17 @@ def pvc_restore_actions(manifest: dict[str, Any], target_pvc: str | None, overwr
             "give <namespace>/<claim>: a new claim (created like the source's) or an empty one",
         )
     ns, claim = parse_claim(target_pvc, "target_pvc")
-    if overwrite:
-        raise InputError(
-            "overwrite",
-            "a claim holding other data is never written over",
-            "restore into a new claim (it is created) or empty the claim first; leave overwrite off",
-        )
     paths = (manifest.get("source") or {}).get("paths") or ["."]
+    unpack = f"stage the archive on the job's S3 storage and unpack {paths} into it with a mover Job"
+    if overwrite:
+        return [
+            f"create claim {ns}/{claim} like the source's unless it exists",
+            unpack + " into a staging directory of the claim, and prove it there (tree checksum)",
+            f"then swap {paths} in; the previous data is removed only once the claim's checksum matches",
+        ]
     return [
         f"create claim {ns}/{claim} like the source's unless it exists (an existing one must be empty)",
-        f"stage the archive on the job's S3 storage and unpack {paths} into it with a mover Job",
+        unpack,
         "compare the claim's tree checksum with the backup's",
     ]
 
@@ -242,12 +245,21 @@ def _claim_body(ns: str, claim: str, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def restore_pvc(
-    r: Any, path: Any, manifest: dict[str, Any], part: dict[str, Any], target_pvc: str, check: InventoryCheck
+    r: Any,
+    path: Any,
+    manifest: dict[str, Any],
+    part: dict[str, Any],
+    target_pvc: str,
+    check: InventoryCheck,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Unpack a sha256-checked part into a new or empty claim; see the module docstring.
 
+    ``overwrite``: into a claim holding other data: the mover extracts into a staging directory of
+    the claim, proves it, then swaps the paths in (``stateferry/worker/swap.py``).
+
     Raises:
-        PreconditionFailed: the claim holds other data (nothing written).
+        PreconditionFailed: the claim holds other data and ``overwrite`` is off (nothing written).
         RestoreIncomplete: the tree checksum differs from the backup's.
     """
     from stateferry.worker.volume import GzipReader
@@ -283,6 +295,7 @@ def restore_pvc(
             )
         args = ["unpack", "--dir", MOUNT, "--bucket", storage.bucket, "--key", key]
         args += ["--expect-sha256", want, "--result-key", result_key, *_only_args(paths)]
+        args += ["--replace"] if overwrite else []
         try:
             _run_mover(r, ns, claim, args, True, storage)
         except StateferryError:

@@ -370,7 +370,8 @@ def restore_selected(
             args = (target_dir, target_block, overwrite, check)
             done.update(restore_redis(r, files[part["name"]], sel.manifest, *args))
         elif engine == "pvc":
-            done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, str(target_pvc), check))
+            pvc_args = (str(target_pvc), check, overwrite)
+            done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, *pvc_args))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))

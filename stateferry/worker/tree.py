@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 IGNORED_AT_ROOT = frozenset({"lost+found"})
+#: the mover's own directories while it replaces data (:mod:`stateferry.worker.swap`): never archived
+#: or counted
+TRANSIENT_PREFIXES = (".stateferry-restore-", ".stateferry-old-")
 KEPT_XATTR_PREFIXES = ("user.", "system.posix_acl_access", "system.posix_acl_default")
 _ZEROS = bytes(1 << 20)
 
@@ -65,7 +68,7 @@ def walk(root: Path) -> list[tuple[str, os.stat_result]]:
         except OSError as exc:
             raise fail(abs_dir, exc) from exc
         for e in entries:
-            if not rel_dir and e.name in IGNORED_AT_ROOT:
+            if not rel_dir and (e.name in IGNORED_AT_ROOT or e.name.startswith(TRANSIENT_PREFIXES)):
                 continue
             rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
             try:

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 from isal import isal_zlib
 
+from stateferry.worker.swap import SwapError, replace_tree
 from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from stateferry.worker.tree import TreeError, tree_checksum, walk
 
@@ -52,6 +53,8 @@ CREATE_FLAGS = [
     "--numeric-owner",
     "--no-check-device",
     "--exclude=./lost+found",
+    "--exclude=./.stateferry-restore-*",
+    "--exclude=./.stateferry-old-*",
 ]
 EXTRACT_FLAGS = [
     "--extract",
@@ -289,10 +292,12 @@ def unpack(
     level: int = 0,
     expect_before: str | None = None,
     only: list[str] | None = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Fill ``root`` from one level's archive; verify the tree checksum; write the result record.
 
     ``only``: the archive was packed with these paths; the checksum covers them (not their parents).
+    ``replace``: level 0 over a volume holding other data, proven first (:mod:`.swap`); needs ``expect``.
     """
     t0 = time.monotonic()
     client = s3_client()
@@ -303,6 +308,15 @@ def unpack(
         if expect and before["sha256_tree"] == expect:
             present = {k: v for k, v in before.items() if k != "sums"}
             result = {**present, "seconds": 0.0, "status": "already-present", "ok": True, "level": level}
+            _put_json(client, bucket, result_key, result)
+            return result
+        if replace and level == 0 and expect:
+            after, skipped = replace_tree(
+                root, expect, only or None, lambda d: _extract(client, bucket, level_key(key, level), d)
+            )
+            after.pop("sums")
+            result = {**after, "seconds": round(time.monotonic() - t0, 3), "status": "replaced", "ok": True}
+            result.update({"level": level, "expected": expect, "dropped": skipped})
             _put_json(client, bucket, result_key, result)
             return result
         if level == 0 and len(entries) > 1:
@@ -318,7 +332,7 @@ def unpack(
         skipped = _extract(client, bucket, level_key(key, level), root)
         after = tree_checksum(root, cache=before["sums"], only=only or None)  # untouched files: not re-read
         after.pop("sums")
-    except (TreeError, MoverError, OSError) as exc:
+    except (TreeError, MoverError, SwapError, OSError) as exc:
         _put_json(
             client, bucket, result_key, {"ok": False, "error": str(exc), "level": level, "expected": expect}
         )
@@ -356,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--expect-before", default=None)
     u.add_argument("--result-key", required=True)
     u.add_argument("--only", action="append", default=None, help="the paths the archive was packed with")
+    u.add_argument("--replace", action="store_true", help="replace other data, after proving the copy")
     c = sub.add_parser("checksum")
     c.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args(argv)
@@ -373,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.level,
                 args.expect_before,
                 args.only,
+                args.replace,
             )
             print(json.dumps(res))
             return 0 if res.get("ok") else 1

@@ -92,6 +92,45 @@ def test_pvc_files_worker_packs_only_the_listed_paths(tmp_path: Path, object_sto
     assert bad.returncode == 1 and "is a symlink; refusing to follow it" in bad.stderr
 
 
+@pytest.mark.parametrize("only", [[], ["uploads", "config"]])
+def test_pvc_files_worker_replace_proves_the_copy_before_touching_the_volume(
+    tmp_path: Path, object_store_a: Any, only: list[str]
+) -> None:
+    """``unpack --replace``: a wrong checksum leaves the volume as it was; the right one replaces
+    the listed paths (or the whole volume) and keeps nothing of the mover's own directories."""
+    from tasks.archive_store import ensure_bucket, get_json
+
+    ensure_bucket(object_store_a, "pvc-worker")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write_tree(src, TREE)
+    write_tree(dst, {"uploads/old.txt": b"old", "config/settings.yml": b"b: 2\n", "other/keep": b"k"})
+    flags = [f"--only={p}" for p in only]
+    key = f"r{len(only)}.tar.gz"
+    packed = _worker(
+        ["pack", "--dir", str(src), "--bucket", "pvc-worker", "--key", key, *flags], object_store_a
+    )
+    assert packed.returncode == 0, packed.stderr
+    want = get_json(object_store_a, "pvc-worker", key + ".result.json")["sha256_tree"]
+    before = read_tree(dst)
+
+    def unpack(expect: str) -> subprocess.CompletedProcess[str]:
+        args = ["unpack", "--dir", str(dst), "--bucket", "pvc-worker", "--key", key, "--replace"]
+        return _worker([*args, "--expect-sha256", expect, "--result-key", "rr.json", *flags], object_store_a)
+
+    wrong = unpack("0" * 64)
+    assert wrong.returncode == 1 and "the volume was not touched" in wrong.stderr
+    assert read_tree(dst) == before and sorted(os.listdir(dst)) == ["config", "other", "uploads"]
+    done = unpack(want)
+    assert done.returncode == 0, done.stderr
+    assert get_json(object_store_a, "pvc-worker", "rr.json")["status"] == "replaced"
+    expected = {k: v for k, v in TREE.items() if not only or k.split("/")[0] in only}
+    if only:
+        expected["other/keep"] = b"k"  # not a listed path: untouched
+    assert read_tree(dst) == expected
+    assert tree_checksum(dst, only=only or None)["sha256_tree"] == want
+    assert not [n for n in os.listdir(dst) if n.startswith(".stateferry-")]
+
+
 @pytest.mark.parametrize(
     ("source", "field"),
     [
@@ -211,7 +250,12 @@ def test_pvc_files_backup_to_local_and_s3_restore_into_new_and_empty_claims(
     with pytest.raises(PreconditionFailed, match="holds other data"):
         restore_backup(job, target_pvc=f"{ns}/busy")
     assert read_tree(other) == {"keep.txt": b"mine"}
-    with pytest.raises(InputError, match="overwrite"):
-        restore_backup(job, target_pvc=f"{ns}/busy", overwrite=True, auto_approve=True)
+    # explicitly replaced: the listed paths are swapped in after the copy was proven; others stay
+    (other / "uploads").mkdir()
+    (other / "uploads" / "stale.txt").write_bytes(b"stale")
+    done = restore_backup(job, target_pvc=f"{ns}/busy", overwrite=True, auto_approve=True)
+    assert done["status"] == "replaced" and done["tree"]["tree_sha256"] == want["sha256_tree"]
+    restored = {k: v for k, v in TREE.items() if not k.startswith("cache/")}
+    assert read_tree(other) == {**restored, "keep.txt": b"mine"}
     with pytest.raises(InputError, match="target_pvc"):
         restore_backup(job, target_pvc="Busy/../x")
