@@ -387,7 +387,7 @@ def dump_to_storages(
         producer = redis_rdb_producer(r.source_block, r.redact)
         parts.append((part_name(FIXED_PART["redis"], job.compression), producer, {"kind": "redis-rdb"}))
     elif isinstance(src, PvcSourceConfig):
-        producer = pvc_tar_producer(r, backup_id)
+        producer = pvc_tar_producer(r, backup_id, healthy)
         parts.append((part_name(FIXED_PART["pvc"], job.compression), producer, {"kind": "pvc-tar"}))
     else:
         parts.append(

@@ -46,12 +46,15 @@ _ACCESS_MODES = {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnc
 _CLASS = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
-def staging_storage(r: Any) -> S3Storage:
-    """The job's first S3 storage: where the mover Job streams (the parser made sure there is one)."""
-    for storage in r.storages.values():
-        if isinstance(storage, S3Storage):
+def staging_storage(r: Any, usable: list[str] | None = None) -> S3Storage:
+    """The job's first S3 storage among ``usable`` labels (default: all; the parser made sure the job
+    has one): where the mover Job streams."""
+    for label, storage in r.storages.items():
+        if isinstance(storage, S3Storage) and (usable is None or label in usable):
             return storage
-    raise InputError("storages", "a pvc source needs an S3 storage", "add a storage: s3")
+    raise InputError(
+        "storages", "a pvc source needs a usable S3 storage (the mover streams through it)", "add or fix one"
+    )
 
 
 def _rest(r: Any) -> KubeRest:
@@ -121,12 +124,13 @@ def _run_mover(r: Any, ns: str, claim: str, args: list[str], write: bool, storag
         raise StateferryError(f"mover Job {ns}/{name} failed: {msg or 'no message'}")
 
 
-def pvc_tar_producer(r: Any, backup_id: str) -> Any:
-    """A producer: the mover Job packs the claim into the staging object, which is then streamed
-    (as raw tar) into the pipeline; the staging objects are removed in any case."""
+def pvc_tar_producer(r: Any, backup_id: str, healthy: list[str]) -> Any:
+    """A producer: the mover Job packs the claim into the staging object (on the first S3 storage
+    that passed the preflight), which is then streamed (as raw tar) into the pipeline; the staging
+    objects are removed in any case."""
     src: PvcSourceConfig = r.job.source
     ns, claim = parse_claim(src.pvc, "sources[0].pvc")
-    storage = staging_storage(r)
+    storage = staging_storage(r, healthy)
     key = storage._key(r.job.job, backup_id, STAGING_NAME)
 
     def produce(sink: Sink) -> dict[str, Any]:
