@@ -7,8 +7,9 @@ from blocks.database import Database
 from blocks.etcd import EtcdCluster
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
+from blocks.redis import RedisServer
 from blocks.sftp import SftpServer
 
-ALL_BLOCKS = (KubeCluster, ObjectStore, EtcdCluster, Database, SftpServer)
+ALL_BLOCKS = (KubeCluster, ObjectStore, EtcdCluster, Database, SftpServer, RedisServer)
 
-__all__ = ["ALL_BLOCKS", "Database", "EtcdCluster", "KubeCluster", "ObjectStore", "SftpServer"]
+__all__ = ["ALL_BLOCKS", "Database", "EtcdCluster", "KubeCluster", "ObjectStore", "RedisServer", "SftpServer"]

@@ -41,6 +41,7 @@ from tasks.backup_storage import LocalStorage
 from tasks.backup_verify import inventory_source, verify_backup
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
+from tasks.redis_source import redis_backup_inventory
 from tasks.restore_checks import etcd_backup_inventory
 
 
@@ -212,6 +213,12 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
         etcd_status = etcd_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
     if etcd_status:
         inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
+    if cfg.engine == "redis":  # keys per database of the RDB as loaded by a scratch redis-server
+        checked = ((verification or {}).get("checks") or {}).get("redis")
+        inventory = {
+            "redis": checked
+            or redis_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
+        }
     manifest = build_manifest(
         r, backup_id, started, finished, parts, facts, verification, flow_run.id, inventory=inventory
     )

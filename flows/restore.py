@@ -30,6 +30,7 @@ def restore_backup(
     auto_approve: bool = False,
     restore_globals: bool = False,
     restore_users: bool = False,
+    target_pvc: str | None = None,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
@@ -38,8 +39,10 @@ def restore_backup(
         backup: ``latest``, a backup id (or unique prefix), or an ISO time (newest backup at or before it).
         storage: the storage label to restore from (default: local storages first, then S3).
         target_database: restore a single database under this name (default: its own name).
-        target_block: a saved ``Database`` block to restore into (default: the job's source).
-        target_dir: directory for files / etcd data dir (required for those engines).
+        target_block: a saved ``Database`` block to restore into (default: the job's source); for
+            Redis a saved ``RedisServer`` block to copy the keys into (only when named).
+        target_dir: directory for files / etcd data dir (required for those engines); for Redis the
+            data dir of a new instance (``dump.rdb`` is written there).
         overwrite: replace existing databases / write into a non-empty directory.
         dry_run: only list what would be done.
         etcd_name: member name for ``etcdctl snapshot restore``.
@@ -51,6 +54,8 @@ def restore_backup(
         restore_globals: PostgreSQL: apply the backup's roles and tablespaces first (existing ones
             are kept; the backup's passwords and memberships are set; the restoring role itself is
             never altered).
+        target_pvc: files of a PVC: ``<namespace>/<claim>`` to unpack into (created like the
+            source's claim when missing; an existing one must be empty).
         restore_users: MySQL/MariaDB backups taken with ``users: true``: create the missing users
             and apply their grants after the databases.
 
@@ -75,6 +80,8 @@ def restore_backup(
         overwrite,
         restore_globals=restore_globals,
         restore_users=restore_users,
+        target_block=target_block,
+        target_pvc=target_pvc,
     )
     header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
     markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])
@@ -99,6 +106,7 @@ def restore_backup(
             overwrite=overwrite,
             etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
             restore_extra=restore_globals or restore_users,
+            target_pvc=target_pvc,
         )
     except RestoreIncomplete as exc:
         table = inventory_markdown(exc.expected, exc.restored)

@@ -3,7 +3,7 @@
 A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
 
     job: redmine-mysql
-    type: mysql                      # mysql | mariadb | postgres | files | etcd
+    type: mysql                      # mysql | mariadb | postgres | files | etcd | redis
     schedule: "0 0 * * *"            # cron, for the deployment (optional)
     sources:
     - connect: {block: redmine-db}   # a saved `Database` block (credentials never live here)
@@ -36,6 +36,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
 from planning.notify_config import NotifyConfig
+from planning.pvc_source import check_paths, parse_claim
 from planning.storage_config import (
     AnyStorageConfig,
     StorageConfig,
@@ -75,6 +76,7 @@ _ENGINES = {
     "desc_files": "files",
     "inc_files": "files",
     "etcd": "etcd",
+    "redis": "redis",
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "access_key_id")
@@ -183,13 +185,42 @@ class EtcdSourceConfig(_SourceModel):
     connect: ConnectConfig
 
 
+class RedisSourceConfig(_SourceModel):
+    """A Redis server described by a saved ``RedisServer`` block (RDB snapshot via ``redis-cli --rdb``)."""
+
+    connect: ConnectConfig
+
+
+class PvcSourceConfig(_SourceModel):
+    """Files from a PersistentVolumeClaim, packed by a mover Job in the cluster (``tasks/pvc_backup.py``)."""
+
+    pvc: str = Field(description="<namespace>/<claim>")
+    paths: list[str] = Field(default_factory=lambda: ["."], description="inside the volume; . = all")
+    connect: ConnectConfig = Field(description="a saved KubeCluster block")
+    mover_endpoint: str | None = Field(default=None, description="S3 endpoint as the mover pod sees it")
+    mover_image: str | None = None
+    mover_security: Literal["root", "workload", "image"] = "root"
+    timeout_seconds: int = Field(default=3600, ge=10)
+
+    @field_validator("pvc")
+    @classmethod
+    def _pvc(cls, v: str) -> str:
+        parse_claim(v)
+        return v
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        return check_paths(v)
+
+
 class BackupJob(_Model):
     """One backup job: one source, any number of storages."""
 
     job: str
     type: str
-    engine: Literal["mysql", "postgres", "files", "etcd"]
-    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig
+    engine: Literal["mysql", "postgres", "files", "etcd", "redis", "pvc"]
+    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig | RedisSourceConfig | PvcSourceConfig
     storages: list[StorageConfig] = Field(min_length=1)
     verify: bool = False
     schedule: str | None = None
@@ -278,6 +309,10 @@ def _source_model(engine: str) -> type[_SourceModel]:
         return DatabaseSourceConfig
     if engine == "files":
         return FilesSourceConfig
+    if engine == "redis":
+        return RedisSourceConfig
+    if engine == "pvc":
+        return PvcSourceConfig
     return EtcdSourceConfig
 
 
@@ -319,6 +354,8 @@ def parse_job(data: Any) -> BackupJob:
             "sources", "a job backs up exactly one source", "list one source (make one job per service)"
         )
     src = sources[0]
+    if engine == "files" and isinstance(src, dict) and "pvc" in src:
+        engine = "pvc"  # files of a PersistentVolumeClaim, packed in the cluster
     if isinstance(src, dict):
         src = dict(src)
         connect = src.get("connect")
@@ -328,7 +365,8 @@ def parse_job(data: Any) -> BackupJob:
                     raise InputError(
                         f"sources[0].connect.{key}",
                         "secrets do not belong in a job config (it is a visible flow parameter)",
-                        "save a Database/EtcdCluster block and reference it as connect: {block: <name>}",
+                        "save a Database/EtcdCluster/RedisServer block and reference it as"
+                        " connect: {block: <name>}",
                     )
     for i, st in enumerate(data.get("storages") or []):
         if isinstance(st, dict):
@@ -383,6 +421,12 @@ def parse_job(data: Any) -> BackupJob:
         raise _input_error(exc) from None
     if not job.enabled_storages:
         raise InputError("storages", "no storage is enabled", "enable at least one storage")
+    if engine == "pvc" and not any(s.storage == "s3" for s in job.enabled_storages):
+        raise InputError(
+            "storages",
+            "a pvc source needs an S3 storage (the mover Job in the cluster streams through it)",
+            "add a storage: s3",
+        )
     labels = job.storage_labels
     if len(set(labels)) != len(labels):
         raise InputError(

@@ -21,7 +21,13 @@ SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
 
 
 #: part names without the compression suffix, per engine (PostgreSQL: one part per database)
-FIXED_PART = {"mysql": "mysql.sql", "files": "files.tar", "etcd": "snapshot.db"}
+FIXED_PART = {
+    "mysql": "mysql.sql",
+    "files": "files.tar",
+    "etcd": "snapshot.db",
+    "redis": "dump.rdb",
+    "pvc": "volume.tar",
+}
 #: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
 #: database part can have) and MySQL users and grants.
 PG_GLOBALS_PART = "globals.pgdumpall"

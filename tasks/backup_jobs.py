@@ -17,7 +17,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.backup_config import BackupJob, DatabaseSourceConfig, EtcdSourceConfig, FilesSourceConfig
+from planning.backup_config import (
+    BackupJob,
+    DatabaseSourceConfig,
+    EtcdSourceConfig,
+    FilesSourceConfig,
+    PvcSourceConfig,
+    RedisSourceConfig,
+)
 from planning.backup_layout import (
     FIXED_PART,
     MYSQL_USERS_PART,
@@ -46,6 +53,8 @@ from tasks.dumpers import (
     tar_producer,
 )
 from tasks.inventory import postgres_inventory
+from tasks.pvc_backup import pvc_preflight, pvc_tar_producer
+from tasks.redis_source import redis_preflight, redis_rdb_producer
 from tasks.retry import TRANSIENT_RETRY
 
 FORMAT = "stateferry-backup/1"
@@ -117,6 +126,14 @@ def resolve_job(job: BackupJob) -> Resolved:
             )
     elif isinstance(src, EtcdSourceConfig):
         r.source_block = load_block(EtcdCluster, src.connect.block, "sources[0].connect.block")
+    elif isinstance(src, RedisSourceConfig):
+        from blocks.redis import RedisServer
+
+        r.source_block = load_block(RedisServer, src.connect.block, "sources[0].connect.block")
+    elif isinstance(src, PvcSourceConfig):
+        from blocks.kube import KubeCluster
+
+        r.source_block = load_block(KubeCluster, src.connect.block, "sources[0].connect.block")
     if r.source_block is not None:
         r.secrets += _secret_values(r.source_block)
     for i, cfg in enumerate(job.enabled_storages):
@@ -195,6 +212,10 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
         if unsafe and not src.target and not db.databases:
             facts["skipped_unsafe_names"] = len(unsafe)
         return facts
+    if isinstance(src, RedisSourceConfig):
+        return redis_preflight(r.source_block, src.connect.block, r.redact)
+    if isinstance(src, PvcSourceConfig):
+        return pvc_preflight(r)
     if isinstance(src, FilesSourceConfig):
         for p in src.target:
             path = Path(p)
@@ -362,6 +383,12 @@ def dump_to_storages(
                 {"kind": "tar", "format": "tar"},
             )
         )
+    elif isinstance(src, RedisSourceConfig):
+        producer = redis_rdb_producer(r.source_block, r.redact)
+        parts.append((part_name(FIXED_PART["redis"], job.compression), producer, {"kind": "redis-rdb"}))
+    elif isinstance(src, PvcSourceConfig):
+        producer = pvc_tar_producer(r, backup_id, healthy)
+        parts.append((part_name(FIXED_PART["pvc"], job.compression), producer, {"kind": "pvc-tar"}))
     else:
         parts.append(
             (

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,6 +23,8 @@ from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
+from tasks.pvc_backup import pvc_restore_actions, restore_pvc
+from tasks.redis_restore import redis_restore_actions, restore_redis
 from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
 from tasks.restore_extras import restore_mysql_users, restore_pg_globals
 from tasks.restore_ops import (
@@ -77,8 +79,8 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     engine = manifest.get("engine")
     parts = manifest.get("parts")
     compression = manifest.get("compression", "gzip")
-    if engine not in ("mysql", "postgres", "files", "etcd"):
-        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd")
+    if engine not in FIXED_PART and engine != "postgres":
+        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd/redis")
     if compression not in SUFFIX:
         raise bad(f"field 'compression' is {str(compression)[:20]!r}, not gzip/zstd")
     if not isinstance(parts, list) or not parts:
@@ -244,6 +246,8 @@ def plan_restore(
     *,
     restore_globals: bool = False,
     restore_users: bool = False,
+    target_block: str | None = None,
+    target_pvc: str | None = None,
 ) -> list[str]:
     """Human-readable list of the actions a restore would take (used by ``dry_run`` and the summary).
 
@@ -293,6 +297,10 @@ def plan_restore(
             actions.append(f"{verb} database {name!r} from {d!r}")
         if restore_users:
             actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
+    elif engine == "redis":
+        actions += redis_restore_actions(target_dir, target_block, overwrite)
+    elif engine == "pvc":
+        actions += pvc_restore_actions(m, target_pvc, overwrite)
     else:
         if not target_dir:
             raise InputError(
@@ -314,6 +322,7 @@ def restore_selected(
     overwrite: bool,
     etcd: dict[str, Any],
     restore_extra: bool = False,
+    target_pvc: str | None = None,
 ) -> dict[str, Any]:
     """Restore the selected backup after checking its sha256, then compare what was restored with
     the manifest's inventory (``tasks/restore_checks.py``).
@@ -357,6 +366,12 @@ def restore_selected(
             )
         elif engine == "postgres":
             done["databases"] = _restore_postgres_parts(db, sel, files, target_database, overwrite, check)
+        elif engine == "redis":
+            args = (target_dir, target_block, overwrite, check)
+            done.update(restore_redis(r, files[part["name"]], sel.manifest, *args))
+        elif engine == "pvc":
+            pvc_args = (str(target_pvc), check, overwrite)
+            done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, *pvc_args))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
@@ -479,8 +494,3 @@ def _restore_postgres_parts(
         for temp in temps:
             postgres_drop_database(db, temp)
     return targets
-
-
-def open_binary(path: Path) -> BinaryIO:
-    """Open a file for binary reading (helper for callers outside a context manager)."""
-    return open(path, "rb")

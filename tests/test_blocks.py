@@ -282,6 +282,7 @@ def test_register_save_and_read_back_through_the_api(prefect_server: LocalPrefec
         "stateferry-etcd-cluster",
         "stateferry-database",
         "stateferry-sftp-server",
+        "stateferry-redis-server",
     }
     name = f"t-{uuid.uuid4().hex[:8]}"
     ObjectStore(**S3_OK).save(f"{name}-s3")

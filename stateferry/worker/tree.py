@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 IGNORED_AT_ROOT = frozenset({"lost+found"})
+#: the mover's own directories while it replaces data (:mod:`stateferry.worker.swap`): never archived
+#: or counted
+TRANSIENT_PREFIXES = (".stateferry-restore-", ".stateferry-old-")
 KEPT_XATTR_PREFIXES = ("user.", "system.posix_acl_access", "system.posix_acl_default")
 _ZEROS = bytes(1 << 20)
 
@@ -65,7 +68,7 @@ def walk(root: Path) -> list[tuple[str, os.stat_result]]:
         except OSError as exc:
             raise fail(abs_dir, exc) from exc
         for e in entries:
-            if not rel_dir and e.name in IGNORED_AT_ROOT:
+            if not rel_dir and (e.name in IGNORED_AT_ROOT or e.name.startswith(TRANSIENT_PREFIXES)):
                 continue
             rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
             try:
@@ -134,13 +137,22 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def tree_checksum(root: Path, cache: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+def in_paths(rel: str, only: list[str] | None) -> bool:
+    """True when ``rel`` is one of ``only`` or under one of them (always when ``only`` is None)."""
+    return only is None or any(rel == p or rel.startswith(p + "/") for p in only)
+
+
+def tree_checksum(
+    root: Path, cache: dict[str, list[Any]] | None = None, only: list[str] | None = None
+) -> dict[str, Any]:
     """Checksum, counts and skipped special files of the tree under ``root``.
 
     Args:
         cache: ``sums`` of an earlier call: a file whose inode, size, mtime and ctime are unchanged
             is not read again (ctime cannot be set back from user space, so any write, chmod,
             chown or xattr change invalidates the entry).
+        only: relative paths (``uploads``, ``a/b``): the checksum covers these and what is under
+            them, not their parent directories (what ``pack --only`` archives).
 
     Returns:
         ``{"sha256_tree", "files", "bytes", "allocated", "skipped": [[path, kind], ...],
@@ -153,6 +165,8 @@ def tree_checksum(root: Path, cache: dict[str, list[Any]] | None = None) -> dict
     skipped: list[list[str]] = []
     first_name: dict[tuple[int, int], str] = {}
     for rel, st in walk(root):
+        if not in_paths(rel, only):
+            continue
         path = str(root) if rel == "." else os.path.join(root, rel)
         m = st.st_mode
         owner = f"{st.st_uid} {st.st_gid}"

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 from isal import isal_zlib
 
+from stateferry.worker.swap import SwapError, replace_tree
 from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from stateferry.worker.tree import TreeError, tree_checksum, walk
 
@@ -52,6 +53,8 @@ CREATE_FLAGS = [
     "--numeric-owner",
     "--no-check-device",
     "--exclude=./lost+found",
+    "--exclude=./.stateferry-restore-*",
+    "--exclude=./.stateferry-old-*",
 ]
 EXTRACT_FLAGS = [
     "--extract",
@@ -139,19 +142,57 @@ class GzipReader(io.RawIOBase):
         return out
 
 
-def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
-    """Stream ``root`` (level 0) or its changes since level-1 to S3; write and return the result record."""
+def check_only(root: Path, only: list[str] | None) -> list[str] | None:
+    """Relative paths inside ``root`` to archive (None = all): each must exist and be reached without
+    a symlink (a symlinked component could lead tar outside the volume).
+
+    Raises:
+        MoverError: naming the path.
+    """
+    if not only:
+        return None
+    out = []
+    for rel in only:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in rel:
+            raise MoverError(f"--only {rel!r} is not a plain relative path inside the volume")
+        here = root
+        for part in parts:
+            here = here / part
+            if not here.is_symlink() and not here.exists():
+                raise MoverError(f"{rel} does not exist in the volume")
+            if here.is_symlink() and here != root / rel:
+                raise MoverError(f"{rel}: {here.relative_to(root)} is a symlink; refusing to follow it")
+        out.append(rel)
+    return out
+
+
+def pack(root: Path, bucket: str, key: str, level: int = 0, only: list[str] | None = None) -> dict[str, Any]:
+    """Stream ``root`` (level 0) or its changes since level-1 to S3; write and return the result record.
+
+    ``only``: relative paths to archive instead of the whole tree (members ``./<path>/...``).
+    """
     t0 = time.monotonic()
     client = s3_client()
     lkey = level_key(key, level)
     try:
+        only = check_only(root, only)
         walk(root)  # fail early and clearly when the tree is not readable
         with tempfile.TemporaryDirectory(prefix="stateferry-mover-") as tmp:
             snar = Path(tmp) / "snapshot.snar"
             if level > 0:
                 snar.write_bytes(_get(client, bucket, level_key(key, level - 1) + ".snar"))
             tar = subprocess.Popen(
-                ["tar", *CREATE_FLAGS, f"--listed-incremental={snar}", "-C", str(root), "-f", "-", "."],
+                [
+                    "tar",
+                    *CREATE_FLAGS,
+                    f"--listed-incremental={snar}",
+                    "-C",
+                    str(root),
+                    "-f",
+                    "-",
+                    *([f"./{p}" for p in only] if only else ["."]),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
@@ -175,7 +216,7 @@ def pack(root: Path, bucket: str, key: str, level: int = 0) -> dict[str, Any]:
             raw_snar = snar.read_bytes()
             client.put_object(bucket, lkey + ".snar", io.BytesIO(raw_snar), len(raw_snar))
         summary = tree_checksum(
-            root, cache=_load_sums(client, bucket, level_key(key, level - 1)) if level else None
+            root, cache=_load_sums(client, bucket, level_key(key, level - 1)) if level else None, only=only
         )
         raw_sums = gzip.compress(json.dumps(summary.pop("sums")).encode(), 1)
         client.put_object(bucket, lkey + ".sums.json.gz", io.BytesIO(raw_sums), len(raw_sums))
@@ -250,17 +291,32 @@ def unpack(
     result_key: str,
     level: int = 0,
     expect_before: str | None = None,
+    only: list[str] | None = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
-    """Fill ``root`` from one level's archive; verify the tree checksum; write the result record."""
+    """Fill ``root`` from one level's archive; verify the tree checksum; write the result record.
+
+    ``only``: the archive was packed with these paths; the checksum covers them (not their parents).
+    ``replace``: level 0 over a volume holding other data, proven first (:mod:`.swap`); needs ``expect``.
+    """
     t0 = time.monotonic()
     client = s3_client()
     root.mkdir(parents=True, exist_ok=True)
     try:
         entries = walk(root)
-        before = tree_checksum(root)
+        before = tree_checksum(root, only=only or None)
         if expect and before["sha256_tree"] == expect:
             present = {k: v for k, v in before.items() if k != "sums"}
             result = {**present, "seconds": 0.0, "status": "already-present", "ok": True, "level": level}
+            _put_json(client, bucket, result_key, result)
+            return result
+        if replace and level == 0 and expect:
+            after, skipped = replace_tree(
+                root, expect, only or None, lambda d: _extract(client, bucket, level_key(key, level), d)
+            )
+            after.pop("sums")
+            result = {**after, "seconds": round(time.monotonic() - t0, 3), "status": "replaced", "ok": True}
+            result.update({"level": level, "expected": expect, "dropped": skipped})
             _put_json(client, bucket, result_key, result)
             return result
         if level == 0 and len(entries) > 1:
@@ -274,9 +330,9 @@ def unpack(
                 f"expected {str(expect_before)[:12]}); refusing to apply a delta: re-run the full copy"
             )
         skipped = _extract(client, bucket, level_key(key, level), root)
-        after = tree_checksum(root, cache=before["sums"])  # files the archive did not touch: not re-read
+        after = tree_checksum(root, cache=before["sums"], only=only or None)  # untouched files: not re-read
         after.pop("sums")
-    except (TreeError, MoverError, OSError) as exc:
+    except (TreeError, MoverError, SwapError, OSError) as exc:
         _put_json(
             client, bucket, result_key, {"ok": False, "error": str(exc), "level": level, "expected": expect}
         )
@@ -304,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bucket", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--level", type=int, default=0)
+    p.add_argument("--only", action="append", default=None, help="relative path to archive (repeatable)")
     u = sub.add_parser("unpack")
     u.add_argument("--dir", required=True, type=Path)
     u.add_argument("--bucket", required=True)
@@ -312,12 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--expect-sha256", default=None)
     u.add_argument("--expect-before", default=None)
     u.add_argument("--result-key", required=True)
+    u.add_argument("--only", action="append", default=None, help="the paths the archive was packed with")
+    u.add_argument("--replace", action="store_true", help="replace other data, after proving the copy")
     c = sub.add_parser("checksum")
     c.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "pack":
-            print(json.dumps(pack(args.dir, args.bucket, args.key, args.level)))
+            print(json.dumps(pack(args.dir, args.bucket, args.key, args.level, args.only)))
             return 0
         if args.cmd == "unpack":
             res = unpack(
@@ -328,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.result_key,
                 args.level,
                 args.expect_before,
+                args.only,
+                args.replace,
             )
             print(json.dumps(res))
             return 0 if res.get("ok") else 1
