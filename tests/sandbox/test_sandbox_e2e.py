@@ -767,7 +767,17 @@ def test_down_after_supervisor_crash_leaves_nothing(tmp_path: Path) -> None:
         # The sandbox API server batches its writes to disk (at most 5 per second): a crash within that
         # window loses the newest writes (a documented deviation from etcd-backed durability).
         objects = state / "source" / "api" / "objects.json"
-        wait_until(lambda: b'"name":"p"' in objects.read_bytes(), 5, "pod p persisted")
+
+        def persisted_running() -> bool:  # the pod's Running status on disk, not only its creation
+            data = json.loads(objects.read_bytes())
+            pods = [e["items"] for e in data["objects"] if (e["group"], e["plural"]) == ("", "pods")]
+            return any(
+                p["metadata"]["name"] == "p" and (p.get("status") or {}).get("phase") == "Running"
+                for items in pods
+                for p in items
+            )
+
+        wait_until(persisted_running, 5, "pod p persisted as Running")
         os.kill(int((state / "supervisor.pid").read_text()), signal.SIGKILL)
         time.sleep(0.3)
         status = subprocess.run(
