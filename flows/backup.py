@@ -5,7 +5,8 @@ observe -> plan -> act -> verify:
 1. parse the job (clear errors naming the field), load its blocks;
 2. preflight: the source answers with the given credentials, every storage is writable (a storage
    that is not is reported as failed and skipped; if none is writable the run fails before dumping);
-3. stream the dump -> gzip -> sha256 -> every storage at once (constant memory);
+3. stream the dump -> gzip/zstd (-> age encryption) -> sha256 -> every storage at once (constant
+   memory);
 4. ``verify``: restore the unpublished backup into a scratch database / directory and compare;
 5. publish (manifest last) on every storage that holds the complete backup;
 6. rotate each storage that got the new backup (retention planner; never the newest good backup);
@@ -31,6 +32,7 @@ from stateferry.errors import PermanentError
 from tasks.backup_jobs import (
     Resolved,
     dump_to_storages,
+    load_job_identities,
     new_backup_id,
     preflight_source,
     preflight_storages,
@@ -177,6 +179,8 @@ def _facts(result: dict[str, Any], t0: float) -> str:
 def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:
     logger = get_run_logger()
     do_verify = cfg.verify if verify is None else verify
+    if cfg.encryption and (do_verify or cfg.engine == "etcd"):  # before anything is read or written
+        load_job_identities(r, required=do_verify)
     facts = preflight_source(r)
     storage_failed = preflight_storages(r)
     for label, err in storage_failed.items():
@@ -209,8 +213,11 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
     etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
-    if cfg.engine == "etcd" and not etcd_status:  # no verification: still record what the snapshot holds
-        etcd_status = etcd_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
+    if cfg.engine == "etcd" and not etcd_status and (not cfg.encryption or r.age_identities):
+        # no verification: still record what the snapshot holds (encrypted: only with the identity)
+        etcd_status = etcd_backup_inventory(
+            r.storages[holding[0]], cfg.job, backup_id, parts[0].name, r.age_identities
+        )
     if etcd_status:
         inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
     if cfg.engine == "redis":  # keys per database of the RDB as loaded by a scratch redis-server

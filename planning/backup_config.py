@@ -20,6 +20,7 @@ A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
       store: {days: 2, weeks: 1, months: 6}
     verify: true
     notify: {block: custom-webhook/ops, on_success: false}   # or {email: {credentials: ops-smtp, to: [...]}}
+    encryption: {recipients: [age1...], identity_secret: backups-age-key}   # planning/backup_encryption.py
 
 Every problem is reported as :class:`stateferry.errors.InputError` naming the field (e.g.
 ``storages[1].store.days``) and the fix.
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from planning.backup_encryption import EncryptionConfig
 from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
 from planning.notify_config import NotifyConfig
@@ -228,6 +230,7 @@ class BackupJob(_Model):
     notify: NotifyConfig | None = None
     compression: Literal["gzip", "zstd"] = "gzip"
     compression_level: int | None = Field(default=None, description="gzip 0-3 (ISA-L), zstd 1-19")
+    encryption: EncryptionConfig | None = Field(default=None, description="age recipients (at rest)")
     description: str = ""
 
     @model_validator(mode="after")
@@ -469,4 +472,6 @@ def job_to_parameters(job: BackupJob) -> dict[str, Any]:
         out["compression_level"] = job.compression_level
     if job.description:
         out["description"] = job.description
+    if job.encryption:
+        out["encryption"] = job.encryption.model_dump(mode="json", exclude_none=True)
     return out

@@ -25,6 +25,7 @@ from planning.backup_config import (
     PvcSourceConfig,
     RedisSourceConfig,
 )
+from planning.backup_encryption import check_secret_block_name
 from planning.backup_layout import (
     FIXED_PART,
     MYSQL_USERS_PART,
@@ -37,6 +38,7 @@ from planning.db_args import is_safe_database_name
 from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from stateferry.logs import run_logger
+from tasks.backup_crypto import check_identities_match, load_identities
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage
@@ -73,6 +75,8 @@ class Resolved:
     storages: dict[str, BackupStorage] = field(default_factory=dict)
     storage_configs: dict[str, AnyStorageConfig] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+    #: age identities (from the Secret block the user named) when verifying / restoring encrypted backups
+    age_identities: list[Any] | None = None
 
     @property
     def redact(self) -> Callable[[str], str]:
@@ -100,6 +104,45 @@ def _secret_values(block: Any) -> list[str]:
         if isinstance(value, SecretStr):
             out.append(value.get_secret_value())
     return out
+
+
+def load_job_identities(
+    r: Resolved,
+    *,
+    required: bool,
+    secret: str | None = None,
+    field: str = "encryption.identity_secret",
+    fingerprints: list[str] | None = None,
+    what: str = "the new backup (verify: true)",
+) -> None:
+    """Load the age identities for verifying / restoring encrypted backups into ``r.age_identities``.
+
+    The Secret block is ``secret`` or the job's ``encryption.identity_secret``; its text joins the
+    run's redactor. The identities must belong to one of ``fingerprints`` (default: the job's
+    recipients), so a wrong key is refused before anything is read or written.
+
+    Raises:
+        InputError: ``field``: no identity named while ``required``, no such block, not an age
+            identity, or none of the recipients.
+    """
+    enc = r.job.encryption
+    name = check_secret_block_name(secret, field) if secret else (enc.identity_secret if enc else None)
+    if name is None:
+        if required:
+            raise InputError(
+                field,
+                f"{what}: encrypted with age, and no identity is named to decrypt it",
+                "save the age identity (AGE-SECRET-KEY-1...) in a Prefect Secret block and name it in"
+                " the job's encryption.identity_secret"
+                + (" or pass identity_secret=<block>" if field == "identity_secret" else ""),
+            )
+        return
+    identities, texts = load_identities(name, field)
+    r.secrets += texts
+    if fingerprints is None:
+        fingerprints = enc.fingerprints if enc else []
+    check_identities_match(identities, fingerprints, field, what)
+    r.age_identities = identities
 
 
 @task(name="resolve_job", cache_policy=NO_CACHE)
@@ -334,12 +377,13 @@ def dump_to_storages(
         Exception: the source failed (every partial object is removed first).
     """
     job, src = r.job, r.job.source
+    enc = "age" if job.encryption else None
     parts: list[tuple[str, Any, dict[str, Any]]] = []
     if isinstance(src, DatabaseSourceConfig) and job.engine == "mysql":
         dbs = source_facts["databases"]
         parts.append(
             (
-                part_name(FIXED_PART["mysql"], job.compression),
+                part_name(FIXED_PART["mysql"], job.compression, enc),
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
                 {
                     "kind": "mysqldump",
@@ -354,13 +398,15 @@ def dump_to_storages(
         if src.users:
             meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
             users = mysql_users_producer(r.source_block, dbs)
-            parts.append((part_name(MYSQL_USERS_PART, job.compression), users, meta))
+            parts.append((part_name(MYSQL_USERS_PART, job.compression, enc), users, meta))
     elif isinstance(src, DatabaseSourceConfig):
         narrowed = src.narrowed_by("postgres")
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    check_part_name(part_name(pg_part(d, src.format), job.compression), "sources[0].target"),
+                    check_part_name(
+                        part_name(pg_part(d, src.format), job.compression, enc), "sources[0].target"
+                    ),
                     pg_dump_producer(
                         r.source_block,
                         d,
@@ -374,11 +420,11 @@ def dump_to_storages(
         if src.globals:
             meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
             producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
-            parts.append((part_name(PG_GLOBALS_PART, job.compression), producer, meta))
+            parts.append((part_name(PG_GLOBALS_PART, job.compression, enc), producer, meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             (
-                part_name(FIXED_PART["files"], job.compression),
+                part_name(FIXED_PART["files"], job.compression, enc),
                 tar_producer(src.target, src.excludes),
                 {"kind": "tar", "format": "tar"},
             )
@@ -392,7 +438,7 @@ def dump_to_storages(
     else:
         parts.append(
             (
-                part_name(FIXED_PART["etcd"], job.compression),
+                part_name(FIXED_PART["etcd"], job.compression, enc),
                 etcd_snapshot_producer(r.source_block),
                 {"kind": "etcd-snapshot"},
             )
@@ -422,6 +468,7 @@ def dump_to_storages(
                 level=job.compression_level,
                 redact=r.redact,
                 progress=progress.reporter(name),
+                age_recipients=job.encryption.recipients if job.encryption else None,
             )
             res.info = {**meta, **res.info}
             results.append(res)

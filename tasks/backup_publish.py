@@ -31,6 +31,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest stored next to the backup (no secrets); ``inventory`` per database."""
     tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
+    enc = r.job.encryption
+    # encrypted: the stored bytes (size, sha256) are the age file; no digest of the plaintext is kept
+    # next to it (it would let anyone confirm a guessed content), and no key, only fingerprints
+    crypto = {"encryption": "age", "age_recipients": enc.fingerprints} if enc else {}
     return {
         "format": FORMAT,
         "job": r.job.job,
@@ -41,6 +45,7 @@ def build_manifest(
         "started": started.isoformat(),
         "finished": finished.isoformat(),
         "compression": r.job.compression,
+        **crypto,
         "source": {k: v for k, v in source_facts.items() if k != "password"},
         "size": sum(p.size for p in parts),
         "sha256": parts[0].sha256 if len(parts) == 1 else _combined_sha(parts),
@@ -50,7 +55,7 @@ def build_manifest(
                 "size": p.size,
                 "sha256": p.sha256,
                 "raw_size": p.raw_size,
-                "raw_sha256": p.raw_sha256,
+                **({} if enc else {"raw_sha256": p.raw_sha256}),
                 "seconds": round(p.seconds, 3),
                 **{k: v for k, v in p.info.items() if k not in ("bytes", "inventory")},
             }

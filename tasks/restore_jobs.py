@@ -17,8 +17,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from planning.backup_encryption import encrypted_suffix, manifest_encryption
 from planning.backup_layout import FIXED_PART, MYSQL_USERS_PART, PG_GLOBALS_PART, SUFFIX, pg_part
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
+from tasks.backup_crypto import decrypt_into
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
@@ -66,8 +68,8 @@ def check_manifest(manifest: dict[str, Any]) -> None:
 
     A part's name must be the one the layout gives it (``mysql.sql``, ``files.tar``, ``snapshot.db``,
     ``<database>.pgdump`` / ``<database>.sql``, plus ``.gz`` or ``.zst`` as the manifest's
-    ``compression`` says), so it can never name a path outside the backup; sizes and digests must be
-    well-formed.
+    ``compression`` says, plus ``.age`` when its ``encryption`` is ``age``), so it can never name a
+    path outside the backup; sizes and digests must be well-formed.
 
     Raises:
         InputError: field ``backup``, naming the offending manifest field.
@@ -79,6 +81,7 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     engine = manifest.get("engine")
     parts = manifest.get("parts")
     compression = manifest.get("compression", "gzip")
+    encrypted = encrypted_suffix(manifest_encryption(manifest))
     if engine not in FIXED_PART and engine != "postgres":
         raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd/redis")
     if compression not in SUFFIX:
@@ -106,7 +109,7 @@ def check_manifest(manifest: dict[str, Any]) -> None:
             want = pg_part(database, fmt)
         else:
             want = FIXED_PART[engine]
-        want += SUFFIX[compression]
+        want += SUFFIX[compression] + encrypted
         if name != want:
             raise bad(f"parts[{i}].name {str(name)[:80]!r} is not the layout's name {want!r}")
         if not isinstance(part.get("sha256"), str) or not _SHA256.match(part["sha256"]):
@@ -191,17 +194,27 @@ def select_backup(r: Resolved, backup: str, storage: str | None) -> Selected:
 
 @contextlib.contextmanager
 def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
-    """Yield part name -> local file whose sha256 matched the manifest.
+    """Yield part name -> local file whose sha256 matched the manifest (decrypted when encrypted).
 
     Local parts are hashed in place; S3 parts are downloaded into the restore's own temporary
     directory (mode 0700) under a name of our own (``part-<n>``), never the manifest's, and a
-    part whose digest does not match is removed at once.
+    part whose digest does not match is removed at once. Encrypted parts (manifest ``encryption:
+    age``) are then decrypted whole with ``r.age_identities`` into ``part-<n>.plain`` there, all of
+    them before the caller restores anything: a wrong identity or a damaged part stops the restore
+    with nothing changed.
 
     Raises:
-        InputError: the manifest does not follow the layout (nothing is read or written).
+        InputError: the manifest does not follow the layout (nothing is read or written); field
+            ``identity_secret``: encrypted and no identity, or one that cannot open the parts.
         ChecksumMismatch: naming the part, the expected and the found digest.
+        DecryptionFailed: an encrypted part matched its digest but does not decrypt.
     """
     check_manifest(sel.manifest)
+    encrypted = manifest_encryption(sel.manifest) is not None
+    identities = r.age_identities or []
+    if encrypted and not identities:
+        fix = "pass identity_secret=<Secret block> or set the job's encryption.identity_secret"
+        raise InputError("identity_secret", f"backup {sel.backup_id} is encrypted (age), no identity", fix)
     storage = r.storages[sel.storage]
     tmp = Path(tempfile.mkdtemp(prefix="stateferry-restore-"))
     try:
@@ -231,6 +244,8 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
                     f"{part['sha256']} ({part['size']} bytes), stored {h.hexdigest()} ({size} bytes). "
                     "Restore another backup or from another storage."
                 )
+            if encrypted:  # decrypted whole into our temp dir before any restore step reads it
+                path = decrypt_into(path, tmp / f"part-{i}.plain", identities, f"{sel.backup_id}/{name}")
             out[name] = path
         yield out
     finally:
@@ -267,6 +282,8 @@ def plan_restore(
             "give a plain database name",
         )
     actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
+    if manifest_encryption(m):
+        actions.append("decrypt every part (age) into a private temp directory before restoring anything")
     extra = extra_part(m)
     for asked, kind, field, engine_name in (
         (restore_globals, "globals", "restore_globals", "postgres"),
