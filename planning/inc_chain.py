@@ -21,10 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planning.backup_layout import is_backup_id
+from planning.retention import RetentionPlan
 from stateferry.errors import InputError
 
 #: a chain longer than this is refused (a hostile manifest cannot make a restore loop for long)
@@ -194,6 +195,20 @@ def chain_protection(links: Iterable[Link], kept: Iterable[str]) -> dict[str, st
     return out
 
 
+def protect_chains(plan: RetentionPlan, links: Iterable[Link]) -> RetentionPlan:
+    """``plan`` with every link a kept backup needs turned into a keep (reason added)."""
+    protected = chain_protection(links, plan.keep)
+    return RetentionPlan(
+        tuple(
+            replace(d, keep=True, reasons=(*d.reasons, protected[d.backup_id]))
+            if not d.keep and d.backup_id in protected
+            else d
+            for d in plan.decisions
+        ),
+        note=plan.note,
+    )
+
+
 __all__ = [
     "FullEvery",
     "Link",
@@ -203,4 +218,5 @@ __all__ = [
     "link_of",
     "next_backup",
     "parse_full_every",
+    "protect_chains",
 ]

@@ -14,6 +14,7 @@ from planning.inc_chain import (
     link_of,
     next_backup,
     parse_full_every,
+    protect_chains,
 )
 from stateferry.errors import InputError
 
@@ -141,3 +142,48 @@ def test_inc_files_retention_keeps_every_link_a_kept_point_needs() -> None:
     assert chain_protection(links, {_id(1)}) == {}
     broken = [x for x in march if x.backup_id != _id(3)]
     assert set(chain_protection(broken, {_id(5)})) == {_id(4)}
+
+
+def test_inc_files_protect_chains_turns_needed_deletions_into_keeps() -> None:
+    from planning.retention import BackupEntry, RetentionPolicy, plan_retention
+
+    links = _chain([1, 2, 3, 4, 5])
+    entries = [BackupEntry(x.backup_id, x.created) for x in links]
+    plan = plan_retention(entries, RetentionPolicy(count=1), _t(6))
+    assert plan.keep == [_id(5)]  # count: 1 alone would break the chain of the kept point
+    safe = protect_chains(plan, links)
+    assert safe.delete == [] and set(safe.keep) == {_id(d) for d in (1, 2, 3, 4, 5)}
+    assert any("needed by the chain of" in r for d in safe.decisions for r in d.reasons)
+
+
+_SNAR = (
+    b"GNU tar-1.34-2\n1796423935\x00450581200\x00"
+    b"0\x001796423935\x00441731994\x0065024\x002148484\x00www\x00Dd\x00Yindex.html\x00\x00\x00"
+    b"0\x001796423935\x00441731994\x0065024\x002148499\x00www/d\x00Ya\x00\x00\x00"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (_SNAR, None),
+        (b"GNU tar-1.34-2\n1\x002\x00", None),  # no directory at all
+        (_SNAR.replace(b"GNU tar-1.34-2", b"GNU tar-1.34-1"), "header"),
+        (_SNAR.replace(b"www/d\x00", b"etc/d\x00"), "not under the archived names"),
+        (_SNAR.replace(b"www/d\x00", b"/www/d\x00"), "not under the archived names"),
+        (_SNAR.replace(b"www/d\x00", b"www/../../d\x00"), "not under the archived names"),
+        (_SNAR.replace(b"Ya\x00", b"Ya/../../x\x00"), "bad entry"),
+        (_SNAR.replace(b"Ya\x00", b"Qa\x00"), "bad entry"),
+        (_SNAR.replace(b"65024\x002148499", b"6502x\x002148499"), "malformed"),
+        (_SNAR[:-1], "complete record"),
+        (_SNAR[:-20], "terminated|complete|malformed"),
+    ],
+)
+def test_inc_files_snapshot_read_back_is_checked(data: bytes, problem: str | None) -> None:
+    from planning.tar_snapshot import BadSnapshot, check_snapshot
+
+    if problem is None:
+        assert check_snapshot(data, ["www"]) >= 0
+        return
+    with pytest.raises(BadSnapshot, match=problem):
+        check_snapshot(data, ["www"])
