@@ -41,6 +41,7 @@ from tasks.backup_jobs import (
 from tasks.backup_publish import build_manifest, publish_backup, rotate_storage
 from tasks.backup_storage import LocalStorage
 from tasks.backup_verify import inventory_source, verify_backup
+from tasks.inc_files import plan_incremental
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
 from tasks.redis_source import redis_backup_inventory
@@ -179,7 +180,7 @@ def _facts(result: dict[str, Any], t0: float) -> str:
 def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:
     logger = get_run_logger()
     do_verify = cfg.verify if verify is None else verify
-    if cfg.encryption and (do_verify or cfg.engine == "etcd"):  # before anything is read or written
+    if cfg.encryption and (do_verify or cfg.engine == "etcd" or cfg.incremental):  # before any write
         load_job_identities(r, required=do_verify)
     facts = preflight_source(r)
     storage_failed = preflight_storages(r)
@@ -192,7 +193,10 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     before: dict[str, Any] = {}
     if isinstance(cfg.source, DatabaseSourceConfig):
         before = inventory_source(r, facts["databases"])
-    parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy)
+    inc = plan_incremental(r, healthy, started) if cfg.incremental else None
+    if inc is not None:
+        logger.info("inc_files: %s", inc.next.reason)
+    parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy, inc)
     failed = {**storage_failed, **dump_failed}
     holding = [label for label in healthy if label not in dump_failed]
 

@@ -37,6 +37,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from planning.backup_encryption import EncryptionConfig
 from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
+from planning.inc_chain import parse_full_every
 from planning.notify_config import NotifyConfig
 from planning.pvc_source import check_paths, parse_claim
 from planning.storage_config import (
@@ -171,6 +172,14 @@ class FilesSourceConfig(_SourceModel):
 
     target: list[str] = Field(min_length=1)
     excludes: list[str] = Field(default_factory=list)
+    full_every: str | int | None = Field(default=None, description="inc_files: month | week | N days")
+
+    @field_validator("full_every")
+    @classmethod
+    def _every(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_full_every(v, "full_every")
+        return v
 
     @field_validator("target")
     @classmethod
@@ -256,6 +265,11 @@ class BackupJob(_Model):
                 "timezone", f"unknown timezone {v!r}", "use an IANA name such as UTC or Europe/Moscow"
             ) from None
         return v
+
+    @property
+    def incremental(self) -> bool:
+        """``type: inc_files`` of files on the worker: GNU tar chains (planning/inc_chain.py)."""
+        return self.type.lower() == "inc_files" and isinstance(self.source, FilesSourceConfig)
 
     @property
     def enabled_storages(self) -> list[AnyStorageConfig]:
@@ -430,12 +444,27 @@ def parse_job(data: Any) -> BackupJob:
             "a pvc source needs an S3 storage (the mover Job in the cluster streams through it)",
             "add a storage: s3",
         )
+    _check_incremental(job)
     labels = job.storage_labels
     if len(set(labels)) != len(labels):
         raise InputError(
             "storages", f"two storages share a name: {labels}", "give each storage a distinct name"
         )
     return job
+
+
+def _check_incremental(job: BackupJob) -> None:
+    if job.type.lower() == "inc_files" and not job.incremental:
+        raise InputError("type", "inc_files of a PVC is not built", "use type: files with a pvc source")
+    every = job.source.full_every if isinstance(job.source, FilesSourceConfig) else None
+    if every is not None and not job.incremental:
+        raise InputError("sources[0].full_every", "applies to type: inc_files only", "remove full_every")
+    if job.incremental and job.verify:
+        raise InputError(
+            "verify",
+            "is not available for inc_files yet (a restore checks every link's sha256 and tar's status)",
+            "remove verify, or use type: files for verified full archives",
+        )
 
 
 def parse_job_yaml(text: str) -> BackupJob:

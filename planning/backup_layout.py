@@ -33,6 +33,14 @@ FIXED_PART = {
 #: database part can have) and MySQL users and grants.
 PG_GLOBALS_PART = "globals.pgdumpall"
 MYSQL_USERS_PART = "users.sql"
+#: ``inc_files``: the GNU tar snapshot (``--listed-incremental``) next to each archive of the chain
+FILES_SNAPSHOT_PART = "files.snar"
+#: engine -> (the manifest's ``extra`` kind, part name without suffix) of its one optional extra part
+EXTRA_PARTS = {
+    "postgres": ("globals", PG_GLOBALS_PART),
+    "mysql": ("users", MYSQL_USERS_PART),
+    "files": ("snapshot", FILES_SNAPSHOT_PART),
+}
 
 
 def pg_part(database: str, fmt: str) -> str:

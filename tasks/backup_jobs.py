@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets as pysecrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from planning.backup_config import (
 )
 from planning.backup_encryption import check_secret_block_name
 from planning.backup_layout import (
+    FILES_SNAPSHOT_PART,
     FIXED_PART,
     MYSQL_USERS_PART,
     PG_GLOBALS_PART,
@@ -54,6 +56,7 @@ from tasks.dumpers import (
     redactor,
     tar_producer,
 )
+from tasks.inc_files import IncPlan, file_producer, gnu_tar_producer, snapshot_dir
 from tasks.inventory import postgres_inventory
 from tasks.pvc_backup import pvc_preflight, pvc_tar_producer
 from tasks.redis_source import redis_preflight, redis_rdb_producer
@@ -366,9 +369,15 @@ class _Progress:
 
 @task(name="dump_to_storages", cache_policy=NO_CACHE)
 def dump_to_storages(
-    r: Resolved, backup_id: str, source_facts: dict[str, Any], healthy: list[str]
+    r: Resolved,
+    backup_id: str,
+    source_facts: dict[str, Any],
+    healthy: list[str],
+    incremental: IncPlan | None = None,
 ) -> tuple[list[PartResult], dict[str, str]]:
     """Stream every part of the backup to every healthy storage at once.
+
+    ``incremental`` (``inc_files``): the chain decision and the snapshot GNU tar starts from.
 
     Returns:
         The parts written and label -> error of the storages that failed on the way.
@@ -378,6 +387,7 @@ def dump_to_storages(
     """
     job, src = r.job, r.job.source
     enc = "age" if job.encryption else None
+    snar: Path | None = None
     parts: list[tuple[str, Any, dict[str, Any]]] = []
     if isinstance(src, DatabaseSourceConfig) and job.engine == "mysql":
         dbs = source_facts["databases"]
@@ -421,6 +431,15 @@ def dump_to_storages(
             meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
             producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
             parts.append((part_name(PG_GLOBALS_PART, job.compression, enc), producer, meta))
+    elif isinstance(src, FilesSourceConfig) and incremental is not None:
+        snar = snapshot_dir() / "snapshot.snar"
+        snar.write_bytes(incremental.snapshot)  # empty for a full
+        chain = incremental.next.chain(backup_id)
+        tar_meta = {"kind": "gnu-tar", "format": "gnu-tar", "reason": incremental.next.reason, "chain": chain}
+        tar = gnu_tar_producer(src.target, src.excludes, snar)
+        parts.append((part_name(FIXED_PART["files"], job.compression, enc), tar, tar_meta))
+        snap_meta = {"kind": "tar-snapshot", "extra": "snapshot"}
+        parts.append((part_name(FILES_SNAPSHOT_PART, job.compression, enc), file_producer(snar), snap_meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             (
@@ -485,6 +504,9 @@ def dump_to_storages(
                     "could not remove the partial backup from %s: %s", label, r.redact(str(exc))
                 )
         raise
+    finally:
+        if snar is not None:
+            shutil.rmtree(snar.parent, ignore_errors=True)
     progress.finish()
     for label in failed:
         try:

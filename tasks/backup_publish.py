@@ -10,11 +10,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_layout import is_backup_id
+from planning.inc_chain import protect_chains
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import PermanentError
 from tasks.backup_jobs import FORMAT, Resolved
 from tasks.backup_pipeline import PartResult
 from tasks.backup_storage import StoredBackup
+from tasks.inc_files import links_of
 from tasks.retry import TRANSIENT_RETRY
 
 
@@ -138,6 +140,8 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
         BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
     ]
     plan = plan_retention(entries, policy, now.astimezone(tz))
+    if r.job.incremental:  # never delete a link a kept point of a chain needs
+        plan = protect_chains(plan, links_of(stored)[0])
     good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
     protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
     if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):

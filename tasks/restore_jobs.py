@@ -18,12 +18,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_encryption import encrypted_suffix, manifest_encryption
-from planning.backup_layout import FIXED_PART, MYSQL_USERS_PART, PG_GLOBALS_PART, SUFFIX, pg_part
+from planning.backup_layout import EXTRA_PARTS, FIXED_PART, SUFFIX, pg_part
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.backup_crypto import decrypt_into
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
+from tasks.inc_files import restore_chain
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
 from tasks.pvc_backup import pvc_restore_actions, restore_pvc
 from tasks.redis_restore import redis_restore_actions, restore_redis
@@ -97,8 +98,8 @@ def check_manifest(manifest: dict[str, Any]) -> None:
             raise bad(f"parts[{i}] is not an object")
         name = part.get("name")
         if "extra" in part:
-            want = {"postgres": PG_GLOBALS_PART, "mysql": MYSQL_USERS_PART}.get(engine, "")
-            if part["extra"] != {"postgres": "globals", "mysql": "users"}.get(engine):
+            kind, want = EXTRA_PARTS.get(engine, ("", ""))
+            if part["extra"] != kind or not kind:
                 raise bad(f"parts[{i}].extra {str(part['extra'])[:20]!r} does not fit a {engine} backup")
         elif engine == "postgres":
             database, fmt = part.get("database"), part.get("format")
@@ -198,10 +199,8 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
 
     Local parts are hashed in place; S3 parts are downloaded into the restore's own temporary
     directory (mode 0700) under a name of our own (``part-<n>``), never the manifest's, and a
-    part whose digest does not match is removed at once. Encrypted parts (manifest ``encryption:
-    age``) are then decrypted whole with ``r.age_identities`` into ``part-<n>.plain`` there, all of
-    them before the caller restores anything: a wrong identity or a damaged part stops the restore
-    with nothing changed.
+    part whose digest does not match is removed at once. Encrypted parts are then decrypted whole
+    into ``part-<n>.plain`` there, all before the caller restores anything (nothing changed on error).
 
     Raises:
         InputError: the manifest does not follow the layout (nothing is read or written); field
@@ -389,6 +388,8 @@ def restore_selected(
         elif engine == "pvc":
             pvc_args = (str(target_pvc), check, overwrite)
             done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, *pvc_args))
+        elif engine == "files" and part.get("chain") is not None:  # inc_files: every link, in order
+            done.update(restore_chain(r, sel, Path(str(target_dir)), verified_parts, Selected))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
