@@ -35,6 +35,7 @@ from stateferry.errors import InputError, PreconditionFailed
 from stateferry.logs import run_logger
 from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from tasks.backup_crypto import open_plain
+from tasks.backup_storage import LocalStorage
 from tasks.dumpers import CHUNK, Sink, run_dump
 from tasks.restore_ops import RestoreFailed, decompress_chunks
 
@@ -85,7 +86,7 @@ def plan_incremental(r: Any, healthy: list[str], now: dt.datetime) -> IncPlan:
     """Full or incremental for this run (never raises: anything unusable means a full)."""
     src = r.job.source
     every = parse_full_every(src.full_every or "month")
-    labels = sorted(healthy, key=lambda lbl: type(r.storages[lbl]).__name__ != "LocalStorage")
+    labels = sorted(healthy, key=lambda lbl: not isinstance(r.storages[lbl], LocalStorage))
     local_now = now.astimezone(ZoneInfo(r.job.timezone))
     for label in labels[:1]:
         storage = r.storages[label]

@@ -377,3 +377,31 @@ def test_encrypted_postgres_round_trip_wrong_identity_keeps_live(
         assert age_keys["secret"] not in json.dumps(out)
     finally:
         pg_exec(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_encrypted_inc_files_chain_reads_its_encrypted_snapshot(
+    age_keys: dict[str, str], s3_block: str, tmp_path: Path
+) -> None:
+    """inc_files + age: the next incremental decrypts the previous snapshot; a point restores."""
+    import datetime as dt
+
+    from flows.backup import scheduled_backup
+    from flows.restore import restore_backup
+
+    src = tmp_path / "src" / "data"
+    src.mkdir(parents=True)
+    (src / "a.txt").write_text("one\n")
+    encryption = {"recipients": [age_keys["public"]], "identity_secret": age_keys["block"]}
+    job = _job(f"enc-inc-{_uid()}", "inc_files", {"target": [str(src)]}, tmp_path / "b", s3_block)
+    job["encryption"] = encryption
+    first = scheduled_backup(job, now=dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+    (src / "b.txt").write_text("two\n")
+    second = scheduled_backup(job, now=dt.datetime(2026, 5, 2, tzinfo=dt.UTC))
+    assert [p["name"] for p in second["parts"]] == ["files.tar.gz.age", "files.snar.gz.age"]
+    assert second["parts"][0]["chain"] == {
+        "full": first["backup_id"],
+        "parent": first["backup_id"],
+        "level": 1,
+    }
+    restore_backup(job, target_dir=str(tmp_path / "out"), storage=second["good"][1])
+    assert sorted(p.name for p in (tmp_path / "out" / "data").iterdir()) == ["a.txt", "b.txt"]
