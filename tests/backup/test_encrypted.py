@@ -285,6 +285,17 @@ def test_encrypted_files_round_trip_local_and_s3(
     with pytest.raises(InputError) as err:  # the key itself given instead of a block name
         restore_backup(job, target_dir=str(tmp_path / "x"), identity_secret=age_keys["wrong"])
     assert err.value.field == "identity_secret" and age_keys["wrong"] not in str(err.value)
+    from prefect.blocks.system import Secret
+
+    junk_block = f"age-junk-{_uid()}"
+    Secret(value=SecretStr("AGE-SECRET-KEY-1NOTAKEY hunter2")).save(junk_block, overwrite=True)
+    for block, problem in (
+        (f"no-such-{_uid()}", "no saved Secret block"),
+        (junk_block, "not an age identity"),
+    ):
+        with pytest.raises(InputError, match=problem) as err:
+            restore_backup(job, target_dir=str(tmp_path / "x"), identity_secret=block)
+        assert err.value.field == "identity_secret" and "hunter2" not in str(err.value)
     with pytest.raises(InputError) as err:  # a wrong identity: refused before anything is read
         restore_backup(job, target_dir=str(tmp_path / "x"), identity_secret=age_keys["wrong_block"])
     assert err.value.field == "identity_secret" and "not one of" in err.value.problem
