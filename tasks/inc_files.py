@@ -206,6 +206,19 @@ def extract_link(fh: BinaryIO, dest: Path) -> None:
         raise RestoreFailed(f"tar exited with status {rc}: {msg}")
 
 
+def chain_action(engine: str, part: dict[str, Any]) -> str:
+    """How a restore plan names the extraction of a files / etcd backup (a chain: its full and level)."""
+    chain = part.get("chain")
+    if engine != "files":
+        return "etcdctl snapshot restore into the data dir"
+    if not isinstance(chain, dict):
+        return "extract the archive"
+    return (
+        f"apply the chain from full {str(chain.get('full'))[:40]} through {int(chain.get('level') or 0)}"
+        " incremental(s), in order (deletions included), into the new directory"
+    )
+
+
 def restore_chain(r: Any, sel: Any, dest: Path, verified_parts: Any, selected: Any) -> dict[str, Any]:
     """Restore the point ``sel`` of an incremental chain into the new directory ``dest``.
 

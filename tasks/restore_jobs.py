@@ -24,7 +24,7 @@ from tasks.backup_crypto import decrypt_into
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
-from tasks.inc_files import restore_chain
+from tasks.inc_files import chain_action, restore_chain
 from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
 from tasks.pvc_backup import pvc_restore_actions, restore_pvc
 from tasks.redis_restore import redis_restore_actions, restore_redis
@@ -322,7 +322,7 @@ def plan_restore(
             raise InputError(
                 "target_dir", "is required to restore files or an etcd snapshot", "give a directory"
             )
-        what = "extract the archive" if engine == "files" else "etcdctl snapshot restore into the data dir"
+        what = chain_action(engine, main_parts(m)[0])
         actions.append(f"{what} {target_dir}" + (" (overwrite)" if overwrite else " (must be empty/missing)"))
     return actions
 

@@ -74,6 +74,8 @@ def test_inc_files_chain_backup_restore_any_point_and_retention(s3_block: str, t
     assert len(local_manifests(tmp_path / "b", name)) == 3
     assert "needed by the chain of" in third["retention"][f"local:{tmp_path / 'b'}"]
 
+    plan = restore_backup(job, backup=third["backup_id"], target_dir=str(tmp_path / "p3"), dry_run=True)
+    assert any(f"chain from full {first['backup_id']} through 2 incremental" in a for a in plan["actions"])
     # any point, from either storage, into a new directory; deletions of a link are applied
     restore_backup(job, backup=second["backup_id"], target_dir=str(tmp_path / "p2"))
     p2 = tmp_path / "p2" / "www"
