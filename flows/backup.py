@@ -29,10 +29,10 @@ from prefect.runtime import flow_run
 
 from planning.backup_config import BackupJob, DatabaseSourceConfig, parse_job
 from stateferry.errors import PermanentError
+from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
     Resolved,
     dump_to_storages,
-    load_job_identities,
     new_backup_id,
     preflight_source,
     preflight_storages,
@@ -180,7 +180,7 @@ def _facts(result: dict[str, Any], t0: float) -> str:
 def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:
     logger = get_run_logger()
     do_verify = cfg.verify if verify is None else verify
-    if cfg.encryption and (do_verify or cfg.engine == "etcd" or cfg.incremental):  # before any write
+    if cfg.encryption and (do_verify or cfg.engine in ("etcd", "redis") or cfg.incremental):  # before writes
         load_job_identities(r, required=do_verify)
     facts = preflight_source(r)
     storage_failed = preflight_storages(r)
@@ -224,11 +224,12 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
         )
     if etcd_status:
         inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
-    if cfg.engine == "redis":  # keys per database of the RDB as loaded by a scratch redis-server
+    if cfg.engine == "redis" and (not cfg.encryption or r.age_identities):  # encrypted: with the key
         checked = ((verification or {}).get("checks") or {}).get("redis")
+        first = r.storages[holding[0]]
         inventory = {
             "redis": checked
-            or redis_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
+            or redis_backup_inventory(first, cfg.job, backup_id, parts[0].name, r.age_identities)
         }
     manifest = build_manifest(
         r, backup_id, started, finished, parts, facts, verification, flow_run.id, inventory=inventory

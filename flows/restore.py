@@ -10,7 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from planning.backup_config import parse_job
 from planning.backup_encryption import manifest_encryption
 from tasks.approvals import request_approval
-from tasks.backup_jobs import load_job_identities, resolve_job
+from tasks.backup_crypto import load_job_identities
+from tasks.backup_jobs import resolve_job
 from tasks.restore_checks import RestoreIncomplete, inventory_markdown
 from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 

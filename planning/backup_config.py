@@ -37,7 +37,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from planning.backup_encryption import EncryptionConfig
 from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
-from planning.inc_chain import parse_full_every
+from planning.inc_chain import check_incremental, parse_full_every
 from planning.notify_config import NotifyConfig
 from planning.pvc_source import check_paths, parse_claim
 from planning.storage_config import (
@@ -444,27 +444,14 @@ def parse_job(data: Any) -> BackupJob:
             "a pvc source needs an S3 storage (the mover Job in the cluster streams through it)",
             "add a storage: s3",
         )
-    _check_incremental(job)
+    every = job.source.full_every if isinstance(job.source, FilesSourceConfig) else None
+    check_incremental(job.type.lower() == "inc_files", job.incremental, every is not None, job.verify)
     labels = job.storage_labels
     if len(set(labels)) != len(labels):
         raise InputError(
             "storages", f"two storages share a name: {labels}", "give each storage a distinct name"
         )
     return job
-
-
-def _check_incremental(job: BackupJob) -> None:
-    if job.type.lower() == "inc_files" and not job.incremental:
-        raise InputError("type", "inc_files of a PVC is not built", "use type: files with a pvc source")
-    every = job.source.full_every if isinstance(job.source, FilesSourceConfig) else None
-    if every is not None and not job.incremental:
-        raise InputError("sources[0].full_every", "applies to type: inc_files only", "remove full_every")
-    if job.incremental and job.verify:
-        raise InputError(
-            "verify",
-            "is not available for inc_files yet (a restore checks every link's sha256 and tar's status)",
-            "remove verify, or use type: files for verified full archives",
-        )
 
 
 def parse_job_yaml(text: str) -> BackupJob:

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import pyrage
 from pyrage import x25519
 
-from planning.backup_encryption import recipient_fingerprint
+from planning.backup_encryption import check_secret_block_name, recipient_fingerprint
 from stateferry.errors import InputError, PermanentError
 
 #: compressed chunks waiting for the encrypting thread (each at most about one pipeline chunk)
@@ -226,6 +226,45 @@ def load_identities(secret_block: str, field: str) -> tuple[list[Any], list[str]
     return identities, secrets
 
 
+def load_job_identities(
+    r: Any,
+    *,
+    required: bool,
+    secret: str | None = None,
+    field: str = "encryption.identity_secret",
+    fingerprints: list[str] | None = None,
+    what: str = "the new backup (verify: true)",
+) -> None:
+    """Load the age identities for verifying / restoring encrypted backups into ``r.age_identities``.
+
+    The Secret block is ``secret`` or the job's ``encryption.identity_secret``; its text joins the
+    run's redactor. The identities must belong to one of ``fingerprints`` (default: the job's
+    recipients), so a wrong key is refused before anything is read or written.
+
+    Raises:
+        InputError: ``field``: no identity named while ``required``, no such block, not an age
+            identity, or none of the recipients.
+    """
+    enc = r.job.encryption
+    name = check_secret_block_name(secret, field) if secret else (enc.identity_secret if enc else None)
+    if name is None:
+        if required:
+            raise InputError(
+                field,
+                f"{what}: encrypted with age, and no identity is named to decrypt it",
+                "save the age identity (AGE-SECRET-KEY-1...) in a Prefect Secret block and name it in"
+                " the job's encryption.identity_secret"
+                + (" or pass identity_secret=<block>" if field == "identity_secret" else ""),
+            )
+        return
+    identities, texts = load_identities(name, field)
+    r.secrets += texts
+    if fingerprints is None:
+        fingerprints = enc.fingerprints if enc else []
+    check_identities_match(identities, fingerprints, field, what)
+    r.age_identities = identities
+
+
 def identity_fingerprints(identities: list[Any]) -> set[str]:
     """Fingerprints of the identities' public keys (compared with the manifest's ``age_recipients``)."""
     return {recipient_fingerprint(str(i.to_public())) for i in identities}
@@ -310,6 +349,7 @@ __all__ = [
     "decrypt_to",
     "identity_fingerprints",
     "load_identities",
+    "load_job_identities",
     "open_plain",
     "parse_recipients",
 ]

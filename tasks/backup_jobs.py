@@ -26,7 +26,6 @@ from planning.backup_config import (
     PvcSourceConfig,
     RedisSourceConfig,
 )
-from planning.backup_encryption import check_secret_block_name
 from planning.backup_layout import (
     FILES_SNAPSHOT_PART,
     FIXED_PART,
@@ -40,7 +39,6 @@ from planning.db_args import is_safe_database_name
 from planning.storage_config import AnyStorageConfig, LocalStorageConfig, SftpStorageConfig
 from stateferry.errors import InputError, PermanentError, StateferryError, TransientError
 from stateferry.logs import run_logger
-from tasks.backup_crypto import check_identities_match, load_identities
 from tasks.backup_pipeline import PartResult, stream_part
 from tasks.backup_sftp import SftpStorage
 from tasks.backup_storage import BackupStorage, LocalStorage, S3Storage
@@ -107,45 +105,6 @@ def _secret_values(block: Any) -> list[str]:
         if isinstance(value, SecretStr):
             out.append(value.get_secret_value())
     return out
-
-
-def load_job_identities(
-    r: Resolved,
-    *,
-    required: bool,
-    secret: str | None = None,
-    field: str = "encryption.identity_secret",
-    fingerprints: list[str] | None = None,
-    what: str = "the new backup (verify: true)",
-) -> None:
-    """Load the age identities for verifying / restoring encrypted backups into ``r.age_identities``.
-
-    The Secret block is ``secret`` or the job's ``encryption.identity_secret``; its text joins the
-    run's redactor. The identities must belong to one of ``fingerprints`` (default: the job's
-    recipients), so a wrong key is refused before anything is read or written.
-
-    Raises:
-        InputError: ``field``: no identity named while ``required``, no such block, not an age
-            identity, or none of the recipients.
-    """
-    enc = r.job.encryption
-    name = check_secret_block_name(secret, field) if secret else (enc.identity_secret if enc else None)
-    if name is None:
-        if required:
-            raise InputError(
-                field,
-                f"{what}: encrypted with age, and no identity is named to decrypt it",
-                "save the age identity (AGE-SECRET-KEY-1...) in a Prefect Secret block and name it in"
-                " the job's encryption.identity_secret"
-                + (" or pass identity_secret=<block>" if field == "identity_secret" else ""),
-            )
-        return
-    identities, texts = load_identities(name, field)
-    r.secrets += texts
-    if fingerprints is None:
-        fingerprints = enc.fingerprints if enc else []
-    check_identities_match(identities, fingerprints, field, what)
-    r.age_identities = identities
 
 
 @task(name="resolve_job", cache_policy=NO_CACHE)
@@ -450,10 +409,10 @@ def dump_to_storages(
         )
     elif isinstance(src, RedisSourceConfig):
         producer = redis_rdb_producer(r.source_block, r.redact)
-        parts.append((part_name(FIXED_PART["redis"], job.compression), producer, {"kind": "redis-rdb"}))
+        parts.append((part_name(FIXED_PART["redis"], job.compression, enc), producer, {"kind": "redis-rdb"}))
     elif isinstance(src, PvcSourceConfig):
         producer = pvc_tar_producer(r, backup_id, healthy)
-        parts.append((part_name(FIXED_PART["pvc"], job.compression), producer, {"kind": "pvc-tar"}))
+        parts.append((part_name(FIXED_PART["pvc"], job.compression, enc), producer, {"kind": "pvc-tar"}))
     else:
         parts.append(
             (

@@ -416,3 +416,32 @@ def test_encrypted_inc_files_chain_reads_its_encrypted_snapshot(
     }
     restore_backup(job, target_dir=str(tmp_path / "out"), storage=second["good"][1])
     assert sorted(p.name for p in (tmp_path / "out" / "data").iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_encrypted_redis_rdb_inventory_and_restore_decrypt(
+    age_keys: dict[str, str], s3_block: str, tmp_path: Path
+) -> None:
+    """A Redis RDB part is encrypted like any other; its inventory (no verify) and the restore
+    into a new instance's data dir decrypt it with the identity."""
+    from blocks.redis import RedisServer
+    from devservers.redis import LocalRedis
+    from flows.backup import scheduled_backup
+    from flows.restore import restore_backup
+
+    server = LocalRedis(tmp_path / "redis").start()
+    try:
+        server.client(0).set("greeting", "hello")
+        block = f"enc-redis-{_uid()}"
+        RedisServer(host=server.host, port=server.port, password=SecretStr(server.password)).save(
+            block, overwrite=True
+        )
+        encryption = {"recipients": [age_keys["public"]], "identity_secret": age_keys["block"]}
+        job = _job(f"enc-redis-{_uid()}", "redis", {"connect": {"block": block}}, tmp_path / "b", s3_block)
+        job["encryption"] = encryption
+        result = scheduled_backup(job)
+        assert result["parts"][0]["name"] == "dump.rdb.gz.age"
+        assert result["inventory"]["redis"]["keys"] == {"db0": 1}  # read back through age
+        done = restore_backup(job, target_dir=str(tmp_path / "new"), storage=result["good"][1])
+        assert done["inventory"]["restored"]["redis"]["keys"] == {"db0": 1}
+    finally:
+        server.cleanup()
