@@ -7,7 +7,10 @@ and prints a table: wall time, throughput (raw dump bytes per second), stored si
 (the dump tools' peak RSS, and the growth of this Python process's peak RSS during the backup — the
 streaming pipeline's own memory, which must not grow with the database size).
 
-    .venv/bin/python benchmarks/backup_bench.py [--size-mb 1024]
+    .venv/bin/python benchmarks/backup_bench.py [--size-mb 1024] [--encryption]
+
+``--encryption`` adds gzip + age (encryption at rest) on both sides: ``scheduled_backup`` with
+``encryption: {recipients: [...]}`` and ``mysqldump | gzip -6 | age -r KEY > file`` (Debian's ``age``).
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="approximate table size (default 1024)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method (best is shown)")
+    parser.add_argument(
+        "--encryption",
+        action="store_true",
+        help="also gzip + age: scheduled_backup with encryption vs `mysqldump | gzip -6 | age -r KEY > file`",
+    )
     args = parser.parse_args(argv)
 
     from pydantic import SecretStr
@@ -140,15 +148,22 @@ def main(argv: list[str] | None = None) -> int:
             "gzip": f"gzip -6 > {work / 'baseline.sql.gz'}",
             "zstd": f"zstd -q -T0 -3 > {work / 'baseline.sql.zst'}",
         }
+        recipient = ""
+        if args.encryption:  # the age binary (Debian `age`) is the tool a user would pipe into
+            from pyrage import x25519
+
+            recipient = str(x25519.Identity.generate().to_public())
+            shells["gzip+age"] = f"gzip -6 | age -r {recipient} > {work / 'baseline.sql.gz.age'}"
         dump_cmd = (
             f"{dump} --defaults-extra-file={cnf} {DEFAULT_MYSQLDUMP_KEYS} --single-transaction"
             " --databases bench"
             f" | tee >(wc -c > {work / 'raw.count'}) | "
         )
 
-        def job(compression: str, s3: bool = True) -> dict[str, Any]:
+        def job(codec: str, s3: bool = True) -> dict[str, Any]:
+            compression = codec.split("+")[0]
             out: dict[str, Any] = {
-                "job": f"bench-{compression}{'' if s3 else '-local'}",
+                "job": f"bench-{compression}{'-age' if '+age' in codec else ''}{'' if s3 else '-local'}",
                 "type": "mysql",
                 "compression": compression,
                 "sources": [{"connect": {"block": "bench-db"}, "target": ["bench"]}],
@@ -169,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if not s3:  # like the shell: one local file (the S3 server shares this machine's cores)
                 out["storages"] = out["storages"][:1]
+            if "+age" in codec:
+                out["encryption"] = {"recipients": [recipient]}
             return out
 
         times: dict[str, list[float]] = {}
@@ -184,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                 times.setdefault(f"shell {codec}", []).append(time.monotonic() - t0)
                 time.sleep(0.2)
                 raw = int((work / "raw.count").read_text().strip() or 0)
-                out = work / ("baseline.sql.gz" if codec == "gzip" else "baseline.sql.zst")
+                out = work / {"gzip": "baseline.sql.gz", "zstd": "baseline.sql.zst"}.get(
+                    codec, "baseline.sql.gz.age"
+                )
                 stored[f"shell {codec}"] = out.stat().st_size
                 out.unlink()
                 # stateferry: scheduled_backup streaming to local + S3 at once (retention 0: keeps the newest)
@@ -211,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             "stateferry zstd": "stateferry scheduled_backup zstd (-3, all cores) -> local + S3",
             "stateferry gzip local": "stateferry scheduled_backup gzip -> local only",
             "stateferry zstd local": "stateferry scheduled_backup zstd -> local only",
+            "shell gzip+age": "shell: mysqldump | gzip -6 | age -r KEY > file",
+            "stateferry gzip+age": "stateferry scheduled_backup gzip + age -> local + S3",
+            "stateferry gzip+age local": "stateferry scheduled_backup gzip + age -> local only",
         }
         py_growth = f"{max(growth) / 1024:.0f} MiB over {base_rss / 1024:.0f} MiB"
         results = [
@@ -234,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in times.items():
             size = stored[k] / max(stored["shell gzip"], 1)
             print(f"  {k}: {base / min(v):.2f}x, stored {size:.3f}x the size")
+        if args.encryption:
+            print("\nencryption overhead (time with age / time without, same run; 1.00 = free):")
+            for k in ("shell gzip", "stateferry gzip", "stateferry gzip local"):
+                enc = k.replace("gzip", "gzip+age")
+                print(f"  {k}: {min(times[enc]) / min(times[k]):.2f}")
+            ratio = min(times["shell gzip+age"]) / min(times["stateferry gzip+age"])
+            print(f"  stateferry gzip+age (local + S3) vs shell gzip+age: {ratio:.2f}x")
         return 0
     finally:
         for server in reversed(servers):

@@ -5,7 +5,8 @@ observe -> plan -> act -> verify:
 1. parse the job (clear errors naming the field), load its blocks;
 2. preflight: the source answers with the given credentials, every storage is writable (a storage
    that is not is reported as failed and skipped; if none is writable the run fails before dumping);
-3. stream the dump -> gzip -> sha256 -> every storage at once (constant memory);
+3. stream the dump -> gzip/zstd (-> age encryption) -> sha256 -> every storage at once (constant
+   memory);
 4. ``verify``: restore the unpublished backup into a scratch database / directory and compare;
 5. publish (manifest last) on every storage that holds the complete backup;
 6. rotate each storage that got the new backup (retention planner; never the newest good backup);
@@ -28,6 +29,7 @@ from prefect.runtime import flow_run
 
 from planning.backup_config import BackupJob, DatabaseSourceConfig, parse_job
 from stateferry.errors import PermanentError
+from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
     Resolved,
     dump_to_storages,
@@ -39,6 +41,7 @@ from tasks.backup_jobs import (
 from tasks.backup_publish import build_manifest, publish_backup, rotate_storage
 from tasks.backup_storage import LocalStorage
 from tasks.backup_verify import inventory_source, verify_backup
+from tasks.inc_files import plan_incremental
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
 from tasks.redis_source import redis_backup_inventory
@@ -177,6 +180,8 @@ def _facts(result: dict[str, Any], t0: float) -> str:
 def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | None) -> dict[str, Any]:
     logger = get_run_logger()
     do_verify = cfg.verify if verify is None else verify
+    if cfg.encryption and (do_verify or cfg.engine in ("etcd", "redis") or cfg.incremental):  # before writes
+        load_job_identities(r, required=do_verify)
     facts = preflight_source(r)
     storage_failed = preflight_storages(r)
     for label, err in storage_failed.items():
@@ -188,7 +193,10 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     before: dict[str, Any] = {}
     if isinstance(cfg.source, DatabaseSourceConfig):
         before = inventory_source(r, facts["databases"])
-    parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy)
+    inc = plan_incremental(r, healthy, started) if cfg.incremental else None
+    if inc is not None:
+        logger.info("inc_files: %s", inc.next.reason)
+    parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy, inc)
     failed = {**storage_failed, **dump_failed}
     holding = [label for label in healthy if label not in dump_failed]
 
@@ -209,15 +217,19 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
     etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
-    if cfg.engine == "etcd" and not etcd_status:  # no verification: still record what the snapshot holds
-        etcd_status = etcd_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
+    if cfg.engine == "etcd" and not etcd_status and (not cfg.encryption or r.age_identities):
+        # no verification: still record what the snapshot holds (encrypted: only with the identity)
+        etcd_status = etcd_backup_inventory(
+            r.storages[holding[0]], cfg.job, backup_id, parts[0].name, r.age_identities
+        )
     if etcd_status:
         inventory = {"etcd": {k: etcd_status.get(k) for k in ("totalKey", "revision", "hash")}}
-    if cfg.engine == "redis":  # keys per database of the RDB as loaded by a scratch redis-server
+    if cfg.engine == "redis" and (not cfg.encryption or r.age_identities):  # encrypted: with the key
         checked = ((verification or {}).get("checks") or {}).get("redis")
+        first = r.storages[holding[0]]
         inventory = {
             "redis": checked
-            or redis_backup_inventory(r.storages[holding[0]], cfg.job, backup_id, parts[0].name)
+            or redis_backup_inventory(first, cfg.job, backup_id, parts[0].name, r.age_identities)
         }
     manifest = build_manifest(
         r, backup_id, started, finished, parts, facts, verification, flow_run.id, inventory=inventory

@@ -8,7 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from planning.backup_config import parse_job
+from planning.backup_encryption import manifest_encryption
 from tasks.approvals import request_approval
+from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import resolve_job
 from tasks.restore_checks import RestoreIncomplete, inventory_markdown
 from tasks.restore_jobs import plan_restore, restore_selected, select_backup
@@ -31,6 +33,7 @@ def restore_backup(
     restore_globals: bool = False,
     restore_users: bool = False,
     target_pvc: str | None = None,
+    identity_secret: str | None = None,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
@@ -58,6 +61,9 @@ def restore_backup(
             source's claim when missing; an existing one must be empty).
         restore_users: MySQL/MariaDB backups taken with ``users: true``: create the missing users
             and apply their grants after the databases.
+        identity_secret: encrypted backups: the Prefect Secret block holding the age identity
+            (default: the job's ``encryption.identity_secret``). Its text is never logged; an
+            identity that is none of the backup's recipients is refused before anything is read.
 
     Returns:
         ``{"backup_id", "storage", "actions", "dry_run", "inventory": {"expected", "restored"},
@@ -83,6 +89,15 @@ def restore_backup(
         target_block=target_block,
         target_pvc=target_pvc,
     )
+    if manifest_encryption(sel.manifest):  # a dry run lists without the key; a restore needs it
+        load_job_identities(
+            r,
+            required=not dry_run,
+            secret=identity_secret,
+            field="identity_secret",
+            fingerprints=sel.manifest["age_recipients"],
+            what=f"backup {sel.backup_id}",
+        )
     header = f"# Restore `{cfg.job}` {sel.backup_id} from {sel.storage}" + (" (dry run)" if dry_run else "")
     markdown = "\n".join([header, "", *[f"- {a}" for a in actions]])
     if dry_run:

@@ -20,6 +20,7 @@ A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
       store: {days: 2, weeks: 1, months: 6}
     verify: true
     notify: {block: custom-webhook/ops, on_success: false}   # or {email: {credentials: ops-smtp, to: [...]}}
+    encryption: {recipients: [age1...], identity_secret: backups-age-key}   # planning/backup_encryption.py
 
 Every problem is reported as :class:`stateferry.errors.InputError` naming the field (e.g.
 ``storages[1].store.days``) and the fix.
@@ -33,8 +34,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from planning.backup_encryption import EncryptionConfig
 from planning.config_model import ConfigModel as _Model
 from planning.db_args import check_database_name, check_extra_keys
+from planning.inc_chain import check_incremental, parse_full_every
 from planning.notify_config import NotifyConfig
 from planning.pvc_source import check_paths, parse_claim
 from planning.storage_config import (
@@ -169,6 +172,14 @@ class FilesSourceConfig(_SourceModel):
 
     target: list[str] = Field(min_length=1)
     excludes: list[str] = Field(default_factory=list)
+    full_every: str | int | None = Field(default=None, description="inc_files: month | week | N days")
+
+    @field_validator("full_every")
+    @classmethod
+    def _every(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_full_every(v, "full_every")
+        return v
 
     @field_validator("target")
     @classmethod
@@ -228,6 +239,7 @@ class BackupJob(_Model):
     notify: NotifyConfig | None = None
     compression: Literal["gzip", "zstd"] = "gzip"
     compression_level: int | None = Field(default=None, description="gzip 0-3 (ISA-L), zstd 1-19")
+    encryption: EncryptionConfig | None = Field(default=None, description="age recipients (at rest)")
     description: str = ""
 
     @model_validator(mode="after")
@@ -253,6 +265,11 @@ class BackupJob(_Model):
                 "timezone", f"unknown timezone {v!r}", "use an IANA name such as UTC or Europe/Moscow"
             ) from None
         return v
+
+    @property
+    def incremental(self) -> bool:
+        """``type: inc_files`` of files on the worker: GNU tar chains (planning/inc_chain.py)."""
+        return self.type.lower() == "inc_files" and isinstance(self.source, FilesSourceConfig)
 
     @property
     def enabled_storages(self) -> list[AnyStorageConfig]:
@@ -427,6 +444,8 @@ def parse_job(data: Any) -> BackupJob:
             "a pvc source needs an S3 storage (the mover Job in the cluster streams through it)",
             "add a storage: s3",
         )
+    every = job.source.full_every if isinstance(job.source, FilesSourceConfig) else None
+    check_incremental(job.type.lower() == "inc_files", job.incremental, every is not None, job.verify)
     labels = job.storage_labels
     if len(set(labels)) != len(labels):
         raise InputError(
@@ -469,4 +488,6 @@ def job_to_parameters(job: BackupJob) -> dict[str, Any]:
         out["compression_level"] = job.compression_level
     if job.description:
         out["description"] = job.description
+    if job.encryption:
+        out["encryption"] = job.encryption.model_dump(mode="json", exclude_none=True)
     return out

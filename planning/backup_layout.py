@@ -14,8 +14,9 @@ from stateferry.errors import InputError
 #: ``YYYYMMDDTHHMMSSZ-xxxxxx`` as written by ``new_backup_id``.
 BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 #: one path component (no ``/`` or ``\\``, no control character, no leading dot), ending in ``.gz`` or
-#: ``.zst`` (the job's compression): ``mysql.sql.gz``, ``files.tar.zst``, ``<database>.pgdump.gz``, ...
-PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.(gz|zst)$")
+#: ``.zst`` (the job's compression), then ``.age`` when encrypted: ``mysql.sql.gz``, ``files.tar.zst``,
+#: ``<database>.pgdump.gz.age``, ...
+PART_NAME_RE = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,200}\.(gz|zst)(\.age)?$")
 #: compression -> part name suffix
 SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
 
@@ -32,6 +33,14 @@ FIXED_PART = {
 #: database part can have) and MySQL users and grants.
 PG_GLOBALS_PART = "globals.pgdumpall"
 MYSQL_USERS_PART = "users.sql"
+#: ``inc_files``: the GNU tar snapshot (``--listed-incremental``) next to each archive of the chain
+FILES_SNAPSHOT_PART = "files.snar"
+#: engine -> (the manifest's ``extra`` kind, part name without suffix) of its one optional extra part
+EXTRA_PARTS = {
+    "postgres": ("globals", PG_GLOBALS_PART),
+    "mysql": ("users", MYSQL_USERS_PART),
+    "files": ("snapshot", FILES_SNAPSHOT_PART),
+}
 
 
 def pg_part(database: str, fmt: str) -> str:
@@ -39,9 +48,10 @@ def pg_part(database: str, fmt: str) -> str:
     return f"{database}.{'pgdump' if fmt == 'custom' else 'sql'}"
 
 
-def part_name(base: str, compression: str) -> str:
-    """``base`` (e.g. ``mysql.sql``) with the suffix of ``compression`` (``gzip`` | ``zstd``)."""
-    return base + SUFFIX[compression]
+def part_name(base: str, compression: str, encryption: str | None = None) -> str:
+    """``base`` (e.g. ``mysql.sql``) with the suffix of ``compression`` (``gzip`` | ``zstd``), then
+    ``.age`` when ``encryption`` is ``age``."""
+    return base + SUFFIX[compression] + (".age" if encryption == "age" else "")
 
 
 def is_backup_id(value: object) -> bool:
@@ -64,7 +74,7 @@ def check_part_name(value: object, field: str = "manifest.parts[].name") -> str:
         raise InputError(
             field,
             f"{str(value)[:80]!r} is not a part name"
-            " (one file name ending in .gz or .zst, no '/', no leading '.')",
+            " (one file name ending in .gz or .zst (+ .age), no '/', no leading '.')",
             "the manifest was altered; restore another backup or from another storage",
         )
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets as pysecrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from planning.backup_config import (
     RedisSourceConfig,
 )
 from planning.backup_layout import (
+    FILES_SNAPSHOT_PART,
     FIXED_PART,
     MYSQL_USERS_PART,
     PG_GLOBALS_PART,
@@ -52,6 +54,7 @@ from tasks.dumpers import (
     redactor,
     tar_producer,
 )
+from tasks.inc_files import IncPlan, file_producer, gnu_tar_producer, snapshot_dir
 from tasks.inventory import postgres_inventory
 from tasks.pvc_backup import pvc_preflight, pvc_tar_producer
 from tasks.redis_source import redis_preflight, redis_rdb_producer
@@ -73,6 +76,8 @@ class Resolved:
     storages: dict[str, BackupStorage] = field(default_factory=dict)
     storage_configs: dict[str, AnyStorageConfig] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+    #: age identities (from the Secret block the user named) when verifying / restoring encrypted backups
+    age_identities: list[Any] | None = None
 
     @property
     def redact(self) -> Callable[[str], str]:
@@ -323,9 +328,15 @@ class _Progress:
 
 @task(name="dump_to_storages", cache_policy=NO_CACHE)
 def dump_to_storages(
-    r: Resolved, backup_id: str, source_facts: dict[str, Any], healthy: list[str]
+    r: Resolved,
+    backup_id: str,
+    source_facts: dict[str, Any],
+    healthy: list[str],
+    incremental: IncPlan | None = None,
 ) -> tuple[list[PartResult], dict[str, str]]:
     """Stream every part of the backup to every healthy storage at once.
+
+    ``incremental`` (``inc_files``): the chain decision and the snapshot GNU tar starts from.
 
     Returns:
         The parts written and label -> error of the storages that failed on the way.
@@ -334,12 +345,14 @@ def dump_to_storages(
         Exception: the source failed (every partial object is removed first).
     """
     job, src = r.job, r.job.source
+    enc = "age" if job.encryption else None
+    snar: Path | None = None
     parts: list[tuple[str, Any, dict[str, Any]]] = []
     if isinstance(src, DatabaseSourceConfig) and job.engine == "mysql":
         dbs = source_facts["databases"]
         parts.append(
             (
-                part_name(FIXED_PART["mysql"], job.compression),
+                part_name(FIXED_PART["mysql"], job.compression, enc),
                 mysqldump_producer(r.source_block, dbs, src.dump_args("mysql")),
                 {
                     "kind": "mysqldump",
@@ -354,13 +367,15 @@ def dump_to_storages(
         if src.users:
             meta = {"kind": "mysql-users", "extra": "users", "format": "sql"}
             users = mysql_users_producer(r.source_block, dbs)
-            parts.append((part_name(MYSQL_USERS_PART, job.compression), users, meta))
+            parts.append((part_name(MYSQL_USERS_PART, job.compression, enc), users, meta))
     elif isinstance(src, DatabaseSourceConfig):
         narrowed = src.narrowed_by("postgres")
         for d in source_facts["databases"]:
             parts.append(
                 (
-                    check_part_name(part_name(pg_part(d, src.format), job.compression), "sources[0].target"),
+                    check_part_name(
+                        part_name(pg_part(d, src.format), job.compression, enc), "sources[0].target"
+                    ),
                     pg_dump_producer(
                         r.source_block,
                         d,
@@ -374,25 +389,34 @@ def dump_to_storages(
         if src.globals:
             meta = {"kind": "pg_dumpall", "extra": "globals", "format": "sql"}
             producer = pg_globals_producer(r.source_block, passwords=src.role_passwords)
-            parts.append((part_name(PG_GLOBALS_PART, job.compression), producer, meta))
+            parts.append((part_name(PG_GLOBALS_PART, job.compression, enc), producer, meta))
+    elif isinstance(src, FilesSourceConfig) and incremental is not None:
+        snar = snapshot_dir() / "snapshot.snar"
+        snar.write_bytes(incremental.snapshot)  # empty for a full
+        chain = incremental.next.chain(backup_id)
+        tar_meta = {"kind": "gnu-tar", "format": "gnu-tar", "reason": incremental.next.reason, "chain": chain}
+        tar = gnu_tar_producer(src.target, src.excludes, snar)
+        parts.append((part_name(FIXED_PART["files"], job.compression, enc), tar, tar_meta))
+        snap_meta = {"kind": "tar-snapshot", "extra": "snapshot"}
+        parts.append((part_name(FILES_SNAPSHOT_PART, job.compression, enc), file_producer(snar), snap_meta))
     elif isinstance(src, FilesSourceConfig):
         parts.append(
             (
-                part_name(FIXED_PART["files"], job.compression),
+                part_name(FIXED_PART["files"], job.compression, enc),
                 tar_producer(src.target, src.excludes),
                 {"kind": "tar", "format": "tar"},
             )
         )
     elif isinstance(src, RedisSourceConfig):
         producer = redis_rdb_producer(r.source_block, r.redact)
-        parts.append((part_name(FIXED_PART["redis"], job.compression), producer, {"kind": "redis-rdb"}))
+        parts.append((part_name(FIXED_PART["redis"], job.compression, enc), producer, {"kind": "redis-rdb"}))
     elif isinstance(src, PvcSourceConfig):
         producer = pvc_tar_producer(r, backup_id, healthy)
-        parts.append((part_name(FIXED_PART["pvc"], job.compression), producer, {"kind": "pvc-tar"}))
+        parts.append((part_name(FIXED_PART["pvc"], job.compression, enc), producer, {"kind": "pvc-tar"}))
     else:
         parts.append(
             (
-                part_name(FIXED_PART["etcd"], job.compression),
+                part_name(FIXED_PART["etcd"], job.compression, enc),
                 etcd_snapshot_producer(r.source_block),
                 {"kind": "etcd-snapshot"},
             )
@@ -422,6 +446,7 @@ def dump_to_storages(
                 level=job.compression_level,
                 redact=r.redact,
                 progress=progress.reporter(name),
+                age_recipients=job.encryption.recipients if job.encryption else None,
             )
             res.info = {**meta, **res.info}
             results.append(res)
@@ -438,6 +463,9 @@ def dump_to_storages(
                     "could not remove the partial backup from %s: %s", label, r.redact(str(exc))
                 )
         raise
+    finally:
+        if snar is not None:
+            shutil.rmtree(snar.parent, ignore_errors=True)
     progress.finish()
     for label in failed:
         try:

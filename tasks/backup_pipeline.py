@@ -1,4 +1,4 @@
-"""Streaming fan-out: producer bytes -> gzip or zstd -> sha256/size -> every storage at once.
+"""Streaming fan-out: producer bytes -> gzip or zstd (-> age) -> sha256/size -> every storage at once.
 
 Memory is constant whatever the backup size: the producer pushes chunks (about 1 MiB), each is
 compressed and handed to every target's writer immediately (the S3 writers hold a bounded queue and
@@ -20,6 +20,7 @@ from isal import isal_zlib
 
 from stateferry.errors import StateferryError
 from stateferry.logs import run_logger
+from tasks.backup_crypto import AgeEncryptor
 from tasks.backup_storage import PartWriter
 
 #: gzip through ISA-L (python-isal, SIMD deflate): the output is a standard ``.gz`` stream that
@@ -28,6 +29,8 @@ from tasks.backup_storage import PartWriter
 #: and the closing notes have the numbers). Measured against pigz too: a pigz subprocess competes with
 #: the dump tool for the same cores and adds two pipe copies.
 GZIP_LEVEL = 3
+#: largest piece of compressed data handed to the age encryptor at once (bounds its queue and output)
+_AGE_SLICE = 1 << 20
 #: zstd default level (zstd's own default); multithreaded over every core (``threads=-1``).
 ZSTD_LEVEL = 3
 
@@ -71,6 +74,8 @@ class FanOutSink:
         compression: ``gzip`` (ISA-L) or ``zstd`` (multithreaded); ``None`` stores the stream as is.
         level: compression level (default: :data:`GZIP_LEVEL` / :data:`ZSTD_LEVEL`).
         redact: applied to error messages recorded for failed targets.
+        age_recipients: encrypt the compressed stream to these age public keys (the stored bytes,
+            which size and sha256 describe, are then the age file).
     """
 
     def __init__(
@@ -82,11 +87,13 @@ class FanOutSink:
         level: int | None = None,
         redact: Callable[[str], str] = lambda s: s,
         progress: Callable[[int, int], None] | None = None,
+        age_recipients: list[str] | None = None,
     ) -> None:
         self.result = PartResult(name)
         self.active = dict(writers)
         self._redact = redact
         self._gz = compressor(compression, level) if compression else None
+        self._age = AgeEncryptor(age_recipients) if age_recipients else None
         self._raw_hash = hashlib.sha256()
         self._hash = hashlib.sha256()
         self._progress = progress
@@ -107,7 +114,7 @@ class FanOutSink:
         self.result.raw_size += len(raw)
         out = self._gz.compress(raw) if self._gz is not None else raw
         if out:
-            self._emit(out)
+            self._store(out)
         if self._progress is not None and time.monotonic() - self._last_report > 5:
             self._last_report = time.monotonic()
             self._progress(self.result.raw_size, self.result.size)
@@ -117,6 +124,16 @@ class FanOutSink:
         """File-like protocol: nothing buffered beyond gzip's window."""
 
     # -----------------------------------------------------------------------------------------------
+    def _store(self, compressed: bytes) -> None:
+        if self._age is None:
+            self._emit(compressed)
+            return
+        view = memoryview(compressed)
+        for i in range(0, len(view), _AGE_SLICE):  # a large compressor output goes through in slices
+            encrypted = b"".join(self._age.push(bytes(view[i : i + _AGE_SLICE])))
+            if encrypted:
+                self._emit(encrypted)
+
     def _emit(self, out: bytes) -> None:
         self._hash.update(out)
         self.result.size += len(out)
@@ -143,10 +160,17 @@ class FanOutSink:
 
     def finish(self) -> PartResult:
         """The producer succeeded: flush gzip and commit every still-healthy target."""
-        if self._gz is not None:
-            tail = self._gz.flush()
-            if tail:
-                self._emit(tail)
+        try:
+            if self._gz is not None:
+                tail = self._gz.flush()
+                if tail:
+                    self._store(tail)
+            if self._age is not None:
+                self._emit(b"".join(self._age.finish()))
+        except BaseException:
+            if self._age is not None:
+                self._age.abort()
+            raise
         for label, writer in list(self.active.items()):
             try:
                 writer.commit()
@@ -165,6 +189,8 @@ class FanOutSink:
 
     def abort(self) -> None:
         """The producer failed: abort every part."""
+        if self._age is not None:
+            self._age.abort()
         for writer in self.active.values():
             try:
                 writer.abort()
@@ -185,6 +211,7 @@ def stream_part(
     level: int | None = None,
     redact: Callable[[str], str] = lambda s: s,
     progress: Callable[[int, int], None] | None = None,
+    age_recipients: list[str] | None = None,
 ) -> PartResult:
     """Run one producer into every writer.
 
@@ -196,6 +223,7 @@ def stream_part(
         compression / level: see :class:`FanOutSink`.
         redact: scrubs secrets from recorded error messages.
         progress: called with (raw bytes, stored bytes) every few seconds.
+        age_recipients: encrypt after compression (see :class:`FanOutSink`).
 
     Returns:
         Sizes, hashes, the producer's info, and which targets committed / failed.
@@ -204,7 +232,15 @@ def stream_part(
         Exception: whatever the producer raised (every part is aborted first), or
             :class:`AllTargetsFailed`.
     """
-    sink = FanOutSink(name, writers, compression=compression, level=level, redact=redact, progress=progress)
+    sink = FanOutSink(
+        name,
+        writers,
+        compression=compression,
+        level=level,
+        redact=redact,
+        progress=progress,
+        age_recipients=age_recipients,
+    )
     try:
         info = producer(sink)
     except BaseException:

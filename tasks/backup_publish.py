@@ -10,11 +10,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.backup_layout import is_backup_id
+from planning.inc_chain import protect_chains
 from planning.retention import BackupEntry, RetentionPlan, plan_retention
 from stateferry.errors import PermanentError
 from tasks.backup_jobs import FORMAT, Resolved
 from tasks.backup_pipeline import PartResult
 from tasks.backup_storage import StoredBackup
+from tasks.inc_files import links_of
 from tasks.retry import TRANSIENT_RETRY
 
 
@@ -31,6 +33,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest stored next to the backup (no secrets); ``inventory`` per database."""
     tools = sorted({str(p.info.get("tool")) for p in parts if p.info.get("tool")})
+    enc = r.job.encryption
+    # encrypted: the stored bytes (size, sha256) are the age file; no digest of the plaintext is kept
+    # next to it (it would let anyone confirm a guessed content), and no key, only fingerprints
+    crypto = {"encryption": "age", "age_recipients": enc.fingerprints} if enc else {}
     return {
         "format": FORMAT,
         "job": r.job.job,
@@ -41,6 +47,7 @@ def build_manifest(
         "started": started.isoformat(),
         "finished": finished.isoformat(),
         "compression": r.job.compression,
+        **crypto,
         "source": {k: v for k, v in source_facts.items() if k != "password"},
         "size": sum(p.size for p in parts),
         "sha256": parts[0].sha256 if len(parts) == 1 else _combined_sha(parts),
@@ -50,7 +57,7 @@ def build_manifest(
                 "size": p.size,
                 "sha256": p.sha256,
                 "raw_size": p.raw_size,
-                "raw_sha256": p.raw_sha256,
+                **({} if enc else {"raw_sha256": p.raw_sha256}),
                 "seconds": round(p.seconds, 3),
                 **{k: v for k, v in p.info.items() if k not in ("bytes", "inventory")},
             }
@@ -133,6 +140,8 @@ def rotate_storage(r: Resolved, label: str, now: dt.datetime, new_backup_id: str
         BackupEntry(e.backup_id, e.created.astimezone(tz), e.good, e.unreadable) for e in _entries(stored)
     ]
     plan = plan_retention(entries, policy, now.astimezone(tz))
+    if r.job.incremental:  # never delete a link a kept point of a chain needs
+        plan = protect_chains(plan, links_of(stored)[0])
     good = sorted((e for e in entries if e.good), key=lambda e: (e.created, e.backup_id))
     protected = {new_backup_id, *(e.backup_id for e in good[-1:])}
     if protected & set(plan.delete) or not any(e.backup_id == new_backup_id and e.good for e in entries):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets as pysecrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from stateferry.errors import StateferryError
+from stateferry.errors import InputError, StateferryError
+from tasks.backup_crypto import open_plain
 from tasks.backup_jobs import Resolved, VerificationFailed
 from tasks.backup_pipeline import PartResult
 from tasks.dumpers import (
@@ -72,8 +75,21 @@ def verify_backup(
     storage = r.storages[reader_label]
     job = r.job
 
-    def open_part(name: str) -> BinaryIO:
-        return storage.open_read(job.job, backup_id, name, published=False)
+    if job.encryption and not r.age_identities:
+        raise InputError(
+            "encryption.identity_secret",
+            "verification decrypts the new backup, and no age identity was loaded",
+            "name the Secret block holding the identity in encryption.identity_secret, or turn verify off",
+        )
+    identities = r.age_identities if job.encryption else None
+
+    @contextlib.contextmanager
+    def open_part(name: str) -> Iterator[BinaryIO]:
+        with (
+            storage.open_read(job.job, backup_id, name, published=False) as fh,
+            open_plain(fh, identities, field="encryption.identity_secret", what=name) as plain,
+        ):
+            yield plain
 
     token = pysecrets.token_hex(3)
     problems: list[str] = []

@@ -344,13 +344,20 @@ def redis_preflight(server: RedisServer, block_name: str, redact: Callable[[str]
 
 
 @task(name="redis_backup_inventory", cache_policy=NO_CACHE)
-def redis_backup_inventory(storage: Any, job: str, backup_id: str, part: str) -> dict[str, Any]:
+def redis_backup_inventory(
+    storage: Any, job: str, backup_id: str, part: str, identities: list[Any] | None = None
+) -> dict[str, Any]:
     """Keys and keys with a TTL per database of the (unpublished) RDB part, loaded by a scratch
     ``redis-server``: the manifest's inventory when no verification ran.
 
     Raises:
         RdbInvalid: the stored RDB is corrupt or does not load (the backup is not published).
     """
-    with storage.open_read(job, backup_id, part, published=False) as fh:
-        got = part_inventory(fh)
+    from tasks.backup_crypto import open_plain  # encrypted parts (age): decrypted with ``identities``
+
+    with (
+        storage.open_read(job, backup_id, part, published=False) as fh,
+        open_plain(fh, identities, field="encryption.identity_secret", what=part) as plain,
+    ):
+        got = part_inventory(plain)
     return {k: got[k] for k in ("keys", "expires")}

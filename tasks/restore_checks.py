@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import PermanentError
+from tasks.backup_crypto import open_plain
 from tasks.inventory import compare_inventories, inventory_table
 from tasks.restore_ops import etcd_snapshot_status, spooled_snapshot
 
@@ -206,8 +207,14 @@ def etcd_data_dir_problems(data_dir: Path, want: dict[str, Any]) -> list[str]:
 
 
 @task(name="etcd_backup_inventory", cache_policy=NO_CACHE)
-def etcd_backup_inventory(storage: Any, job: str, backup_id: str, part: str) -> dict[str, Any]:
+def etcd_backup_inventory(
+    storage: Any, job: str, backup_id: str, part: str, identities: list[Any] | None = None
+) -> dict[str, Any]:
     """Key count, revision and hash of the (unpublished) snapshot part, for the manifest when no
-    verification ran."""
-    with storage.open_read(job, backup_id, part, published=False) as fh, spooled_snapshot(fh) as snap:
+    verification ran; ``identities`` decrypt an encrypted part."""
+    with (
+        storage.open_read(job, backup_id, part, published=False) as fh,
+        open_plain(fh, identities, field="encryption.identity_secret", what=part) as plain,
+        spooled_snapshot(plain) as snap,
+    ):
         return etcd_inventory(snap)

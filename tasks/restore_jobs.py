@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import re
 import secrets
 import shutil
 import tempfile
@@ -17,16 +16,19 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.backup_layout import FIXED_PART, MYSQL_USERS_PART, PG_GLOBALS_PART, SUFFIX, pg_part
+from planning.backup_encryption import manifest_encryption
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
+from tasks.backup_crypto import decrypt_into
 from tasks.backup_jobs import Resolved, load_block
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
-from tasks.inventory import is_inventory, mysql_inventory, postgres_inventory
+from tasks.inc_files import chain_action, restore_chain
+from tasks.inventory import mysql_inventory, postgres_inventory
 from tasks.pvc_backup import pvc_restore_actions, restore_pvc
 from tasks.redis_restore import redis_restore_actions, restore_redis
 from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
 from tasks.restore_extras import restore_mysql_users, restore_pg_globals
+from tasks.restore_manifest import check_manifest, extra_part, main_parts
 from tasks.restore_ops import (
     mysql_database_exists,
     mysql_drop_database,
@@ -54,85 +56,6 @@ class Selected:
     storage: str
     backup_id: str
     manifest: dict[str, Any]
-
-
-_MANIFEST_FIX = "restore another backup: this manifest was not written by stateferry (or was altered)"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_PG_DBNAME = re.compile(r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]{0,62}$")
-
-
-def check_manifest(manifest: dict[str, Any]) -> None:
-    """Refuse a manifest whose parts do not follow the backup layout (pure).
-
-    A part's name must be the one the layout gives it (``mysql.sql``, ``files.tar``, ``snapshot.db``,
-    ``<database>.pgdump`` / ``<database>.sql``, plus ``.gz`` or ``.zst`` as the manifest's
-    ``compression`` says), so it can never name a path outside the backup; sizes and digests must be
-    well-formed.
-
-    Raises:
-        InputError: field ``backup``, naming the offending manifest field.
-    """
-
-    def bad(what: str) -> InputError:
-        return InputError("backup", f"manifest {what}", _MANIFEST_FIX)
-
-    engine = manifest.get("engine")
-    parts = manifest.get("parts")
-    compression = manifest.get("compression", "gzip")
-    if engine not in FIXED_PART and engine != "postgres":
-        raise bad(f"field 'engine' is {str(engine)[:40]!r}, not mysql/postgres/files/etcd/redis")
-    if compression not in SUFFIX:
-        raise bad(f"field 'compression' is {str(compression)[:20]!r}, not gzip/zstd")
-    if not isinstance(parts, list) or not parts:
-        raise bad(f"field 'parts' must list the {engine} backup's part(s)")
-    extras = [p for p in parts if isinstance(p, dict) and "extra" in p]
-    main = [p for p in parts if not (isinstance(p, dict) and "extra" in p)]
-    if (engine != "postgres" and len(main) != 1) or not main or len(extras) > 1:
-        raise bad(f"field 'parts' must list the {engine} backup's part(s)")
-    for i, part in enumerate(parts):
-        if not isinstance(part, dict):
-            raise bad(f"parts[{i}] is not an object")
-        name = part.get("name")
-        if "extra" in part:
-            want = {"postgres": PG_GLOBALS_PART, "mysql": MYSQL_USERS_PART}.get(engine, "")
-            if part["extra"] != {"postgres": "globals", "mysql": "users"}.get(engine):
-                raise bad(f"parts[{i}].extra {str(part['extra'])[:20]!r} does not fit a {engine} backup")
-        elif engine == "postgres":
-            database, fmt = part.get("database"), part.get("format")
-            if not isinstance(database, str) or not _PG_DBNAME.match(database):
-                raise bad(f"parts[{i}].database is not a database name")
-            if fmt not in ("custom", "plain"):
-                raise bad(f"parts[{i}].format must be custom or plain")
-            want = pg_part(database, fmt)
-        else:
-            want = FIXED_PART[engine]
-        want += SUFFIX[compression]
-        if name != want:
-            raise bad(f"parts[{i}].name {str(name)[:80]!r} is not the layout's name {want!r}")
-        if not isinstance(part.get("sha256"), str) or not _SHA256.match(part["sha256"]):
-            raise bad(f"parts[{i}].sha256 is not a sha256 hex digest")
-        if not isinstance(part.get("size"), int) or isinstance(part["size"], bool) or part["size"] < 0:
-            raise bad(f"parts[{i}].size is not a byte count")
-        if engine == "mysql" and "extra" not in part:
-            dbs = part.get("databases")
-            if not isinstance(dbs, list) or not dbs or not all(isinstance(d, str) and d for d in dbs):
-                raise bad(f"parts[{i}].databases must list the dumped databases")
-    if manifest.get("inventory") is not None and not is_inventory(manifest["inventory"]):
-        raise bad("field 'inventory' is not an inventory")
-    verification = manifest.get("verification")
-    checks = verification.get("checks") if isinstance(verification, dict) else None
-    if checks is not None and not is_inventory(checks):
-        raise bad("field 'verification.checks' is not an inventory")
-
-
-def main_parts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parts holding databases / files / the snapshot (not globals or users)."""
-    return [p for p in manifest["parts"] if "extra" not in p]
-
-
-def extra_part(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """The globals (PostgreSQL) or users (MySQL) part, when the backup has one."""
-    return next((p for p in manifest["parts"] if "extra" in p), None)
 
 
 def _created(b: StoredBackup) -> dt.datetime:
@@ -191,17 +114,25 @@ def select_backup(r: Resolved, backup: str, storage: str | None) -> Selected:
 
 @contextlib.contextmanager
 def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
-    """Yield part name -> local file whose sha256 matched the manifest.
+    """Yield part name -> local file whose sha256 matched the manifest (decrypted when encrypted).
 
     Local parts are hashed in place; S3 parts are downloaded into the restore's own temporary
     directory (mode 0700) under a name of our own (``part-<n>``), never the manifest's, and a
-    part whose digest does not match is removed at once.
+    part whose digest does not match is removed at once. Encrypted parts are then decrypted whole
+    into ``part-<n>.plain`` there, all before the caller restores anything (nothing changed on error).
 
     Raises:
-        InputError: the manifest does not follow the layout (nothing is read or written).
+        InputError: the manifest does not follow the layout (nothing is read or written); field
+            ``identity_secret``: encrypted and no identity, or one that cannot open the parts.
         ChecksumMismatch: naming the part, the expected and the found digest.
+        DecryptionFailed: an encrypted part matched its digest but does not decrypt.
     """
     check_manifest(sel.manifest)
+    encrypted = manifest_encryption(sel.manifest) is not None
+    identities = r.age_identities or []
+    if encrypted and not identities:
+        fix = "pass identity_secret=<Secret block> or set the job's encryption.identity_secret"
+        raise InputError("identity_secret", f"backup {sel.backup_id} is encrypted (age), no identity", fix)
     storage = r.storages[sel.storage]
     tmp = Path(tempfile.mkdtemp(prefix="stateferry-restore-"))
     try:
@@ -231,6 +162,8 @@ def verified_parts(r: Resolved, sel: Selected) -> Iterator[dict[str, Path]]:
                     f"{part['sha256']} ({part['size']} bytes), stored {h.hexdigest()} ({size} bytes). "
                     "Restore another backup or from another storage."
                 )
+            if encrypted:  # decrypted whole into our temp dir before any restore step reads it
+                path = decrypt_into(path, tmp / f"part-{i}.plain", identities, f"{sel.backup_id}/{name}")
             out[name] = path
         yield out
     finally:
@@ -267,6 +200,8 @@ def plan_restore(
             "give a plain database name",
         )
     actions = [f"verify sha256 of {len(m['parts'])} part(s) of {sel.backup_id} from {sel.storage}"]
+    if manifest_encryption(m):
+        actions.append("decrypt every part (age) into a private temp directory before restoring anything")
     extra = extra_part(m)
     for asked, kind, field, engine_name in (
         (restore_globals, "globals", "restore_globals", "postgres"),
@@ -306,7 +241,7 @@ def plan_restore(
             raise InputError(
                 "target_dir", "is required to restore files or an etcd snapshot", "give a directory"
             )
-        what = "extract the archive" if engine == "files" else "etcdctl snapshot restore into the data dir"
+        what = chain_action(engine, main_parts(m)[0])
         actions.append(f"{what} {target_dir}" + (" (overwrite)" if overwrite else " (must be empty/missing)"))
     return actions
 
@@ -372,6 +307,8 @@ def restore_selected(
         elif engine == "pvc":
             pvc_args = (str(target_pvc), check, overwrite)
             done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, *pvc_args))
+        elif engine == "files" and part.get("chain") is not None:  # inc_files: every link, in order
+            done.update(restore_chain(r, sel, Path(str(target_dir)), verified_parts, Selected))
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
