@@ -115,11 +115,15 @@ def test_sync_then_source_changes_are_reproduced_exactly(
     )
     big = bytes(range(256)) * (12 * MiB // 256)
     put(a, name, "big/multipart.bin", big, part_size=5 * MiB)  # 3-part ETag on the source
+    put(a, name, "big/streamed.bin", big[: 3 * MiB + 7])  # piped GET -> PUT (over stream_min)
     put(a, name, "tmp/skip.tmp", b"excluded")
 
     first = bucket_mirror(object_store_a, object_store_b, bucket=name, exclude=["*.tmp"], auto_approve=True)
     assert first["verified"] is True
-    assert first["copied"] == 6
+    assert first["copied"] == 7
+    # verified from the pass: every write's destination ETag equals the source's, no re-listing
+    assert first["confirmed"] == 7
+    assert "confirmed by the destination's ETag" in first["verification"]
     assert first["failures_last_pass"] == []
     src = snapshot(a, name)
     del src["tmp/skip.tmp"]
