@@ -20,8 +20,6 @@ wait for an approval of exactly the withheld list.
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +30,7 @@ from prefect.utilities.annotations import quote
 
 from blocks.object_store import ObjectStore
 from flows.bucket_mirror_journal import journal_mirror
+from flows.bucket_mirror_sharded import check_sharding, sharded_mirror
 from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
@@ -39,16 +38,13 @@ from planning.mirror import (
     approve_withheld_deletes,
 )
 from planning.mirror_journal import Direction, JournalOptions, Winner
-from stateferry.errors import InputError, PreconditionFailed, StateferryError
+from stateferry.errors import InputError, PreconditionFailed
 from tasks.approvals import request_approval
-from tasks.mirror_watch import ChangeWaiter
+from tasks.mirror_watch import ChangeWaiter, WatchLoop
 from tasks.s3_mirror_pass import (
-    MirrorSession,
-    PassProgress,
     PassResult,
     plan_pass,
     preflight_mirror,
-    run_pass,
     sync_pass,
     verify_mirror,
 )
@@ -159,66 +155,6 @@ def _human_rate(report: TransferReport, seconds: float) -> str:
     return f"{report.objects / secs:.1f} objects/s, {report.bytes / secs / 1e6:.1f} MB/s"
 
 
-class _WatchLoop:
-    """Sync passes in a background thread until stopped (used while the flow waits for the cutover)."""
-
-    def __init__(
-        self, session: MirrorSession, options: MirrorOptions, waiter: ChangeWaiter, first: int, logger: Any
-    ) -> None:
-        self.session = session
-        self.options = options
-        self.waiter = waiter
-        self.number = first
-        self.logger = logger
-        self.stop = threading.Event()
-        self.results: list[PassResult] = []
-        self.errors: list[str] = []
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        context = contextvars.copy_context()  # logs and artifacts stay attached to the flow run
-        self._thread = threading.Thread(
-            target=context.run, args=(self._loop,), daemon=True, name="bucket-mirror-watch"
-        )
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            woke_by_event = self.waiter.wait(self.stop)
-            if self.stop.is_set():
-                return
-            self.number += 1
-            try:
-                result = run_pass(
-                    self.session,
-                    self.options,
-                    number=self.number,
-                    stop=self.stop,
-                    progress=PassProgress(f"Mirror watch pass {self.number}"),
-                )
-            except StateferryError as exc:
-                self.errors.append(f"pass {self.number}: {exc}")
-                self.logger.warning(
-                    "watch pass %d failed, nothing deleted, retrying next interval: %s", self.number, exc
-                )
-                continue
-            self.results.append(result)
-            if result.changes_planned or result.report.failures or result.withheld_deletes:
-                self.logger.info(
-                    "watch pass %d (%s): %s objects changed, %d failed, %d deletes withheld",
-                    self.number,
-                    "event" if woke_by_event else "poll",
-                    result.report.objects,
-                    len(result.report.failures),
-                    result.withheld_deletes,
-                )
-
-    def join(self) -> None:
-        self.stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
 @flow(name="bucket_mirror", log_prints=True)
 def bucket_mirror(
     source: ObjectStore,
@@ -245,6 +181,9 @@ def bucket_mirror(
     direction: str = "one-way",
     conflict: str = "newest",
     journal: bool | None = None,
+    shards: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int = 2,
 ) -> dict[str, Any]:
     """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
 
@@ -278,6 +217,11 @@ def bucket_mirror(
             write beats a delete), ``"source"`` or ``"destination"``.
         journal: Keep a mirror journal on the destination (``.stateferry-mirror/``) and never lose a
             client write; default: on with ``watch`` or two-way, off for one-shot one-way syncs.
+        shards: Split a one-shot one-way pass of one bucket into this many key ranges, each listed,
+            copied and verified by a ``mirror_shard`` task on Dask (default 1: one process).
+        dask_address: Dask scheduler for the shards (``tcp://host:port``, e.g. a Dask cluster on
+            Kubernetes); default: a ``LocalCluster`` of ``dask_workers`` processes.
+        dask_workers: Worker processes of the local Dask cluster.
 
     Returns:
         Summary: passes, objects/bytes copied, overwritten, deleted, failures, verification, mode.
@@ -318,6 +262,7 @@ def bucket_mirror(
             "journal mode (watch / two-way) has no dry run and no age filters",
             "run a one-shot dry_run first, or drop newer_than/older_than",
         )
+    check_sharding(shards, bucket, watch, dry_run, use_journal)
     session = preflight_mirror(
         source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
     )
@@ -341,6 +286,26 @@ def bucket_mirror(
             approval_timeout_seconds=approval_timeout_seconds,
             where=where,
         )
+
+    if shards > 1:
+        sharded = sharded_mirror(
+            source,
+            destination,
+            session,
+            options,
+            shards=shards,
+            dask_address=dask_address,
+            dask_workers=dask_workers,
+            max_passes=max_passes,
+            auto_approve=auto_approve,
+            where=where,
+        )
+        if not sharded["verified"]:
+            raise PreconditionFailed(
+                f"the destination is not identical to the source after the sharded pass "
+                f"({sharded['verification']}); run the flow again (it continues from the observed state)"
+            )
+        return sharded
 
     if dry_run:
         plans = plan_pass(session, options, datetime.now(UTC))
@@ -397,7 +362,7 @@ def bucket_mirror(
         )
         mode = waiter.start()
         logger.info("watch mode: %s", waiter.reason)
-        loop = _WatchLoop(session, options, waiter, number, logger)
+        loop = WatchLoop(session, options, waiter, number, logger)
         loop.start()
         try:
             markdown = (
