@@ -96,11 +96,11 @@ def test_sharded_pass_on_dask_mirrors_the_bucket_and_merges_one_report(
     ],
 )
 def test_sharded_bad_input_fails_before_writing(
-    object_store_a: ObjectStore, object_store_b: ObjectStore, kwargs: dict[str, object], field: str
+    object_store_a: ObjectStore, object_store_b: ObjectStore, kwargs: dict[str, Any], field: str
 ) -> None:
     name = f"shard-{uuid.uuid4().hex[:8]}"
     object_store_a.minio_client().make_bucket(name)
     with pytest.raises(InputError) as info:
-        bucket_mirror(object_store_a, object_store_b, bucket=name, auto_approve=True, **kwargs)  # type: ignore[arg-type]
+        bucket_mirror(object_store_a, object_store_b, bucket=name, auto_approve=True, **kwargs)
     assert info.value.field == field
     assert not object_store_b.minio_client().bucket_exists(name)
