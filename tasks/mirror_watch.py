@@ -143,13 +143,10 @@ class WatchLoop:
             if self.stop.is_set():
                 return
             self.number += 1
+            progress = PassProgress(f"Mirror watch pass {self.number}")
             try:
                 result = run_pass(
-                    self.session,
-                    self.options,
-                    number=self.number,
-                    stop=self.stop,
-                    progress=PassProgress(f"Mirror watch pass {self.number}"),
+                    self.session, self.options, number=self.number, stop=self.stop, progress=progress
                 )
             except StateferryError as exc:
                 self.errors.append(f"pass {self.number}: {exc}")
@@ -157,6 +154,8 @@ class WatchLoop:
                     "watch pass %d failed, nothing deleted, retrying next interval: %s", self.number, exc
                 )
                 continue
+            finally:
+                progress.finish()  # stops its writer thread
             self.results.append(result)
             if result.changes_planned or result.report.failures or result.withheld_deletes:
                 self.logger.info(

@@ -128,7 +128,7 @@ def mirror_client(store: ObjectStore, pool_size: int = 16, *, connect_timeout: f
     ca_certs = _ca_file(ca_bundle.get_secret_value()) if ca_bundle is not None else certifi.where()
     http = urllib3.PoolManager(
         timeout=Timeout(connect=connect_timeout, read=120.0),
-        maxsize=max(pool_size, 1) * 3 + 4,
+        maxsize=max(pool_size, 1) * 3 + 4,  # 2 x small transfers, parts of large ones, listings
         block=False,
         blocksize=256 * 1024,  # streamed bodies are sent in 256 KiB writes, not urllib3's 16 KiB
         cert_reqs="CERT_REQUIRED",

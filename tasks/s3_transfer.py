@@ -165,6 +165,8 @@ class Transferrer:
         large_object: Objects of at least this size are "large": at most ``large_workers`` of them are
             transferred at once (a few fat streams fill the link; more only fight over CPU and disk).
         large_workers: Concurrent transfers of large objects (default: ``min(workers, 4)``).
+        small_factor: Objects up to ``stream_min`` are latency-bound (two round trips, few bytes):
+            up to ``workers * small_factor`` of them run at once; larger ones at most ``workers``.
         attempts: Tries per object for transient errors.
         backoff: First retry delay in seconds (doubles per retry, capped at 8 s).
         progress: Called as ``progress(done, total)`` from the calling thread while running.
@@ -183,6 +185,7 @@ class Transferrer:
         stream_min: int = 1 * MiB,
         large_object: int = 8 * MiB,
         large_workers: int | None = None,
+        small_factor: int = 2,
         attempts: int = 6,
         backoff: float = 0.5,
         progress: Callable[[int, int], None] | None = None,
@@ -197,6 +200,8 @@ class Transferrer:
         self.stream_min = stream_min
         self.large_object = large_object
         self._large = threading.BoundedSemaphore(max(1, large_workers or min(self.workers, 4)))
+        self.threads = min(256, self.workers * max(1, small_factor))
+        self._medium = threading.BoundedSemaphore(self.workers)
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.progress = progress
@@ -258,12 +263,12 @@ class Transferrer:
                     all_done.set()
 
         # Bounded submission: at most `window` objects queued or running, no per-completion polling.
-        window = self.workers * 4
+        window = self.threads * 4
         slots = threading.BoundedSemaphore(window)
         finished = [0]
         all_done = threading.Event()
         submitted = 0
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mirror") as pool:
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mirror") as pool:
             for action in todo:
                 if stop is not None and stop.is_set():
                     break
@@ -338,6 +343,9 @@ class Transferrer:
             return
         etag = action.source.etag if action.source is not None else ""
         large = size >= self.large_object
+        medium = size > self.stream_min or "-" in etag
+        if medium:
+            self._medium.acquire()
         if large:
             self._large.acquire()
         try:
@@ -353,6 +361,8 @@ class Transferrer:
         finally:
             if large:
                 self._large.release()
+            if medium:
+                self._medium.release()
         self._count(report, action, size)
 
     def _confirm(self, report: TransferReport, source_etag: str, written_etag: str, key: str) -> None:
