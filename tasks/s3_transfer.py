@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -114,13 +115,20 @@ class _ByteBudget:
 
 
 class _RawReader:
-    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding)."""
+    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding).
 
-    def __init__(self, response: Any) -> None:
+    With ``digest=True`` it also keeps the MD5 of every byte read (to confirm a streamed copy of a
+    multipart source, whose ETag is not an MD5, against the destination's MD5 ETag).
+    """
+
+    def __init__(self, response: Any, *, digest: bool = False) -> None:
         self._response = response
+        self.md5 = hashlib.md5(usedforsecurity=False) if digest else None
 
     def read(self, n: int = -1) -> bytes:
         data: bytes = self._response.read(None if n is None or n < 0 else n, decode_content=False)
+        if self.md5 is not None:
+            self.md5.update(data)
         return data
 
 
@@ -158,7 +166,9 @@ class Transferrer:
         server_side: Both clients address the same store: use server-side copies.
         workers: Parallel transfers.
         memory_budget: Largest number of body bytes held in memory at once.
-        single_put_max: Objects up to this size are copied with one PUT.
+        single_put_max: Objects up to this size are copied with one PUT, multipart sources too (their
+            destination copy is then single-part: later passes compare it by size and modification
+            time, as rclone and mc do; its bytes are confirmed by the MD5 of the stream).
         part_size: Part size for multipart copies of single-part sources larger than ``single_put_max``.
         stream_min: Objects larger than this are piped from the GET into the PUT instead of being read
             into memory first.
@@ -349,7 +359,7 @@ class Transferrer:
         if large:
             self._large.acquire()
         try:
-            if size <= self.single_put_max and "-" not in etag:
+            if size <= self.single_put_max and ("-" not in etag or self._can_stream(size)):
                 self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size, report)
             else:
                 part = None
@@ -364,6 +374,9 @@ class Transferrer:
             if medium:
                 self._medium.release()
         self._count(report, action, size)
+
+    def _can_stream(self, size: int) -> bool:
+        return size > self.stream_min and isinstance(self.destination, MirrorMinio)
 
     def _confirm(self, report: TransferReport, source_etag: str, written_etag: str, key: str) -> None:
         """Check the ETag the destination computed against the source's; count the outcome."""
@@ -408,7 +421,7 @@ class Transferrer:
         size: int,
         report: TransferReport,
     ) -> None:
-        stream = size > self.stream_min and isinstance(self.destination, MirrorMinio)
+        stream = self._can_stream(size)
         held = self.budget.acquire(min(size, 1 * MiB) if stream else size)
         try:
             response = self._get(src_bucket, src_key)
@@ -418,9 +431,10 @@ class Transferrer:
                 if stream:
                     length = int(response.headers.get("content-length", size))
                     headers = {"Content-Type": content_type, **meta}
-                    written = put_stream(
-                        self.destination, dst_bucket, dst_key, _RawReader(response), length, headers
-                    )
+                    reader = _RawReader(response, digest="-" in source_etag)
+                    written = put_stream(self.destination, dst_bucket, dst_key, reader, length, headers)
+                    if reader.md5 is not None:  # multipart source: confirm by the MD5 of the bytes read
+                        source_etag = reader.md5.hexdigest()
                 else:
                     data = response.read(decode_content=False)
             finally:
