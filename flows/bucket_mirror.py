@@ -3,8 +3,11 @@
 Modes:
 
 * ``dry_run=True``: the plan only (Markdown + table artifacts), nothing written (``mc mirror --fake``).
-* one-shot (default): plan -> act -> verify (re-list and re-plan; repeated up to ``max_passes`` while
-  objects failed), then a summary artifact.
+* one-shot (default): plan -> act -> verify, repeated up to ``max_passes`` while objects failed, then
+  a summary artifact. A pass is verified from what it already knows when every write was confirmed
+  by the destination's ETag (equal to the ETag of the source bytes read), every delete was
+  acknowledged, nothing failed, vanished or was withheld; otherwise (or in watch mode) both sides are
+  listed again and planned afresh.
 * ``watch=True``: one pass, then passes in a background thread (woken by MinIO bucket notifications
   when the store offers them, else every ``watch_interval_seconds``) while the flow run is paused
   for the approval "DNS cutover done" (the operator approves from the Prefect UI); then a final pass
@@ -17,8 +20,6 @@ wait for an approval of exactly the withheld list.
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from prefect.utilities.annotations import quote
 
 from blocks.object_store import ObjectStore
 from flows.bucket_mirror_journal import journal_mirror
+from flows.bucket_mirror_sharded import check_sharding, sharded_mirror
 from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
@@ -36,16 +38,13 @@ from planning.mirror import (
     approve_withheld_deletes,
 )
 from planning.mirror_journal import Direction, JournalOptions, Winner
-from stateferry.errors import InputError, PreconditionFailed, StateferryError
+from stateferry.errors import InputError, PreconditionFailed
 from tasks.approvals import request_approval
-from tasks.mirror_watch import ChangeWaiter
+from tasks.mirror_watch import ChangeWaiter, WatchLoop
 from tasks.s3_mirror_pass import (
-    MirrorSession,
-    PassProgress,
     PassResult,
     plan_pass,
     preflight_mirror,
-    run_pass,
     sync_pass,
     verify_mirror,
 )
@@ -137,69 +136,23 @@ def _verified(plans: dict[str, MirrorPlan]) -> tuple[bool, str]:
     return False, f"{left} changes and {withheld} withheld deletes still planned after the last pass"
 
 
+def _confirmed_by_pass(result: PassResult) -> tuple[bool, str] | None:
+    """Verification from the pass itself, or ``None`` when only a fresh listing can tell."""
+    report = result.report
+    if report.failures or report.unconfirmed or report.vanished or result.withheld_deletes:
+        return None
+    if any(p.counts["inspect"] for p in result.plans.values()):
+        return None
+    skipped = sum(p.counts["skip"] for p in result.plans.values())
+    return True, (
+        f"identical: {report.confirmed} writes confirmed by the destination's ETag of the stored bytes, "
+        f"{report.deleted} deletes acknowledged, {skipped} keys identical in this pass's listing"
+    )
+
+
 def _human_rate(report: TransferReport, seconds: float) -> str:
     secs = max(seconds, 1e-9)
     return f"{report.objects / secs:.1f} objects/s, {report.bytes / secs / 1e6:.1f} MB/s"
-
-
-class _WatchLoop:
-    """Sync passes in a background thread until stopped (used while the flow waits for the cutover)."""
-
-    def __init__(
-        self, session: MirrorSession, options: MirrorOptions, waiter: ChangeWaiter, first: int, logger: Any
-    ) -> None:
-        self.session = session
-        self.options = options
-        self.waiter = waiter
-        self.number = first
-        self.logger = logger
-        self.stop = threading.Event()
-        self.results: list[PassResult] = []
-        self.errors: list[str] = []
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        context = contextvars.copy_context()  # logs and artifacts stay attached to the flow run
-        self._thread = threading.Thread(
-            target=context.run, args=(self._loop,), daemon=True, name="bucket-mirror-watch"
-        )
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            woke_by_event = self.waiter.wait(self.stop)
-            if self.stop.is_set():
-                return
-            self.number += 1
-            try:
-                result = run_pass(
-                    self.session,
-                    self.options,
-                    number=self.number,
-                    stop=self.stop,
-                    progress=PassProgress(f"Mirror watch pass {self.number}"),
-                )
-            except StateferryError as exc:
-                self.errors.append(f"pass {self.number}: {exc}")
-                self.logger.warning(
-                    "watch pass %d failed, nothing deleted, retrying next interval: %s", self.number, exc
-                )
-                continue
-            self.results.append(result)
-            if result.changes_planned or result.report.failures or result.withheld_deletes:
-                self.logger.info(
-                    "watch pass %d (%s): %s objects changed, %d failed, %d deletes withheld",
-                    self.number,
-                    "event" if woke_by_event else "poll",
-                    result.report.objects,
-                    len(result.report.failures),
-                    result.withheld_deletes,
-                )
-
-    def join(self) -> None:
-        self.stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 @flow(name="bucket_mirror", log_prints=True)
@@ -228,6 +181,9 @@ def bucket_mirror(
     direction: str = "one-way",
     conflict: str = "newest",
     journal: bool | None = None,
+    shards: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int = 2,
 ) -> dict[str, Any]:
     """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
 
@@ -261,6 +217,11 @@ def bucket_mirror(
             write beats a delete), ``"source"`` or ``"destination"``.
         journal: Keep a mirror journal on the destination (``.stateferry-mirror/``) and never lose a
             client write; default: on with ``watch`` or two-way, off for one-shot one-way syncs.
+        shards: Split a one-shot one-way pass of one bucket into this many key ranges, each listed,
+            copied and verified by a ``mirror_shard`` task on Dask (default 1: one process).
+        dask_address: Dask scheduler for the shards (``tcp://host:port``, e.g. a Dask cluster on
+            Kubernetes); default: a ``LocalCluster`` of ``dask_workers`` processes.
+        dask_workers: Worker processes of the local Dask cluster.
 
     Returns:
         Summary: passes, objects/bytes copied, overwritten, deleted, failures, verification, mode.
@@ -301,6 +262,7 @@ def bucket_mirror(
             "journal mode (watch / two-way) has no dry run and no age filters",
             "run a one-shot dry_run first, or drop newer_than/older_than",
         )
+    check_sharding(shards, bucket, watch, dry_run, use_journal)
     session = preflight_mirror(
         source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
     )
@@ -324,6 +286,26 @@ def bucket_mirror(
             approval_timeout_seconds=approval_timeout_seconds,
             where=where,
         )
+
+    if shards > 1:
+        sharded = sharded_mirror(
+            source,
+            destination,
+            session,
+            options,
+            shards=shards,
+            dask_address=dask_address,
+            dask_workers=dask_workers,
+            max_passes=max_passes,
+            auto_approve=auto_approve,
+            where=where,
+        )
+        if not sharded["verified"]:
+            raise PreconditionFailed(
+                f"the destination is not identical to the source after the sharded pass "
+                f"({sharded['verification']}); run the flow again (it continues from the observed state)"
+            )
+        return sharded
 
     if dry_run:
         plans = plan_pass(session, options, datetime.now(UTC))
@@ -380,7 +362,7 @@ def bucket_mirror(
         )
         mode = waiter.start()
         logger.info("watch mode: %s", waiter.reason)
-        loop = _WatchLoop(session, options, waiter, number, logger)
+        loop = WatchLoop(session, options, waiter, number, logger)
         loop.start()
         try:
             markdown = (
@@ -414,13 +396,17 @@ def bucket_mirror(
         }
         one_pass()  # final pass after the cutover
 
-    verified, detail = _verified(verify_mirror(_opaque(session), options))
+    def check() -> tuple[bool, str]:
+        by_pass = None if watch else _confirmed_by_pass(passes[-1])
+        return by_pass or _verified(verify_mirror(_opaque(session), options))
+
+    verified, detail = check()
     extra = 0
     while not verified and extra < max_passes - 1:
         extra += 1
         logger.info("not yet identical (%s): running pass %d", detail, number + 1)
         one_pass()
-        verified, detail = _verified(verify_mirror(_opaque(session), options))
+        verified, detail = check()
 
     seconds = time.perf_counter() - started
     failures = [f"{f.action} {f.key}: {f.error}" for p in passes[-1:] for f in p.report.failures]
@@ -434,6 +420,7 @@ def bucket_mirror(
         "vanished": total.vanished,
         "bytes": total.bytes,
         "retries": total.retries,
+        "confirmed": total.confirmed,
         "seconds": round(seconds, 3),
         "rate": _human_rate(total, total.seconds),
         "failures_last_pass": failures,

@@ -9,13 +9,19 @@ simply sleeps ``interval`` seconds. With notifications, ``wait`` returns as soon
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from minio import Minio
 
-__all__ = ["ChangeWaiter"]
+from planning.mirror import MirrorOptions
+from stateferry.errors import StateferryError
+from tasks.s3_mirror_pass import MirrorSession, PassProgress, PassResult, run_pass
+
+__all__ = ["ChangeWaiter", "WatchLoop"]
 
 _EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
 
@@ -106,3 +112,62 @@ class ChangeWaiter:
     def close(self) -> None:
         """Stop listening (daemon threads end with their stream)."""
         self._closed.set()
+
+
+class WatchLoop:
+    """Sync passes in a background thread until stopped (used while the flow waits for the cutover)."""
+
+    def __init__(
+        self, session: MirrorSession, options: MirrorOptions, waiter: ChangeWaiter, first: int, logger: Any
+    ) -> None:
+        self.session = session
+        self.options = options
+        self.waiter = waiter
+        self.number = first
+        self.logger = logger
+        self.stop = threading.Event()
+        self.results: list[PassResult] = []
+        self.errors: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        context = contextvars.copy_context()  # logs and artifacts stay attached to the flow run
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), daemon=True, name="bucket-mirror-watch"
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            woke_by_event = self.waiter.wait(self.stop)
+            if self.stop.is_set():
+                return
+            self.number += 1
+            progress = PassProgress(f"Mirror watch pass {self.number}")
+            try:
+                result = run_pass(
+                    self.session, self.options, number=self.number, stop=self.stop, progress=progress
+                )
+            except StateferryError as exc:
+                self.errors.append(f"pass {self.number}: {exc}")
+                self.logger.warning(
+                    "watch pass %d failed, nothing deleted, retrying next interval: %s", self.number, exc
+                )
+                continue
+            finally:
+                progress.finish()  # stops its writer thread
+            self.results.append(result)
+            if result.changes_planned or result.report.failures or result.withheld_deletes:
+                self.logger.info(
+                    "watch pass %d (%s): %s objects changed, %d failed, %d deletes withheld",
+                    self.number,
+                    "event" if woke_by_event else "poll",
+                    result.report.objects,
+                    len(result.report.failures),
+                    result.withheld_deletes,
+                )
+
+    def join(self) -> None:
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -27,6 +27,7 @@ from planning.mirror import (
     plan_mirror,
 )
 from planning.mirror_journal import JOURNAL_PREFIX
+from planning.mirror_shards import KeyRange
 from stateferry.errors import translate
 
 __all__ = [
@@ -40,7 +41,13 @@ __all__ = [
 
 
 def iter_objects(
-    client: Minio, bucket: str, prefix: str = "", *, side: str = "source"
+    client: Minio,
+    bucket: str,
+    prefix: str = "",
+    *,
+    side: str = "source",
+    within: KeyRange | None = None,
+    trust_order: bool = True,
 ) -> Iterator[ObjectEntry]:
     """Yield the objects under ``prefix`` in key order, keys relative to the prefix.
 
@@ -49,6 +56,10 @@ def iter_objects(
         bucket: Bucket name.
         prefix: Key prefix mirrored (``""`` = whole bucket).
         side: ``"source"`` or ``"destination"`` (for error messages).
+        within: Only keys of this range (relative keys): the listing starts after its lower bound
+            and, when ``trust_order``, stops at the first key beyond its upper bound.
+        trust_order: The store lists in byte order of keys (S3 does); when False the whole prefix is
+            listed and filtered to ``within``.
 
     Yields:
         One :class:`ObjectEntry` per object (directory markers ending in ``/`` with size 0 included).
@@ -57,11 +68,20 @@ def iter_objects(
         StateferryError: The listing failed (translated; names the side and bucket).
     """
     cut = len(prefix)
+    start_after = prefix + within.after if within is not None and within.after and trust_order else None
     try:
-        for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
+        for obj in client.list_objects(
+            bucket, prefix=prefix or None, recursive=True, start_after=start_after
+        ):
             name = obj.object_name or ""
             if obj.is_dir or name.startswith(JOURNAL_PREFIX):  # the mirror's own journal is never mirrored
                 continue
+            if within is not None:
+                rel = name[cut:]
+                if trust_order and within.beyond(rel):
+                    return
+                if rel not in within:
+                    continue
             yield ObjectEntry(
                 key=name[cut:],
                 size=int(obj.size or 0),
@@ -204,6 +224,7 @@ def plan_bucket(
     *,
     destination_exists: bool = True,
     workers: int = 8,
+    within: KeyRange | None = None,
 ) -> MirrorPlan:
     """List both sides, plan, and settle ``inspect`` actions with HEADs (or checksums) and a re-plan.
 
@@ -218,27 +239,42 @@ def plan_bucket(
         now: Current time (for age filters).
         destination_exists: False when the destination bucket is still to be created (empty listing).
         workers: Parallel HEAD requests while inspecting.
+        within: Plan only the keys of this range (a shard of a sharded pass).
 
     Returns:
         The final plan (no ``inspect`` actions left).
     """
     dst_listing: Iterator[ObjectEntry] = (
-        prefetch(iter_objects(destination, destination_bucket, destination_prefix, side="destination"))
+        prefetch(
+            iter_objects(
+                destination, destination_bucket, destination_prefix, side="destination", within=within
+            )
+        )
         if destination_exists
         else iter(())
     )
-    src_listing = prefetch(iter_objects(source, source_bucket, source_prefix, side="source"))
+    src_listing = prefetch(iter_objects(source, source_bucket, source_prefix, side="source", within=within))
     try:
         plan = plan_mirror(src_listing, dst_listing, options, now=now)
     except UnsortedListing:
         # Filer-backed stores (SeaweedFS) list folder by folder: "a/x" before "a-b/y". Real S3 sorts by
         # bytes. Fall back to listing both sides into memory and sorting them.
         src_sorted = sorted(
-            iter_objects(source, source_bucket, source_prefix, side="source"), key=lambda e: e.key
+            iter_objects(
+                source, source_bucket, source_prefix, side="source", within=within, trust_order=False
+            ),
+            key=lambda e: e.key,
         )
         dst_sorted = (
             sorted(
-                iter_objects(destination, destination_bucket, destination_prefix, side="destination"),
+                iter_objects(
+                    destination,
+                    destination_bucket,
+                    destination_prefix,
+                    side="destination",
+                    within=within,
+                    trust_order=False,
+                ),
                 key=lambda e: e.key,
             )
             if destination_exists

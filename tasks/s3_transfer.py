@@ -2,7 +2,13 @@
 
 * Bodies stream from the source GET into the destination PUT. Objects up to ``single_put_max`` are
   written with one PUT (their MD5 ETag stays comparable); larger ones go multipart, with the source's
-  own part size when the source is multipart (so the multipart ETag stays comparable too).
+  own part size when the source is multipart (so the multipart ETag stays comparable too). Small
+  bodies are read whole (and sent with ``Content-MD5``); bodies over ``stream_min`` are piped from
+  the GET into the PUT without being held or hashed by the client.
+* Every write is confirmed by the destination: the ETag it returns for the stored bytes must equal
+  the ETag of the source object that was read (a mismatch is retried like a transient error). Writes
+  that cannot be confirmed that way (ETags of different kinds) are counted as ``unconfirmed``; the
+  flow verifies a pass without re-listing both sides only when none are.
 * Bytes in flight are capped by ``memory_budget`` (a byte semaphore), whatever ``workers`` is.
 * Same endpoint on both sides -> server-side ``CopyObject`` (no bytes through the client).
 * Metadata-only changes (same content, new headers) are applied in place with a destination
@@ -14,6 +20,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +35,7 @@ from minio.deleteobjects import DeleteObject
 
 from planning.mirror import PRESERVED_HEADERS, USER_METADATA_PREFIX, Action, ActionKind
 from stateferry.errors import PermanentError, translate
+from tasks.s3_clients import MirrorMinio, put_stream
 from tasks.s3_listing import first_part_size
 
 __all__ = ["TransferFailure", "TransferReport", "Transferrer"]
@@ -56,6 +65,8 @@ class TransferReport:
     bytes: int = 0
     retries: int = 0
     seconds: float = 0.0
+    confirmed: int = 0
+    unconfirmed: int = 0
     failures: list[TransferFailure] = field(default_factory=list)
 
     @property
@@ -65,7 +76,17 @@ class TransferReport:
 
     def merge(self, other: TransferReport) -> None:
         """Add another report's numbers to this one."""
-        for name in ("copied", "overwritten", "metadata_updated", "deleted", "vanished", "bytes", "retries"):
+        for name in (
+            "copied",
+            "overwritten",
+            "metadata_updated",
+            "deleted",
+            "vanished",
+            "bytes",
+            "retries",
+            "confirmed",
+            "unconfirmed",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds += other.seconds
         self.failures.extend(other.failures)
@@ -94,13 +115,20 @@ class _ByteBudget:
 
 
 class _RawReader:
-    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding)."""
+    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding).
 
-    def __init__(self, response: Any) -> None:
+    With ``digest=True`` it also keeps the MD5 of every byte read (to confirm a streamed copy of a
+    multipart source, whose ETag is not an MD5, against the destination's MD5 ETag).
+    """
+
+    def __init__(self, response: Any, *, digest: bool = False) -> None:
         self._response = response
+        self.md5 = hashlib.md5(usedforsecurity=False) if digest else None
 
     def read(self, n: int = -1) -> bytes:
         data: bytes = self._response.read(None if n is None or n < 0 else n, decode_content=False)
+        if self.md5 is not None:
+            self.md5.update(data)
         return data
 
 
@@ -121,6 +149,14 @@ def _s3_code(exc: BaseException) -> str:
     return str(getattr(exc, "code", "") or "")
 
 
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"').lower()
+
+
+class _Mismatch(Exception):
+    """The destination stored other bytes than the source GET returned (retried)."""
+
+
 class Transferrer:
     """Runs the copy/overwrite/delete actions of a plan between two buckets.
 
@@ -130,8 +166,17 @@ class Transferrer:
         server_side: Both clients address the same store: use server-side copies.
         workers: Parallel transfers.
         memory_budget: Largest number of body bytes held in memory at once.
-        single_put_max: Objects up to this size are copied with one PUT.
+        single_put_max: Objects up to this size are copied with one PUT, multipart sources too (their
+            destination copy is then single-part: later passes compare it by size and modification
+            time, as rclone and mc do; its bytes are confirmed by the MD5 of the stream).
         part_size: Part size for multipart copies of single-part sources larger than ``single_put_max``.
+        stream_min: Objects larger than this are piped from the GET into the PUT instead of being read
+            into memory first.
+        large_object: Objects of at least this size are "large": at most ``large_workers`` of them are
+            transferred at once (a few fat streams fill the link; more only fight over CPU and disk).
+        large_workers: Concurrent transfers of large objects (default: ``min(workers, 4)``).
+        small_factor: Objects up to ``stream_min`` are latency-bound (two round trips, few bytes):
+            up to ``workers * small_factor`` of them run at once; larger ones at most ``workers``.
         attempts: Tries per object for transient errors.
         backoff: First retry delay in seconds (doubles per retry, capped at 8 s).
         progress: Called as ``progress(done, total)`` from the calling thread while running.
@@ -147,6 +192,10 @@ class Transferrer:
         memory_budget: int = 256 * MiB,
         single_put_max: int = 64 * MiB,
         part_size: int = 16 * MiB,
+        stream_min: int = 1 * MiB,
+        large_object: int = 8 * MiB,
+        large_workers: int | None = None,
+        small_factor: int = 2,
         attempts: int = 6,
         backoff: float = 0.5,
         progress: Callable[[int, int], None] | None = None,
@@ -158,6 +207,11 @@ class Transferrer:
         self.budget = _ByteBudget(memory_budget)
         self.single_put_max = single_put_max
         self.part_size = part_size
+        self.stream_min = stream_min
+        self.large_object = large_object
+        self._large = threading.BoundedSemaphore(max(1, large_workers or min(self.workers, 4)))
+        self.threads = min(256, self.workers * max(1, small_factor))
+        self._medium = threading.BoundedSemaphore(self.workers)
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.progress = progress
@@ -219,12 +273,12 @@ class Transferrer:
                     all_done.set()
 
         # Bounded submission: at most `window` objects queued or running, no per-completion polling.
-        window = self.workers * 4
+        window = self.threads * 4
         slots = threading.BoundedSemaphore(window)
         finished = [0]
         all_done = threading.Event()
         submitted = 0
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mirror") as pool:
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mirror") as pool:
             for action in todo:
                 if stop is not None and stop.is_set():
                     break
@@ -283,25 +337,62 @@ class Transferrer:
         dst_key = dst_prefix + action.key
         size = action.size
         if action.metadata_only and size <= _MAX_COPY_OBJECT:
-            self._update_metadata(src_bucket, src_key, dst_bucket, dst_key)
+            self._update_metadata(src_bucket, src_key, dst_bucket, dst_key, action, report)
             self._count(report, action, 0)
             return
         if self.server_side:
             if size <= _MAX_COPY_OBJECT:
-                self.destination.copy_object(dst_bucket, dst_key, CopySource(src_bucket, src_key))
+                written = self.destination.copy_object(dst_bucket, dst_key, CopySource(src_bucket, src_key))
             else:
-                self.destination.compose_object(dst_bucket, dst_key, [ComposeSource(src_bucket, src_key)])
+                written = self.destination.compose_object(
+                    dst_bucket, dst_key, [ComposeSource(src_bucket, src_key)]
+                )
+            listed = action.source.etag if action.source is not None else ""
+            self._confirm(report, listed, _etag(written.etag), dst_key)
             self._count(report, action, size)
             return
         etag = action.source.etag if action.source is not None else ""
-        if size <= self.single_put_max and "-" not in etag:
-            self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size)
-        else:
-            part = None
-            if "-" in etag:
-                part = first_part_size(self.source, src_bucket, src_key)
-            self._copy_multipart(src_bucket, src_key, dst_bucket, dst_key, size, part or self.part_size)
+        large = size >= self.large_object
+        medium = size > self.stream_min or "-" in etag
+        if medium:
+            self._medium.acquire()
+        if large:
+            self._large.acquire()
+        try:
+            if size <= self.single_put_max and ("-" not in etag or self._can_stream(size)):
+                self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size, report)
+            else:
+                part = None
+                if "-" in etag:
+                    part = first_part_size(self.source, src_bucket, src_key)
+                self._copy_multipart(
+                    src_bucket, src_key, dst_bucket, dst_key, size, part or self.part_size, report
+                )
+        finally:
+            if large:
+                self._large.release()
+            if medium:
+                self._medium.release()
         self._count(report, action, size)
+
+    def _can_stream(self, size: int) -> bool:
+        return size > self.stream_min and isinstance(self.destination, MirrorMinio)
+
+    def _confirm(self, report: TransferReport, source_etag: str, written_etag: str, key: str) -> None:
+        """Check the ETag the destination computed against the source's; count the outcome."""
+        if not source_etag or not written_etag:
+            with self._lock:
+                report.unconfirmed += 1
+            return
+        plain = "-" not in source_etag and "-" not in written_etag
+        if source_etag == written_etag:
+            with self._lock:
+                report.confirmed += 1
+            return
+        if plain:  # both plain MD5s of the bytes: the destination stored something else
+            raise _Mismatch(f"destination ETag {written_etag} != source ETag {source_etag} for {key!r}")
+        with self._lock:
+            report.unconfirmed += 1
 
     def _count(self, report: TransferReport, action: Action, size: int) -> None:
         with self._lock:
@@ -321,43 +412,68 @@ class Transferrer:
                 raise _Vanished(key) from exc
             raise
 
-    def _copy_single(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int) -> None:
-        held = self.budget.acquire(size)
+    def _copy_single(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        size: int,
+        report: TransferReport,
+    ) -> None:
+        stream = self._can_stream(size)
+        held = self.budget.acquire(min(size, 1 * MiB) if stream else size)
         try:
             response = self._get(src_bucket, src_key)
             try:
-                data = response.read(decode_content=False)
                 content_type, meta = _preserved(response.headers)
+                source_etag = _etag(response.headers.get("etag"))
+                if stream:
+                    length = int(response.headers.get("content-length", size))
+                    headers = {"Content-Type": content_type, **meta}
+                    reader = _RawReader(response, digest="-" in source_etag)
+                    written = put_stream(self.destination, dst_bucket, dst_key, reader, length, headers)
+                    if reader.md5 is not None:  # multipart source: confirm by the MD5 of the bytes read
+                        source_etag = reader.md5.hexdigest()
+                else:
+                    data = response.read(decode_content=False)
             finally:
                 response.close()
                 response.release_conn()
-            if len(data) != size:
-                # The object changed between listing and GET: copy what is there now.
-                size = len(data)
-            import io
-
-            self.destination.put_object(
-                dst_bucket,
-                dst_key,
-                io.BytesIO(data),
-                len(data),
-                content_type=content_type,
-                metadata=meta,  # type: ignore[arg-type]
-            )
+            if not stream:
+                # len(data) may differ from the listing: the object changed since; copy what is there now.
+                result = self.destination.put_object(
+                    dst_bucket,
+                    dst_key,
+                    io.BytesIO(data),
+                    len(data),
+                    content_type=content_type,
+                    metadata=meta,  # type: ignore[arg-type]
+                )
+                written = _etag(result.etag)
+            self._confirm(report, source_etag, written, dst_key)
         finally:
             self.budget.release(held)
 
     def _copy_multipart(
-        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int, part_size: int
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        size: int,
+        part_size: int,
+        report: TransferReport,
     ) -> None:
         part_size = max(part_size, 5 * MiB)
-        held = self.budget.acquire(part_size)
+        held = self.budget.acquire(part_size * 3)  # minio uploads up to 3 parts in parallel
         try:
             response = self._get(src_bucket, src_key)
             try:
                 content_type, meta = _preserved(response.headers)
+                source_etag = _etag(response.headers.get("etag"))
                 length = int(response.headers.get("content-length", size))
-                self.destination.put_object(
+                result = self.destination.put_object(
                     dst_bucket,
                     dst_key,
                     _RawReader(response),  # type: ignore[arg-type]
@@ -369,10 +485,19 @@ class Transferrer:
             finally:
                 response.close()
                 response.release_conn()
+            self._confirm(report, source_etag, _etag(result.etag), dst_key)
         finally:
             self.budget.release(held)
 
-    def _update_metadata(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+    def _update_metadata(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        action: Action,
+        report: TransferReport,
+    ) -> None:
         try:
             stat = self.source.stat_object(src_bucket, src_key)
         except Exception as exc:
@@ -381,13 +506,14 @@ class Transferrer:
             raise
         content_type, meta = _preserved(stat.metadata or {})
         meta["content-type"] = content_type
-        self.destination.copy_object(
+        written = self.destination.copy_object(
             dst_bucket,
             dst_key,
             CopySource(dst_bucket, dst_key),
             metadata=meta,  # type: ignore[arg-type]
             metadata_directive=REPLACE,
         )
+        self._confirm(report, _etag(stat.etag), _etag(written.etag), dst_key)
 
     def _delete_batch(self, batch: list[Action], bucket: str, prefix: str, report: TransferReport) -> None:
         objects = [DeleteObject(prefix + a.key) for a in batch]
