@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
@@ -21,7 +21,7 @@ from planning.mirror import ActionKind, MirrorOptions, Verdict, approve_withheld
 from planning.mirror_shards import KeyRange, ShardOutcome, StrideSample
 from tasks.s3_clients import mirror_client, same_store
 from tasks.s3_listing import iter_objects, plan_bucket
-from tasks.s3_transfer import TransferReport, Transferrer
+from tasks.s3_transfer import REPORT_COUNTS, TransferReport, Transferrer
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -30,18 +30,6 @@ if TYPE_CHECKING:
     from tasks.s3_mirror_pass import BucketPair
 
 __all__ = ["mirror_shard", "run_shard", "sample_keys"]
-
-_COUNTS = (
-    "copied",
-    "overwritten",
-    "metadata_updated",
-    "deleted",
-    "vanished",
-    "bytes",
-    "retries",
-    "confirmed",
-    "unconfirmed",
-)
 
 
 def sample_keys(client: Minio, bucket: str, prefix: str, size: int = 4096) -> list[str]:
@@ -88,10 +76,11 @@ def run_shard(
     src = mirror_client(source, workers)
     dst = mirror_client(destination, workers)
     server_side = same_store(source, destination) and source.access_key == destination.access_key
-    outcome = ShardOutcome(within.label, counts=dict.fromkeys(_COUNTS, 0))
+    outcome = ShardOutcome(within.label, counts=dict.fromkeys(REPORT_COUNTS, 0))
     verify_plan = None
-    for number in range(1, max_passes + 1):
-        plan = verify_plan or plan_bucket(
+
+    def plan_now() -> Any:
+        return plan_bucket(
             src,
             dst,
             pair.source_bucket,
@@ -103,6 +92,9 @@ def run_shard(
             workers=workers,
             within=within,
         )
+
+    for number in range(1, max_passes + 1):
+        plan = verify_plan or plan_now()
         verify_plan = None
         if plan.verdict is Verdict.NEEDS_APPROVAL and auto_approve:
             plan = approve_withheld_deletes(plan)
@@ -120,7 +112,7 @@ def run_shard(
                 pair.source_prefix,
                 pair.destination_prefix,
             )
-        for name in _COUNTS:
+        for name in REPORT_COUNTS:
             outcome.counts[name] += getattr(report, name)
         outcome.failures = [f"{f.action} {f.key}: {f.error}" for f in report.failures[:50]]
         if plan.withheld_deletes:
@@ -130,18 +122,7 @@ def run_shard(
             outcome.verified = True
             outcome.detail = f"{report.confirmed} writes confirmed by ETag, {report.deleted} deletes"
             break
-        verify_plan = plan_bucket(
-            src,
-            dst,
-            pair.source_bucket,
-            pair.destination_bucket,
-            pair.source_prefix,
-            pair.destination_prefix,
-            options,
-            datetime.now(UTC),
-            workers=workers,
-            within=within,
-        )
+        verify_plan = plan_now()
         left = verify_plan.changes + len(verify_plan.withheld_deletes)
         if left == 0:
             outcome.verified = True

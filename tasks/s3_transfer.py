@@ -53,6 +53,20 @@ class TransferFailure:
     error: str
 
 
+#: The counters of a :class:`TransferReport` (added up by ``merge`` and by sharded passes).
+REPORT_COUNTS = (
+    "copied",
+    "overwritten",
+    "metadata_updated",
+    "deleted",
+    "vanished",
+    "bytes",
+    "retries",
+    "confirmed",
+    "unconfirmed",
+)
+
+
 @dataclass
 class TransferReport:
     """What a pass did."""
@@ -76,17 +90,7 @@ class TransferReport:
 
     def merge(self, other: TransferReport) -> None:
         """Add another report's numbers to this one."""
-        for name in (
-            "copied",
-            "overwritten",
-            "metadata_updated",
-            "deleted",
-            "vanished",
-            "bytes",
-            "retries",
-            "confirmed",
-            "unconfirmed",
-        ):
+        for name in REPORT_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds += other.seconds
         self.failures.extend(other.failures)
