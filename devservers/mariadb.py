@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from devservers.ports import free_port
@@ -57,19 +58,7 @@ class LocalMariaDB:
         fresh = not self.datadir.exists()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
-            subprocess.run(
-                [
-                    _binary("mariadb-install-db", "mysql_install_db"),
-                    "--no-defaults",
-                    f"--datadir={self.datadir}",
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                    "--user=root" if os.geteuid() == 0 else f"--user={os.getlogin()}",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+            self._install_db()
         argv = [
             _binary("mariadbd", "mysqld"),
             "--no-defaults",
@@ -106,6 +95,29 @@ class LocalMariaDB:
                 via_socket=True,
             )
         return self
+
+    def _install_db(self, attempts: int = 3) -> None:
+        """Initialise the data directory; a failed bootstrap (seen once on a loaded CI machine) is retried
+        on a fresh directory, and the last failure says what the bootstrap printed."""
+        argv = [
+            _binary("mariadb-install-db", "mysql_install_db"),
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--user=root" if os.geteuid() == 0 else f"--user={os.getlogin()}",
+        ]
+        for attempt in range(1, attempts + 1):
+            done = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+            if done.returncode == 0:
+                return
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            if attempt == attempts:
+                out = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"mariadb-install-db failed {attempts} times (exit {done.returncode}):\n{out}"
+                )
+            time.sleep(1.0)
 
     def _ping_socket(self) -> bool:
         try:
