@@ -155,7 +155,8 @@ def rewrite_etcd_command(text: str, layout: Layout, initial_cluster_value: str) 
     return _IC_RE.sub(lambda m: f"{m.group(0)} --initial-cluster-state=existing", text, count=1)
 
 
-def _etcd_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
+def etcd_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The etcd container of a pod spec: the first whose image names etcd, else the first one."""
     for container in pod_spec.get("containers") or []:
         if "etcd" in str(container.get("image", "")):
             return container
@@ -165,7 +166,7 @@ def _etcd_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def command_initial_cluster(source_sts: Mapping[str, Any]) -> str | None:
     """The ``--initial-cluster`` value of the source StatefulSet's etcd container, or None."""
-    container = _etcd_container(((source_sts.get("spec") or {}).get("template") or {}).get("spec") or {})
+    container = etcd_container(((source_sts.get("spec") or {}).get("template") or {}).get("spec") or {})
     if container is None:
         return None
     for text in [*(container.get("command") or []), *(container.get("args") or [])]:
@@ -206,7 +207,7 @@ def new_statefulset_manifest(
     src_spec = copy.deepcopy(dict(source_sts.get("spec") or {}))
     template = src_spec.get("template") or {}
     pod_spec = template.get("spec") or {}
-    container = _etcd_container(pod_spec)
+    container = etcd_container(pod_spec)
     if container is None or command_initial_cluster(source_sts) is None:
         raise PreconditionFailed(
             f"StatefulSet {layout.source_sts}: no etcd container with --initial-cluster (in command, args or "

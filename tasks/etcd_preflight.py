@@ -15,7 +15,7 @@ from blocks.kube import KubeCluster
 from planning.etcd import CurrentMember
 from planning.etcd_dns_hosts import foreign_host_names
 from planning.etcd_layout import MIGRATION_LABEL, Layout, derive_name_form, dns_names
-from planning.etcd_manifests import command_initial_cluster
+from planning.etcd_manifests import command_initial_cluster, etcd_container
 from planning.etcd_stretch import check_target_count, check_versions, classify_members
 from stateferry.errors import InputError, PreconditionFailed, StateferryError
 from tasks.etcd_credentials import refine_credentials
@@ -170,11 +170,8 @@ def dns_key(layout: Layout) -> str:
 
 def etcd_image(sts: Mapping[str, Any]) -> str:
     """The etcd container's image of a StatefulSet."""
-    containers = ((sts.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
-    for c in containers:
-        if "etcd" in str(c.get("image", "")):
-            return str(c["image"])
-    return str(containers[0].get("image", "")) if containers else ""
+    container = etcd_container(((sts.get("spec") or {}).get("template") or {}).get("spec") or {})
+    return str((container or {}).get("image", ""))
 
 
 def _api_server(api: Any) -> str:

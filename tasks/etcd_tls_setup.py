@@ -20,6 +20,7 @@ from typing import Any
 from cryptography import x509
 
 from planning.etcd_layout import MANAGED_BY, MIGRATION_LABEL, Layout
+from planning.etcd_manifests import etcd_container
 from planning.etcd_tls import (
     EtcdTlsFlags,
     SecretMount,
@@ -39,7 +40,7 @@ from stateferry.errors import InputError, PreconditionFailed, translate
 from tasks.etcd_certs import issue_member_cert, load_ca
 from tasks.kube_objects import get_object
 
-__all__ = ["SourceTls", "delete_member_secrets", "ensure_member_secrets", "read_source_tls"]
+__all__ = ["SourceTls", "ensure_member_secrets", "read_source_tls"]
 
 
 @dataclass
@@ -61,13 +62,6 @@ class SourceTls:
     dns_sans: list[str]
     server_name: str
     renames: dict[str, str] = field(default_factory=dict)
-
-
-def _container(sts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    pod_spec = ((sts.get("spec") or {}).get("template") or {}).get("spec") or {}
-    containers = pod_spec.get("containers") or []
-    etcd = [c for c in containers if "etcd" in str(c.get("image", ""))] or containers[:1]
-    return pod_spec, (etcd[0] if etcd else {})
 
 
 def _secret_data(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
@@ -106,7 +100,8 @@ def read_source_tls(
         PreconditionFailed: TLS files outside Secret volumes, per-member file names, auto-TLS, or a
             peer SAN check the LoadBalancers would fail.
     """
-    pod_spec, container = _container(sts)
+    pod_spec = ((sts.get("spec") or {}).get("template") or {}).get("spec") or {}
+    container = etcd_container(pod_spec) or {}
     flags = parse_tls_flags(etcd_command_text(container))
     if not (flags.peer_tls or flags.client_tls):
         if tls_ca_secret or tls_issuer:
@@ -268,17 +263,3 @@ def ensure_member_secrets(
         except Exception as exc:
             raise translate(exc, context=f"writing Secret {layout.target_namespace}/{name}") from None
     return out
-
-
-def delete_member_secrets(tgt: Any, layout: Layout, tls: SourceTls) -> list[str]:
-    """Delete the new members' TLS Secrets this migration wrote (a rollback); return their names."""
-    from tasks.kube_objects import delete_object
-
-    gone = []
-    for name in tls.renames.values():
-        current = get_object(tgt, "secret", layout.target_namespace, name)
-        labels = ((current or {}).get("metadata") or {}).get("labels") or {}
-        if current is not None and labels.get(MIGRATION_LABEL) == layout.migration_id:
-            delete_object(tgt, "secret", layout.target_namespace, name)
-            gone.append(name)
-    return gone

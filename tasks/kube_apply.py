@@ -103,11 +103,8 @@ class _TypeIndex:
         """The kind's resource type; re-discovers for up to ``wait`` seconds (a CRD just created)."""
 
         def found() -> ResourceType | None:
-            t = self.by_gvk.get((api_version, kind))
-            if t is None:
-                self.refresh()
-                t = self.by_gvk.get((api_version, kind))
-            return t
+            self.refresh()
+            return self.by_gvk.get((api_version, kind))
 
         t = self.by_gvk.get((api_version, kind))
         if t is not None or wait <= 0:

@@ -133,16 +133,7 @@ def run_shard(
     return outcome
 
 
-@task(name="mirror_shard", cache_policy=NO_CACHE, task_run_name="mirror_shard {within.label}")
-def mirror_shard(
-    source: ObjectStore,
-    destination: ObjectStore,
-    pair: BucketPair,
-    within: KeyRange,
-    options: MirrorOptions,
-    workers: int = 16,
-    max_passes: int = 3,
-    auto_approve: bool = False,
-) -> ShardOutcome:
-    """Prefect task: mirror and verify one key range (see :func:`run_shard`); idempotent, resumable."""
-    return run_shard(source, destination, pair, within, options, workers, max_passes, auto_approve)
+#: Prefect task: mirror and verify one key range (:func:`run_shard`); idempotent, resumable.
+mirror_shard = task(name="mirror_shard", cache_policy=NO_CACHE, task_run_name="mirror_shard {within.label}")(
+    run_shard
+)

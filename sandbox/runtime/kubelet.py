@@ -490,11 +490,12 @@ class Kubelet:
                 "imageID": "",
                 "ready": False,
                 "started": False,
-                "restartCount": int((before.get(c.get("name")) or {}).get("restartCount") or 0),
+                "restartCount": int(was.get("restartCount") or 0),
                 "state": {"waiting": {"reason": reason, "message": message}},
-                "lastState": (before.get(c.get("name")) or {}).get("lastState") or {},
+                "lastState": was.get("lastState") or {},
             }
             for c in (pod.get("spec") or {}).get("containers") or []
+            for was in [before.get(c.get("name")) or {}]
         ]
         status = {
             "phase": "Running" if pod_phase(pod) == "Running" else "Pending",

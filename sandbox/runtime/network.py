@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +23,24 @@ from sandbox.runtime.objects import (
     terminating,
     uid_of,
 )
-from sandbox.runtime.proxy import ProxyManager
+from sandbox.runtime.proxy import Backend, ProxyManager
 from sandbox.runtime.world import World
 
 log = logging.getLogger(__name__)
 
 SLICE_MANAGER = "endpointslice-controller.k8s.io"
 TRIGGER_ANN = "endpoints.kubernetes.io/last-change-trigger-time"
+
+
+Listeners = dict[Backend, list[Backend]]  # listen address -> backends, as the proxies take them
+
+
+def _best_effort(svc: Obj, what: str, write: Callable[[], object]) -> None:
+    """Run a control-plane write of ``svc``; a failure is logged (the next pass retries it)."""
+    try:
+        write()
+    except Exception as exc:
+        log.warning("service %s/%s: %s: %s", ns_of(svc), name_of(svc), what, exc)
 
 
 @dataclass
@@ -111,9 +123,7 @@ class ServiceNetwork:
         # What each Service last published to the data plane. A pass that fails for one Service
         # (an API timeout while writing its Endpoints, say) keeps that Service's proxies and DNS
         # record as they were, like kube-proxy and CoreDNS keep serving their last known state.
-        self._last: dict[
-            tuple[str, str], tuple[ServiceRecord | None, dict[tuple[str, int], list[tuple[str, int]]]]
-        ] = {}
+        self._last: dict[tuple[str, str], tuple[ServiceRecord | None, Listeners]] = {}
 
     def sync(self, world: World) -> None:
         """Reconcile every Service of the snapshot."""
@@ -125,10 +135,10 @@ class ServiceNetwork:
                 slices.setdefault((ns_of(s), svc_name), []).append(s)
         services = world.by_name("services")
         records: list[ServiceRecord] = []
-        listeners: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        listeners: Listeners = {}
         for svc in world["services"]:
             key = (ns_of(svc), name_of(svc))
-            mine: dict[tuple[str, int], list[tuple[str, int]]] = {}
+            mine: Listeners = {}
             try:
                 record = self._sync_service(svc, world, endpoints, slices, mine)
                 self._last[key] = (record, mine)
@@ -178,14 +188,13 @@ class ServiceNetwork:
         has_selector = bool(spec.get("selector"))
         pub = _published(svc, world["pods"]) if has_selector else Published()
         if has_selector:
-            for what, write in (
-                ("Endpoints", lambda: self._write_endpoints(svc, pub, endpoints.get(key))),
-                ("EndpointSlice", lambda: self._write_slice(svc, pub, slices.get(key, []))),
-            ):
-                try:
-                    write()
-                except Exception as exc:  # the next pass writes it; the data plane below does not wait
-                    log.warning("service %s/%s: writing its %s: %s", key[0], key[1], what, exc)
+            # control-plane writes: a failure is retried next pass; the data plane below does not wait
+            _best_effort(
+                svc, "writing its Endpoints", lambda: self._write_endpoints(svc, pub, endpoints.get(key))
+            )
+            _best_effort(
+                svc, "writing its EndpointSlice", lambda: self._write_slice(svc, pub, slices.get(key, []))
+            )
         cluster_ip = spec.get("clusterIP")
         headless = cluster_ip in (None, "", "None")
         # backends per service port (ready pods only)
@@ -230,7 +239,8 @@ class ServiceNetwork:
         if current and current in self.lb_pool and self.lb_pool.reserve(owner, current):
             return str(current)
         ip = self.lb_pool.allocate(owner)
-        try:  # the address is held from here on; a failed status write is retried next pass
+
+        def publish() -> None:
             emit(
                 self.kube,
                 svc,
@@ -256,8 +266,9 @@ class ServiceNetwork:
                 kind="Service",
                 api_version="v1",
             )
-        except Exception as exc:
-            log.warning("service %s/%s: publishing the LB address: %s", ns_of(svc), name_of(svc), exc)
+
+        # the address is held from here on; a failed status write is retried next pass
+        _best_effort(svc, "publishing the LB address", publish)
         return ip
 
     def _write_endpoints(self, svc: Obj, pub: Published, current: Obj | None) -> None:
