@@ -27,8 +27,10 @@ import fnmatch
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
+
+from planning.mirror_inputs import parse_duration
 
 __all__ = [
     "Action",
@@ -41,16 +43,11 @@ __all__ = [
     "approve_withheld_deletes",
     "etags_comparable",
     "normalize_metadata",
-    "normalize_prefix",
-    "parse_duration",
     "plan_mirror",
-    "render_plan_markdown",
 ]
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|m|s)")
-_DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 #: Headers that belong to an object's metadata and are preserved by the mirror.
 PRESERVED_HEADERS = (
@@ -207,75 +204,6 @@ class MirrorPlan:
             "verdict": self.verdict.value,
             "withheld_deletes": len(self.withheld_deletes),
         }
-
-
-def parse_duration(text: str, *, field_name: str = "duration") -> timedelta:
-    """Parse an ``mc``-style duration such as ``"7d"``, ``"1h30m"``, ``"90s"`` or ``"2w"``.
-
-    Args:
-        text: The duration text.
-        field_name: Name used in the error message.
-
-    Returns:
-        The duration.
-
-    Raises:
-        ValueError: When the text is not a positive sequence of ``<number><w|d|h|m|s>``.
-    """
-    cleaned = text.strip().lower().replace(" ", "")
-    pos = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(cleaned):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not cleaned or pos != len(cleaned):
-        raise ValueError(
-            f"{field_name}={text!r} is not a duration; use numbers with units w/d/h/m/s, e.g. '7d' or '1h30m'"
-        )
-    return timedelta(seconds=total)
-
-
-def normalize_prefix(prefix: str, *, field_name: str = "prefix") -> str:
-    """Return the S3 listing prefix for a user-given mirror prefix (folder semantics).
-
-    A prefix names a folder: ``"logs"`` and ``"logs/"`` both mean the keys under ``logs/`` (never
-    ``logs-2024/...``, which a plain string prefix would match and ``remove`` would delete). Only a
-    trailing ``*`` asks for a plain string prefix: ``"logs*"`` matches ``logs/...`` and
-    ``logs-2024/...``. ``""`` is the whole bucket.
-
-    Args:
-        prefix: The prefix as the user wrote it.
-        field_name: Parameter name used in the error message.
-
-    Returns:
-        The prefix to list with and to strip from keys (``""``, ``"a/b/"`` or, with ``*``, ``"a/b"``).
-
-    Raises:
-        ValueError: The prefix holds control characters, a ``*`` that is not the last character,
-            or is only ``/`` characters.
-    """
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in prefix):
-        raise ValueError(f"{field_name}={prefix!r} holds control characters; remove them")
-    if prefix.endswith("*"):
-        literal = prefix[:-1]
-        if "*" in literal:
-            raise ValueError(
-                f"{field_name}={prefix!r}: only a trailing '*' is allowed (string-prefix match); "
-                "use exclude= patterns for anything else"
-            )
-        return literal
-    if "*" in prefix:
-        raise ValueError(
-            f"{field_name}={prefix!r}: only a trailing '*' is allowed (string-prefix match); "
-            "use exclude= patterns for anything else"
-        )
-    if not prefix:
-        return ""
-    if not prefix.strip("/"):
-        raise ValueError(f"{field_name}={prefix!r} is not a folder; use '' for the whole bucket")
-    return prefix if prefix.endswith("/") else prefix + "/"
 
 
 def normalize_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -526,49 +454,3 @@ def approve_withheld_deletes(plan: MirrorPlan) -> MirrorPlan:
     approved.counts["delete"] += len(plan.withheld_deletes)
     approved.bytes["delete"] += sum(a.size for a in plan.withheld_deletes)
     return approved
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def render_plan_markdown(plan: MirrorPlan, *, title: str, max_rows: int = 50) -> str:
-    """Render a plan as Markdown: counts and bytes per kind, notes, and the first actions.
-
-    Args:
-        plan: The plan.
-        title: Heading (e.g. ``"Mirror plan: a/bucket -> b/bucket"``).
-        max_rows: Largest number of action rows listed.
-
-    Returns:
-        Markdown text.
-    """
-    lines = [f"## {title}", "", f"Verdict: **{plan.verdict.value}**", ""]
-    lines += ["| action | objects | bytes |", "|---|---:|---:|"]
-    for kind in ("copy", "overwrite", "delete", "skip", "inspect"):
-        lines.append(f"| {kind} | {plan.counts[kind]} | {_human(plan.bytes[kind])} |")
-    if plan.withheld_deletes:
-        size = sum(a.size for a in plan.withheld_deletes)
-        lines.append(f"| delete (withheld) | {len(plan.withheld_deletes)} | {_human(size)} |")
-    lines.append("")
-    for note in plan.notes:
-        lines.append(f"- {note}")
-    if plan.skip_reasons:
-        lines.append("")
-        lines.append("Skipped: " + ", ".join(f"{r}: {n}" for r, n in sorted(plan.skip_reasons.items())))
-    labelled = [(a.kind.value, a) for a in plan.actions]
-    labelled += [("delete (withheld)", a) for a in plan.withheld_deletes]
-    shown = labelled[:max_rows]
-    if shown:
-        lines += ["", "| action | key | size | reason |", "|---|---|---:|---|"]
-        for kind, a in shown:
-            lines.append(f"| {kind} | `{a.key}` | {a.size} | {a.reason} |")
-        rest = len(plan.actions) + len(plan.withheld_deletes) - len(shown)
-        if rest > 0:
-            lines.append(f"\n... and {rest} more")
-    return "\n".join(lines) + "\n"

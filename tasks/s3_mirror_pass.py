@@ -22,9 +22,9 @@ from planning.mirror import (
     MirrorOptions,
     MirrorPlan,
     Verdict,
-    normalize_prefix,
-    render_plan_markdown,
 )
+from planning.mirror_inputs import normalize_prefix
+from planning.mirror_report import render_plan_markdown
 from stateferry.errors import InputError, StateferryError, TransientError, translate
 from tasks.s3_clients import mirror_client, same_store
 from tasks.s3_listing import list_bucket_names, plan_bucket
@@ -170,7 +170,7 @@ def open_session(
         bucket: Source bucket; ``None`` mirrors every bucket of the source store.
         destination_bucket: Destination bucket (default: same name as ``bucket``).
         prefix: Source key prefix: a folder (``"logs"`` = ``"logs/"``), or a string prefix when
-            it ends with ``*`` (see :func:`planning.mirror.normalize_prefix`).
+            it ends with ``*`` (see :func:`planning.mirror_inputs.normalize_prefix`).
         destination_prefix: Destination key prefix, same rule (default: ``prefix``).
         workers: Parallel transfers (also the connection pool size).
 

@@ -15,11 +15,10 @@ from planning.mirror import (
     approve_withheld_deletes,
     etags_comparable,
     normalize_metadata,
-    normalize_prefix,
-    parse_duration,
     plan_mirror,
-    render_plan_markdown,
 )
+from planning.mirror_inputs import normalize_prefix, parse_duration
+from planning.mirror_report import render_plan_markdown
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 T0 = NOW - timedelta(days=2)  # "old" time
