@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.runtime import mountpoints
 from sandbox.runtime.probes import Probe, run_probe
 from sandbox.runtime.timescale import scaled
 
@@ -326,6 +327,12 @@ class PodRuntime:
                 f"mount --bind {q(str(tree))} {STASH_DIR}/hidden-{n}",
             ]
         for m in mount_order(p.mounts):
+            # another pod may have removed a shared mount point since _ensure_mountpoints: recreate it
+            if Path(m.source).is_dir():
+                lines.append(f"[ -e {q(m.target)} ] || mkdir -p {q(m.target)}")
+            else:
+                parent = q(str(Path(m.target).parent))
+                lines.append(f"[ -e {q(m.target)} ] || {{ mkdir -p {parent}; : > {q(m.target)}; }}")
             lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {q(m.target)}")
@@ -336,26 +343,8 @@ class PodRuntime:
         return "\n".join(lines) + "\n"
 
     def _ensure_mountpoints(self) -> None:
-        for target in [m.target for m in self.plan.mounts]:
-            path = Path(target)
-            src_is_dir = True
-            for m in self.plan.mounts:
-                if m.target == target:
-                    src_is_dir = Path(m.source).is_dir()
-            if path.exists():
-                continue
-            missing: list[Path] = []
-            cur = path
-            while not cur.exists():
-                missing.append(cur)
-                cur = cur.parent
-            for d in reversed(missing[1:]):
-                d.mkdir()
-            if src_is_dir:
-                path.mkdir()
-            else:
-                path.touch()
-            self._created_dirs.extend(missing)  # deepest first
+        for m in self.plan.mounts:
+            self._created_dirs.extend(mountpoints.ensure(Path(m.target), directory=Path(m.source).is_dir()))
 
     def _start_holder(self) -> None:
         p = self.plan
@@ -776,15 +765,8 @@ class PodRuntime:
             self._thread.join(timeout=5)
 
     def remove_mountpoints(self, still_used: set[str]) -> None:
-        """Remove the empty mount-point directories this pod created on the host (unless in use)."""
-        for path in self._created_dirs:
-            if str(path) in still_used:
-                continue
-            with contextlib.suppress(OSError):
-                if path.is_dir():
-                    path.rmdir()
-                else:
-                    path.unlink()
+        """Remove the mount points this pod created on the host that no pod on the machine still uses."""
+        mountpoints.remove_unused(self._created_dirs, still_used)
 
 
 def etcdctl_env(argv: Sequence[str], pod_ip: str) -> dict[str, str]:
