@@ -196,6 +196,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     inc = plan_incremental(r, healthy, started) if cfg.incremental else None
     if inc is not None:
         logger.info("inc_files: %s", inc.next.reason)
+    dump_started = time.time()
     parts, dump_failed = dump_to_storages(r, backup_id, facts, healthy, inc)
     failed = {**storage_failed, **dump_failed}
     holding = [label for label in healthy if label not in dump_failed]
@@ -204,7 +205,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     if do_verify:
         reader = next((lbl for lbl in holding if isinstance(r.storages[lbl], LocalStorage)), holding[0])
         try:
-            verification = verify_backup(r, backup_id, parts, reader, before)
+            verification = verify_backup(r, backup_id, parts, reader, before, dump_started)
         except BaseException:
             for label in holding:
                 try:

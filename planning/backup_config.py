@@ -445,7 +445,7 @@ def parse_job(data: Any) -> BackupJob:
             "add a storage: s3",
         )
     every = job.source.full_every if isinstance(job.source, FilesSourceConfig) else None
-    check_incremental(job.type.lower() == "inc_files", job.incremental, every is not None, job.verify)
+    check_incremental(job.type.lower() == "inc_files", job.incremental, every is not None)
     labels = job.storage_labels
     if len(set(labels)) != len(labels):
         raise InputError(

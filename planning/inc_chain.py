@@ -55,22 +55,16 @@ def parse_full_every(value: object, field: str = "sources[0].full_every") -> Ful
     return FullEvery(m.group(1)) if m.group(1) else FullEvery("days", int(m.group(2)))
 
 
-def check_incremental(inc_type: bool, worker_files: bool, full_every: bool, verify: bool) -> None:
+def check_incremental(inc_type: bool, worker_files: bool, full_every: bool) -> None:
     """A job's ``inc_files`` settings fit together (``worker_files``: the source is files on the worker).
 
     Raises:
-        InputError: naming ``type``, ``sources[0].full_every`` or ``verify``.
+        InputError: naming ``type`` or ``sources[0].full_every``.
     """
     if inc_type and not worker_files:
         raise InputError("type", "inc_files of a PVC is not built", "use type: files with a pvc source")
     if full_every and not inc_type:
         raise InputError("sources[0].full_every", "applies to type: inc_files only", "remove full_every")
-    if inc_type and verify:
-        raise InputError(
-            "verify",
-            "is not available for inc_files yet (a restore checks every link's sha256 and tar's status)",
-            "remove verify, or use type: files for verified full archives",
-        )
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,12 @@ def _compare(
 
 @task(name="verify_backup", cache_policy=NO_CACHE)
 def verify_backup(
-    r: Resolved, backup_id: str, parts: list[PartResult], reader_label: str, before: dict[str, Any]
+    r: Resolved,
+    backup_id: str,
+    parts: list[PartResult],
+    reader_label: str,
+    before: dict[str, Any],
+    dump_started: float | None = None,
 ) -> dict[str, Any]:
     """Restore the unpublished backup into a scratch database / directory and check it.
 
@@ -65,6 +70,7 @@ def verify_backup(
         parts: what was written.
         reader_label: the storage to read the (still unpublished) backup from.
         before: source inventories taken before the dump (databases only).
+        dump_started: when the dump started (epoch seconds; ``inc_files``: later source changes are drift).
 
     Returns:
         The verification record for the manifest.
@@ -134,6 +140,15 @@ def verify_backup(
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
             finally:
                 postgres_drop_database(r.source_block, scratch)
+    elif job.incremental:  # the whole chain restored into scratch, compared with the source now
+        from tasks.inc_verify import verify_inc_chain
+
+        checks, found, drift = verify_inc_chain(
+            r, backup_id, parts, reader_label, open_part, dump_started or 0.0
+        )
+        record["checks"]["files"] = checks
+        record["drift"] += drift
+        problems += found
     elif job.engine == "files":
         (part,) = parts
         scratch_dir = Path(tempfile.mkdtemp(prefix="stateferry-verify-"))

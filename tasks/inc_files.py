@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from planning.backup_layout import FILES_SNAPSHOT_PART
+from planning.backup_layout import FILES_SNAPSHOT_PART, is_backup_id
 from planning.inc_chain import Link, NextBackup, chain_to, link_of, next_backup, parse_full_every
 from planning.tar_snapshot import MAX_SNAPSHOT_BYTES, check_snapshot
 from stateferry.errors import InputError, PreconditionFailed
@@ -72,9 +72,11 @@ def _created(b: Any) -> dt.datetime:
 
 
 def links_of(stored: list[Any]) -> tuple[list[Link], dict[str, dict[str, Any]]]:
-    """Chain links (and manifests by id) of a storage's listing."""
+    """Chain links (and manifests by id) of a storage's listing (unpublished or foreign names left out)."""
     links, manifests = [], {}
     for b in stored:
+        if not is_backup_id(b.backup_id):
+            continue
         part = main_part(b.manifest) if b.manifest else None
         links.append(link_of(b.backup_id, _created(b), b.good, (part or {}).get("chain")))
         if b.manifest:

@@ -168,8 +168,50 @@ def test_inc_files_config() -> None:
             {**base, "type": "inc_files", "sources": [{"target": ["/srv"], "full_every": "year"}]},
             "sources[0].full_every",
         ),
-        ({**base, "type": "inc_files", "verify": True}, "verify"),
     ):
         with pytest.raises(InputError) as err:
             parse_job(data)
         assert err.value.field == field
+
+
+def test_inc_files_verify_restores_the_whole_chain_and_reports_a_corrupt_link(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.backup import scheduled_backup
+
+    src = tmp_path / "src" / "www"
+    (src / "d").mkdir(parents=True)
+    (src / "a.txt").write_text("v1\n")
+    (src / "gone.txt").write_text("deleted before the second backup\n")
+    (src / "d" / "link").symlink_to("../a.txt")
+    name = f"incv-{secrets.token_hex(3)}"
+    backups = tmp_path / "b"
+    job: dict[str, Any] = {
+        "job": name,
+        "type": "inc_files",
+        "verify": True,
+        "sources": [{"target": [str(src)], "excludes": ["*.tmp"]}],
+        "storages": [{"storage": "local", "backup_dir": str(backups)}],
+    }
+    first = scheduled_backup(job, now=_t(5, 1))
+    assert first["verification"]["result"] == "ok"
+    assert first["verification"]["checks"]["files"]["chain"] == [first["backup_id"]]
+    (src / "a.txt").write_text("v2\n")
+    (src / "gone.txt").unlink()
+    (src / "skip.tmp").write_text("excluded: not expected back")
+    second = scheduled_backup(job, now=_t(5, 2))
+    files = second["verification"]["checks"]["files"]
+    assert files["chain"] == [first["backup_id"], second["backup_id"]]
+    assert files["entries"] == 4  # www, www/a.txt, www/d, www/d/link: the deletion applied, *.tmp left out
+    assert second["verification"]["drift"] == []
+
+    # the full on storage is damaged: the next incremental's verification names it and keeps nothing
+    archive = backups / name / first["backup_id"] / "files.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    (src / "a.txt").write_text("v3\n")
+    with pytest.raises(Exception) as err:
+        scheduled_backup(job, now=_t(5, 3))
+    assert "verification failed" in str(err.value) and first["backup_id"] in str(err.value)
+    assert sorted(local_manifests(backups, name)) == sorted([first["backup_id"], second["backup_id"]])
