@@ -10,8 +10,8 @@ simply sleeps ``interval`` seconds. With notifications, ``wait`` returns as soon
 from __future__ import annotations
 
 import contextvars
+import math
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +53,7 @@ class ChangeWaiter:
         self.detect_timeout = detect_timeout
         self._changed = threading.Event()
         self._closed = threading.Event()
+        self._all_failed = threading.Event()
         self._failed: dict[str, str] = {}
         self._opened: set[str] = set()
         self._lock = threading.Lock()
@@ -65,12 +66,8 @@ class ChangeWaiter:
             threading.Thread(
                 target=self._listen, args=(bucket,), daemon=True, name=f"notify-{bucket}"
             ).start()
-        deadline = time.monotonic() + self.detect_timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self._failed) >= len(self.buckets):
-                    break
-            time.sleep(0.05)
+        if self.buckets:  # every listener failed, or none within the detection time (= supported)
+            self._all_failed.wait(self.detect_timeout)
         with self._lock:
             # MinIO keeps the stream open and sends nothing until an event: no error = supported.
             if self.buckets and not self._failed:
@@ -97,17 +94,19 @@ class ChangeWaiter:
             code = getattr(exc, "code", None) or type(exc).__name__
             with self._lock:
                 self._failed[bucket] = str(code)
+                if len(self._failed) >= len(self.buckets):
+                    self._all_failed.set()
 
     def wait(self, stop: threading.Event | None = None) -> bool:
         """Wait up to ``interval`` seconds for a change (or ``stop``); return True if an event came."""
-        deadline = time.monotonic() + self.interval
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (stop is not None and stop.is_set()):
+        slices = max(1, math.ceil(self.interval / 0.2))  # ``stop`` is looked at every 0.2 s at most
+        for _ in range(slices):
+            if stop is not None and stop.is_set():
                 return False
-            if self._changed.wait(min(remaining, 0.2)):
+            if self._changed.wait(self.interval / slices):
                 self._changed.clear()
                 return True
+        return False
 
     def close(self) -> None:
         """Stop listening (daemon threads end with their stream)."""

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import StateferryError
+from stateferry.waiting import wait_until
 from tasks.dumpers import CHUNK, DumpFailed, Sink, find_tool, tool_version
 
 if TYPE_CHECKING:
@@ -255,22 +255,27 @@ def scratch_redis(rdb: Path, databases: int = 16, timeout: float | None = None) 
 def _wait_loaded(proc: subprocess.Popen[bytes], sock: Path, password: str, log: Path, limit: float) -> None:
     import redis
 
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    def loaded() -> bool:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").splitlines()[-6:] if log.exists() else []
             raise RdbInvalid("redis-server could not load the RDB: " + " | ".join(tail)[-600:])
-        if sock.exists():
-            client = redis.Redis(unix_socket_path=str(sock), password=password, socket_timeout=5)
-            try:
-                if str(client.info("persistence").get("loading", 1)) == "0":
-                    return
-            except (redis.BusyLoadingError, redis.ConnectionError):
-                pass
-            finally:
-                client.close()
-        time.sleep(0.05)
-    raise RdbInvalid(f"redis-server did not finish loading the RDB within {limit:.0f} s")
+        if not sock.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(sock), password=password, socket_timeout=5)
+        try:
+            return str(client.info("persistence").get("loading", 1)) == "0"
+        except (redis.BusyLoadingError, redis.ConnectionError):
+            return False
+        finally:
+            client.close()
+
+    wait_until(
+        loaded,
+        timeout=limit,
+        interval=0.05,
+        describe=lambda: f"redis-server did not finish loading the RDB within {limit:.0f} s",
+        error=RdbInvalid,
+    )
 
 
 def rdb_inventory(chunks: Iterator[bytes]) -> dict[str, Any]:
