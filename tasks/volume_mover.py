@@ -32,6 +32,7 @@ from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from planning.mover_pod import MOUNT, MoverSecurity, mover_job_body, mover_secret_name, pod_placement
 from stateferry.errors import Conflict, PermanentError, StateferryError, TransientError
+from stateferry.waiting import wait_until
 from tasks.archive_store import ensure_bucket, get_json
 from tasks.kube_export import KubeRest
 
@@ -133,15 +134,20 @@ def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -
     name = body["metadata"]["name"]
     path = f"/apis/batch/v1/namespaces/{ns}/jobs"
     _delete(rest, f"{path}/{name}")
-    job: dict[str, Any] = {}
-    for _ in range(100):  # a previous run's Job of the same name may still be terminating
+
+    def created() -> dict[str, Any] | None:
         try:
-            job = rest.request("POST", path, body=body)
-            break
-        except Conflict:
-            time.sleep(0.2)
-    if not job:
-        raise TransientError(f"data-mover Job {ns}/{name} still exists from an earlier run")
+            return dict(rest.request("POST", path, body=body))
+        except Conflict:  # a previous run's Job of the same name may still be terminating
+            return None
+
+    job = wait_until(
+        created,
+        timeout=20.0,
+        interval=0.2,
+        describe=lambda: f"data-mover Job {ns}/{name} still exists from an earlier run",
+        error=TransientError,
+    )
     uid = job["metadata"]["uid"]
     secret = mover_secret_name(body)
     rest.request(
@@ -183,14 +189,21 @@ def _run_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore, timeout: 
     path = f"/apis/batch/v1/namespaces/{ns}/jobs"
     try:
         launch_mover_job(rest, body, store)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def finished() -> tuple[bool, str] | None:
             job = rest.get_or_none(f"{path}/{name}") or {}
             for c in (job.get("status") or {}).get("conditions") or []:
                 if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
                     return c["type"] == "Complete", str(c.get("message") or c.get("reason") or "")
-            time.sleep(0.3)
-        raise TransientError(f"data-mover Job {ns}/{name} did not finish within {timeout:.0f}s")
+            return None
+
+        return wait_until(
+            finished,
+            timeout=timeout,
+            interval=0.3,
+            describe=lambda: f"data-mover Job {ns}/{name} did not finish within {timeout:.0f}s",
+            error=TransientError,
+        )
     finally:
         _delete(rest, f"{path}/{name}")  # its pods and its Secret go with it
 
@@ -205,25 +218,27 @@ def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: floa
     Raises:
         PermanentError: naming the claims still pending.
     """
-    deadline = time.monotonic() + timeout
     pending = list(claims)
-    while pending and time.monotonic() < deadline:
-        pending = [
-            (ns, n)
-            for ns, n in pending
-            if (
-                (rest.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{n}") or {}).get("status")
-                or {}
-            ).get("phase")
-            != "Bound"
-        ]
-        if pending:
-            time.sleep(0.3)
-    if pending:
-        raise PermanentError(
+
+    def all_bound() -> bool:
+        pending[:] = [(ns, n) for ns, n in pending if _claim_phase(rest, ns, n) != "Bound"]
+        return not pending
+
+    wait_until(
+        all_bound,
+        timeout=timeout,
+        interval=0.3,
+        describe=lambda: (
             f"PVCs {', '.join(f'{ns}/{n}' for ns, n in pending)} are not Bound after {timeout:.0f}s in "
             f"{rest.name}: check the storage class (storage_class_mapping) and the provisioner"
-        )
+        ),
+        error=PermanentError,
+    )
+
+
+def _claim_phase(rest: KubeRest, ns: str, name: str) -> str | None:
+    claim = rest.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}") or {}
+    return (claim.get("status") or {}).get("phase")
 
 
 def _claim_users(rest: KubeRest, ns: str, pvc: str) -> list[dict[str, Any]]:
