@@ -24,15 +24,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
-from flows.resource_backup import (
-    _iso,
-    _now,
-    _run_id,
-    apply_in_phases,
-    load_block,
-    transform_objects,
-    volume_table,
-)
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
 from planning.hooks import parse_hooks
@@ -55,7 +46,16 @@ from tasks.app_cutover import (
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
 from tasks.kube_export import KubeRest, export_resources, read_tarball
-from tasks.resource_engine import resolve_transform_kinds
+from tasks.resource_engine import (
+    apply_in_phases,
+    iso,
+    load_block,
+    resolve_transform_kinds,
+    transform_objects,
+    utc_now,
+    volume_table,
+)
+from tasks.resource_engine import run_id as new_run_id
 from tasks.volume_mover import WORKER_IMAGE, pack_volumes
 
 __all__ = ["MigrationFailed", "activate", "app_migration", "deactivate", "reactivate"]
@@ -176,7 +176,7 @@ def app_migration(
         raise InputError("namespaces", "is empty", "name the namespaces to migrate, e.g. ['cms']")
     if not include_resources and not include_volumes:
         raise InputError("include_resources", "and include_volumes are both False", "enable at least one")
-    now = _now()
+    now = utc_now()
     name = validate_backup_name(
         migration_name or f"migration-{now.strftime('%Y%m%d-%H%M%S')}", "migration_name"
     )
@@ -199,10 +199,10 @@ def app_migration(
         raise InputError(
             "hooks", f"are given with quiesce={quiesce!r}", "set quiesce='hooks' or drop the hooks"
         )
-    run_id = _run_id()
+    run_id = new_run_id()
     selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
-        exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, _iso(now))
+        exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, iso(now))
         objects, plan_rows = transformed(list(read_tarball(exported.tarball)), spec, name)
         volumes = resumed_bulk(store, bucket, prefix, name, exported.pvcs) if two_phase else []
         if include_volumes and exported.pvcs and not volumes:
@@ -229,7 +229,7 @@ def app_migration(
         BACKUP_NAME_LABEL: name,
         RESTORE_NAME_LABEL: name,
         MANAGED_BY_LABEL: "stateferry",
-        FLOW_RUN_LABEL: _run_id(),
+        FLOW_RUN_LABEL: new_run_id(),
     }
     park = not start_applications or two_phase
     desired = transform_objects(

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.utilities.annotations import quote
 
-from planning.mirror import MirrorOptions, _Filter
+from planning.mirror import KeyFilter, MirrorOptions
 from planning.mirror_journal import Conflict, JournalOptions
 from stateferry.errors import PreconditionFailed, StateferryError
 from tasks.approvals import request_approval
@@ -61,7 +61,7 @@ def _one_pass(
 ) -> int:
     """One journal pass over every pair; returns the number of actions planned."""
     refresh_pairs(session)
-    flt = _Filter(options, None)
+    flt = KeyFilter(options, None)
     planned = 0
     for pair in list(session.pairs):
         exists = pair.destination_bucket not in session.missing_destination_buckets
@@ -153,7 +153,7 @@ def verify_journal_mirror(
     One-way, keys the journal keeps on purpose (client writes and deletes on the destination) are
     allowed to differ; they are returned as ``(pair, key)`` and listed in the summary.
     """
-    flt = _Filter(options, None)
+    flt = KeyFilter(options, None)
     differ: list[str] = []
     kept_keys: list[tuple[str, str]] = []
     for pair in session.pairs:

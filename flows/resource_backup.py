@@ -27,29 +27,16 @@ from stateferry.errors import PermanentError, PreconditionFailed
 from tasks.archive_store import archive_series, prune_archives, upload_archive
 from tasks.kube_export import export_resources
 from tasks.resource_engine import (
-    apply_in_phases,
     iso,
     load_block,
     run_id,
-    transform_objects,
     utc_now,
-    volume_table,
 )
 from tasks.volume_mover import WORKER_IMAGE, pack_volumes
 
-__all__ = [
-    "RestoreFailed",
-    "apply_in_phases",
-    "load_block",
-    "resource_backup",
-    "resource_restore",
-    "transform_objects",
-    "volume_table",
-]
+__all__ = ["RestoreFailed", "resource_backup", "resource_restore"]
 
 DEFAULT_PREFIX = "resource-backups"
-# names app_migration imports from here (kept for it)
-_now, _iso, _run_id = utc_now, iso, run_id
 
 
 @flow(name="resource_backup", log_prints=True)

@@ -243,7 +243,9 @@ def etags_comparable(a: ObjectEntry, b: ObjectEntry) -> bool:
     return False
 
 
-class _Filter:
+class KeyFilter:
+    """Which listed keys a pass considers: ``exclude`` patterns and the newer_than/older_than window."""
+
     def __init__(self, options: MirrorOptions, now: datetime | None) -> None:
         self._patterns = tuple(options.exclude)
         self._newest: datetime | None = None
@@ -342,7 +344,7 @@ def plan_mirror(
         ValueError: A listing is not sorted, or ``now`` is missing for age filters.
     """
     opts = options or MirrorOptions()
-    flt = _Filter(opts, now)
+    flt = KeyFilter(opts, now)
     plan = MirrorPlan()
     deletes: list[Action] = []
     skip_reasons = plan.skip_reasons

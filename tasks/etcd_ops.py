@@ -10,6 +10,7 @@ yet) are retried within the task's time budget; anything else fails at once with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.etcd_client import EndpointStatus, Member
-from stateferry.errors import PermanentError, PreconditionFailed, StateferryError, TransientError
+from stateferry.errors import (
+    PermanentError,
+    PreconditionFailed,
+    StateferryError,
+    TransientError,
+    is_transient,
+)
+from stateferry.waiting import await_until, retry_transient
 from tasks.etcd_credentials import etcd_client
 from tasks.retry import TRANSIENT_RETRY
 
@@ -35,8 +43,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_RETRYABLE = ("unhealthy cluster", "not in sync", "learner not ready", "leader changed")  # move_leader only
 _TASK: dict[str, Any] = {**TRANSIENT_RETRY, "cache_policy": NO_CACHE}
-_RETRYABLE = ("unhealthy cluster", "too many learner", "not in sync", "learner not ready", "leader changed")
+#: tasks that retry their whole (idempotent) step in-call with :func:`retry_transient`: no Prefect retries
+_ONE_POLICY: dict[str, Any] = {"retries": 0, "cache_policy": NO_CACHE}
 
 
 @dataclass(frozen=True)
@@ -173,14 +183,16 @@ def compact_and_defrag(endpoints: Mapping[str, str], keep_revisions: int) -> dic
                     logger.info("revision %s is already compacted", target)
             # wait until every member's dbSizeInUse reflects the compaction (stable for one poll)
             if compacted:
-                deadline = time.monotonic() + 15
                 last: dict[str, int] = {}
-                while time.monotonic() < deadline:
+
+                async def settled() -> bool:
+                    nonlocal last
                     now = {n: (await etcd.status(endpoints[n])).db_size_in_use for n in view.statuses}
-                    if now == last:
-                        break
-                    last = now
-                    await asyncio.sleep(0.3)
+                    done, last = now == last, now
+                    return done
+
+                with contextlib.suppress(PreconditionFailed):  # best effort: defrag is right either way
+                    await await_until(settled, timeout=15, interval=0.3, describe=lambda: "compaction")
             leader = next((n for n, s in view.statuses.items() if s.is_leader), None)
             order = [n for n in view.statuses if n != leader] + ([leader] if leader else [])
             for name in order:
@@ -200,7 +212,7 @@ def compact_and_defrag(endpoints: Mapping[str, str], keep_revisions: int) -> dic
     return _run(go)
 
 
-@task(**_TASK)
+@task(**_ONE_POLICY)
 def add_member(endpoints: Mapping[str, str], peer_url: str, *, as_learner: bool = True) -> Member:
     """``member add`` (as a learner by default); returns the existing member when the URL is registered."""
 
@@ -210,12 +222,10 @@ def add_member(endpoints: Mapping[str, str], peer_url: str, *, as_learner: bool 
             if peer_url in m.peer_urls:
                 return m
         async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
-            member, _ = await _with_retry(
-                f"adding {peer_url}", lambda: etcd.member_add([peer_url], is_learner=as_learner), budget=30
-            )
+            member, _ = await etcd.member_add([peer_url], is_learner=as_learner)
             return member
 
-    return _run(go)
+    return _run(lambda: retry_transient(go, budget=30))
 
 
 @task(**{**_TASK, "retries": 0})
@@ -242,55 +252,56 @@ def promote_when_caught_up(
             wrong DNS, image cannot start); the caller rolls the member back.
     """
     start = time.monotonic()
-    deadline = start + timeout
-
     logger = get_run_logger()
+    last = "no status yet"
+    reported = ""
+
+    async def step() -> float | None:
+        nonlocal last, reported
+        try:
+            view = await _observe(endpoints, timeout=2.0)
+            member = view.by_id(member_id)
+            if member is None:
+                raise PreconditionFailed(f"member {member_name} ({member_id:x}) is no longer in the cluster")
+            mine = view.statuses.get(member_name)
+            leader = next((s for s in view.statuses.values() if s.is_leader), None)
+            if mine is not None and leader is not None and member.is_started:
+                lag = leader.raft_index - mine.raft_index
+                last = f"started, raft index {mine.raft_index} vs leader {leader.raft_index}"
+                if not member.is_learner:
+                    return time.monotonic() - start
+                if lag <= 5:
+                    async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
+                        try:
+                            await etcd.member_promote(member_id)
+                            return time.monotonic() - start
+                        except StateferryError as exc:
+                            if not is_transient(exc) and "not a learner" not in str(exc).lower():
+                                raise
+                            last = f"promote refused: {exc}"
+            else:
+                last = (
+                    "not started (member list shows no name)"
+                    if not member.is_started
+                    else view.unreachable.get(member_name, "no status")
+                )
+        except TransientError as exc:
+            last = str(exc)
+        if last != reported:
+            logger.info("%s after %.1fs: %s", member_name, time.monotonic() - start, last[:200])
+            reported = last
+        return None
 
     async def go() -> float:
-        last = "no status yet"
-        reported = ""
-        while True:
-            try:
-                view = await _observe(endpoints, timeout=2.0)
-                member = view.by_id(member_id)
-                if member is None:
-                    raise PreconditionFailed(
-                        f"member {member_name} ({member_id:x}) is no longer in the cluster"
-                    )
-                mine = view.statuses.get(member_name)
-                leader = next((s for s in view.statuses.values() if s.is_leader), None)
-                if mine is not None and leader is not None and member.is_started:
-                    lag = leader.raft_index - mine.raft_index
-                    last = f"started, raft index {mine.raft_index} vs leader {leader.raft_index}"
-                    if not member.is_learner:
-                        return time.monotonic() - start
-                    if lag <= 5:
-                        async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
-                            try:
-                                await etcd.member_promote(member_id)
-                                return time.monotonic() - start
-                            except StateferryError as exc:
-                                if not _retryable(exc) and "not a learner" not in str(exc).lower():
-                                    raise
-                                last = f"promote refused: {exc}"
-                else:
-                    last = (
-                        "not started (member list shows no name)"
-                        if not member.is_started
-                        else view.unreachable.get(member_name, "no status")
-                    )
-            except TransientError as exc:
-                last = str(exc)
-            if last != reported:
-                logger.info("%s after %.1fs: %s", member_name, time.monotonic() - start, last[:200])
-                reported = last
-            if time.monotonic() > deadline:
-                raise PreconditionFailed(
-                    f"member {member_name} did not start and catch up within {timeout:g}s ({last}): "
-                    "check that its peer URL resolves in both clusters (DNS hosts) and its LoadBalancer "
-                    "reaches the pod"
-                )
-            await asyncio.sleep(0.2)
+        return await await_until(
+            step,
+            timeout=timeout,
+            describe=lambda: (
+                f"member {member_name} did not start and catch up within {timeout:g}s ({last}): "
+                "check that its peer URL resolves in both clusters (DNS hosts) and its LoadBalancer "
+                "reaches the pod"
+            ),
+        )
 
     return _run(go)
 
@@ -316,7 +327,7 @@ def move_leader(endpoints: Mapping[str, str], target_id: int) -> int:
     return _run(go)
 
 
-@task(**_TASK)
+@task(**_ONE_POLICY)
 def remove_member(endpoints: Mapping[str, str], member_id: int) -> str:
     """``member remove`` (never the leader); ``absent`` when already gone, else ``removed``."""
 
@@ -330,13 +341,13 @@ def remove_member(endpoints: Mapping[str, str], member_id: int) -> str:
             )
         async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
             try:
-                await _with_retry(f"removing {member_id:x}", lambda: etcd.member_remove(member_id), budget=30)
+                await etcd.member_remove(member_id)
             except PermanentError as exc:
                 if "not found" not in str(exc).lower():
                     raise
         return "removed"
 
-    return _run(go)
+    return _run(lambda: retry_transient(go, budget=30))
 
 
 @task(**{**_TASK, "retries": 0})
@@ -344,23 +355,25 @@ def wait_healthy(
     endpoints: Mapping[str, str], *, expect_members: Sequence[str] = (), timeout: float = 60.0
 ) -> ClusterView:
     """Wait until there is a leader, every named member answers and a linearizable read succeeds."""
-    deadline = time.monotonic() + timeout
+    last = ""
+
+    async def healthy() -> ClusterView | None:
+        nonlocal last
+        try:
+            view = await _observe(endpoints, timeout=2.0)
+            missing = [n for n in expect_members if n not in view.statuses]
+            if view.leader_id and not missing:
+                async with etcd_client(_voter_endpoints(view, endpoints), timeout=2.0) as etcd:
+                    await etcd.get("stateferry/health")
+                return view
+            last = f"leader {view.leader_id:x}, not answering: {missing}"
+        except StateferryError as exc:
+            last = str(exc)
+        return None
 
     async def go() -> ClusterView:
-        last = ""
-        while True:
-            try:
-                view = await _observe(endpoints, timeout=2.0)
-                missing = [n for n in expect_members if n not in view.statuses]
-                if view.leader_id and not missing:
-                    async with etcd_client(_voter_endpoints(view, endpoints), timeout=2.0) as etcd:
-                        await etcd.get("stateferry/health")
-                    return view
-                last = f"leader {view.leader_id:x}, not answering: {missing}"
-            except StateferryError as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise PreconditionFailed(f"etcd not healthy within {timeout:g}s: {last}")
-            await asyncio.sleep(0.2)
+        return await await_until(
+            healthy, timeout=timeout, describe=lambda: f"etcd not healthy within {timeout:g}s: {last}"
+        )
 
     return _run(go)

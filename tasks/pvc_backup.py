@@ -37,7 +37,7 @@ from tasks.backup_storage import S3Storage
 from tasks.dumpers import CHUNK, DumpFailed, Sink
 from tasks.kube_export import KubeRest
 from tasks.restore_checks import InventoryCheck
-from tasks.volume_mover import WORKER_IMAGE, _claim_users, _run_job, wait_pvcs_bound
+from tasks.volume_mover import WORKER_IMAGE, claim_users, run_mover_job, wait_pvcs_bound
 
 STAGING_NAME = ".mover-volume.tar.gz"
 _STAGING_SUFFIXES = ("", ".result.json", ".snar", ".sums.json.gz")
@@ -115,11 +115,11 @@ def _run_mover(r: Any, ns: str, claim: str, args: list[str], write: bool, storag
         run,
         f"{name[:50]}-s3",
         mode=MoverSecurity.parse(src.mover_security, "sources[0].mover_security"),
-        placement=pod_placement(_claim_users(rest, ns, claim)),
+        placement=pod_placement(claim_users(rest, ns, claim)),
         write=write,
         timeout=src.timeout_seconds,
     )
-    ok, msg = _run_job(rest, body, storage.store, src.timeout_seconds)
+    ok, msg = run_mover_job(rest, body, storage.store, src.timeout_seconds)
     if not ok:
         raise StateferryError(f"mover Job {ns}/{name} failed: {msg or 'no message'}")
 

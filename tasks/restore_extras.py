@@ -16,7 +16,7 @@ from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, StateferryError
 from tasks.dumpers import postgres_env, redactor
 from tasks.restore_checks import RestoreIncomplete
-from tasks.restore_ops import RestoreFailed, _feed, decompress_chunks, psql_script_argv, restore_mysql
+from tasks.restore_ops import RestoreFailed, decompress_chunks, feed_tool, psql_script_argv, restore_mysql
 
 if TYPE_CHECKING:
     from blocks.database import Database
@@ -59,7 +59,7 @@ def restore_pg_globals(db: Database, path: Path, part: dict[str, Any]) -> dict[s
     plan = plan_globals(bytes(raw).decode("utf-8", "surrogateescape"), roles, tablespaces, me)
     secret = redactor(db.password.get_secret_value())
     argv = psql_script_argv(pg_conninfo("postgres"))
-    _feed(
+    feed_tool(
         argv,
         iter([plan.sql.encode("utf-8", "surrogateescape")]),
         env=postgres_env(db),

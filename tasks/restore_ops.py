@@ -112,9 +112,10 @@ def _unzstd(head: bytes, fh: BinaryIO) -> Iterator[bytes]:
         raise RestoreFailed("the zstd stream is truncated")
 
 
-def _feed(
+def feed_tool(
     argv: list[str], chunks: Iterator[bytes], *, env: dict[str, str] | None, redact: Callable[[str], str]
 ) -> None:
+    """Stream ``chunks`` into the stdin of the tool ``argv``; a failure raises with its redacted stderr."""
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
@@ -249,7 +250,7 @@ def restore_mysql(
     client = find_tool("mariadb", "mysql")
     sandbox = ["--sandbox"] if _has_sandbox(client) else []
     with mysql_defaults_file(db) as cnf:
-        _feed(
+        feed_tool(
             [client, f"--defaults-extra-file={cnf}", "--binary-mode", "--batch", *sandbox],
             (disable_events if scratch else iter)(rename_databases(decompress_chunks(fh), rename or {})),
             env=None,
@@ -320,9 +321,9 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
         argv = [find_tool("pg_restore"), "--exit-on-error", f"--dbname={target}"]
         if no_owner:
             argv.append("--no-owner")
-        _feed(argv, decompress_chunks(fh), env=env, redact=redact)
+        feed_tool(argv, decompress_chunks(fh), env=env, redact=redact)
     elif fmt == "plain":
-        _feed(psql_script_argv(target), guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)
+        feed_tool(psql_script_argv(target), guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)
     else:
         raise InputError("backup", f"unknown PostgreSQL dump format {fmt!r} in the manifest", _MANIFEST_FIX)
 

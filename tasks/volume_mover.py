@@ -183,7 +183,10 @@ def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -
     return uid, secret
 
 
-def _run_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore, timeout: float) -> tuple[bool, str]:
+def run_mover_job(
+    rest: KubeRest, body: dict[str, Any], store: ObjectStore, timeout: float
+) -> tuple[bool, str]:
+    """Run a mover Job to its end; ``(succeeded, message)``; the Job and its Secret are deleted after."""
     ns = body["metadata"]["namespace"]
     name = body["metadata"]["name"]
     path = f"/apis/batch/v1/namespaces/{ns}/jobs"
@@ -241,7 +244,8 @@ def _claim_phase(rest: KubeRest, ns: str, name: str) -> str | None:
     return (claim.get("status") or {}).get("phase")
 
 
-def _claim_users(rest: KubeRest, ns: str, pvc: str) -> list[dict[str, Any]]:
+def claim_users(rest: KubeRest, ns: str, pvc: str) -> list[dict[str, Any]]:
+    """The pods of ``ns`` that mount the claim ``pvc`` (for placement next to a ReadWriteOnce volume)."""
     pods = (rest.get_or_none(f"/api/v1/namespaces/{ns}/pods") or {}).get("items") or []
     return [
         p
@@ -304,7 +308,7 @@ def pack_volumes(
             vr.extra["live"] = True
         out.append(vr)
         t0 = time.monotonic()
-        placement = pod_placement(_claim_users(rest, ns, pvc))
+        placement = pod_placement(claim_users(rest, ns, pvc))
         job = _job_name("pack", pvc, run_id, level)
         body = mover_job_body(
             job,
@@ -323,7 +327,7 @@ def pack_volumes(
         )
         vr.extra["identity"] = placement.identity(mode)
         try:
-            ok, msg = _run_job(rest, body, store, timeout)
+            ok, msg = run_mover_job(rest, body, store, timeout)
             rec = get_json(store, bucket, _level_key(key, level) + ".result.json")
             if not ok or not rec or not rec.get("ok", True):
                 vr.status, vr.reason = "failed", _failure(rec, msg, "pack")
@@ -388,7 +392,7 @@ def fill_volumes(
         args += ["--result-key", result_key]
         if v.level:
             args += ["--expect-before", v.previous_sha256]
-        placement = pod_placement(_claim_users(rest, v.target_namespace, v.target_pvc))
+        placement = pod_placement(claim_users(rest, v.target_namespace, v.target_pvc))
         if mode is MoverSecurity.WORKLOAD and not placement.pod_security:
             placement.pod_security = dict(v.extra.get("identity") or {})
         job = _job_name("fill", v.pvc, run_id, v.level)
@@ -408,7 +412,7 @@ def fill_volumes(
             timeout=timeout,
         )
         try:
-            ok, msg = _run_job(rest, body, store, timeout)
+            ok, msg = run_mover_job(rest, body, store, timeout)
             rec = get_json(store, bucket, result_key) or {}
             v.target_sha256 = str(rec.get("sha256_tree", ""))
             if ok and rec.get("ok") and live:

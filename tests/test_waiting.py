@@ -50,3 +50,69 @@ def test_an_error_of_the_predicate_ends_the_wait_at_once() -> None:
     with pytest.raises(TransientError, match="API down"):
         wait_until(broken, timeout=5, interval=0.01, describe=lambda: "x")
     assert calls == [1]  # the task's Prefect retry policy decides, not the wait
+
+
+def test_await_until_polls_an_async_predicate_and_times_out_with_the_last_state() -> None:
+    import asyncio
+
+    from stateferry.waiting import await_until
+
+    calls: list[int] = []
+
+    async def second_time() -> str | None:
+        calls.append(1)
+        return "leader moved" if len(calls) == 2 else None
+
+    assert (
+        asyncio.run(await_until(second_time, timeout=5, interval=0.01, describe=lambda: "x"))
+        == "leader moved"
+    )
+
+    async def never() -> None:
+        return None
+
+    with pytest.raises(TransientError, match="leadership did not move"):
+        asyncio.run(
+            await_until(
+                never,
+                timeout=0.05,
+                interval=0.01,
+                describe=lambda: "leadership did not move",
+                error=TransientError,
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("errors", "outcome"),
+    [
+        ([TransientError("etcd answered UNAVAILABLE: leader changed")] * 2, "done"),  # retried until it works
+        ([PermanentError("etcd allows one learner at a time: too many learner members")], PermanentError),
+        ([TransientError("unhealthy cluster")] * 1000, TransientError),  # budget spent: the last error
+    ],
+)
+def test_retry_transient_retries_only_what_the_taxonomy_calls_transient(
+    errors: list[Exception], outcome: object
+) -> None:
+    import asyncio
+
+    from stateferry.waiting import retry_transient
+
+    left = list(errors)
+    calls: list[int] = []
+
+    async def step() -> str:
+        calls.append(1)
+        if left:
+            raise left.pop(0)
+        return "done"
+
+    if outcome == "done":
+        assert asyncio.run(retry_transient(step, budget=5)) == "done"
+        assert len(calls) == len(errors) + 1
+    else:
+        assert isinstance(outcome, type)
+        with pytest.raises(outcome):
+            asyncio.run(retry_transient(step, budget=0.5))
+        if outcome is PermanentError:
+            assert len(calls) == 1  # never retried
