@@ -458,13 +458,14 @@ def tar_producer(paths: list[str], excludes: list[str]) -> Callable[[Sink], dict
                     digest.add_dir(arc)
                     _add_tree(tar, root, arc, excludes, digest)
                 elif root.is_file():
-                    digest.add_file(arc, _sha_file(root), root.stat().st_size)
+                    digest.add_file(arc, sha256_file(root), root.stat().st_size)
         return {"paths": paths, **digest.summary()}
 
     return produce
 
 
-def _sha_file(p: Path) -> str:
+def sha256_file(p: Path) -> str:
+    """Hex sha256 of a file's content, read in chunks."""
     h = hashlib.sha256()
     with open(p, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):

@@ -26,19 +26,11 @@ from planning.tree_compare import TreeEntry, excluded, summarize, tree_differenc
 from stateferry.errors import StateferryError
 from tasks.backup_jobs import Resolved
 from tasks.backup_pipeline import PartResult
-from tasks.dumpers import CHUNK
+from tasks.dumpers import CHUNK, sha256_file
 from tasks.inc_files import extract_link, links_of, main_part
 from tasks.restore_jobs import Selected, verified_parts
 
 __all__ = ["verify_inc_chain", "walk_tree"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def walk_tree(root: Path, name: str, excludes: list[str]) -> dict[str, TreeEntry]:
@@ -64,7 +56,7 @@ def walk_tree(root: Path, name: str, excludes: list[str]) -> dict[str, TreeEntry
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = TreeEntry("d", "", changed)
             elif stat.S_ISREG(st.st_mode):
-                out[rel] = TreeEntry("f", _sha256(full), changed)
+                out[rel] = TreeEntry("f", sha256_file(full), changed)
     return out
 
 
