@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from planning.backup_config import BackupJob, DatabaseSourceConfig, parse_job
+from planning.backup_config import BackupJob, DatabaseSourceConfig, PhysicalSourceConfig, parse_job
 from stateferry.errors import PermanentError
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
@@ -191,7 +191,7 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     started = now or dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(started)
     before: dict[str, Any] = {}
-    if isinstance(cfg.source, DatabaseSourceConfig):
+    if isinstance(cfg.source, DatabaseSourceConfig | PhysicalSourceConfig):
         before = inventory_source(r, facts["databases"])
     inc = plan_incremental(r, healthy, started) if cfg.incremental else None
     if inc is not None:

@@ -3,7 +3,7 @@
 A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
 
     job: redmine-mysql
-    type: mysql                      # mysql | mariadb | postgres | files | etcd | redis
+    type: mysql                      # mysql | mariadb | postgres | files | etcd | redis | mariadb_backup
     schedule: "0 0 * * *"            # cron, for the deployment (optional)
     sources:
     - connect: {block: redmine-db}   # a saved `Database` block (credentials never live here)
@@ -36,6 +36,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from planning.backup_encryption import EncryptionConfig
 from planning.config_model import ConfigModel as _Model
+from planning.config_model import input_error_from
 from planning.db_args import check_database_name, check_extra_keys
 from planning.inc_chain import check_incremental, parse_full_every
 from planning.notify_config import NotifyConfig
@@ -80,6 +81,8 @@ _ENGINES = {
     "inc_files": "files",
     "etcd": "etcd",
     "redis": "redis",
+    "mariadb_backup": "mysql_physical",
+    "mysql_xtrabackup": "mysql_physical",  # nxs-backup's name; MariaDB's own tool does the work
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SECRET_KEYS = ("db_password", "password", "secret_access_key", "secret_key", "access_key_id")
@@ -202,6 +205,23 @@ class RedisSourceConfig(_SourceModel):
     connect: ConnectConfig
 
 
+class PhysicalSourceConfig(_SourceModel):
+    """A MariaDB server backed up file by file with ``mariadb-backup`` (tasks/mariadb_physical.py)."""
+
+    connect: ConnectConfig
+    datadir: str | None = Field(default=None, description="as this worker sees it; default: @@datadir")
+    parallel: int = Field(default=2, ge=1, le=16, description="files copied at once")
+
+    @field_validator("datadir")
+    @classmethod
+    def _datadir(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise InputError(
+                "datadir", f"{v[:80]!r} is not an absolute path", "give the data directory's path"
+            )
+        return v
+
+
 class PvcSourceConfig(_SourceModel):
     """Files from a PersistentVolumeClaim, packed by a mover Job in the cluster (``tasks/pvc_backup.py``)."""
 
@@ -230,8 +250,15 @@ class BackupJob(_Model):
 
     job: str
     type: str
-    engine: Literal["mysql", "postgres", "files", "etcd", "redis", "pvc"]
-    source: DatabaseSourceConfig | FilesSourceConfig | EtcdSourceConfig | RedisSourceConfig | PvcSourceConfig
+    engine: Literal["mysql", "postgres", "files", "etcd", "redis", "pvc", "mysql_physical"]
+    source: (
+        DatabaseSourceConfig
+        | FilesSourceConfig
+        | EtcdSourceConfig
+        | RedisSourceConfig
+        | PvcSourceConfig
+        | PhysicalSourceConfig
+    )
     storages: list[StorageConfig] = Field(min_length=1)
     verify: bool = False
     schedule: str | None = None
@@ -282,45 +309,6 @@ class BackupJob(_Model):
         return [s.label for s in self.enabled_storages]
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("local", "s3", "sftp") or "[" in str(part):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "job"
-
-
-def _fix_for(msg: str, field: str) -> str:
-    if "extra inputs" in msg.lower():
-        return f"remove {field.split('.')[-1]!r} (unknown key) or check its spelling"
-    if "greater than or equal to 0" in msg:
-        return "use a count >= 0"
-    if "Field required" in msg or "missing" in msg:
-        return f"add {field.split('.')[-1]!r}"
-    if "tag" in msg and "storage" in msg:
-        return "set storage: local or storage: s3"
-    return "see docs/backups.md for the job format"
-
-
-def _input_error(exc: ValidationError, prefix: str = "") -> InputError:
-    err = exc.errors()[0]
-    field = prefix + _loc(tuple(err.get("loc", ())))
-    msg = str(err.get("msg", "invalid"))
-    ctx = err.get("ctx") or {}
-    inner = ctx.get("error")
-    if isinstance(inner, InputError):
-        if field == "job":  # a whole-job check names its own field
-            field = prefix + inner.field
-        elif not field.endswith(inner.field):
-            field = f"{field}.{inner.field}"
-        return InputError(field, inner.problem, inner.fix)
-    return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field))
-
-
 def _source_model(engine: str) -> type[_SourceModel]:
     if engine in ("mysql", "postgres"):
         return DatabaseSourceConfig
@@ -330,6 +318,8 @@ def _source_model(engine: str) -> type[_SourceModel]:
         return RedisSourceConfig
     if engine == "pvc":
         return PvcSourceConfig
+    if engine == "mysql_physical":
+        return PhysicalSourceConfig
     return EtcdSourceConfig
 
 
@@ -400,10 +390,16 @@ def parse_job(data: Any) -> BackupJob:
                     f"unknown storage {st.get('storage')!r}",
                     "use storage: local, s3 or sftp",
                 )
+    if engine == "mysql_physical" and isinstance(src, dict) and src.get("target"):
+        raise InputError(
+            "sources[0].target",
+            "a physical backup copies the whole server (every database)",
+            "remove target, or use type: mysql for a logical dump of some databases",
+        )
     try:
         source = _source_model(engine).model_validate(src)
     except ValidationError as exc:
-        raise _input_error(exc, "sources[0].") from None
+        raise input_error_from(exc, "sources[0].") from None
     if isinstance(source, DatabaseSourceConfig) and source.skip_objects and engine != "mysql":
         raise InputError(
             "sources[0].skip_objects", "applies to MySQL/MariaDB dumps only", "remove skip_objects"
@@ -435,7 +431,7 @@ def parse_job(data: Any) -> BackupJob:
     try:
         job = BackupJob.model_validate({**data, "type": kind, "engine": engine, "source": source})
     except ValidationError as exc:
-        raise _input_error(exc) from None
+        raise input_error_from(exc) from None
     if not job.enabled_storages:
         raise InputError("storages", "no storage is enabled", "enable at least one storage")
     if engine == "pvc" and not any(s.storage == "s3" for s in job.enabled_storages):

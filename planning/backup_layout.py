@@ -28,6 +28,7 @@ FIXED_PART = {
     "etcd": "snapshot.db",
     "redis": "dump.rdb",
     "pvc": "volume.tar",
+    "mysql_physical": "mariadb.xbstream",
 }
 #: optional extra parts: PostgreSQL globals (``pg_dumpall --globals-only``; the suffix is not one a
 #: database part can have) and MySQL users and grants.

@@ -23,6 +23,7 @@ from planning.backup_config import (
     DatabaseSourceConfig,
     EtcdSourceConfig,
     FilesSourceConfig,
+    PhysicalSourceConfig,
     PvcSourceConfig,
     RedisSourceConfig,
 )
@@ -56,6 +57,7 @@ from tasks.dumpers import (
 )
 from tasks.inc_files import IncPlan, file_producer, gnu_tar_producer, snapshot_dir
 from tasks.inventory import postgres_inventory
+from tasks.mariadb_physical import mariabackup_producer, physical_preflight
 from tasks.pvc_backup import pvc_preflight, pvc_tar_producer
 from tasks.redis_source import redis_preflight, redis_rdb_producer
 from tasks.retry import TRANSIENT_RETRY
@@ -121,9 +123,9 @@ def resolve_job(job: BackupJob) -> Resolved:
 
     r = Resolved(job)
     src = job.source
-    if isinstance(src, DatabaseSourceConfig):
+    if isinstance(src, DatabaseSourceConfig | PhysicalSourceConfig):
         r.source_block = load_block(Database, src.connect.block, "sources[0].connect.block")
-        if r.source_block.engine != job.engine:
+        if r.source_block.engine != job.engine.removesuffix("_physical"):
             raise InputError(
                 "type",
                 f"the job is {job.engine} but block {src.connect.block!r} is {r.source_block.engine}",
@@ -219,6 +221,8 @@ def preflight_source(r: Resolved) -> dict[str, Any]:
         return facts
     if isinstance(src, RedisSourceConfig):
         return redis_preflight(r.source_block, src.connect.block, r.redact)
+    if isinstance(src, PhysicalSourceConfig):
+        return physical_preflight(r.source_block, src.datadir, src.connect.block, r.redact)
     if isinstance(src, PvcSourceConfig):
         return pvc_preflight(r)
     if isinstance(src, FilesSourceConfig):
@@ -410,6 +414,10 @@ def dump_to_storages(
     elif isinstance(src, RedisSourceConfig):
         producer = redis_rdb_producer(r.source_block, r.redact)
         parts.append((part_name(FIXED_PART["redis"], job.compression, enc), producer, {"kind": "redis-rdb"}))
+    elif isinstance(src, PhysicalSourceConfig):
+        producer = mariabackup_producer(r.source_block, source_facts["datadir"], src.parallel)
+        meta = {"kind": "mariadb-backup", "databases": source_facts["databases"]}
+        parts.append((part_name(FIXED_PART["mysql_physical"], job.compression, enc), producer, meta))
     elif isinstance(src, PvcSourceConfig):
         producer = pvc_tar_producer(r, backup_id, healthy)
         parts.append((part_name(FIXED_PART["pvc"], job.compression, enc), producer, {"kind": "pvc-tar"}))

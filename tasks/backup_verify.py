@@ -36,7 +36,8 @@ from tasks.restore_ops import (
 
 
 def _inventory(r: Resolved, database: str) -> dict[str, Any]:
-    return (mysql_inventory if r.job.engine == "mysql" else postgres_inventory)(r.source_block, database)
+    mysql = r.job.engine in ("mysql", "mysql_physical")
+    return (mysql_inventory if mysql else postgres_inventory)(r.source_block, database)
 
 
 def _compare(
@@ -140,6 +141,23 @@ def verify_backup(
                 problems.append(r.redact(f"{d}: restore into a scratch database failed: {exc}"))
             finally:
                 postgres_drop_database(r.source_block, scratch)
+    elif job.engine == "mysql_physical":  # prepared and started in scratch, compared like a dump
+        from tasks.mariadb_physical import extract_and_prepare, prepared_inventory
+
+        (part,) = parts
+        dbs = part.info["databases"]
+        scratch_dir = Path(tempfile.mkdtemp(prefix="stateferry-verify-"))
+        try:
+            with open_part(part.name) as fh:
+                options = extract_and_prepare(fh, scratch_dir / "data")
+            restored = prepared_inventory(scratch_dir / "data", options, dbs)
+            for d in dbs:
+                problems += _compare(d, before[d], restored[d], _inventory(r, d), record["drift"])
+                record["checks"][d] = restored[d]
+        except StateferryError as exc:
+            problems.append(r.redact(f"prepare and start in scratch failed: {exc}"))
+        finally:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
     elif job.incremental:  # the whole chain restored into scratch, compared with the source now
         from tasks.inc_verify import verify_inc_chain
 

@@ -32,7 +32,17 @@ def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
+#: where events are listed: the server's view of them, or (a server started without grant tables,
+#: whose event scheduler cannot be on and whose information_schema then lists none) the table itself
+_EVENTS_SQL = {
+    "information_schema": "SELECT event_name FROM information_schema.events WHERE event_schema = %s",
+    "mysql.event": "SELECT name FROM mysql.event WHERE db = %s",
+}
+
+
+def mysql_inventory(
+    db: Database, database: str, *, events_from: str = "information_schema"
+) -> dict[str, Any]:
     """Tables (exact row counts), views, triggers, routines and events of one database."""
     conn = db.connect(database)
     try:
@@ -59,9 +69,7 @@ def mysql_inventory(db: Database, database: str) -> dict[str, Any]:
                 (database,),
             )
             routines = sorted(f"{t.lower()} {n}" for t, n in cur.fetchall())
-            cur.execute(
-                "SELECT event_name FROM information_schema.events WHERE event_schema = %s", (database,)
-            )
+            cur.execute(_EVENTS_SQL[events_from], (database,))
             events = sorted(r[0] for r in cur.fetchall())
         return {
             "tables": dict(sorted(tables.items())),

@@ -24,6 +24,7 @@ from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inc_files import chain_action, restore_chain
 from tasks.inventory import mysql_inventory, postgres_inventory
+from tasks.mariadb_physical import restore_physical
 from tasks.pvc_backup import pvc_restore_actions, restore_pvc
 from tasks.redis_restore import redis_restore_actions, restore_redis
 from tasks.restore_checks import InventoryCheck, etcd_data_dir_problems, etcd_inventory
@@ -236,6 +237,20 @@ def plan_restore(
         actions += redis_restore_actions(target_dir, target_block, overwrite)
     elif engine == "pvc":
         actions += pvc_restore_actions(m, target_pvc, overwrite)
+    elif engine == "mysql_physical":
+        if not target_dir or overwrite:
+            raise InputError(
+                "target_dir" if not target_dir else "overwrite",
+                "a physical backup is restored as a new data directory, never over a live one",
+                "give target_dir (missing or empty) without overwrite; stop the server, point its"
+                " datadir at the new directory (chown -R mysql:mysql) and start it",
+            )
+        actions += [
+            f"check every chunk, unpack (mbstream) and prepare (mariadb-backup --prepare) in a staging"
+            f" directory next to {target_dir}",
+            "start a scratch mariadbd on it (socket only) and compare its inventory with the backup's",
+            f"rename it to {target_dir} (must be missing or empty)",
+        ]
     else:
         if not target_dir:
             raise InputError(
@@ -307,6 +322,16 @@ def restore_selected(
         elif engine == "pvc":
             pvc_args = (str(target_pvc), check, overwrite)
             done.update(restore_pvc(r, files[part["name"]], sel.manifest, part, *pvc_args))
+        elif engine == "mysql_physical":
+
+            def accept(got: dict[str, Any]) -> None:
+                for d in part["databases"]:
+                    check.add(d, got[d])
+                check.raise_if_problems(what, f"nothing was written to {target_dir}")
+
+            with open(files[part["name"]], "rb") as fh:
+                restore_physical(fh, Path(str(target_dir)), part["databases"], accept)
+            done["data_dir"] = str(target_dir)
         elif engine == "files" and part.get("chain") is not None:  # inc_files: every link, in order
             done.update(restore_chain(r, sel, Path(str(target_dir)), verified_parts, Selected))
         elif engine == "files":
