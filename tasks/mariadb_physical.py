@@ -29,7 +29,15 @@ from typing import Any
 from planning.xbstream import XbstreamError, XbstreamGate, prepare_options
 from stateferry.errors import InputError, StateferryError
 from stateferry.waiting import wait_until
-from tasks.dumpers import MYSQL_SYSTEM_DBS, Sink, find_tool, redactor, run_dump, tool_version
+from tasks.dumpers import (
+    MYSQL_SYSTEM_DBS,
+    Sink,
+    find_tool,
+    mysql_defaults_file,
+    redactor,
+    run_dump,
+    tool_version,
+)
 from tasks.inventory import mysql_inventory
 from tasks.restore_ops import RestoreFailed, decompress_chunks, feed_tool
 
@@ -38,24 +46,6 @@ _VERSION = re.compile(r"(\d+)\.(\d+)\.\d+")
 
 class PhysicalBackupInvalid(StateferryError):
     """The stored stream is not a backup this restore may unpack (refused before anything changed)."""
-
-
-@contextlib.contextmanager
-def _option_file(db: Any) -> Iterator[str]:
-    """A 0600 option file for ``--defaults-file`` (the first option; no system my.cnf is read)."""
-    password = db.password.get_secret_value().replace("\\", "\\\\").replace('"', '\\"')
-    fd, path = tempfile.mkstemp(prefix="stateferry-mb-", suffix=".cnf")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(
-                f'[client]\nhost={db.host}\nport={db.effective_port}\nuser={db.user}\npassword="{password}"\n'
-                "protocol=TCP\n"
-            )
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def physical_preflight(
@@ -125,7 +115,7 @@ def mariabackup_producer(db: Any, datadir: str, parallel: int) -> Callable[[Sink
 
         work = Path(tempfile.mkdtemp(prefix="stateferry-mb-"))
         try:
-            with _option_file(db) as cnf:
+            with mysql_defaults_file(db) as cnf:  # as --defaults-file: no system my.cnf is read
                 argv = [
                     tool,
                     f"--defaults-file={cnf}",
