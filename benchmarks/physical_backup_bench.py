@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sources": [{"connect": {"block": "pbench-db"}}],
                 "storages": [
                     {"storage": "local", "backup_dir": str(work / "backups"), "store": keep},
-                    {"storage": "s3", "object_store": "pbench-s3", "bucket_name": "b", "store": keep},
+                    {"storage": "s3", "object_store": "pbench-s3", "bucket_name": "pbench", "store": keep},
                 ],
             }
 

@@ -97,16 +97,23 @@ async def await_until(
     return value
 
 
-async def retry_transient(step: Callable[[], Awaitable[T]], *, budget: float) -> T:
+async def retry_transient(
+    step: Callable[[], Awaitable[T]],
+    *,
+    budget: float,
+    retry_on: Callable[[BaseException], bool] = is_transient,
+) -> T:
     """Run an idempotent ``async`` step again while it fails transiently, for up to ``budget`` seconds.
 
     Back-off starts at 0.2 s and grows to 1 s. A permanent error, or the last transient one once the
-    budget is spent, is raised as it is.
+    budget is spent, is raised as it is. ``retry_on`` widens "transient" for one step whose server
+    answers "not yet" with errors that are permanent elsewhere (etcd's leader transfer to a member
+    still catching up).
     """
     retrying = AsyncRetrying(
         stop=stop_after_delay(max(budget, 0.0)),
         wait=wait_exponential(multiplier=0.2, min=0.2, max=1.0),
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(retry_on),
         reraise=True,
     )
     return await retrying(step)

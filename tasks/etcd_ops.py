@@ -91,19 +91,6 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) or any(n in text for n in _RETRYABLE)
 
 
-async def _with_retry(what: str, fn: Callable[[], Awaitable[T]], *, budget: float) -> T:
-    deadline = time.monotonic() + budget
-    delay = 0.2
-    while True:
-        try:
-            return await fn()
-        except StateferryError as exc:
-            if not _retryable(exc) or time.monotonic() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
-
-
 async def _observe(
     endpoints: Mapping[str, str], *, timeout: float = 3.0, with_alarms: bool = False
 ) -> ClusterView:
@@ -306,25 +293,34 @@ def promote_when_caught_up(
     return _run(go)
 
 
-@task(**_TASK)
+@task(**_ONE_POLICY)
 def move_leader(endpoints: Mapping[str, str], target_id: int) -> int:
-    """Move leadership to ``target_id``; no-op when it already leads. Returns the leader id after."""
+    """Move leadership to ``target_id``; no-op when it already leads. Returns the leader id after.
 
-    async def go() -> int:
+    One policy: the whole step (read the leader, ``MoveLeader``, see the new leader within 10 s) is
+    repeated with :func:`retry_transient` for up to two minutes while etcd answers "not yet" (a
+    member still catching up, an unhealthy cluster right after a change, a leader change).
+    """
+
+    async def attempt() -> int:
         view = await _observe(endpoints)
         if view.leader_id == target_id:
             return target_id
         async with etcd_client(_voter_endpoints(view, endpoints), timeout=5.0) as etcd:
-            await _with_retry("moving leader", lambda: etcd.move_leader(target_id), budget=20)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            view = await _observe(endpoints)
-            if view.leader_id == target_id:
-                return target_id
-            await asyncio.sleep(0.1)
-        raise TransientError(f"leadership did not move to {target_id:x} within 10s")
+            await etcd.move_leader(target_id)
 
-    return _run(go)
+        async def moved() -> int | None:
+            return target_id if (await _observe(endpoints)).leader_id == target_id else None
+
+        return await await_until(
+            moved,
+            timeout=10,
+            interval=0.1,
+            describe=lambda: f"leadership did not move to {target_id:x} within 10s",
+            error=TransientError,
+        )
+
+    return _run(lambda: retry_transient(attempt, budget=120, retry_on=_retryable))
 
 
 @task(**_ONE_POLICY)
