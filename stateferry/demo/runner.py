@@ -18,13 +18,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stateferry.errors import PreconditionFailed
+from stateferry.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = Path(__file__).resolve().parent
@@ -100,9 +102,8 @@ def ensure_seed_etcd(kubeconfig: Path, namespace: str = DEMO_NAMESPACE, keys: in
         if not _exists(core.read_namespaced_service, svc["metadata"]["name"], namespace):
             core.create_namespaced_service(namespace, svc)
         apps.create_namespaced_stateful_set(namespace, sts)
-    deadline = time.monotonic() + 180
-    endpoints: list[str] = []
-    while time.monotonic() < deadline:
+
+    def ready_endpoints() -> list[str] | None:
         pods: list[Any] = core.list_namespaced_pod(namespace, label_selector="app=etcd").items
         ready = [
             p
@@ -110,12 +111,14 @@ def ensure_seed_etcd(kubeconfig: Path, namespace: str = DEMO_NAMESPACE, keys: in
             if p.status.pod_ip
             and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
         ]
-        if len(ready) == 3:
-            endpoints = sorted(f"{p.status.pod_ip}:2379" for p in ready)
-            break
-        time.sleep(1)
-    if not endpoints:
-        raise RuntimeError("the demo etcd did not become Ready within 180 s; see `stateferry sandbox status`")
+        return sorted(f"{p.status.pod_ip}:2379" for p in ready) if len(ready) == 3 else None
+
+    endpoints = wait_until(
+        ready_endpoints,
+        timeout=180,
+        interval=1,
+        describe=lambda: "the demo etcd did not become Ready within 180 s; see `stateferry sandbox status`",
+    )
     env = {**os.environ, "ETCDCTL_API": "3"}
     last_key = f"/demo/key-{keys - 1:04d}"
     existing = subprocess.run(
@@ -161,16 +164,22 @@ def _delete_namespace(api: Any, namespace: str, timeout: float = 120) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             core.read_namespace(namespace)
         except ApiException as exc:
             if exc.status == 404:
-                return
+                return True
             raise
-        time.sleep(0.5)
-    raise RuntimeError(f"namespace {namespace} was not deleted within {timeout:.0f} s")
+        return False
+
+    wait_until(
+        gone,
+        timeout=timeout,
+        interval=0.5,
+        describe=lambda: f"namespace {namespace} was not deleted within {timeout:.0f} s",
+    )
 
 
 # -- the Prefect side ---------------------------------------------------------------------------------
@@ -281,27 +290,29 @@ def wait_for_run(flow_run_id: Any, ui_url: str, auto_approve: bool, timeout: flo
 
     url = f"{ui_url}/runs/flow-run/{flow_run_id}"
     say(f"flow run: {url}")
-    deadline = time.monotonic() + timeout
     last = None
+    banner = [
+        "=" * 78,
+        " The run is waiting for your approval.",
+        f"   1. open {url}",
+        "   2. read the plan (Artifacts tab, or the Resume form)",
+        "   3. click Resume, switch 'Approved' on, Submit",
+        " The flow continues after each approval (the etcd migration asks again before the",
+        " client cutover and before deleting the old resources).",
+        " `scripts/demo --auto-approve` runs it through unattended.",
+        "=" * 78,
+    ]
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            state = run.state
+
+        def outcome() -> int | None:
+            nonlocal last
+            state = client.read_flow_run(flow_run_id).state
             name = state.name if state else "?"
             if name != last:
                 say(f"state: {name}")
                 last = name
             if state and state.is_paused() and not auto_approve:
-                print()
-                print("=" * 78)
-                print(" The run is waiting for your approval.")
-                print(f"   1. open {url}")
-                print("   2. read the plan (Artifacts tab, or the Resume form)")
-                print("   3. click Resume, switch 'Approved' on, Submit")
-                print(" The flow continues after each approval (the etcd migration asks again before the")
-                print(" client cutover and before deleting the old resources).")
-                print(" `scripts/demo --auto-approve` runs it through unattended.")
-                print("=" * 78)
+                print("\n" + "\n".join(banner))
                 return 0
             if state and state.is_final():
                 if state.is_completed():
@@ -309,9 +320,13 @@ def wait_for_run(flow_run_id: Any, ui_url: str, auto_approve: bool, timeout: flo
                     return 0
                 say(f"the run ended {name}: {state.message}. Logs: {url}")
                 return 1
-            time.sleep(1)
-    say(f"still running after {timeout:.0f} s: follow it at {url}")
-    return 0
+            return None
+
+        try:
+            return wait_until(outcome, timeout=timeout, interval=1, describe=lambda: "")
+        except PreconditionFailed:
+            say(f"still running after {timeout:.0f} s: follow it at {url}")
+            return 0
 
 
 # -- scenarios ---------------------------------------------------------------------------------------
@@ -401,15 +416,14 @@ def ensure_cms(kubeconfig: Path, namespace: str = "cms") -> None:
             "wp-content/uploads/logo.png": bytes(range(256)) * 400,
         },
     }
-    deadline = time.monotonic() + 60
     for claim, tree in files.items():
-        while True:
+
+        def bound(claim: str = claim) -> Any:
             pvc: Any = core.read_namespaced_persistent_volume_claim(claim, namespace)
-            if pvc.status and pvc.status.phase == "Bound" and pvc.spec.volume_name:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PVC {namespace}/{claim} was not bound within 60 s")
-            time.sleep(0.5)
+            return pvc if pvc.status and pvc.status.phase == "Bound" and pvc.spec.volume_name else None
+
+        why = f"PVC {namespace}/{claim} was not bound within 60 s"
+        pvc = wait_until(bound, timeout=60, interval=0.5, describe=why.format)
         pv: Any = core.read_persistent_volume(pvc.spec.volume_name)
         root = Path(pv.spec.host_path.path)
         for rel, data in tree.items():
