@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -32,6 +33,7 @@ from stateferry.errors import PermanentError
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
     Resolved,
+    VerificationFailed,
     dump_to_storages,
     new_backup_id,
     preflight_source,
@@ -45,7 +47,7 @@ from tasks.inc_files import plan_incremental
 from tasks.inventory import inventory_table
 from tasks.notify import send_notification
 from tasks.redis_source import redis_backup_inventory
-from tasks.restore_checks import etcd_backup_inventory
+from tasks.restore_checks import etcd_backup_inventory, printable
 
 
 class BackupTargetsFailed(PermanentError):
@@ -94,6 +96,9 @@ def _summary(
             "",
             f"Verification: {verification.get('result')} (read from {verification.get('read_from')}).",
         ]
+    left_out = _left_out(result.get("parts", []))
+    if left_out:
+        lines += ["", "## Left out of the dump", "", *left_out]
     if result.get("inventory"):
         checks = (verification or {}).get("checks") if verification else None
         lines += [
@@ -104,6 +109,31 @@ def _summary(
         ]
     for label, plan in result.get("retention", {}).items():
         lines += ["", f"## Retention on {label}", "", plan]
+    return "\n".join(lines)
+
+
+def _left_out(parts: list[dict[str, Any]]) -> list[str]:
+    """What the job left out of the dump on purpose (``skip_objects``, narrowing ``extra_keys``)."""
+    lines = []
+    for p in parts:
+        if p.get("skipped_objects"):
+            lines.append(
+                f"- {p['name']}: left out on purpose (skip_objects): {', '.join(p['skipped_objects'])}"
+            )
+        if p.get("narrowed_by"):
+            lines.append(f"- {p['name']}: narrowed by {', '.join(p['narrowed_by'])}: not compared")
+    return lines
+
+
+def _failed_summary(job: BackupJob, exc: VerificationFailed, redact: Callable[[str], str]) -> str:
+    """The artifact of a run whose verification failed: each problem, and the inventory side by side."""
+    lines = [
+        f"# Backup `{job.job}` ({job.engine}) — verification FAILED, nothing was published",
+        "",
+        *[f"- {redact(printable(p))}" for p in exc.problems],
+    ]
+    if exc.expected:
+        lines += ["", "## Inventory (source / restored copy)", "", *inventory_table(exc.expected, exc.checks)]
     return "\n".join(lines)
 
 
@@ -138,6 +168,12 @@ def scheduled_backup(
         result = _run(r, cfg, verify, now)
     except Exception as exc:
         redact = r.redact if r is not None else (lambda s: s)
+        if isinstance(exc, VerificationFailed) and hasattr(exc, "problems"):
+            create_markdown_artifact(
+                key=f"backup-{_slug(cfg.job)}",
+                markdown=_failed_summary(cfg, exc, redact),
+                description=f"backup {cfg.job}: verification failed",
+            )
         if cfg.notify and cfg.notify.on_failure:
             send_notification(
                 cfg.notify,

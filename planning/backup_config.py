@@ -69,7 +69,17 @@ _NARROWING = {
         "--no-unlogged-table-data",
     ),
 }
-_PG_INCOMPLETE = ("--no-privileges", "--no-acl", "--no-comments", "--no-blobs", "--no-large-objects")
+_PG_INCOMPLETE = (
+    "--no-privileges",
+    "--no-acl",
+    "--no-comments",
+    "--no-blobs",
+    "--no-large-objects",
+    "--no-owner",
+    "--no-security-labels",
+    "--no-publications",
+    "--no-subscriptions",
+)
 _ENGINES = {
     "mysql": "mysql",
     "mariadb": "mysql",
@@ -416,7 +426,8 @@ def parse_job(data: Any) -> BackupJob:
         if engine == "postgres" and incomplete:
             raise InputError(
                 "sources[0].extra_keys",
-                f"{incomplete[0]} leaves grants, comments or large objects out of the dump",
+                f"{incomplete[0]} leaves owners, grants, comments, labels, publications or large objects"
+                " out of the dump",
                 "remove it: a backup keeps everything the database has (pg_restore can still skip"
                 " objects at restore time)",
             )

@@ -66,7 +66,15 @@ FORMAT = "stateferry-backup/1"
 
 
 class VerificationFailed(PermanentError):
-    """The backup could not be restored, or the restored copy differs from the source."""
+    """The backup could not be restored, or the restored copy differs from the source.
+
+    ``problems`` names each missing or different object; ``expected`` is what each section had to
+    hold and ``checks`` what the restored copy held (the run's summary artifact shows them side by side).
+    """
+
+    problems: list[str]
+    expected: dict[str, Any]
+    checks: dict[str, Any]
 
 
 @dataclass

@@ -100,6 +100,7 @@ def verify_backup(
 
     token = pysecrets.token_hex(3)
     problems: list[str] = []
+    expected: dict[str, Any] = dict(before)  # what each section must hold (for the failure's summary)
     record: dict[str, Any] = {"read_from": reader_label, "checks": {}, "drift": []}
     if job.engine == "mysql":
         part = next(p for p in parts if "extra" not in p.info)  # users are not restored here
@@ -126,7 +127,7 @@ def verify_backup(
                 continue
             d = part.info["database"]
             scratch = f"sfverify_{token}_{d}"[:63]
-            want = part.info.get("inventory") or before[d]  # the dump's own snapshot when taken
+            want = expected[d] = part.info.get("inventory") or before[d]  # the dump's own snapshot
             try:
                 postgres_recreate_database(r.source_block, scratch, drop=True)
                 with open_part(part.name) as fh:
@@ -134,6 +135,8 @@ def verify_backup(
                 restored = postgres_inventory(r.source_block, scratch)
                 if part.info.get("narrowed_by"):  # the archive holds less than the database
                     record.setdefault("not_compared", {})[d] = part.info["narrowed_by"]
+                elif part.info.get("inventory"):  # the dump's own snapshot: nothing changed in between
+                    problems += compare_inventories(d, want, restored)
                 else:
                     problems += _compare(d, want, restored, _inventory(r, d), record["drift"])
                 record["checks"][d] = restored
@@ -174,7 +177,7 @@ def verify_backup(
             with open_part(part.name) as fh:
                 restore_files(fh, scratch_dir)
             got = tree_digest(scratch_dir)
-            want = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
+            want = expected["files"] = {k: part.info[k] for k in ("file_count", "total_bytes", "tree_sha256")}
             record["checks"]["files"] = got
             problems += compare_inventories("files", want, got)
         except StateferryError as exc:
@@ -208,7 +211,9 @@ def verify_backup(
             except StateferryError as exc:
                 problems.append(f"etcd snapshot restore failed: {exc}")
     if problems:
-        raise VerificationFailed("verification failed: " + "; ".join(problems))
+        failure = VerificationFailed("verification failed: " + "; ".join(problems))
+        failure.problems, failure.expected, failure.checks = problems, expected, record["checks"]
+        raise failure
     record["result"] = "ok"
     return record
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from blocks.database import Database
 
 #: kinds listed for MySQL/MariaDB and PostgreSQL, in display order.
-MYSQL_KINDS = ("tables", "views", "triggers", "routines", "events")
+MYSQL_KINDS = ("tables", "views", "triggers", "routines", "events", "sequences")
 POSTGRES_KINDS = (
     "tables",
     "views",
@@ -25,6 +25,9 @@ POSTGRES_KINDS = (
     "extensions",
     "enum_types",
     "large_objects",
+    "owners",
+    "privileges",
+    "comments",
 )
 
 
@@ -43,7 +46,8 @@ _EVENTS_SQL = {
 def mysql_inventory(
     db: Database, database: str, *, events_from: str = "information_schema"
 ) -> dict[str, Any]:
-    """Tables (exact row counts), views, triggers, routines and events of one database."""
+    """Tables (exact row counts), views, triggers, routines, events and sequences (next value) of one
+    database."""
     conn = db.connect(database)
     try:
         with conn.cursor() as cur:
@@ -52,10 +56,14 @@ def mysql_inventory(
                 (database,),
             )
             tables: dict[str, int] = {}
+            sequences: dict[str, int] = {}
             views: list[str] = []
             for name, kind in cur.fetchall():
                 if kind == "VIEW":
                     views.append(name)
+                elif kind == "SEQUENCE":  # MariaDB: read without advancing it
+                    cur.execute(f"SELECT next_not_cached_value FROM {_q(name)}")
+                    sequences[name] = int(cur.fetchone()[0])
                 else:
                     cur.execute(f"SELECT COUNT(*) FROM {_q(name)}")
                     tables[name] = int(cur.fetchone()[0])
@@ -77,6 +85,7 @@ def mysql_inventory(
             "triggers": triggers,
             "routines": routines,
             "events": events,
+            "sequences": dict(sorted(sequences.items())),
         }
     finally:
         conn.close()
@@ -146,6 +155,23 @@ def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[st
             enums = {str(k): str(v) for k, v in cur.fetchall()}
             cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
             large_objects = int(cur.fetchone()[0])
+            # who owns each relation, its grants and (a digest of) its comment: a restore without
+            # them (pg_restore --no-owner / --no-acl, a dump without comments) is incomplete
+            cur.execute(
+                "SELECT n.nspname || '.' || c.relname, pg_get_userbyid(c.relowner), c.relacl::text,"
+                " md5(obj_description(c.oid, 'pg_class')) FROM pg_class c"
+                f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname {_PG_USER}"
+                " AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+            )
+            owners: dict[str, str] = {}
+            privileges: dict[str, str] = {}
+            comments: dict[str, str] = {}
+            for qual, owner, acl, comment in cur.fetchall():
+                owners[str(qual)] = str(owner)
+                if acl is not None:
+                    privileges[str(qual)] = str(acl)
+                if comment is not None:
+                    comments[str(qual)] = str(comment)
         return {
             "tables": dict(sorted(tables.items())),
             "views": sorted(views),
@@ -156,6 +182,9 @@ def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[st
             "extensions": extensions,
             "enum_types": dict(sorted(enums.items())),
             "large_objects": large_objects,
+            "owners": dict(sorted(owners.items())),
+            "privileges": dict(sorted(privileges.items())),
+            "comments": dict(sorted(comments.items())),
         }
     finally:
         if own:

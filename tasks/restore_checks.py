@@ -129,7 +129,7 @@ class InventoryCheck:
         """Raise :class:`RestoreIncomplete` naming every problem (with what happened to the copy)."""
         if self.problems:
             raise RestoreIncomplete(
-                f"{what} is incomplete ({consequence}): " + "; ".join(_printable(p) for p in self.problems),
+                f"{what} is incomplete ({consequence}): " + "; ".join(printable(p) for p in self.problems),
                 self.expected,
                 self.restored,
             )
@@ -141,11 +141,11 @@ class InventoryCheck:
             "restored": self.restored,
             "compared": [s for s, want in self.expected.items() if want and s not in self.not_compared],
             "not_compared": self.not_compared,
-            "notes": [_printable(n) for n in self.notes],
+            "notes": [printable(n) for n in self.notes],
         }
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Names in a manifest are untrusted: no control characters (log lines), bounded length."""
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]
 

@@ -231,6 +231,13 @@ def plan_restore(
             name = target_database or d
             verb = "replace" if overwrite else "create (must not exist)"
             actions.append(f"{verb} database {name!r} from {d!r}")
+        skipped = [str(k)[:20] for k in main_parts(m)[0].get("skipped_objects") or []]
+        if skipped:  # the job opted out: say what the restored databases will not have
+            actions.append(
+                f"note: the backup was made without {', '.join(skipped)} (skip_objects); the restored"
+                f" database{'s' if len(dbs) > 1 else ''} will not have them"
+                + (" (the replaced ones lose theirs)" if overwrite else "")
+            )
         if restore_users:
             actions.append("restore users and grants (CREATE USER IF NOT EXISTS, GRANT) afterwards")
     elif engine == "redis":

@@ -302,7 +302,7 @@ def psql_script_argv(conninfo: str) -> list[str]:
     return [psql, "--no-psqlrc", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={conninfo}", "-f", "-"]
 
 
-def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_owner: bool = False) -> None:
+def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str) -> None:
     """Restore one gzip'd pg_dump into an existing (empty) database.
 
     Custom format goes through ``pg_restore --exit-on-error`` (no option that re-targets the restore,
@@ -319,8 +319,6 @@ def restore_postgres(db: Database, fh: BinaryIO, database: str, fmt: str, *, no_
     target = pg_conninfo(database)
     if fmt == "custom":
         argv = [find_tool("pg_restore"), "--exit-on-error", f"--dbname={target}"]
-        if no_owner:
-            argv.append("--no-owner")
         feed_tool(argv, decompress_chunks(fh), env=env, redact=redact)
     elif fmt == "plain":
         feed_tool(psql_script_argv(target), guard_plain_sql(decompress_chunks(fh)), env=env, redact=redact)

@@ -56,6 +56,8 @@ MARIA_SCHEMA = (
     "CREATE PROCEDURE p() SELECT 1",
     "CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 42",
     "CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM audit",
+    "CREATE SEQUENCE ticket START WITH 100 CACHE 10",
+    "SELECT NEXTVAL(ticket)",
 )
 
 
@@ -76,6 +78,7 @@ def test_complete_mariadb_every_kind_round_trips(maria_db: Any, tmp_path: Path) 
     before = inventory_source.fn(r, [name])
     assert before[name]["events"] == ["nightly"] and before[name]["triggers"] == ["t_ins"]
     assert before[name]["routines"] == ["function f", "procedure p"]
+    assert before[name]["sequences"] == {"ticket": 110} and "ticket" not in before[name]["tables"]
     bid, parts, record = _backup(r, before)  # verification = restore as a copy + compare
     assert record["result"] == "ok" and record["checks"][name]["events"] == ["nightly"]
     mysql_exec(db, "DROP EVENT nightly", "DROP TRIGGER t_ins", "DROP VIEW tv", database=name)
@@ -152,7 +155,14 @@ def test_complete_inventory_names_each_difference() -> None:
 def test_complete_postgres_dump_keeps_grants_comments_large_objects() -> None:
     """pg_dump options that leave objects out are refused; large objects are always dumped."""
     base = {"job": "complete", "type": "postgres", "storages": [{"storage": "local", "backup_dir": "/tmp/x"}]}
-    for keys in ("--no-privileges", "--no-comments", "--no-blobs"):
+    for keys in (
+        "--no-privileges",
+        "--no-comments",
+        "--no-blobs",
+        "--no-owner",
+        "--no-acl",
+        "--no-publications",
+    ):
         with pytest.raises(InputError) as err:
             parse_job({**base, "sources": [{"connect": {"block": "b"}, "extra_keys": keys}]})
         assert err.value.field == "sources[0].extra_keys"

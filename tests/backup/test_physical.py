@@ -34,7 +34,8 @@ SCHEMA = (
     "CREATE TABLE shop.audit (n INT) ENGINE=Aria",
     "INSERT INTO shop.orders (item) VALUES ('tea'), ('cake'), ('jam')",
     "CREATE VIEW shop.items AS SELECT item FROM shop.orders",
-    "CREATE TRIGGER shop.orders_ins AFTER INSERT ON shop.orders FOR EACH ROW INSERT INTO shop.audit VALUES (NEW.id)",
+    "CREATE TRIGGER shop.orders_ins AFTER INSERT ON shop.orders FOR EACH ROW"
+    " INSERT INTO shop.audit VALUES (NEW.id)",
     "CREATE PROCEDURE shop.p() SELECT 1",
     "CREATE FUNCTION shop.f() RETURNS INT DETERMINISTIC RETURN 42",
     "CREATE EVENT shop.nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM shop.audit",
@@ -166,13 +167,15 @@ def test_physical_hostile_stream_paths_never_leave_the_staging_directory(tmp_pat
     assert not outside.exists()
 
 
-def test_physical_hostile_backup_my_cnf_is_refused_before_prepare(maria: LocalMariaDB, tmp_path: Path) -> None:
+def test_physical_hostile_backup_my_cnf_is_refused_before_prepare(
+    maria: LocalMariaDB, tmp_path: Path
+) -> None:
     """``backup-my.cnf`` pointing prepare at another data directory (the live server's) is refused;
     the live server's files are untouched."""
     live = sorted(p.name for p in maria.datadir.iterdir())
     cnf = f"[mysqld]\ninnodb_page_size=16384\ninnodb_data_home_dir={maria.datadir}\n".encode()
     evil = _file(b"backup-my.cnf", cnf) + _file(b"xtrabackup_checkpoints", b"backup_type = full-backuped\n")
-    with pytest.raises(PhysicalBackupInvalid, match="backup-my.cnf line 3"):
+    with pytest.raises(PhysicalBackupInvalid, match=r"backup-my\.cnf line 3"):
         extract_and_prepare(_gz(evil, tmp_path), tmp_path / "stage")
     assert sorted(p.name for p in maria.datadir.iterdir()) == live
 
@@ -180,4 +183,4 @@ def test_physical_hostile_backup_my_cnf_is_refused_before_prepare(maria: LocalMa
 def _gz(data: bytes, tmp_path: Path) -> Any:
     path = tmp_path / f"part-{secrets.token_hex(3)}.gz"
     path.write_bytes(gzip.compress(data))
-    return open(path, "rb")  # noqa: SIM115 - closed with the test's tmp dir
+    return open(path, "rb")
