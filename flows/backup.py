@@ -253,6 +253,9 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
             raise
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
+    chain_tree = ((verification or {}).get("checks") or {}).get("files") if cfg.incremental else None
+    if chain_tree:  # inc_files: the tree the verified chain restores (file count, bytes, digest)
+        inventory = {"files": {k: chain_tree[k] for k in ("file_count", "total_bytes", "tree_sha256")}}
     etcd_status = ((verification or {}).get("checks") or {}).get("etcd")
     if cfg.engine == "etcd" and not etcd_status and (not cfg.encryption or r.age_identities):
         # no verification: still record what the snapshot holds (encrypted: only with the identity)

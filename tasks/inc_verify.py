@@ -26,7 +26,7 @@ from planning.tree_compare import TreeEntry, excluded, summarize, tree_differenc
 from stateferry.errors import StateferryError
 from tasks.backup_jobs import Resolved
 from tasks.backup_pipeline import PartResult
-from tasks.dumpers import CHUNK, sha256_file
+from tasks.dumpers import CHUNK, sha256_file, tree_digest
 from tasks.inc_files import extract_link, links_of, main_part
 from tasks.restore_jobs import Selected, verified_parts
 
@@ -111,6 +111,7 @@ def verify_inc_chain(
             with open_part(main.name) as fh:
                 extract_link(fh, scratch)
         checks["chain"] = [x.backup_id for x in prior] + [backup_id]
+        checks.update(tree_digest(scratch))  # the tree this point restores: the manifest's inventory
         src = r.job.source
         assert isinstance(src, FilesSourceConfig)  # inc_files reads files on the worker
         excludes = list(src.excludes or [])

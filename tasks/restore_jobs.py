@@ -341,6 +341,9 @@ def restore_selected(
             done["data_dir"] = str(target_dir)
         elif engine == "files" and part.get("chain") is not None:  # inc_files: every link, in order
             done.update(restore_chain(r, sel, Path(str(target_dir)), verified_parts, Selected))
+            done["tree"] = tree_digest(Path(str(target_dir)))
+            check.add("files", done["tree"])  # against the verified chain's tree, when recorded
+            check.raise_if_problems(what, f"the restored files are left in {target_dir} for inspection")
         elif engine == "files":
             dest = Path(str(target_dir))
             was_empty = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))

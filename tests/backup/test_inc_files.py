@@ -204,6 +204,14 @@ def test_inc_files_verify_restores_the_whole_chain_and_reports_a_corrupt_link(
     assert files["chain"] == [first["backup_id"], second["backup_id"]]
     assert files["entries"] == 4  # www, www/a.txt, www/d, www/d/link: the deletion applied, *.tmp left out
     assert second["verification"]["drift"] == []
+    # the tree this point restores is the manifest's inventory; a chain restore is compared with it
+    assert (
+        second["inventory"]["files"]["file_count"] == 1 and second["inventory"]["files"]["total_bytes"] == 3
+    )
+    from flows.restore import restore_backup
+
+    done = restore_backup(job, backup=second["backup_id"], target_dir=str(tmp_path / "point2"))
+    assert done["inventory"]["compared"] == ["files"] and done["tree"] == second["inventory"]["files"]
 
     # the full on storage is damaged: the next incremental's verification names it and keeps nothing
     archive = backups / name / first["backup_id"] / "files.tar.gz"
