@@ -171,3 +171,29 @@ def _pg_restore_no_acl(db: Any, dump: Path, database: str) -> None:
 
     argv = [find_tool("pg_restore"), "--no-acl", "--exit-on-error", f"--dbname={pg_conninfo(database)}"]
     subprocess.run(argv, input=gzip.decompress(dump.read_bytes()), env=postgres_env(db), check=True)
+
+
+def test_complete_postgres_dump_without_large_objects_fails_verification(
+    postgres: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pg_dump that leaves the large objects out (simulated: --no-blobs instead of
+    stateferry's --blobs, which the job config refuses) fails verification against the dump's own snapshot."""
+    from tasks.backup_jobs import VerificationFailed
+
+    db = pg_block(postgres)
+    name = "cnolo_" + secrets.token_hex(3)
+    pg_exec(db, f"CREATE DATABASE {name}")
+    try:
+        pg_exec(db, "CREATE TABLE t (id int)", "SELECT lo_from_bytea(0, 'large object')", database=name)
+        complete = DatabaseSourceConfig.dump_args
+        monkeypatch.setattr(
+            DatabaseSourceConfig,
+            "dump_args",
+            lambda self, e: [k for k in complete(self, e) if k != "--blobs"] + ["--no-blobs"],
+        )
+        r = _resolved("postgres", db, name, tmp_path, globals=False)
+        with pytest.raises(VerificationFailed) as err:
+            _backup(r, inventory_source.fn(r, [name]))
+        assert f"{name}: large objects is 0 restored, 1 in the source" in err.value.problems
+    finally:
+        pg_exec(db, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
