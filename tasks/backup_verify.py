@@ -20,7 +20,7 @@ from tasks.backup_pipeline import PartResult
 from tasks.dumpers import (
     tree_digest,
 )
-from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory
+from tasks.inventory import compare_inventories, mysql_inventory, postgres_inventory, without_kinds
 from tasks.redis_source import part_inventory
 from tasks.restore_checks import etcd_data_dir_problems, etcd_inventory
 from tasks.restore_ops import (
@@ -225,4 +225,4 @@ def inventory_source(r: Resolved, databases: list[str]) -> dict[str, Any]:
     Kinds the job opted out of (``skip_objects``) are left out: they are not expected back.
     """
     skip = set(getattr(r.job.source, "skip_objects", ()) or ())
-    return {d: {k: v for k, v in _inventory(r, d).items() if k not in skip} for d in databases}
+    return {d: without_kinds(_inventory(r, d), skip) for d in databases}

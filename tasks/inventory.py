@@ -1,20 +1,23 @@
 """What a database holds, object kind by object kind (for the manifest and for verification).
 
 An inventory is ``{kind: [names]}`` for name lists and ``{kind: {name: value}}`` where a value must
-come back too (row counts, sequence values, enum labels). The same function lists the source at
+come back too (row counts, sequence values, enum labels, md5 digests of view, trigger, routine and
+event definitions, so a changed body is "different", not only a missing name). The same function
+lists the source at
 backup time and the restored copy, and :func:`compare_inventories` names every missing or
 different object.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blocks.database import Database
 
 #: kinds listed for MySQL/MariaDB and PostgreSQL, in display order.
-MYSQL_KINDS = ("tables", "views", "triggers", "routines", "events", "sequences")
+MYSQL_KINDS = ("tables", "views", "triggers", "routines", "events", "sequences", "definitions")
 POSTGRES_KINDS = (
     "tables",
     "views",
@@ -28,6 +31,7 @@ POSTGRES_KINDS = (
     "owners",
     "privileges",
     "comments",
+    "definitions",
 )
 
 
@@ -38,9 +42,21 @@ def _q(name: str) -> str:
 #: where events are listed: the server's view of them, or (a server started without grant tables,
 #: whose event scheduler cannot be on and whose information_schema then lists none) the table itself
 _EVENTS_SQL = {
-    "information_schema": "SELECT event_name FROM information_schema.events WHERE event_schema = %s",
-    "mysql.event": "SELECT name FROM mysql.event WHERE db = %s",
+    "information_schema": "SELECT event_name, event_definition FROM information_schema.events"
+    " WHERE event_schema = %s",
+    "mysql.event": "SELECT name, body FROM mysql.event WHERE db = %s",
 }
+
+
+def _digest(text: Any, database: str = "") -> str:
+    """md5 of a definition, with the database's own qualifier left out (a copy under another name, or
+    a view the server shows as `db`.`t`, has the same definition)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    body = str(text or "")
+    if database:
+        body = body.replace(_q(database) + ".", "")
+    return hashlib.md5(body.encode(), usedforsecurity=False).hexdigest()
 
 
 def mysql_inventory(
@@ -67,18 +83,32 @@ def mysql_inventory(
                 else:
                     cur.execute(f"SELECT COUNT(*) FROM {_q(name)}")
                     tables[name] = int(cur.fetchone()[0])
+            definitions: dict[str, str] = {}
             cur.execute(
-                "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = %s", (database,)
+                "SELECT table_name, view_definition FROM information_schema.views WHERE table_schema = %s",
+                (database,),
             )
-            triggers = sorted(r[0] for r in cur.fetchall())
+            definitions.update({f"view {n}": _digest(d, database) for n, d in cur.fetchall()})
             cur.execute(
-                "SELECT routine_type, routine_name FROM information_schema.routines"
+                "SELECT trigger_name, action_statement FROM information_schema.triggers"
+                " WHERE trigger_schema = %s",
+                (database,),
+            )
+            found = cur.fetchall()
+            triggers = sorted(r[0] for r in found)
+            definitions.update({f"trigger {n}": _digest(d, database) for n, d in found})
+            cur.execute(
+                "SELECT routine_type, routine_name, routine_definition FROM information_schema.routines"
                 " WHERE routine_schema = %s",
                 (database,),
             )
-            routines = sorted(f"{t.lower()} {n}" for t, n in cur.fetchall())
+            found = [(f"{t.lower()} {n}", d) for t, n, d in cur.fetchall()]
+            routines = sorted(r[0] for r in found)
+            definitions.update({n: _digest(d, database) for n, d in found})
             cur.execute(_EVENTS_SQL[events_from], (database,))
-            events = sorted(r[0] for r in cur.fetchall())
+            found = cur.fetchall()
+            events = sorted(r[0] for r in found)
+            definitions.update({f"event {n}": _digest(d, database) for n, d in found})
         return {
             "tables": dict(sorted(tables.items())),
             "views": sorted(views),
@@ -86,6 +116,7 @@ def mysql_inventory(
             "routines": routines,
             "events": events,
             "sequences": dict(sorted(sequences.items())),
+            "definitions": dict(sorted(definitions.items())),
         }
     finally:
         conn.close()
@@ -155,6 +186,21 @@ def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[st
             enums = {str(k): str(v) for k, v in cur.fetchall()}
             cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
             large_objects = int(cur.fetchone()[0])
+            cur.execute(
+                "SELECT 'view ' || n.nspname || '.' || c.relname, pg_get_viewdef(c.oid) FROM pg_class c"
+                f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname {_PG_USER}"
+                " AND c.relkind IN ('v', 'm')"
+                " UNION ALL SELECT 'trigger ' || n.nspname || '.' || c.relname || '.' || t.tgname,"
+                " pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                f" WHERE NOT t.tgisinternal AND n.nspname {_PG_USER}"
+                " UNION ALL SELECT 'routine ' || n.nspname || '.' || p.proname || '('"
+                " || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)"
+                f" FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname {_PG_USER}"
+                " AND p.prokind IN ('f', 'p') AND NOT EXISTS (SELECT 1 FROM pg_depend d"
+                " WHERE d.objid = p.oid AND d.deptype = 'e')"
+            )
+            definitions = {str(k): _digest(v) for k, v in cur.fetchall()}
             # who owns each relation, its grants and (a digest of) its comment: a restore without
             # them (pg_restore --no-owner / --no-acl, a dump without comments) is incomplete
             cur.execute(
@@ -185,10 +231,25 @@ def postgres_inventory(db: Database, database: str, conn: Any = None) -> dict[st
             "owners": dict(sorted(owners.items())),
             "privileges": dict(sorted(privileges.items())),
             "comments": dict(sorted(comments.items())),
+            "definitions": dict(sorted(definitions.items())),
         }
     finally:
         if own:
             conn.close()
+
+
+#: the ``definitions`` entries of each kind a MySQL job may leave out (``skip_objects``)
+_DEFINED_AS = {"events": ("event",), "routines": ("procedure", "function"), "triggers": ("trigger",)}
+
+
+def without_kinds(inventory: dict[str, Any], kinds: set[str]) -> dict[str, Any]:
+    """The inventory without ``kinds`` (and their ``definitions``): what a dump that left them out
+    on purpose must still give back."""
+    out = {k: v for k, v in inventory.items() if k not in kinds}
+    prefixes = tuple(f"{p} " for k in kinds for p in _DEFINED_AS.get(k, ()))
+    if prefixes and isinstance(out.get("definitions"), dict):
+        out["definitions"] = {n: d for n, d in out["definitions"].items() if not n.startswith(prefixes)}
+    return out
 
 
 def _describe(kind: str, value: Any) -> dict[str, Any]:

@@ -197,3 +197,24 @@ def test_complete_summary_shows_inventory_side_by_side() -> None:
     }
     text = _summary(job, "20260101T000000Z-abcdef", result, {}, 1.0)
     assert "| shop | tables | 1 | 1 |" in text and "| shop | events | 1 | 0 |" in text
+
+
+def test_complete_changed_definition_is_named_and_opt_outs_drop_theirs(maria_db: Any, tmp_path: Path) -> None:
+    """A trigger re-created with another body keeps its name but not its definition digest; a job
+    that skips triggers expects neither the names nor the definitions back."""
+    db, name = maria_db
+    before = mysql_inventory(db, name)
+    mysql_exec(
+        db,
+        "DROP TRIGGER t_ins",
+        "CREATE TRIGGER t_ins AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id + 1)",
+        database=name,
+    )
+    after = mysql_inventory(db, name)
+    assert after["triggers"] == before["triggers"]
+    (problem,) = compare_inventories(name, before, after)
+    assert problem.startswith(f"{name}: definition trigger t_ins is ")
+    r = _resolved("mysql", db, name, tmp_path, skip_objects=["triggers", "events"])
+    kept = inventory_source.fn(r, [name])[name]
+    assert "triggers" not in kept and "events" not in kept
+    assert sorted(kept["definitions"]) == ["function f", "procedure p", "view tv"]
