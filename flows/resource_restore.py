@@ -27,7 +27,7 @@ from planning.resources import (
     ExistingPolicy,
     parse_mapping,
 )
-from planning.restore_scope import ScopePlan, check_archive, plan_scope
+from planning.restore_scope import ScopePlan, check_archive, check_auto_approve, plan_scope
 from stateferry.errors import PermanentError
 from tasks.approvals import request_approval
 from tasks.archive_store import download_archive
@@ -150,7 +150,8 @@ def resource_restore(
         keep_node_ports: keep Service nodePorts (default: the target allocates new ones).
         dry_run: only report, object by object, what would be created/updated and the diff.
         auto_approve: apply without pausing where the restore would ask (``update``, cluster-scoped
-            or RBAC/admission objects); the plan is still recorded as an artifact.
+            kinds); the plan is still recorded as an artifact. Refused when RBAC/admission objects
+            would be applied: those always wait for a person's approval.
         fail_on_error: end the flow failed (after the report) if any object failed.
         restore_volumes: fill restored PVCs with the backup's volume data (if it has any) before
             the workloads are created.
@@ -201,6 +202,8 @@ def resource_restore(
         include_cluster_kinds=include_cluster_kinds,
         allow_rbac_and_admission=allow_rbac_and_admission,
     )
+    if not dry_run:
+        check_auto_approve(plan, auto_approve)
     labels = {
         BACKUP_NAME_LABEL: backup_name,
         RESTORE_NAME_LABEL: rname,

@@ -118,7 +118,6 @@ PG_DUMP_FLAGS = frozenset(
         "--quote-all-identifiers",
         "--inserts",
         "--column-inserts",
-        "--rows-per-insert",
         "--disable-triggers",
         "--disable-dollar-quoting",
         "--serializable-deferrable",
@@ -142,6 +141,7 @@ PG_DUMP_VALUED = frozenset(
         "--encoding",
         "--extra-float-digits",
         "--section",
+        "--rows-per-insert",  # needs its value: a bare one would swallow the next option
     }
 )
 _ALLOWED: dict[str, tuple[frozenset[str], frozenset[str]]] = {

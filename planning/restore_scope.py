@@ -325,3 +325,21 @@ def plan_scope(
             "leave them out with exclude_kinds / include_namespaces / include_cluster_kinds",
         )
     return plan
+
+
+def check_auto_approve(plan: ScopePlan, auto_approve: bool) -> None:
+    """RBAC and admission objects need an explicit opt-in *and* a person's approval: ``auto_approve``
+    (a flow parameter, set by whoever starts the run) cannot stand in for the second.
+
+    Raises:
+        InputError: naming ``auto_approve`` when the plan holds privileged objects (nothing changed).
+    """
+    if auto_approve and plan.privileged:
+        shown = "; ".join(plan.privileged[:3]) + (" …" if len(plan.privileged) > 3 else "")
+        raise InputError(
+            "auto_approve",
+            f"the restore would apply {len(plan.privileged)} RBAC/admission object(s) ({shown}), which"
+            " always wait for an approval in the UI; nothing was changed",
+            "remove auto_approve and approve the plan in the run's Resume form, or leave those objects"
+            " out with exclude_kinds / include_namespaces",
+        )

@@ -20,9 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
-import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,14 +31,12 @@ from planning.inc_chain import Link, NextBackup, chain_to, link_of, next_backup,
 from planning.tar_snapshot import MAX_SNAPSHOT_BYTES, check_snapshot
 from stateferry.errors import InputError, PreconditionFailed
 from stateferry.logs import run_logger
-from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from tasks.backup_crypto import open_plain
 from tasks.backup_storage import LocalStorage
 from tasks.dumpers import CHUNK, Sink, run_dump
-from tasks.restore_ops import RestoreFailed, decompress_chunks
+from tasks.restore_ops import decompress_chunks, extract_checked
 
 CREATE_FLAGS = ["--create", "--format=posix", "--sparse", "--numeric-owner", "--no-check-device", "--file=-"]
-EXTRACT_FLAGS = ["--extract", "--listed-incremental=/dev/null", "--delay-directory-restore", "--file=-"]
 
 
 @dataclass
@@ -165,47 +161,13 @@ def file_producer(path: Path) -> Any:
 
 
 def extract_link(fh: BinaryIO, dest: Path) -> None:
-    """Extract one archive of the chain into ``dest`` through :class:`TarGate` and GNU tar.
+    """Extract one archive of the chain into ``dest`` (deletions applied) through :class:`TarGate`.
 
     Raises:
         InputError: field ``backup``: a member would leave ``dest`` (nothing of it is written).
         RestoreFailed: tar failed (truncated or corrupt archive).
     """
-    gate = TarGate(dest)
-    tar = subprocess.Popen(
-        ["tar", *EXTRACT_FLAGS, "-C", str(dest)], stdin=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert tar.stdin is not None and tar.stderr is not None
-    err: list[bytes] = []
-    stderr = tar.stderr
-    t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
-    t.start()
-    refused: UnsafeArchive | None = None
-    try:
-        for chunk in decompress_chunks(fh):
-            tar.stdin.write(gate.feed(chunk))
-        if not gate.ended:
-            raise RestoreFailed("the archive ends before its end-of-archive blocks (truncated)")
-    except UnsafeArchive as exc:
-        refused = exc
-        tar.kill()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        tar.kill()
-        raise
-    finally:
-        try:
-            tar.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = tar.wait()
-        t.join(timeout=10)
-    if refused is not None:
-        raise InputError("backup", f"the archive is refused: {refused}", "restore another backup")
-    if rc != 0:
-        msg = b"".join(err).decode(errors="replace").strip()[-800:]
-        raise RestoreFailed(f"tar exited with status {rc}: {msg}")
+    extract_checked(fh, dest, incremental=True)
 
 
 def chain_action(engine: str, part: dict[str, Any]) -> str:

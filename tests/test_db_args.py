@@ -25,6 +25,7 @@ from stateferry.errors import InputError
         ("pg_dump", "--no-owner --clean --if-exists", ["--no-owner", "--clean", "--if-exists"]),
         ("pg_dump", "--exclude-table='audit log'", ["--exclude-table=audit log"]),
         ("pg_dump", "--compress=9\n--no-acl", ["--compress=9", "--no-acl"]),
+        ("pg_dump", "--rows-per-insert=100", ["--rows-per-insert=100"]),
     ],
 )
 def test_allowed_extra_keys(tool: str, text: str, expected: list[str]) -> None:
@@ -42,6 +43,7 @@ def test_allowed_extra_keys(tool: str, text: str, expected: list[str]) -> None:
         ("pg_dump", "--file=/etc/x", "'--file'"),
         ("pg_dump", "--schema public", "same argument"),
         ("pg_dump", "--schema=-x", "unusable value"),
+        ("pg_dump", "--rows-per-insert", "same argument"),  # bare: it would take the next option
         ("pg_dump", "--no-owner=yes", "'--no-owner'"),
         ("mysqldump", "--opt -psecret", "'-p'"),
         ("mysqldump", "--opt hunter2", "'h...'"),

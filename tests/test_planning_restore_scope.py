@@ -303,3 +303,21 @@ def test_check_archive_refuses_malformed_manifests(mutate: Any) -> None:
     mutate(m)
     with pytest.raises(ArchiveRefused, match="backup_name"):
         check_archive(m, members, prefix="resource-backups")
+
+
+def test_auto_approve_cannot_stand_in_for_the_approval_of_privileged_objects() -> None:
+    """RBAC/admission objects need the opt-in and a person's approval: auto_approve is refused for
+    them, accepted for plans without them."""
+    from planning.restore_scope import check_auto_approve
+
+    plan = plan_scope(
+        [_member(o) for o in (NS, CM, CRB)],
+        namespaced=SCOPES,
+        include_cluster_kinds=["ClusterRoleBinding"],
+        allow_rbac_and_admission=True,
+    )
+    with pytest.raises(InputError, match=r"ClusterRoleBinding.*always wait for an approval") as err:
+        check_auto_approve(plan, auto_approve=True)
+    assert err.value.field == "auto_approve"
+    check_auto_approve(plan, auto_approve=False)
+    check_auto_approve(plan_scope([_member(o) for o in (NS, CM)], namespaced=SCOPES), auto_approve=True)

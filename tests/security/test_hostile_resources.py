@@ -174,6 +174,18 @@ def test_hostile_archive_cluster_role_binding_is_not_restored(
     assert err.value.field == "allow_rbac_and_admission"
     assert target_rest.get_or_none(crb_url) is None
     assert target_rest.get_or_none("/api/v1/namespaces/hx-2") is None
+    # with the opt-in, whoever starts the run cannot also approve it by parameter
+    with pytest.raises(InputError, match="always wait for an approval") as err:
+        resource_restore(
+            **restore,
+            include_cluster_kinds=["ClusterRoleBinding"],
+            allow_rbac_and_admission=True,
+            auto_approve=True,
+            namespace_mapping={"hx": "hx-2"},
+        )
+    assert err.value.field == "auto_approve"
+    assert target_rest.get_or_none(crb_url) is None
+    assert target_rest.get_or_none("/api/v1/namespaces/hx-2") is None
 
     # an object the manifest's selection never took (a second namespace, selection unchanged)
     evil_cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}}

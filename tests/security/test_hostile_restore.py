@@ -256,3 +256,48 @@ def test_hostile_mysql_failed_overwrite_leaves_live_database(
     restore_backup(job, overwrite=True, auto_approve=True)
     assert mysql_exec(db, "SELECT x FROM t", database=live) == [("backup",)]
     mysql_exec(db, f"DROP DATABASE `{live}`")
+
+
+def test_hostile_files_restore_tar_members_checked(prefect_server: Any, tmp_path: Path) -> None:
+    """A storage writer swaps a files backup's archive (and fixes the manifest's digest): the
+    CVE-2025-4517 symlink escape, absolute and ``..`` names, links out and devices are refused
+    before GNU tar writes them, by restores and overwrites alike; nothing lands outside the target."""
+    import tarfile
+
+    from flows.backup import scheduled_backup
+    from flows.restore import restore_backup
+    from security.test_hostile_app import _cve_2025_4517_archive, _simple_archive
+    from stateferry.errors import InputError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    local = tmp_path / "backups"
+    job = {
+        "job": f"hostile-files-{_uid()}",
+        "type": "desc_files",
+        "sources": [{"target": [str(src)]}],
+        "storages": [{"storage": "local", "backup_dir": str(local)}],
+    }
+    backup_id = scheduled_backup(job)["backup_id"]
+    outer = tmp_path / "outer"
+    target = outer / "restore"
+    cases = {
+        "cve-2025-4517": _cve_2025_4517_archive(target),
+        "absolute": _simple_archive([(str(tmp_path / "absolute-evil"), tarfile.REGTYPE, "", b"x")]),
+        "dotdot": _simple_archive([("a/../../evil", tarfile.REGTYPE, "", b"x")]),
+        "hardlink-out": _simple_archive([("pw", tarfile.LNKTYPE, "/etc/hostname", b"")]),
+        "through-symlink": _simple_archive(
+            [("up", tarfile.SYMTYPE, "..", b""), ("up/flag", tarfile.REGTYPE, "", b"overwrite")]
+        ),
+    }
+    for name, raw in cases.items():
+        _replace_local_part(local, job, backup_id, raw)
+        for overwrite in (False, True):
+            target.mkdir(parents=True, exist_ok=True)
+            with pytest.raises(InputError, match="archive is refused") as err:
+                restore_backup(job, target_dir=str(target), overwrite=overwrite, auto_approve=True)
+            assert err.value.field == "backup", name
+            assert sorted(p.name for p in outer.iterdir()) == ["restore"], name
+            assert not (tmp_path / "absolute-evil").exists() and not (tmp_path / "evil").exists(), name
+    assert (src / "a.txt").read_text() == "a"
