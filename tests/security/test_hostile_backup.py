@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup.helpers import pg_block, pg_exec
+from backup.helpers import mysql_block, mysql_exec, pg_block, pg_exec
 from pydantic import SecretStr, ValidationError
 
 from blocks.database import Database
@@ -24,7 +24,7 @@ from stateferry.errors import InputError
 from tasks.backup_jobs import Resolved, new_backup_id, preflight_source
 from tasks.backup_publish import rotate_storage
 from tasks.backup_storage import LocalStorage, S3Storage
-from tasks.dumpers import pg_dump_producer
+from tasks.dumpers import mysqldump_producer, pg_dump_producer
 
 
 def _pg_job(extra_keys: str | None = None, storages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -93,6 +93,34 @@ def test_hostile_database_name_is_not_a_conninfo(postgres: Any) -> None:
         assert hostile in facts["databases"] and "--host=evil" not in facts["databases"]
     finally:
         _drop(db, other, hostile, "--host=evil")
+
+
+def test_hostile_mysql_database_names_never_become_options(mariadb: Any) -> None:
+    """MariaDB: a tenant's database named like an option is dumped as itself (after ``--``) when
+    named, skipped when read from the server, and refused as a parameter with control characters."""
+    db = mysql_block(mariadb)
+    hostile, plain = "--defaults-extra-file=x", "sfh_plain"
+    mysql_exec(db, f"DROP DATABASE IF EXISTS `{hostile}`", f"DROP DATABASE IF EXISTS {plain}")
+    try:
+        mysql_exec(db, f"CREATE DATABASE `{hostile}`", f"CREATE DATABASE {plain}")
+        mysql_exec(db, "CREATE TABLE only_mine (x int)", database=plain)
+        job = {
+            "job": "h",
+            "type": "mysql",
+            "sources": [{"connect": {"block": "m"}}],
+            "storages": [{"storage": "local", "backup_dir": "/tmp/unused"}],
+        }
+        facts = preflight_source.fn(Resolved(parse_job(job), source_block=db))
+        assert plain in facts["databases"] and hostile not in facts["databases"]
+        out = io.BytesIO()
+        mysqldump_producer(db, [plain], ["--skip-comments"])(out)
+        assert b"only_mine" in out.getvalue()
+        for bad in ("--host=evil", "a\nb", "../x"):
+            with pytest.raises(InputError) as err:
+                parse_job({**job, "sources": [{"connect": {"block": "m"}, "target": [bad]}]})
+            assert "target" in err.value.field
+    finally:
+        mysql_exec(db, f"DROP DATABASE IF EXISTS `{hostile}`", f"DROP DATABASE IF EXISTS {plain}")
 
 
 # -------------------------------------------------------------------------------------------------
