@@ -48,7 +48,7 @@ from tasks.etcd_ops import (
 )
 from tasks.etcd_preflight import MigrationContext, save_state, state_name, to_current
 from tasks.etcd_tls_setup import ensure_member_secrets
-from tasks.kube_objects import delete_object, ensure_statefulset, scale_statefulset, wait_pods_ready
+from tasks.kube_objects import apply_object, delete_object, scale_statefulset, wait_pods_ready
 
 JOIN_STEP = "join new members"
 CUTOVER_STEP = "clients switched"
@@ -249,7 +249,7 @@ def join_new_members(
                     if m.name and step.peer_url not in m.peer_urls
                 ]
                 ic_value = initial_cluster([*others, joining])
-            outcome = ensure_statefulset(ctx.tgt, render_sts(ctx, step.replicas, ic_value, step.replicas - 1))
+            outcome = apply_object(ctx.tgt, render_sts(ctx, step.replicas, ic_value, step.replicas - 1))
             fault_points.reached("member_deployed", step.member)
             try:
                 wait_pods_ready(
@@ -350,7 +350,7 @@ def finalize_initial_cluster(ctx: MigrationContext, journal: Journal) -> None:
                 if view.leader_name == pod and n > 1:
                     other = next(m for m in view.members if m.name != pod and not m.is_learner)
                     move_leader(endpoints, other.id)
-                ensure_statefulset(ctx.tgt, render_sts(ctx, n, step.initial_cluster, partition=ordinal))
+                apply_object(ctx.tgt, render_sts(ctx, n, step.initial_cluster, partition=ordinal))
                 wait_pod_revision(ctx, pod)
                 wait_healthy(endpoints, expect_members=layout.new_pods())
         fault_points.reached("finalize")

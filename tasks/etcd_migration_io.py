@@ -27,8 +27,8 @@ from stateferry.waiting import wait_until
 from tasks.etcd_ops import ClusterView, observe_now
 from tasks.etcd_preflight import MigrationContext, dns_key, to_current
 from tasks.kube_objects import (
+    apply_object,
     delete_object,
-    ensure_service,
     get_object,
     patch_coredns_hosts,
     patch_module_config_hosts,
@@ -59,8 +59,8 @@ def ensure_lb_services(ctx: MigrationContext) -> dict[str, str]:
                     f"Service {ns}/{pod} exists and was not created by this migration: rename or delete it "
                     "(the flow names each member's LoadBalancer Service after the pod)"
                 )
-            ensure_service(api, lb_service_manifest(pod, ns, layout, run_id=run_id, annotations=ann))
-    ensure_service(ctx.tgt, new_headless_service_manifest(ctx.source_service, layout, run_id=run_id))
+            apply_object(api, lb_service_manifest(pod, ns, layout, run_id=run_id, annotations=ann))
+    apply_object(ctx.tgt, new_headless_service_manifest(ctx.source_service, layout, run_id=run_id))
     for api, ns, pods, _ in sides:
         for pod in pods:
             ctx.lb_ips[pod] = wait_for_lb_ip(api, ns, pod)

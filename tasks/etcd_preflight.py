@@ -21,7 +21,7 @@ from stateferry.errors import InputError, PreconditionFailed, StateferryError
 from tasks.etcd_credentials import refine_credentials
 from tasks.etcd_ops import ClusterView, observe_cluster
 from tasks.etcd_tls_setup import SourceTls, read_source_tls
-from tasks.kube_objects import ensure_configmap, get_object, list_pods, module_config_resource
+from tasks.kube_objects import apply_object, get_object, list_pods, module_config_resource
 
 __all__ = [
     "MigrationComplete",
@@ -123,7 +123,7 @@ def save_state(ctx: MigrationContext, **changes: Any) -> None:
     """Update the state and write it (the only writer of the state ConfigMap)."""
     for key, value in changes.items():
         setattr(ctx.state, key, value)
-    ensure_configmap(
+    apply_object(
         ctx.tgt,
         {
             "apiVersion": "v1",

@@ -1,6 +1,7 @@
 """Generic, idempotent Kubernetes object tasks over the official client.
 
-Every ``ensure_*`` reads the object first and writes only the difference; it returns what it did:
+Objects the flows render are written by server-side apply (:func:`apply_object`, field manager
+``stateferry``): the server computes the difference and keeps other managers' fields; it returns
 ``"created"``, ``"patched"`` or ``"unchanged"`` (deletes return ``"deleted"`` or ``"absent"``).
 Errors are translated to :mod:`stateferry.errors` types, so transient ones are retried by
 :data:`tasks.retry.TRANSIENT_RETRY` and bad requests fail at once with the API server's message.
@@ -8,6 +9,7 @@ Errors are translated to :mod:`stateferry.errors` types, so transient ones are r
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -15,16 +17,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.etcd_dns_hosts import coredns_with_hosts, module_config_hosts
-from stateferry.errors import PreconditionFailed, StateferryError, TransientError, translate
+from stateferry.errors import NotFound, PreconditionFailed, StateferryError, TransientError, translate
 from stateferry.waiting import wait_until
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
+    "FIELD_MANAGER",
     "Outcome",
+    "apply_object",
     "delete_object",
-    "ensure_configmap",
-    "ensure_service",
-    "ensure_statefulset",
+    "dynamic_client",
     "get_object",
     "list_pods",
     "module_config_resource",
@@ -107,75 +109,48 @@ def list_pods(api: Any, namespace: str, label_selector: str = "") -> list[dict[s
     return [_sanitize(p) for p in result.items]
 
 
-def _subset_differs(desired: Any, observed: Any) -> bool:
-    """True when ``desired`` is not contained in ``observed`` (dicts by key, lists element-wise)."""
-    if isinstance(desired, Mapping):
-        if not isinstance(observed, Mapping):
-            return True
-        return any(_subset_differs(v, observed.get(k)) for k, v in desired.items())
-    if isinstance(desired, list):
-        if not isinstance(observed, list) or len(desired) != len(observed):
-            return True
-        return any(_subset_differs(d, o) for d, o in zip(desired, observed, strict=True))
-    if isinstance(desired, int) and isinstance(observed, str):
-        return str(desired) != observed
-    return bool(desired != observed)
+#: the field manager of every object stateferry writes by server-side apply
+FIELD_MANAGER = "stateferry"
+_DYNAMIC: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def dynamic_client(api: Any) -> Any:
+    """One ``kubernetes.dynamic.DynamicClient`` per ``ApiClient`` (discovery is read once)."""
+    from kubernetes.dynamic import DynamicClient
+
+    client = _DYNAMIC.get(api)
+    if client is None:
+        client = _DYNAMIC[api] = _call("reading the API discovery", lambda: DynamicClient(api))
+    return client
 
 
 @task(**_TASK)
-def ensure_service(api: Any, manifest: dict[str, Any]) -> Outcome:
-    """Create the Service, or patch it when its labels/annotations/spec differ from ``manifest``.
+def apply_object(api: Any, manifest: dict[str, Any]) -> Outcome:
+    """Server-side apply ``manifest`` as field manager ``stateferry``.
 
-    Returns:
-        ``created``, ``patched`` or ``unchanged``.
+    The object is the flow's own (rendered by it, named for it), so conflicts are forced: the
+    manifest says what every field it names must be; fields stateferry named before and no longer
+    names are removed by the server, fields of other managers (defaults, allocations, controllers)
+    are kept. Returns ``created``, ``patched`` (the resourceVersion moved) or ``unchanged``.
     """
-    import kubernetes.client
-
-    core: Any = kubernetes.client.CoreV1Api(api)
     meta = manifest["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    observed = get_object(api, "service", ns, name)
-    if observed is None:
-        _call(f"creating Service {ns}/{name}", lambda: core.create_namespaced_service(ns, manifest))
-        return "created"
-    want = {
-        "metadata": {k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
-        "spec": manifest["spec"],
-    }
-    if not _subset_differs(want, observed):
-        return "unchanged"
-    _call(f"patching Service {ns}/{name}", lambda: core.patch_namespaced_service(name, ns, want))
-    return "patched"
-
-
-@task(**_TASK)
-def ensure_statefulset(api: Any, manifest: dict[str, Any]) -> Outcome:
-    """Create the StatefulSet, or patch replicas / template / update strategy when they differ.
-
-    The template is replaced as a whole (a merge patch of ``spec``), so the container command is
-    exactly the rendered one; labels set at creation (e.g. the creating flow run) are kept.
-
-    Returns:
-        ``created``, ``patched`` or ``unchanged``.
-    """
-    import kubernetes.client
-
-    apps: Any = kubernetes.client.AppsV1Api(api)
-    meta = manifest["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    observed = get_object(api, "statefulset", ns, name)
-    if observed is None:
-        _call(f"creating StatefulSet {ns}/{name}", lambda: apps.create_namespaced_stateful_set(ns, manifest))
-        return "created"
-    spec = manifest["spec"]
-    want = {k: spec[k] for k in ("replicas", "template", "updateStrategy")}
-    if not _subset_differs(want, observed.get("spec")):
-        return "unchanged"
-    _call(
-        f"patching StatefulSet {ns}/{name}",
-        lambda: apps.patch_namespaced_stateful_set(name, ns, {"spec": want}),
+    ns, name = meta.get("namespace"), meta["name"]
+    where = f"{manifest['kind']} {ns + '/' if ns else ''}{name}"
+    resource = dynamic_client(api).resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    try:
+        before = _call(f"reading {where}", lambda: resource.get(name=name, namespace=ns))
+    except NotFound:
+        before = None
+    after = _call(
+        f"applying {where}",
+        lambda: resource.server_side_apply(
+            body=manifest, name=name, namespace=ns, field_manager=FIELD_MANAGER, force_conflicts=True
+        ),
     )
-    return "patched"
+    if before is None:
+        return "created"
+    moved = after.metadata.resourceVersion != before.metadata.resourceVersion
+    return "patched" if moved else "unchanged"
 
 
 @task(**_TASK)
@@ -427,23 +402,4 @@ def patch_module_config_hosts(
             content_type="application/merge-patch+json",
         ),
     )
-    return "patched"
-
-
-@task(**_TASK)
-def ensure_configmap(api: Any, manifest: dict[str, Any]) -> Outcome:
-    """Create the ConfigMap, or patch its data/labels when they differ."""
-    import kubernetes.client
-
-    core: Any = kubernetes.client.CoreV1Api(api)
-    meta = manifest["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    observed = get_object(api, "configmap", ns, name)
-    if observed is None:
-        _call(f"creating ConfigMap {ns}/{name}", lambda: core.create_namespaced_config_map(ns, manifest))
-        return "created"
-    want = {"metadata": {"labels": meta.get("labels") or {}}, "data": manifest.get("data") or {}}
-    if not _subset_differs(want, observed):
-        return "unchanged"
-    _call(f"patching ConfigMap {ns}/{name}", lambda: core.patch_namespaced_config_map(name, ns, want))
     return "patched"
