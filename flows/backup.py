@@ -226,9 +226,13 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
 
     started = now or dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(started)
-    before: dict[str, Any] = {}
-    if isinstance(cfg.source, DatabaseSourceConfig | PhysicalSourceConfig):
-        before = inventory_source(r, facts["databases"])
+    # the databases' inventory is listed while the dump runs (it is no snapshot of its own for MySQL
+    # either way; PostgreSQL parts carry the one taken inside the dump's snapshot)
+    listing = (
+        inventory_source.submit(r, facts["databases"])
+        if isinstance(cfg.source, DatabaseSourceConfig | PhysicalSourceConfig)
+        else None
+    )
     inc = plan_incremental(r, healthy, started) if cfg.incremental else None
     if inc is not None:
         logger.info("inc_files: %s", inc.next.reason)
@@ -238,19 +242,20 @@ def _run(r: Resolved, cfg: BackupJob, verify: bool | None, now: dt.datetime | No
     holding = [label for label in healthy if label not in dump_failed]
 
     verification = None
-    if do_verify:
-        reader = next((lbl for lbl in holding if isinstance(r.storages[lbl], LocalStorage)), holding[0])
-        try:
+    try:
+        before: dict[str, Any] = listing.result() if listing is not None else {}
+        if do_verify:
+            reader = next((lbl for lbl in holding if isinstance(r.storages[lbl], LocalStorage)), holding[0])
             verification = verify_backup(r, backup_id, parts, reader, before, dump_started)
-        except BaseException:
-            for label in holding:
-                try:
-                    r.storages[label].discard(cfg.job, backup_id)
-                except Exception as exc:  # the verification error is the one to report
-                    logger.warning(
-                        "could not remove the unverified backup from %s: %s", label, r.redact(str(exc))
-                    )
-            raise
+    except BaseException:
+        for label in holding:
+            try:
+                r.storages[label].discard(cfg.job, backup_id)
+            except Exception as exc:  # the first error is the one to report
+                logger.warning(
+                    "could not remove the unpublished backup from %s: %s", label, r.redact(str(exc))
+                )
+        raise
     finished = dt.datetime.now(dt.UTC) if now is None else max(now, started)
     inventory = before or _part_inventory(parts)
     chain_tree = ((verification or {}).get("checks") or {}).get("files") if cfg.incremental else None
