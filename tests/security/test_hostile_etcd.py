@@ -97,6 +97,36 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
     assert sts.spec.replicas == 1
 
 
+def test_hostile_etcd_grow_to_five_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
+    """3 -> 5 live: five members join one at a time (quorum 2 of 3 up to 3 of 5 on the way), the
+    three old ones are removed while a client writes; no acknowledged write is lost."""
+    ns = seed_etcd.namespace
+    core_api(seed_etcd.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
+    core_api(seed_etcd.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
+    src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
+    tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
+    writer = SequentialWriter([src_lb, tgt_lb])
+    writer.start()
+    try:
+        summary = etcd_stretch_migration(
+            seed_etcd.source,
+            seed_etcd.target,
+            source_namespace=ns,
+            target_replicas=5,
+            auto_approve=True,
+            catch_up_timeout_seconds=90,
+        )
+    finally:
+        stats = writer.stop()
+    assert summary["outcome"] == "migrated"
+    new = [f"etcd-main-{i}" for i in range(5)]
+    assert summary["members"] == new and _members(tgt_lb) == new
+    stored = asyncio.run(read_all(tgt_lb))
+    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
+    assert len(stats.acked) > 50
+
+
 def _everything(seed: SeedEtcd) -> dict[str, Any]:
     """Objects of the seed's namespace and the CoreDNS Corefile, in both clusters."""
     out: dict[str, Any] = {}
