@@ -16,18 +16,17 @@ streaming pipeline's own memory, which must not grow with the database size).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_stack import bench_stack  # noqa: E402
 
 
 def _rss_kib(field: str) -> int:
@@ -103,23 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import SecretStr
 
     from devservers.mariadb import LocalMariaDB
-    from devservers.prefect_server import LocalPrefectServer
-    from devservers.s3 import SeaweedS3
 
-    work = Path(tempfile.mkdtemp(prefix="stateferry-bench-"))
-    servers: list[Any] = []
-    try:
-        maria = LocalMariaDB(work / "mariadb")
-        s3 = SeaweedS3(work / "s3", access_key="bench", secret_key="bench-secret-" + "z" * 16)
-        prefect = LocalPrefectServer(work / "prefect", ui=False)
-        for server in (maria, s3, prefect):
-            server.start()
-            servers.append(server)
-        os.environ["PREFECT_API_URL"] = prefect.api_url
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    with bench_stack("stateferry-bench-", LocalMariaDB) as stack:
+        maria, work = stack.source, stack.work
 
         from blocks.database import Database
-        from blocks.object_store import ObjectStore
         from flows.backup import scheduled_backup
 
         db = Database(
@@ -131,9 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {table_bytes / 2**20:.0f} MiB of table data in {fill_s:.1f} s", flush=True)
 
         db.save("bench-db", overwrite=True)
-        ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key)).save(
-            "bench-s3", overwrite=True
-        )
 
         from planning.backup_config import DEFAULT_MYSQLDUMP_KEYS
         from tasks.dumpers import find_tool
@@ -264,13 +248,6 @@ def main(argv: list[str] | None = None) -> int:
             ratio = min(times["shell gzip+age"]) / min(times["stateferry gzip+age"])
             print(f"  stateferry gzip+age (local + S3) vs shell gzip+age: {ratio:.2f}x")
         return 0
-    finally:
-        for server in reversed(servers):
-            try:
-                server.cleanup()
-            except Exception:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ verification (prepare + scratch server + inventory compare), which the shell has
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.backup_bench import _fill  # noqa: E402
+from benchmarks.bench_stack import bench_stack  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,23 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import SecretStr
 
     from devservers.mariadb import LocalMariaDB
-    from devservers.prefect_server import LocalPrefectServer
-    from devservers.s3 import SeaweedS3
 
-    work = Path(tempfile.mkdtemp(prefix="stateferry-pbench-"))
-    servers: list[Any] = []
-    try:
-        maria = LocalMariaDB(work / "mariadb")
-        s3 = SeaweedS3(work / "s3", access_key="bench", secret_key="bench-secret-" + "z" * 16)
-        prefect = LocalPrefectServer(work / "prefect", ui=False)
-        for server in (maria, s3, prefect):
-            server.start()
-            servers.append(server)
-        os.environ["PREFECT_API_URL"] = prefect.api_url
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
+    with bench_stack("stateferry-pbench-", LocalMariaDB) as stack:
+        maria, work = stack.source, stack.work
         from blocks.database import Database
-        from blocks.object_store import ObjectStore
         from flows.backup import scheduled_backup
 
         db = Database(
@@ -63,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         table_bytes = _fill(db, args.size_mb)
         print(f"generated {table_bytes / 2**20:.0f} MiB of table data", flush=True)
         db.save("pbench-db", overwrite=True)
-        ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key)).save(
-            "pbench-s3", overwrite=True
-        )
         cnf = work / "my.cnf"
         cnf.write_text(
             f"[client]\nhost={maria.host}\nport={maria.port}\nuser=root\npassword={maria.password}\n"
@@ -91,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sources": [{"connect": {"block": "pbench-db"}}],
                 "storages": [
                     {"storage": "local", "backup_dir": str(work / "backups"), "store": keep},
-                    {"storage": "s3", "object_store": "pbench-s3", "bucket_name": "pbench", "store": keep},
+                    {"storage": "s3", "object_store": "bench-s3", "bucket_name": "pbench", "store": keep},
                 ],
             }
 
@@ -125,13 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in times.items():
             print(f"| {name} | {min(v):.1f} | {base / min(v):.2f}x |")
         return 0
-    finally:
-        for server in reversed(servers):
-            try:
-                server.cleanup()
-            except Exception:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_stack import bench_stack  # noqa: E402
 
 
 def _rss_kib(field: str) -> int:
@@ -66,23 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import SecretStr
 
-    from devservers.prefect_server import LocalPrefectServer
     from devservers.redis import LocalRedis
-    from devservers.s3 import SeaweedS3
 
-    work = Path(tempfile.mkdtemp(prefix="stateferry-redis-bench-"))
-    servers: list[Any] = []
-    try:
-        redis_server = LocalRedis(work / "redis")
-        s3 = SeaweedS3(work / "s3", access_key="bench", secret_key="bench-secret-" + "z" * 16)
-        prefect = LocalPrefectServer(work / "prefect", ui=False)
-        for server in (redis_server, s3, prefect):
-            server.start()
-            servers.append(server)
-        os.environ["PREFECT_API_URL"] = prefect.api_url
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    with bench_stack("stateferry-redis-bench-", LocalRedis) as stack:
+        redis_server, work = stack.source, stack.work
 
-        from blocks.object_store import ObjectStore
         from blocks.redis import RedisServer
         from flows.backup import scheduled_backup
 
@@ -92,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         RedisServer(
             host=redis_server.host, port=redis_server.port, password=SecretStr(redis_server.password)
         ).save("bench-redis", overwrite=True)
-        ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key)).save(
-            "bench-s3", overwrite=True
-        )
 
         env = {**os.environ, "REDISCLI_AUTH": redis_server.password}
         dump = (
@@ -178,13 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             f" after the first round: {max(growth[len(shells) * 2 :] or [0]) / 1024:.0f} MiB"
         )
         return 0
-    finally:
-        for server in reversed(servers):
-            try:
-                server.cleanup()
-            except Exception:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def test_prepare_options_of_a_real_backup_my_cnf() -> None:
     ],
 )
 def test_prepare_options_refuse_anything_else(line: str) -> None:
-    with pytest.raises(XbstreamError, match="backup-my.cnf line"):
+    with pytest.raises(XbstreamError, match=r"backup-my\.cnf line"):
         prepare_options(REAL_CNF + line + "\n")
 
 
