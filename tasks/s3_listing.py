@@ -13,7 +13,9 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from urllib.parse import unquote_plus
+from xml.etree import ElementTree
 
 from minio import Minio
 
@@ -70,11 +72,10 @@ def iter_objects(
     cut = len(prefix)
     start_after = prefix + within.after if within is not None and within.after and trust_order else None
     try:
-        for obj in client.list_objects(
-            bucket, prefix=prefix or None, recursive=True, start_after=start_after
-        ):
-            name = obj.object_name or ""
-            if obj.is_dir or name.startswith(JOURNAL_PREFIX):  # the mirror's own journal is never mirrored
+        for name, size, etag, last_modified in list_pages(client, bucket, prefix, start_after):
+            if name.endswith("/") or name.startswith(
+                JOURNAL_PREFIX
+            ):  # the mirror's journal is never mirrored
                 continue
             if within is not None:
                 rel = name[cut:]
@@ -82,14 +83,64 @@ def iter_objects(
                     return
                 if rel not in within:
                     continue
-            yield ObjectEntry(
-                key=name[cut:],
-                size=int(obj.size or 0),
-                etag=(obj.etag or "").strip('"').lower(),
-                last_modified=obj.last_modified,
-            )
+            yield ObjectEntry(key=name[cut:], size=size, etag=etag, last_modified=last_modified)
     except Exception as exc:
         raise translate(exc, context=f"listing {side} bucket {bucket!r}") from exc
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def list_pages(
+    client: Minio, bucket: str, prefix: str, start_after: str | None
+) -> Iterator[tuple[str, int, str, datetime]]:
+    """``(key, size, etag, last_modified)`` of every object, from ``ListObjectsV2`` pages.
+
+    The same requests as ``Minio.list_objects`` (1,000 keys, ``encoding-type=url``), read with a
+    flat walk of each page instead of a namespaced lookup per field and ``strptime`` per date:
+    minio's parser was two thirds of a 20,000-key pass (profiled). Keys come back URL-encoded and
+    are decoded like minio does (``unquote_plus``).
+    """
+    token: str | None = None
+    while True:
+        query: dict[str, str | list[str] | tuple[str]] = {
+            "list-type": "2",
+            "delimiter": "",
+            "encoding-type": "url",
+            "max-keys": "1000",
+        }
+        query["prefix"] = prefix
+        if token:
+            query["continuation-token"] = token
+        elif start_after:
+            query["start-after"] = start_after
+        response = client._execute("GET", bucket, query_params=query)
+        root = ElementTree.fromstring(response.data)
+        token = None
+        truncated = False
+        url_encoded = False
+        contents = []
+        for node in root:
+            tag = node.tag.rpartition("}")[2]
+            if tag == "Contents":
+                contents.append(node)
+            elif tag == "IsTruncated":
+                truncated = (node.text or "").lower() == "true"
+            elif tag == "NextContinuationToken":
+                token = node.text
+            elif tag == "EncodingType":  # keys are decoded only when the server says it encoded them
+                url_encoded = (node.text or "").lower() == "url"
+        for node in contents:
+            fields = {child.tag.rpartition("}")[2]: child.text or "" for child in node}
+            key, stamp = fields.get("Key", ""), fields.get("LastModified")
+            yield (
+                unquote_plus(key) if url_encoded else key,
+                int(fields.get("Size") or 0),
+                fields.get("ETag", "").strip('"').lower(),
+                datetime.fromisoformat(stamp) if stamp else _EPOCH,
+            )
+        if not truncated or not token:
+            return
 
 
 _END = object()
