@@ -25,8 +25,8 @@ No I/O, no clock, no Prefect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from planning.mirror import Action, ActionKind, ObjectEntry
@@ -375,3 +375,23 @@ def plan_with_journal(
                 plan.journal.append(old)
         plan.journal.sort(key=lambda e: e.key)
     return plan
+
+
+def with_written(
+    entries: list[JournalEntry], forward: Mapping[str, str], backward: Mapping[str, str]
+) -> list[JournalEntry]:
+    """Journal entries with the ETags the writes returned: ``forward`` (relative key -> ETag the
+    destination returned) replaces the destination's signature, ``backward`` the source's.
+
+    A copy does not always keep the source's ETag (a multipart object written with one PUT gets a
+    plain MD5); remembering the source's would make the next pass see a "client write" on the side
+    the mirror wrote itself, and a later source delete or update would lose to it.
+    """
+    out = []
+    for e in entries:
+        if e.key in forward and e.destination is not None:
+            e = replace(e, destination=(e.destination[0], forward[e.key]))
+        if e.key in backward and e.source is not None:
+            e = replace(e, source=(e.source[0], backward[e.key]))
+        out.append(e)
+    return out

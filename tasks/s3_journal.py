@@ -28,6 +28,7 @@ from planning.mirror_journal import (
     JournalOptions,
     JournalPlan,
     plan_with_journal,
+    with_written,
 )
 from stateferry.errors import PreconditionFailed, translate
 from tasks.s3_listing import iter_objects
@@ -138,6 +139,10 @@ def _listing(client: Minio, bucket: str, prefix: str, side: str, exists: bool) -
     return entries
 
 
+def _relative(written: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix) :]: v for k, v in written.items() if k.startswith(prefix)}
+
+
 def run_journal_pass(
     source: Minio,
     destination: Minio,
@@ -206,7 +211,7 @@ def run_journal_pass(
         allow_empty_source=allow_empty_source,
     )
     forward = Transferrer(
-        source, destination, server_side=server_side, workers=workers, progress=progress
+        source, destination, server_side=server_side, workers=workers, progress=progress, keep_written=True
     ).run(
         plan.forward,
         pair.source_bucket,
@@ -216,7 +221,7 @@ def run_journal_pass(
         stop=stop,
     )
     backward = Transferrer(
-        destination, source, server_side=server_side, workers=workers, progress=progress
+        destination, source, server_side=server_side, workers=workers, progress=progress, keep_written=True
     ).run(
         plan.backward,
         pair.destination_bucket,
@@ -229,7 +234,11 @@ def run_journal_pass(
     failed = {f.key for f in forward.failures} | {f.key for f in backward.failures}
     if stop is not None and stop.is_set():
         failed |= done  # not known to have run: plan them again next pass
-    new = [e for e in plan.journal if e.key not in failed]
+    new = with_written(
+        [e for e in plan.journal if e.key not in failed],
+        _relative(forward.written, pair.destination_prefix),
+        _relative(backward.written, pair.source_prefix),
+    )
     restored = [e for e in (plan.previous.get(k) for k in failed) if e is not None]
     excluded_old = [e for e in entries if exclude(e.key)]
     merged = sorted([*new, *restored, *excluded_old], key=lambda e: e.key)

@@ -82,6 +82,10 @@ class TransferReport:
     confirmed: int = 0
     unconfirmed: int = 0
     failures: list[TransferFailure] = field(default_factory=list)
+    #: destination key -> the ETag the destination returned for what the pass wrote there, kept
+    #: when asked (``keep_written``): a multipart source copied with one PUT gets a plain MD5, and
+    #: the mirror journal must remember that one, not the source's
+    written: dict[str, str] = field(default_factory=dict)
 
     @property
     def objects(self) -> int:
@@ -203,9 +207,11 @@ class Transferrer:
         attempts: int = 6,
         backoff: float = 0.5,
         progress: Callable[[int, int], None] | None = None,
+        keep_written: bool = False,
     ) -> None:
         self.source = source
         self.destination = destination
+        self.keep_written = keep_written  # journal passes: remember each written ETag
         self.server_side = server_side
         self.workers = max(1, workers)
         self.budget = _ByteBudget(memory_budget)
@@ -384,6 +390,9 @@ class Transferrer:
 
     def _confirm(self, report: TransferReport, source_etag: str, written_etag: str, key: str) -> None:
         """Check the ETag the destination computed against the source's; count the outcome."""
+        if written_etag and self.keep_written:
+            with self._lock:
+                report.written[key] = written_etag
         if not source_etag or not written_etag:
             with self._lock:
                 report.unconfirmed += 1

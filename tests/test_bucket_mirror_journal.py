@@ -305,3 +305,49 @@ def test_watch_resume_after_the_approval_does_not_ask_again(
             direction="two-way",
             approval_timeout_seconds=3,
         )
+
+
+@pytest.mark.parametrize("direction", ["one-way", "two-way"])
+def test_dns_window_multipart_copies_are_not_mistaken_for_client_writes(
+    object_store_a: ObjectStore, object_store_b: ObjectStore, direction: str
+) -> None:
+    """A multipart source object (ETag ``<md5>-2``) is written to the destination with one PUT (a
+    plain MD5 ETag). The journal remembers the ETag the write returned: the next pass sees nothing
+    changed (no "client write" kept, nothing copied back over the source), and a later source
+    delete reaches the destination."""
+    from planning.mirror_journal import Direction, JournalOptions
+    from tasks.s3_clients import mirror_client
+    from tasks.s3_journal import run_journal_pass
+    from tasks.s3_mirror_pass import BucketPair
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "mpj-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    big = os.urandom(8 * 1024 * 1024 + 17)
+    a.put_object(bucket, "big.bin", io.BytesIO(big), len(big), part_size=5 * 1024 * 1024)
+    assert a.stat_object(bucket, "big.bin").etag.strip('"').endswith("-2")
+    for i in range(4):  # a source that is not emptied by the delete (deletes stay under their cap)
+        put(a, bucket, f"small-{i}", b"x" * i)
+    opts = JournalOptions(Direction(direction), remove=True)
+
+    def one_pass() -> Any:
+        return run_journal_pass(
+            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
+        )
+
+    first = one_pass()
+    assert sorted(x.key for x in first.plan.forward) == [
+        "big.bin",
+        "small-0",
+        "small-1",
+        "small-2",
+        "small-3",
+    ]
+    assert b.get_object(bucket, "big.bin").read() == big
+    second = one_pass()
+    assert (second.plan.forward, second.plan.backward, second.plan.kept) == ([], [], [])
+    a.remove_object(bucket, "big.bin")
+    third = one_pass()
+    assert [(x.kind.value, x.key) for x in third.plan.forward] == [("delete", "big.bin")]
+    assert sorted(contents(b, bucket)) == ["small-0", "small-1", "small-2", "small-3"]

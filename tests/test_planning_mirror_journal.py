@@ -266,3 +266,23 @@ def test_unchanged_pass_over_20000_keys_plans_nothing() -> None:
     journal = [JournalEntry(k, V1, V1) for k in keys]
     plan = plan_with_journal(_entries(keys), _entries(keys), journal, TWO)
     assert plan.changes == 0 and plan.conflicts == [] and len(plan.journal) == 20000
+
+
+def test_with_written_remembers_the_etag_each_write_returned() -> None:
+    """Forward writes replace the destination's signature, backward ones the source's; absent sides
+    and untouched keys stay as planned."""
+    from planning.mirror_journal import JournalEntry, with_written
+
+    entries = [
+        JournalEntry("big", (9, "abc-2"), (9, "abc-2")),
+        JournalEntry("back", (3, "old"), (3, "old"), "destination"),
+        JournalEntry("gone", None, None),
+        JournalEntry("same", (1, "s"), (1, "s")),
+    ]
+    out = with_written(entries, {"big": "md5plain", "gone": "x"}, {"back": "srcmd5"})
+    assert [(e.key, e.source, e.destination) for e in out] == [
+        ("big", (9, "abc-2"), (9, "md5plain")),
+        ("back", (3, "srcmd5"), (3, "old")),
+        ("gone", None, None),
+        ("same", (1, "s"), (1, "s")),
+    ]
