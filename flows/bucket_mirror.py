@@ -41,6 +41,7 @@ from planning.mirror_journal import Direction, JournalOptions, Winner
 from stateferry.errors import InputError, PreconditionFailed
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter, WatchLoop
+from tasks.s3_journal import journals_present
 from tasks.s3_mirror_pass import (
     PassResult,
     plan_pass,
@@ -267,6 +268,21 @@ def bucket_mirror(
         source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
     )
     where = f"{session.source_url} -> {session.destination_url}"
+    if journal is None and not use_journal:  # an earlier session's journal is never ignored silently
+        kept = journals_present(session.destination, session.pairs, session.missing_destination_buckets)
+        if kept and (dry_run or newer_than or older_than):
+            raise InputError(
+                "journal",
+                f"{', '.join(kept)} has a mirror journal (a watch/two-way session kept client writes"
+                " there), and journal mode has no dry run and no age filters",
+                "run with journal=true, or journal=false to ignore the journal on purpose",
+            )
+        if kept:
+            logger.info(
+                "a mirror journal exists for %s: this sync honours it (journal mode)", ", ".join(kept)
+            )
+            use_journal = True
+            check_sharding(shards, bucket, watch, dry_run, use_journal)
     logger.info(
         "mirroring %d bucket pair(s) %s (%s)",
         len(session.pairs),

@@ -58,6 +58,23 @@ def _sig(value: Any, key: str) -> tuple[int, str] | None:
     raise ValueError(f"bad entry for {key!r}")
 
 
+def journals_present(client: Minio, pairs: list[Any], missing: set[str]) -> list[str]:
+    """Labels of the bucket pairs that have a mirror journal on the destination (an earlier watch
+    or two-way session): a one-shot sync over them must honour what it kept."""
+    found = []
+    for pair in pairs:
+        if pair.destination_bucket in missing:
+            continue
+        try:
+            client.stat_object(pair.destination_bucket, journal_key(pair.label))
+        except Exception as exc:
+            if str(getattr(exc, "code", "")) in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
+                continue
+            raise translate(exc, context=f"looking for the mirror journal of {pair.label}") from exc
+        found.append(pair.label)
+    return found
+
+
 def load_journal(client: Minio, bucket: str, key: str) -> tuple[dict[str, Any] | None, list[JournalEntry]]:
     """Read a journal; ``(None, [])`` when none exists.
 

@@ -351,3 +351,44 @@ def test_dns_window_multipart_copies_are_not_mistaken_for_client_writes(
     third = one_pass()
     assert [(x.kind.value, x.key) for x in third.plan.forward] == [("delete", "big.bin")]
     assert sorted(contents(b, bucket)) == ["small-0", "small-1", "small-2", "small-3"]
+
+
+def test_dns_window_one_shot_sync_after_a_watch_honours_its_journal(
+    object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    """After a journal session kept a client write on the destination, a plain one-shot sync with
+    ``remove=True`` (journal left unset) switches to journal mode instead of deleting that write;
+    a dry run over such a pair is refused naming ``journal``."""
+    from planning.mirror_journal import Direction, JournalOptions
+    from stateferry.errors import InputError
+    from tasks.s3_clients import mirror_client
+    from tasks.s3_journal import run_journal_pass
+    from tasks.s3_mirror_pass import BucketPair
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "oneshot-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    for i in range(4):
+        put(a, bucket, f"k{i}", b"v%d" % i)
+
+    def journal_pass() -> Any:
+        opts = JournalOptions(Direction.ONE_WAY, remove=True)
+        return run_journal_pass(
+            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
+        )
+
+    journal_pass()
+    put(b, bucket, "client-wrote-this", b"switched client")  # a client already on the new DNS
+    assert [k for k, _ in journal_pass().plan.kept] == ["client-wrote-this"]
+
+    with pytest.raises(InputError) as err:
+        bucket_mirror(source=object_store_a, destination=object_store_b, bucket=bucket, dry_run=True)
+    assert err.value.field == "journal"
+    bucket_mirror(source=object_store_a, destination=object_store_b, bucket=bucket, remove=True)
+    assert contents(b, bucket)["client-wrote-this"] == b"switched client"
+    # asked for explicitly, the journal is ignored (the user's decision): the write is deleted
+    bucket_mirror(
+        source=object_store_a, destination=object_store_b, bucket=bucket, remove=True, journal=False
+    )
+    assert "client-wrote-this" not in contents(b, bucket)
