@@ -228,7 +228,13 @@ def run_journal_pass(
         allow_empty_source=allow_empty_source,
     )
     forward = Transferrer(
-        source, destination, server_side=server_side, workers=workers, progress=progress, keep_written=True
+        source,
+        destination,
+        server_side=server_side,
+        workers=workers,
+        progress=progress,
+        keep_written=True,
+        guard_destination=not opts.first_pass,
     ).run(
         plan.forward,
         pair.source_bucket,
@@ -238,7 +244,13 @@ def run_journal_pass(
         stop=stop,
     )
     backward = Transferrer(
-        destination, source, server_side=server_side, workers=workers, progress=progress, keep_written=True
+        destination,
+        source,
+        server_side=server_side,
+        workers=workers,
+        progress=progress,
+        keep_written=True,
+        guard_destination=not opts.first_pass,
     ).run(
         plan.backward,
         pair.destination_bucket,
@@ -249,6 +261,7 @@ def run_journal_pass(
     )
     done = {a.key for a in plan.forward} | {a.key for a in plan.backward}
     failed = {f.key for f in forward.failures} | {f.key for f in backward.failures}
+    failed |= {*forward.changed_meanwhile, *backward.changed_meanwhile}  # decided again next pass
     if stop is not None and stop.is_set():
         failed |= done  # not known to have run: plan them again next pass
     new = with_written(

@@ -86,6 +86,9 @@ class TransferReport:
     #: when asked (``keep_written``): a multipart source copied with one PUT gets a plain MD5, and
     #: the mirror journal must remember that one, not the source's
     written: dict[str, str] = field(default_factory=dict)
+    #: relative keys left alone because their target changed after the pass listed it (a client
+    #: wrote or deleted it meanwhile: ``guard_destination``); the next pass decides them again
+    changed_meanwhile: list[str] = field(default_factory=list)
 
     @property
     def objects(self) -> int:
@@ -208,10 +211,13 @@ class Transferrer:
         backoff: float = 0.5,
         progress: Callable[[int, int], None] | None = None,
         keep_written: bool = False,
+        guard_destination: bool = False,
     ) -> None:
         self.source = source
         self.destination = destination
         self.keep_written = keep_written  # journal passes: remember each written ETag
+        # journal passes: re-read each target right before writing or deleting it
+        self.guard_destination = guard_destination
         self.server_side = server_side
         self.workers = max(1, workers)
         self.budget = _ByteBudget(memory_budget)
@@ -346,6 +352,8 @@ class Transferrer:
         src_key = src_prefix + action.key
         dst_key = dst_prefix + action.key
         size = action.size
+        if self.guard_destination and not self._unchanged(dst_bucket, dst_key, action, report):
+            return
         if action.metadata_only and size <= _MAX_COPY_OBJECT:
             self._update_metadata(src_bucket, src_key, dst_bucket, dst_key, action, report)
             self._count(report, action, 0)
@@ -528,7 +536,29 @@ class Transferrer:
         )
         self._confirm(report, _etag(stat.etag), _etag(written.etag), dst_key)
 
+    def _unchanged(self, bucket: str, key: str, action: Action, report: TransferReport) -> bool:
+        """The target still is what the pass listed (absent for a copy): a client write or delete
+        since the listing is never overwritten or deleted (the window shrinks from the pass to one
+        request; S3 has no portable conditional PUT/DELETE to close it)."""
+        try:
+            stat = self.destination.stat_object(bucket, key)
+            now: tuple[int, str] | None = (int(stat.size or 0), _etag(stat.etag))
+        except Exception as exc:
+            if _s3_code(exc) not in ("NoSuchKey", "NotFound", "ResourceNotFound"):
+                raise
+            now = None
+        listed = action.destination
+        if now == (None if listed is None else (listed.size, listed.etag)):
+            return True
+        with self._lock:
+            report.changed_meanwhile.append(action.key)
+        return False
+
     def _delete_batch(self, batch: list[Action], bucket: str, prefix: str, report: TransferReport) -> None:
+        if self.guard_destination:
+            batch = [a for a in batch if self._unchanged(bucket, prefix + a.key, a, report)]
+            if not batch:
+                return
         objects = [DeleteObject(prefix + a.key) for a in batch]
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):

@@ -414,3 +414,54 @@ def test_dns_window_cutover_verification_accepts_the_mirrors_own_multipart_copie
     )
     assert summary["verified"] is True, summary
     assert b.get_object(bucket, "big.bin").read() == big
+
+
+def test_dns_window_a_client_write_during_a_pass_is_not_overwritten_or_deleted(
+    object_store_a: ObjectStore, object_store_b: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients write to the destination after the pass listed it but before it acts: the key
+    planned for an overwrite, the one planned for a delete and the one planned for a copy are each
+    re-read right before the write and left alone; the next pass keeps them as client writes."""
+    import tasks.s3_journal as s3_journal
+    from planning.mirror_journal import Direction, JournalOptions
+    from tasks.s3_clients import mirror_client
+    from tasks.s3_mirror_pass import BucketPair
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "race-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    for i in range(8):
+        put(a, bucket, f"k{i}", b"v1-%d" % i)
+
+    def journal_pass() -> Any:
+        opts = JournalOptions(Direction.ONE_WAY, remove=True)
+        return s3_journal.run_journal_pass(
+            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
+        )
+
+    journal_pass()  # the session's first pass: in sync
+    put(a, bucket, "k0", b"source v2")  # overwrite planned
+    a.remove_object(bucket, "k1")  # delete planned
+    put(a, bucket, "new", b"source new")  # copy planned
+    planner = s3_journal.plan_with_journal
+
+    def then_clients_write(*args: Any, **kwargs: Any) -> Any:
+        plan = planner(*args, **kwargs)
+        time.sleep(1.1)  # the client writes are newer than the source's (stores keep seconds)
+        for key in ("k0", "k1", "new"):  # after the listing, before the transfers
+            put(b, bucket, key, b"client " + key.encode())
+        return plan
+
+    monkeypatch.setattr(s3_journal, "plan_with_journal", then_clients_write)
+    raced = journal_pass()
+    assert sorted(raced.forward.changed_meanwhile) == ["k0", "k1", "new"]
+    assert {k: contents(b, bucket)[k] for k in ("k0", "k1", "new")} == {
+        "k0": b"client k0",
+        "k1": b"client k1",
+        "new": b"client new",
+    }
+    monkeypatch.setattr(s3_journal, "plan_with_journal", planner)
+    after = journal_pass()  # decided again: the client writes are newer and kept (conflict rule)
+    assert {k for k, _ in after.plan.kept} == {"k0", "k1", "new"}
+    assert contents(b, bucket)["k0"] == b"client k0" and contents(b, bucket)["k1"] == b"client k1"
