@@ -227,6 +227,14 @@ def run_journal_pass(
         deletes_approved=deletes_approved,
         allow_empty_source=allow_empty_source,
     )
+    if header is None and destination_exists and (plan.forward or plan.backward):
+        # the session starts now, on storage: a first pass killed half-way is not a first pass
+        # again when re-run (its keys without an entry are then decided as client writes, never
+        # as deletable leftovers from before the session)
+        acting = {a.key for a in plan.forward} | {a.key for a in plan.backward}
+        started = {"pair": pair.label, "session_started": now, "updated": now, "passes": 0}
+        provisional = [e for e in plan.journal if e.key not in acting]
+        save_journal(destination, pair.destination_bucket, key, started, provisional)
     forward = Transferrer(
         source,
         destination,

@@ -465,3 +465,44 @@ def test_dns_window_a_client_write_during_a_pass_is_not_overwritten_or_deleted(
     after = journal_pass()  # decided again: the client writes are newer and kept (conflict rule)
     assert {k for k, _ in after.plan.kept} == {"k0", "k1", "new"}
     assert contents(b, bucket)["k0"] == b"client k0" and contents(b, bucket)["k1"] == b"client k1"
+
+
+def test_watch_resume_after_a_first_pass_killed_half_way_deletes_no_client_write(
+    object_store_a: ObjectStore, object_store_b: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session is on storage before the first pass acts: killed during its transfers and re-run
+    after a client wrote to the destination, the pass no longer treats the client's key as a leftover
+    from before the session (remove=True would delete it)."""
+    import tasks.s3_journal as s3_journal
+    from planning.mirror_journal import Direction, JournalOptions
+    from tasks.s3_clients import mirror_client
+    from tasks.s3_mirror_pass import BucketPair
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "killed-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    for i in range(6):
+        put(a, bucket, f"k{i}", b"v%d" % i)
+
+    def journal_pass() -> Any:
+        opts = JournalOptions(Direction.ONE_WAY, remove=True)
+        return s3_journal.run_journal_pass(
+            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
+        )
+
+    class Killed(Exception):
+        pass
+
+    def killed(*_a: Any, **_k: Any) -> Any:
+        raise Killed  # the worker dies while transferring
+
+    monkeypatch.setattr(s3_journal.Transferrer, "run", killed)
+    with pytest.raises(Killed):
+        journal_pass()
+    monkeypatch.undo()
+    put(b, bucket, "client-wrote-this", b"switched client")
+    resumed = journal_pass()
+    assert [k for k, _ in resumed.plan.kept] == ["client-wrote-this"]
+    assert contents(b, bucket)["client-wrote-this"] == b"switched client"
+    assert sorted(contents(b, bucket)) == ["client-wrote-this", *[f"k{i}" for i in range(6)]]
