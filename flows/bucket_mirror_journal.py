@@ -21,7 +21,7 @@ from prefect.utilities.annotations import quote
 
 from planning.mirror import KeyFilter, MirrorOptions
 from planning.mirror_journal import Conflict, JournalOptions
-from stateferry.errors import PreconditionFailed, StateferryError
+from stateferry.errors import PreconditionFailed, StateferryError, translate
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
@@ -229,9 +229,10 @@ def journal_mirror(
                     return
                 try:
                     _one_pass(session, options, jopts, run, stop=stop)
-                except StateferryError as exc:
-                    run.errors.append(str(exc))
-                    logger.warning("watch pass failed, nothing deleted, retrying next interval: %s", exc)
+                except Exception as exc:  # any failure: the watch goes on (the run waits for approval)
+                    err = exc if isinstance(exc, StateferryError) else translate(exc, context="watch pass")
+                    run.errors.append(str(err))
+                    logger.warning("watch pass failed, nothing deleted, retrying next interval: %s", err)
 
         thread = threading.Thread(target=contextvars.copy_context().run, args=(loop,), daemon=True)
         thread.start()
