@@ -506,3 +506,35 @@ def test_watch_resume_after_a_first_pass_killed_half_way_deletes_no_client_write
     assert [k for k, _ in resumed.plan.kept] == ["client-wrote-this"]
     assert contents(b, bucket)["client-wrote-this"] == b"switched client"
     assert sorted(contents(b, bucket)) == ["client-wrote-this", *[f"k{i}" for i in range(6)]]
+
+
+def test_dns_window_writes_after_the_final_pass_on_the_new_side_are_kept_on_the_old_side_fail(
+    object_store_a: ObjectStore, object_store_b: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the final pass and the verification, a client on the new DNS writes to the
+    destination: the run passes and lists it as kept. A client still on the old DNS writes to the
+    source: the run fails naming the key (it must be mirrored before the source goes away)."""
+    import flows.bucket_mirror_journal as bmj
+    from stateferry.errors import PreconditionFailed
+    from tasks.s3_clients import mirror_client
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "late-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    for i in range(4):
+        put(a, bucket, f"k{i}", b"v%d" % i)
+    verify = bmj.verify_journal_mirror
+    late: dict[str, Any] = {}
+
+    def clients_then_verify(*args: Any, **kwargs: Any) -> Any:
+        late["write"]()
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(bmj, "verify_journal_mirror", clients_then_verify)
+    late["write"] = lambda: (put(b, bucket, "k0", b"new-dns client"), put(b, bucket, "fresh", b"x"))
+    summary = bucket_mirror(source=object_store_a, destination=object_store_b, bucket=bucket, journal=True)
+    assert summary["verified"] is True
+    assert contents(b, bucket)["k0"] == b"new-dns client"
+    late["write"] = lambda: put(a, bucket, "k1", b"old-dns client")
+    with pytest.raises(PreconditionFailed, match="changed on the source after the final pass"):
+        bucket_mirror(source=object_store_a, destination=object_store_b, bucket=bucket, journal=True)
