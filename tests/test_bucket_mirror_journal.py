@@ -538,3 +538,32 @@ def test_dns_window_writes_after_the_final_pass_on_the_new_side_are_kept_on_the_
     late["write"] = lambda: put(a, bucket, "k1", b"old-dns client")
     with pytest.raises(PreconditionFailed, match="changed on the source after the final pass"):
         bucket_mirror(source=object_store_a, destination=object_store_b, bucket=bucket, journal=True)
+
+
+def test_dns_window_checksum_verification_compares_bytes_when_etag_kinds_differ(
+    object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    """A pair whose ETags are of different kinds (multipart source, plain-MD5 destination) and for
+    which the journal records nothing: ``verify="etag"`` cannot tell and fails; ``verify="checksum"``
+    compares the stored bytes and passes, and fails again once a byte differs."""
+    from flows.bucket_mirror_journal import verify_journal_mirror
+    from planning.mirror import MirrorOptions
+    from tasks.s3_clients import mirror_client
+    from tasks.s3_mirror_pass import open_session
+
+    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
+    bucket = "cks-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    body = os.urandom(6 * 1024 * 1024)
+    a.put_object(bucket, "big.bin", io.BytesIO(body), len(body), part_size=5 * 1024 * 1024)
+    b.put_object(bucket, "big.bin", io.BytesIO(body), len(body), part_size=64 * 1024 * 1024)  # one PUT
+    session = open_session(object_store_a, object_store_b, bucket, None, "", None, 4)
+    ok, _, _ = verify_journal_mirror.fn(session, MirrorOptions(verify="etag"), True)
+    assert not ok
+    ok, detail, _ = verify_journal_mirror.fn(session, MirrorOptions(verify="checksum"), True)
+    assert ok, detail
+    bad = body[:-1] + bytes([body[-1] ^ 1])
+    b.put_object(bucket, "big.bin", io.BytesIO(bad), len(bad), part_size=64 * 1024 * 1024)
+    ok, _, _ = verify_journal_mirror.fn(session, MirrorOptions(verify="checksum"), True)
+    assert not ok
