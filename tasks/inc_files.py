@@ -34,7 +34,8 @@ from stateferry.logs import run_logger
 from tasks.backup_crypto import open_plain
 from tasks.backup_storage import LocalStorage
 from tasks.dumpers import CHUNK, Sink, run_dump
-from tasks.restore_ops import decompress_chunks, extract_checked
+from tasks.restore_ops import decompress_chunks
+from tasks.tar_extract import extract_checked
 
 CREATE_FLAGS = ["--create", "--format=posix", "--sparse", "--numeric-owner", "--no-check-device", "--file=-"]
 

@@ -27,7 +27,6 @@ import zstandard
 from planning.db_args import pg_conninfo
 from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, PermanentError, PreconditionFailed, StateferryError
-from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from tasks.dumpers import CHUNK, find_tool, mysql_defaults_file, postgres_env, redactor
 
 if TYPE_CHECKING:
@@ -400,55 +399,9 @@ def restore_files(fh: BinaryIO, target_dir: Path, *, overwrite: bool = False) ->
             f"restore target {target_dir} is not empty; choose an empty directory or pass overwrite=True"
         )
     target_dir.mkdir(parents=True, exist_ok=True)
+    from tasks.tar_extract import extract_checked  # it reads through this module's decompressor
+
     extract_checked(fh, target_dir, incremental=False)
-
-
-#: GNU tar reading a checked stream; ``--listed-incremental=/dev/null`` applies an incremental
-#: archive's deletions (``inc_files``), a plain archive is extracted as it is
-_EXTRACT = ["--extract", "--delay-directory-restore", "--file=-"]
-
-
-def extract_checked(fh: BinaryIO, dest: Path, *, incremental: bool) -> None:
-    """Extract a compressed tar part into ``dest`` through :class:`TarGate` and GNU tar.
-
-    Raises:
-        InputError: field ``backup``: a member would leave ``dest`` (nothing of it is written).
-        RestoreFailed: tar failed (truncated or corrupt archive).
-    """
-    gate = TarGate(dest)
-    flags = [*_EXTRACT, "--listed-incremental=/dev/null"] if incremental else _EXTRACT
-    tar = subprocess.Popen(["tar", *flags, "-C", str(dest)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert tar.stdin is not None and tar.stderr is not None
-    err: list[bytes] = []
-    stderr = tar.stderr
-    t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
-    t.start()
-    refused: UnsafeArchive | None = None
-    try:
-        for chunk in decompress_chunks(fh):
-            tar.stdin.write(gate.feed(chunk))
-        if not gate.ended:
-            raise RestoreFailed("the archive ends before its end-of-archive blocks (truncated)")
-    except UnsafeArchive as exc:
-        refused = exc
-        tar.kill()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        tar.kill()
-        raise
-    finally:
-        try:
-            tar.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = tar.wait()
-        t.join(timeout=10)
-    if refused is not None:
-        raise InputError("backup", f"the archive is refused: {refused}", "restore another backup")
-    if rc != 0:
-        msg = b"".join(err).decode(errors="replace").strip()[-800:]
-        raise RestoreFailed(f"tar exited with status {rc}: {msg}")
 
 
 # --------------------------------------------------------------------------------------------------
