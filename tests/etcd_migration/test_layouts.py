@@ -15,7 +15,7 @@ import pytest
 
 from blocks.kube import KubeCluster
 from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api, delete_namespaces, deploy_fqdn_seed
-from etcd_migration.writer import SequentialWriter, read_all
+from etcd_migration.writer import SequentialWriter, member_names, read_all
 from flows.etcd_migration import etcd_stretch_migration
 from sandbox.testing import SandboxHandle
 
@@ -29,16 +29,6 @@ def fqdn_seed(sandbox: SandboxHandle, kube_blocks: tuple[KubeCluster, KubeCluste
         yield seed
     finally:
         delete_namespaces(seed)
-
-
-def _members(endpoint: str) -> list[str]:
-    from blocks.etcd_client import EtcdClient
-
-    async def go() -> list[str]:
-        async with EtcdClient([endpoint], timeout=5) as etcd:
-            return sorted(m.name for m in await etcd.member_list())
-
-    return asyncio.run(go())
 
 
 def test_layout_fqdn_pod_name_refs_3_to_3_while_writing(prefect_server: Any, fqdn_seed: SeedEtcd) -> None:
@@ -60,7 +50,7 @@ def test_layout_fqdn_pod_name_refs_3_to_3_while_writing(prefect_server: Any, fqd
     new = ["kv-store-main-0", "kv-store-main-1", "kv-store-main-2"]
     assert summary["outcome"] == "migrated"
     assert summary["members"] == new
-    assert _members(tgt_lb) == new  # through a Service with the source pods' selector
+    assert member_names(tgt_lb) == new  # through a Service with the source pods' selector
     stored = asyncio.run(read_all(tgt_lb))
     missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
     assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"

@@ -13,21 +13,11 @@ from typing import Any
 import pytest
 
 from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api
-from etcd_migration.writer import SequentialWriter, read_all
+from etcd_migration.writer import SequentialWriter, member_names, read_all
 from flows.etcd_migration import etcd_stretch_migration
 from tasks.fault_points import InjectedFault, crash_after
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _members(endpoint: str) -> list[str]:
-    from blocks.etcd_client import EtcdClient
-
-    async def go() -> list[str]:
-        async with EtcdClient([endpoint], timeout=5) as etcd:
-            return sorted(m.name for m in await etcd.member_list())
-
-    return asyncio.run(go())
 
 
 # A crash (the flow run dies) after each kind of step in turn; the next run continues from what it observes.
@@ -75,7 +65,7 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     took = time.monotonic() - t0
     assert summary["outcome"] == "migrated"
     assert summary["members"] == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
-    assert _members(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
+    assert member_names(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
     # every acknowledged write is there
     stored = asyncio.run(read_all(tgt_lb))
     missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
@@ -115,4 +105,4 @@ def test_migrates_3_to_3_while_writing_and_resumes_after_crashes(
     # a re-run after completion changes nothing
     again = etcd_stretch_migration(seed_etcd.source, seed_etcd.target, source_namespace=ns, auto_approve=True)
     assert again["outcome"] == "done"
-    assert _members(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]
+    assert member_names(tgt_lb) == ["etcd-main-0", "etcd-main-1", "etcd-main-2"]

@@ -122,3 +122,23 @@ async def read_all(endpoint: str, prefix: str = "/migration/seq/", **client_kwar
     async with EtcdClient([endpoint], timeout=10, **client_kwargs) as etcd:
         kvs = await etcd.get_prefix(prefix)
     return {int(kv.key.decode().rsplit("/", 1)[1]): kv.value for kv in kvs}
+
+
+def member_names(endpoint: str, timeout: float = 30.0) -> list[str]:
+    """The member names through ``endpoint`` (a client LoadBalancer), retried while the answer is
+    transient: right after the final ``--initial-cluster`` rollout a restarted pod's endpoint can lag
+    its readiness briefly, as on a real cluster; a permanent error fails at once."""
+    from stateferry.errors import TransientError
+
+    async def go() -> list[str]:
+        async with EtcdClient([endpoint], timeout=5) as etcd:
+            return sorted(m.name for m in await etcd.member_list())
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return asyncio.run(go())
+        except TransientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

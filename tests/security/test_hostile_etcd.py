@@ -7,13 +7,12 @@ The migrations run against the two-cluster sandbox and real etcd (the fixtures o
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 from etcd_migration import conftest as _etcd_fixtures
 from etcd_migration.seed import SeedEtcd, apps_api, client_lb, core_api
-from etcd_migration.writer import SequentialWriter, read_all
+from etcd_migration.writer import SequentialWriter, member_names, read_all
 
 from flows.etcd_migration import etcd_stretch_migration
 
@@ -23,26 +22,6 @@ pytestmark = pytest.mark.timeout(300)
 sandbox = _etcd_fixtures.sandbox
 kube_blocks = _etcd_fixtures.kube_blocks
 seed_etcd = _etcd_fixtures.seed_etcd
-
-
-def _members(endpoint: str, timeout: float = 30.0) -> list[str]:
-    """The member names through ``endpoint``, retried: a 1-member etcd restarts for the final
-    ``--initial-cluster``, and the client LoadBalancer may lag the pod's readiness briefly."""
-    from blocks.etcd_client import EtcdClient
-    from stateferry.errors import StateferryError
-
-    async def go() -> list[str]:
-        async with EtcdClient([endpoint], timeout=5) as etcd:
-            return sorted(m.name for m in await etcd.member_list())
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return asyncio.run(go())
-        except StateferryError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
@@ -75,7 +54,7 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
         stats = writer.stop()
     assert summary["outcome"] == "migrated"
     assert summary["members"] == ["etcd-main-0"]
-    assert _members(tgt_lb) == ["etcd-main-0"]  # through a Service with the source pods' selector
+    assert member_names(tgt_lb) == ["etcd-main-0"]  # through a Service with the source pods' selector
     removals = [s["step"] for s in summary["steps"] if s["step"].startswith("remove")]
     assert removals == ["remove etcd-2", "remove etcd-1", "remove etcd-0"]
     stored = asyncio.run(read_all(tgt_lb))
@@ -120,7 +99,7 @@ def test_hostile_etcd_grow_to_five_keeps_quorum(prefect_server: Any, seed_etcd: 
         stats = writer.stop()
     assert summary["outcome"] == "migrated"
     new = [f"etcd-main-{i}" for i in range(5)]
-    assert summary["members"] == new and _members(tgt_lb) == new
+    assert summary["members"] == new and member_names(tgt_lb) == new
     stored = asyncio.run(read_all(tgt_lb))
     missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
     assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
