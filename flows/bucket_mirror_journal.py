@@ -19,9 +19,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.utilities.annotations import quote
 
-from planning.mirror import KeyFilter, MirrorOptions
+from planning.mirror import KeyFilter, MirrorOptions, ObjectEntry, etags_comparable
 from planning.mirror_journal import Conflict, JournalOptions
-from stateferry.errors import PreconditionFailed, StateferryError, translate
+from stateferry.errors import PreconditionFailed, translate
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
@@ -144,22 +144,13 @@ def _record_cutover(session: MirrorSession, approved: bool = True) -> None:
             save_journal(session.destination, pair.destination_bucket, key, header, entries)
 
 
-def _same_kind(a: str, b: str) -> bool:
-    """Both plain MD5s or both multipart ETags (then comparable as they are)."""
-    return ("-" in a) == ("-" in b)
-
-
-def _same_bytes(
-    session: MirrorSession, pair: Any, key: str, s: Any, d: Any, recorded: Any, verify: str
-) -> bool:
-    """``verify="checksum"``: a key whose ETags are of different kinds (a multipart and a plain
-    MD5), the same size, and no signature recorded for the pair is compared by its stored bytes."""
-    if verify != "checksum" or s is None or d is None or s == d or recorded == (s, d):
+def _same_bytes(session: MirrorSession, pair: Any, src: ObjectEntry, dst: ObjectEntry) -> bool:
+    """Same size, ETags that cannot be compared (``planning.mirror.etags_comparable``): compare
+    the SHA-256 of the stored bytes on both sides."""
+    if src.size != dst.size or etags_comparable(src, dst):
         return False
-    if s[0] != d[0] or _same_kind(s[1], d[1]):
-        return False
-    src = _sha256(session.source, pair.source_bucket, pair.source_prefix + key)
-    return src == _sha256(session.destination, pair.destination_bucket, pair.destination_prefix + key)
+    mine = _sha256(session.source, pair.source_bucket, pair.source_prefix + src.key)
+    return mine == _sha256(session.destination, pair.destination_bucket, pair.destination_prefix + dst.key)
 
 
 def _sha256(client: Any, bucket: str, key: str) -> str:
@@ -188,12 +179,12 @@ def verify_journal_mirror(
     kept_keys: list[tuple[str, str]] = []
     for pair in session.pairs:
         src = {
-            e.key: (e.size, e.etag)
+            e.key: e
             for e in iter_objects(session.source, pair.source_bucket, pair.source_prefix, side="source")
             if not flt.excluded(e.key)
         }
         dst = {
-            e.key: (e.size, e.etag)
+            e.key: e
             for e in iter_objects(
                 session.destination, pair.destination_bucket, pair.destination_prefix, side="destination"
             )
@@ -207,16 +198,19 @@ def verify_journal_mirror(
         copied = {e.key: (e.source, e.destination) for e in journal if two_way or e.origin == "source"}
         recorded = {e.key: e.source for e in journal}
         for key in sorted(set(src) | set(dst)):
-            s, d = src.get(key), dst.get(key)
-            if _same_bytes(session, pair, key, s, d, copied.get(key), options.verify):
+            se, de = src.get(key), dst.get(key)
+            s = None if se is None else (se.size, se.etag)
+            d = None if de is None else (de.size, de.etag)
+            if s == d or (s is not None and d is not None and copied.get(key) == (s, d)):
                 continue
-            if s != d and not (s is not None and d is not None and copied.get(key) == (s, d)):
-                if key in kept or s == recorded.get(key):
-                    # kept on purpose, or the source is as the final pass left it and a client (on
-                    # the new DNS) wrote or deleted the destination's copy since: kept, listed
-                    kept_keys.append((pair.label, key))
-                else:  # the source changed after the final pass: a straggler still on the old DNS
-                    differ.append(f"{pair.label}: {key}")
+            if options.verify == "checksum" and se and de and _same_bytes(session, pair, se, de):
+                continue
+            if key in kept or s == recorded.get(key):
+                # kept on purpose, or the source is as the final pass left it and a client (on the
+                # new DNS) wrote or deleted the destination's copy since: kept, listed
+                kept_keys.append((pair.label, key))
+            else:  # the source changed after the final pass: a straggler still on the old DNS
+                differ.append(f"{pair.label}: {key}")
     if differ:
         return (
             False,
@@ -270,7 +264,7 @@ def journal_mirror(
                 try:
                     _one_pass(session, options, jopts, run, stop=stop)
                 except Exception as exc:  # any failure: the watch goes on (the run waits for approval)
-                    err = exc if isinstance(exc, StateferryError) else translate(exc, context="watch pass")
+                    err = translate(exc, context="watch pass")  # a StateferryError comes back as it is
                     run.errors.append(str(err))
                     logger.warning("watch pass failed, nothing deleted, retrying next interval: %s", err)
 

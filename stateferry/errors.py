@@ -172,6 +172,8 @@ _S3_TRANSIENT_CODES = frozenset(
         "OperationAborted",
     }
 )
+#: codes of an absent bucket or object (minio answers a HEAD's bare 404 with these too): ``NotFound``
+_S3_MISSING = frozenset({"NoSuchBucket", "NoSuchKey", "ResourceNotFound"})
 _S3_PERMANENT_FIXES = {
     "NoSuchBucket": "the bucket does not exist: create it or fix the bucket name",
     "NoSuchKey": "the object does not exist: check the key",
@@ -199,7 +201,8 @@ def _s3_error(code: str, message: str, status: int | None, context: str) -> Stat
     ):
         return TransientError(f"{base} (transient: a retry may succeed)")
     fix = _S3_PERMANENT_FIXES.get(code, "the request was refused: fix it before retrying")
-    return PermanentError(f"{base}. {fix}")
+    kind = NotFound if code in _S3_MISSING else PermanentError
+    return kind(f"{base}. {fix}")
 
 
 def _from_s3(exc: BaseException, context: str) -> StateferryError | None:

@@ -139,6 +139,18 @@ class _TailBuffer:
         self.data = (self.data + chunk)[-self.limit :]
 
 
+def stop_process(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """Stop a helper server (scratch mariadbd / redis-server): SIGTERM, then SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_dump(
     argv: list[str],
     sink: Sink,

@@ -5,7 +5,8 @@ entered :func:`crash_after` or :func:`skipping` in the same process (there is no
 or parameter a user could set). The etcd migration's points are ``lb_services``, ``dns``,
 ``member_add:<pod>``, ``member_deployed:<pod>``, ``member_promoted:<pod>``, ``move_leader``,
 ``member_removed:<pod>``, ``remove_old:<pod>`` and ``finalize``; its skippable step is ``dns`` (the
-DNS hosts are not written: a "wrong DNS" misconfiguration).
+DNS hosts are not written: a "wrong DNS" misconfiguration). The mirror journal's point is
+``journal_session_saved`` (a first pass killed after its session was saved, before any transfer).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from tasks.dumpers import (
     mysql_defaults_file,
     redactor,
     run_dump,
+    stop_process,
     tool_version,
 )
 from tasks.inventory import mysql_inventory
@@ -72,13 +73,14 @@ def physical_preflight(
             size = int(cur.fetchone()[0])
     finally:
         conn.close()
-    mine = _VERSION.search(tool_version(tool))
+    ours = tool_version(tool)  # one run of the tool for the check and the message
+    mine = _VERSION.search(ours)
     theirs = _VERSION.search(str(version))
     if "mariadb" not in str(version).lower() or not mine or not theirs or mine.groups() != theirs.groups():
         raise InputError(
             "type",
             redact(
-                f"the server of block {block_name!r} is {version!s}; {tool_version(tool)} backs up"
+                f"the server of block {block_name!r} is {version!s}; {ours} backs up"
                 " MariaDB of its own major version only"
             ),
             "use a mariadb-backup of the server's version on the worker, or type: mysql (logical dump)",
@@ -249,13 +251,7 @@ def scratch_server(datadir: Path, options: list[str], timeout: float = 120.0) ->
             raise PhysicalBackupInvalid(f"mariadbd does not start on the prepared data directory: {log}")
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace=60)
         shutil.rmtree(run, ignore_errors=True)
 
 

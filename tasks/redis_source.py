@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import StateferryError
 from stateferry.waiting import wait_until
-from tasks.dumpers import CHUNK, DumpFailed, Sink, find_tool, tool_version
+from tasks.dumpers import CHUNK, DumpFailed, Sink, find_tool, stop_process, tool_version
 
 if TYPE_CHECKING:
     from blocks.redis import RedisServer
@@ -242,12 +242,7 @@ def scratch_redis(rdb: Path, databases: int = 16, timeout: float | None = None) 
             _wait_loaded(proc, sock, password, d / "redis.log", limit)
             yield Scratch(str(sock), password)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace=20)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -30,7 +30,8 @@ from planning.mirror_journal import (
     plan_with_journal,
     with_written,
 )
-from stateferry.errors import PreconditionFailed, translate
+from stateferry.errors import NotFound, PreconditionFailed, translate
+from tasks import fault_points
 from tasks.s3_listing import iter_objects
 from tasks.s3_transfer import TransferReport, Transferrer
 
@@ -68,9 +69,10 @@ def journals_present(client: Minio, pairs: list[Any], missing: set[str]) -> list
         try:
             client.stat_object(pair.destination_bucket, journal_key(pair.label))
         except Exception as exc:
-            if str(getattr(exc, "code", "")) in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
+            err = translate(exc, context=f"looking for the mirror journal of {pair.label}")
+            if isinstance(err, NotFound):
                 continue
-            raise translate(exc, context=f"looking for the mirror journal of {pair.label}") from exc
+            raise err from exc
         found.append(pair.label)
     return found
 
@@ -235,15 +237,21 @@ def run_journal_pass(
         started = {"pair": pair.label, "session_started": now, "updated": now, "passes": 0}
         provisional = [e for e in plan.journal if e.key not in acting]
         save_journal(destination, pair.destination_bucket, key, started, provisional)
-    forward = Transferrer(
-        source,
-        destination,
-        server_side=server_side,
-        workers=workers,
-        progress=progress,
-        keep_written=True,
-        guard_destination=not opts.first_pass,
-    ).run(
+    fault_points.reached("journal_session_saved")
+
+    def transferrer(reader: Minio, writer: Minio) -> Transferrer:
+        # remember each written ETag; after the first pass, re-read each target before acting on it
+        return Transferrer(
+            reader,
+            writer,
+            server_side=server_side,
+            workers=workers,
+            progress=progress,
+            keep_written=True,
+            guard_destination=not opts.first_pass,
+        )
+
+    forward = transferrer(source, destination).run(
         plan.forward,
         pair.source_bucket,
         pair.destination_bucket,
@@ -251,15 +259,7 @@ def run_journal_pass(
         pair.destination_prefix,
         stop=stop,
     )
-    backward = Transferrer(
-        destination,
-        source,
-        server_side=server_side,
-        workers=workers,
-        progress=progress,
-        keep_written=True,
-        guard_destination=not opts.first_pass,
-    ).run(
+    backward = transferrer(destination, source).run(
         plan.backward,
         pair.destination_bucket,
         pair.source_bucket,

@@ -34,7 +34,7 @@ from minio.commonconfig import REPLACE, ComposeSource, CopySource
 from minio.deleteobjects import DeleteObject
 
 from planning.mirror import PRESERVED_HEADERS, USER_METADATA_PREFIX, Action, ActionKind
-from stateferry.errors import PermanentError, translate
+from stateferry.errors import NotFound, PermanentError, translate
 from tasks.s3_clients import MirrorMinio, put_stream
 from tasks.s3_listing import first_part_size
 
@@ -544,7 +544,7 @@ class Transferrer:
             stat = self.destination.stat_object(bucket, key)
             now: tuple[int, str] | None = (int(stat.size or 0), _etag(stat.etag))
         except Exception as exc:
-            if _s3_code(exc) not in ("NoSuchKey", "NotFound", "ResourceNotFound"):
+            if not isinstance(translate(exc), NotFound):
                 raise
             now = None
         listed = action.destination

@@ -59,6 +59,29 @@ def contents(client: Minio, bucket: str) -> dict[str, bytes]:
     return out
 
 
+def _bucket_pair(store_a: ObjectStore, store_b: ObjectStore, tag: str) -> tuple[Minio, Minio, str]:
+    """Mirror clients of both stores and a fresh bucket of the same name on each."""
+    from tasks.s3_clients import mirror_client
+
+    a, b = mirror_client(store_a, 4), mirror_client(store_b, 4)
+    bucket = f"{tag}-" + uuid.uuid4().hex[:8]
+    a.make_bucket(bucket)
+    b.make_bucket(bucket)
+    return a, b, bucket
+
+
+def _journal_pass(a: Minio, b: Minio, bucket: str, direction: str = "one-way") -> Any:
+    """One journal pass with ``remove=True`` over ``bucket`` on both sides."""
+    import tasks.s3_journal as s3_journal
+    from planning.mirror_journal import Direction, JournalOptions
+    from tasks.s3_mirror_pass import BucketPair
+
+    opts = JournalOptions(Direction(direction), remove=True)
+    return s3_journal.run_journal_pass(
+        a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
+    )
+
+
 def eventually(check: Any, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -315,26 +338,15 @@ def test_dns_window_multipart_copies_are_not_mistaken_for_client_writes(
     plain MD5 ETag). The journal remembers the ETag the write returned: the next pass sees nothing
     changed (no "client write" kept, nothing copied back over the source), and a later source
     delete reaches the destination."""
-    from planning.mirror_journal import Direction, JournalOptions
-    from tasks.s3_clients import mirror_client
-    from tasks.s3_journal import run_journal_pass
-    from tasks.s3_mirror_pass import BucketPair
-
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "mpj-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
-    b.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "mpj")
     big = os.urandom(8 * 1024 * 1024 + 17)
     a.put_object(bucket, "big.bin", io.BytesIO(big), len(big), part_size=5 * 1024 * 1024)
     assert a.stat_object(bucket, "big.bin").etag.strip('"').endswith("-2")
     for i in range(4):  # a source that is not emptied by the delete (deletes stay under their cap)
         put(a, bucket, f"small-{i}", b"x" * i)
-    opts = JournalOptions(Direction(direction), remove=True)
 
     def one_pass() -> Any:
-        return run_journal_pass(
-            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
-        )
+        return _journal_pass(a, b, bucket, direction)
 
     first = one_pass()
     assert sorted(x.key for x in first.plan.forward) == [
@@ -359,24 +371,14 @@ def test_dns_window_one_shot_sync_after_a_watch_honours_its_journal(
     """After a journal session kept a client write on the destination, a plain one-shot sync with
     ``remove=True`` (journal left unset) switches to journal mode instead of deleting that write;
     a dry run over such a pair is refused naming ``journal``."""
-    from planning.mirror_journal import Direction, JournalOptions
     from stateferry.errors import InputError
-    from tasks.s3_clients import mirror_client
-    from tasks.s3_journal import run_journal_pass
-    from tasks.s3_mirror_pass import BucketPair
 
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "oneshot-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
-    b.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "oneshot")
     for i in range(4):
         put(a, bucket, f"k{i}", b"v%d" % i)
 
     def journal_pass() -> Any:
-        opts = JournalOptions(Direction.ONE_WAY, remove=True)
-        return run_journal_pass(
-            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
-        )
+        return _journal_pass(a, b, bucket)
 
     journal_pass()
     put(b, bucket, "client-wrote-this", b"switched client")  # a client already on the new DNS
@@ -401,11 +403,7 @@ def test_dns_window_cutover_verification_accepts_the_mirrors_own_multipart_copie
     """The final verification compares each key with what the journal recorded for both sides: a
     multipart source copied with one PUT (different ETag kinds, same bytes) is verified, not
     reported as a difference that fails the run."""
-    from tasks.s3_clients import mirror_client
-
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "mpv-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "mpv")
     big = os.urandom(6 * 1024 * 1024 + 5)
     a.put_object(bucket, "big.bin", io.BytesIO(big), len(big), part_size=5 * 1024 * 1024)
     put(a, bucket, "small", b"s")
@@ -423,22 +421,13 @@ def test_dns_window_a_client_write_during_a_pass_is_not_overwritten_or_deleted(
     planned for an overwrite, the one planned for a delete and the one planned for a copy are each
     re-read right before the write and left alone; the next pass keeps them as client writes."""
     import tasks.s3_journal as s3_journal
-    from planning.mirror_journal import Direction, JournalOptions
-    from tasks.s3_clients import mirror_client
-    from tasks.s3_mirror_pass import BucketPair
 
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "race-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
-    b.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "race")
     for i in range(8):
         put(a, bucket, f"k{i}", b"v1-%d" % i)
 
     def journal_pass() -> Any:
-        opts = JournalOptions(Direction.ONE_WAY, remove=True)
-        return s3_journal.run_journal_pass(
-            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
-        )
+        return _journal_pass(a, b, bucket)
 
     journal_pass()  # the session's first pass: in sync
     put(a, bucket, "k0", b"source v2")  # overwrite planned
@@ -468,39 +457,22 @@ def test_dns_window_a_client_write_during_a_pass_is_not_overwritten_or_deleted(
 
 
 def test_watch_resume_after_a_first_pass_killed_half_way_deletes_no_client_write(
-    object_store_a: ObjectStore, object_store_b: ObjectStore, monkeypatch: pytest.MonkeyPatch
+    object_store_a: ObjectStore, object_store_b: ObjectStore
 ) -> None:
-    """The session is on storage before the first pass acts: killed during its transfers and re-run
+    """The session is on storage before the first pass acts: killed before its transfers and re-run
     after a client wrote to the destination, the pass no longer treats the client's key as a leftover
     from before the session (remove=True would delete it)."""
-    import tasks.s3_journal as s3_journal
-    from planning.mirror_journal import Direction, JournalOptions
-    from tasks.s3_clients import mirror_client
-    from tasks.s3_mirror_pass import BucketPair
+    from tasks.fault_points import InjectedFault, crash_after
 
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "killed-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
-    b.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "killed")
     for i in range(6):
         put(a, bucket, f"k{i}", b"v%d" % i)
 
     def journal_pass() -> Any:
-        opts = JournalOptions(Direction.ONE_WAY, remove=True)
-        return s3_journal.run_journal_pass(
-            a, b, BucketPair(bucket, bucket), opts, exclude=lambda _k: False, server_side=False, workers=4
-        )
+        return _journal_pass(a, b, bucket)
 
-    class Killed(Exception):
-        pass
-
-    def killed(*_a: Any, **_k: Any) -> Any:
-        raise Killed  # the worker dies while transferring
-
-    monkeypatch.setattr(s3_journal.Transferrer, "run", killed)
-    with pytest.raises(Killed):
-        journal_pass()
-    monkeypatch.undo()
+    with crash_after("journal_session_saved"), pytest.raises(InjectedFault):
+        journal_pass()  # the worker dies right after the session was saved
     put(b, bucket, "client-wrote-this", b"switched client")
     resumed = journal_pass()
     assert [k for k, _ in resumed.plan.kept] == ["client-wrote-this"]
@@ -516,11 +488,8 @@ def test_dns_window_writes_after_the_final_pass_on_the_new_side_are_kept_on_the_
     source: the run fails naming the key (it must be mirrored before the source goes away)."""
     import flows.bucket_mirror_journal as bmj
     from stateferry.errors import PreconditionFailed
-    from tasks.s3_clients import mirror_client
 
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "late-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "late")
     for i in range(4):
         put(a, bucket, f"k{i}", b"v%d" % i)
     verify = bmj.verify_journal_mirror
@@ -548,13 +517,9 @@ def test_dns_window_checksum_verification_compares_bytes_when_etag_kinds_differ(
     compares the stored bytes and passes, and fails again once a byte differs."""
     from flows.bucket_mirror_journal import verify_journal_mirror
     from planning.mirror import MirrorOptions
-    from tasks.s3_clients import mirror_client
     from tasks.s3_mirror_pass import open_session
 
-    a, b = mirror_client(object_store_a, 4), mirror_client(object_store_b, 4)
-    bucket = "cks-" + uuid.uuid4().hex[:8]
-    a.make_bucket(bucket)
-    b.make_bucket(bucket)
+    a, b, bucket = _bucket_pair(object_store_a, object_store_b, "cks")
     body = os.urandom(6 * 1024 * 1024)
     a.put_object(bucket, "big.bin", io.BytesIO(body), len(body), part_size=5 * 1024 * 1024)
     b.put_object(bucket, "big.bin", io.BytesIO(body), len(body), part_size=64 * 1024 * 1024)  # one PUT

@@ -24,6 +24,39 @@ kube_blocks = _etcd_fixtures.kube_blocks
 seed_etcd = _etcd_fixtures.seed_etcd
 
 
+def _migrate_while_writing(seed: SeedEtcd, replicas: int) -> tuple[dict[str, Any], list[str], str]:
+    """Migrate the seed to ``replicas`` members while a client writes through the client
+    LoadBalancers (the target's has the source pods' selector); every acknowledged write must be
+    readable on the target afterwards. Returns the flow's summary and the member names read through
+    the target's client LB (first: it retries while that LB catches up with the final rollout), and
+    that LB's address."""
+    ns = seed.namespace
+    core_api(seed.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
+    core_api(seed.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
+    src_lb = f"{seed.lb_ip(seed.src, 'etcd-client')}:2379"
+    tgt_lb = f"{seed.lb_ip(seed.tgt, 'etcd-main-client')}:2379"
+    writer = SequentialWriter([src_lb, tgt_lb])
+    writer.start()
+    try:
+        summary = etcd_stretch_migration(
+            seed.source,
+            seed.target,
+            source_namespace=ns,
+            target_replicas=replicas,
+            auto_approve=True,
+            catch_up_timeout_seconds=90,
+        )
+    finally:
+        stats = writer.stop()
+    assert summary["outcome"] == "migrated"
+    names = member_names(tgt_lb)
+    stored = asyncio.run(read_all(tgt_lb))
+    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
+    assert len(stats.acked) > 50
+    return summary, names, tgt_lb
+
+
 def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
     """3 -> 1: the last old member is removed from a 2-voter cluster.
 
@@ -31,36 +64,11 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
     removal could never commit and the cluster stopped serving. Now ``member remove`` commits with both
     voters alive and the pod stops afterwards; a client writes through LoadBalancers throughout.
     """
-    ns = seed_etcd.namespace
-    core_src, core_tgt = core_api(seed_etcd.src), core_api(seed_etcd.tgt)
-    core_src.create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    # the source pods' selector: the new pods keep the source pods' labels
-    core_tgt.create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
-    src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
-    tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
-
-    writer = SequentialWriter([src_lb, tgt_lb])
-    writer.start()
-    try:
-        summary = etcd_stretch_migration(
-            seed_etcd.source,
-            seed_etcd.target,
-            source_namespace=ns,
-            target_replicas=1,
-            auto_approve=True,
-            catch_up_timeout_seconds=90,
-        )
-    finally:
-        stats = writer.stop()
-    assert summary["outcome"] == "migrated"
+    summary, names, tgt_lb = _migrate_while_writing(seed_etcd, 1)
     assert summary["members"] == ["etcd-main-0"]
-    assert member_names(tgt_lb) == ["etcd-main-0"]  # through a Service with the source pods' selector
+    assert names == ["etcd-main-0"]  # through a Service with the source pods' selector
     removals = [s["step"] for s in summary["steps"] if s["step"].startswith("remove")]
     assert removals == ["remove etcd-2", "remove etcd-1", "remove etcd-0"]
-    stored = asyncio.run(read_all(tgt_lb))
-    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
-    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
-    assert len(stats.acked) > 50
     # the single member still takes writes after the migration (it has quorum on its own)
     from blocks.etcd_client import EtcdClient
 
@@ -71,39 +79,20 @@ def test_hostile_etcd_shrink_to_one_keeps_quorum(prefect_server: Any, seed_etcd:
 
     value = asyncio.run(write_read())
     assert value == b"ok"
-    assert [s.metadata.name for s in apps_api(seed_etcd.src).list_namespaced_stateful_set(ns).items] == []
-    sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", ns)
+    assert [
+        s.metadata.name
+        for s in apps_api(seed_etcd.src).list_namespaced_stateful_set(seed_etcd.namespace).items
+    ] == []
+    sts = apps_api(seed_etcd.tgt).read_namespaced_stateful_set("etcd-main", seed_etcd.namespace)
     assert sts.spec.replicas == 1
 
 
 def test_hostile_etcd_grow_to_five_keeps_quorum(prefect_server: Any, seed_etcd: SeedEtcd) -> None:
     """3 -> 5 live: five members join one at a time (quorum 2 of 3 up to 3 of 5 on the way), the
     three old ones are removed while a client writes; no acknowledged write is lost."""
-    ns = seed_etcd.namespace
-    core_api(seed_etcd.src).create_namespaced_service(ns, client_lb("etcd-client", "etcd"))
-    core_api(seed_etcd.tgt).create_namespaced_service(ns, client_lb("etcd-main-client", "etcd"))
-    src_lb = f"{seed_etcd.lb_ip(seed_etcd.src, 'etcd-client')}:2379"
-    tgt_lb = f"{seed_etcd.lb_ip(seed_etcd.tgt, 'etcd-main-client')}:2379"
-    writer = SequentialWriter([src_lb, tgt_lb])
-    writer.start()
-    try:
-        summary = etcd_stretch_migration(
-            seed_etcd.source,
-            seed_etcd.target,
-            source_namespace=ns,
-            target_replicas=5,
-            auto_approve=True,
-            catch_up_timeout_seconds=90,
-        )
-    finally:
-        stats = writer.stop()
-    assert summary["outcome"] == "migrated"
+    summary, names, _ = _migrate_while_writing(seed_etcd, 5)
     new = [f"etcd-main-{i}" for i in range(5)]
-    assert summary["members"] == new and member_names(tgt_lb) == new
-    stored = asyncio.run(read_all(tgt_lb))
-    missing = [n for n in stats.acked if stored.get(n) != str(n).encode()]
-    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
-    assert len(stats.acked) > 50
+    assert summary["members"] == new and names == new
 
 
 def _everything(seed: SeedEtcd) -> dict[str, Any]:
