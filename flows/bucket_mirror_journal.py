@@ -23,6 +23,7 @@ from planning.mirror import KeyFilter, MirrorOptions, ObjectEntry, etags_compara
 from planning.mirror_journal import Conflict, JournalOptions
 from stateferry.errors import PreconditionFailed, translate
 from tasks.approvals import request_approval
+from tasks.mirror_lease import MirrorLease
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
 from tasks.s3_listing import iter_objects
@@ -47,6 +48,7 @@ class JournalRun:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lease: MirrorLease | None = None
 
 
 def _one_pass(
@@ -63,11 +65,14 @@ def _one_pass(
     refresh_pairs(session)
     flt = KeyFilter(options, None)
     planned = 0
+    this_pass: list[tuple[str, Conflict]] = []
     for pair in list(session.pairs):
         exists = pair.destination_bucket not in session.missing_destination_buckets
         if jopts.direction.value == "two-way" or not exists:
             ensure_bucket(session, pair.destination_bucket)
             exists = True
+        if run.lease is not None:
+            run.lease.ensure(pair.destination_bucket, pair.label)
         result = run_journal_pass(
             session.source,
             session.destination,
@@ -83,18 +88,44 @@ def _one_pass(
             destination_exists=exists,
             stop=stop,
             progress=progress,
+            guard=run.lease.check if run.lease is not None else None,
         )
         with run.lock:
             run.forward.merge(result.forward)
             run.backward.merge(result.backward)
             run.conflicts += [(pair.label, c) for c in result.plan.conflicts]
+            this_pass += [(pair.label, c) for c in result.plan.conflicts]
             run.kept[pair.label] = result.plan.kept
             run.withheld += len(result.plan.withheld)
             run.notes += result.plan.notes
         planned += result.plan.changes
     with run.lock:
         run.passes += 1
+        number = run.passes
+    if this_pass:  # each pass's conflicts as they were resolved, not only the run's total at the end
+        create_markdown_artifact(
+            f"## Mirror pass {number}: {len(this_pass)} conflicts (rule `{jopts.conflict.value}`)\n\n"
+            + "\n".join(_conflict_table(this_pass))
+            + "\n",
+            key="bucket-mirror-pass-conflicts",
+            description=f"conflicts of mirror pass {number}",
+        )
     return planned
+
+
+def _conflict_table(conflicts: list[tuple[str, Conflict]], limit: int = 200) -> list[str]:
+    """Markdown rows: each conflict and how it was resolved."""
+    rows = [
+        "| pair | key | source | destination | winner | rule |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {lbl} | `{c.key}` | {c.source} | {c.destination} | {c.winner} | {c.rule} |"
+        for lbl, c in conflicts[:limit]
+    ]
+    if len(conflicts) > limit:
+        rows.append(f"\n... and {len(conflicts) - limit} more")
+    return rows
 
 
 @task(name="journal_pass", cache_policy=NO_CACHE)
@@ -128,7 +159,7 @@ def _opaque(value: Any) -> Any:
     return quote(value)
 
 
-def _record_cutover(session: MirrorSession, approved: bool = True) -> None:
+def _record_cutover(session: MirrorSession, run: JournalRun, approved: bool = True) -> None:
     """Record (or, once the cutover is verified, clear) the approval in every pair's journal.
 
     Recorded right after the approval, so a run killed from then on is not asked again; cleared after
@@ -141,6 +172,8 @@ def _record_cutover(session: MirrorSession, approved: bool = True) -> None:
         header, entries = load_journal(session.destination, pair.destination_bucket, key)
         if header is not None and bool(header.get("cutover_approved")) != approved:
             header["cutover_approved"] = approved
+            if run.lease is not None:
+                run.lease.check()
             save_journal(session.destination, pair.destination_bucket, key, header, entries)
 
 
@@ -237,9 +270,49 @@ def journal_mirror(
     approval_timeout_seconds: int,
     where: str,
 ) -> dict[str, Any]:
-    """Run journal passes (and the watch until the cutover approval), verify, publish the summary."""
+    """Run journal passes (and the watch until the cutover approval), verify, publish the summary.
+
+    The run first takes the mirror lease of every pair (``tasks.mirror_lease``): a re-run waits for a
+    killed run's lease to go stale (or takes it at once when Prefect reports that run finished) and
+    refuses while a live run holds it, so two runs never act on one pair.
+    """
     logger = get_run_logger()
-    run = JournalRun()
+    for pair in session.pairs:  # the leases live next to the journals, in the destination buckets
+        ensure_bucket(session, pair.destination_bucket)
+    lease = MirrorLease(session.destination, [(p.destination_bucket, p.label) for p in session.pairs])
+    lease_notes = lease.acquire()
+    for note in lease_notes:
+        logger.info("mirror lease: %s", note)
+    try:
+        result = _leased_mirror(
+            session,
+            options,
+            jopts,
+            JournalRun(lease=lease),
+            watch=watch,
+            interval=interval,
+            auto_approve=auto_approve,
+            approval_timeout_seconds=approval_timeout_seconds,
+            where=where,
+        )
+    finally:
+        lease.release()
+    return {**result, "lease": lease_notes}
+
+
+def _leased_mirror(
+    session: MirrorSession,
+    options: MirrorOptions,
+    jopts: JournalOptions,
+    run: JournalRun,
+    *,
+    watch: bool,
+    interval: float,
+    auto_approve: bool,
+    approval_timeout_seconds: int,
+    where: str,
+) -> dict[str, Any]:
+    logger = get_run_logger()
     two_way = jopts.direction.value == "two-way"
     resumed = _cutover_recorded(session) if watch else False
     journal_pass(_opaque(session), options, jopts, _opaque(run))
@@ -251,6 +324,10 @@ def journal_mirror(
             {p.source_bucket for p in session.pairs},
             session.pairs[0].source_prefix if session.pairs else "",
             interval=interval,
+            # two-way: a client write on the destination wakes the watch as one on the source does
+            also=[(session.destination, [p.destination_bucket], p.destination_prefix) for p in session.pairs]
+            if two_way
+            else (),
         )
         watch_mode = {"mode": waiter.start(), "detail": waiter.reason}
         logger.info("watch mode: %s", waiter.reason)
@@ -260,6 +337,9 @@ def journal_mirror(
             while not stop.is_set():
                 waiter.wait(stop)
                 if stop.is_set():
+                    return
+                if run.lease is not None and run.lease.lost:  # another run acts now: stop acting
+                    run.errors.append("the mirror lease was lost: the watch stopped acting")
                     return
                 try:
                     _one_pass(session, options, jopts, run, stop=stop)
@@ -285,7 +365,7 @@ def journal_mirror(
             approval_comment = approval.comment
             stop.set()
             thread.join()
-            _record_cutover(session)  # a run killed from here on is not asked again
+            _record_cutover(session, run)  # a run killed from here on is not asked again
         finally:
             stop.set()
             thread.join()
@@ -307,7 +387,7 @@ def journal_mirror(
         )
     verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
     if watch and verified:
-        _record_cutover(session, approved=False)  # this cutover is complete: the next watch asks again
+        _record_cutover(session, run, approved=False)  # this cutover is complete: the next watch asks again
     reasons = {(label, k): why for label, items in run.kept.items() for k, why in items}
     kept = [(label, k, reasons.get((label, k), "client write kept")) for label, k in kept_keys]
     lines = [
@@ -330,12 +410,7 @@ def journal_mirror(
             "",
             "### Conflicts",
             "",
-            "| pair | key | source | destination | winner | rule |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {lbl} | `{c.key}` | {c.source} | {c.destination} | {c.winner} | {c.rule} |"
-            for lbl, c in run.conflicts[:200]
+            *_conflict_table(run.conflicts),
         ]
     if kept:
         lines += [

@@ -35,6 +35,8 @@ class ChangeWaiter:
         prefix: Key prefix watched.
         interval: Polling interval in seconds (also the upper bound of :meth:`wait`).
         detect_timeout: Seconds to wait for the first answer of the notification API.
+        also: More ``(client, buckets, prefix)`` to watch: the destination of a two-way mirror,
+            whose client writes must reach the source as soon as those of the source reach it.
     """
 
     def __init__(
@@ -45,32 +47,37 @@ class ChangeWaiter:
         *,
         interval: float = 10.0,
         detect_timeout: float = 2.0,
+        also: Iterable[tuple[Minio, Iterable[str], str]] = (),
     ) -> None:
         self.client = client
         self.buckets = list(buckets)
         self.prefix = prefix
+        self.streams = [(client, b, prefix) for b in self.buckets]
+        self.streams += [(c, b, p) for c, bs, p in also for b in bs]
         self.interval = interval
         self.detect_timeout = detect_timeout
         self._changed = threading.Event()
         self._closed = threading.Event()
         self._all_failed = threading.Event()
-        self._failed: dict[str, str] = {}
-        self._opened: set[str] = set()
+        self._failed: dict[int, str] = {}
+        self._opened: set[int] = set()
         self._lock = threading.Lock()
         self.mode = "polling"
         self.reason = "not started"
 
     def start(self) -> str:
         """Probe notification support and start listeners; return the mode (``events``/``polling``)."""
-        for bucket in self.buckets:
+        for n, (client, bucket, prefix) in enumerate(self.streams):
             threading.Thread(
-                target=self._listen, args=(bucket,), daemon=True, name=f"notify-{bucket}"
+                target=self._listen, args=(n, client, bucket, prefix), daemon=True, name=f"notify-{bucket}"
             ).start()
-        if self.buckets:  # every listener failed, or none within the detection time (= supported)
+        if self.streams:  # every listener failed, or none within the detection time (= supported)
             self._all_failed.wait(self.detect_timeout)
         with self._lock:
             # MinIO keeps the stream open and sends nothing until an event: no error = supported.
-            if self.buckets and not self._failed:
+            # One failed stream (a side without notifications) means polling: events from the other
+            # side alone would leave the first side's changes waiting for the safety-net interval.
+            if self.streams and not self._failed:
                 self.mode = "events"
                 self.reason = "bucket notifications supported"
             else:
@@ -79,22 +86,22 @@ class ChangeWaiter:
                 self.reason = f"bucket notifications unavailable ({first}); polling every {self.interval:g}s"
         return self.mode
 
-    def _listen(self, bucket: str) -> None:
+    def _listen(self, n: int, client: Minio, bucket: str, prefix: str) -> None:
         try:
-            events = self.client.listen_bucket_notification(bucket, prefix=self.prefix, events=_EVENTS)
+            events = client.listen_bucket_notification(bucket, prefix=prefix, events=_EVENTS)
             with events as stream:
                 for i, _event in enumerate(stream):
                     if i == 0:
                         with self._lock:
-                            self._opened.add(bucket)
+                            self._opened.add(n)
                     if self._closed.is_set():
                         return
                     self._changed.set()
         except Exception as exc:
             code = getattr(exc, "code", None) or type(exc).__name__
             with self._lock:
-                self._failed[bucket] = str(code)
-                if len(self._failed) >= len(self.buckets):
+                self._failed[n] = f"{bucket}: {code}"
+                if len(self._failed) >= len(self.streams):
                     self._all_failed.set()
 
     def wait(self, stop: threading.Event | None = None) -> bool:

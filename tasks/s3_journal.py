@@ -15,6 +15,7 @@ import hashlib
 import io
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -178,6 +179,7 @@ def run_journal_pass(
     destination_exists: bool = True,
     stop: Any = None,
     progress: Any = None,
+    guard: Callable[[], None] | None = None,
 ) -> JournalPassResult:
     """Load the journal, list both sides, plan, act in each direction, store the new journal.
 
@@ -198,10 +200,14 @@ def run_journal_pass(
         destination_exists: False while the destination bucket is still to be created.
         stop: Event: stop starting new transfers.
         progress: ``progress(done, total)`` callback of the transfers.
+        guard: Called before the pass acts and before each journal write; raises to stop (the
+            run's mirror lease is lost: another run may be acting on the pair).
 
     Returns:
         The plan and both transfer reports.
     """
+    check = guard or (lambda: None)
+    check()
     key = journal_key(pair.label)
     header, entries = (
         load_journal(destination, pair.destination_bucket, key) if destination_exists else (None, [])
@@ -236,6 +242,7 @@ def run_journal_pass(
         acting = {a.key for a in plan.forward} | {a.key for a in plan.backward}
         started = {"pair": pair.label, "session_started": now, "updated": now, "passes": 0}
         provisional = [e for e in plan.journal if e.key not in acting]
+        check()
         save_journal(destination, pair.destination_bucket, key, started, provisional)
     fault_points.reached("journal_session_saved")
 
@@ -251,6 +258,7 @@ def run_journal_pass(
             guard_destination=not opts.first_pass,
         )
 
+    check()  # the listings took a while: still ours before anything is written
     forward = transferrer(source, destination).run(
         plan.forward,
         pair.source_bucket,
@@ -284,5 +292,6 @@ def run_journal_pass(
     out_header.update(pair=pair.label, updated=now, passes=int(out_header.get("passes", 0)) + 1)
     if header is None:
         out_header["session_started"] = now
+    check()
     save_journal(destination, pair.destination_bucket, key, out_header, merged)
     return JournalPassResult(plan, forward, backward, out_header)

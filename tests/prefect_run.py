@@ -32,3 +32,19 @@ def flow_run_texts(run_id: UUID | None) -> str:
         + "\n".join(x.message for x in logs)
         + str(run.state.message if run.state else "")
     )
+
+
+def latest_artifact(key: str) -> str:
+    """The data of the newest artifact with this key."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact {key}"
+    return str(found[0].data)

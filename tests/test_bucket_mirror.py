@@ -17,6 +17,7 @@ import pytest
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.error import S3Error
+from prefect_run import latest_artifact
 from pydantic import SecretStr
 
 from blocks.object_store import ObjectStore
@@ -165,7 +166,7 @@ def test_sync_then_source_changes_are_reproduced_exactly(
     assert plan["planned"]["overwrite"] == 3  # a.txt (etag), b.bin (size), meta.txt (metadata)
     assert plan["planned"]["delete"] == 1
     assert plan["planned"]["inspect"] == 0
-    plan_md = _latest_artifact("bucket-mirror-plan")
+    plan_md = latest_artifact("bucket-mirror-plan")
     assert "| copy | 1 |" in plan_md and "docs/new.txt" in plan_md and "metadata differs" in plan_md
 
     second = bucket_mirror(
@@ -418,21 +419,6 @@ def test_whole_store_mode_creates_missing_buckets(tmp_path: Path, object_store_b
             assert snapshot(b, n) == snapshot(a, n)
 
 
-def _latest_artifact(key: str) -> str:
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no artifact {key}"
-    return str(found[0].data)
-
-
 def test_deletes_over_the_cap_wait_for_approval_and_empty_source_never_deletes(
     buckets: tuple[str, Minio, Minio], object_store_a: ObjectStore, object_store_b: ObjectStore
 ) -> None:
@@ -462,7 +448,7 @@ def test_deletes_over_the_cap_wait_for_approval_and_empty_source_never_deletes(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     paused = _wait_paused(run_name)
-    assert "k1" in _latest_artifact("approval-mirror-deletes-1")
+    assert "k1" in latest_artifact("approval-mirror-deletes-1")
     resume_flow_run(paused, run_input={"approved": False, "comment": "not yet"})
     thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ApprovalRejected)
@@ -510,7 +496,7 @@ def test_checksum_verification_catches_what_size_and_mtime_miss(
     assert by_checksum["overwritten"] == 1 and by_checksum["verified"] is True
     assert snapshot(b, name) == snapshot(a, name)
     assert etags(b, name)["blob"].strip('"') == hashlib.md5(b"A" * size).hexdigest()  # one PUT
-    assert "PASSED" in _latest_artifact("bucket-mirror-summary")
+    assert "PASSED" in latest_artifact("bucket-mirror-summary")
 
 
 def test_one_failing_object_is_reported_and_does_not_abort_the_pass(
@@ -535,7 +521,7 @@ def test_one_failing_object_is_reported_and_does_not_abort_the_pass(
     assert sorted(o.object_name or "" for o in b.list_objects(name, recursive=True)) == [
         f"{dst_prefix}{k}" for k in ("a", "b", "c")
     ]
-    summary = _latest_artifact("bucket-mirror-summary")
+    summary = latest_artifact("bucket-mirror-summary")
     assert "FAILED" in summary and long_name in summary
 
 

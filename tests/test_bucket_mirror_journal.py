@@ -237,6 +237,11 @@ def test_watch_resume_after_sigkill_copies_only_what_changed(
         object_store_a, object_store_b, bucket=name, watch=True, direction="two-way", auto_approve=True
     )
     assert result["verified"] is True, result["verification"]
+    # The killed run never released its lease and Prefect still shows it running: the re-run took
+    # the lease once it had stayed unchanged for its ttl.
+    assert [n.split(": ", 1)[1] for n in result["lease"]] == [
+        f"took over the lease of {run_name!r} (unchanged for 15s)"
+    ]
     # Resumed from the journal: no re-copy of the 30 mirrored objects, only the three changes.
     assert result["copied"] + result["overwritten"] <= 1
     assert result["copied_back"] + result["overwritten_back"] + result["deleted_back"] <= 2
