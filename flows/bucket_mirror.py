@@ -41,6 +41,7 @@ from planning.mirror_journal import Direction, JournalOptions, Winner
 from stateferry.errors import InputError, PreconditionFailed
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter, WatchLoop
+from tasks.run_restart import restart_crashed_watch
 from tasks.s3_journal import journals_present
 from tasks.s3_mirror_pass import (
     PassResult,
@@ -156,7 +157,7 @@ def _human_rate(report: TransferReport, seconds: float) -> str:
     return f"{report.objects / secs:.1f} objects/s, {report.bytes / secs / 1e6:.1f} MB/s"
 
 
-@flow(name="bucket_mirror", log_prints=True)
+@flow(name="bucket_mirror", log_prints=True, on_crashed=[restart_crashed_watch])
 def bucket_mirror(
     source: ObjectStore,
     destination: ObjectStore,
