@@ -22,7 +22,9 @@ from prefect.utilities.annotations import quote
 from planning.mirror import KeyFilter, MirrorOptions, ObjectEntry, etags_comparable
 from planning.mirror_journal import Conflict, JournalOptions
 from stateferry.errors import PreconditionFailed, translate
+from tasks import fault_points
 from tasks.approvals import request_approval
+from tasks.mirror_approvals import clear_approved_deletes, load_approved_deletes, save_approved_deletes
 from tasks.mirror_lease import MirrorLease
 from tasks.mirror_watch import ChangeWaiter
 from tasks.s3_journal import journal_key, load_journal, run_journal_pass, save_journal
@@ -49,6 +51,8 @@ class JournalRun:
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     lease: MirrorLease | None = None
+    withheld_keys: dict[str, list[str]] = field(default_factory=dict)
+    approved_pairs: set[str] = field(default_factory=set)
 
 
 def _one_pass(
@@ -97,6 +101,7 @@ def _one_pass(
             this_pass += [(pair.label, c) for c in result.plan.conflicts]
             run.kept[pair.label] = result.plan.kept
             run.withheld += len(result.plan.withheld)
+            run.withheld_keys[pair.label] = sorted({a.key for a in result.plan.withheld})
             run.notes += result.plan.notes
         planned += result.plan.changes
     with run.lock:
@@ -142,6 +147,41 @@ def journal_pass(
         return _one_pass(session, options, jopts, run, cutover=cutover, progress=progress)
     finally:
         progress.finish()
+
+
+def _approve_withheld_deletes(
+    session: MirrorSession, run: JournalRun, auto_approve: bool, timeout_seconds: int
+) -> None:
+    """Ask for the deletes the final pass withheld, unless an earlier run of this session had them
+    approved (recorded next to the journal: ``tasks.mirror_approvals``); record a new approval at once.
+    """
+    pending = {p.label: p for p in session.pairs if run.withheld_keys.get(p.label)}
+    recorded = {
+        label: load_approved_deletes(session.destination, p.destination_bucket, label)
+        for label, p in pending.items()
+    }
+    if all(set(run.withheld_keys[label]) <= recorded[label] for label in pending):
+        get_run_logger().info(
+            "the %d withheld deletes were approved in an earlier run (recorded next to the journal):"
+            " not asking again",
+            sum(len(run.withheld_keys[label]) for label in pending),
+        )
+    else:
+        request_approval(
+            "mirror deletes",
+            "## Deletes withheld by the safety caps\n\n" + "\n".join(f"- {n}" for n in run.notes[-5:]) + "\n",
+            key="mirror-deletes-final",
+            auto_approve=auto_approve,
+            timeout_seconds=timeout_seconds,
+        )
+        for label, pair in pending.items():
+            if run.lease is not None:
+                run.lease.check()
+            save_approved_deletes(
+                session.destination, pair.destination_bucket, label, run.withheld_keys[label]
+            )
+    run.approved_pairs = set(pending)
+    fault_points.reached("mirror_deletes_approved")
 
 
 def _cutover_recorded(session: MirrorSession) -> bool:
@@ -375,16 +415,13 @@ def _leased_mirror(
     withheld_before = run.withheld
     journal_pass(_opaque(session), options, jopts, _opaque(run), cutover=watch)  # final pass
     if run.withheld > withheld_before:
-        request_approval(
-            "mirror deletes",
-            "## Deletes withheld by the safety caps\n\n" + "\n".join(f"- {n}" for n in run.notes[-5:]) + "\n",
-            key="mirror-deletes-final",
-            auto_approve=auto_approve,
-            timeout_seconds=approval_timeout_seconds,
-        )
+        _approve_withheld_deletes(session, run, auto_approve, approval_timeout_seconds)
         journal_pass(
             _opaque(session), replace(options, deletes_approved=True), jopts, _opaque(run), cutover=watch
         )
+        for pair in session.pairs:  # done: the next withheld deletes are asked for
+            if run.withheld_keys.get(pair.label) == [] and pair.label in run.approved_pairs:
+                clear_approved_deletes(session.destination, pair.destination_bucket, pair.label)
     verified, detail, kept_keys = verify_journal_mirror(_opaque(session), options, two_way)
     if watch and verified:
         _record_cutover(session, run, approved=False)  # this cutover is complete: the next watch asks again

@@ -6,7 +6,9 @@ or parameter a user could set). The etcd migration's points are ``lb_services``,
 ``member_add:<pod>``, ``member_deployed:<pod>``, ``member_promoted:<pod>``, ``move_leader``,
 ``member_removed:<pod>``, ``remove_old:<pod>`` and ``finalize``; its skippable step is ``dns`` (the
 DNS hosts are not written: a "wrong DNS" misconfiguration). The mirror journal's point is
-``journal_session_saved`` (a first pass killed after its session was saved, before any transfer).
+``journal_session_saved`` (a first pass killed after its session was saved, before any transfer)
+and ``mirror_deletes_approved`` (killed after withheld deletes were approved and recorded, before
+the pass that makes them).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The mirror lease against two real SeaweedFS stores and a Prefect server: one run acts on a pair.
+"""Re-runs of a journal-mode mirror against two real SeaweedFS stores and a Prefect server.
 
-test_watch_resume_*: a re-run never acts beside a live run of the same pair, takes over from a
-finished one at once, and conflicts show in each pass's artifact.
+test_watch_resume_*: a re-run never acts beside a live run of the same pair (the lease), takes over
+from a finished one at once, does not ask again for deletes approved before a crash; conflicts show
+in each pass's artifact.
 """
 
 from __future__ import annotations
@@ -123,3 +124,39 @@ def test_watch_resume_waits_out_a_stale_lease_of_a_run_that_never_finished(
     assert 15 <= time.monotonic() - started < 60
     assert out["lease"] == [f"{name}/ -> {name}/: took over the lease of 'killed-watch' (unchanged for 15s)"]
     assert contents(b, name) == {"k0": b"v1 of k0"}
+
+
+def test_watch_resume_deletes_approved_before_a_crash_are_not_asked_again(
+    object_store_a: ObjectStore, object_store_b: ObjectStore
+) -> None:
+    from tasks.approvals import ApprovalTimedOut
+    from tasks.fault_points import InjectedFault, crash_after
+
+    a, b = object_store_a.minio_client(), object_store_b.minio_client()
+    name = _fresh(a, b, n=4)
+    sync = {"bucket": name, "journal": True, "remove": True}
+    assert bucket_mirror(object_store_a, object_store_b, **sync)["copied"] == 4
+    for i in range(1, 4):
+        a.remove_object(name, f"k{i}")  # 3 of 4: over max_delete_ratio=0.5, withheld until approved
+    with crash_after("mirror_deletes_approved"), pytest.raises(InjectedFault):
+        bucket_mirror(object_store_a, object_store_b, auto_approve=True, **sync)
+    assert sorted(contents(b, name)) == ["k0", "k1", "k2", "k3"]  # approved, killed before deleting
+
+    # Not asked again: without auto-approval a pause would time out after 3 s and fail the run.
+    resumed = bucket_mirror(object_store_a, object_store_b, approval_timeout_seconds=3, **sync)
+    assert resumed["deleted"] == 3 and resumed["verified"] is True
+    assert sorted(contents(b, name)) == ["k0"]
+    assert not [
+        o.object_name
+        for o in b.list_objects(name, prefix=JOURNAL_PREFIX, recursive=True)
+        if str(o.object_name).endswith(".deletes-approved.json.gz")
+    ]  # the approval was used up
+
+    for i in range(4, 8):
+        put(a, name, f"k{i}", b"new")
+    bucket_mirror(object_store_a, object_store_b, **sync)
+    for i in range(4, 8):
+        a.remove_object(name, f"k{i}")
+    with pytest.raises(ApprovalTimedOut):  # other deletes: asked for again
+        bucket_mirror(object_store_a, object_store_b, approval_timeout_seconds=3, **sync)
+    assert sorted(contents(b, name)) == ["k0", "k4", "k5", "k6", "k7"]
