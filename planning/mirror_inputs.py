@@ -1,7 +1,7 @@
-"""Parsing of the mirror's user-given inputs: ``mc``-style durations and folder prefixes.
+"""Parsing of the mirror's user-given inputs: ``mc``-style durations, folder prefixes, bucket names.
 
 Pure: no I/O, no clock. Errors are ``ValueError`` naming the parameter; the flow turns them into
-``InputError``.
+``InputError`` (bucket names raise ``InputError`` directly).
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-__all__ = ["normalize_prefix", "parse_duration"]
+from stateferry.errors import InputError
+
+__all__ = ["check_bucket_name", "normalize_prefix", "parse_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|m|s)")
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -82,3 +84,23 @@ def normalize_prefix(prefix: str, *, field_name: str = "prefix") -> str:
     if not prefix.strip("/"):
         raise ValueError(f"{field_name}={prefix!r} is not a folder; use '' for the whole bucket")
     return prefix if prefix.endswith("/") else prefix + "/"
+
+
+#: S3 bucket names (AWS rules, also what MinIO and SeaweedFS accept): 3-63 characters, lower-case
+#: letters, digits, dots and hyphens, starting and ending with a letter or digit.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_bucket_name(name: str, *, field_name: str = "bucket") -> str:
+    """Return ``name`` if it is a valid S3 bucket name.
+
+    Raises:
+        InputError: Naming ``field_name`` and the rule.
+    """
+    if not isinstance(name, str) or not _BUCKET.fullmatch(name) or ".." in name:
+        raise InputError(
+            field_name,
+            f"{str(name)[:80]!r} is not a valid S3 bucket name",
+            "use 3-63 characters a-z 0-9 . - (lower case), starting and ending with a letter or digit",
+        )
+    return name

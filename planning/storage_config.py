@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from planning.config_model import ConfigModel as _Model
+from planning.mirror_inputs import check_bucket_name
 from planning.store_config import StoreConfig
 from stateferry.errors import InputError
 
@@ -66,11 +67,7 @@ class S3StorageConfig(_Model):
     @field_validator("bucket_name")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
-            raise InputError(
-                "bucket_name", f"{v!r} is not a valid S3 bucket name", "use 3-63 chars a-z 0-9 . -"
-            )
-        return v
+        return check_bucket_name(v, field_name="bucket_name")
 
     @field_validator("backup_dir")
     @classmethod

@@ -23,7 +23,7 @@ from planning.mirror import (
     MirrorPlan,
     Verdict,
 )
-from planning.mirror_inputs import normalize_prefix
+from planning.mirror_inputs import check_bucket_name, normalize_prefix
 from planning.mirror_report import render_plan_markdown
 from stateferry.errors import InputError, StateferryError, TransientError, translate
 from tasks.s3_clients import mirror_client, same_store
@@ -190,6 +190,10 @@ def open_session(
             "destination_bucket/prefix need a source bucket",
             "give bucket=... or drop destination_bucket and the prefixes to mirror the whole store",
         )
+    if bucket is not None:
+        check_bucket_name(bucket, field_name="bucket")
+    if destination_bucket:
+        check_bucket_name(destination_bucket, field_name="destination_bucket")
     try:
         prefix = normalize_prefix(prefix, field_name="prefix")
         dst_prefix = (

@@ -378,6 +378,8 @@ def test_source_unreachable_deletes_nothing(
         ("wrong-credentials", "source", "rejected the credentials"),
         ("identical", "destination", "same location"),
         ("bad-duration", "newer_than", "not a duration"),
+        ("short-destination-bucket", "destination_bucket", "not a valid S3 bucket name"),
+        ("option-like-destination-bucket", "destination_bucket", "not a valid S3 bucket name"),
     ],
 )
 def test_bad_input_fails_before_writing(
@@ -394,6 +396,10 @@ def test_bad_input_fails_before_writing(
     if case == "identical":
         destination = object_store_a
     kwargs: dict[str, Any] = {"newer_than": "soon"} if case == "bad-duration" else {}
+    if case == "short-destination-bucket":
+        kwargs["destination_bucket"] = "d0"
+    if case == "option-like-destination-bucket":
+        kwargs["destination_bucket"] = "--endpoint-url=http://evil"
     with pytest.raises(InputError) as err:
         bucket_mirror(source, destination, bucket=name, auto_approve=True, **kwargs)
     assert err.value.field == field

@@ -17,7 +17,7 @@ from planning.mirror import (
     normalize_metadata,
     plan_mirror,
 )
-from planning.mirror_inputs import normalize_prefix, parse_duration
+from planning.mirror_inputs import check_bucket_name, normalize_prefix, parse_duration
 from planning.mirror_report import render_plan_markdown
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -379,3 +379,31 @@ def test_normalize_prefix_is_a_folder_unless_star(given: str, listed: str) -> No
 def test_normalize_prefix_rejects(given: str) -> None:
     with pytest.raises(ValueError, match="destination_prefix"):
         normalize_prefix(given, field_name="destination_prefix")
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("backups", True),
+        ("my.bucket-2", True),
+        ("abc", True),
+        ("ab", False),
+        ("a" * 64, False),
+        ("Backups", False),
+        ("-backups", False),
+        ("backups-", False),
+        ("my..bucket", False),
+        ("my_bucket", False),
+        ("../etc", False),
+        ("--endpoint-url=x", False),
+    ],
+)
+def test_check_bucket_name(name: str, ok: bool) -> None:
+    from stateferry.errors import InputError
+
+    if ok:
+        assert check_bucket_name(name, field_name="destination_bucket") == name
+    else:
+        with pytest.raises(InputError) as err:
+            check_bucket_name(name, field_name="destination_bucket")
+        assert err.value.field == "destination_bucket"
