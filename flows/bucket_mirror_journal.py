@@ -329,29 +329,27 @@ def journal_mirror(
             options,
             jopts,
             JournalRun(lease=lease),
-            watch=watch,
-            interval=interval,
-            auto_approve=auto_approve,
-            approval_timeout_seconds=approval_timeout_seconds,
-            where=where,
+            _Watch(watch, interval, auto_approve, approval_timeout_seconds, where),
         )
     finally:
         lease.release()
     return {**result, "lease": lease_notes}
 
 
+@dataclass(frozen=True)
+class _Watch:
+    watch: bool
+    interval: float
+    auto_approve: bool
+    approval_timeout_seconds: int
+    where: str
+
+
 def _leased_mirror(
-    session: MirrorSession,
-    options: MirrorOptions,
-    jopts: JournalOptions,
-    run: JournalRun,
-    *,
-    watch: bool,
-    interval: float,
-    auto_approve: bool,
-    approval_timeout_seconds: int,
-    where: str,
+    session: MirrorSession, options: MirrorOptions, jopts: JournalOptions, run: JournalRun, w: _Watch
 ) -> dict[str, Any]:
+    watch, interval, auto_approve = w.watch, w.interval, w.auto_approve
+    approval_timeout_seconds, where = w.approval_timeout_seconds, w.where
     logger = get_run_logger()
     two_way = jopts.direction.value == "two-way"
     resumed = _cutover_recorded(session) if watch else False

@@ -11,7 +11,6 @@ the approved pass succeeded, so the next withheld deletes are asked for.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from collections.abc import Iterable
 
@@ -19,6 +18,7 @@ from minio import Minio
 
 from stateferry.errors import NotFound, translate
 from tasks.s3_journal import journal_key
+from tasks.s3_listing import read_small_object, write_small_object
 
 __all__ = ["clear_approved_deletes", "load_approved_deletes", "save_approved_deletes"]
 
@@ -30,18 +30,9 @@ def _key(label: str) -> str:
 def load_approved_deletes(client: Minio, bucket: str, label: str) -> set[str]:
     """Keys whose deletes were approved for this pair (empty when none, or when unreadable: an
     unreadable record approves nothing)."""
-    try:
-        response = client.get_object(bucket, _key(label))
-    except Exception as exc:
-        err = translate(exc, context=f"reading the approved deletes of {label}")
-        if isinstance(err, NotFound):
-            return set()
-        raise err from exc
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
+    data = read_small_object(client, bucket, _key(label), what=f"the approved deletes of {label}")
+    if data is None:
+        return set()
     try:
         doc = json.loads(gzip.decompress(data))
         keys = doc.get("keys") if isinstance(doc, dict) else None
@@ -53,10 +44,9 @@ def load_approved_deletes(client: Minio, bucket: str, label: str) -> set[str]:
 def save_approved_deletes(client: Minio, bucket: str, label: str, keys: Iterable[str]) -> None:
     """Record approved deletes for this pair (one PUT)."""
     data = gzip.compress(json.dumps({"pair": label, "keys": sorted(set(keys))}).encode())
-    try:
-        client.put_object(bucket, _key(label), io.BytesIO(data), len(data), content_type="application/gzip")
-    except Exception as exc:
-        raise translate(exc, context=f"recording the approved deletes of {label}") from exc
+    write_small_object(
+        client, bucket, _key(label), data, "application/gzip", what=f"the approved deletes of {label}"
+    )
 
 
 def clear_approved_deletes(client: Minio, bucket: str, label: str) -> None:

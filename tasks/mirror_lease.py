@@ -7,7 +7,6 @@ thread and asks Prefect whether a holder's flow run has finished.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -19,9 +18,10 @@ from typing import Any
 from minio import Minio
 
 from planning.mirror_lease import LeaseRecord, LeaseVerdict, decide_lease, parse_lease
-from stateferry.errors import NotFound, PreconditionFailed, translate
+from stateferry.errors import PreconditionFailed
 from stateferry.logs import run_logger
 from tasks.s3_journal import journal_key
+from tasks.s3_listing import read_small_object, write_small_object
 
 __all__ = ["MirrorLease", "lease_key", "run_finished", "this_run"]
 
@@ -60,30 +60,18 @@ def run_finished(owner: str) -> bool:
 
 
 def _read(client: Minio, bucket: str, key: str) -> LeaseRecord | None:
+    body = read_small_object(client, bucket, key, what="the mirror lease")
+    if body is None:
+        return None
     try:
-        response = client.get_object(bucket, key)
-    except Exception as exc:
-        err = translate(exc, context=f"reading the mirror lease {bucket}/{key}")
-        if isinstance(err, NotFound):
-            return None
-        raise err from exc
-    try:
-        body = response.read(64 << 10)
-    finally:
-        response.close()
-        response.release_conn()
-    try:
-        return parse_lease(json.loads(body))
+        return parse_lease(json.loads(body[: 64 << 10]))
     except ValueError:
         return None
 
 
 def _write(client: Minio, bucket: str, key: str, record: LeaseRecord) -> None:
     data = json.dumps(record.to_json()).encode()
-    try:
-        client.put_object(bucket, key, io.BytesIO(data), len(data), content_type="application/json")
-    except Exception as exc:
-        raise translate(exc, context=f"writing the mirror lease {bucket}/{key}") from exc
+    write_small_object(client, bucket, key, data, "application/json", what="the mirror lease")
 
 
 class MirrorLease:

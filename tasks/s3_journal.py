@@ -33,7 +33,7 @@ from planning.mirror_journal import (
 )
 from stateferry.errors import NotFound, PreconditionFailed, translate
 from tasks import fault_points
-from tasks.s3_listing import iter_objects
+from tasks.s3_listing import iter_objects, read_small_object, write_small_object
 from tasks.s3_transfer import TransferReport, Transferrer
 
 __all__ = ["JournalPassResult", "journal_key", "load_journal", "run_journal_pass", "save_journal"]
@@ -85,17 +85,9 @@ def load_journal(client: Minio, bucket: str, key: str) -> tuple[dict[str, Any] |
         PreconditionFailed: The journal is unreadable or malformed (it is never trusted half-read:
             delete it to start a new session, which then deletes nothing it did not see).
     """
-    try:
-        response = client.get_object(bucket, key)
-    except Exception as exc:
-        if str(getattr(exc, "code", "")) in ("NoSuchKey", "NoSuchBucket"):
-            return None, []
-        raise translate(exc, context=f"reading the mirror journal {bucket}/{key}") from exc
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
+    data = read_small_object(client, bucket, key, what="the mirror journal")
+    if data is None:
+        return None, []
     try:
         lines = gzip.decompress(data).decode().splitlines()
         header = json.loads(lines[0])
@@ -129,10 +121,7 @@ def save_journal(
         row = [e.key, list(e.source) if e.source else None, list(e.destination) if e.destination else None]
         buf.write(json.dumps([*row, e.origin, e.time], separators=(",", ":")) + "\n")
     data = gzip.compress(buf.getvalue().encode(), compresslevel=6)
-    try:
-        client.put_object(bucket, key, io.BytesIO(data), len(data), content_type="application/gzip")
-    except Exception as exc:
-        raise translate(exc, context=f"writing the mirror journal {bucket}/{key}") from exc
+    write_small_object(client, bucket, key, data, "application/gzip", what="the mirror journal")
     return len(data)
 
 

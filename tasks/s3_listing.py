@@ -30,7 +30,7 @@ from planning.mirror import (
 )
 from planning.mirror_journal import JOURNAL_PREFIX
 from planning.mirror_shards import KeyRange
-from stateferry.errors import translate
+from stateferry.errors import NotFound, translate
 
 __all__ = [
     "content_checksum",
@@ -373,3 +373,39 @@ def plan_bucket(
     kept.sort(key=lambda a: a.key)
     plan.actions = kept
     return plan
+
+
+def read_small_object(client: Minio, bucket: str, key: str, *, what: str) -> bytes | None:
+    """The bytes of a small bookkeeping object (journal, lease, approval); ``None`` when absent.
+
+    Raises:
+        StateferryError: Any other failure (translated, naming ``what``).
+    """
+    try:
+        response = client.get_object(bucket, key)
+    except Exception as exc:
+        err = translate(exc, context=f"reading {what} {bucket}/{key}")
+        if isinstance(err, NotFound):
+            return None
+        raise err from exc
+    try:
+        return bytes(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def write_small_object(
+    client: Minio, bucket: str, key: str, data: bytes, content_type: str, *, what: str
+) -> None:
+    """Write a small bookkeeping object with one PUT (atomic for readers).
+
+    Raises:
+        StateferryError: The PUT failed (translated, naming ``what``).
+    """
+    import io
+
+    try:
+        client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    except Exception as exc:
+        raise translate(exc, context=f"writing {what} {bucket}/{key}") from exc
