@@ -20,6 +20,7 @@ from minio import Minio
 from planning.mirror_lease import LeaseRecord, LeaseVerdict, decide_lease, parse_lease
 from stateferry.errors import PreconditionFailed
 from stateferry.logs import run_logger
+from stateferry.waiting import wait_until
 from tasks.s3_journal import journal_key
 from tasks.s3_listing import read_small_object, write_small_object
 
@@ -118,16 +119,34 @@ class MirrorLease:
         return LeaseRecord(self.owner, self.name, self.token, self.seq)
 
     def _acquire_one(self, bucket: str, key: str, label: str) -> None:
-        first = _read(self.client, bucket, key)
-        since = time.monotonic()
-        while True:
+        # What this contender has observed: the lease as first seen (and since when, on its own
+        # clock), and whether it has just written its own and must read it back.
+        seen: dict[str, Any] = {"first": _read(self.client, bucket, key), "since": time.monotonic()}
+        seen["wrote"] = False
+        if seen["first"] is not None:
+            self.logger.info(
+                "mirror lease of %s held by %r: waiting until it is renewed (live) or %gs pass unchanged",
+                label,
+                seen["first"].name,
+                self.ttl,
+            )
+
+        def step() -> bool:
+            first: LeaseRecord | None = seen["first"]
+            if seen["wrote"]:  # a contender that wrote at the same moment: the last write won
+                seen["wrote"] = False
+                mine = _read(self.client, bucket, key)
+                if mine is not None and mine.token == self.token:
+                    return True
+                seen["first"], seen["since"] = mine, time.monotonic()  # lost that race: watch the winner
+                return False
             latest = _read(self.client, bucket, key) if first is not None else None
             finished = latest is not None and latest.owner != self.owner and self.finished(latest.owner)
             verdict = decide_lease(
                 first,
                 latest,
                 self.owner,
-                watched_seconds=time.monotonic() - since,
+                watched_seconds=time.monotonic() - seen["since"],
                 ttl_seconds=self.ttl,
                 owner_finished=finished,
             )
@@ -142,21 +161,20 @@ class MirrorLease:
                     why = "its run has finished" if finished else f"unchanged for {self.ttl:g}s"
                     self.notes.append(f"{label}: took over the lease of {latest.name!r} ({why})")
                 _write(self.client, bucket, key, self._record())
-                time.sleep(self.poll)  # a contender that wrote at the same moment: the last write wins
-                mine = _read(self.client, bucket, key)
-                if mine is not None and mine.token == self.token:
-                    return
-                first, since = mine, time.monotonic()  # lost that race: watch the winner
-                continue
-            if first is None:
-                first, since = latest, time.monotonic()
-            self.logger.info(
-                "mirror lease of %s held by %r: waiting until it is renewed (live) or %gs pass unchanged",
-                label,
-                first.name if first else "?",
-                self.ttl,
-            )
-            time.sleep(self.poll)
+                seen["wrote"] = True
+            elif first is None:
+                seen["first"], seen["since"] = latest, time.monotonic()
+            return False
+
+        wait_until(
+            step,
+            timeout=self.ttl * 4,  # a stale lease takes one ttl; lost races add more
+            interval=self.poll,
+            describe=lambda: (
+                f"the mirror lease of {label} could not be taken within {self.ttl * 4:g}s"
+                " (other runs kept taking it); nothing was changed. Run the flow again"
+            ),
+        )
 
     def acquire(self) -> list[str]:
         """Take every pair's lease (waiting for dead holders) and start renewing them.
