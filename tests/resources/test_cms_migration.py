@@ -276,6 +276,8 @@ def test_quiesce_cms_real_mariadbd_and_wordpress_volume_while_writing(
         "mysql-pv-claim": (1, "migrated successfully"),
         "wp-pv-claim": (1, "migrated successfully"),
     }, report["volumes"]
+    assert vols["wp-pv-claim"]["skipped"] == [["null", "device"], ["php.sock", "socket"]]  # reported
+    assert vols["mysql-pv-claim"]["skipped"] == []
     # rows were acknowledged after the bulk copy was packed: only the delta can carry them
     bulk_done = object_store_a.minio_client().stat_object(
         bucket, vols["mysql-pv-claim"]["key"] + ".result.json"
