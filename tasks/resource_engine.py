@@ -192,6 +192,7 @@ def volume_table(volumes: list[VolumeResult]) -> list[dict[str, Any]]:
             "bytes": v.bytes,
             "sha256": v.source_sha256[:16],
             "seconds": v.seconds,
+            "not copied": v.not_copied(),
         }
         for v in volumes
     ]

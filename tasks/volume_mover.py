@@ -61,6 +61,8 @@ class VolumeResult:
         previous_sha256: source checksum of the level before (what a delta applies to).
         level: 0 = bulk copy, N = N-th delta.
         files / bytes: size of the tree.
+        extra: ``skipped`` = ``[[path, kind], ...]`` the special files the copy left out (in the
+            report and the volume table), ``live``, ``identity``.
         security: the mover pod's identity (``root`` or the workload's runAsUser/fsGroup).
     """
 
@@ -96,7 +98,12 @@ class VolumeResult:
             "target_pvc": self.target_pvc,
             "seconds": self.seconds,
             "level": self.level,
+            "skipped": [list(s) for s in self.extra.get("skipped") or []],
         }
+
+    def not_copied(self) -> str:
+        """The special files the copy left out (sockets, device nodes), e.g. ``a.sock (socket)``."""
+        return ", ".join(f"{path} ({kind})" for path, kind in self.extra.get("skipped") or [])
 
 
 def volume_key(prefix: str, name: str, namespace: str, pvc: str) -> str:

@@ -4,9 +4,7 @@ tree checksum, bulk + incremental copies with every piece of metadata the mover 
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -18,9 +16,9 @@ import pytest
 from stateferry.worker.volume import level_key, tree_checksum
 
 from .conftest import read_tree, write_tree
+from .volume_trees import build_cms_volume, tree_metadata
 
 FILES = {"a.txt": b"alpha", "sub/b.bin": bytes(range(256)) * 9, "sub/deeper/c": b""}
-SPARSE_SIZE = 1 << 30  # the issue's 1 GiB sparse file (holes are neither read nor stored)
 
 
 def _worker(args: list[str], store: Any) -> subprocess.CompletedProcess[str]:
@@ -117,81 +115,6 @@ def test_pack_unpack_roundtrip_and_refusals(tmp_path: Path, object_store_a: Any)
     assert get_json(object_store_a, bucket, "v/r2.json")["ok"] is False
 
 
-def _acl(entries: list[tuple[int, int, int]]) -> bytes:
-    """A POSIX ACL in its xattr form (``system.posix_acl_access``)."""
-    return struct.pack("<I", 2) + b"".join(
-        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries
-    )
-
-
-NOID = 0xFFFFFFFF
-ACL = _acl([(1, 6, NOID), (2, 4, 1234), (4, 4, NOID), (0x10, 4, NOID), (0x20, 4, NOID)])
-DEFAULT_ACL = _acl([(1, 7, NOID), (4, 5, NOID), (8, 5, 4321), (0x10, 5, NOID), (0x20, 0, NOID)])
-
-
-def build_cms_volume(root: Path) -> None:
-    """A volume with every kind of entry the mover must keep (MySQL- and WordPress-like)."""
-    db = root / "mysql"
-    db.mkdir(parents=True)
-    (db / "ibdata1").write_bytes(os.urandom(3 << 20))
-    (db / "shop").mkdir()
-    (db / "shop" / "t.ibd").write_bytes(b"rows" * 1000)
-    for p in (db, db / "shop", db / "ibdata1", db / "shop" / "t.ibd"):
-        os.chown(p, 999, 999)
-    os.chmod(db, 0o700)
-    os.chmod(db / "shop", 0o700)
-    os.chmod(db / "ibdata1", 0o660)
-    wp = root / "wp"
-    (wp / "uploads" / "empty").mkdir(parents=True)
-    (wp / "index.php").write_bytes(b"<?php echo 1;")
-    os.chmod(wp / "index.php", 0o664)  # filter="data" turned this into 0644
-    os.link(wp / "index.php", wp / "uploads" / "hardlink.php")
-    (wp / "rel-link").symlink_to("index.php")
-    (wp / "abs-link").symlink_to("/etc/hostname")  # kept as a link, never followed
-    (wp / "dangling").symlink_to("nowhere/at/all")
-    os.mkfifo(wp / "pipe")
-    os.chmod(wp / "uploads", 0o2775)
-    os.chown(wp / "uploads", 33, 33)
-    os.setxattr(wp / "index.php", "user.mime_type", b"text/x-php")
-    os.setxattr(wp / "index.php", "system.posix_acl_access", ACL)
-    os.setxattr(wp / "uploads", "system.posix_acl_default", DEFAULT_ACL)
-    with open(wp / "sparse.img", "wb") as fh:
-        fh.truncate(SPARSE_SIZE)
-        fh.seek(SPARSE_SIZE // 2)
-        fh.write(b"middle")
-    (wp / b"odd \xff name\n".decode(errors="surrogateescape")).write_bytes(b"x")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(wp / "php.sock"))
-    sock.close()
-    os.mknod(wp / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    os.utime(wp / "index.php", ns=(1, 1_000_000_123_456_789))
-    os.utime(wp / "rel-link", ns=(1, 1_100_000_000_000_000), follow_symlinks=False)
-
-
-def _metadata(root: Path) -> dict[str, tuple[Any, ...]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in [".", *dirnames, *filenames]:
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode):
-                continue
-            link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else None
-            xattrs = {} if link is not None else {k: os.getxattr(p, k) for k in os.listxattr(p)}
-            out[rel] = (
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                st.st_nlink,
-                st.st_size,
-                st.st_mtime_ns,
-                link,
-                xattrs,
-            )
-    return out
-
-
 def test_volume_fidelity_bulk_then_incremental(tmp_path: Path, object_store_a: Any) -> None:
     from tasks.archive_store import ensure_bucket, get_json
 
@@ -230,7 +153,7 @@ def test_volume_fidelity_bulk_then_incremental(tmp_path: Path, object_store_a: A
     filled = unpack(0, rec0["sha256_tree"])
     assert filled.returncode == 0, filled.stderr
     assert get_json(object_store_a, bucket, "v/fill0.json")["sha256_tree"] == rec0["sha256_tree"]
-    assert _metadata(dst) == _metadata(src)  # owners, modes, times, links, xattrs, ACLs, empty dirs
+    assert tree_metadata(dst) == tree_metadata(src)  # owners, modes, times, links, xattrs, ACLs, empty dirs
     assert os.stat(dst / "wp" / "index.php").st_ino == os.stat(dst / "wp" / "uploads" / "hardlink.php").st_ino
     assert stat.S_ISFIFO(os.lstat(dst / "wp" / "pipe").st_mode)
     assert os.stat(dst / "wp" / "sparse.img").st_blocks * 512 < (1 << 20)  # still sparse
@@ -258,7 +181,7 @@ def test_volume_fidelity_bulk_then_incremental(tmp_path: Path, object_store_a: A
     assert refused.returncode == 1 and "refusing to apply a delta" in refused.stderr
     applied = unpack(1, rec1["sha256_tree"], before=rec0["sha256_tree"])
     assert applied.returncode == 0, applied.stderr
-    assert _metadata(dst) == _metadata(src)
+    assert tree_metadata(dst) == tree_metadata(src)
     assert not (dst / "mysql" / "shop" / "t.ibd").exists() and not (dst / "wp" / "uploads" / "empty").exists()
     assert tree_checksum(dst)["sha256_tree"] == tree_checksum(src)["sha256_tree"] == rec1["sha256_tree"]
 
