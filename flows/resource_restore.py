@@ -231,6 +231,7 @@ def resource_restore(
             source_sha256=str(v.get("sha256_tree", "")),
             files=int(v.get("files", 0)),
             bytes=int(v.get("bytes", 0)),
+            extra={"skipped": VolumeResult.skipped_from(v.get("skipped"))},
         )
         for v in manifest.volumes
         if restore_volumes and (str(v["namespace"]), str(v["pvc"])) in pvcs

@@ -62,8 +62,8 @@ class VolumeResult:
         level: 0 = bulk copy, N = N-th delta.
         files / bytes: size of the tree.
         extra: ``skipped`` = ``[[path, kind], ...]`` the special files the copy left out (in the
-            report and the volume table), ``live``, ``identity``.
-        security: the mover pod's identity (``root`` or the workload's runAsUser/fsGroup).
+            report and the volume table), ``live``, ``identity`` (the mover pod's: ``root`` or the
+            workload's runAsUser/fsGroup).
     """
 
     namespace: str
@@ -100,6 +100,15 @@ class VolumeResult:
             "level": self.level,
             "skipped": [list(s) for s in self.extra.get("skipped") or []],
         }
+
+    @staticmethod
+    def skipped_from(value: Any) -> list[list[str]]:
+        """The ``skipped`` list of a manifest entry read back from storage (untrusted): only
+        ``[path, kind]`` string pairs, bounded, the rest dropped."""
+        if not isinstance(value, list):
+            return []
+        pairs = [v for v in value[:1000] if isinstance(v, list) and len(v) == 2]
+        return [[p[:4096], k[:32]] for p, k in pairs if isinstance(p, str) and isinstance(k, str)]
 
     def not_copied(self) -> str:
         """The special files the copy left out (sockets, device nodes), e.g. ``a.sock (socket)``."""
@@ -343,7 +352,7 @@ def pack_volumes(
                 vr.source_sha256 = rec["sha256_tree"]
                 vr.files, vr.bytes = int(rec["files"]), int(rec["bytes"])
                 if rec.get("skipped"):
-                    vr.extra["skipped"] = rec["skipped"]
+                    vr.extra["skipped"] = VolumeResult.skipped_from(rec["skipped"])
         except StateferryError as exc:
             vr.status, vr.reason = "failed", str(exc)
         vr.seconds = round(time.monotonic() - t0, 3)

@@ -278,3 +278,24 @@ def test_volume_fidelity_checksum_cache_never_hides_a_change(tmp_path: Path) -> 
     assert (
         tree_checksum(tmp_path, cache=first["sums"])["sha256_tree"] == tree_checksum(tmp_path)["sha256_tree"]
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            [["wp/php.sock", "socket"], ["wp/null", "device"]],
+            [["wp/php.sock", "socket"], ["wp/null", "device"]],
+        ),
+        ("wp/php.sock", []),
+        ([["a", 1], ["b"], "c", ["d", "socket", "x"], ["e", "fifo"]], [["e", "fifo"]]),
+        ([["x" * 5000, "socket" * 10]], [["x" * 4096, ("socket" * 10)[:32]]]),
+        ([["k", "socket"]] * 5000, [["k", "socket"]] * 1000),
+    ],
+)
+def test_volume_fidelity_skipped_list_read_back_is_untrusted(value: Any, expected: list[list[str]]) -> None:
+    """The 'not copied' list comes back from storage (manifest, mover record): only bounded
+    ``[path, kind]`` string pairs are kept."""
+    from tasks.volume_mover import VolumeResult
+
+    assert VolumeResult.skipped_from(value) == expected
