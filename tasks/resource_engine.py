@@ -40,6 +40,7 @@ __all__ = [
     "volume_table",
 ]
 
+
 def utc_now() -> dt.datetime:
     """Now, UTC, whole seconds."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
