@@ -21,8 +21,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from blocks.kube import KubeCluster
-from blocks.object_store import ObjectStore
+from blocks.compat import KubeClusterLike, ObjectStoreLike
+from blocks.loading import resolve_kube, resolve_store
 from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
@@ -49,7 +49,6 @@ from tasks.kube_export import KubeRest, export_resources, read_tarball
 from tasks.resource_engine import (
     apply_in_phases,
     iso,
-    load_block,
     resolve_transform_kinds,
     transform_objects,
     utc_now,
@@ -92,11 +91,11 @@ def _status_rows(results: list[ObjectResult], parked: set[str]) -> list[dict[str
 
 @flow(name="app_migration", log_prints=True)
 def app_migration(
-    source: KubeCluster | str,
-    target: KubeCluster | str,
+    source: KubeClusterLike | str,
+    target: KubeClusterLike | str,
     namespaces: list[str],
-    object_store: ObjectStore | str,
-    bucket: str,
+    object_store: ObjectStoreLike | str,
+    bucket: str | None = None,
     migration_name: str | None = None,
     include_resources: bool = True,
     include_volumes: bool = True,
@@ -119,9 +118,12 @@ def app_migration(
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
 
     Args:
-        source / target: the clusters (blocks or saved block names).
+        source / target: the clusters: KubeCluster, KubernetesClusterConfig or KubernetesCredentials
+            blocks, saved KubeClusters' names, or ``"<block-type-slug>/<name>"``.
         namespaces: namespaces to migrate (must exist in the source).
-        object_store / bucket: staging area of the archive and the volume tarballs.
+        object_store / bucket: staging area of the archive and the volume tarballs: an ObjectStore,
+            AwsCredentials, MinIOCredentials or S3Bucket block, a saved ObjectStore's name, or
+            ``"<block-type-slug>/<name>"``; ``bucket`` defaults to the S3Bucket block's bucket.
         migration_name: name of the migration (labels, archive); default ``migration-<timestamp>``.
         include_resources: migrate the Kubernetes objects (False: only PVCs and their data).
         include_volumes: copy PVC data with data-mover Jobs (``stateferry/worker``).
@@ -169,9 +171,10 @@ def app_migration(
     """
     log = get_run_logger()
     t0 = time.monotonic()
-    src = load_block(KubeCluster, source, "source")
-    dst = load_block(KubeCluster, target, "target")
-    store = load_block(ObjectStore, object_store, "object_store")
+    src = resolve_kube(source, "source")
+    dst = resolve_kube(target, "target")
+    ref = resolve_store(object_store, "object_store")
+    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the namespaces to migrate, e.g. ['cms']")
     if not include_resources and not include_volumes:
@@ -342,18 +345,19 @@ def app_migration(
 
 
 @flow(name="deactivate", log_prints=True)
-def deactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+def deactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[str, Any]:
     """Stork's deactivate: Deployments/StatefulSets to 0 and CronJobs suspended, counts recorded in
     ``stateferry.io/source-replicas`` / ``source-suspend`` (run on the old side after activation).
 
     Args:
-        cluster: the cluster whose applications stop.
+        cluster: the cluster whose applications stop (a cluster block or its saved name, as in
+            ``app_migration``).
         namespaces: namespaces to deactivate.
 
     Returns:
         ``{"results": [...]}`` per workload and CronJob.
     """
-    kube = load_block(KubeCluster, cluster, "cluster")
+    kube = resolve_kube(cluster, "cluster")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the namespaces to deactivate")
     results = deactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
@@ -362,17 +366,17 @@ def deactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, A
 
 
 @flow(name="reactivate", log_prints=True)
-def reactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+def reactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[str, Any]:
     """Failback / rollback: restore what :func:`deactivate` (or a quiesce) recorded.
 
     Args:
-        cluster: the cluster whose applications start again.
+        cluster: the cluster whose applications start again (a cluster block or its saved name).
         namespaces: namespaces to reactivate.
 
     Returns:
         ``{"results": [...]}`` per workload and CronJob.
     """
-    kube = load_block(KubeCluster, cluster, "cluster")
+    kube = resolve_kube(cluster, "cluster")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the namespaces to reactivate")
     results = reactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
@@ -381,19 +385,19 @@ def reactivate(cluster: KubeCluster | str, namespaces: list[str]) -> dict[str, A
 
 
 @flow(name="activate", log_prints=True)
-def activate(target: KubeCluster | str, namespaces: list[str]) -> dict[str, Any]:
+def activate(target: KubeClusterLike | str, namespaces: list[str]) -> dict[str, Any]:
     """Scale the Deployments/StatefulSets a migration parked at 0 replicas back to their recorded
     counts (``stateferry.io/migration-replicas``) and resume its parked CronJobs
     (``stateferry.io/migration-suspend``), removing the annotations.
 
     Args:
-        target: the cluster the migration went to.
+        target: the cluster the migration went to (a cluster block or its saved name).
         namespaces: target namespaces to activate.
 
     Returns:
         ``{"results": [...], "counts": {...}, "cronjobs": [...]}`` per workload and CronJob.
     """
-    dst = load_block(KubeCluster, target, "target")
+    dst = resolve_kube(target, "target")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the target namespaces to activate")
     results = activate_workloads(KubeRest(dst.api_client(), "target"), namespaces)

@@ -28,7 +28,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.utilities.annotations import quote
 
-from blocks.object_store import ObjectStore
+from blocks.compat import ObjectStoreLike
+from blocks.loading import resolve_store
 from flows.bucket_mirror_journal import journal_mirror
 from flows.bucket_mirror_sharded import check_sharding, sharded_mirror
 from planning.mirror import (
@@ -159,8 +160,8 @@ def _human_rate(report: TransferReport, seconds: float) -> str:
 
 @flow(name="bucket_mirror", log_prints=True, on_crashed=[restart_crashed_watch])
 def bucket_mirror(
-    source: ObjectStore,
-    destination: ObjectStore,
+    source: ObjectStoreLike | str,
+    destination: ObjectStoreLike | str,
     bucket: str | None = None,
     destination_bucket: str | None = None,
     prefix: str = "",
@@ -190,10 +191,13 @@ def bucket_mirror(
     """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
 
     Args:
-        source: Source ObjectStore block.
-        destination: Destination ObjectStore block.
-        bucket: Source bucket; ``None`` mirrors all buckets, creating missing ones (``mc mirror old new``).
-        destination_bucket: Destination bucket (default: ``bucket``); created when missing.
+        source: Source store: an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket block, a
+            saved ObjectStore's name, or ``"<block-type-slug>/<name>"`` (e.g. ``"aws-credentials/prod"``).
+        destination: Destination store, the same kinds as ``source``.
+        bucket: Source bucket (default: the source S3Bucket block's bucket); ``None`` mirrors all
+            buckets, creating missing ones (``mc mirror old new``).
+        destination_bucket: Destination bucket (default: the destination S3Bucket block's bucket, else
+            ``bucket``); created when missing.
         prefix: Source key prefix. A folder: ``"logs"`` means ``logs/...`` and never ``logs-2024/...``;
             a trailing ``*`` (``"logs*"``) asks for a plain string prefix.
         destination_prefix: Destination key prefix, same rule (default: ``prefix``).
@@ -264,6 +268,9 @@ def bucket_mirror(
             "journal mode (watch / two-way) has no dry run and no age filters",
             "run a one-shot dry_run first, or drop newer_than/older_than",
         )
+    src_ref, dst_ref = resolve_store(source, "source"), resolve_store(destination, "destination")
+    source, destination = src_ref.store, dst_ref.store
+    bucket, destination_bucket = src_ref.bucket_or(bucket), dst_ref.bucket_or(destination_bucket)
     check_sharding(shards, bucket, watch, dry_run, use_journal)
     session = preflight_mirror(
         source, destination, bucket, destination_bucket, prefix, destination_prefix, workers

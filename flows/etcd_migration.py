@@ -20,8 +20,9 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.compat import KubeClusterLike
 from blocks.etcd import EtcdCluster
-from blocks.kube import KubeCluster
+from blocks.loading import resolve_kube
 from flows.etcd_migration_steps import (
     CUTOVER_STEP,
     JOIN_STEP,
@@ -61,8 +62,8 @@ __all__ = ["MigrationComplete", "etcd_stretch_migration"]
 
 @flow(name="etcd_stretch_migration", log_prints=True)
 def etcd_stretch_migration(
-    source: KubeCluster,
-    target: KubeCluster,
+    source: KubeClusterLike | str,
+    target: KubeClusterLike | str,
     source_namespace: str = "default",
     target_namespace: str | None = None,
     statefulset: str = "etcd",
@@ -93,8 +94,9 @@ def etcd_stretch_migration(
     """Migrate an etcd StatefulSet from the source to the target Kubernetes cluster without downtime.
 
     Args:
-        source: The cluster running etcd now.
-        target: The cluster that will run it.
+        source: The cluster running etcd now: a KubeCluster, KubernetesClusterConfig or
+            KubernetesCredentials block, a saved KubeCluster's name, or ``"<block-type-slug>/<name>"``.
+        target: The cluster that will run it (the same kinds as ``source``).
         source_namespace: Namespace of the etcd StatefulSet in ``source``.
         target_namespace: Namespace in ``target`` (default: ``source_namespace``); must exist.
         statefulset: The source StatefulSet.
@@ -145,6 +147,7 @@ def etcd_stretch_migration(
         Summary: ``outcome`` (``migrated`` / ``planned`` / ``rolled_back`` / ``done``), ``steps``,
         ``members``, ``client_endpoints``, ``db_size``.
     """
+    source, target = resolve_kube(source, "source"), resolve_kube(target, "target")
     creds = EtcdCredentials.from_block(etcd_cluster) if etcd_cluster is not None else EtcdCredentials()
     with use_credentials(creds):
         logger = get_run_logger()

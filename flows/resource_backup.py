@@ -18,8 +18,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from blocks.kube import KubeCluster
-from blocks.object_store import ObjectStore
+from blocks.compat import KubeClusterLike, ObjectStoreLike
+from blocks.loading import resolve_kube, resolve_store
 from flows.resource_restore import RestoreFailed, resource_restore
 from planning.archive_layout import validate_backup_name, validate_prefix, validate_retention
 from planning.resources import Selection
@@ -28,7 +28,6 @@ from tasks.archive_store import archive_series, prune_archives, upload_archive
 from tasks.kube_export import export_resources
 from tasks.resource_engine import (
     iso,
-    load_block,
     run_id,
     utc_now,
 )
@@ -41,9 +40,9 @@ DEFAULT_PREFIX = "resource-backups"
 
 @flow(name="resource_backup", log_prints=True)
 def resource_backup(
-    source: KubeCluster | str,
-    object_store: ObjectStore | str,
-    bucket: str,
+    source: KubeClusterLike | str,
+    object_store: ObjectStoreLike | str,
+    bucket: str | None = None,
     backup_name: str | None = None,
     include_namespaces: list[str] | None = None,
     exclude_namespaces: list[str] | None = None,
@@ -63,9 +62,11 @@ def resource_backup(
     """Back up Kubernetes objects to one archive in an object-store bucket.
 
     Args:
-        source: the cluster (block or saved block name).
-        object_store: where archives live (block or saved block name).
-        bucket: bucket name (created if missing).
+        source: the cluster: a KubeCluster, KubernetesClusterConfig or KubernetesCredentials block, a
+            saved KubeCluster's name, or ``"<block-type-slug>/<name>"`` of any of them.
+        object_store: where archives live: an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket
+            block, a saved ObjectStore's name, or ``"<block-type-slug>/<name>"``.
+        bucket: bucket name (created if missing); default: the S3Bucket block's bucket.
         backup_name: archive name; default ``backup-<UTC timestamp>``.
         include_namespaces / exclude_namespaces: namespaces (empty include = all but kube-system,
             kube-public, kube-node-lease).
@@ -92,8 +93,9 @@ def resource_backup(
     """
     log = get_run_logger()
     t0 = time.monotonic()
-    kube = load_block(KubeCluster, source, "source")
-    store = load_block(ObjectStore, object_store, "object_store")
+    kube = resolve_kube(source, "source")
+    ref = resolve_store(object_store, "object_store")
+    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
     now = utc_now()
     name = validate_backup_name(backup_name or f"backup-{now.strftime('%Y%m%d-%H%M%S')}")
     selection = Selection.build(

@@ -16,8 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from blocks.kube import KubeCluster
-from blocks.object_store import ObjectStore
+from blocks.compat import KubeClusterLike, ObjectStoreLike
+from blocks.loading import resolve_kube, resolve_store
 from planning.archive_layout import ArchiveError, validate_backup_name, validate_prefix
 from planning.resources import (
     BACKUP_NAME_LABEL,
@@ -35,7 +35,6 @@ from tasks.kube_apply import ObjectResult, apply_resources, served_scopes, summa
 from tasks.kube_export import read_archive
 from tasks.resource_engine import (
     apply_in_phases,
-    load_block,
     results_table,
     run_id,
     transform_objects,
@@ -100,10 +99,10 @@ def restore_plan_markdown(
 
 @flow(name="resource_restore", log_prints=True)
 def resource_restore(
-    target: KubeCluster | str,
-    object_store: ObjectStore | str,
-    bucket: str,
+    target: KubeClusterLike | str,
+    object_store: ObjectStoreLike | str,
     backup_name: str,
+    bucket: str | None = None,
     restore_name: str | None = None,
     namespace_mapping: dict[str, str] | str | None = None,
     storage_class_mapping: dict[str, str] | str | None = None,
@@ -130,8 +129,11 @@ def resource_restore(
     artifacts, logs or errors (diffs name the changed keys).
 
     Args:
-        target: the cluster to restore into.
-        object_store / bucket / prefix: where the backup lives.
+        target: the cluster to restore into: a KubeCluster, KubernetesClusterConfig or
+            KubernetesCredentials block, a saved KubeCluster's name, or ``"<block-type-slug>/<name>"``.
+        object_store / bucket / prefix: where the backup lives: an ObjectStore, AwsCredentials,
+            MinIOCredentials or S3Bucket block, a saved ObjectStore's name, or
+            ``"<block-type-slug>/<name>"``; ``bucket`` defaults to the S3Bucket block's bucket.
         backup_name: which backup.
         restore_name: name recorded in the ``stateferry.io/restore-name`` label (default
             ``<backup>-restore-<timestamp>``).
@@ -172,8 +174,9 @@ def resource_restore(
     """
     log = get_run_logger()
     t0 = time.monotonic()
-    kube = load_block(KubeCluster, target, "target")
-    store = load_block(ObjectStore, object_store, "object_store")
+    kube = resolve_kube(target, "target")
+    ref = resolve_store(object_store, "object_store")
+    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
     validate_backup_name(backup_name)
     prefix = validate_prefix(prefix)
     policy = ExistingPolicy.parse(existing_resource_policy)

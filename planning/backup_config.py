@@ -14,8 +14,8 @@ A job reads like nxs-backup's (see ``deployments/jobs/*.yaml``)::
       backup_dir: /var/stateferry/backups
       store: {days: 6, weeks: 4, months: 6}
     - storage: s3
-      object_store: backups-s3       # a saved `ObjectStore` block
-      bucket_name: backups
+      object_store: backups-s3       # a saved `ObjectStore` block, or e.g. aws-credentials/prod,
+      bucket_name: backups           # s3-bucket/backups (then bucket_name may be left out)
       backup_dir: /stateferry/mysql  # key prefix
       store: {days: 2, weeks: 1, months: 6}
     verify: true
@@ -237,7 +237,7 @@ class PvcSourceConfig(_SourceModel):
 
     pvc: str = Field(description="<namespace>/<claim>")
     paths: list[str] = Field(default_factory=lambda: ["."], description="inside the volume; . = all")
-    connect: ConnectConfig = Field(description="a saved KubeCluster block")
+    connect: ConnectConfig = Field(description="a saved KubeCluster block, or <block-type-slug>/<name>")
     mover_endpoint: str | None = Field(default=None, description="S3 endpoint as the mover pod sees it")
     mover_image: str | None = None
     mover_security: Literal["root", "workload", "image"] = "root"

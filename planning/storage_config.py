@@ -1,6 +1,8 @@
 """Where a backup job stores its backups (pure: the storage models and their validation).
 
-``local`` (a directory), ``s3`` (a bucket + prefix through a saved ``ObjectStore`` block) and ``sftp``
+``local`` (a directory), ``s3`` (a bucket + prefix through a saved ``ObjectStore`` block, or a saved
+prefect-aws ``AwsCredentials`` / ``MinIOCredentials`` / ``S3Bucket`` named ``<block-type-slug>/<name>``)
+and ``sftp``
 (a directory on an SSH server through a saved ``SftpServer`` block); each with its own retention
 (``store:``, planning/store_config.py).
 """
@@ -43,13 +45,20 @@ class LocalStorageConfig(_Model):
 
 
 class S3StorageConfig(_Model):
-    """A bucket + key prefix on an S3 server described by a saved ``ObjectStore`` block."""
+    """A bucket + key prefix on an S3 server described by a saved block.
+
+    ``object_store`` is a saved ``ObjectStore``'s name, or ``<block-type-slug>/<name>`` of a saved
+    ``ObjectStore`` / ``AwsCredentials`` / ``MinIOCredentials`` / ``S3Bucket`` (``blocks/loading.py``);
+    ``bucket_name`` may be left out for an ``s3-bucket/<name>``, whose bucket is then used.
+    """
 
     storage: Literal["s3"]
     enable: bool = True
     name: str | None = None
-    object_store: str = Field(description="name of a saved ObjectStore block")
-    bucket_name: str = Field(alias="bucket_name")
+    object_store: str = Field(
+        description="name of a saved ObjectStore block, or <block-type-slug>/<name> (e.g. s3-bucket/backups)"
+    )
+    bucket_name: str | None = Field(default=None, alias="bucket_name")
     backup_dir: str = ""
     store: StoreConfig = Field(default_factory=StoreConfig)
 
@@ -66,18 +75,29 @@ class S3StorageConfig(_Model):
 
     @field_validator("bucket_name")
     @classmethod
-    def _bucket(cls, v: str) -> str:
-        return check_bucket_name(v, field_name="bucket_name")
+    def _bucket(cls, v: str | None) -> str | None:
+        return None if v is None else check_bucket_name(v, field_name="bucket_name")
 
     @field_validator("backup_dir")
     @classmethod
     def _prefix(cls, v: str) -> str:
         return v.strip("/")
 
+    @model_validator(mode="after")
+    def _bucket_known(self) -> S3StorageConfig:
+        if self.bucket_name is None and not self.object_store.startswith("s3-bucket/"):
+            raise InputError(
+                "bucket_name",
+                f"is missing and {self.object_store!r} is not an S3 Bucket block",
+                "give bucket_name, or reference a saved S3Bucket as object_store: s3-bucket/<name>",
+            )
+        return self
+
     @property
     def label(self) -> str:
         """Human name used in reports (``s3:block/bucket/prefix`` unless named)."""
-        return self.name or f"s3:{self.object_store}/{self.bucket_name}/{self.backup_dir}".rstrip("/")
+        bucket = f"/{self.bucket_name}" if self.bucket_name else ""
+        return self.name or f"s3:{self.object_store}{bucket}/{self.backup_dir}".rstrip("/")
 
 
 class SftpStorageConfig(_Model):

@@ -95,17 +95,6 @@ class Resolved:
         return redactor(*self.secrets)
 
 
-def load_block(cls: Any, name: str, field_name: str) -> Any:
-    try:
-        return cls.load(name)
-    except ValueError as exc:
-        raise InputError(
-            field_name,
-            f"no saved {cls.__name__} block named {name!r} ({exc})",
-            f"save one (stateferry blocks register; {cls.__name__}(...).save({name!r})) or fix the name",
-        ) from None
-
-
 def _secret_values(block: Any) -> list[str]:
     from pydantic import SecretStr
 
@@ -126,13 +115,13 @@ def resolve_job(job: BackupJob) -> Resolved:
     """
     from blocks.database import Database
     from blocks.etcd import EtcdCluster
-    from blocks.object_store import ObjectStore
+    from blocks.loading import load_saved, resolve_kube, resolve_store
     from blocks.sftp import SftpServer
 
     r = Resolved(job)
     src = job.source
     if isinstance(src, DatabaseSourceConfig | PhysicalSourceConfig):
-        r.source_block = load_block(Database, src.connect.block, "sources[0].connect.block")
+        r.source_block = load_saved(Database, src.connect.block, "sources[0].connect.block")
         if r.source_block.engine != job.engine.removesuffix("_physical"):
             raise InputError(
                 "type",
@@ -140,15 +129,13 @@ def resolve_job(job: BackupJob) -> Resolved:
                 "point connect.block at a block of the job's engine",
             )
     elif isinstance(src, EtcdSourceConfig):
-        r.source_block = load_block(EtcdCluster, src.connect.block, "sources[0].connect.block")
+        r.source_block = load_saved(EtcdCluster, src.connect.block, "sources[0].connect.block")
     elif isinstance(src, RedisSourceConfig):
         from blocks.redis import RedisServer
 
-        r.source_block = load_block(RedisServer, src.connect.block, "sources[0].connect.block")
+        r.source_block = load_saved(RedisServer, src.connect.block, "sources[0].connect.block")
     elif isinstance(src, PvcSourceConfig):
-        from blocks.kube import KubeCluster
-
-        r.source_block = load_block(KubeCluster, src.connect.block, "sources[0].connect.block")
+        r.source_block = resolve_kube(src.connect.block, "sources[0].connect.block")
     if r.source_block is not None:
         r.secrets += _secret_values(r.source_block)
     for i, cfg in enumerate(job.enabled_storages):
@@ -156,13 +143,14 @@ def resolve_job(job: BackupJob) -> Resolved:
         if isinstance(cfg, LocalStorageConfig):
             storage = LocalStorage(cfg.backup_dir, cfg.label)
         elif isinstance(cfg, SftpStorageConfig):
-            server = load_block(SftpServer, cfg.sftp_server, f"storages[{i}].sftp_server")
+            server = load_saved(SftpServer, cfg.sftp_server, f"storages[{i}].sftp_server")
             r.secrets += _secret_values(server)
             storage = SftpStorage(server, cfg.backup_dir, cfg.label)
         else:
-            store = load_block(ObjectStore, cfg.object_store, f"storages[{i}].object_store")
-            r.secrets += _secret_values(store)
-            storage = S3Storage(store, cfg.bucket_name, cfg.backup_dir, cfg.label)
+            ref = resolve_store(cfg.object_store, f"storages[{i}].object_store")
+            r.secrets += _secret_values(ref.store)
+            bucket = ref.require_bucket(cfg.bucket_name, f"storages[{i}].bucket_name")
+            storage = S3Storage(ref.store, bucket, cfg.backup_dir, cfg.label)
         r.storages[cfg.label] = storage
         r.storage_configs[cfg.label] = cfg
     return r

@@ -89,10 +89,10 @@ def restore_redis(
             if target_dir:
                 dest = _write_data_dir(rdb, Path(target_dir), overwrite)
                 return {"data_dir": str(dest), "file": "dump.rdb", "keys": loaded["keys"]}
+            from blocks.loading import load_saved
             from blocks.redis import RedisServer
-            from tasks.backup_jobs import load_block
 
-            server = load_block(RedisServer, str(target_block), "target_block")
+            server = load_saved(RedisServer, str(target_block), "target_block")
             if server.password is not None:
                 r.secrets.append(server.password.get_secret_value())
             return _copy_keys(scratch, server, loaded, overwrite, check, what)

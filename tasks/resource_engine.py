@@ -1,11 +1,11 @@
 """The resource engine's shared steps (used by ``resource_backup``, ``resource_restore`` and
-``app_migration``): block loading, the transform (sanitise, map, order), the phased apply (objects,
+``app_migration``): the transform (sanitise, map, order), the phased apply (objects,
 then volume data, then workloads) and the report tables."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,7 +23,6 @@ from planning.resources import (
     zero_replicas,
 )
 from planning.transforms import TransformSpec, resolve_kinds
-from stateferry.errors import InputError
 from tasks.kube_apply import ObjectResult, apply_resources
 from tasks.kube_export import KubeRest, discover_resource_types
 from tasks.retry import TRANSIENT_RETRY
@@ -33,7 +32,6 @@ __all__ = [
     "WORKLOAD_KINDS",
     "apply_in_phases",
     "iso",
-    "load_block",
     "resolve_transform_kinds",
     "results_table",
     "run_id",
@@ -41,28 +39,6 @@ __all__ = [
     "utc_now",
     "volume_table",
 ]
-
-B = TypeVar("B", KubeCluster, ObjectStore)
-
-
-def load_block(cls: type[B], value: B | str, field_name: str) -> B:
-    """Accept a block instance or the name of a saved block document."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return cls.load(value)  # type: ignore[return-value]
-        except ValueError as exc:
-            raise InputError(
-                field_name,
-                f"no saved {cls.__name__} block named {value!r} ({exc})",
-                "save the block first (stateferry blocks register) or pass its name correctly",
-            ) from None
-    raise InputError(
-        field_name,
-        f"expected a {cls.__name__} block or its name, got {type(value).__name__}",
-        f"pass a {cls.__name__}",
-    )
 
 
 def utc_now() -> dt.datetime:

@@ -16,10 +16,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from blocks.loading import load_saved
 from planning.backup_encryption import manifest_encryption
 from stateferry.errors import InputError, PermanentError, PreconditionFailed
 from tasks.backup_crypto import decrypt_into
-from tasks.backup_jobs import Resolved, load_block
+from tasks.backup_jobs import Resolved
 from tasks.backup_storage import LocalStorage, StoredBackup
 from tasks.dumpers import CHUNK, tree_digest
 from tasks.inc_files import chain_action, restore_chain
@@ -308,7 +309,7 @@ def restore_selected(
     if target_block and engine in ("mysql", "postgres"):
         from blocks.database import Database
 
-        db = load_block(Database, target_block, "target_block")
+        db = load_saved(Database, target_block, "target_block")
     done: dict[str, Any] = {"backup_id": sel.backup_id, "storage": sel.storage}
     check = InventoryCheck(sel.manifest)
     what = f"restore of {r.job.job}/{sel.backup_id}"
