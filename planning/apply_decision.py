@@ -10,8 +10,9 @@ would make) and hands the live object and that answer to :func:`decide_existing`
 * the fields the apply would take from other field managers come from the ``managedFields`` of the
   two (:func:`taken_fields`), never from an error text;
 * stateferry forces only what it owns (:func:`flow_owns`): objects it put there (its own ``Apply``
-  entry, or its ``app.kubernetes.io/managed-by`` label) and its provenance labels/annotations
-  everywhere. A field of an object another tool manages is reported as a conflict naming the managers.
+  entry, or its ``app.kubernetes.io/managed-by`` label) and its ``stateferry.io/*`` labels and
+  annotations everywhere. A field of an object another tool manages is reported as a conflict naming
+  the managers.
 """
 
 from __future__ import annotations
@@ -221,11 +222,11 @@ def taken_fields(live: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str,
 
 
 def _is_provenance(path_string: str) -> bool:
-    """stateferry's own labels and annotations (``stateferry.io/*``, the managed-by label)."""
+    """stateferry's own labels and annotations (``stateferry.io/*``; not the managed-by label, which
+    says whose the object is and is never taken from another tool)."""
     for prefix in (".metadata.labels.", ".metadata.annotations."):
         if path_string.startswith(prefix):
-            key = path_string[len(prefix) :]
-            return key.startswith("stateferry.io/") or key == MANAGED_BY_LABEL
+            return path_string[len(prefix) :].startswith("stateferry.io/")
     return False
 
 

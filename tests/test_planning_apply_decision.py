@@ -156,3 +156,14 @@ def test_secret_values_never_in_the_decision() -> None:
     text = d.message + " ".join(d.diff)
     for value in ("old-secret-1", "new-secret-2", b64("old-secret-1"), b64("new-secret-2")):
         assert value not in text
+
+
+def test_the_managed_by_label_is_never_taken_from_another_tool() -> None:
+    """Taking it would make the object look like stateferry's (and every later update forced)."""
+    owner = _entry("helm", {"f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}}})
+    live = _cm({"k": "v"}, [owner], labels={"app.kubernetes.io/managed-by": "Helm"})
+    after = _after(live, {"k": "v"}, [_entry("stateferry", {"f:metadata": {"f:labels": {}}}, op="Apply")])
+    after["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "stateferry"}
+    d = decide_existing(live, after, ExistingPolicy.UPDATE, dry_run=False)
+    assert (d.result, d.force) == ("conflict", False)
+    assert '"helm": .metadata.labels.app.kubernetes.io/managed-by' in d.message
