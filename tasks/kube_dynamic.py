@@ -98,17 +98,14 @@ def resource_type(resource: Any) -> ResourceType:
 def resource_for(dyn: Any, api_version: str, kind: str) -> Any | None:
     """The served ``Resource`` of ``apiVersion``/``kind``, or None when the server does not serve it
     (discovery is re-read once on a miss, by the client itself)."""
-    from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
+    from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError, ResourceNotUniqueError
 
     try:
-        return call(
-            f"discovering {api_version} {kind}",
-            lambda: dyn.resources.get(api_version=api_version, kind=kind),
-        )
-    except (ResourceNotFoundError, ResourceNotUniqueError):
+        return dyn.resources.get(api_version=api_version, kind=kind)
+    except (ResourceNotFoundError, ResourceNotUniqueError, NotFoundError):  # NotFoundError: group gone
         return None
-    except NotFound:  # the group itself is gone (its CRD was deleted)
-        return None
+    except Exception as exc:
+        raise translate(exc, context=f"discovering {api_version} {kind}") from exc
 
 
 def served_types(dyn: Any) -> list[ResourceType]:
