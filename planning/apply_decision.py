@@ -38,6 +38,7 @@ __all__ = [
     "dry_run_diff",
     "field_paths",
     "flow_owns",
+    "path_text",
     "taken_fields",
 ]
 
