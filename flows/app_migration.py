@@ -64,6 +64,7 @@ _RESULT_TEXT = {
     "updated": "migrated successfully (updated)",
     "unchanged": "migrated successfully (already present)",
     "skipped-existing": "skipped: exists in the target and differs (policy skip)",
+    "conflict": "not migrated: fields of it in the target belong to another field manager",
 }
 
 
@@ -274,7 +275,7 @@ def app_migration(
         )  # fmt: skip
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
-            activate_workloads(KubeRest(dst.api_client(), "target"), targets)
+            activate_workloads(dst.api_client(), targets)
             activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
             parked = set()
     rows = _status_rows(results, parked)
@@ -288,7 +289,7 @@ def app_migration(
             description=f"migration {name}: volumes",
         )
     counts = summarize_results(results)
-    failed = [r for r in results if r.result == "failed"]
+    failed = [r for r in results if r.result in ("failed", "conflict")]
     failed_vols = [v for v in vol_results if v.status != "migrated successfully"]
     activation: list[dict[str, Any]] = []
     if not start_applications and approve_activation and not failed and not failed_vols:
@@ -302,7 +303,7 @@ def app_migration(
             key=f"activate-{name}",
             auto_approve=auto_approve,
         )
-        activation = [r.to_dict() for r in activate_workloads(KubeRest(dst.api_client(), "target"), targets)]
+        activation = [r.to_dict() for r in activate_workloads(dst.api_client(), targets)]
         activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
     seconds = time.monotonic() - t0
     apps_state = (
@@ -400,7 +401,7 @@ def activate(target: KubeClusterLike | str, namespaces: list[str]) -> dict[str, 
     dst = resolve_kube(target, "target")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the target namespaces to activate")
-    results = activate_workloads(KubeRest(dst.api_client(), "target"), namespaces)
+    results = activate_workloads(dst.api_client(), namespaces)
     cronjobs = activate_cronjobs(KubeRest(dst.api_client(), "target"), namespaces)
     create_table_artifact(
         key="activation",

@@ -91,7 +91,7 @@ def restore_plan_markdown(
         lines += ["Left out: " + ", ".join(f"{k}: {v}" for k, v in plan.left_out.items()), ""]
     lines += ["| object | action | diff |", "|---|---|---|"]
     for r in results:
-        if r.result in ("would-create", "would-update", "failed"):
+        if r.result in ("would-create", "would-update", "conflict", "failed"):
             diff = "<br>".join(r.diff[:8]).replace("|", "\\|") + (" …" if len(r.diff) > 8 else "")
             lines.append(f"| {r.key} | {r.result} {r.message} | {diff} |")
     return "\n".join(lines)
@@ -140,7 +140,11 @@ def resource_restore(
         namespace_mapping: ``{"cms": "cms-dr"}`` or ``"cms:cms-dr"``.
         storage_class_mapping: ``{"fast": "standard"}``.
         existing_resource_policy: ``skip`` (leave existing objects alone, report their diff) or
-            ``update`` (replace them with the backup's version; asks for approval).
+            ``update`` (server-side apply the backup's version as field manager ``stateferry``:
+            every field it sets is set, fields other managers added stay; asks for approval). An
+            object stateferry did not put there whose fields another manager owns is reported as
+            ``conflict`` (not forced); one the target refuses to change in place (an immutable
+            field) fails, left as it is. Diffs come from the server's ``dryRun=All`` answer.
         include_namespaces / include_kinds: restore only these namespaces / namespaced kinds.
         exclude_kinds: never restore these kinds.
         include_cluster_kinds: cluster-scoped kinds to restore (``CustomResourceDefinition``,
@@ -304,7 +308,7 @@ def resource_restore(
         create_table_artifact(
             key="resource-restore-volumes", table=volume_table(vol_results), description=f"volumes of {rname}"
         )
-    failed = [r for r in results if r.result == "failed"] + [
+    failed = [r for r in results if r.result in ("failed", "conflict")] + [
         ObjectResult(
             f"volume {v.namespace}/{v.pvc}",
             "PersistentVolumeClaim",

@@ -1,16 +1,24 @@
-"""What a restore does with an object that exists in the target, and how it differs (pure).
+"""What a restore or migration does with an object that exists in the target (pure).
 
-``skip`` | ``update`` (:class:`ExistingPolicy`, :func:`decide_apply`), the client-side subset diff
-(:func:`diff_objects`), the diff of a server-side dry run (:func:`dry_run_diff`) and the replacement
-body of an update (:func:`carry_over_immutable`). Secret values never appear in a diff
-(:mod:`planning.kube_redaction`). Re-exported by :mod:`planning.resources`.
+The server decides, not a client-side guess: the apply engine (``tasks/kube_apply.py``) sends the
+object by server-side apply with ``dryRun=All`` (forced, so the answer shows every change the apply
+would make) and hands the live object and that answer to :func:`decide_existing`:
+
+* the difference is :func:`dry_run_diff` of the two (server defaults, validation, pruned fields and
+  fields other managers keep all included; ``status``, server-rewritten metadata and the labels that
+  change on every restore ignored; a Secret's values never shown, :mod:`planning.kube_redaction`);
+* the fields the apply would take from other field managers come from the ``managedFields`` of the
+  two (:func:`taken_fields`), never from an error text;
+* stateferry forces only what it owns (:func:`flow_owns`): objects it put there (its own ``Apply``
+  entry, or its ``app.kubernetes.io/managed-by`` label) and its ``stateferry.io/*`` labels and
+  annotations everywhere. A field of an object another tool manages is reported as a conflict naming
+  the managers.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,51 +28,32 @@ from stateferry.errors import InputError
 
 __all__ = [
     "BACKUP_NAME_LABEL",
+    "FIELD_MANAGER",
     "FLOW_RUN_LABEL",
     "MANAGED_BY_LABEL",
     "RESTORE_NAME_LABEL",
-    "ApplyAction",
-    "ApplyDecision",
+    "ExistingDecision",
     "ExistingPolicy",
-    "carry_over_immutable",
-    "decide_apply",
-    "diff_objects",
+    "decide_existing",
     "dry_run_diff",
+    "field_paths",
+    "flow_owns",
+    "path_text",
+    "taken_fields",
 ]
 
 BACKUP_NAME_LABEL = "stateferry.io/backup-name"
 RESTORE_NAME_LABEL = "stateferry.io/restore-name"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 FLOW_RUN_LABEL = "stateferry.io/flow-run-id"
+#: the field manager of every object stateferry writes by server-side apply
+FIELD_MANAGER = "stateferry"
 
-_STRIP_META = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "managedFields",
-    "generation",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "ownerReferences",
-    "generateName",
-)
-_STRIP_ANNOTATIONS = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    "deployment.kubernetes.io/revision",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "pv.kubernetes.io/bind-completed",
-    "pv.kubernetes.io/bound-by-controller",
-    "pv.kubernetes.io/provisioned-by",
-    "volume.beta.kubernetes.io/storage-provisioner",
-    "volume.kubernetes.io/storage-provisioner",
-    "volume.kubernetes.io/selected-node",
-    "batch.kubernetes.io/job-tracking",
-    "control-plane.alpha.kubernetes.io/leader",
-)
-
-_CONTROLLER_ANNOTATIONS = frozenset(_STRIP_ANNOTATIONS) - {"kubectl.kubernetes.io/last-applied-configuration"}
+#: Labels that change on every restore and never count as a difference.
+_VOLATILE_LABELS = (RESTORE_NAME_LABEL, FLOW_RUN_LABEL)
+#: Metadata a server rewrites on every write: never a difference of a dry-run answer.
+_SERVER_META = ("resourceVersion", "generation", "managedFields", "creationTimestamp", "uid", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 class ExistingPolicy(StrEnum):
@@ -84,119 +73,13 @@ class ExistingPolicy(StrEnum):
             raise InputError(field_name, f"{value!r} is not a policy", "use `skip` or `update`") from None
 
 
-class ApplyAction(StrEnum):
-    """What the apply step does with one object."""
-
-    CREATE = "create"
-    UPDATE = "update"
-    UNCHANGED = "unchanged"
-    SKIP_EXISTING = "skip-existing"
-
-
-@dataclass(frozen=True)
-class ApplyDecision:
-    """The decision for one object.
-
-    Attributes:
-        action: create / update / unchanged / skip-existing.
-        diff: lines describing how the target differs from the backup (``path: target -> backup``).
-        body: what to send (for create: the sanitised object; for update: the replacement with the
-            fields the target owns carried over); None when nothing is sent.
-    """
-
-    action: ApplyAction
-    diff: tuple[str, ...] = ()
-    body: dict[str, Any] | None = None
-
-
-#: Labels that change on every restore and never count as a difference.
-_VOLATILE_LABELS = (RESTORE_NAME_LABEL, FLOW_RUN_LABEL)
-
-
-def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A shallow view of ``obj`` without server-assigned and volatile fields (nested values shared)."""
-    o = dict(obj)
-    o.pop("status", None)
-    meta = dict(o.get("metadata") or {})
-    o["metadata"] = meta
-    for k in _STRIP_META:
-        meta.pop(k, None)
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
-    if labels:
-        meta["labels"] = labels
-    else:
-        meta.pop("labels", None)
-    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _STRIP_ANNOTATIONS}
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
-    meta.pop("finalizers", None)
-    return o
+# --------------------------------------------------------------------------------------------------
+# the difference: live object against the server's dry-run answer
 
 
 def _fmt(v: Any) -> str:
     s = json.dumps(v, sort_keys=True, default=str)
     return s if len(s) <= 120 else s[:117] + "..."
-
-
-def _diff(path: str, live: Any, want: Any, out: list[str]) -> None:
-    """Compare ``want`` (the backup) against ``live`` (the target), only on fields ``want`` sets.
-
-    Fields the server defaults (present only in ``live``) are not differences; lists are compared
-    element by element when their lengths agree.
-    """
-    if isinstance(want, dict) and isinstance(live, dict):
-        for k in sorted(want):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in live:
-                if want[k] not in (None, {}, [], ""):
-                    out.append(f"+ {sub}: {_fmt(want[k])}")
-                continue
-            _diff(sub, live[k], want[k], out)
-        return
-    if isinstance(want, list) and isinstance(live, list) and len(want) == len(live):
-        for i, (lv, wv) in enumerate(zip(live, want, strict=True)):
-            _diff(f"{path}[{i}]", lv, wv, out)
-        return
-    if want != live:
-        out.append(f"~ {path}: {_fmt(live)} -> {_fmt(want)}")
-
-
-def diff_objects(live: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
-    """Per-field differences between the live target object and the desired (sanitised) one.
-
-    Server-assigned and volatile fields are ignored; data keys present only in the live object of a
-    ConfigMap/Secret are reported as removals. A Secret's ``data``/``stringData`` are compared key
-    by key and reported without their values (:func:`planning.kube_redaction.secret_diff`).
-
-    Returns:
-        Lines ``~ path: live -> desired``, ``+ path: desired`` and ``- path: live``; empty if equal.
-    """
-    a, b = _comparable(live), _comparable(desired)
-    out: list[str] = []
-    secret_lines: list[str] = []
-    if is_secret(live) or is_secret(desired):  # key-level only: never a Secret value
-        secret_lines = secret_diff(a, b)
-        for f in SECRET_FIELDS:
-            a.pop(f, None)
-            b.pop(f, None)
-    _diff("", a, b, out)
-    out.extend(secret_lines)
-    for top in ("data", "stringData", "binaryData"):
-        la, lb = a.get(top) or {}, b.get(top) or {}
-        if isinstance(la, dict) and isinstance(lb, dict) and top in b:
-            out.extend(f"- {top}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
-    for key in ("labels", "annotations"):
-        la = (a.get("metadata") or {}).get(key) or {}
-        lb = (b.get("metadata") or {}).get(key) or {}
-        out.extend(f"- metadata.{key}.{k}: {_fmt(la[k])}" for k in sorted(set(la) - set(lb)))
-    return out
-
-
-#: Metadata a server rewrites on every write: never a difference of a dry-run answer.
-_SERVER_META = ("resourceVersion", "generation", "managedFields", "creationTimestamp", "uid", "selfLink")
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def _full_view(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,14 +89,13 @@ def _full_view(obj: Mapping[str, Any]) -> dict[str, Any]:
     o["metadata"] = meta
     for k in _SERVER_META:
         meta.pop(k, None)
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
-    meta["labels"] = labels
+    meta["labels"] = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _VOLATILE_LABELS}
     meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
     return o
 
 
 def _diff_both(path: str, live: Any, after: Any, out: list[str]) -> None:
-    """Like :func:`_diff`, but fields only ``live`` has are removals (an update replaces them)."""
+    """Field by field in both directions: ``+`` only after, ``-`` only live, ``~`` changed."""
     if isinstance(after, dict) and isinstance(live, dict):
         for k in sorted(set(after) | set(live), key=str):
             sub = f"{path}.{k}" if path else str(k)
@@ -235,10 +117,13 @@ def _diff_both(path: str, live: Any, after: Any, out: list[str]) -> None:
 
 
 def dry_run_diff(live: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """What an update really changes: the live object against the server's ``dryRun=All`` answer
-    to the update, field by field in both directions (server defaults included; ``status``,
-    server-rewritten metadata and volatile labels ignored). Secret ``data``/``stringData`` are
-    reported per key without values.
+    """What a write really changes: the live object against the server's ``dryRun=All`` answer to
+    it, field by field in both directions (server defaults included; ``status``, server-rewritten
+    metadata and volatile labels ignored). Secret ``data``/``stringData`` are reported per key
+    without values.
+
+    Returns:
+        Lines ``~ path: live -> after``, ``+ path: after`` and ``- path: live``; empty if equal.
     """
     a, b = _full_view(live), _full_view(after)
     secret_lines: list[str] = []
@@ -252,66 +137,169 @@ def dry_run_diff(live: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]
     return out + secret_lines
 
 
-def carry_over_immutable(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
-    """The replacement body for an update: ``desired`` plus what the target owns and must keep.
+# --------------------------------------------------------------------------------------------------
+# field ownership (metadata.managedFields)
 
-    Keeps the live ``resourceVersion`` (optimistic concurrency), the annotations the target's
-    controllers write (``deployment.kubernetes.io/revision``...), Service clusterIP(s) and allocated
-    nodePorts, the bound PVC spec (only ``resources.requests`` may change), the PV's claimRef,
-    a Job's selector and controller labels, a pod's node, and ``spec`` of a Namespace.
+Path = tuple[str, ...]
+
+
+def field_paths(fields_v1: Any, prefix: Path = ()) -> set[Path]:
+    """The fields a ``fieldsV1`` document names, as tuples of its keys (``("f:data", "f:k")``)."""
+    out: set[Path] = set()
+    if not isinstance(fields_v1, Mapping):
+        return out
+    if not fields_v1 and prefix:
+        out.add(prefix)
+    for k, v in fields_v1.items():
+        if k == ".":
+            out.add(prefix)
+        else:
+            out |= field_paths(v, (*prefix, str(k)))
+    return out
+
+
+def path_text(path: Path) -> str:
+    """``.spec.containers[name="c"].image``: a field path as the API server writes it."""
+    out = []
+    for el in path:
+        kind, _, rest = el.partition(":")
+        if kind == "f":
+            out.append("." + rest)
+        elif kind == "k":
+            try:
+                keys = json.loads(rest)
+            except ValueError:
+                keys = {}
+            items = keys.items() if isinstance(keys, dict) else ()
+            out.append("[" + ",".join(f"{k}={json.dumps(v)}" for k, v in items) + "]")
+        elif kind == "v":
+            out.append(f"[={rest}]")
+        else:
+            out.append(f"[{rest}]")
+    return "".join(out)
+
+
+def _managers(obj: Mapping[str, Any]) -> dict[tuple[str, str, str, str], set[Path]]:
+    """(manager, operation, apiVersion, subresource) -> fields, of ``obj``'s managedFields."""
+    out: dict[tuple[str, str, str, str], set[Path]] = {}
+    for e in (obj.get("metadata") or {}).get("managedFields") or []:
+        if not isinstance(e, Mapping):
+            continue
+        ident = (
+            str(e.get("manager") or ""),
+            str(e.get("operation") or ""),
+            str(e.get("apiVersion") or ""),
+            str(e.get("subresource") or ""),
+        )
+        out.setdefault(ident, set()).update(field_paths(e.get("fieldsV1")))
+    return out
+
+
+def _describe(ident: tuple[str, str, str, str]) -> str:
+    manager, _op, _version, sub = ident
+    return json.dumps(manager) + (f" (subresource {sub})" if sub else "")
+
+
+def taken_fields(live: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The fields a (forced) apply by :data:`FIELD_MANAGER` takes from other field managers.
+
+    A forced apply moves every conflicting field (one another manager owns and the apply changes)
+    to the applier, so the conflicts are exactly what other managers own in ``live`` and no longer
+    own in ``after`` (the server's dry-run answer).
+
+    Returns:
+        Manager (``"kubectl-edit"``, with its subresource if any) -> field paths, sorted.
     """
-    body: dict[str, Any] = copy.deepcopy(dict(desired))
-    lmeta = live.get("metadata") or {}
-    meta = body.setdefault("metadata", {})
-    if lmeta.get("resourceVersion"):
-        meta["resourceVersion"] = lmeta["resourceVersion"]
-    # annotations the target's controllers write (deployment.kubernetes.io/revision, pv.kubernetes.io/*):
-    # the update must not strip them, the controllers own them
-    owned = {k: v for k, v in (lmeta.get("annotations") or {}).items() if k in _CONTROLLER_ANNOTATIONS}
-    if owned:
-        meta["annotations"] = {**(meta.get("annotations") or {}), **owned}
-    kind = body.get("kind")
-    lspec = live.get("spec") or {}
-    spec = body.get("spec")
-    if kind == "Service" and isinstance(spec, dict):
-        for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-            if k in lspec:
-                spec[k] = copy.deepcopy(lspec[k])
-        live_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in lspec.get("ports") or []}
-        for p in spec.get("ports") or []:
-            lp = live_ports.get((p.get("port"), p.get("protocol", "TCP")))
-            if lp and "nodePort" in lp and "nodePort" not in p:
-                p["nodePort"] = lp["nodePort"]
-    elif kind == "PersistentVolumeClaim":
-        new_spec = copy.deepcopy(lspec)
-        req = ((spec or {}).get("resources") or {}).get("requests")
-        if req:
-            new_spec.setdefault("resources", {})["requests"] = req
-        body["spec"] = new_spec
-    elif kind == "Job" and isinstance(spec, dict):
-        body["spec"] = copy.deepcopy(lspec)
-    elif kind == "Namespace":
-        body.pop("spec", None)
-    elif kind == "Pod" and isinstance(spec, dict):
-        body["spec"] = copy.deepcopy(lspec)
-    return body
+    before, now = _managers(live), _managers(after)
+    out: dict[str, list[str]] = {}
+    for ident, fields in before.items():
+        if ident[0] == FIELD_MANAGER and ident[1] == "Apply":
+            continue
+        lost = fields - now.get(ident, set())
+        leaves = {p for p in lost if not any(len(q) > len(p) and q[: len(p)] == p for q in lost)}
+        if leaves:
+            out.setdefault(_describe(ident), []).extend(sorted(path_text(p) for p in leaves))
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def decide_apply(
-    desired: Mapping[str, Any], live: Mapping[str, Any] | None, policy: ExistingPolicy
-) -> ApplyDecision:
-    """Decide what to do with ``desired`` given the target's ``live`` object (None = absent).
+def _is_provenance(path_string: str) -> bool:
+    """stateferry's own labels and annotations (``stateferry.io/*``; not the managed-by label, which
+    says whose the object is and is never taken from another tool)."""
+    for prefix in (".metadata.labels.", ".metadata.annotations."):
+        if path_string.startswith(prefix):
+            return path_string[len(prefix) :].startswith("stateferry.io/")
+    return False
 
-    * absent -> ``create``;
-    * present and equal on every field the backup sets -> ``unchanged``;
-    * present and different: ``skip`` policy -> ``skip-existing`` (with the diff, so dry runs and
-      reports show what was left alone); ``update`` -> ``update`` with the replacement body.
+
+def flow_owns(live: Mapping[str, Any]) -> bool:
+    """True when stateferry put ``live`` there: its own ``Apply`` entry in managedFields, or its
+    ``app.kubernetes.io/managed-by: stateferry`` label (objects restored before server-side apply)."""
+    meta = live.get("metadata") or {}
+    if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) == FIELD_MANAGER:
+        return True
+    return any(m == FIELD_MANAGER and op == "Apply" for m, op, _v, _s in _managers(live))
+
+
+# --------------------------------------------------------------------------------------------------
+# the decision
+
+
+@dataclass(frozen=True)
+class ExistingDecision:
+    """What happens to one object that exists in the target.
+
+    Attributes:
+        result: ``unchanged`` | ``skipped-existing`` | ``conflict`` | ``would-update`` | ``update``.
+        message: why (the conflicting managers and fields, what the update takes over).
+        diff: how the apply changes the live object (:func:`dry_run_diff`).
+        force: apply with ``force=true`` (every field the apply takes is stateferry's).
     """
-    if live is None:
-        return ApplyDecision(ApplyAction.CREATE, (), dict(desired))
-    diff = tuple(diff_objects(live, desired))
+
+    result: str
+    message: str = ""
+    diff: tuple[str, ...] = ()
+    force: bool = False
+
+
+def _fields_text(taken: Mapping[str, Iterable[str]], limit: int = 6) -> str:
+    parts = []
+    for manager, paths in taken.items():
+        shown = list(paths)
+        more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+        parts.append(f"{manager}: {', '.join(shown[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def decide_existing(
+    live: Mapping[str, Any], after: Mapping[str, Any], policy: ExistingPolicy, *, dry_run: bool
+) -> ExistingDecision:
+    """Decide from the live object and the server's forced ``dryRun=All`` apply answer ``after``.
+
+    * no difference -> ``unchanged`` (nothing is written, whatever the policy);
+    * ``skip`` -> ``skipped-existing`` with the diff;
+    * ``update`` -> ``update`` (``would-update`` in a dry run), forced when it takes fields from
+      other managers and stateferry owns the object (:func:`flow_owns`) or only its provenance
+      labels are taken; otherwise ``conflict`` naming each manager and field (nothing is written).
+    """
+    diff = tuple(dry_run_diff(live, after))
     if not diff:
-        return ApplyDecision(ApplyAction.UNCHANGED)
+        return ExistingDecision("unchanged")
     if policy is ExistingPolicy.SKIP:
-        return ApplyDecision(ApplyAction.SKIP_EXISTING, diff)
-    return ApplyDecision(ApplyAction.UPDATE, diff, carry_over_immutable(desired, live))
+        return ExistingDecision(
+            "skipped-existing", f"exists and differs in {len(diff)} field(s); policy is skip", diff
+        )
+    taken = taken_fields(live, after)
+    foreign = {m: [p for p in paths if not _is_provenance(p)] for m, paths in taken.items()}
+    foreign = {m: paths for m, paths in foreign.items() if paths}
+    if foreign and not flow_owns(live):
+        return ExistingDecision(
+            "conflict",
+            f"fields owned by other field managers ({_fields_text(foreign)}): not forced, stateferry "
+            "did not create this object; nothing was written. Fix: change or remove them with the "
+            "tool that manages the object, or delete it in the target, and re-run",
+            diff,
+        )
+    took = f"; takes over fields last written by {_fields_text(taken)}" if taken else ""
+    if dry_run:
+        return ExistingDecision("would-update", f"diff from a server-side dry run of the update{took}", diff)
+    return ExistingDecision("update", took.removeprefix("; "), diff, force=bool(taken))

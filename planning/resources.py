@@ -6,6 +6,8 @@ form of Kubernetes objects) and act on what they return.
 
 What lives here:
 
+* **Resource types** (:class:`ResourceType`, ``planning/resource_types.py``) and **label selectors**
+  (:class:`LabelSelector`, ``planning/label_selector.py``), re-exported here.
 * **Selection** (:class:`Selection`): include/exclude namespaces, a label selector, include/exclude
   kinds, cluster-scoped resources on request; which discovered resource types are exported at all
   (:func:`select_resource_types`) and why a single object is left out (:func:`skip_reason`): what
@@ -19,8 +21,8 @@ What lives here:
   clusterIP(s) and nodePorts (unless asked), PVC volume names, Job controller-uid selectors, pod
   node names and token volumes; namespace and storage-class mapping; provenance labels.
 * **Restore order as data** (:data:`RESTORE_ORDER`, :func:`restore_rank`).
-* **Existing-resource policy** (:func:`decide_apply`, :func:`diff_objects`, :func:`dry_run_diff`):
-  in ``planning/apply_decision.py``, re-exported here.
+* **Existing-resource policy** (:class:`ExistingPolicy`; the decision from the server's dry-run
+  answer, :func:`planning.apply_decision.decide_existing`).
 * **Zero-replica migration** (:func:`zero_replicas`, :func:`activation_replicas`).
 """
 
@@ -37,37 +39,30 @@ from planning.apply_decision import (
     FLOW_RUN_LABEL,
     MANAGED_BY_LABEL,
     RESTORE_NAME_LABEL,
-    ApplyAction,
-    ApplyDecision,
     ExistingPolicy,
-    carry_over_immutable,
-    decide_apply,
-    diff_objects,
-    dry_run_diff,
 )
+from planning.label_selector import LabelSelector
+from planning.resource_types import BUILTIN_GROUPS, NEVER_EXPORTED, ResourceType, is_custom_resource
 from planning.sanitize import SanitizeOptions, sanitize
 from stateferry.errors import InputError
 
 __all__ = [
     "BACKUP_NAME_LABEL",
+    "BUILTIN_GROUPS",
     "DEFAULT_EXCLUDED_NAMESPACES",
     "FLOW_RUN_LABEL",
     "MANAGED_BY_LABEL",
     "MIGRATION_REPLICAS_ANNOTATION",
+    "NEVER_EXPORTED",
     "RESTORE_NAME_LABEL",
     "RESTORE_ORDER",
-    "ApplyAction",
-    "ApplyDecision",
     "ExistingPolicy",
     "LabelSelector",
     "ResourceType",
     "SanitizeOptions",
     "Selection",
+    "activation_patch",
     "activation_replicas",
-    "carry_over_immutable",
-    "decide_apply",
-    "diff_objects",
-    "dry_run_diff",
     "is_custom_resource",
     "object_key",
     "parse_mapping",
@@ -86,218 +81,6 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-public", "k
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-# --------------------------------------------------------------------------------------------------
-# resource types
-
-
-@dataclass(frozen=True, order=True)
-class ResourceType:
-    """One API resource found by discovery.
-
-    Attributes:
-        group: API group (``""`` for the core group).
-        version: API version within the group (``v1``).
-        kind: the object kind (``ConfigMap``).
-        plural: the resource name in URLs (``configmaps``).
-        namespaced: whether objects live in namespaces.
-    """
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        """``v1`` or ``group/version`` as objects carry it."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def group_kind(self) -> str:
-        """``Kind`` for the core group, else ``Kind.group`` (the spelling kubectl accepts)."""
-        return f"{self.kind}.{self.group}" if self.group else self.kind
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (used by the archive manifest)."""
-        return {
-            "group": self.group,
-            "version": self.version,
-            "kind": self.kind,
-            "plural": self.plural,
-            "namespaced": self.namespaced,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ResourceType:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            group=str(data.get("group", "")),
-            version=str(data["version"]),
-            kind=str(data["kind"]),
-            plural=str(data["plural"]),
-            namespaced=bool(data["namespaced"]),
-        )
-
-
-#: Built-in API groups; anything else found by discovery is a custom resource (or an aggregated API).
-BUILTIN_GROUPS: frozenset[str] = frozenset(
-    {
-        "",
-        "admissionregistration.k8s.io",
-        "apiextensions.k8s.io",
-        "apiregistration.k8s.io",
-        "apps",
-        "authentication.k8s.io",
-        "authorization.k8s.io",
-        "autoscaling",
-        "batch",
-        "certificates.k8s.io",
-        "coordination.k8s.io",
-        "discovery.k8s.io",
-        "events.k8s.io",
-        "flowcontrol.apiserver.k8s.io",
-        "networking.k8s.io",
-        "node.k8s.io",
-        "policy",
-        "rbac.authorization.k8s.io",
-        "scheduling.k8s.io",
-        "storage.k8s.io",
-        "metrics.k8s.io",
-    }
-)
-
-#: Resource types never exported: runtime state that the target cluster makes itself, or that is
-#: meaningless elsewhere. (group, plural) pairs.
-NEVER_EXPORTED: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("", "events"),
-        ("events.k8s.io", "events"),
-        ("", "nodes"),
-        ("", "componentstatuses"),
-        ("", "bindings"),
-        ("", "endpoints"),  # recreated by the endpoints controller for every Service
-        ("discovery.k8s.io", "endpointslices"),
-        ("apps", "controllerrevisions"),  # history of the owning StatefulSet/DaemonSet
-        ("coordination.k8s.io", "leases"),  # leader election / node heartbeats
-        ("authentication.k8s.io", "tokenreviews"),
-        ("authorization.k8s.io", "subjectaccessreviews"),
-        ("authorization.k8s.io", "selfsubjectaccessreviews"),
-        ("authorization.k8s.io", "selfsubjectrulesreviews"),
-        ("authorization.k8s.io", "localsubjectaccessreviews"),
-        ("certificates.k8s.io", "certificatesigningrequests"),
-        ("apiregistration.k8s.io", "apiservices"),
-        ("metrics.k8s.io", "pods"),
-        ("metrics.k8s.io", "nodes"),
-        ("storage.k8s.io", "volumeattachments"),
-        ("storage.k8s.io", "csinodes"),
-        ("flowcontrol.apiserver.k8s.io", "flowschemas"),
-        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations"),
-    }
-)
-
-
-def is_custom_resource(group: str) -> bool:
-    """True if ``group`` is not one of Kubernetes' built-in API groups."""
-    return group not in BUILTIN_GROUPS
-
-
-# --------------------------------------------------------------------------------------------------
-# label selectors
-
-
-@dataclass(frozen=True)
-class _Requirement:
-    key: str
-    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        value = labels.get(self.key)
-        if self.op == "exists":
-            return present
-        if self.op == "!exists":
-            return not present
-        if self.op in ("=", "in"):
-            return present and value in self.values
-        # "!=" and "notin" also match objects without the key (as the API server does)
-        return not present or value not in self.values
-
-
-_REQ_RE = re.compile(
-    r"^\s*(?:(?P<not>!)\s*(?P<nkey>[\w./-]+)"
-    r"|(?P<skey>[\w./-]+)\s*(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\)"
-    r"|(?P<ekey>[\w./-]+)\s*(?P<eqop>==|!=|=)\s*(?P<val>[\w.-]*)"
-    r"|(?P<xkey>[\w./-]+))\s*$"
-)
-
-
-@dataclass(frozen=True)
-class LabelSelector:
-    """A parsed Kubernetes label selector (``app=web,tier in (a,b),!legacy``).
-
-    Attributes:
-        text: the selector as given (passed unchanged to the API server's ``labelSelector``).
-    """
-
-    text: str
-    requirements: tuple[_Requirement, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str | None, *, field_name: str = "label_selector") -> LabelSelector:
-        """Parse ``text``; raise :class:`InputError` naming ``field_name`` if it is malformed."""
-        text = (text or "").strip()
-        if not text:
-            return cls("")
-        reqs: list[_Requirement] = []
-        for part in _split_selector(text):
-            m = _REQ_RE.match(part)
-            if not m:
-                raise InputError(
-                    field_name,
-                    f"{part!r} is not a valid label selector requirement",
-                    "use `key=value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key` or `!key`, "
-                    "joined by commas",
-                )
-            if m.group("nkey"):
-                reqs.append(_Requirement(m.group("nkey"), "!exists"))
-            elif m.group("skey"):
-                vals = tuple(v.strip() for v in m.group("vals").split(",") if v.strip())
-                reqs.append(_Requirement(m.group("skey"), m.group("setop"), vals))
-            elif m.group("ekey"):
-                op = "=" if m.group("eqop") in ("=", "==") else "!="
-                reqs.append(_Requirement(m.group("ekey"), op, (m.group("val"),)))
-            else:
-                reqs.append(_Requirement(m.group("xkey"), "exists"))
-        return cls(text, tuple(reqs))
-
-    def matches(self, labels: Mapping[str, str] | None) -> bool:
-        """True if ``labels`` satisfy every requirement (an empty selector matches everything)."""
-        labels = labels or {}
-        return all(r.matches(labels) for r in self.requirements)
-
-    def __bool__(self) -> bool:
-        return bool(self.requirements)
-
-
-def _split_selector(text: str) -> list[str]:
-    parts: list[str] = []
-    depth = 0
-    cur = ""
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p for p in parts if p.strip()]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,11 +17,13 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "Conflict",
+    "FieldCause",
     "InputError",
+    "Invalid",
     "NotFound",
     "PermanentError",
     "PreconditionFailed",
@@ -33,7 +35,13 @@ __all__ = [
 
 
 class StateferryError(Exception):
-    """Base of every stateferry error; the message says expected / found / what to do."""
+    """Base of every stateferry error; the message says expected / found / what to do.
+
+    Attributes:
+        causes: the fields a Kubernetes API named in its ``Status`` (422 Invalid, 409 Conflict).
+    """
+
+    causes: tuple[FieldCause, ...] = ()
 
 
 class TransientError(StateferryError):
@@ -55,6 +63,19 @@ class NotFound(PermanentError):
 
 class Conflict(PermanentError):
     """An API answered 409: the object exists already or changed since it was read."""
+
+
+class Invalid(PermanentError):
+    """An API answered 422: the object (or the change to it) failed validation; the server's
+    ``causes`` (:class:`FieldCause`) name the fields, e.g. one that is immutable."""
+
+
+class FieldCause(NamedTuple):
+    """One ``details.causes`` entry of a Kubernetes ``Status``: the field, the reason, the message."""
+
+    field: str
+    reason: str
+    message: str
 
 
 class InputError(PermanentError, ValueError):
@@ -118,7 +139,7 @@ def _http_status_error(status: int, what: str, detail: str, context: str) -> Sta
         409: "the object changed or already exists: re-read the current state and retry the step",
         422: "the object failed validation: fix the field named in the message",
     }.get(status, "the request was refused: fix the request before retrying")
-    kind = {404: NotFound, 409: Conflict}.get(status, PermanentError)
+    kind = {404: NotFound, 409: Conflict, 422: Invalid}.get(status, PermanentError)
     return kind(f"{base}. {hint}")
 
 
@@ -126,29 +147,39 @@ def _http_status_error(status: int, what: str, detail: str, context: str) -> Sta
 # Kubernetes
 
 
-def _k8s_status_message(body: Any) -> str:
+def _k8s_status(body: Any) -> tuple[str, tuple[FieldCause, ...]]:
+    """The message and the ``details.causes`` of a Kubernetes ``Status`` body."""
     if not body:
-        return ""
+        return "", ()
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     try:
         parsed = json.loads(body)
     except (TypeError, ValueError):
-        return str(body)[:300]
-    if isinstance(parsed, dict):
-        return str(parsed.get("message") or parsed.get("reason") or "")
-    return ""
+        return str(body)[:300], ()
+    if not isinstance(parsed, dict):
+        return "", ()
+    causes = ((parsed.get("details") or {}) if isinstance(parsed.get("details"), dict) else {}).get("causes")
+    found = tuple(
+        FieldCause(str(c.get("field") or ""), str(c.get("reason") or ""), str(c.get("message") or ""))
+        for c in (causes if isinstance(causes, list) else [])
+        if isinstance(c, dict)
+    )
+    return str(parsed.get("message") or parsed.get("reason") or ""), found
 
 
 def _from_kubernetes(exc: BaseException, context: str) -> StateferryError | None:
     if _isinstance(exc, "kubernetes.client.exceptions", "ApiException"):
         status = getattr(exc, "status", None) or 0
-        message = _k8s_status_message(getattr(exc, "body", None)) or str(getattr(exc, "reason", "") or "")
+        message, causes = _k8s_status(getattr(exc, "body", None))
+        message = message or str(getattr(exc, "reason", "") or "")
         if status == 0:
             return TransientError(
                 f"{_prefix(context)}Kubernetes API request failed without a response: {message}"
             )
-        return _http_status_error(int(status), "the Kubernetes API", message, context)
+        found = _http_status_error(int(status), "the Kubernetes API", message, context)
+        found.causes = causes
+        return found
     if _isinstance(exc, "kubernetes.config.config_exception", "ConfigException"):
         return InputError(
             "kubeconfig", f"{_prefix(context)}{exc}", "supply a valid kubeconfig and an existing context name"

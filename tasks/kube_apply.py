@@ -1,9 +1,17 @@
-"""Apply sanitised objects to a cluster in restore order, one result per object.
+"""Apply sanitised objects to a cluster in restore order by server-side apply, one result per object.
+
+Every read and write goes through ``kubernetes.dynamic.DynamicClient`` (``tasks/kube_dynamic.py``),
+every write is a server-side apply as field manager ``stateferry``. An object that exists is first
+applied with ``dryRun=All`` (forced, with the live ``resourceVersion`` as precondition): the live
+object against that answer is the diff the plan, the approval and the report show, and the
+managedFields of the two say which fields the apply would take from other managers
+(:func:`planning.apply_decision.decide_existing`). The real apply carries the same precondition and
+forces only what stateferry owns; a change the server refuses (an immutable field: 422) leaves the
+object as it is and is reported, as is an object whose fields another tool manages (``conflict``).
 
 The apply never stops at the first error: every object gets an :class:`ObjectResult` (created /
-updated / unchanged / skipped-existing / failed, or would-* in a dry run, with the diff against the
-live object), and the caller decides what a partial failure means. Live objects are read with one
-LIST per type and namespace, not one GET per object.
+updated / unchanged / skipped-existing / conflict / failed, or would-* in a dry run), and the caller
+decides what a partial failure means. Live objects are read with one LIST per type and namespace.
 """
 
 from __future__ import annotations
@@ -20,21 +28,29 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
+from planning.apply_decision import decide_existing
 from planning.kube_redaction import Redactor
 from planning.resources import (
     MANAGED_BY_LABEL,
-    ApplyAction,
     ExistingPolicy,
     ResourceType,
     activation_patch,
-    decide_apply,
-    dry_run_diff,
     is_custom_resource,
     object_key,
 )
-from stateferry.errors import Conflict, PermanentError, PreconditionFailed, StateferryError
+from stateferry.errors import Conflict, Invalid, PermanentError, PreconditionFailed, StateferryError
 from stateferry.waiting import wait_until
-from tasks.kube_export import KubeRest, discover_resource_types, resource_path
+from tasks.kube_dynamic import (
+    dynamic_client,
+    get_or_none,
+    list_objects,
+    merge_patch,
+    refresh_discovery,
+    resource_for,
+    resource_type,
+    served_types,
+    server_side_apply,
+)
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -56,9 +72,10 @@ class ObjectResult:
         kind: the object kind.
         namespace: target namespace ("" for cluster-scoped objects).
         name: object name.
-        result: created | updated | unchanged | skipped-existing | failed | would-create | would-update.
+        result: created | updated | unchanged | skipped-existing | conflict | failed | would-create |
+            would-update.
         message: reason or error message.
-        diff: per-field differences against the live target object (skip/update/dry run).
+        diff: per-field differences against the live target object (from the server's dry run).
     """
 
     key: str
@@ -87,28 +104,25 @@ def _error_message(exc: BaseException, redactor: Redactor | None = None) -> str:
     return text if len(text) < 600 else text[:597] + "..."
 
 
-class _TypeIndex:
-    """apiVersion/kind -> ResourceType of the target, refreshed when a CRD has just been created."""
+class _Types:
+    """apiVersion/kind -> the served dynamic ``Resource`` and its :class:`ResourceType`."""
 
-    def __init__(self, rest: KubeRest) -> None:
-        self.rest = rest
-        self.by_gvk: dict[tuple[str, str], ResourceType] = {}
-        self.refresh()
+    def __init__(self, dyn: Any) -> None:
+        self.dyn = dyn
+        self.found: dict[tuple[str, str], tuple[Any, ResourceType]] = {}
 
-    def refresh(self) -> None:
-        for t in discover_resource_types(self.rest):
-            self.by_gvk.setdefault((t.api_version, t.kind), t)
+    def get(self, api_version: str, kind: str, wait: float = 0.0) -> tuple[Any, ResourceType] | None:
+        """The kind's resource; re-discovers for up to ``wait`` seconds (a CRD just created)."""
+        key = (api_version, kind)
 
-    def get(self, api_version: str, kind: str, wait: float = 0.0) -> ResourceType | None:
-        """The kind's resource type; re-discovers for up to ``wait`` seconds (a CRD just created)."""
+        def found() -> tuple[Any, ResourceType] | None:
+            r = resource_for(self.dyn, api_version, kind)
+            if r is not None:
+                self.found[key] = (r, resource_type(r))
+            return self.found.get(key)
 
-        def found() -> ResourceType | None:
-            self.refresh()
-            return self.by_gvk.get((api_version, kind))
-
-        t = self.by_gvk.get((api_version, kind))
-        if t is not None or wait <= 0:
-            return t
+        if key in self.found or wait <= 0:
+            return self.found.get(key) or found()
         try:
             return wait_until(found, timeout=wait, interval=0.5, describe=lambda: "")
         except PreconditionFailed:
@@ -119,11 +133,10 @@ class _TypeIndex:
 _SEQUENTIAL_KINDS = frozenset({"CustomResourceDefinition", "Namespace"})
 
 
-def _wait_crd_established(rest: KubeRest, crd_type: ResourceType, name: str, timeout: float = 30.0) -> None:
-
+def _wait_crd_established(dyn: Any, crd: Any, name: str, timeout: float) -> None:
     def established() -> bool:
-        crd = rest.get_or_none(resource_path(crd_type, None, name)) or {}
-        conds = (crd.get("status") or {}).get("conditions") or []
+        obj = get_or_none(dyn, crd, name, None) or {}
+        conds = (obj.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
 
     wait_until(
@@ -135,8 +148,30 @@ def _wait_crd_established(rest: KubeRest, crd_type: ResourceType, name: str, tim
     )
 
 
+def _with_precondition(obj: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` carrying the live ``resourceVersion``: the apply fails (409) if the object changed."""
+    rv = (live.get("metadata") or {}).get("resourceVersion")
+    meta = {**(obj.get("metadata") or {}), **({"resourceVersion": rv} if rv else {})}
+    return {**obj, "metadata": meta}
+
+
+def _refused(exc: Invalid, redactor: Redactor, policy: ExistingPolicy) -> tuple[str, str]:
+    """(result, message) of an update the server refuses (an immutable field, say)."""
+    fields = ", ".join(sorted({c.field for c in exc.causes if c.field})) or "the object"
+    if policy is ExistingPolicy.SKIP:
+        return "skipped-existing", (
+            f"exists, and the target would refuse the backup's version in place ({fields}); policy is skip"
+        )
+    return "failed", (
+        f"the target refuses to change {fields} in place, so the object was left as it is "
+        f"({_error_message(exc, redactor)}). Fix: to restore the backup's version, delete the object in "
+        "the target (immutable fields such as a PVC's spec, a Job's template or a StatefulSet's "
+        "volumeClaimTemplates change only by re-creation) and re-run"
+    )
+
+
 def apply_objects(
-    rest: KubeRest,
+    api: Any,
     objects: Iterable[Mapping[str, Any]],
     *,
     policy: ExistingPolicy = ExistingPolicy.SKIP,
@@ -146,19 +181,18 @@ def apply_objects(
     parallelism: int = 8,
     on_progress: Callable[[int, str], None] | None = None,
     allowed_cluster_kinds: Collection[str] | None = None,
-    server_dry_run: bool = True,
 ) -> list[ObjectResult]:
     """Apply sanitised ``objects`` (already in restore order) and report each one.
 
     Secret values never reach a result: diffs name changed keys only, and every message (API
-    server errors included) is scrubbed of the Secret values seen in ``objects`` and in the
-    target (:class:`planning.kube_redaction.Redactor`).
+    server errors included) is scrubbed of the Secret values seen in ``objects``, in the target and
+    in the server's answers (:class:`planning.kube_redaction.Redactor`).
 
     Args:
-        rest: the target cluster.
+        api: ``kubernetes.client.ApiClient`` of the target cluster.
         objects: sanitised objects, in restore order (:func:`planning.resources.sort_for_restore`).
         policy: what to do with objects that exist and differ (``skip`` | ``update``).
-        dry_run: decide and diff only; nothing is written.
+        dry_run: decide and diff only (the server's ``dryRun=All`` answers); nothing is written.
         namespace_labels: labels of namespaces created implicitly for objects whose Namespace
             object is not part of the backup.
         crd_wait_seconds: how long to wait for a just-created CRD to be served.
@@ -168,37 +202,32 @@ def apply_objects(
         allowed_cluster_kinds: group kinds (``Namespace``, ``StorageClass.storage.k8s.io``) that
             may be written cluster-scoped; any other object the target serves cluster-scoped fails
             as refused. None = no restriction (a migration of a live, user-selected namespace).
-        server_dry_run: in a dry run, send each update to the server with ``dryRun=All`` and diff
-            the live object against its answer (defaults, validation and removed fields included);
-            False = the client-side diff only.
     """
     objects = list(objects)
     redactor = Redactor(objects)
-    types = _TypeIndex(rest)
+    dyn = dynamic_client(api)
+    types = _Types(dyn)
+    ns_type = types.get("v1", "Namespace")
+    assert ns_type is not None, "every API server serves v1 Namespace"
+    known_ns = {str(o["metadata"]["name"]) for o in list_objects(dyn, ns_type[0], None)}
     live_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    known_ns: set[str] = set()
-    for items, _ in rest.list_pages("/api/v1/namespaces"):
-        known_ns.update(i["metadata"]["name"] for i in items)
     planned_ns: set[str] = set()
     planned_crds: set[tuple[str, str]] = set()  # (group, kind) of CRDs a dry run would create
     missing_types: set[tuple[str, str]] = set()
     results: list[ObjectResult] = []
 
-    def live_index(rtype: ResourceType, ns: str) -> dict[str, dict[str, Any]]:
+    def live_index(resource: Any, rtype: ResourceType, ns: str) -> dict[str, dict[str, Any]]:
         key = (f"{rtype.group}/{rtype.plural}", ns)
         if key not in live_cache:
             idx: dict[str, dict[str, Any]] = {}
             if not rtype.namespaced or ns in known_ns:
-                for items, _ in rest.list_pages(resource_path(rtype, ns or None)):
-                    for it in items:
-                        it.setdefault("apiVersion", rtype.api_version)
-                        it.setdefault("kind", rtype.kind)
-                        idx[it["metadata"]["name"]] = it
-                        redactor.add(it)
+                for it in list_objects(dyn, resource, ns or None):
+                    idx[it["metadata"]["name"]] = it
+                    redactor.add(it)
             live_cache[key] = idx
         return live_cache[key]
 
-    def prepare(obj: Mapping[str, Any], res: ObjectResult) -> tuple[ResourceType, Any] | None:
+    def prepare(obj: Mapping[str, Any], res: ObjectResult) -> tuple[Any, ResourceType, Any] | None:
         """Resolve the type, make sure the namespace exists, look up the live object."""
         ns, kind = res.namespace, res.kind
         api_version = str(obj.get("apiVersion", ""))
@@ -207,12 +236,12 @@ def apply_objects(
         wait = crd_wait_seconds if is_custom_resource(group) and not dry_run else 0.0
         if (api_version, kind) in missing_types:
             wait = 0.0
-        rtype = types.get(api_version, kind, wait=wait)
-        if rtype is None and dry_run and (group, kind) in planned_crds:
+        found = types.get(api_version, kind, wait=wait)
+        if found is None and dry_run and (group, kind) in planned_crds:
             res.result = "would-create"
             res.message = "its CustomResourceDefinition is created first"
             return None
-        if rtype is None:
+        if found is None:
             missing_types.add((api_version, kind))
             res.message = (
                 f"the target cluster does not serve {obj.get('apiVersion')} {kind}; "
@@ -220,6 +249,7 @@ def apply_objects(
                 "or install the operator first"
             )
             return None
+        resource, rtype = found
         if rtype.namespaced and not ns:
             res.message = "namespaced object without a namespace in the backup"
             return None
@@ -241,54 +271,77 @@ def apply_objects(
                 if namespace_labels:
                     ns_meta["labels"] = dict(namespace_labels)
                 body = {"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta}
-                try:
-                    rest.request("POST", "/api/v1/namespaces", body=body)
-                except Conflict:  # created meanwhile
-                    pass
+                server_side_apply(dyn, ns_type[0], body)
                 known_ns.add(ns)
-        return rtype, live_index(rtype, ns).get(res.name)
+        return resource, rtype, live_index(resource, rtype, ns).get(res.name)
 
-    def write(obj: Mapping[str, Any], res: ObjectResult, rtype: ResourceType, live: Any) -> None:
-        """Decide and (unless dry run) create / update one object."""
-        ns, name = res.namespace, res.name
-        decision = decide_apply(obj, live, policy)
-        res.diff = list(decision.diff)
-        if decision.action is ApplyAction.UNCHANGED:
-            res.result = "unchanged"
-        elif decision.action is ApplyAction.SKIP_EXISTING:
-            res.result = "skipped-existing"
-            res.message = f"exists and differs in {len(decision.diff)} field(s); policy is skip"
-        elif dry_run:
-            res.result = "would-create" if decision.action is ApplyAction.CREATE else "would-update"
-            if decision.action is ApplyAction.UPDATE and server_dry_run:
-                would = rest.request(
-                    "PUT",
-                    resource_path(rtype, ns or None, name),
-                    query=[("dryRun", "All")],
-                    body=decision.body,
-                )
-                res.diff = dry_run_diff(live, would or {}) or res.diff
-                res.message = "diff from a server-side dry run of the update"
+    def dry_run_apply(resource: Any, obj: Mapping[str, Any], live: dict[str, Any]) -> tuple[Any, Any]:
+        """(live, after): the server's forced dry-run answer; re-read once if the object moved on."""
+        try:
+            after = server_side_apply(dyn, resource, _with_precondition(obj, live), dry_run=True, force=True)
+        except Conflict:  # forced: only the resourceVersion precondition can fail
+            fresh = get_or_none(
+                dyn, resource, str(obj["metadata"]["name"]), live["metadata"].get("namespace")
+            )
+            if fresh is None:
+                raise
+            redactor.add(fresh)
+            live = fresh
+            after = server_side_apply(dyn, resource, _with_precondition(obj, live), dry_run=True, force=True)
+        redactor.add(after)
+        return live, after
+
+    def create(obj: Mapping[str, Any], res: ObjectResult, resource: Any, rtype: ResourceType) -> None:
+        if dry_run:
+            res.result = "would-create"
             if rtype.kind == "Namespace":
-                planned_ns.add(name)
+                planned_ns.add(res.name)
             if rtype.kind == "CustomResourceDefinition":
                 spec = obj.get("spec") or {}
                 planned_crds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
-        elif decision.action is ApplyAction.CREATE:
-            created = rest.request("POST", resource_path(rtype, ns or None), body=decision.body)
-            res.result = "created"
-            live_index(rtype, ns)[name] = created or dict(obj)
-            if rtype.kind == "Namespace":
-                known_ns.add(name)
-            if rtype.kind == "CustomResourceDefinition":
-                _wait_crd_established(rest, rtype, name, crd_wait_seconds)
-                types.refresh()
-        else:
-            updated = rest.request("PUT", resource_path(rtype, ns or None, name), body=decision.body)
-            res.result = "updated"
-            live_index(rtype, ns)[name] = updated or dict(obj)
-            if rtype.kind == "CustomResourceDefinition":
-                types.refresh()
+            return
+        created = server_side_apply(dyn, resource, dict(obj))
+        redactor.add(created)
+        res.result = "created"
+        live_index(resource, rtype, res.namespace)[res.name] = created
+        if rtype.kind == "Namespace":
+            known_ns.add(res.name)
+        if rtype.kind == "CustomResourceDefinition":
+            _wait_crd_established(dyn, resource, res.name, crd_wait_seconds)
+            refresh_discovery(dyn)
+
+    def write(
+        obj: Mapping[str, Any], res: ObjectResult, resource: Any, rtype: ResourceType, live: Any
+    ) -> None:
+        """Decide from the server's dry run and (unless dry run) create / update one object."""
+        if live is None:
+            create(obj, res, resource, rtype)
+            return
+        try:
+            live, after = dry_run_apply(resource, obj, live)
+        except Invalid as exc:
+            res.result, res.message = _refused(exc, redactor, policy)
+            return
+        decision = decide_existing(live, after, policy, dry_run=dry_run)
+        res.result, res.message, res.diff = decision.result, decision.message, list(decision.diff)
+        if decision.result != "update":
+            return
+        try:
+            updated = server_side_apply(dyn, resource, _with_precondition(obj, live), force=decision.force)
+        except Conflict as exc:
+            res.result = "conflict"
+            res.message = (
+                f"{_error_message(exc, redactor)}; nothing was written. Fix: re-run (the object changed "
+                "while it was being restored)"
+            )
+            return
+        except Invalid as exc:
+            res.result, res.message = _refused(exc, redactor, policy)
+            return
+        res.result = "updated"
+        live_index(resource, rtype, res.namespace)[res.name] = updated
+        if rtype.kind == "CustomResourceDefinition":
+            refresh_discovery(dyn)
 
     def guarded(fn: Any, *args: Any) -> Any:
         res: ObjectResult = args[1]
@@ -304,9 +357,8 @@ def apply_objects(
 
     with ThreadPoolExecutor(max(1, parallelism)) as pool:
         for (_api, kind), group_iter in itertools.groupby(objects, key=kind_of):
-            group = list(group_iter)
-            prepared: list[tuple[Mapping[str, Any], ObjectResult, tuple[ResourceType, Any] | None]] = []
-            for obj in group:
+            prepared: list[tuple[Mapping[str, Any], ObjectResult, Any]] = []
+            for obj in group_iter:
                 meta = obj.get("metadata") or {}
                 res = ObjectResult(
                     object_key(obj),
@@ -317,7 +369,7 @@ def apply_objects(
                 )
                 results.append(res)
                 prepared.append((obj, res, guarded(prepare, obj, res)))
-            jobs = [(o, r, p[0], p[1]) for o, r, p in prepared if p is not None]
+            jobs = [(o, r, *p) for o, r, p in prepared if p is not None]
             if kind in _SEQUENTIAL_KINDS or parallelism <= 1 or len(jobs) < 8:
                 for job in jobs:
                     guarded(write, *job)
@@ -336,7 +388,7 @@ def served_scopes(cluster: KubeCluster, cluster_name: str) -> dict[tuple[str, st
     """``(group, kind) -> namespaced`` for every resource type ``cluster`` serves (its discovery:
     what decides whether a restored object is cluster-scoped, whatever an archive claims)."""
     out: dict[tuple[str, str], bool] = {}
-    for t in discover_resource_types(KubeRest(cluster.api_client(), cluster_name)):
+    for t in served_types(dynamic_client(cluster.api_client())):
         out.setdefault((t.group, t.kind), t.namespaced)
     return out
 
@@ -361,7 +413,6 @@ def apply_resources(
 ) -> list[ObjectResult]:
     """Prefect task around :func:`apply_objects`; logs a one-line summary (no Secret value)."""
     log = get_run_logger()
-    rest = KubeRest(cluster.api_client(), cluster_name)
     total = max(1, len(objects))
     progress_id: Any = create_progress_artifact(
         0.0, description=f"{'dry run: ' if dry_run else ''}applying {len(objects)} objects to {cluster_name}"
@@ -376,7 +427,7 @@ def apply_resources(
             log.debug("progress artifact update failed: %s", exc)
 
     results = apply_objects(
-        rest,
+        cluster.api_client(),
         objects,
         policy=policy,
         dry_run=dry_run,
@@ -386,40 +437,37 @@ def apply_resources(
     )
     log.info("applied %d objects to %s: %s", len(results), cluster_name, summarize_results(results))
     for r in results:
-        if r.result == "failed":
-            log.warning("%s failed: %s", r.key, r.message)
+        if r.result in ("failed", "conflict"):
+            log.warning("%s %s: %s", r.key, r.result, r.message)
     return results
 
 
-def activate_workloads(rest: KubeRest, namespaces: Iterable[str]) -> list[ObjectResult]:
+def activate_workloads(api: Any, namespaces: Iterable[str]) -> list[ObjectResult]:
     """Scale Deployments/StatefulSets parked by a migration back to the replica count recorded in
     ``stateferry.io/migration-replicas`` (and remove the annotation). Objects without it are left
-    alone (result ``unchanged``)."""
+    alone (result ``unchanged``).
+
+    A targeted change of two fields of a live object: a merge patch through the dynamic client as
+    field manager ``stateferry`` (a server-side apply would have to repeat the whole configuration).
+    """
+    dyn = dynamic_client(api)
     results: list[ObjectResult] = []
     for ns in namespaces:
-        for plural, kind in (("deployments", "Deployment"), ("statefulsets", "StatefulSet")):
-            rtype = ResourceType("apps", "v1", kind, plural, True)
-            for items, _ in rest.list_pages(resource_path(rtype, ns)):
-                for it in items:
-                    it.setdefault("kind", kind)
-                    it.setdefault("apiVersion", "apps/v1")
-                    name = it["metadata"]["name"]
-                    res = ObjectResult(object_key(it), kind, ns, name, "unchanged")
-                    results.append(res)
-                    try:
-                        patch = activation_patch(it)
-                        if patch is None:
-                            res.message = "not parked by a migration"
-                            continue
-                        rest.request(
-                            "PATCH",
-                            resource_path(rtype, ns, name),
-                            body=patch,
-                            content_type="application/merge-patch+json",
-                        )
-                        res.result = "updated"
-                        res.message = f"scaled to {patch['spec']['replicas']} replicas"
-                    except StateferryError as exc:
-                        res.result = "failed"
-                        res.message = _error_message(exc)
+        for kind in ("Deployment", "StatefulSet"):
+            resource = resource_for(dyn, "apps/v1", kind)
+            for it in list_objects(dyn, resource, ns) if resource is not None else ():
+                name = it["metadata"]["name"]
+                res = ObjectResult(object_key(it), kind, ns, name, "unchanged")
+                results.append(res)
+                try:
+                    patch = activation_patch(it)
+                    if patch is None:
+                        res.message = "not parked by a migration"
+                        continue
+                    merge_patch(dyn, resource, name, ns, patch)
+                    res.result = "updated"
+                    res.message = f"scaled to {patch['spec']['replicas']} replicas"
+                except StateferryError as exc:
+                    res.result = "failed"
+                    res.message = _error_message(exc)
     return results

@@ -9,7 +9,6 @@ Errors are translated to :mod:`stateferry.errors` types, so transient ones are r
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -19,6 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from planning.etcd_dns_hosts import coredns_with_hosts, module_config_hosts
 from stateferry.errors import NotFound, PreconditionFailed, StateferryError, TransientError, translate
 from stateferry.waiting import wait_until
+from tasks.kube_dynamic import FIELD_MANAGER, dynamic_client
+from tasks.kube_dynamic import call as _call
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -41,15 +42,6 @@ __all__ = [
 Outcome = Literal["created", "patched", "unchanged", "deleted", "absent"]
 T = TypeVar("T")
 _TASK: dict[str, Any] = {**TRANSIENT_RETRY, "cache_policy": NO_CACHE}
-
-
-def _call(what: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except StateferryError:
-        raise
-    except Exception as exc:
-        raise translate(exc, context=what) from exc
 
 
 def _status(exc: BaseException) -> int:
@@ -107,21 +99,6 @@ def list_pods(api: Any, namespace: str, label_selector: str = "") -> list[dict[s
         lambda: core.list_namespaced_pod(namespace, label_selector=label_selector),
     )
     return [_sanitize(p) for p in result.items]
-
-
-#: the field manager of every object stateferry writes by server-side apply
-FIELD_MANAGER = "stateferry"
-_DYNAMIC: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def dynamic_client(api: Any) -> Any:
-    """One ``kubernetes.dynamic.DynamicClient`` per ``ApiClient`` (discovery is read once)."""
-    from kubernetes.dynamic import DynamicClient
-
-    client = _DYNAMIC.get(api)
-    if client is None:
-        client = _DYNAMIC[api] = _call("reading the API discovery", lambda: DynamicClient(api))
-    return client
 
 
 @task(**_TASK)

@@ -24,7 +24,7 @@ from planning.resources import (
 )
 from planning.transforms import TransformSpec, resolve_kinds
 from tasks.kube_apply import ObjectResult, apply_resources
-from tasks.kube_export import KubeRest, discover_resource_types
+from tasks.kube_dynamic import dynamic_client, served_types
 from tasks.retry import TRANSIENT_RETRY
 from tasks.volume_mover import WORKER_IMAGE, VolumeResult, fill_volumes
 
@@ -98,7 +98,7 @@ def resolve_transform_kinds(cluster: KubeCluster, cluster_name: str, spec: Trans
     Raises:
         InputError: a kind the cluster does not serve, named with its parameter.
     """
-    return resolve_kinds(spec, discover_resource_types(KubeRest(cluster.api_client(), cluster_name)))
+    return resolve_kinds(spec, served_types(dynamic_client(cluster.api_client())))
 
 
 def results_table(results: list[ObjectResult]) -> list[dict[str, Any]]:

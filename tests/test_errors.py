@@ -32,7 +32,9 @@ from prefect.states import Completed, Failed
 from devservers.ports import free_port
 from stateferry.errors import (
     Conflict,
+    FieldCause,
     InputError,
+    Invalid,
     NotFound,
     PermanentError,
     PreconditionFailed,
@@ -121,7 +123,7 @@ CASES: list[tuple[str, Callable[[], BaseException], type[StateferryError], tuple
         Conflict,
         ("has been modified",),
     ),
-    ("k8s 422", lambda: k8s_error(422, "metadata.name: Invalid value"), PermanentError, ("metadata.name",)),
+    ("k8s 422", lambda: k8s_error(422, "metadata.name: Invalid value"), Invalid, ("metadata.name",)),
     ("k8s 400", lambda: k8s_error(400, "cannot unmarshal number"), PermanentError, ("unmarshal",)),
     ("k8s 401", lambda: k8s_error(401, "Unauthorized"), PermanentError, ("credentials",)),
     ("k8s 403", lambda: k8s_error(403, 'cannot list resource "pods"'), PermanentError, ("permission",)),
@@ -343,6 +345,29 @@ def test_stateferry_errors_pass_through_unchanged() -> None:
     assert translate(err) is err
     assert not is_transient(err)
     assert is_transient(TransientError("x"))
+
+
+def test_kubernetes_status_causes_travel_with_the_typed_error() -> None:
+    """A 422 (an immutable field) and an apply conflict carry the Status ``details.causes``."""
+    body = {
+        "kind": "Status",
+        "status": "Failure",
+        "reason": "Invalid",
+        "code": 422,
+        "message": 'PersistentVolumeClaim "data" is invalid: spec: Forbidden: spec is immutable',
+        "details": {
+            "name": "data",
+            "kind": "PersistentVolumeClaim",
+            "causes": [
+                {"reason": "FieldValueForbidden", "message": "Forbidden: spec is immutable", "field": "spec"}
+            ],
+        },
+    }
+    err = translate(ApiException(status=422, reason="Unprocessable Entity", body=json.dumps(body)))
+    assert isinstance(err, Invalid) and not is_transient(err)
+    assert err.causes == (FieldCause("spec", "FieldValueForbidden", "Forbidden: spec is immutable"),)
+    conflict = translate(k8s_error(409, "Apply failed with 1 conflict"))
+    assert isinstance(conflict, Conflict) and conflict.causes == ()
 
 
 def test_input_error_names_field_problem_and_fix() -> None:

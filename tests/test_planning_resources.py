@@ -19,16 +19,12 @@ from planning.archive_layout import (
 )
 from planning.resources import (
     MIGRATION_REPLICAS_ANNOTATION,
-    ApplyAction,
-    ExistingPolicy,
     LabelSelector,
     ResourceType,
     SanitizeOptions,
     Selection,
     activation_patch,
     activation_replicas,
-    decide_apply,
-    diff_objects,
     object_key,
     parse_mapping,
     restore_rank,
@@ -407,116 +403,6 @@ def test_restore_order(kinds: list[tuple[str, str]], expected: list[str]) -> Non
     assert restore_rank("Widget", "example.com") > restore_rank(
         "CustomResourceDefinition", "apiextensions.k8s.io"
     )
-
-
-LIVE_CM = obj(
-    "ConfigMap",
-    "c",
-    ns="cms-dr",
-    meta={"uid": "x", "resourceVersion": "7", "labels": {"stateferry.io/restore-name": "old", "a": "1"}},
-    data={"k": "v"},
-)
-
-
-@pytest.mark.parametrize(
-    ("desired", "live", "policy", "action", "diff_has"),
-    [
-        (obj("ConfigMap", "c", ns="cms-dr", data={"k": "v"}), None, "skip", ApplyAction.CREATE, None),
-        (
-            obj(
-                "ConfigMap",
-                "c",
-                ns="cms-dr",
-                data={"k": "v"},
-                meta={"labels": {"a": "1", "stateferry.io/restore-name": "new"}},
-            ),
-            LIVE_CM,
-            "skip",
-            ApplyAction.UNCHANGED,
-            None,
-        ),
-        (
-            obj("ConfigMap", "c", ns="cms-dr", data={"k": "v2"}, meta={"labels": {"a": "1"}}),
-            LIVE_CM,
-            "skip",
-            ApplyAction.SKIP_EXISTING,
-            '~ data.k: "v" -> "v2"',
-        ),
-        (
-            obj("ConfigMap", "c", ns="cms-dr", data={"k": "v", "n": "1"}, meta={"labels": {"a": "1"}}),
-            LIVE_CM,
-            "update",
-            ApplyAction.UPDATE,
-            '+ data.n: "1"',
-        ),
-        (
-            obj("ConfigMap", "c", ns="cms-dr", data={}, meta={"labels": {"a": "1"}}),
-            LIVE_CM,
-            "update",
-            ApplyAction.UPDATE,
-            '- data.k: "v"',
-        ),
-    ],
-)
-def test_decide_apply(
-    desired: dict[str, Any],
-    live: dict[str, Any] | None,
-    policy: str,
-    action: ApplyAction,
-    diff_has: str | None,
-) -> None:
-    d = decide_apply(desired, live, ExistingPolicy.parse(policy))
-    assert d.action is action
-    if diff_has:
-        assert diff_has in d.diff
-    if action is ApplyAction.UPDATE:
-        assert d.body is not None and d.body["metadata"]["resourceVersion"] == "7"
-
-
-def test_update_carries_service_cluster_ip() -> None:
-    desired = sanitize(obj("Service", "web", spec={"clusterIP": "10.1.1.1", "ports": [{"port": 81}]}))
-    live = obj(
-        "Service",
-        "web",
-        meta={"resourceVersion": "3"},
-        spec={
-            "clusterIP": "10.9.9.9",
-            "clusterIPs": ["10.9.9.9"],
-            "ports": [{"port": 80, "protocol": "TCP"}],
-        },
-    )
-    d = decide_apply(desired, live, ExistingPolicy.UPDATE)
-    assert d.action is ApplyAction.UPDATE and d.body is not None
-    assert d.body["spec"]["clusterIP"] == "10.9.9.9" and d.body["spec"]["ports"] == [{"port": 81}]
-
-
-def test_update_keeps_controller_annotations() -> None:
-    """The target's deployment controller owns ``deployment.kubernetes.io/revision``: an update keeps it."""
-    desired = sanitize(obj("Deployment", "web", api="apps/v1", meta={"annotations": {"team": "a"}}))
-    live = obj(
-        "Deployment",
-        "web",
-        api="apps/v1",
-        meta={
-            "resourceVersion": "3",
-            "annotations": {"deployment.kubernetes.io/revision": "4", "team": "b", "old": "x"},
-        },
-    )
-    d = decide_apply(desired, live, ExistingPolicy.UPDATE)
-    assert d.body is not None
-    assert d.body["metadata"]["annotations"] == {"team": "a", "deployment.kubernetes.io/revision": "4"}
-
-
-def test_server_defaults_are_not_differences() -> None:
-    desired = obj("Deployment", "web", api="apps/v1", spec={"replicas": 2})
-    live = obj(
-        "Deployment",
-        "web",
-        api="apps/v1",
-        spec={"replicas": 2, "strategy": {"type": "RollingUpdate"}},
-        status={"readyReplicas": 2},
-    )
-    assert diff_objects(live, desired) == []
 
 
 @pytest.mark.parametrize(

@@ -254,7 +254,7 @@ def _body(obj: Json) -> Json:
 def conflict_error(found: list[tuple[str, Path]]) -> ApiError:
     """NewApplyConflict: 409 Conflict, one FieldManagerConflict cause per field."""
     causes = [
-        {"type": "FieldManagerConflict", "message": f"conflict with {m}", "field": path_string(p)}
+        {"reason": "FieldManagerConflict", "message": f"conflict with {m}", "field": path_string(p)}
         for m, p in found
     ]
     if len(found) == 1:

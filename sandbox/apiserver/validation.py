@@ -10,6 +10,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from sandbox.apiserver import storage_rules
 from sandbox.apiserver.errors import FieldError, RawValue, bad_request
 from sandbox.apiserver.selectors import labels_match, selector_from_label_selector
 
@@ -691,14 +692,8 @@ def configmap(obj: Obj, old: Obj | None) -> Errors:
 
 
 def pvc(obj: Obj, old: Obj | None) -> Errors:
-    """PersistentVolumeClaim rules."""
-    spec = obj.get("spec") or {}
-    errs: Errors = []
-    if not spec.get("accessModes"):
-        errs.append(FieldError("spec.accessModes", "Required", None, "at least 1 access mode is required"))
-    if not ((spec.get("resources") or {}).get("requests") or {}).get("storage"):
-        errs.append(FieldError("spec.resources[storage]", "Required", None, ""))
-    return errs
+    """PersistentVolumeClaim rules (storage_rules.py)."""
+    return storage_rules.pvc(obj, old, quantity)
 
 
 def crd(obj: Obj, old: Obj | None) -> Errors:

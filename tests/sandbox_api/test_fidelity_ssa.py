@@ -124,7 +124,7 @@ def test_fidelity_apply_conflict_is_409_unless_forced(api_env: ApiEnv) -> None:
     assert status["kind"] == "Status"
     assert status["reason"] == "Conflict"
     assert status["message"].startswith('Apply failed with 4 conflicts: conflicts with "alice":\n')
-    assert {(c["type"], c["message"], c["field"]) for c in status["details"]["causes"]} == {
+    assert {(c["reason"], c["message"], c["field"]) for c in status["details"]["causes"]} == {
         ("FieldManagerConflict", f'conflict with "{m}"', f)
         for m in ("alice", "bob")
         for f in (".spec.replicas", '.spec.template.spec.containers[name="c"].image')

@@ -227,11 +227,19 @@ def test_hostile_secret_values_never_rendered(
         ("secrets", {"metadata": {"name": "db"}, "type": "Opaque", "data": {"password": _b64(backup_pw)}}),
         ("configmaps", {"metadata": {"name": "cfg"}, "data": {"host": "db-backup"}}),
     )
+    ours = {"app.kubernetes.io/managed-by": "stateferry"}  # restored there by stateferry before
     _make_ns(
         target_rest,
         "hs-t",
-        ("secrets", {"metadata": {"name": "db"}, "type": "Opaque", "data": {"password": _b64(live_pw)}}),
-        ("configmaps", {"metadata": {"name": "cfg"}, "data": {"host": "db-live"}}),
+        (
+            "secrets",
+            {
+                "metadata": {"name": "db", "labels": ours},
+                "type": "Opaque",
+                "data": {"password": _b64(live_pw)},
+            },
+        ),
+        ("configmaps", {"metadata": {"name": "cfg", "labels": ours}, "data": {"host": "db-live"}}),
     )
     resource_backup(
         source=source_kube,
