@@ -128,18 +128,17 @@ def app_migration(
     Args:
         source / target: the clusters (blocks or saved block names).
         object_store: staging area of the archive and the volume tarballs (block or saved block name).
-        options: which namespaces, with what, and how the application is stopped
-            (:class:`planning.resource_options.AppMigrationOptions`; each field is described there and
-            in the UI form). ``quiesce="scale"``: bulk copy while the application runs, then (approval
-            "stop the application") the source's Deployments/StatefulSets go to 0 and CronJobs are
-            suspended (counts kept), a delta copies only what changed (deletions included) and is
-            verified; the target stays parked until then. A failure after the stop puts the source
-            back (``reactivate``). ``quiesce="hooks"``: the same phases, but the approval runs the
-            hooks' pre exec commands in the source's pods instead of scaling (post commands after the
-            delta is packed; argv lists, never a shell string, see ``planning/hooks.py``). A re-run
-            (same ``migration_name``) after the bulk copies were verified in the target resumes with
-            the stop and the delta. ``transforms`` (Stork ResourceTransformation / Velero resource
-            modifiers) are shown in the ``app-migration-plan`` artifact before anything changes; see
+        options: which namespaces, with what, and how the application is stopped (``AppMigrationOptions``,
+            planning/resource_options.py: every field is described in the UI form). ``quiesce="scale"``: bulk
+            copy while the application runs, then (approval "stop the application") the source's
+            Deployments/StatefulSets go to 0 and CronJobs are suspended (counts kept), a delta copies only
+            what changed (deletions included) and is verified; the target stays parked until then. A failure
+            after the stop puts the source back (``reactivate``). ``quiesce="hooks"``: the same phases, but
+            the approval runs the hooks' pre exec commands in the source's pods instead of scaling (post
+            commands after the delta is packed; argv lists, never a shell string, see ``planning/hooks.py``).
+            A re-run (same ``migration_name``) after the bulk copies were verified in the target resumes with
+            the stop and the delta. ``transforms`` (Stork ResourceTransformation / Velero resource modifiers)
+            are shown in the ``app-migration-plan`` artifact before anything changes; see
             ``planning/transforms.py``.
         auto_approve: approve without pausing (unattended runs).
 

@@ -147,7 +147,7 @@ def scheduled_backup(
     """Back up one job's source to all of its storages, verify, publish and rotate.
 
     Args:
-        job: the job config (:class:`planning.backup_options.BackupJobSpec`, or its mapping as in
+        job: the job config (``BackupJobSpec`` in planning/backup_options.py, or its mapping as in
             ``deployments/jobs/*.yaml``; no secrets, blocks are named), checked completely before
             the run starts.
         verify: override the job's ``verify`` setting.

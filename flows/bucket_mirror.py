@@ -171,8 +171,8 @@ def bucket_mirror(
     Args:
         source: Source ObjectStore block.
         destination: Destination ObjectStore block.
-        options: What to mirror and how (:class:`planning.mirror_options.BucketMirrorOptions`; each
-            field is described there and in the UI form).
+        options: What to mirror and how (``BucketMirrorOptions``, planning/mirror_options.py: every field is
+            described in the UI form).
         auto_approve: Approve the cutover and large deletes without asking (unattended runs, tests).
 
     Returns:

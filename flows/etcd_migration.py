@@ -102,9 +102,8 @@ def etcd_stretch_migration(
     Args:
         source: The cluster running etcd now.
         target: The cluster that will run it.
-        options: Which StatefulSet moves where, and how
-            (:class:`planning.etcd_options.EtcdMigrationOptions`; each field is described there and in
-            the UI form).
+        options: Which StatefulSet moves where, and how (``EtcdMigrationOptions``, planning/etcd_options.py:
+            every field is described in the UI form).
         auto_approve: Approve every step (unattended runs).
         etcd_cluster: Client TLS (CA, client certificate and key) and the root user/password of the
             source etcd (an ``EtcdCluster`` block; its endpoints are not used). Every etcd call of the

@@ -68,11 +68,10 @@ def resource_backup(
     Args:
         source: the cluster (block or saved block name).
         object_store: where archives live (block or saved block name).
-        options: the bucket, the selection and the retention
-            (:class:`planning.resource_options.ResourceBackupOptions`; each field is described there
-            and in the UI form). Retention (``keep_last`` / ``ttl_days``) applies after a successful
-            backup, to this schedule's archives only (same prefix, source server and selection); the
-            newest and the one just written are always kept.
+        options: the bucket, the selection and the retention (``ResourceBackupOptions``,
+            planning/resource_options.py: every field is described in the UI form). Retention (``keep_last`` /
+            ``ttl_days``) applies after a successful backup, to this schedule's archives only (same prefix,
+            source server and selection); the newest and the one just written are always kept.
 
     Returns:
         Summary: backup name, archive prefix, counts, total, skipped, deleted (retention), seconds.

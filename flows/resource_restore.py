@@ -137,11 +137,10 @@ def resource_restore(
     Args:
         target: the cluster to restore into.
         object_store: where the backup lives.
-        options: which backup, what of it and how
-            (:class:`planning.resource_options.ResourceRestoreOptions`; each field is described there
-            and in the UI form). The Namespaces of the restored namespaces come without being named;
-            cluster-scoped kinds, RBAC/admission objects and ``existing_resource_policy="update"`` ask
-            for approval.
+        options: which backup, what of it and how (``ResourceRestoreOptions``, planning/resource_options.py:
+            every field is described in the UI form). The Namespaces of the restored namespaces come without
+            being named; cluster-scoped kinds, RBAC/admission objects and
+            ``existing_resource_policy="update"`` ask for approval.
         auto_approve: apply without pausing where the restore would ask (``update``, cluster-scoped
             kinds); the plan is still recorded as an artifact. Refused when RBAC/admission objects
             would be applied: those always wait for a person's approval.

@@ -45,10 +45,10 @@ def restore_backup(
 
     Args:
         job: the job config (the same as the backup deployment's ``job``).
-        options: which backup, from which storage, into what
-            (:class:`planning.backup_options.RestoreBackupOptions`; each field is described there and
-            in the UI form). An encrypted backup's identity (``identity_secret``) is never logged; an
-            identity that is none of the backup's recipients is refused before anything is read.
+        options: which backup, from which storage, into what (``RestoreBackupOptions``,
+            planning/backup_options.py: every field is described in the UI form). An encrypted backup's
+            identity (``identity_secret``) is never logged; an identity that is none of the backup's
+            recipients is refused before anything is read.
         auto_approve: with ``overwrite`` (or ``restore_globals`` / ``restore_users``), go ahead
             without asking; otherwise the run pauses for an operator's approval of the plan in the
             UI (a restore into new targets without roles/users never asks).

@@ -47,27 +47,35 @@ class BackupJobSpec(FlowOptions):
         description="Exactly one source: `{connect: {block: <saved block>}, target: [...], ...}` "
         "(keys per engine: docs/backups.md).",
     )
-    source: dict[str, Any] | None = Field(None, description="The one source, instead of `sources: [...]`.")
+    source: dict[str, Any] | None = Field(
+        default=None, description="The one source, instead of `sources: [...]`."
+    )
     storages: list[dict[str, Any]] = Field(
         min_length=1,
         description="Where backups go: `{storage: local | s3 | sftp, backup_dir, store: {days, weeks, "
         "months} | {count}, ...}`.",
     )
-    verify: bool = Field(False, description="Restore the new backup into a scratch copy and compare.")
-    schedule: str | None = Field(None, description="Cron schedule of the deployment.")
-    timezone: str = Field("UTC", description="Time zone of the schedule and of retention (IANA name).")
+    verify: bool = Field(default=False, description="Restore the new backup into a scratch copy and compare.")
+    schedule: str | None = Field(default=None, description="Cron schedule of the deployment.")
+    timezone: str = Field(
+        default="UTC", description="Time zone of the schedule and of retention (IANA name)."
+    )
     notify: dict[str, Any] | None = Field(
-        None,
+        default=None,
         description="`{block: <slug>/<name>}` or `{email: {credentials, to: [...]}}`, with on_failure / "
         "on_success.",
     )
-    compression: Literal["gzip", "zstd"] = Field("gzip", description="Compression of the parts.")
+    compression: Literal["gzip", "zstd"] = Field(default="gzip", description="Compression of the parts.")
     compression_level: int | None = Field(
-        None, ge=0, le=19, description="gzip 0-3 (ISA-L), zstd 1-19; default per algorithm."
+        default=None, ge=0, le=19, description="gzip 0-3 (ISA-L), zstd 1-19; default per algorithm."
     )
-    encryption: EncryptionConfig | None = Field(None, description="age recipients (encryption at rest).")
-    description: str = Field("", description="Deployment description.")
-    tmp_dir: str | None = Field(None, description="nxs-backup's staging directory: accepted, not used.")
+    encryption: EncryptionConfig | None = Field(
+        default=None, description="age recipients (encryption at rest)."
+    )
+    description: str = Field(default="", description="Deployment description.")
+    tmp_dir: str | None = Field(
+        default=None, description="nxs-backup's staging directory: accepted, not used."
+    )
 
     _config: BackupJob | None = PrivateAttr(None)
 
@@ -111,52 +119,54 @@ class RestoreBackupOptions(FlowOptions):
     """What ``restore_backup`` restores, from where, and into what."""
 
     backup: str = Field(
-        "latest",
+        default="latest",
         min_length=1,
         description="`latest`, a backup id (or unique prefix), or an ISO time (newest backup at or before).",
     )
     storage: str | None = Field(
-        None, description="The storage label to restore from (default: local storages first, then S3)."
+        default=None,
+        description="The storage label to restore from (default: local storages first, then S3).",
     )
     target_database: str | None = Field(
-        None, description="Restore a single database under this name (default: its own name)."
+        default=None, description="Restore a single database under this name (default: its own name)."
     )
     target_block: str | None = Field(
-        None,
+        default=None,
         description="A saved Database block to restore into (default: the job's source); for Redis a "
         "RedisServer block to copy the keys into.",
     )
     target_dir: str | None = Field(
-        None,
+        default=None,
         description="Directory for files / etcd data dir (required for those engines); for Redis the data "
         "dir of a new instance.",
     )
     overwrite: bool = Field(
-        False, description="Replace existing databases / write into a non-empty directory (asks first)."
+        default=False,
+        description="Replace existing databases / write into a non-empty directory (asks first).",
     )
-    dry_run: bool = Field(False, description="Only list what would be done.")
-    etcd_name: str = Field("default", description="Member name for `etcdctl snapshot restore`.")
-    etcd_peer_url: str = Field("http://127.0.0.1:2380", description="The member's peer URL.")
+    dry_run: bool = Field(default=False, description="Only list what would be done.")
+    etcd_name: str = Field(default="default", description="Member name for `etcdctl snapshot restore`.")
+    etcd_peer_url: str = Field(default="http://127.0.0.1:2380", description="The member's peer URL.")
     etcd_initial_cluster: str | None = Field(
-        None, description="`--initial-cluster` (default: the single member)."
+        default=None, description="`--initial-cluster` (default: the single member)."
     )
     restore_globals: bool = Field(
-        False,
+        default=False,
         description="PostgreSQL: apply the backup's roles and tablespaces first (existing ones are kept; "
         "asks first).",
     )
     restore_users: bool = Field(
-        False,
+        default=False,
         description="MySQL/MariaDB backups taken with `users: true`: create the missing users and apply "
         "their grants (asks first).",
     )
     target_pvc: str | None = Field(
-        None,
+        default=None,
         description="Files of a PVC: `<namespace>/<claim>` to unpack into (created like the source's "
         "claim when missing; an existing one must be empty).",
     )
     identity_secret: str | None = Field(
-        None,
+        default=None,
         description="Encrypted backups: the Prefect Secret block holding the age identity (default: the "
         "job's encryption.identity_secret).",
     )

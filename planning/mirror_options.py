@@ -25,83 +25,99 @@ class BucketMirrorOptions(FlowOptions):
     """What ``bucket_mirror`` mirrors and how (``mc mirror`` flag names where they exist)."""
 
     bucket: str | None = Field(
-        None,
+        default=None,
         description="Source bucket; empty mirrors every bucket of the store, creating missing ones "
         "(`mc mirror old new`).",
     )
     destination_bucket: str | None = Field(
-        None, description="Destination bucket (default: the source bucket's name); created when missing."
+        default=None,
+        description="Destination bucket (default: the source bucket's name); created when missing.",
     )
     prefix: str = Field(
-        "",
+        default="",
         description="Source key prefix. A folder: `logs` means `logs/...`, never `logs-2024/...`; a "
         "trailing `*` (`logs*`) asks for a plain string prefix.",
     )
     destination_prefix: str | None = Field(
-        None, description="Destination key prefix, same rule (default: the source prefix)."
+        default=None, description="Destination key prefix, same rule (default: the source prefix)."
     )
-    overwrite: bool = Field(True, description="Replace differing destination objects (`mc --overwrite`).")
+    overwrite: bool = Field(
+        default=True, description="Replace differing destination objects (`mc --overwrite`)."
+    )
     remove: bool = Field(
-        False, description="Delete destination objects missing on the source (`mc --remove`)."
+        default=False, description="Delete destination objects missing on the source (`mc --remove`)."
     )
     exclude: list[str] = Field(
         default_factory=list, description="Glob patterns of keys to ignore on both sides (`mc --exclude`)."
     )
     newer_than: str | None = Field(
-        None, description="Only mirror source objects younger than this duration, e.g. `7d` or `1h30m`."
+        default=None,
+        description="Only mirror source objects younger than this duration, e.g. `7d` or `1h30m`.",
     )
-    older_than: str | None = Field(None, description="Only mirror source objects older than this duration.")
+    older_than: str | None = Field(
+        default=None, description="Only mirror source objects older than this duration."
+    )
     verify: Literal["etag", "checksum"] = Field(
-        "etag", description="`checksum` compares SHA-256 of the contents when ETags are not comparable."
+        default="etag",
+        description="`checksum` compares SHA-256 of the contents when ETags are not comparable.",
     )
-    dry_run: bool = Field(False, description="Plan only (`mc --fake`): plan artifacts, nothing written.")
+    dry_run: bool = Field(
+        default=False, description="Plan only (`mc --fake`): plan artifacts, nothing written."
+    )
     watch: bool = Field(
-        False,
+        default=False,
         description='Keep mirroring until the approval "DNS cutover done", then a final pass and a '
         "verification.",
     )
     watch_interval_seconds: float = Field(
-        10.0, gt=0, description="Polling interval of watch mode (without bucket notifications)."
+        default=10.0, gt=0, description="Polling interval of watch mode (without bucket notifications)."
     )
     max_delete_ratio: float = Field(
-        0.5,
+        default=0.5,
         ge=0,
         le=1,
         description="Largest fraction of destination objects deleted per pass without approval.",
     )
-    allow_empty_source: bool = Field(False, description="Allow deletes when the source listing is empty.")
-    workers: int = Field(16, ge=1, le=256, description="Parallel transfers.")
+    allow_empty_source: bool = Field(
+        default=False, description="Allow deletes when the source listing is empty."
+    )
+    workers: int = Field(default=16, ge=1, le=256, description="Parallel transfers.")
     max_passes: int = Field(
-        3, ge=1, description="One-shot mode: passes until verified (failed objects are retried next pass)."
+        default=3,
+        ge=1,
+        description="One-shot mode: passes until verified (failed objects are retried next pass).",
     )
     approval_timeout_seconds: int = Field(
-        7 * 24 * 3600, ge=1, description="How long the flow waits for an approval."
+        default=7 * 24 * 3600, ge=1, description="How long the flow waits for an approval."
     )
     direction: Literal["one-way", "two-way"] = Field(
-        "one-way",
+        default="one-way",
         description="`two-way`: changes on either side are copied to the other until the cutover; deletes "
         "propagate only for keys the journal knows both sides had.",
     )
     conflict: Literal["newest", "source", "destination"] = Field(
-        "newest",
+        default="newest",
         description="Rule when both sides changed a key since the last pass (`newest`: a write "
         "beats a delete).",
     )
     journal: bool | None = Field(
-        None,
+        default=None,
         description="Keep a mirror journal on the destination (`.stateferry-mirror/`) and never lose a "
         "client write; default: on with watch or two-way, off for one-shot one-way syncs.",
     )
     shards: int = Field(
-        1,
+        default=1,
         ge=1,
         le=4096,
         description="Split a one-shot one-way pass of one bucket into this many key ranges on Dask.",
     )
     dask_address: str | None = Field(
-        None, description="Dask scheduler for the shards (`tcp://host:port`); default: a local cluster."
+        default=None,
+        description="Dask scheduler for the shards (`tcp://host:port`); default: a local cluster.",
     )
-    dask_workers: int = Field(2, ge=1, le=64, description="Worker processes of the local Dask cluster.")
+    dask_workers: int = Field(
+        default=2, ge=1, le=64, description="Worker processes of the local Dask cluster."
+    )
 
     @field_validator("newer_than", "older_than")
     @classmethod

@@ -54,40 +54,50 @@ class _Archive(FlowOptions):
 class ResourceBackupOptions(_Archive):
     """What ``resource_backup`` takes from the cluster, where it keeps it and for how long."""
 
-    backup_name: str | None = Field(None, description="Archive name; default `backup-<UTC timestamp>`.")
+    backup_name: str | None = Field(
+        default=None, description="Archive name; default `backup-<UTC timestamp>`."
+    )
     include_namespaces: list[str] | None = Field(
-        None, description="Namespaces to take; empty = all but kube-system, kube-public, kube-node-lease."
+        default=None,
+        description="Namespaces to take; empty = all but kube-system, kube-public, kube-node-lease.",
     )
-    exclude_namespaces: list[str] | None = Field(None, description="Namespaces never taken.")
-    label_selector: str = Field("", description="Only objects with matching labels, e.g. `app=wordpress`.")
+    exclude_namespaces: list[str] | None = Field(default=None, description="Namespaces never taken.")
+    label_selector: str = Field(
+        default="", description="Only objects with matching labels, e.g. `app=wordpress`."
+    )
     include_kinds: list[str] | None = Field(
-        None, description="Only these kinds or plurals (`ConfigMap`, `deployments.apps`)."
+        default=None, description="Only these kinds or plurals (`ConfigMap`, `deployments.apps`)."
     )
-    exclude_kinds: list[str] | None = Field(None, description="Never these kinds.")
+    exclude_kinds: list[str] | None = Field(default=None, description="Never these kinds.")
     include_cluster_resources: bool | None = Field(
-        None,
+        default=None,
         description="True = every cluster-scoped type; False = none; empty = those the namespaces need.",
     )
-    prefix: str = Field(DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
+    prefix: str = Field(default=DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
     keep_last: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Retention after a successful backup: keep the newest N archives of this schedule.",
     )
     ttl_days: float | None = Field(
-        None, ge=1, description="Retention: delete this schedule's archives older than this many days."
+        default=None,
+        ge=1,
+        description="Retention: delete this schedule's archives older than this many days.",
     )
     allow_empty: bool = Field(
-        False, description="Accept a backup that selects no object (otherwise an error)."
+        default=False, description="Accept a backup that selects no object (otherwise an error)."
     )
     include_volumes: bool = Field(
-        False, description="Also copy the files of every selected PVC with data-mover Jobs."
+        default=False, description="Also copy the files of every selected PVC with data-mover Jobs."
     )
-    cluster_name: str = Field("source", description="How the source is named in the manifest and messages.")
+    cluster_name: str = Field(
+        default="source", description="How the source is named in the manifest and messages."
+    )
     mover_endpoint: str | None = Field(
-        None, description="Object-store URL as the cluster's pods reach it (default: the block's URL)."
+        default=None,
+        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
     )
-    mover_image: str = Field(WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
+    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
 
     @field_validator("backup_name")
     @classmethod
@@ -117,46 +127,50 @@ class ResourceRestoreOptions(_Archive):
 
     backup_name: str = Field(description="Which backup.")
     restore_name: str | None = Field(
-        None,
+        default=None,
         description="Recorded in the `stateferry.io/restore-name` label (default "
         "`<backup>-restore-<timestamp>`).",
     )
-    namespace_mapping: _Mapping = Field(None, description='`{"cms": "cms-dr"}` or `"cms:cms-dr"`.')
-    storage_class_mapping: _Mapping = Field(None, description='`{"fast": "standard"}`.')
+    namespace_mapping: _Mapping = Field(default=None, description='`{"cms": "cms-dr"}` or `"cms:cms-dr"`.')
+    storage_class_mapping: _Mapping = Field(default=None, description='`{"fast": "standard"}`.')
     existing_resource_policy: Literal["skip", "update"] = Field(
-        "skip",
+        default="skip",
         description="`skip`: leave existing objects alone, report their diff; `update`: replace them with "
         "the backup's version (asks for approval).",
     )
-    include_namespaces: list[str] | None = Field(None, description="Restore only these namespaces.")
-    include_kinds: list[str] | None = Field(None, description="Restore only these namespaced kinds.")
-    exclude_kinds: list[str] | None = Field(None, description="Never restore these kinds.")
+    include_namespaces: list[str] | None = Field(default=None, description="Restore only these namespaces.")
+    include_kinds: list[str] | None = Field(default=None, description="Restore only these namespaced kinds.")
+    exclude_kinds: list[str] | None = Field(default=None, description="Never restore these kinds.")
     include_cluster_kinds: list[str] | None = Field(
-        None,
+        default=None,
         description="Cluster-scoped kinds to restore (`CustomResourceDefinition`, `StorageClass`, ...); none "
         "by default. Restoring any asks for approval.",
     )
     allow_rbac_and_admission: bool = Field(
-        False,
+        default=False,
         description="Also restore ClusterRoles/-Bindings, RoleBindings granting subjects outside their "
         "namespace, admission webhooks and policies, CRDs with a conversion webhook, hostPath PVs.",
     )
     keep_node_ports: bool = Field(
-        False, description="Keep Service nodePorts (default: the target allocates new ones)."
+        default=False, description="Keep Service nodePorts (default: the target allocates new ones)."
     )
-    dry_run: bool = Field(False, description="Only report, object by object, what would change and the diff.")
+    dry_run: bool = Field(
+        default=False, description="Only report, object by object, what would change and the diff."
+    )
     fail_on_error: bool = Field(
-        True, description="End the run failed (after the report) if any object failed."
+        default=True, description="End the run failed (after the report) if any object failed."
     )
     restore_volumes: bool = Field(
-        True, description="Fill restored PVCs with the backup's volume data before the workloads start."
+        default=True,
+        description="Fill restored PVCs with the backup's volume data before the workloads start.",
     )
-    prefix: str = Field(DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
-    cluster_name: str = Field("target", description="How the target is named in the report.")
+    prefix: str = Field(default=DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
+    cluster_name: str = Field(default="target", description="How the target is named in the report.")
     mover_endpoint: str | None = Field(
-        None, description="Object-store URL as the cluster's pods reach it (default: the block's URL)."
+        default=None,
+        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
     )
-    mover_image: str = Field(WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
+    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
 
     @field_validator("backup_name")
     @classmethod
@@ -176,56 +190,57 @@ class AppMigrationOptions(_Archive):
         min_length=1, description="Namespaces to migrate (must exist in the source)."
     )
     migration_name: str | None = Field(
-        None, description="Name of the migration (labels, archive); default `migration-<timestamp>`."
+        default=None, description="Name of the migration (labels, archive); default `migration-<timestamp>`."
     )
     include_resources: bool = Field(
-        True, description="Migrate the Kubernetes objects (off: only PVCs and data)."
+        default=True, description="Migrate the Kubernetes objects (off: only PVCs and data)."
     )
-    include_volumes: bool = Field(True, description="Copy PVC data with data-mover Jobs.")
+    include_volumes: bool = Field(default=True, description="Copy PVC data with data-mover Jobs.")
     start_applications: bool = Field(
-        True,
+        default=True,
         description="Off: Deployments/StatefulSets arrive with 0 replicas (count kept in "
         "`stateferry.io/migration-replicas`) until activated.",
     )
-    namespace_mapping: _Mapping = Field(None, description='`{"old": "new"}` or `"old:new,..."`.')
-    storage_class_mapping: _Mapping = Field(None, description='`{"old": "new"}` or `"old:new,..."`.')
-    label_selector: str = Field("", description="Only objects with matching labels.")
+    namespace_mapping: _Mapping = Field(default=None, description='`{"old": "new"}` or `"old:new,..."`.')
+    storage_class_mapping: _Mapping = Field(default=None, description='`{"old": "new"}` or `"old:new,..."`.')
+    label_selector: str = Field(default="", description="Only objects with matching labels.")
     existing_resource_policy: Literal["skip", "update"] = Field(
-        "skip", description="For objects already in the target."
+        default="skip", description="For objects already in the target."
     )
     approve_activation: bool = Field(
-        False,
+        default=False,
         description="With start_applications off: pause for an approval, then activate (instead of the "
         "activate flow).",
     )
-    prefix: str = Field("migrations", description="Key prefix in the bucket.")
+    prefix: str = Field(default="migrations", description="Key prefix in the bucket.")
     quiesce: Literal["none", "scale", "hooks"] = Field(
-        "none",
+        default="none",
         description="`none`: one copy while the application runs; `scale`: bulk copy, approval, source "
         "scaled to 0, verified delta; `hooks`: the hooks' pre/post commands instead of scaling.",
     )
     mover_security: Literal["root", "workload", "image"] = Field(
-        "root",
+        default="root",
         description="`root` (capabilities the copy needs only), `workload` (the runAsUser/fsGroup of the "
         "pods using each claim) or `image`.",
     )
     exclude_kinds: list[str] | str | None = Field(
-        None, description="Kinds never migrated (`CronJob`, `cronjobs.batch`, ...)."
+        default=None, description="Kinds never migrated (`CronJob`, `cronjobs.batch`, ...)."
     )
     transforms: list[dict[str, Any]] | str | None = Field(
-        None,
+        default=None,
         description='Per-kind field changes: `[{"kind": "Deployment", "path": '
         '"spec.template.spec.containers[0].image", "op": "set", "value": "nginx:1.27"}]`.',
     )
     hooks: list[dict[str, Any]] | str | None = Field(
-        None,
+        default=None,
         description='With quiesce `hooks`: `[{"namespace": "cms", "selector": "app=mysql", "container": '
         '"mysql", "pre": [["fsfreeze", "-f", "/data"]], "post": [["fsfreeze", "-u", "/data"]]}]`.',
     )
     mover_endpoint: str | None = Field(
-        None, description="Object-store URL as the cluster's pods reach it (default: the block's URL)."
+        default=None,
+        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
     )
-    mover_image: str = Field(WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
+    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
 
     @field_validator("migration_name")
     @classmethod
