@@ -173,3 +173,22 @@ def test_the_backup_job_is_a_typed_model_that_still_takes_the_mapping() -> None:
     assert job["compression"]["enum"] == ["gzip", "zstd"]
     errors = validate({"job": {**one, "compression": "lz4"}}, schema, preprocess=True, raise_on_error=False)
     assert errors, "an unknown compression is refused before the run"
+
+
+def test_the_options_in_prefect_yaml_pass_their_models() -> None:
+    """The deployments' options pass the validators too (the schema check is in test_deployments)."""
+    entries = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    checked = 0
+    for entry in entries:
+        if entry["entrypoint"] not in FLOWS:
+            continue
+        param, model = FLOWS[entry["entrypoint"]]
+        given = entry.get("parameters", {}).get(param)
+        if given is None:
+            continue
+        try:
+            model.model_validate(given)
+        except ValidationError as exc:  # per-run fields (backup_name, namespaces) come from the form
+            assert {e["type"] for e in exc.errors()} == {"missing"}, (entry["name"], exc)
+        checked += 1
+    assert checked >= 10
