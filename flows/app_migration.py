@@ -26,7 +26,7 @@ from blocks.object_store import ObjectStore
 from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.hooks import parse_hooks
 from planning.resource_options import DOCS, AppMigrationOptions
 from planning.resources import (
@@ -97,7 +97,7 @@ def app_migration(
     source: KubeCluster | str,
     target: KubeCluster | str,
     object_store: ObjectStore | str,
-    options: AppMigrationOptions | None = None,
+    options: ModelOrMapping[AppMigrationOptions] | None = None,
     auto_approve: bool = False,
     namespaces: list[str] | None = None,
     bucket: str | None = None,

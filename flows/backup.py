@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 
 from planning.backup_config import BackupJob, DatabaseSourceConfig, PhysicalSourceConfig
 from planning.backup_options import BackupJobSpec, job_config
+from planning.flow_options import ModelOrMapping
 from stateferry.errors import PermanentError
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
@@ -140,7 +141,7 @@ def _failed_summary(job: BackupJob, exc: VerificationFailed, redact: Callable[[s
 
 @flow(name="scheduled_backup", log_prints=True)
 def scheduled_backup(
-    job: BackupJobSpec,
+    job: ModelOrMapping[BackupJobSpec],
     verify: bool | None = None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:

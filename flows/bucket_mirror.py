@@ -31,7 +31,7 @@ from prefect.utilities.annotations import quote
 from blocks.object_store import ObjectStore
 from flows.bucket_mirror_journal import journal_mirror
 from flows.bucket_mirror_sharded import sharded_mirror
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.mirror import (
     MirrorPlan,
     Verdict,
@@ -136,7 +136,7 @@ def _human_rate(report: TransferReport, seconds: float) -> str:
 def bucket_mirror(
     source: ObjectStore,
     destination: ObjectStore,
-    options: BucketMirrorOptions | None = None,
+    options: ModelOrMapping[BucketMirrorOptions] | None = None,
     auto_approve: bool = False,
     bucket: str | None = None,
     destination_bucket: str | None = None,

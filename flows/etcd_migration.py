@@ -44,7 +44,7 @@ from flows.etcd_migration_steps import (
 )
 from planning.etcd_options import DOCS, EtcdMigrationOptions
 from planning.etcd_stretch import plan_markdown
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from stateferry.errors import PreconditionFailed
 from tasks.etcd_credentials import EtcdCredentials, use_credentials
 from tasks.etcd_migration_io import lb_ips_from_cluster, live_endpoints
@@ -65,7 +65,7 @@ __all__ = ["MigrationComplete", "etcd_stretch_migration"]
 def etcd_stretch_migration(
     source: KubeCluster,
     target: KubeCluster,
-    options: EtcdMigrationOptions | None = None,
+    options: ModelOrMapping[EtcdMigrationOptions] | None = None,
     auto_approve: bool = False,
     source_namespace: str | None = None,
     target_namespace: str | None = None,

@@ -22,7 +22,7 @@ from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from flows.resource_restore import RestoreFailed, resource_restore
 from planning.archive_layout import validate_backup_name, validate_prefix
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.resource_options import DOCS, ResourceBackupOptions
 from stateferry.errors import PermanentError, PreconditionFailed
 from tasks.archive_store import archive_series, prune_archives, upload_archive
@@ -42,7 +42,7 @@ __all__ = ["RestoreFailed", "resource_backup", "resource_restore"]
 def resource_backup(
     source: KubeCluster | str,
     object_store: ObjectStore | str,
-    options: ResourceBackupOptions | None = None,
+    options: ModelOrMapping[ResourceBackupOptions] | None = None,
     bucket: str | None = None,
     backup_name: str | None = None,
     include_namespaces: list[str] | None = None,

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from planning.archive_layout import ArchiveError, validate_backup_name, validate_prefix
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.resource_options import DOCS, ResourceRestoreOptions
 from planning.resources import (
     BACKUP_NAME_LABEL,
@@ -102,7 +102,7 @@ def restore_plan_markdown(
 def resource_restore(
     target: KubeCluster | str,
     object_store: ObjectStore | str,
-    options: ResourceRestoreOptions | None = None,
+    options: ModelOrMapping[ResourceRestoreOptions] | None = None,
     auto_approve: bool = False,
     bucket: str | None = None,
     backup_name: str | None = None,

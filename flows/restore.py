@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from planning.backup_encryption import manifest_encryption
 from planning.backup_options import DOCS, BackupJobSpec, RestoreBackupOptions, job_config
-from planning.flow_options import merge_options
+from planning.flow_options import ModelOrMapping, merge_options
 from tasks.approvals import request_approval
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import resolve_job
@@ -19,8 +19,8 @@ from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 
 @flow(name="restore_backup", log_prints=True)
 def restore_backup(
-    job: BackupJobSpec,
-    options: RestoreBackupOptions | None = None,
+    job: ModelOrMapping[BackupJobSpec],
+    options: ModelOrMapping[RestoreBackupOptions] | None = None,
     auto_approve: bool = False,
     backup: str | None = None,
     storage: str | None = None,

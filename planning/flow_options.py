@@ -17,14 +17,14 @@ Pure: no I/O; the caller logs the deprecation line.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
 from planning.config_model import ConfigModel, input_error_from
 from stateferry.errors import InputError
 
-__all__ = ["FlowOptions", "merge_options", "options_error"]
+__all__ = ["FlowOptions", "ModelOrMapping", "merge_options", "options_error"]
 
 
 class FlowOptions(ConfigModel):
@@ -32,6 +32,18 @@ class FlowOptions(ConfigModel):
 
 
 M = TypeVar("M", bound=FlowOptions)
+
+if TYPE_CHECKING:
+    #: A flow parameter typed by a model. Prefect validates a mapping into the model before the run
+    #: starts, so a caller may pass either; the schema and the UI form are the model's.
+    ModelOrMapping: TypeAlias = M | Mapping[str, Any]
+else:
+
+    class ModelOrMapping:
+        """At run time ``ModelOrMapping[X]`` is ``X``: what Prefect builds schema and validation from."""
+
+        def __class_getitem__(cls, model: type) -> type:
+            return model
 
 
 def _explicit(options: FlowOptions) -> dict[str, Any]:
