@@ -3,7 +3,7 @@
 The same job files feed both ways of deploying:
 
 * ``prefect.yaml`` (repo root) holds one ``backup-<job>`` entry per job (and an unscheduled
-  ``restore-<job>`` whose ``dry_run`` defaults to true) — regenerate those entries
+  ``restore-<job>`` whose ``options.dry_run`` defaults to true) — regenerate those entries
   with ``python -m deployments.backups write-prefect-yaml`` (other entries are left alone) and deploy
   with ``prefect deploy --all`` (or ``-n backup-<job>``);
 * programmatically: ``python -m deployments.backups apply --work-pool stateferry-backups`` registers
@@ -62,8 +62,8 @@ def deployment_entry(job: BackupJob, work_pool: str = WORK_POOL) -> dict[str, An
 
 
 def restore_entry(job: BackupJob, work_pool: str = WORK_POOL) -> dict[str, Any]:
-    """The ``prefect.yaml`` entry of the job's restore deployment: no schedule, ``dry_run: true`` by
-    default, so a run from the UI only lists what it would do until the operator unticks it."""
+    """The ``prefect.yaml`` entry of the job's restore deployment: no schedule, ``options.dry_run: true``
+    by default, so a run from the UI only lists what it would do until the operator unticks it."""
     return {
         "name": f"{RESTORE_PREFIX}{job.job}",
         "description": f"Restore a backup of {job.job} (dry run unless dry_run is set to false)",
@@ -71,7 +71,7 @@ def restore_entry(job: BackupJob, work_pool: str = WORK_POOL) -> dict[str, Any]:
         "tags": ["stateferry", "restore", job.engine],
         "concurrency_limit": 1,
         "schedules": [],
-        "parameters": {"job": job_to_parameters(job), "backup": "latest", "dry_run": True},
+        "parameters": {"job": job_to_parameters(job), "options": {"backup": "latest", "dry_run": True}},
         "work_pool": {"name": work_pool, "work_queue_name": None, "job_variables": {}},
     }
 

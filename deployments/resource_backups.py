@@ -30,10 +30,12 @@ SCHEDULE = "*/5 * * * *"
 BACKUP_PARAMETERS: dict[str, Any] = {
     "source": "source-cluster",
     "object_store": "backup-store",
-    "bucket": "k8s-backups",
-    "exclude_namespaces": ["kube-system"],
-    "keep_last": 48,
-    "ttl_days": 7,
+    "options": {
+        "bucket": "k8s-backups",
+        "exclude_namespaces": ["kube-system"],
+        "keep_last": 48,
+        "ttl_days": 7,
+    },
 }
 
 
@@ -64,7 +66,11 @@ def deployment_entries(work_pool: str = WORK_POOL, schedule: str = SCHEDULE) -> 
             "k8s-resource-restore",
             "flows/resource_backup.py:resource_restore",
             "Restore a resource backup into a cluster (DR)",
-            parameters={"target": "target-cluster", "object_store": "backup-store", "bucket": "k8s-backups"},
+            parameters={
+                "target": "target-cluster",
+                "object_store": "backup-store",
+                "options": {"bucket": "k8s-backups"},  # backup_name: given per run (UI form)
+            },
         ),
         entry(
             "app-migration",
@@ -74,7 +80,7 @@ def deployment_entries(work_pool: str = WORK_POOL, schedule: str = SCHEDULE) -> 
                 "source": "source-cluster",
                 "target": "target-cluster",
                 "object_store": "backup-store",
-                "bucket": "k8s-migrations",
+                "options": {"bucket": "k8s-migrations"},  # namespaces: given per run (UI form)
             },
         ),
         entry(

@@ -26,7 +26,9 @@ from blocks.loading import resolve_kube, resolve_store
 from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.hooks import parse_hooks
+from planning.resource_options import DOCS, AppMigrationOptions
 from planning.resources import (
     BACKUP_NAME_LABEL,
     FLOW_RUN_LABEL,
@@ -55,7 +57,7 @@ from tasks.resource_engine import (
     volume_table,
 )
 from tasks.resource_engine import run_id as new_run_id
-from tasks.volume_mover import WORKER_IMAGE, pack_volumes
+from tasks.volume_mover import pack_volumes
 
 __all__ = ["MigrationFailed", "activate", "app_migration", "deactivate", "reactivate"]
 
@@ -94,101 +96,82 @@ def _status_rows(results: list[ObjectResult], parked: set[str]) -> list[dict[str
 def app_migration(
     source: KubeClusterLike | str,
     target: KubeClusterLike | str,
-    namespaces: list[str],
     object_store: ObjectStoreLike | str,
+    options: ModelOrMapping[AppMigrationOptions] | None = None,
+    auto_approve: bool = False,
+    namespaces: list[str] | None = None,
     bucket: str | None = None,
     migration_name: str | None = None,
-    include_resources: bool = True,
-    include_volumes: bool = True,
-    start_applications: bool = True,
+    include_resources: bool | None = None,
+    include_volumes: bool | None = None,
+    start_applications: bool | None = None,
     namespace_mapping: dict[str, str] | str | None = None,
     storage_class_mapping: dict[str, str] | str | None = None,
-    label_selector: str = "",
-    existing_resource_policy: str = "skip",
-    approve_activation: bool = False,
-    auto_approve: bool = False,
+    label_selector: str | None = None,
+    existing_resource_policy: str | None = None,
+    approve_activation: bool | None = None,
     mover_endpoint: str | None = None,
-    mover_image: str = WORKER_IMAGE,
-    prefix: str = "migrations",
-    quiesce: str = "none",
-    mover_security: str = "root",
+    mover_image: str | None = None,
+    prefix: str | None = None,
+    quiesce: str | None = None,
+    mover_security: str | None = None,
     exclude_kinds: list[str] | str | None = None,
     transforms: list[dict[str, Any]] | str | None = None,
     hooks: list[dict[str, Any]] | str | None = None,
 ) -> dict[str, Any]:
     """Migrate namespaces' resources and volume data from ``source`` to ``target``.
 
+    The parameters after ``auto_approve`` are the fields of ``options`` as flat parameters,
+    deprecated: they work for one more release (a field given both ways with different values is
+    refused).
+
     Args:
         source / target: the clusters: KubeCluster, KubernetesClusterConfig or KubernetesCredentials
             blocks, saved KubeClusters' names, or ``"<block-type-slug>/<name>"``.
-        namespaces: namespaces to migrate (must exist in the source).
-        object_store / bucket: staging area of the archive and the volume tarballs: an ObjectStore,
-            AwsCredentials, MinIOCredentials or S3Bucket block, a saved ObjectStore's name, or
-            ``"<block-type-slug>/<name>"``; ``bucket`` defaults to the S3Bucket block's bucket.
-        migration_name: name of the migration (labels, archive); default ``migration-<timestamp>``.
-        include_resources: migrate the Kubernetes objects (False: only PVCs and their data).
-        include_volumes: copy PVC data with data-mover Jobs (``stateferry/worker``).
-        start_applications: False -> Deployments/StatefulSets arrive with 0 replicas (original
-            count in ``stateferry.io/migration-replicas``) until activated.
-        namespace_mapping / storage_class_mapping: ``{"old": "new"}`` or ``"old:new,..."``.
-        label_selector: only objects with matching labels.
-        existing_resource_policy: ``skip`` | ``update`` for objects already in the target.
-        approve_activation: with ``start_applications=False``, pause for an approval and then
-            activate (instead of leaving it to the ``activate`` flow).
+        object_store: staging area of the archive and the volume tarballs:
+            an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket block, a saved ObjectStore's
+            name, or ``"<block-type-slug>/<name>"``; an S3Bucket's bucket is the default of
+            ``options.bucket``.
+        options: which namespaces, with what, and how the application is stopped (``AppMigrationOptions``,
+            planning/resource_options.py: every field is described in the UI form). ``quiesce="scale"``: bulk
+            copy while the application runs, then (approval "stop the application") the source's
+            Deployments/StatefulSets go to 0 and CronJobs are suspended (counts kept), a delta copies only
+            what changed (deletions included) and is verified; the target stays parked until then. A failure
+            after the stop puts the source back (``reactivate``). ``quiesce="hooks"``: the same phases, but
+            the approval runs the hooks' pre exec commands in the source's pods instead of scaling (post
+            commands after the delta is packed; argv lists, never a shell string, see ``planning/hooks.py``).
+            A re-run (same ``migration_name``) after the bulk copies were verified in the target resumes with
+            the stop and the delta. ``transforms`` (Stork ResourceTransformation / Velero resource modifiers)
+            are shown in the ``app-migration-plan`` artifact before anything changes; see
+            ``planning/transforms.py``.
         auto_approve: approve without pausing (unattended runs).
-        mover_endpoint: object-store URL as the clusters' pods reach it (default: the block's URL).
-        mover_image: image of the data-mover Jobs.
-        prefix: key prefix in the bucket.
-        quiesce: ``none`` = one copy while the application runs; ``scale`` = bulk copy while it
-            runs, then (approval "stop the application") the source's Deployments/StatefulSets go
-            to 0 and CronJobs are suspended (counts kept), a delta copies only what changed
-            (deletions included) and is verified; the target stays parked until then. A failure
-            after the stop puts the source back (``reactivate``). ``hooks`` = the same phases, but
-            the approval runs the ``hooks``' pre exec commands in the source's pods instead of
-            scaling (post commands after the delta is packed); a failing pre hook stops the
-            quiesce before the delta with an error naming the hook, pod and exit code. A re-run
-            (same ``migration_name``) after the bulk copies were verified in the target resumes
-            with the stop and the delta (no second bulk copy).
-        mover_security: ``root`` (default: capabilities the copy needs only), ``workload`` (the
-            runAsUser/fsGroup of the pods using each claim) or ``image``.
-        exclude_kinds: kinds never migrated (``CronJob``, ``cronjobs.batch``, ...), as Stork's
-            ``excludeResourceTypes``; checked against the source's discovery.
-        transforms: per-kind field changes, as Stork's ResourceTransformation / Velero's resource
-            modifiers: ``[{"kind": "Deployment", "path": "spec.template.spec.containers[0].image",
-            "op": "set", "value": "nginx:1.27"}]`` (optional ``group``/``name``/``namespace``
-            (source namespace) filters; ``op`` ``set`` or ``delete``; dotted/indexed path or JSON
-            pointer; apiVersion/kind/name/namespace refused). Shown in the ``app-migration-plan``
-            artifact before anything changes; see ``planning/transforms.py``.
-        hooks: with ``quiesce="hooks"``, Stork-like pre/post exec rules: ``[{"namespace": "cms",
-            "selector": "app=mysql", "container": "mysql", "pre": [["fsfreeze", "-f", "/data"]],
-            "post": [["fsfreeze", "-u", "/data"]], "timeout_seconds": 60}]`` (argv lists, never a
-            shell string; see ``planning/hooks.py``).
 
     Returns:
         Report with per-resource and per-volume status.
 
     Raises:
+        InputError: bad options (before anything is read or written).
         MigrationFailed: some resource or volume failed (after the status table is published).
     """
     log = get_run_logger()
+    opts = merge_options(AppMigrationOptions, options, locals(), docs=DOCS, warn=log.warning)
     t0 = time.monotonic()
     src = resolve_kube(source, "source")
     dst = resolve_kube(target, "target")
     ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
-    if not namespaces:
-        raise InputError("namespaces", "is empty", "name the namespaces to migrate, e.g. ['cms']")
-    if not include_resources and not include_volumes:
-        raise InputError("include_resources", "and include_volumes are both False", "enable at least one")
+    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    namespaces, prefix = opts.namespaces, opts.prefix
+    include_volumes, start_applications = opts.include_volumes, opts.start_applications
+    mover_endpoint, mover_image = opts.mover_endpoint, opts.mover_image
     now = utc_now()
-    name = validate_backup_name(
-        migration_name or f"migration-{now.strftime('%Y%m%d-%H%M%S')}", "migration_name"
+    name = opts.migration_name or validate_backup_name(
+        f"migration-{now.strftime('%Y%m%d-%H%M%S')}", "migration_name"
     )
-    policy = ExistingPolicy.parse(existing_resource_policy)
-    ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
-    sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
-    quiesce_mode = parse_quiesce(quiesce)
-    spec = parse_transform_spec(exclude_kinds, transforms)
+    policy = ExistingPolicy.parse(opts.existing_resource_policy)
+    ns_map = parse_mapping(opts.namespace_mapping, "namespace_mapping")
+    sc_map = parse_mapping(opts.storage_class_mapping, "storage_class_mapping")
+    quiesce_mode = parse_quiesce(opts.quiesce)
+    spec = parse_transform_spec(opts.exclude_kinds, opts.transforms)
     if spec:
         spec = resolve_transform_kinds(src, "source", spec)
         if include_volumes and ("", "PersistentVolumeClaim") in spec.excluded:
@@ -198,13 +181,9 @@ def app_migration(
                 "set include_volumes=False or keep PersistentVolumeClaim",
             )
     two_phase = quiesce_mode in ("scale", "hooks") and include_volumes
-    hook_list = parse_hooks(hooks, namespaces) if quiesce_mode == "hooks" else None
-    if hooks and quiesce_mode != "hooks":
-        raise InputError(
-            "hooks", f"are given with quiesce={quiesce!r}", "set quiesce='hooks' or drop the hooks"
-        )
+    hook_list = parse_hooks(opts.hooks, namespaces) if quiesce_mode == "hooks" else None
     run_id = new_run_id()
-    selection = Selection.build(include_namespaces=namespaces, label_selector=label_selector)
+    selection = Selection.build(include_namespaces=namespaces, label_selector=opts.label_selector)
     with tempfile.TemporaryDirectory(prefix="stateferry-migration-") as tmp:
         exported = export_resources(src, "source", selection, Path(tmp) / "resources.tar.gz", name, iso(now))
         objects, plan_rows = transformed(list(read_tarball(exported.tarball)), spec, name)
@@ -221,13 +200,13 @@ def app_migration(
                 run_id,
                 mover_endpoint,
                 mover_image,
-                security=mover_security,
+                security=opts.mover_security,
                 live=two_phase,
             )
         if volumes:
             exported.manifest.volumes = [v.to_dict() for v in volumes]
         upload_archive(store, bucket, prefix, exported.manifest, exported.tarball)
-    if not include_resources:
+    if not opts.include_resources:
         objects = [o for o in objects if o.get("kind") in ("Namespace", "PersistentVolumeClaim")]
     labels = {
         BACKUP_NAME_LABEL: name,
@@ -271,7 +250,7 @@ def app_migration(
         save_bulk_checkpoint(store, bucket, prefix, name, vol_results)  # a re-run resumes from here
         vol_results, stopped = quiesce_and_sync(
             src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
-            run_id, mover_endpoint, mover_image, mover_security, auto_approve, hook_list,
+            run_id, mover_endpoint, mover_image, opts.mover_security, auto_approve, hook_list,
         )  # fmt: skip
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
@@ -292,7 +271,7 @@ def app_migration(
     failed = [r for r in results if r.result in ("failed", "conflict")]
     failed_vols = [v for v in vol_results if v.status != "migrated successfully"]
     activation: list[dict[str, Any]] = []
-    if not start_applications and approve_activation and not failed and not failed_vols:
+    if not start_applications and opts.approve_activation and not failed and not failed_vols:
         from tasks.approvals import request_approval
 
         targets = sorted({ns_map.get(n, n) for n in namespaces})

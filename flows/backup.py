@@ -28,7 +28,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from planning.backup_config import BackupJob, DatabaseSourceConfig, PhysicalSourceConfig, parse_job
+from planning.backup_config import BackupJob, DatabaseSourceConfig, PhysicalSourceConfig
+from planning.backup_options import BackupJobSpec, job_config
+from planning.flow_options import ModelOrMapping
 from stateferry.errors import PermanentError
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import (
@@ -139,14 +141,16 @@ def _failed_summary(job: BackupJob, exc: VerificationFailed, redact: Callable[[s
 
 @flow(name="scheduled_backup", log_prints=True)
 def scheduled_backup(
-    job: dict[str, Any],
+    job: ModelOrMapping[BackupJobSpec],
     verify: bool | None = None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Back up one job's source to all of its storages, verify, publish and rotate.
 
     Args:
-        job: the job config (as in ``deployments/jobs/*.yaml``; no secrets, blocks are named).
+        job: the job config (``BackupJobSpec`` in planning/backup_options.py, or its mapping as in
+            ``deployments/jobs/*.yaml``; no secrets, blocks are named), checked completely before
+            the run starts.
         verify: override the job's ``verify`` setting.
         now: reference time for the backup id and retention (default: the clock; tests pass it).
 
@@ -160,7 +164,7 @@ def scheduled_backup(
         BackupTargetsFailed: the backup is good on some storages only.
     """
     logger = get_run_logger()
-    cfg = parse_job(job)
+    cfg = job_config(job)
     t0 = time.monotonic()
     r: Resolved | None = None
     try:

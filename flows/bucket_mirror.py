@@ -31,14 +31,16 @@ from prefect.utilities.annotations import quote
 from blocks.compat import ObjectStoreLike
 from blocks.loading import resolve_store
 from flows.bucket_mirror_journal import journal_mirror
-from flows.bucket_mirror_sharded import check_sharding, sharded_mirror
+from flows.bucket_mirror_sharded import sharded_mirror
+from planning.flow_options import ModelOrMapping, merge_options
 from planning.mirror import (
-    MirrorOptions,
     MirrorPlan,
     Verdict,
     approve_withheld_deletes,
 )
 from planning.mirror_journal import Direction, JournalOptions, Winner
+from planning.mirror_options import DOCS, BucketMirrorOptions
+from planning.mirror_shards import check_sharding
 from stateferry.errors import InputError, PreconditionFailed
 from tasks.approvals import request_approval
 from tasks.mirror_watch import ChangeWaiter, WatchLoop
@@ -56,32 +58,6 @@ from tasks.s3_transfer import TransferReport
 __all__ = ["bucket_mirror"]
 
 CUTOVER_STEP = "DNS cutover done"
-
-
-def _options(
-    overwrite: bool,
-    remove: bool,
-    exclude: list[str],
-    newer_than: str | None,
-    older_than: str | None,
-    verify: str,
-    max_delete_ratio: float,
-    allow_empty_source: bool,
-) -> MirrorOptions:
-    try:
-        return MirrorOptions(
-            overwrite=overwrite,
-            remove=remove,
-            exclude=tuple(exclude),
-            newer_than=newer_than,
-            older_than=older_than,
-            verify=verify,
-            max_delete_ratio=max_delete_ratio,
-            allow_empty_source=allow_empty_source,
-        )
-    except ValueError as exc:
-        field = str(exc).split("=", 1)[0].split(" ", 1)[0]
-        raise InputError(field, str(exc), "fix the flow parameter named here") from exc
 
 
 def _opaque(value: Any) -> Any:
@@ -162,123 +138,78 @@ def _human_rate(report: TransferReport, seconds: float) -> str:
 def bucket_mirror(
     source: ObjectStoreLike | str,
     destination: ObjectStoreLike | str,
+    options: ModelOrMapping[BucketMirrorOptions] | None = None,
+    auto_approve: bool = False,
     bucket: str | None = None,
     destination_bucket: str | None = None,
-    prefix: str = "",
+    prefix: str | None = None,
     destination_prefix: str | None = None,
-    overwrite: bool = True,
-    remove: bool = False,
+    overwrite: bool | None = None,
+    remove: bool | None = None,
     exclude: list[str] | None = None,
     newer_than: str | None = None,
     older_than: str | None = None,
-    verify: str = "etag",
-    dry_run: bool = False,
-    watch: bool = False,
-    watch_interval_seconds: float = 10.0,
-    max_delete_ratio: float = 0.5,
-    allow_empty_source: bool = False,
-    workers: int = 16,
-    max_passes: int = 3,
-    auto_approve: bool = False,
-    approval_timeout_seconds: int = 7 * 24 * 3600,
-    direction: str = "one-way",
-    conflict: str = "newest",
+    verify: str | None = None,
+    dry_run: bool | None = None,
+    watch: bool | None = None,
+    watch_interval_seconds: float | None = None,
+    max_delete_ratio: float | None = None,
+    allow_empty_source: bool | None = None,
+    workers: int | None = None,
+    max_passes: int | None = None,
+    approval_timeout_seconds: int | None = None,
+    direction: str | None = None,
+    conflict: str | None = None,
     journal: bool | None = None,
-    shards: int = 1,
+    shards: int | None = None,
     dask_address: str | None = None,
-    dask_workers: int = 2,
+    dask_workers: int | None = None,
 ) -> dict[str, Any]:
     """Mirror a bucket (or every bucket of a store) from ``source`` to ``destination``.
+
+    The parameters after ``auto_approve`` are the fields of ``options`` as flat parameters, deprecated:
+    they work for one more release (a field given both ways with different values is refused).
 
     Args:
         source: Source store: an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket block, a
             saved ObjectStore's name, or ``"<block-type-slug>/<name>"`` (e.g. ``"aws-credentials/prod"``).
-        destination: Destination store, the same kinds as ``source``.
-        bucket: Source bucket (default: the source S3Bucket block's bucket); ``None`` mirrors all
-            buckets, creating missing ones (``mc mirror old new``).
-        destination_bucket: Destination bucket (default: the destination S3Bucket block's bucket, else
-            ``bucket``); created when missing.
-        prefix: Source key prefix. A folder: ``"logs"`` means ``logs/...`` and never ``logs-2024/...``;
-            a trailing ``*`` (``"logs*"``) asks for a plain string prefix.
-        destination_prefix: Destination key prefix, same rule (default: ``prefix``).
-        overwrite: Replace differing destination objects (``mc --overwrite``).
-        remove: Delete destination objects missing on the source (``mc --remove``).
-        exclude: Glob patterns of keys to ignore on both sides (``mc --exclude``).
-        newer_than: Only mirror source objects younger than this duration, e.g. ``"7d"``
-            (``mc --newer-than``).
-        older_than: Only mirror source objects older than this duration (``mc --older-than``).
-        verify: ``"etag"`` or ``"checksum"`` (compare SHA-256 of contents when ETags are not comparable).
-        dry_run: Plan only (``mc --fake``): Markdown and table artifacts, nothing written.
-        watch: Keep mirroring until the approval "DNS cutover done", then a final pass and verification.
-        watch_interval_seconds: Polling interval of watch mode (without bucket notifications).
-        max_delete_ratio: Largest fraction of destination objects deleted per pass without approval.
-        allow_empty_source: Allow deletes when the source listing is empty.
-        workers: Parallel transfers.
-        max_passes: One-shot mode: passes until verified (objects that failed are retried next pass).
+            An S3Bucket's bucket is the default of ``options.bucket``.
+        destination: Destination store, the same kinds as ``source`` (an S3Bucket's bucket is the
+            default of ``options.destination_bucket``).
+        options: What to mirror and how (``BucketMirrorOptions``, planning/mirror_options.py: every field is
+            described in the UI form).
         auto_approve: Approve the cutover and large deletes without asking (unattended runs, tests).
-        approval_timeout_seconds: How long the flow waits for an approval.
-        direction: ``"one-way"`` or ``"two-way"`` (changes on either side copied to the other until the
-            cutover; deletes propagate only for keys the journal knows both sides had).
-        conflict: Rule when both sides changed a key since the last pass: ``"newest"`` (default; a
-            write beats a delete), ``"source"`` or ``"destination"``.
-        journal: Keep a mirror journal on the destination (``.stateferry-mirror/``) and never lose a
-            client write; default: on with ``watch`` or two-way, off for one-shot one-way syncs.
-        shards: Split a one-shot one-way pass of one bucket into this many key ranges, each listed,
-            copied and verified by a ``mirror_shard`` task on Dask (default 1: one process).
-        dask_address: Dask scheduler for the shards (``tcp://host:port``, e.g. a Dask cluster on
-            Kubernetes); default: a ``LocalCluster`` of ``dask_workers`` processes.
-        dask_workers: Worker processes of the local Dask cluster.
 
     Returns:
         Summary: passes, objects/bytes copied, overwritten, deleted, failures, verification, mode.
 
     Raises:
-        InputError: Bad parameters, unknown source bucket, rejected credentials, source equals destination.
+        InputError: Bad options, unknown source bucket, rejected credentials, source equals destination.
         TransientError: A store is unreachable (nothing deleted).
         PreconditionFailed: The mirror could not be verified identical after the last pass.
     """
     logger = get_run_logger()
+    opts = merge_options(BucketMirrorOptions, options, locals(), docs=DOCS, warn=logger.warning)
     started = time.perf_counter()
-    options = _options(
-        overwrite,
-        remove,
-        list(exclude or []),
-        newer_than,
-        older_than,
-        verify,
-        max_delete_ratio,
-        allow_empty_source,
-    )
-    if watch and dry_run:
-        raise InputError("watch", "watch and dry_run exclude each other", "use dry_run alone to see the plan")
-    if watch_interval_seconds <= 0:
-        raise InputError("watch_interval_seconds", "must be positive", "use e.g. 10")
-    if max_passes < 1:
-        raise InputError("max_passes", "must be at least 1", "use e.g. 3")
-    if direction not in ("one-way", "two-way"):
-        raise InputError("direction", f"unknown direction {direction!r}", "use 'one-way' or 'two-way'")
-    if conflict not in ("newest", "source", "destination"):
-        raise InputError("conflict", f"unknown rule {conflict!r}", "use 'newest', 'source' or 'destination'")
-    use_journal = (watch or direction == "two-way") if journal is None else journal
-    if direction == "two-way" and not use_journal:
-        raise InputError("journal", "two-way mirroring needs the journal", "leave journal unset")
-    if use_journal and (dry_run or newer_than or older_than):
-        raise InputError(
-            "dry_run" if dry_run else "newer_than",
-            "journal mode (watch / two-way) has no dry run and no age filters",
-            "run a one-shot dry_run first, or drop newer_than/older_than",
-        )
+    pass_options = opts.pass_options()
+    use_journal = opts.use_journal
     src_ref, dst_ref = resolve_store(source, "source"), resolve_store(destination, "destination")
     source, destination = src_ref.store, dst_ref.store
-    bucket, destination_bucket = src_ref.bucket_or(bucket), dst_ref.bucket_or(destination_bucket)
-    check_sharding(shards, bucket, watch, dry_run, use_journal)
+    bucket, destination_bucket = src_ref.bucket_or(opts.bucket), dst_ref.bucket_or(opts.destination_bucket)
+    check_sharding(opts.shards, bucket, opts.watch, opts.dry_run, use_journal)
     session = preflight_mirror(
-        source, destination, bucket, destination_bucket, prefix, destination_prefix, workers
+        source,
+        destination,
+        bucket,
+        destination_bucket,
+        opts.prefix,
+        opts.destination_prefix,
+        opts.workers,
     )
     where = f"{session.source_url} -> {session.destination_url}"
-    if journal is None and not use_journal:  # an earlier session's journal is never ignored silently
+    if opts.journal is None and not use_journal:  # an earlier session's journal is never ignored silently
         kept = journals_present(session.destination, session.pairs, session.missing_destination_buckets)
-        if kept and (dry_run or newer_than or older_than):
+        if kept and (opts.dry_run or opts.newer_than or opts.older_than):
             raise InputError(
                 "journal",
                 f"{', '.join(kept)} has a mirror journal (a watch/two-way session kept client writes"
@@ -290,7 +221,7 @@ def bucket_mirror(
                 "a mirror journal exists for %s: this sync honours it (journal mode)", ", ".join(kept)
             )
             use_journal = True
-            check_sharding(shards, bucket, watch, dry_run, use_journal)
+            check_sharding(opts.shards, bucket, opts.watch, opts.dry_run, use_journal)
     logger.info(
         "mirroring %d bucket pair(s) %s (%s)",
         len(session.pairs),
@@ -299,28 +230,30 @@ def bucket_mirror(
     )
 
     if use_journal:
-        jopts = JournalOptions(Direction(direction), Winner(conflict), remove=remove, overwrite=overwrite)
+        jopts = JournalOptions(
+            Direction(opts.direction), Winner(opts.conflict), remove=opts.remove, overwrite=opts.overwrite
+        )
         return journal_mirror(
             session,
-            options,
+            pass_options,
             jopts,
-            watch=watch,
-            interval=watch_interval_seconds,
+            watch=opts.watch,
+            interval=opts.watch_interval_seconds,
             auto_approve=auto_approve,
-            approval_timeout_seconds=approval_timeout_seconds,
+            approval_timeout_seconds=opts.approval_timeout_seconds,
             where=where,
         )
 
-    if shards > 1:
+    if opts.shards > 1:
         sharded = sharded_mirror(
             source,
             destination,
             session,
-            options,
-            shards=shards,
-            dask_address=dask_address,
-            dask_workers=dask_workers,
-            max_passes=max_passes,
+            pass_options,
+            shards=opts.shards,
+            dask_address=opts.dask_address,
+            dask_workers=opts.dask_workers,
+            max_passes=opts.max_passes,
             auto_approve=auto_approve,
             where=where,
         )
@@ -331,8 +264,8 @@ def bucket_mirror(
             )
         return sharded
 
-    if dry_run:
-        plans = plan_pass(session, options, datetime.now(UTC))
+    if opts.dry_run:
+        plans = plan_pass(session, pass_options, datetime.now(UTC))
         result = PassResult(0, plans, TransferReport(), True, datetime.now(UTC))
         create_markdown_artifact(
             result.markdown("Mirror plan (dry run)"),
@@ -359,14 +292,14 @@ def bucket_mirror(
     def one_pass() -> PassResult:
         nonlocal number
         number += 1
-        plans = plan_pass(session, options, datetime.now(UTC))
+        plans = plan_pass(session, pass_options, datetime.now(UTC))
         needs = any(p.verdict is Verdict.NEEDS_APPROVAL for p in plans.values())
         if needs:
             markdown = PassResult(number, plans, TransferReport(), True, datetime.now(UTC)).markdown(
                 f"Mirror pass {number}: deletes over max_delete_ratio"
             )
             plans = _approve_deletes(plans, markdown, number=number, auto_approve=auto_approve)
-        result = sync_pass(_opaque(session), options, number=number, plans=_opaque(plans))
+        result = sync_pass(_opaque(session), pass_options, number=number, plans=_opaque(plans))
         total.merge(result.report)
         passes.append(result)
         for failure in result.report.failures[:20]:
@@ -377,16 +310,16 @@ def bucket_mirror(
         return result
 
     first = one_pass()
-    if watch:
+    if opts.watch:
         waiter = ChangeWaiter(
             session.source,
             {p.source_bucket for p in session.pairs},
             session.pairs[0].source_prefix if session.pairs else "",
-            interval=watch_interval_seconds,
+            interval=opts.watch_interval_seconds,
         )
         mode = waiter.start()
         logger.info("watch mode: %s", waiter.reason)
-        loop = WatchLoop(session, options, waiter, number, logger)
+        loop = WatchLoop(session, pass_options, waiter, number, logger)
         loop.start()
         try:
             markdown = (
@@ -402,7 +335,7 @@ def bucket_mirror(
                 markdown,
                 key="dns-cutover-done",
                 auto_approve=auto_approve,
-                timeout_seconds=approval_timeout_seconds,
+                timeout_seconds=opts.approval_timeout_seconds,
                 suspend=False,
             )
         finally:
@@ -421,12 +354,12 @@ def bucket_mirror(
         one_pass()  # final pass after the cutover
 
     def check() -> tuple[bool, str]:
-        by_pass = None if watch else _confirmed_by_pass(passes[-1])
-        return by_pass or _verified(verify_mirror(_opaque(session), options))
+        by_pass = None if opts.watch else _confirmed_by_pass(passes[-1])
+        return by_pass or _verified(verify_mirror(_opaque(session), pass_options))
 
     verified, detail = check()
     extra = 0
-    while not verified and extra < max_passes - 1:
+    while not verified and extra < opts.max_passes - 1:
         extra += 1
         logger.info("not yet identical (%s): running pass %d", detail, number + 1)
         one_pass()
@@ -435,7 +368,7 @@ def bucket_mirror(
     seconds = time.perf_counter() - started
     failures = [f"{f.action} {f.key}: {f.error}" for p in passes[-1:] for f in p.report.failures]
     summary: dict[str, Any] = {
-        "mode": "watch" if watch else "sync",
+        "mode": "watch" if opts.watch else "sync",
         "passes": number,
         "copied": total.copied,
         "overwritten": total.overwritten,

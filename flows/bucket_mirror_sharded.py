@@ -14,7 +14,6 @@ The single-process path stays the default (``shards=1``).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -24,14 +23,12 @@ from prefect_dask import DaskTaskRunner
 
 from blocks.object_store import ObjectStore
 from planning.mirror import MirrorOptions
-from planning.mirror_shards import KeyRange, ShardOutcome, key_ranges, merge_outcomes
+from planning.mirror_shards import DASK_ADDRESS, KeyRange, ShardOutcome, key_ranges, merge_outcomes
 from stateferry.errors import InputError
 from tasks.s3_mirror_pass import BucketPair, MirrorSession, ensure_bucket
 from tasks.s3_shards import mirror_shard, sample_keys
 
-__all__ = ["check_sharding", "dask_runner", "sharded_mirror"]
-
-_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+(:\d{1,5})?$")
+__all__ = ["dask_runner", "sharded_mirror"]
 
 
 def dask_runner(dask_address: str | None, dask_workers: int) -> DaskTaskRunner:
@@ -41,7 +38,7 @@ def dask_runner(dask_address: str | None, dask_workers: int) -> DaskTaskRunner:
         InputError: A malformed address or worker count.
     """
     if dask_address is not None:
-        if not _ADDRESS.match(dask_address):
+        if not DASK_ADDRESS.match(dask_address):
             raise InputError(
                 "dask_address",
                 "not a Dask scheduler address",
@@ -154,23 +151,3 @@ def sharded_mirror(
         description=f"bucket_mirror sharded {where}",
     )
     return summary
-
-
-def check_sharding(shards: int, bucket: str | None, watch: bool, dry_run: bool, use_journal: bool) -> None:
-    """Reject parameter combinations a sharded pass does not support.
-
-    Raises:
-        InputError: Naming the field and the fix.
-    """
-    if not 1 <= shards <= 4096:
-        raise InputError("shards", f"must be between 1 and 4096, got {shards}", "use 1 (default) or e.g. 8")
-    if shards == 1:
-        return
-    if bucket is None:
-        raise InputError("shards", "sharding needs one source bucket", "give bucket=... or use shards=1")
-    if watch or dry_run or use_journal:
-        raise InputError(
-            "shards",
-            "sharded passes are one-shot one-way syncs (no watch, dry_run, journal or two-way)",
-            "use shards=1 for those modes",
-        )

@@ -43,7 +43,9 @@ from flows.etcd_migration_steps import (
 from flows.etcd_migration_steps import (
     rollback as roll_back,
 )
+from planning.etcd_options import DOCS, EtcdMigrationOptions
 from planning.etcd_stretch import plan_markdown
+from planning.flow_options import ModelOrMapping, merge_options
 from stateferry.errors import PreconditionFailed
 from tasks.etcd_credentials import EtcdCredentials, use_credentials
 from tasks.etcd_migration_io import lb_ips_from_cluster, live_endpoints
@@ -64,28 +66,29 @@ __all__ = ["MigrationComplete", "etcd_stretch_migration"]
 def etcd_stretch_migration(
     source: KubeClusterLike | str,
     target: KubeClusterLike | str,
-    source_namespace: str = "default",
+    options: ModelOrMapping[EtcdMigrationOptions] | None = None,
+    auto_approve: bool = False,
+    source_namespace: str | None = None,
     target_namespace: str | None = None,
-    statefulset: str = "etcd",
+    statefulset: str | None = None,
     service: str | None = None,
     new_statefulset: str | None = None,
     new_service: str | None = None,
     target_replicas: int | None = None,
-    dns_provider: Literal["coredns", "deckhouse"] = "coredns",
-    keep_revisions: int = 1000,
-    use_learners: bool = True,
-    auto_approve: bool = False,
-    dry_run: bool = False,
-    allow_even_size: bool = False,
-    rollback: bool = False,
-    delete_pvcs: bool = False,
-    keep_source_dns: bool = False,
+    dns_provider: Literal["coredns", "deckhouse"] | None = None,
+    keep_revisions: int | None = None,
+    use_learners: bool | None = None,
+    dry_run: bool | None = None,
+    allow_even_size: bool | None = None,
+    rollback: bool | None = None,
+    delete_pvcs: bool | None = None,
+    keep_source_dns: bool | None = None,
     source_endpoints: list[str] | None = None,
     target_image: str | None = None,
-    catch_up_timeout_seconds: float = 120.0,
+    catch_up_timeout_seconds: float | None = None,
     source_lb_annotations: dict[str, str] | None = None,
     target_lb_annotations: dict[str, str] | None = None,
-    rename_labels: bool = False,
+    rename_labels: bool | None = None,
     dns_check_image: str | None = None,
     etcd_cluster: EtcdCluster | None = None,
     tls_ca_secret: str | None = None,
@@ -93,94 +96,59 @@ def etcd_stretch_migration(
 ) -> dict[str, Any]:
     """Migrate an etcd StatefulSet from the source to the target Kubernetes cluster without downtime.
 
+    The parameters after ``auto_approve`` but ``etcd_cluster`` are the fields of ``options`` as flat
+    parameters, deprecated: they work for one more release (a field given both ways with different
+    values is refused).
+
     Args:
         source: The cluster running etcd now: a KubeCluster, KubernetesClusterConfig or
             KubernetesCredentials block, a saved KubeCluster's name, or ``"<block-type-slug>/<name>"``.
         target: The cluster that will run it (the same kinds as ``source``).
-        source_namespace: Namespace of the etcd StatefulSet in ``source``.
-        target_namespace: Namespace in ``target`` (default: ``source_namespace``); must exist.
-        statefulset: The source StatefulSet.
-        service: Its headless Service (default: the StatefulSet's ``serviceName``).
-        new_statefulset: The new StatefulSet's name (default ``<statefulset>-main``); pod names must
-            differ from the source's, they are the member names.
-        new_service: The new headless Service (default: ``new_statefulset``).
-        target_replicas: Members in the target (default: the source's).
-        dns_provider: ``coredns`` (the ``kube-system/coredns`` Corefile ``hosts`` block) or
-            ``deckhouse`` (``ModuleConfig kube-dns`` ``spec.settings.hosts``).
-        keep_revisions: Revisions kept when compacting before the migration.
-        use_learners: Add new members as learners (promoted once caught up).
+        options: Which StatefulSet moves where, and how (``EtcdMigrationOptions``, planning/etcd_options.py:
+            every field is described in the UI form).
         auto_approve: Approve every step (unattended runs).
-        dry_run: Preflight and plan only.
-        allow_even_size: Accept an even ``target_replicas``.
-        rollback: Undo a migration that has not passed the client cutover.
-        delete_pvcs: Also delete the old members' PVCs at cleanup.
-        keep_source_dns: Keep the source cluster's DNS entries for the new members after cleanup (for
-            source-side clients that use those names); default: every entry the flow added is removed.
-        source_endpoints: etcd client endpoints reachable from where the flow runs, for the preflight
-            (default: the source pods' IPs, or the LoadBalancers of a run in progress).
-        target_image: etcd image for the new members' version check (default: the source's image).
-        catch_up_timeout_seconds: How long a joining member may take to start and catch up before it is
-            rolled back.
-        source_lb_annotations / target_lb_annotations: Annotations for the per-member LoadBalancer
-            Services (cloud provider settings such as internal LB and subnet).
-        rename_labels: Rename ``<statefulset>`` to ``<new_statefulset>`` in the new pods' labels, the
-            selector and the affinity. Default: the new pods keep the source pods' labels (as in the
-            seed), so Services, NetworkPolicies and monitors in the target that select them keep
-            working; the selector gets a ``stateferry.io/etcd-statefulset`` label only when the new
-            StatefulSet runs in the source's cluster and namespace.
-        dns_check_image: Image of the DNS check Job (runs ``getent hosts``; default: the source etcd
-            image, which has it up to etcd 3.4; give e.g. ``debian:bookworm-slim`` for distroless
-            images).
         etcd_cluster: Client TLS (CA, client certificate and key) and the root user/password of the
             source etcd (an ``EtcdCluster`` block; its endpoints are not used). Every etcd call of the
             flow (compact, defrag, member add/promote/remove, move-leader, health, status) uses them.
             What it leaves empty comes from the Secrets the source members mount (their CA, and their
             certificate as the client certificate); the TLS server name is one their certificate covers.
-        tls_ca_secret: For a TLS etcd: a Secret in the target namespace holding the CA (``tls.crt``,
-            ``tls.key``) that issues the new members' certificate (peer and client port, one for all
-            new pods: every name form, their LoadBalancer addresses and the source certificate's
-            names). Written to ``<new_statefulset>-<source secret>`` Secrets mounted where the source
-            pods mount theirs.
-        tls_issuer: A cert-manager Issuer instead (refused while not supported / not served).
 
     Returns:
         Summary: ``outcome`` (``migrated`` / ``planned`` / ``rolled_back`` / ``done``), ``steps``,
         ``members``, ``client_endpoints``, ``db_size``.
     """
+    opts = merge_options(EtcdMigrationOptions, options, locals(), docs=DOCS, warn=get_run_logger().warning)
     source, target = resolve_kube(source, "source"), resolve_kube(target, "target")
     creds = EtcdCredentials.from_block(etcd_cluster) if etcd_cluster is not None else EtcdCredentials()
     with use_credentials(creds):
         logger = get_run_logger()
         journal = Journal()
         started = time.monotonic()
-        target_namespace = target_namespace or source_namespace
-        new_statefulset = new_statefulset or f"{statefulset}-main"
-        new_service = new_service or new_statefulset
 
         with journal.step("preflight") as note:
             try:
                 ctx, view = preflight(
                     source,
                     target,
-                    source_namespace=source_namespace,
-                    target_namespace=target_namespace,
-                    statefulset=statefulset,
-                    service=service,
-                    new_statefulset=new_statefulset,
-                    new_service=new_service,
-                    target_replicas=target_replicas,
-                    allow_even_size=allow_even_size,
-                    source_endpoints=source_endpoints,
-                    target_image=target_image,
-                    dns_provider=dns_provider,
-                    source_lb_annotations=dict(source_lb_annotations or {}),
-                    target_lb_annotations=dict(target_lb_annotations or {}),
-                    rename_labels=rename_labels,
-                    tls_ca_secret=tls_ca_secret,
-                    tls_issuer=tls_issuer,
+                    source_namespace=opts.source_namespace,
+                    target_namespace=opts.target_ns,
+                    statefulset=opts.statefulset,
+                    service=opts.service,
+                    new_statefulset=opts.new_sts,
+                    new_service=opts.new_svc,
+                    target_replicas=opts.target_replicas,
+                    allow_even_size=opts.allow_even_size,
+                    source_endpoints=opts.source_endpoints,
+                    target_image=opts.target_image,
+                    dns_provider=opts.dns_provider,
+                    source_lb_annotations=dict(opts.source_lb_annotations or {}),
+                    target_lb_annotations=dict(opts.target_lb_annotations or {}),
+                    rename_labels=opts.rename_labels,
+                    tls_ca_secret=opts.tls_ca_secret,
+                    tls_issuer=opts.tls_issuer,
                 )
             except MigrationComplete as done:
-                save_complete(target, target_namespace, new_statefulset)
+                save_complete(target, opts.target_ns, opts.new_sts)
                 logger.info("%s", done)
                 return {"outcome": "done", "detail": str(done), "steps": [], "members": []}
             for w in ctx.warnings:
@@ -191,10 +159,10 @@ def etcd_stretch_migration(
             )
             note["detail"] = f"{len(view.members)} members, leader {view.leader_name}"
         summary: dict[str, Any] = {"plan": plan}
-        if dry_run:
+        if opts.dry_run:
             summary["outcome"] = "planned"
             return _finish(summary, journal, started, view, ctx)
-        if rollback:
+        if opts.rollback:
             if ctx.state.in_progress:
                 lb_ips_from_cluster(ctx)
             roll_back(ctx, journal, "rollback=True")
@@ -202,17 +170,17 @@ def etcd_stretch_migration(
             return _finish(summary, journal, started, None, ctx)
 
         try:
-            summary["db_size"] = shrink_database(ctx, journal, keep_revisions)
+            summary["db_size"] = shrink_database(ctx, journal, opts.keep_revisions)
             expose_members(ctx, journal)
             issue_member_certificates(ctx, journal)
             publish_dns(ctx, journal)
             join_new_members(
                 ctx,
                 journal,
-                use_learners=use_learners,
+                use_learners=opts.use_learners,
                 auto_approve=auto_approve,
-                catch_up_timeout=catch_up_timeout_seconds,
-                dns_check_image=dns_check_image or etcd_image(ctx.source_sts),
+                catch_up_timeout=opts.catch_up_timeout_seconds,
+                dns_check_image=opts.dns_check_image or etcd_image(ctx.source_sts),
             )
             move_leader_to_new(ctx, journal)
             switch_clients(ctx, auto_approve)
@@ -222,8 +190,8 @@ def etcd_stretch_migration(
                 ctx,
                 journal,
                 auto_approve=auto_approve,
-                delete_pvcs=delete_pvcs,
-                keep_source_dns=keep_source_dns,
+                delete_pvcs=opts.delete_pvcs,
+                keep_source_dns=opts.keep_source_dns,
             )
             check_done(ctx)
         except JoinFailed as exc:

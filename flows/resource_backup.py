@@ -21,8 +21,9 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.compat import KubeClusterLike, ObjectStoreLike
 from blocks.loading import resolve_kube, resolve_store
 from flows.resource_restore import RestoreFailed, resource_restore
-from planning.archive_layout import validate_backup_name, validate_prefix, validate_retention
-from planning.resources import Selection
+from planning.archive_layout import validate_backup_name, validate_prefix
+from planning.flow_options import ModelOrMapping, merge_options
+from planning.resource_options import DOCS, ResourceBackupOptions
 from stateferry.errors import PermanentError, PreconditionFailed
 from tasks.archive_store import archive_series, prune_archives, upload_archive
 from tasks.kube_export import export_resources
@@ -31,83 +32,68 @@ from tasks.resource_engine import (
     run_id,
     utc_now,
 )
-from tasks.volume_mover import WORKER_IMAGE, pack_volumes
+from tasks.volume_mover import pack_volumes
 
 __all__ = ["RestoreFailed", "resource_backup", "resource_restore"]
-
-DEFAULT_PREFIX = "resource-backups"
 
 
 @flow(name="resource_backup", log_prints=True)
 def resource_backup(
     source: KubeClusterLike | str,
     object_store: ObjectStoreLike | str,
+    options: ModelOrMapping[ResourceBackupOptions] | None = None,
     bucket: str | None = None,
     backup_name: str | None = None,
     include_namespaces: list[str] | None = None,
     exclude_namespaces: list[str] | None = None,
-    label_selector: str = "",
+    label_selector: str | None = None,
     include_kinds: list[str] | None = None,
     exclude_kinds: list[str] | None = None,
     include_cluster_resources: bool | None = None,
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str | None = None,
     keep_last: int | None = None,
     ttl_days: float | None = None,
-    allow_empty: bool = False,
-    include_volumes: bool = False,
+    allow_empty: bool | None = None,
+    include_volumes: bool | None = None,
     mover_endpoint: str | None = None,
-    mover_image: str = WORKER_IMAGE,
-    cluster_name: str = "source",
+    mover_image: str | None = None,
+    cluster_name: str | None = None,
 ) -> dict[str, Any]:
     """Back up Kubernetes objects to one archive in an object-store bucket.
+
+    The parameters after ``options`` are its fields as flat parameters, deprecated: they work for one
+    more release (a field given both ways with different values is refused).
 
     Args:
         source: the cluster: a KubeCluster, KubernetesClusterConfig or KubernetesCredentials block, a
             saved KubeCluster's name, or ``"<block-type-slug>/<name>"`` of any of them.
-        object_store: where archives live: an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket
-            block, a saved ObjectStore's name, or ``"<block-type-slug>/<name>"``.
-        bucket: bucket name (created if missing); default: the S3Bucket block's bucket.
-        backup_name: archive name; default ``backup-<UTC timestamp>``.
-        include_namespaces / exclude_namespaces: namespaces (empty include = all but kube-system,
-            kube-public, kube-node-lease).
-        label_selector: e.g. ``app=wordpress``.
-        include_kinds / exclude_kinds: kinds or plurals (``deployments.apps``).
-        include_cluster_resources: True = all cluster-scoped types; None = those the namespaces need.
-        prefix: key prefix of archives in the bucket.
-        keep_last / ttl_days: retention applied after a successful backup, to this schedule's
-            archives only (same prefix, source server and selection); the newest and the one just
-            written are always kept; ``keep_last >= 1``, ``ttl_days >= 1``.
-        allow_empty: accept a backup that selects no object (otherwise that is an error).
-        include_volumes: also copy the files of every selected PVC with data-mover Jobs
-            (``stateferry/worker``) into the archive (``volumes/<ns>/<pvc>.tar.gz``).
-        mover_endpoint: object-store URL as the cluster's pods reach it (default: the block's URL).
-        mover_image: image of the data-mover Jobs.
-        cluster_name: how the source is named in the manifest and messages.
+        object_store: where archives live:
+            an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket block, a saved ObjectStore's
+            name, or ``"<block-type-slug>/<name>"``; an S3Bucket's bucket is the default of
+            ``options.bucket``.
+        options: the bucket, the selection and the retention (``ResourceBackupOptions``,
+            planning/resource_options.py: every field is described in the UI form). Retention (``keep_last`` /
+            ``ttl_days``) applies after a successful backup, to this schedule's archives only (same prefix,
+            source server and selection); the newest and the one just written are always kept.
 
     Returns:
         Summary: backup name, archive prefix, counts, total, skipped, deleted (retention), seconds.
 
     Raises:
-        InputError: bad selection or retention parameters, a bad prefix or an unknown namespace.
+        InputError: bad selection or retention options, a bad prefix or an unknown namespace.
         PreconditionFailed: the selection matched no object and ``allow_empty`` is False.
     """
     log = get_run_logger()
+    opts = merge_options(ResourceBackupOptions, options, locals(), docs=DOCS, warn=log.warning)
     t0 = time.monotonic()
     kube = resolve_kube(source, "source")
     ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
+    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
     now = utc_now()
-    name = validate_backup_name(backup_name or f"backup-{now.strftime('%Y%m%d-%H%M%S')}")
-    selection = Selection.build(
-        include_namespaces=include_namespaces,
-        exclude_namespaces=exclude_namespaces,
-        label_selector=label_selector,
-        include_kinds=include_kinds,
-        exclude_kinds=exclude_kinds,
-        include_cluster_resources=include_cluster_resources,
-    )
-    validate_retention(keep_last, ttl_days)
-    prefix = validate_prefix(prefix)
+    name = validate_backup_name(opts.backup_name or f"backup-{now.strftime('%Y%m%d-%H%M%S')}")
+    selection = opts.selection()
+    cluster_name = opts.cluster_name
+    prefix = validate_prefix(opts.prefix)
     with tempfile.TemporaryDirectory(prefix="stateferry-backup-") as tmp:
         result = export_resources(
             kube, cluster_name, selection, Path(tmp) / "resources.tar.gz", name, iso(now)
@@ -121,13 +107,13 @@ def resource_backup(
                 f"kinds {', '.join(selection.include_kinds) or 'all'})"
             )
             log.warning(msg)
-            if not allow_empty:
+            if not opts.allow_empty:
                 raise PreconditionFailed(
                     f"{msg}; no archive was written. Fix: check label_selector / include_kinds, or pass "
                     "allow_empty=True to record an empty backup on purpose"
                 )
             manifest.warnings.append(msg)
-        if include_volumes and result.pvcs:
+        if opts.include_volumes and result.pvcs:
             vols = pack_volumes(
                 kube,
                 cluster_name,
@@ -137,8 +123,8 @@ def resource_backup(
                 name,
                 result.pvcs,
                 run_id(),
-                mover_endpoint,
-                mover_image,
+                opts.mover_endpoint,
+                opts.mover_image,
             )
             failed = [v for v in vols if v.status != "packed"]
             if failed:
@@ -153,8 +139,8 @@ def resource_backup(
         store,
         bucket,
         prefix,
-        keep_last=keep_last,
-        ttl_seconds=ttl_days * 86400 if ttl_days else None,
+        keep_last=opts.keep_last,
+        ttl_seconds=opts.ttl_days * 86400 if opts.ttl_days else None,
         now=now,
         protect=[name],
         series=archive_series(str(manifest.source.get("server", "")), manifest.selection),

@@ -19,6 +19,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from blocks.compat import KubeClusterLike, ObjectStoreLike
 from blocks.loading import resolve_kube, resolve_store
 from planning.archive_layout import ArchiveError, validate_backup_name, validate_prefix
+from planning.flow_options import ModelOrMapping, merge_options
+from planning.resource_options import DOCS, ResourceRestoreOptions
 from planning.resources import (
     BACKUP_NAME_LABEL,
     FLOW_RUN_LABEL,
@@ -41,11 +43,9 @@ from tasks.resource_engine import (
     utc_now,
     volume_table,
 )
-from tasks.volume_mover import WORKER_IMAGE, VolumeResult
+from tasks.volume_mover import VolumeResult
 
 __all__ = ["RestoreFailed", "resource_restore", "restore_plan_markdown"]
-
-DEFAULT_PREFIX = "resource-backups"
 
 
 class RestoreFailed(PermanentError):
@@ -101,26 +101,27 @@ def restore_plan_markdown(
 def resource_restore(
     target: KubeClusterLike | str,
     object_store: ObjectStoreLike | str,
-    backup_name: str,
+    options: ModelOrMapping[ResourceRestoreOptions] | None = None,
+    auto_approve: bool = False,
     bucket: str | None = None,
+    backup_name: str | None = None,
     restore_name: str | None = None,
     namespace_mapping: dict[str, str] | str | None = None,
     storage_class_mapping: dict[str, str] | str | None = None,
-    existing_resource_policy: str = "skip",
+    existing_resource_policy: str | None = None,
     include_namespaces: list[str] | None = None,
     include_kinds: list[str] | None = None,
     exclude_kinds: list[str] | None = None,
     include_cluster_kinds: list[str] | None = None,
-    allow_rbac_and_admission: bool = False,
-    keep_node_ports: bool = False,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    fail_on_error: bool = True,
-    restore_volumes: bool = True,
+    allow_rbac_and_admission: bool | None = None,
+    keep_node_ports: bool | None = None,
+    dry_run: bool | None = None,
+    fail_on_error: bool | None = None,
+    restore_volumes: bool | None = None,
     mover_endpoint: str | None = None,
-    mover_image: str = WORKER_IMAGE,
-    prefix: str = DEFAULT_PREFIX,
-    cluster_name: str = "target",
+    mover_image: str | None = None,
+    prefix: str | None = None,
+    cluster_name: str | None = None,
 ) -> dict[str, Any]:
     """Restore a backup into a cluster: sanitise, map, apply in restore order, report per object.
 
@@ -128,47 +129,30 @@ def resource_restore(
     and only what this restore selects is applied. Secret values never appear in the report,
     artifacts, logs or errors (diffs name the changed keys).
 
+    The parameters after ``auto_approve`` are the fields of ``options`` as flat parameters,
+    deprecated: they work for one more release (a field given both ways with different values is
+    refused).
+
     Args:
         target: the cluster to restore into: a KubeCluster, KubernetesClusterConfig or
             KubernetesCredentials block, a saved KubeCluster's name, or ``"<block-type-slug>/<name>"``.
-        object_store / bucket / prefix: where the backup lives: an ObjectStore, AwsCredentials,
-            MinIOCredentials or S3Bucket block, a saved ObjectStore's name, or
-            ``"<block-type-slug>/<name>"``; ``bucket`` defaults to the S3Bucket block's bucket.
-        backup_name: which backup.
-        restore_name: name recorded in the ``stateferry.io/restore-name`` label (default
-            ``<backup>-restore-<timestamp>``).
-        namespace_mapping: ``{"cms": "cms-dr"}`` or ``"cms:cms-dr"``.
-        storage_class_mapping: ``{"fast": "standard"}``.
-        existing_resource_policy: ``skip`` (leave existing objects alone, report their diff) or
-            ``update`` (server-side apply the backup's version as field manager ``stateferry``:
-            every field it sets is set, fields other managers added stay; asks for approval). An
-            object stateferry did not put there whose fields another manager owns is reported as
-            ``conflict`` (not forced); one the target refuses to change in place (an immutable
-            field) fails, left as it is. Diffs come from the server's ``dryRun=All`` answer.
-        include_namespaces / include_kinds: restore only these namespaces / namespaced kinds.
-        exclude_kinds: never restore these kinds.
-        include_cluster_kinds: cluster-scoped kinds to restore (``CustomResourceDefinition``,
-            ``StorageClass``, ...); none by default. The Namespaces of the restored namespaces come
-            without being named. Restoring any of them asks for approval.
-        allow_rbac_and_admission: also restore ClusterRoles/ClusterRoleBindings, RoleBindings that
-            grant subjects outside their namespace, admission webhooks and policies, CRDs with a
-            conversion webhook and hostPath PVs (refused otherwise); asks for approval.
-        keep_node_ports: keep Service nodePorts (default: the target allocates new ones).
-        dry_run: only report, object by object, what would be created/updated and the diff.
+        object_store: where the backup lives:
+            an ObjectStore, AwsCredentials, MinIOCredentials or S3Bucket block, a saved ObjectStore's
+            name, or ``"<block-type-slug>/<name>"``; an S3Bucket's bucket is the default of
+            ``options.bucket``.
+        options: which backup, what of it and how (``ResourceRestoreOptions``, planning/resource_options.py:
+            every field is described in the UI form). The Namespaces of the restored namespaces come without
+            being named; cluster-scoped kinds, RBAC/admission objects and
+            ``existing_resource_policy="update"`` ask for approval.
         auto_approve: apply without pausing where the restore would ask (``update``, cluster-scoped
             kinds); the plan is still recorded as an artifact. Refused when RBAC/admission objects
             would be applied: those always wait for a person's approval.
-        fail_on_error: end the flow failed (after the report) if any object failed.
-        restore_volumes: fill restored PVCs with the backup's volume data (if it has any) before
-            the workloads are created.
-        mover_endpoint: object-store URL as the target's pods reach it (default: the block's URL).
-        mover_image: image of the data-mover Jobs.
 
     Returns:
         Report: restore name, counts per outcome, per-object results, left-out counts, seconds.
 
     Raises:
-        InputError: bad parameters, an unknown backup, RBAC/admission objects without
+        InputError: bad options, an unknown backup, RBAC/admission objects without
             ``allow_rbac_and_admission``, or an archive refused (``ArchiveRefused``: a member that is
             not a regular file of the layout, over the size caps, or an object outside its
             manifest's selection). Nothing is changed in the target.
@@ -177,18 +161,19 @@ def resource_restore(
         RestoreFailed: some objects failed and ``fail_on_error`` is True.
     """
     log = get_run_logger()
+    opts = merge_options(ResourceRestoreOptions, options, locals(), docs=DOCS, warn=log.warning)
     t0 = time.monotonic()
     kube = resolve_kube(target, "target")
     ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(bucket, "bucket")
-    validate_backup_name(backup_name)
-    prefix = validate_prefix(prefix)
-    policy = ExistingPolicy.parse(existing_resource_policy)
-    ns_map = parse_mapping(namespace_mapping, "namespace_mapping")
-    sc_map = parse_mapping(storage_class_mapping, "storage_class_mapping")
+    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    backup_name, cluster_name, dry_run = opts.backup_name, opts.cluster_name, opts.dry_run
+    prefix = validate_prefix(opts.prefix)
+    policy = ExistingPolicy.parse(opts.existing_resource_policy)
+    ns_map = parse_mapping(opts.namespace_mapping, "namespace_mapping")
+    sc_map = parse_mapping(opts.storage_class_mapping, "storage_class_mapping")
     now = utc_now()
-    rname = validate_backup_name(
-        restore_name or f"{backup_name[:40]}-restore-{now.strftime('%Y%m%d%H%M%S')}", "restore_name"
+    rname = opts.restore_name or validate_backup_name(
+        f"{backup_name[:40]}-restore-{now.strftime('%Y%m%d%H%M%S')}", "restore_name"
     )
     with tempfile.TemporaryDirectory(prefix="stateferry-restore-") as tmp:
         path = Path(tmp) / "resources.tar.gz"
@@ -203,11 +188,11 @@ def resource_restore(
     plan = plan_scope(
         members,
         namespaced=_scope_map(served_scopes(kube, cluster_name), members),
-        include_namespaces=include_namespaces,
-        include_kinds=include_kinds,
-        exclude_kinds=exclude_kinds,
-        include_cluster_kinds=include_cluster_kinds,
-        allow_rbac_and_admission=allow_rbac_and_admission,
+        include_namespaces=opts.include_namespaces,
+        include_kinds=opts.include_kinds,
+        exclude_kinds=opts.exclude_kinds,
+        include_cluster_kinds=opts.include_cluster_kinds,
+        allow_rbac_and_admission=opts.allow_rbac_and_admission,
     )
     if not dry_run:
         check_auto_approve(plan, auto_approve)
@@ -221,7 +206,7 @@ def resource_restore(
         [dict(o) for o in plan.selected],
         namespace_mapping=ns_map,
         storage_class_mapping=sc_map,
-        keep_node_ports=keep_node_ports,
+        keep_node_ports=opts.keep_node_ports,
         labels=labels,
     )
     pvcs = {
@@ -241,7 +226,7 @@ def resource_restore(
             extra={"skipped": VolumeResult.skipped_from(v.get("skipped"))},
         )
         for v in manifest.volumes
-        if restore_volumes and (str(v["namespace"]), str(v["pvc"])) in pvcs
+        if opts.restore_volumes and (str(v["namespace"]), str(v["pvc"])) in pvcs
     ]
     allowed = plan.cluster_kinds
     if not dry_run and (policy is ExistingPolicy.UPDATE or plan.needs_approval):
@@ -265,8 +250,8 @@ def resource_restore(
         bucket,
         volumes,
         ns_map,
-        mover_endpoint,
-        mover_image,
+        opts.mover_endpoint,
+        opts.mover_image,
         allowed_cluster_kinds=allowed,
     )
     counts = summarize_results(results)
@@ -320,7 +305,7 @@ def resource_restore(
         for v in vol_results
         if v.status == "failed"
     ]
-    if failed and fail_on_error:
+    if failed and opts.fail_on_error:
         lines = "; ".join(f"{r.key}: {r.message}" for r in failed[:5])
         raise RestoreFailed(
             f"{len(failed)} of {len(results)} objects failed to restore "

@@ -7,8 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from planning.backup_config import parse_job
 from planning.backup_encryption import manifest_encryption
+from planning.backup_options import DOCS, BackupJobSpec, RestoreBackupOptions, job_config
+from planning.flow_options import ModelOrMapping, merge_options
 from tasks.approvals import request_approval
 from tasks.backup_crypto import load_job_identities
 from tasks.backup_jobs import resolve_job
@@ -18,66 +19,59 @@ from tasks.restore_jobs import plan_restore, restore_selected, select_backup
 
 @flow(name="restore_backup", log_prints=True)
 def restore_backup(
-    job: dict[str, Any],
-    backup: str = "latest",
+    job: ModelOrMapping[BackupJobSpec],
+    options: ModelOrMapping[RestoreBackupOptions] | None = None,
+    auto_approve: bool = False,
+    backup: str | None = None,
     storage: str | None = None,
     target_database: str | None = None,
     target_block: str | None = None,
     target_dir: str | None = None,
-    overwrite: bool = False,
-    dry_run: bool = False,
-    etcd_name: str = "default",
-    etcd_peer_url: str = "http://127.0.0.1:2380",
+    overwrite: bool | None = None,
+    dry_run: bool | None = None,
+    etcd_name: str | None = None,
+    etcd_peer_url: str | None = None,
     etcd_initial_cluster: str | None = None,
-    auto_approve: bool = False,
-    restore_globals: bool = False,
-    restore_users: bool = False,
+    restore_globals: bool | None = None,
+    restore_users: bool | None = None,
     target_pvc: str | None = None,
     identity_secret: str | None = None,
 ) -> dict[str, Any]:
     """Restore one backup of a job.
 
+    The parameters after ``auto_approve`` are the fields of ``options`` as flat parameters,
+    deprecated: they work for one more release (a field given both ways with different values is
+    refused).
+
     Args:
-        job: the job config (the same mapping the backup deployment uses).
-        backup: ``latest``, a backup id (or unique prefix), or an ISO time (newest backup at or before it).
-        storage: the storage label to restore from (default: local storages first, then S3).
-        target_database: restore a single database under this name (default: its own name).
-        target_block: a saved ``Database`` block to restore into (default: the job's source); for
-            Redis a saved ``RedisServer`` block to copy the keys into (only when named).
-        target_dir: directory for files / etcd data dir (required for those engines); for Redis the
-            data dir of a new instance (``dump.rdb`` is written there).
-        overwrite: replace existing databases / write into a non-empty directory.
-        dry_run: only list what would be done.
-        etcd_name: member name for ``etcdctl snapshot restore``.
-        etcd_peer_url: the member's peer URL.
-        etcd_initial_cluster: ``--initial-cluster`` (default: the single member).
+        job: the job config (the same as the backup deployment's ``job``).
+        options: which backup, from which storage, into what (``RestoreBackupOptions``,
+            planning/backup_options.py: every field is described in the UI form). An encrypted backup's
+            identity (``identity_secret``) is never logged; an identity that is none of the backup's
+            recipients is refused before anything is read.
         auto_approve: with ``overwrite`` (or ``restore_globals`` / ``restore_users``), go ahead
             without asking; otherwise the run pauses for an operator's approval of the plan in the
             UI (a restore into new targets without roles/users never asks).
-        restore_globals: PostgreSQL: apply the backup's roles and tablespaces first (existing ones
-            are kept; the backup's passwords and memberships are set; the restoring role itself is
-            never altered).
-        target_pvc: files of a PVC: ``<namespace>/<claim>`` to unpack into (created like the
-            source's claim when missing; an existing one must be empty).
-        restore_users: MySQL/MariaDB backups taken with ``users: true``: create the missing users
-            and apply their grants after the databases.
-        identity_secret: encrypted backups: the Prefect Secret block holding the age identity
-            (default: the job's ``encryption.identity_secret``). Its text is never logged; an
-            identity that is none of the backup's recipients is refused before anything is read.
 
     Returns:
         ``{"backup_id", "storage", "actions", "dry_run", "inventory": {"expected", "restored"},
         ...what was restored}``.
 
     Raises:
+        InputError: bad options, or a backup / storage / target that does not fit the job.
         RestoreIncomplete: the restored copy lacks objects the backup's inventory lists (each one
             named; for an overwrite the live database is left untouched when the trial copy /
             temporary database failed the check).
     """
     logger = get_run_logger()
-    cfg = parse_job(job)
+    opts = merge_options(RestoreBackupOptions, options, locals(), docs=DOCS, warn=logger.warning)
+    cfg = job_config(job)
+    dry_run, overwrite = opts.dry_run, opts.overwrite
+    restore_globals, restore_users = opts.restore_globals, opts.restore_users
+    target_database, target_block, target_dir = opts.target_database, opts.target_block, opts.target_dir
+    target_pvc = opts.target_pvc
     r = resolve_job(cfg)
-    sel = select_backup(r, backup, storage)
+    sel = select_backup(r, opts.backup, opts.storage)
     actions = plan_restore(
         r,
         sel,
@@ -93,7 +87,7 @@ def restore_backup(
         load_job_identities(
             r,
             required=not dry_run,
-            secret=identity_secret,
+            secret=opts.identity_secret,
             field="identity_secret",
             fingerprints=sel.manifest["age_recipients"],
             what=f"backup {sel.backup_id}",
@@ -119,7 +113,11 @@ def restore_backup(
             target_block=target_block,
             target_dir=target_dir,
             overwrite=overwrite,
-            etcd={"name": etcd_name, "peer_url": etcd_peer_url, "initial_cluster": etcd_initial_cluster},
+            etcd={
+                "name": opts.etcd_name,
+                "peer_url": opts.etcd_peer_url,
+                "initial_cluster": opts.etcd_initial_cluster,
+            },
             restore_extra=restore_globals or restore_users,
             target_pvc=target_pvc,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stateferry.errors import InputError
@@ -25,7 +27,10 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "job"
 
 
-def _fix_for(msg: str, field: str) -> str:
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _fix_for(msg: str, field: str, kind: str, ctx: dict[str, Any], docs: str) -> str:
     if "extra inputs" in msg.lower():
         return f"remove {field.split('.')[-1]!r} (unknown key) or check its spelling"
     if "greater than or equal to 0" in msg:
@@ -34,20 +39,34 @@ def _fix_for(msg: str, field: str) -> str:
         return f"add {field.split('.')[-1]!r}"
     if "tag" in msg and "storage" in msg:
         return "set storage: local or storage: s3"
-    return "see docs/backups.md for the job format"
+    if kind == "literal_error" and "expected" in ctx:
+        return f"use {ctx['expected']}"
+    if kind in _BOUNDS:
+        return "give a value " + msg.removeprefix("Input should be ")
+    return f"see {docs}"
 
 
-def input_error_from(exc: ValidationError, prefix: str = "") -> InputError:
-    """A validation error as an InputError naming its field (``storages[1].store.days``) and a fix."""
+def input_error_from(
+    exc: ValidationError, prefix: str = "", docs: str = "docs/backups.md for the job format"
+) -> InputError:
+    """A validation error as an InputError naming its field (``storages[1].store.days``) and a fix.
+
+    Args:
+        exc: The pydantic error (its first problem is reported).
+        prefix: Prepended to the field's location (``"sources[0]."``).
+        docs: Where the format is described, for problems without a more precise fix.
+    """
     err = exc.errors()[0]
-    field = prefix + _loc(tuple(err.get("loc", ())))
+    where = _loc(tuple(err.get("loc", ())))
+    field = prefix + where
     msg = str(err.get("msg", "invalid"))
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, InputError):
-        if field == "job":  # a whole-job check names its own field
+        if where == "job":  # a whole-model check names its own field
             field = prefix + inner.field
         elif not field.endswith(inner.field):
             field = f"{field}.{inner.field}"
         return InputError(field, inner.problem, inner.fix)
-    return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field))
+    kind = str(err.get("type", ""))
+    return InputError(field, f"{msg} (got {err.get('input')!r})", _fix_for(msg, field, kind, ctx, docs))

@@ -23,6 +23,30 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
 
+def check_kube_name(param: str, value: str, room: int = 0) -> str:
+    """Refuse a name that is not a Kubernetes name (a DNS label), leaving ``room`` characters free.
+
+    Args:
+        param: The flow parameter named in the error.
+        value: The name.
+        room: Characters appended later (the pod ordinal ``-N`` of a StatefulSet's pods).
+
+    Returns:
+        The name.
+
+    Raises:
+        InputError: Naming ``param`` and the fix.
+    """
+    if not (_DNS_LABEL.fullmatch(value) and len(value) + room <= 63):
+        raise InputError(
+            param,
+            f"{value[:80]!r} is not a Kubernetes name (a DNS label of lowercase letters, digits "
+            f"and '-'{', with room for the pod ordinal' if room else ''}, at most 63 characters)",
+            "give the name of the object as Kubernetes shows it",
+        )
+    return value
+
+
 # ----------------------------------------------------------------------------------------------- layout
 
 
@@ -83,13 +107,7 @@ class Layout:
             ("new_statefulset", self.new_sts, len(f"-{widest}")),
             ("new_service", self.new_service, 0),
         ):
-            if not (_DNS_LABEL.fullmatch(value) and len(value) + room <= 63):
-                raise InputError(
-                    param,
-                    f"{value[:80]!r} is not a Kubernetes name (a DNS label of lowercase letters, digits "
-                    f"and '-'{', with room for the pod ordinal' if room else ''}, at most 63 characters)",
-                    "give the name of the object as Kubernetes shows it",
-                )
+            check_kube_name(param, value, room)
         if not DNS_NAME.fullmatch(self.cluster_domain):
             raise PreconditionFailed(
                 f"the cluster domain {self.cluster_domain[:80]!r} in the members' peer URLs is not a DNS name"

@@ -15,13 +15,21 @@ No I/O, no clock, no Prefect.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from stateferry.errors import InputError
+
+#: A Dask scheduler address (``tcp://host:port`` or ``tls://host:port``).
+DASK_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+(:\d{1,5})?$")
+
 __all__ = [
+    "DASK_ADDRESS",
     "KeyRange",
     "ShardOutcome",
     "StrideSample",
+    "check_sharding",
     "key_ranges",
     "merge_outcomes",
 ]
@@ -179,3 +187,23 @@ def merge_outcomes(outcomes: Iterable[ShardOutcome]) -> dict[str, object]:
         "slowest_shard_seconds": max((o.seconds for o in items), default=0.0),
         "source_objects": sum(o.source_objects for o in items),
     }
+
+
+def check_sharding(shards: int, bucket: str | None, watch: bool, dry_run: bool, use_journal: bool) -> None:
+    """Reject parameter combinations a sharded pass does not support.
+
+    Raises:
+        InputError: Naming the field and the fix.
+    """
+    if not 1 <= shards <= 4096:
+        raise InputError("shards", f"must be between 1 and 4096, got {shards}", "use 1 (default) or e.g. 8")
+    if shards == 1:
+        return
+    if bucket is None:
+        raise InputError("shards", "sharding needs one source bucket", "give bucket=... or use shards=1")
+    if watch or dry_run or use_journal:
+        raise InputError(
+            "shards",
+            "sharded passes are one-shot one-way syncs (no watch, dry_run, journal or two-way)",
+            "use shards=1 for those modes",
+        )

@@ -26,6 +26,8 @@ from typing import Any
 from planning.resources import FLOW_RUN_LABEL, MANAGED_BY_LABEL
 from stateferry.errors import InputError
 
+#: Image of the data-mover Jobs (GNU tar, sha256sum, the S3 client; see the Dockerfile).
+WORKER_IMAGE = "stateferry/worker:latest"
 MOUNT = "/stateferry-volume"
 PACK_CAPS = ["DAC_READ_SEARCH"]
 FILL_CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]

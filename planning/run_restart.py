@@ -46,7 +46,7 @@ def decide_restart(
     """Decide for one crashed ``bucket_mirror`` run.
 
     Args:
-        parameters: The crashed run's parameters.
+        parameters: The crashed run's parameters (``options`` fields or the flat names).
         tags: The crashed run's tags.
         deployment: The run belongs to a deployment (a successor is created from it).
         max_restarts: Consecutive restarts allowed.
@@ -55,6 +55,9 @@ def decide_restart(
         The decision; ``tags`` are the successor's (the crashed run's, restart count + 1).
     """
     tags = list(tags)
+    nested = parameters.get("options")
+    if isinstance(nested, Mapping):  # the options model (flat names are the deprecated spelling)
+        parameters = {**parameters, **{k: v for k, v in nested.items() if v is not None}}
     journal = parameters.get("journal")
     journal_mode = bool(parameters.get("watch")) or parameters.get("direction") == "two-way"
     if journal is not None:

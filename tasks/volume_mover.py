@@ -30,7 +30,14 @@ from prefect.logging import get_run_logger
 
 from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
-from planning.mover_pod import MOUNT, MoverSecurity, mover_job_body, mover_secret_name, pod_placement
+from planning.mover_pod import (
+    MOUNT,
+    WORKER_IMAGE,
+    MoverSecurity,
+    mover_job_body,
+    mover_secret_name,
+    pod_placement,
+)
 from stateferry.errors import Conflict, PermanentError, StateferryError, TransientError
 from stateferry.waiting import wait_until
 from tasks.archive_store import ensure_bucket, get_json
@@ -44,8 +51,6 @@ __all__ = [
     "volume_key",
     "wait_pvcs_bound",
 ]
-
-WORKER_IMAGE = "stateferry/worker:latest"
 
 
 @dataclass

@@ -49,6 +49,9 @@ SERVE = textwrap.dedent(
         ({"watch": False, "journal": True}, [], True, True, (f"{RESTART_TAG}1",)),
         ({"watch": True, "journal": False}, [], True, False, ()),
         ({"dry_run": True}, [], True, False, ()),
+        ({"options": {"watch": True, "direction": "one-way"}}, [], True, True, (f"{RESTART_TAG}1",)),
+        ({"options": {"direction": "two-way", "journal": None}}, [], True, True, (f"{RESTART_TAG}1",)),
+        ({"options": {"watch": False, "dry_run": True}}, [], True, False, ()),
     ],
 )
 def test_watch_resume_restart_rule(
@@ -124,10 +127,12 @@ def test_watch_resume_a_killed_deployment_run_is_restarted_and_loses_nothing(
                 parameters={
                     "source": {"$ref": {"block_document_id": str(src_id)}},
                     "destination": {"$ref": {"block_document_id": str(dst_id)}},
-                    "bucket": name,
-                    "watch": True,
-                    "direction": "two-way",
-                    "watch_interval_seconds": 0.5,
+                    "options": {
+                        "bucket": name,
+                        "watch": True,
+                        "direction": "two-way",
+                        "watch_interval_seconds": 0.5,
+                    },
                 },
             )
         wait_for_approval_form(first.id, 120)

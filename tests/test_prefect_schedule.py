@@ -33,7 +33,7 @@ def test_prefect_yaml_backup_entries_match_the_job_files() -> None:
     restores = [d for d in backups if d["name"].startswith("restore-")]
     backups = [d for d in backups if d["name"].startswith("backup-")]
     assert len(backups) == len(restores) == len(load_jobs()) >= 3
-    assert all(r["parameters"]["dry_run"] is True and r["schedules"] == [] for r in restores)
+    assert all(r["parameters"]["options"]["dry_run"] is True and r["schedules"] == [] for r in restores)
     for d in backups:
         assert d["concurrency_limit"] == 1 and d["entrypoint"] == "flows/backup.py:scheduled_backup"
         assert d["schedules"][0]["cron"]
@@ -104,7 +104,7 @@ def test_cron_deployment_from_prefect_yaml_gets_scheduled_runs(prefect_server: A
         assert deployment.parameters["job"]["job"] == names[0].removeprefix("backup-")
         assert deployment.schedules and deployment.schedules[0].active
         restore_dep = client.read_deployment_by_name(f"restore_backup/{restore}")
-        assert restore_dep.parameters["dry_run"] is True and not restore_dep.schedules
+        assert restore_dep.parameters["options"]["dry_run"] is True and not restore_dep.schedules
         runs: list[Any] = []
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:

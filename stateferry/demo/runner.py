@@ -344,8 +344,7 @@ def run_etcd_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int:
         {
             "source": blocks["kube-source"],
             "target": blocks["kube-target"],
-            "source_namespace": DEMO_NAMESPACE,
-            "statefulset": "etcd",
+            "options": {"source_namespace": DEMO_NAMESPACE, "statefulset": "etcd"},
         },
         "Demo: move the 3-member etcd of source/demo to target/demo without downtime.",
     )
@@ -378,10 +377,7 @@ def run_mirror_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int
         {
             "source": blocks["s3-source"],
             "destination": blocks["s3-target"],
-            "bucket": "demo-assets",
-            "watch": True,
-            "watch_interval_seconds": 5,
-            "remove": True,
+            "options": {"bucket": "demo-assets", "watch": True, "watch_interval_seconds": 5, "remove": True},
         },
         "Demo: mirror demo-assets between the two local S3 stores until the DNS cutover is approved.",
     )
@@ -450,11 +446,13 @@ def run_app_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int:
             # app_migration takes saved block names (KubeCluster | str)
             "source": "demo-source",
             "target": "demo-target",
-            "namespaces": ["cms"],
             "object_store": "demo-s3-target",
-            "bucket": "demo-migrations",
-            "start_applications": False,
-            "approve_activation": True,
+            "options": {
+                "namespaces": ["cms"],
+                "bucket": "demo-migrations",
+                "start_applications": False,
+                "approve_activation": True,
+            },
         },
         "Demo: move namespace cms with its volumes; workloads start when activation is approved.",
     )
@@ -570,7 +568,10 @@ def run_backup_scenario(state_root: Path, stack: Any, auto_approve: bool) -> int
     say("restoring the newest backup into database shop_restored")
     run = run_deployment(
         "restore_backup/demo-shop-restore",
-        parameters={"target_database": "shop_restored", "overwrite": True, "auto_approve": auto_approve},
+        parameters={
+            "options": {"target_database": "shop_restored", "overwrite": True},
+            "auto_approve": auto_approve,
+        },
         timeout=0,
     )
     return wait_for_run(run.id, stack.prefect_ui_url, auto_approve)

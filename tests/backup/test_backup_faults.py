@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.exceptions import ParameterTypeError
 from pydantic import SecretStr
 
 from backup.helpers import local_manifests, mysql_block, mysql_exec, s3_keys, webhook_server
@@ -152,8 +153,10 @@ BAD_PASSWORD = "wrong-" + secrets.token_hex(8)
 @pytest.mark.parametrize(
     ("case", "error", "field_or_text"),
     [
-        ("unknown-engine", InputError, "type"),
-        ("negative-retention", InputError, "storages[0].store.days"),
+        # the job is a typed parameter (BackupJobSpec): refused at Prefect's parameter validation,
+        # before the flow starts, naming the field and the fix
+        ("unknown-engine", ParameterTypeError, "type: unknown engine 'oracle'"),
+        ("negative-retention", ParameterTypeError, "storages[0].store.days"),
         ("unreachable-host", StateferryError, "sources[0].connect"),
         ("wrong-password", InputError, "sources[0].connect"),
         ("unwritable-path", InputError, "storages[0].backup_dir"),
