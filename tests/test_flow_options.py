@@ -126,7 +126,6 @@ def test_errors_name_the_parameter_as_it_was_given_and_the_fix() -> None:
 @pytest.mark.parametrize(
     ("model", "data", "field", "problem"),
     [
-        (BucketMirrorOptions, {"prefix": "x"}, "bucket", "need a source bucket"),
         (BucketMirrorOptions, {"bucket": "b", "newer_than": "7 days"}, "newer_than", "not a duration"),
         (BucketMirrorOptions, {"bucket": "b", "watch": True, "shards": 4}, "shards", "one-shot"),
         (BucketMirrorOptions, {"direction": "two-way", "journal": False}, "journal", "needs the journal"),
@@ -152,6 +151,21 @@ def test_the_models_run_the_flows_checks(
         _merge(model, data)
     assert err.value.field.startswith(f"options.{field}"), err.value
     assert problem in err.value.problem and err.value.fix
+
+
+def test_a_mirror_prefix_without_a_bucket_is_refused_once_the_blocks_are_resolved() -> None:
+    """The options' bucket may come from an S3Bucket block, so the model accepts a prefix alone;
+    the flow's first step (after resolving the blocks) refuses it before any request is sent."""
+    from pydantic import SecretStr
+
+    from blocks import ObjectStore
+    from tasks.s3_mirror_pass import open_session
+
+    assert BucketMirrorOptions.model_validate({"prefix": "x"}).prefix == "x"
+    dead = ObjectStore(endpoint="127.0.0.1:9", access_key="k", secret_key=SecretStr("s" * 20))
+    with pytest.raises(InputError) as err:
+        open_session(dead, dead, None, None, "x", None, 4)
+    assert err.value.field == "bucket" and "need a source bucket" in err.value.problem
 
 
 def test_the_backup_job_is_a_typed_model_that_still_takes_the_mapping() -> None:
