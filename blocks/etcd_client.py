@@ -1,130 +1,29 @@
 """The narrow etcd adapter: the ONLY module that imports ``etcd3aio``.
 
-Everything else talks to etcd through :class:`EtcdClient`, which returns plain dataclasses and raises
-:mod:`stateferry.errors` types, so the gRPC backend can be swapped without touching flows or tasks.
+Everything else talks to etcd through :class:`EtcdClient`, which returns plain records
+(:mod:`blocks.etcd_records`) and raises :mod:`stateferry.errors` types, so the gRPC backend can be
+swapped without touching flows or tasks.
 
-etcd3aio dials ``ipv4:`` targets only, so host names are resolved here (to IPv4) and, with TLS, the
-original host name is used as the TLS server name. Operations that concern one member (status,
-defragment, snapshot, move-leader) use a channel to that member alone; cluster-wide operations use a
-round-robin channel over every endpoint.
+etcd3aio dials ``ipv4:`` targets only, so host names are resolved to IPv4 (:mod:`blocks.etcd_endpoints`)
+and, with TLS, the original host name is used as the TLS server name. Operations that concern one member
+(status, defragment, snapshot, move-leader) use a channel to that member alone; cluster-wide operations
+use a round-robin channel over every endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
+from blocks.etcd_endpoints import Resolved, parse_target, resolve, tls_server_name
+from blocks.etcd_records import Alarm, EndpointStatus, KeyValue, Member
 from stateferry.errors import InputError, PermanentError, TransientError, translate
 
-__all__ = ["Alarm", "EndpointStatus", "EtcdClient", "KeyValue", "Member"]
+__all__ = ["EtcdClient"]
 
 T = TypeVar("T")
-DEFAULT_CLIENT_PORT = 2379
-
-
-@dataclass(frozen=True)
-class Member:
-    """One etcd cluster member as the member list reports it.
-
-    A member that was added but has not started yet has an empty ``name`` and no ``client_urls``.
-    """
-
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool
-
-    @property
-    def is_started(self) -> bool:
-        """True once the member has started and published its name."""
-        return bool(self.name)
-
-    @property
-    def hex_id(self) -> str:
-        """The id as etcdctl prints it (lower-case hex)."""
-        return f"{self.id:x}"
-
-
-@dataclass(frozen=True)
-class EndpointStatus:
-    """The status one member reports about itself (``etcdctl endpoint status``)."""
-
-    endpoint: str
-    member_id: int
-    leader_id: int
-    version: str
-    db_size: int
-    db_size_in_use: int
-    raft_index: int
-    raft_term: int
-    is_learner: bool
-    errors: tuple[str, ...] = ()
-
-    @property
-    def is_leader(self) -> bool:
-        """True when this member is the leader."""
-        return self.member_id != 0 and self.member_id == self.leader_id
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """An active alarm (``NOSPACE`` or ``CORRUPT``) raised by a member."""
-
-    member_id: int
-    alarm: str
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """A key with its value and revisions."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-
-
-@dataclass(frozen=True)
-class _Target:
-    original: str  # as the user wrote it, e.g. "https://etcd-0.etcd:2379"
-    host: str  # host part as written
-    port: int
-    secure: bool
-
-
-@dataclass
-class _Resolved:
-    target: _Target
-    address: str  # "ipv4:port" for etcd3aio
-
-
-def _parse(endpoint: str) -> _Target:
-    text = endpoint.strip()
-    secure = text.lower().startswith("https://")
-    if "://" in text:
-        scheme, _, text = text.partition("://")
-        if scheme.lower() not in ("http", "https"):
-            raise InputError(
-                "endpoints", f"unsupported scheme in {endpoint!r}", "use host:port or http(s)://host:port"
-            )
-    text = text.rstrip("/")
-    if text.startswith("["):
-        raise InputError(
-            "endpoints", f"{endpoint!r} is IPv6", "etcd3aio dials IPv4 only: use an IPv4 address or name"
-        )
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, str(DEFAULT_CLIENT_PORT)
-    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise InputError("endpoints", f"{endpoint!r} is not host:port", "use host:port, e.g. 127.0.0.1:2379")
-    return _Target(original=endpoint, host=host, port=int(port_text), secure=secure)
 
 
 def _to_member(raw: Any) -> Member:
@@ -171,7 +70,7 @@ class EtcdClient:
             endpoints = [endpoints]
         if not endpoints:
             raise InputError("endpoints", "no endpoint given", "give at least one host:port")
-        self._targets = [_parse(e) for e in endpoints]
+        self._targets = [parse_target(e) for e in endpoints]
         if (cert_chain is None) != (cert_key is None):
             raise InputError(
                 "client_cert", "client_cert and client_key must be given together", "set both or neither"
@@ -191,7 +90,7 @@ class EtcdClient:
         self._password = password
         self.timeout = float(timeout)
         self._tls_server_name = tls_server_name
-        self._resolved: list[_Resolved] = []
+        self._resolved: list[Resolved] = []
         self._cluster: Any = None
         self._per_endpoint: dict[str, Any] = {}
         self._token: str | None = None
@@ -215,51 +114,22 @@ class EtcdClient:
     ) -> None:
         await self.close()
 
-    async def _resolve(self, target: _Target) -> _Resolved:
-        try:
-            ipaddress.IPv4Address(target.host)
-            return _Resolved(target, f"{target.host}:{target.port}")
-        except ValueError:
-            pass
-        host = "127.0.0.1" if target.host == "localhost" else target.host
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, target.port, family=socket.AF_INET, type=socket.SOCK_STREAM),
-                self.timeout,
-            )
-        except Exception as exc:
-            raise translate(exc, context=f"resolving etcd endpoint {target.original!r}") from exc
-        if not infos:
-            raise PermanentError(
-                f"etcd endpoint {target.original!r} has no IPv4 address: check the host name"
-            )
-        return _Resolved(target, f"{infos[0][4][0]}:{target.port}")
-
-    def _server_name(self, targets: Sequence[_Target]) -> str | None:
-        if self._tls_server_name:
-            return self._tls_server_name
-        for target in targets:
-            try:
-                ipaddress.IPv4Address(target.host)
-            except ValueError:
-                return target.host
-        return None
-
-    def _make_client(self, resolved: Sequence[_Resolved]) -> Any:
+    def _make_client(self, resolved: Sequence[Resolved]) -> Any:
         from etcd3aio import Etcd3Client
 
         tls = self._tls["ca_cert"] is not None
         return Etcd3Client(
             [r.address for r in resolved],
             rpc_max_attempts=2,
-            tls_server_name=self._server_name([r.target for r in resolved]) if tls else None,
+            tls_server_name=(self._tls_server_name or tls_server_name([r.target for r in resolved]))
+            if tls
+            else None,
             ca_cert=self._tls["ca_cert"],
             cert_chain=self._tls["cert_chain"],
             cert_key=self._tls["cert_key"],
         )
 
-    async def _open(self, resolved: Sequence[_Resolved]) -> Any:
+    async def _open(self, resolved: Sequence[Resolved]) -> Any:
         client = self._make_client(resolved)
         await client.connect()
         if self._user is not None:
@@ -289,7 +159,7 @@ class EtcdClient:
         """Resolve the endpoints and open the cluster channel (no request is made without auth)."""
         if self._cluster is not None:
             return
-        self._resolved = [await self._resolve(t) for t in self._targets]
+        self._resolved = [await resolve(t, self.timeout) for t in self._targets]
         self._cluster = await self._guard("connecting", self._open(self._resolved))
 
     async def close(self) -> None:
@@ -315,7 +185,7 @@ class EtcdClient:
                 key = resolved.address
                 break
         else:
-            resolved = await self._resolve(_parse(endpoint))
+            resolved = await resolve(parse_target(endpoint), self.timeout)
             key = resolved.address
         if key not in self._per_endpoint:
             self._per_endpoint[key] = await self._guard(f"connecting to {endpoint}", self._open([resolved]))
@@ -542,19 +412,3 @@ class EtcdClient:
             cluster.kv.compact(revision, physical=physical, timeout=60.0),
             timeout=61.0,
         )
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run an async etcd operation from synchronous code (tasks running in worker threads).
-
-    Args:
-        coro_fn: A zero-argument callable returning the coroutine to run.
-
-    Returns:
-        Its result.
-    """
-    return asyncio.run(_call(coro_fn))
-
-
-async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return await coro_fn()

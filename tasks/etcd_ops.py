@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.etcd_client import EndpointStatus, Member
+from blocks.etcd_records import EndpointStatus, Member
 from stateferry.errors import (
     PermanentError,
     PreconditionFailed,

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import pytest
 
 from blocks.etcd import EtcdCluster
-from blocks.etcd_client import EndpointStatus, EtcdClient, Member
+from blocks.etcd_client import EtcdClient
+from blocks.etcd_records import EndpointStatus, Member
 from devservers.etcd import LocalEtcd
 from devservers.ports import free_port
 from stateferry.errors import PermanentError, TransientError
