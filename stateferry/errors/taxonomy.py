@@ -4,18 +4,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = [
-    "Conflict",
-    "FieldCause",
-    "InputError",
-    "Invalid",
-    "NotFound",
-    "PermanentError",
-    "PreconditionFailed",
-    "StateferryError",
-    "TransientError",
-]
-
 
 class StateferryError(Exception):
     """Base of every stateferry error; the message says expected / found / what to do.
