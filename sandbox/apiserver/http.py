@@ -18,8 +18,9 @@ import orjson
 import yaml
 
 from sandbox.apiserver import discovery, errors, fieldmanager, openapi, protobuf, tables, wsexec
+from sandbox.apiserver.deletion import DeleteOptions, should_remove
 from sandbox.apiserver.errors import ApiError
-from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
+from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.resources import ResourceType
 from sandbox.apiserver.selectors import (
     fields_match,
