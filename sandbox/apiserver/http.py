@@ -18,6 +18,7 @@ import yaml
 from sandbox.apiserver import discovery, errors, fieldmanager, openapi, protobuf, watch, wsexec
 from sandbox.apiserver.deletion import DeleteOptions
 from sandbox.apiserver.errors import ApiError
+from sandbox.apiserver.listing import list_objects
 from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.resources import ResourceType
 from sandbox.apiserver.store import Obj
@@ -248,7 +249,8 @@ class Handler(BaseHTTPRequestHandler):
                 if q.get("watch") in ("true", "1"):
                     watch.serve(self, rt, ns, q, self._wants_table())
                     return
-                listing = reg.list_objects(
+                listing = list_objects(
+                    reg.store,
                     rt,
                     ns,
                     q.get("labelSelector", ""),

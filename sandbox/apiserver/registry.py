@@ -76,18 +76,6 @@ class Registry(TypeCatalog):
             raise errors.not_found(rt.plural, rt.group, name)
         return view(rt, obj)
 
-    def list_objects(
-        self,
-        rt: ResourceType,
-        ns: str | None,
-        label_selector: str = "",
-        field_selector: str = "",
-        limit: int = 0,
-        cont: str = "",
-    ) -> Obj:
-        """A ``<Kind>List`` with selectors and limit/continue applied."""
-        return list_objects(self.store, rt, ns, label_selector, field_selector, limit, cont)
-
     # ---- create ------------------------------------------------------------------------------------
     def create(
         self,
@@ -421,7 +409,7 @@ class Registry(TypeCatalog):
         self, rt: ResourceType, ns: str | None, label_selector: str, field_selector: str, opts: DeleteOptions
     ) -> Obj:
         """DELETE on a collection: delete every match; answer the list of what was deleted."""
-        listing = self.list_objects(rt, ns, label_selector, field_selector)
+        listing = list_objects(self.store, rt, ns, label_selector, field_selector)
         deleted = []
         for item in listing["items"]:
             try:
