@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.runtime import ippool
-from sandbox.runtime.pods import SANDBOX_MARKER_ENV, processes_with_env
+from sandbox.runtime.processes import SANDBOX_MARKER_ENV, processes_with_env
 
 CLUSTERS = ("source", "target")
 API_PORT = 6443

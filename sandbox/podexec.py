@@ -8,7 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from sandbox.runtime.pods import DEFAULT_PATH, POD_MARKER_ENV, SANDBOX_MARKER_ENV, etcdctl_env
+from sandbox.runtime.podplan import DEFAULT_PATH
+from sandbox.runtime.processes import POD_MARKER_ENV, SANDBOX_MARKER_ENV, etcdctl_env
 
 
 class PodNotRunning(RuntimeError):

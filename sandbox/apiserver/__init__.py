@@ -10,13 +10,17 @@ Usage::
 What answers like a real kube-apiserver (the facts are in /work/shared/k8s-fidelity.md):
 
 - ``http.py``: routing of ``/api``, ``/apis/<group>/<version>``, namespaced and cluster paths,
-  subresources (status, scale, pods/binding|eviction|log, namespaces/finalize), watch streams
-  (chunked JSON, replay from a resourceVersion, selector ADDED/DELETED semantics, bookmarks,
-  watch-list ``sendInitialEvents``), ``meta.k8s.io`` Tables for kubectl.
-- ``registry.py``: create/get/list/update/patch/delete with decoding (``decode.py``: Go's type errors,
-  quantity parsing, unknown-field pruning or ``fieldValidation=Strict``), defaults (``defaults.py``),
-  validation (``validation.py``), optimistic concurrency, generation, Service IP/nodePort allocation,
-  graceful pod deletion, finalizers and the DELETE answer shapes.
+  subresources (status, scale, pods/binding|eviction|log, namespaces/finalize: ``subresources.py``),
+  watch streams (``watch.py``: chunked JSON, replay from a resourceVersion, selector ADDED/DELETED
+  semantics, bookmarks, watch-list ``sendInitialEvents``), ``meta.k8s.io`` Tables for kubectl.
+- ``registry.py``: create/get/list/update/patch/delete with decoding (``requestbody.py``,
+  ``decode.py``: Go's type errors, quantity parsing, unknown-field pruning or
+  ``fieldValidation=Strict``), defaults (``defaults.py``), admission (``admission.py``), validation
+  (``validation.py`` and the ``*_rules.py`` per kind), optimistic concurrency, generation, LIST
+  paging (``listing.py``), ``/scale`` (``scale.py``), Service IP/nodePort allocation
+  (``allocations.py``), served types and CRDs (``catalog.py``), server-side apply field ownership
+  (``fieldmanager.py``); graceful pod deletion, finalizers and the DELETE answer shapes in
+  ``deletion.py``.
 - ``patch.py``: merge patch, JSON patch and strategic merge patch with the real merge keys.
 - ``controllers.py``: garbage collector (Background/Foreground/Orphan), namespace lifecycle,
   ``default`` ServiceAccount + ``kube-root-ca.crt``, CRD establishment and cleanup.

@@ -10,8 +10,10 @@ import threading
 import time
 from typing import Any
 
+from sandbox.apiserver.deletion import DeleteOptions, should_remove
 from sandbox.apiserver.errors import ApiError
-from sandbox.apiserver.registry import DeleteOptions, Registry, deepcopy, now, should_remove
+from sandbox.apiserver.objmeta import deepcopy, now
+from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.store import Event, Obj
 from sandbox.runtime.timescale import scaled
 

@@ -1,14 +1,12 @@
-"""The HTTP front end: routing of Kubernetes REST paths onto the registry, watch streams, discovery."""
+"""The HTTP front end: routing of Kubernetes REST paths onto the registry and discovery (watch streams:
+watch.py; binding, eviction and finalize: subresources.py; exec: wsexec.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,17 +15,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 import yaml
 
-from sandbox.apiserver import discovery, errors, fieldmanager, openapi, protobuf, tables, wsexec
+from sandbox.apiserver import discovery, errors, fieldmanager, openapi, protobuf, watch, wsexec
+from sandbox.apiserver.deletion import DeleteOptions
 from sandbox.apiserver.errors import ApiError
-from sandbox.apiserver.registry import DeleteOptions, Registry, should_remove
+from sandbox.apiserver.listing import list_objects
+from sandbox.apiserver.registry import Registry
 from sandbox.apiserver.resources import ResourceType
-from sandbox.apiserver.selectors import (
-    fields_match,
-    labels_match,
-    parse_field_selector,
-    parse_label_selector,
-)
-from sandbox.apiserver.store import Event, Obj
+from sandbox.apiserver.store import Obj
+from sandbox.apiserver.subresources import extra_sub, finalize_namespace, pod_action
+from sandbox.apiserver.tables import resource_table
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.server_could_not_find()
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if len(rest) > 3 or (sub is not None and sub not in rt.subresources and not _extra_sub(rt, sub)):
+        if len(rest) > 3 or (sub is not None and sub not in rt.subresources and not extra_sub(rt, sub)):
             raise errors.server_could_not_find()
         if rt.namespaced and name is not None and ns is None:
             raise errors.server_could_not_find()
@@ -251,9 +247,10 @@ class Handler(BaseHTTPRequestHandler):
         if name is None:
             if method == "GET":
                 if q.get("watch") in ("true", "1"):
-                    self._watch(rt, ns, q)
+                    watch.serve(self, rt, ns, q, self._wants_table())
                     return
-                listing = reg.list_objects(
+                listing = list_objects(
+                    reg.store,
                     rt,
                     ns,
                     q.get("labelSelector", ""),
@@ -264,7 +261,9 @@ class Handler(BaseHTTPRequestHandler):
                 if self._wants_table():
                     self._json(
                         200,
-                        _table(rt, listing["items"], listing["metadata"], q.get("includeObject", "Metadata")),
+                        resource_table(
+                            rt, listing["items"], listing["metadata"], q.get("includeObject", "Metadata")
+                        ),
                     )
                 else:
                     self._json(200, listing)
@@ -305,10 +304,10 @@ class Handler(BaseHTTPRequestHandler):
             self._pod_log(rt, ns, name, q)
             return
         if sub in ("binding", "eviction") and method == "POST":
-            self._json(201, _pod_action(reg, rt, ns, name, sub, self._parsed_body(raw)))
+            self._json(201, pod_action(reg, rt, ns, name, sub, self._parsed_body(raw)))
             return
         if sub == "finalize" and method == "PUT":
-            self._json(200, _finalize_namespace(reg, rt, name, self._parsed_body(raw)))
+            self._json(200, finalize_namespace(reg, rt, name, self._parsed_body(raw)))
             return
         if method == "GET":
             self._json(200, self._maybe_table(rt, reg.get(rt, ns, name), q))
@@ -365,7 +364,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _maybe_table(self, rt: ResourceType, obj: Obj, q: dict[str, str]) -> Obj:
         if self._wants_table():
-            return _table(
+            return resource_table(
                 rt,
                 [obj],
                 {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
@@ -390,192 +389,6 @@ class Handler(BaseHTTPRequestHandler):
             rv=pre.get("resourceVersion"),
             dry_run="All" in dry,
         )
-
-    # ---- watch -------------------------------------------------------------------------------------
-    def _watch(self, rt: ResourceType, ns: str | None, q: dict[str, str]) -> None:
-        store = self.server.registry.store
-        rv_text = q.get("resourceVersion", "")
-        if rv_text and not rv_text.isdigit():
-            raise ApiError(500, "", f"strconv.ParseUint: parsing {rv_text!r}: invalid syntax")
-        lreqs = parse_label_selector(q["labelSelector"]) if q.get("labelSelector") else []
-        freqs = parse_field_selector(q["fieldSelector"], rt.plural) if q.get("fieldSelector") else []
-        timeout = float(q.get("timeoutSeconds") or 1800)
-        bookmarks = q.get("allowWatchBookmarks") == "true"
-        as_table = self._wants_table()
-        include = q.get("includeObject", "Metadata")
-
-        def matches(obj: Obj | None) -> bool:
-            if obj is None:
-                return False
-            meta = obj["metadata"]
-            if ns is not None and meta.get("namespace") != ns:
-                return False
-            if lreqs and not labels_match(lreqs, meta.get("labels") or {}):
-                return False
-            return not freqs or fields_match(freqs, obj)
-
-        initial: list[Obj] = []
-        # watch-list (client-go's WatchListClient): the current state as ADDED events, then a bookmark
-        send_initial = q.get("sendInitialEvents") == "true"
-        with store.lock:
-            if rv_text in ("", "0") or send_initial:
-                initial = [o for o in store.items(rt.key, ns if rt.namespaced else None) if matches(o)]
-                sub = store.watch(rt.key, None)
-            else:
-                sub = store.watch(rt.key, int(rv_text))
-            initial_rv = store.rv
-        self.wfile.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        sock: socket.socket = self.connection
-        try:
-            if sub is None:
-                gone = ApiError(410, "Expired", f"too old resource version: {rv_text} ({store.rv})")
-                self._chunk({"type": "ERROR", "object": gone.status()})
-                return
-            watcher, replay = sub
-            try:
-                for obj in initial:
-                    self._chunk(self._event("ADDED", rt, obj, as_table, include))
-                if send_initial and bookmarks:
-                    mark = _bookmark(rt, initial_rv)
-                    mark["object"]["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
-                    self._chunk(mark)
-                deadline = time.monotonic() + timeout
-                pending: list[Event] = list(replay)
-                last_bookmark = time.monotonic()
-                while not self.server.stopping.is_set():
-                    for ev in pending:
-                        out = _translate(ev, matches)
-                        if out is not None:
-                            self._chunk(self._event(out[0], rt, out[1], as_table, include))
-                    pending = []
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = watcher.queue.get(timeout=min(remaining, 1.0))
-                    except queue.Empty:
-                        if _peer_closed(sock):
-                            return
-                        if bookmarks and time.monotonic() - last_bookmark > 10:
-                            last_bookmark = time.monotonic()
-                            self._chunk(_bookmark(rt, store.rv))
-                        continue
-                    if item is None:
-                        break
-                    pending.append(item)
-                    while True:
-                        try:
-                            nxt = watcher.queue.get_nowait()
-                        except queue.Empty:
-                            break
-                        if nxt is None:
-                            break
-                        pending.append(nxt)
-            finally:
-                store.unwatch(watcher)
-            self.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            self.close_connection = True
-        self.close_connection = True
-
-    def _event(self, etype: str, rt: ResourceType, obj: Obj, as_table: bool, include: str) -> Obj:
-        if obj.get("apiVersion") != rt.api_version:
-            obj = dict(obj, apiVersion=rt.api_version)
-        if as_table:
-            return {
-                "type": etype,
-                "object": _table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include),
-            }
-        return {"type": etype, "object": obj}
-
-    def _chunk(self, event: Obj) -> None:
-        data = orjson.dumps(event) + b"\n"
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-
-
-def _table(rt: ResourceType, objs: list[Obj], meta: Obj, include: str) -> Obj:
-    columns = None
-    if rt.custom and rt.crd_schemas and rt.crd_schemas.get("columns"):
-        columns = tables.printer_columns(list(rt.crd_schemas["columns"]))  # type: ignore[call-overload]
-    return tables.table(rt.key, objs, meta, include, columns)
-
-
-def _bookmark(rt: ResourceType, rv: int) -> Obj:
-    return {
-        "type": "BOOKMARK",
-        "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)}},
-    }
-
-
-def _translate(ev: Event, matches: Any) -> tuple[str, Obj] | None:
-    new_ok = matches(ev.obj)
-    if ev.type == "ADDED":
-        return ("ADDED", ev.obj) if new_ok else None
-    if ev.type == "DELETED":
-        return ("DELETED", ev.obj) if new_ok else None
-    old_ok = matches(ev.prev)
-    if new_ok and old_ok:
-        return ("MODIFIED", ev.obj)
-    if new_ok:
-        return ("ADDED", ev.obj)
-    if old_ok and ev.prev is not None:
-        prev = dict(
-            ev.prev, metadata=dict(ev.prev["metadata"], resourceVersion=ev.obj["metadata"]["resourceVersion"])
-        )
-        return ("DELETED", prev)
-    return None
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if readable:
-            return sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-    return False
-
-
-def _extra_sub(rt: ResourceType, sub: str) -> bool:
-    if rt.key == ("", "pods"):
-        return sub in ("binding", "eviction", "log", "exec")
-    return rt.key == ("", "namespaces") and sub == "finalize"
-
-
-def _pod_action(reg: Registry, rt: ResourceType, ns: str, name: str, sub: str, body: Any) -> Obj:
-    body = body if isinstance(body, dict) else {}
-    if sub == "binding":
-        target = (body.get("target") or {}).get("name")
-        if not target:
-            raise errors.invalid(
-                "Binding", "", name, [errors.FieldError("target.name", "Required", None, "")]
-            )
-        with reg.lock:
-            pod = reg.get(rt, ns, name)
-            if (pod.get("spec") or {}).get("nodeName"):
-                raise errors.conflict("pods", "", name)
-            reg.patch(
-                rt, ns, name, "application/merge-patch+json", orjson.dumps({"spec": {"nodeName": target}})
-            )
-    else:
-        opts = body.get("deleteOptions") or {}
-        reg.delete(rt, ns, name, DeleteOptions(grace=opts.get("gracePeriodSeconds")))
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
-
-
-def _finalize_namespace(reg: Registry, rt: ResourceType, name: str, body: Any) -> Obj:
-    with reg.lock:
-        cur = reg.get(rt, "", name)
-        new = orjson.loads(orjson.dumps(cur))
-        new["spec"] = {"finalizers": list(((body or {}).get("spec") or {}).get("finalizers") or [])}
-        if not new["spec"]["finalizers"]:
-            new["spec"] = {}
-        if should_remove(rt.key, new):
-            return reg.store.remove(rt.key, new)
-        return reg.store.commit(rt.key, new, cur)
 
 
 _REASONS = {

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.apiserver.resources import ResourceType
 
 Obj = dict[str, Any]
 # name, type, format ("wide": a priority-1 column, shown by ``kubectl get -o wide`` only), getter
@@ -332,3 +335,11 @@ def table(
         ],
         "rows": rows,
     }
+
+
+def resource_table(rt: ResourceType, objs: list[Obj], meta: Obj, include: str) -> Obj:
+    """The Table of ``objs`` of a resource type (a CRD's additionalPrinterColumns for custom resources)."""
+    columns = None
+    if rt.custom and rt.crd_schemas and rt.crd_schemas.get("columns"):
+        columns = printer_columns(list(rt.crd_schemas["columns"]))  # type: ignore[call-overload]
+    return table(rt.key, objs, meta, include, columns)

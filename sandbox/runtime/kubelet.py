@@ -17,9 +17,11 @@ from sandbox.runtime.dns import ClusterDns, resolv_conf, write_in_place
 from sandbox.runtime.events import EventRecorder
 from sandbox.runtime.ippool import IpPool
 from sandbox.runtime.kube import Kube, Obj, path_of
-from sandbox.runtime.objects import meta, name_of, now_iso, ns_of, pod_phase, terminating, uid_of
+from sandbox.runtime.node import node_object, node_status
+from sandbox.runtime.objects import meta, name_of, ns_of, pod_phase, terminating, uid_of
 from sandbox.runtime.pods import PodRuntime
 from sandbox.runtime.podspec import PodConfigError, PodNotReady, build_plan
+from sandbox.runtime.podstatus import pod_status, restarted_status, strip_times, waiting_status
 from sandbox.runtime.world import World
 
 log = logging.getLogger(__name__)
@@ -82,52 +84,8 @@ class Kubelet:
     # ------------------------------------------------------------------ node
     def register_node(self) -> None:
         """Create (or refresh) the Node object."""
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": self.node_name,
-                "labels": {
-                    "kubernetes.io/hostname": self.node_name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "node-role.kubernetes.io/control-plane": "",
-                },
-            },
-            "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]},
-        }
-        self.kube.create("nodes", None, body, exist_ok=True)
-        now = now_iso()
-        status: Obj = {
-            "addresses": [
-                {"type": "InternalIP", "address": self.node_ip},
-                {"type": "Hostname", "address": self.node_name},
-            ],
-            "capacity": {"cpu": "2", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-            "allocatable": {"cpu": "2", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "kubelet is posting ready status",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "nodeInfo": {
-                "kubeletVersion": "v1.24.0-sandbox",
-                "containerRuntimeVersion": "sandbox://1.0",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-                "osImage": "stateferry sandbox",
-                "kernelVersion": "",
-                "kubeProxyVersion": "v1.24.0-sandbox",
-                "machineID": "",
-                "systemUUID": "",
-                "bootID": "",
-            },
-        }
+        self.kube.create("nodes", None, node_object(self.node_name, self.pod_cidr), exist_ok=True)
+        status = node_status(self.node_name, self.node_ip)
         self.kube.patch("nodes", None, self.node_name, {"status": status}, sub="status")
 
     def mark_pods_not_ready(self) -> int:
@@ -141,26 +99,7 @@ class Kubelet:
             status = pod.get("status") or {}
             if (pod.get("spec") or {}).get("nodeName") != self.node_name or status.get("phase") != "Running":
                 continue
-            statuses = []
-            for cs in status.get("containerStatuses") or []:
-                cs = {**cs, "ready": False, "started": False}
-                if "running" in (cs.get("state") or {}):
-                    cs["lastState"] = {
-                        "terminated": {
-                            "exitCode": 255,
-                            "reason": "Unknown",
-                            "startedAt": cs["state"]["running"].get("startedAt"),
-                            "finishedAt": now_iso(),
-                        }
-                    }
-                    cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
-                statuses.append(cs)
-            body = {
-                "status": {
-                    "conditions": _conditions(status, scheduled=True, initialized=True, ready=False),
-                    "containerStatuses": statuses or None,
-                }
-            }
+            body = {"status": restarted_status(status)}
             with contextlib.suppress(ApiException):
                 self.kube.patch("pods", ns_of(pod), name_of(pod), body, sub="status")
                 count += 1
@@ -464,8 +403,8 @@ class Kubelet:
             pod = self.pods.get(uid)
         if runtime is None or pod is None:
             return False
-        status = self._status(pod, runtime)
-        cmp = json.dumps(_strip_times(status), sort_keys=True)
+        status = pod_status(pod, runtime, self.node_ip)
+        cmp = json.dumps(strip_times(status), sort_keys=True)
         if self._pushed.get(uid) == cmp:
             return False
         try:
@@ -478,84 +417,9 @@ class Kubelet:
         return True
 
     def _push_waiting(self, pod: Obj, ip: str, reason: str, message: str) -> None:
-        prev = pod.get("status") or {}
-        now = now_iso()
-        # a pod that already ran keeps its phase, restart counts and last states while a container
-        # waits to start again (as a kubelet after a node reboot); only a new pod is Pending
-        before = {cs.get("name"): cs for cs in prev.get("containerStatuses") or []}
-        statuses = [
-            {
-                "name": c.get("name"),
-                "image": c.get("image"),
-                "imageID": "",
-                "ready": False,
-                "started": False,
-                "restartCount": int(was.get("restartCount") or 0),
-                "state": {"waiting": {"reason": reason, "message": message}},
-                "lastState": was.get("lastState") or {},
-            }
-            for c in (pod.get("spec") or {}).get("containers") or []
-            for was in [before.get(c.get("name")) or {}]
-        ]
-        status = {
-            "phase": "Running" if pod_phase(pod) == "Running" else "Pending",
-            "hostIP": self.node_ip,
-            "startTime": prev.get("startTime") or now,
-            "conditions": _conditions(prev, scheduled=True, initialized=True, ready=False),
-            "containerStatuses": statuses,
-            "qosClass": prev.get("qosClass") or "BestEffort",
-        }
+        status = waiting_status(pod, self.node_ip, reason, message)
         with contextlib.suppress(ApiException):
             self.kube.patch("pods", ns_of(pod), name_of(pod), {"status": status}, sub="status")
-
-    def _status(self, pod: Obj, runtime: PodRuntime) -> Obj:
-        prev = pod.get("status") or {}
-        states = runtime.snapshot()
-        init_states = runtime.init_snapshot()
-        initialized = runtime.init_done
-        ready = initialized and bool(states) and all(s.ready for s in states)
-        policy = runtime.plan.restart_policy
-        if runtime.error:
-            phase = "Pending"
-        elif runtime.init_failed:
-            phase = "Failed"
-        elif not initialized:
-            phase = "Pending"
-        elif (
-            states
-            and all(s.state == "terminated" for s in states)
-            and (policy == "Never" or (policy == "OnFailure" and all(s.exit_code == 0 for s in states)))
-        ):
-            phase = "Succeeded" if all(s.exit_code == 0 for s in states) else "Failed"
-        elif not runtime.sandbox_ready:
-            phase = "Pending"
-        else:
-            phase = "Running"
-        if phase in ("Succeeded", "Failed"):
-            ready = False
-        now = now_iso()
-        container_statuses = [s.as_status() for s in states]
-        if runtime.error:
-            for cs in container_statuses:
-                cs["state"] = {"waiting": {"reason": "CreateContainerError", "message": runtime.error}}
-        if not initialized:
-            for cs in container_statuses:
-                if "waiting" in cs["state"]:
-                    cs["state"] = {"waiting": {"reason": "PodInitializing"}}
-        status: Obj = {
-            "phase": phase,
-            "hostIP": self.node_ip,
-            "hostIPs": [{"ip": self.node_ip}],
-            "podIP": runtime.plan.pod_ip,
-            "podIPs": [{"ip": runtime.plan.pod_ip}],
-            "startTime": prev.get("startTime") or now,
-            "conditions": _conditions(prev, scheduled=True, initialized=initialized, ready=ready),
-            "containerStatuses": container_statuses,
-            "qosClass": prev.get("qosClass") or "BestEffort",
-        }
-        if init_states:
-            status["initContainerStatuses"] = [s.as_status() for s in init_states]
-        return status
 
     def stop_all(self, grace: float = 5.0) -> None:
         """Stop every pod (supervisor shutdown); pods stay in the API and restart on the next ``up``."""
@@ -567,38 +431,3 @@ class Kubelet:
             t.start()
         for t in threads:
             t.join(timeout=grace + 10)
-
-
-def _conditions(prev: Obj, *, scheduled: bool, initialized: bool, ready: bool) -> list[Obj]:
-    old = {c.get("type"): c for c in prev.get("conditions") or []}
-    now = now_iso()
-
-    def cond(ctype: str, ok: bool) -> Obj:
-        st = "True" if ok else "False"
-        before = old.get(ctype) or {}
-        out: Obj = {
-            "type": ctype,
-            "status": st,
-            "lastProbeTime": None,
-            "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == st else now,
-        }
-        if not ok and ctype in ("Ready", "ContainersReady"):
-            out["reason"] = "ContainersNotReady"
-        if not ok and ctype == "Initialized":
-            out["reason"] = "ContainersNotInitialized"
-        return out
-
-    return [
-        cond("Initialized", initialized),
-        cond("Ready", ready),
-        cond("ContainersReady", ready),
-        cond("PodScheduled", scheduled),
-    ]
-
-
-def _strip_times(status: Obj) -> Obj:
-    out = dict(status)
-    out["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
-    ]
-    return out

@@ -10,253 +10,44 @@ mounted on the host.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import itertools
 import logging
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sandbox.runtime import mountpoints
+from sandbox.runtime.containers import Container, ContainerState, now
+from sandbox.runtime.podplan import DEFAULT_PATH, ContainerPlan, Mount, PodPlan
+from sandbox.runtime.podsandbox import nsenter_argv, setup_script
 from sandbox.runtime.probes import Probe, run_probe
+from sandbox.runtime.processes import (
+    POD_MARKER_ENV,
+    SANDBOX_MARKER_ENV,
+    etcdctl_env,
+    kill_marked,
+    processes_with_env,
+    terminate,
+    terminate_soon,
+)
 from sandbox.runtime.timescale import scaled
 
+# the plan types and process helpers are importable from here too (tests, older callers)
+__all__ = [
+    "DEFAULT_PATH",
+    "POD_MARKER_ENV",
+    "SANDBOX_MARKER_ENV",
+    "ContainerPlan",
+    "Mount",
+    "PodPlan",
+    "PodRuntime",
+    "processes_with_env",
+]
+
 log = logging.getLogger(__name__)
-
-SANDBOX_MARKER_ENV = "STATEFERRY_SANDBOX_ID"
-POD_MARKER_ENV = "STATEFERRY_SANDBOX_POD"
-LOCAL_BIN_LINKS = {"etcd": "/usr/bin/etcd", "etcdctl": "/usr/bin/etcdctl"}
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount inside the pod: host ``source`` appears at ``target``."""
-
-    source: str
-    target: str
-    read_only: bool = False
-
-
-#: capabilities a container runtime (containerd, CRI-O) gives a container by default
-DEFAULT_CAPS = (
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "NET_RAW",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The user, groups and capabilities a container's processes run with (``securityContext``).
-
-    ``caps`` is the bounding set (None = every capability, ``privileged``); a root process gets
-    exactly these, a non-root process none (no ambient capabilities, as with containerd).
-    """
-
-    uid: int = 0
-    gid: int = 0
-    groups: tuple[int, ...] = ()
-    caps: tuple[str, ...] | None = DEFAULT_CAPS
-    no_new_privs: bool = False
-
-    def argv(self) -> list[str]:
-        """``setpriv`` prefix that switches to this identity before exec."""
-        out = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}"]
-        out.append(f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups")
-        if self.caps is not None:
-            out += [
-                "--inh-caps=-all",
-                "--bounding-set=" + ",".join(["-all", *(f"+{c.lower()}" for c in self.caps)]),
-            ]
-        if self.no_new_privs:
-            out.append("--no-new-privs")
-        return [*out, "--"]
-
-
-@dataclass
-class ContainerPlan:
-    """What to run for one container.
-
-    Attributes:
-        name: container name.
-        image: image reference (only informational).
-        argv: command + args; empty for containers without a process (Running at once).
-        env: the complete environment of the process.
-        cwd: working directory inside the pod.
-        readiness / liveness / startup: probes or None.
-    """
-
-    name: str
-    image: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str = "/"
-    readiness: Probe | None = None
-    liveness: Probe | None = None
-    startup: Probe | None = None
-    probe_env: dict[str, str] = field(default_factory=dict)
-    identity: Identity | None = None  # None: the sandbox's own user (root, every capability)
-    exec_identity: Identity | None = None  # pods/exec: the securityContext even without a process
-
-
-@dataclass
-class PodPlan:
-    """Everything the runtime needs to run a pod."""
-
-    uid: str
-    namespace: str
-    name: str
-    hostname: str
-    pod_ip: str
-    pod_dir: Path
-    hosts_file: Path
-    resolv_file: Path
-    mounts: list[Mount]
-    containers: list[ContainerPlan]
-    restart_policy: str = "Always"
-    init_containers: list[ContainerPlan] = field(default_factory=list)
-    marker: str = ""
-    extra_bin_links: dict[str, str] = field(default_factory=dict)
-
-
-def mount_order(mounts: list[Mount]) -> list[Mount]:
-    """Mounts in a safe order: one whose target hides another's source (an emptyDir on ``/tmp``
-    while the sandbox's state lives under ``/tmp``) comes after it; parents before children."""
-
-    def hides(m: Mount) -> bool:
-        return any(o.source.startswith(m.target.rstrip("/") + "/") for o in mounts if o is not m)
-
-    return sorted(mounts, key=lambda m: (hides(m), m.target.count("/") if hides(m) else 0))
-
-
-#: The stand-in for the project image: the host's interpreter and this checkout (with its venv).
-IMAGE_TREES = (Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2])
-#: A tmpfs of the pod's own mount namespace holding the image trees it re-exposes: never below a
-#: directory that the setup is about to hide.
-STASH_DIR = "/run/stateferry-sandbox-stash"
-STASH_MOUNT = [f"mkdir -p {STASH_DIR}", f"mount -t tmpfs -o mode=0700,size=1m sandbox-stash {STASH_DIR}"]
-
-
-def _image_for_everyone() -> list[str]:
-    """Setup lines that let a non-root container run the stand-in image.
-
-    The host's interpreter and this checkout may live below a directory only root can enter
-    (``/root/.pyenv``, a ``mktemp -d`` clone). A real image's files are usable by its user, so in
-    the pod's own mount namespace each such directory becomes a tmpfs (0755) holding only the
-    image's trees. Needs :data:`STASH_MOUNT` first.
-    """
-    blocked: dict[Path, set[Path]] = {}
-    for tree in IMAGE_TREES:
-        chain = [*reversed(tree.parents), tree]
-        for parent, child in itertools.pairwise(chain):
-            if parent != Path("/") and not parent.stat().st_mode & 0o001:
-                blocked.setdefault(parent, set()).add(child)
-                break
-    q = shlex.quote
-    lines: list[str] = []
-    for n, (parent, children) in enumerate(sorted(blocked.items(), key=lambda kv: len(kv[0].parts))):
-        stashes = [(q(f"{STASH_DIR}/{n}-{m}"), child) for m, child in enumerate(sorted(children))]
-        for stash, child in stashes:
-            lines += [f"mkdir -p {stash}", f"mount --bind {q(str(child))} {stash}"]
-        lines.append(f"mount -t tmpfs -o mode=0755,size=1m sandbox-image-{n} {q(str(parent))}")
-        for stash, child in stashes:
-            lines += [f"mkdir -p {q(str(child))}", f"mount --bind {stash} {q(str(child))}"]
-    return lines
-
-
-def _image_trees_hidden_by(targets: list[Path]) -> list[Path]:
-    """The image trees that a volume mount would hide.
-
-    A real image's files are never hidden by a volume mounted elsewhere (e.g. an emptyDir on
-    ``/tmp``), but the stand-in image is the host's files: a checkout under ``/tmp`` would vanish
-    under such a mount. The pod setup re-exposes these trees at their own paths after the mounts.
-    """
-    return [t for t in IMAGE_TREES if any(m == t or m in t.parents for m in targets)]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class ContainerState:
-    """Observed state of one container (what the kubelet reports in ``containerStatuses``)."""
-
-    name: str
-    image: str
-    state: str = "waiting"  # waiting | running | terminated
-    reason: str = "ContainerCreating"
-    started_at: str | None = None
-    finished_at: str | None = None
-    exit_code: int | None = None
-    restart_count: int = 0
-    ready: bool = False
-    started: bool = False
-    last_terminated: dict[str, Any] | None = None
-    pid: int | None = None
-
-    def as_status(self) -> dict[str, Any]:
-        """Render as a ``ContainerStatus`` dict of the API."""
-        state: dict[str, Any]
-        if self.state == "running":
-            state = {"running": {"startedAt": self.started_at}}
-        elif self.state == "terminated":
-            state = {
-                "terminated": {
-                    "exitCode": self.exit_code,
-                    "reason": self.reason,
-                    "startedAt": self.started_at,
-                    "finishedAt": self.finished_at,
-                }
-            }
-        else:
-            state = {"waiting": {"reason": self.reason}}
-        out: dict[str, Any] = {
-            "name": self.name,
-            "image": self.image,
-            "imageID": "",
-            "containerID": f"sandbox://{self.pid}" if self.pid else None,
-            "ready": self.ready,
-            "started": self.started,
-            "restartCount": self.restart_count,
-            "state": state,
-            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
-        }
-        if out["containerID"] is None:
-            del out["containerID"]
-        return out
-
-
-class _Container:
-    def __init__(self, plan: ContainerPlan, init: bool = False) -> None:
-        self.plan = plan
-        self.init = init
-        self.state = ContainerState(name=plan.name, image=plan.image)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.next_start = 0.0
-        self.generation = 0
-        self.done = False  # will not be restarted
-        self.last_start = 0.0
 
 
 class PodRuntime:
@@ -277,8 +68,8 @@ class PodRuntime:
         self.on_change = on_change
         self.on_event = on_event
         self.holder: subprocess.Popen[bytes] | None = None
-        self.containers = [_Container(c) for c in plan.containers]
-        self.init_containers = [_Container(c, init=True) for c in plan.init_containers]
+        self.containers = [Container(c) for c in plan.containers]
+        self.init_containers = [Container(c, init=True) for c in plan.init_containers]
         self.error: str | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -298,50 +89,6 @@ class PodRuntime:
             env[SANDBOX_MARKER_ENV] = self.plan.marker
         return env
 
-    def _setup_script(self) -> str:
-        p = self.plan
-        q = shlex.quote
-        lines = ["set -e", f"hostname {q(p.hostname)}"]
-        lines.append(f"mount --bind {q(str(p.hosts_file))} /etc/hosts")
-        lines.append(f"mount --bind {q(str(p.resolv_file))} /etc/resolv.conf")
-        # /usr/local/bin becomes a tmpfs with etcd/etcdctl, keeping links to what the host had there
-        # (e.g. a python3 that the project's venv points to), seen through a private bind mount.
-        host_bin = q(str(p.pod_dir / ".host-local-bin"))
-        lines.append(f"mkdir -p {host_bin}")
-        lines.append(f"mount --bind /usr/local/bin {host_bin}")
-        lines.append("mount -t tmpfs -o mode=0755,size=1m sandbox-local-bin /usr/local/bin")
-        lines.append(f"for f in {host_bin}/* {host_bin}/.[!.]*; do")
-        lines.append('  if [ -e "$f" ]; then ln -s "$f" /usr/local/bin/; fi')
-        lines.append("done")
-        for name, target in {**LOCAL_BIN_LINKS, **p.extra_bin_links}.items():
-            lines.append(f"ln -sf {q(target)} /usr/local/bin/{q(name)}")
-        non_root = any(c.identity and c.identity.uid != 0 for c in p.containers + p.init_containers)
-        readable = _image_for_everyone() if non_root else []
-        hidden = _image_trees_hidden_by([Path(m.target) for m in p.mounts])
-        if readable or hidden:
-            lines += STASH_MOUNT
-        lines += readable
-        for n, tree in enumerate(hidden):
-            lines += [
-                f"mkdir -p {STASH_DIR}/hidden-{n}",
-                f"mount --bind {q(str(tree))} {STASH_DIR}/hidden-{n}",
-            ]
-        for m in mount_order(p.mounts):
-            # another pod may have removed a shared mount point since _ensure_mountpoints: recreate it
-            if Path(m.source).is_dir():
-                lines.append(f"[ -e {q(m.target)} ] || mkdir -p {q(m.target)}")
-            else:
-                parent = q(str(Path(m.target).parent))
-                lines.append(f"[ -e {q(m.target)} ] || {{ mkdir -p {parent}; : > {q(m.target)}; }}")
-            lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
-            if m.read_only:
-                lines.append(f"mount -o remount,bind,ro {q(m.target)}")
-        for n, tree in enumerate(hidden):
-            lines += [f"mkdir -p {q(str(tree))}", f"mount --bind {STASH_DIR}/hidden-{n} {q(str(tree))}"]
-        lines.append("echo ready")
-        lines.append("exec sleep infinity")
-        return "\n".join(lines) + "\n"
-
     def _ensure_mountpoints(self) -> None:
         for m in self.plan.mounts:
             self._created_dirs.extend(mountpoints.ensure(Path(m.target), directory=Path(m.source).is_dir()))
@@ -351,7 +98,7 @@ class PodRuntime:
         p.pod_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_mountpoints()
         script = p.pod_dir / "sandbox-setup.sh"
-        script.write_text(self._setup_script())
+        script.write_text(setup_script(p))
         log_file = open(p.pod_dir / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.holder = subprocess.Popen(
@@ -398,7 +145,7 @@ class PodRuntime:
                 self.on_change()
             self._stopping.wait(0.1)
 
-    def _tick(self, c: _Container) -> bool:
+    def _tick(self, c: Container) -> bool:
         with self._lock:
             if c.done or self._stopping.is_set():
                 return False
@@ -413,7 +160,7 @@ class PodRuntime:
             self._on_exit(c, code)
             return True
 
-    def _event(self, c: _Container, reason: str, message: str, warning: bool = False) -> None:
+    def _event(self, c: Container, reason: str, message: str, warning: bool = False) -> None:
         if self.on_event is not None:
             kind = "initContainers" if c.init else "containers"
             try:
@@ -421,13 +168,13 @@ class PodRuntime:
             except Exception as exc:
                 log.debug("event: %s", exc)
 
-    def _start_container(self, c: _Container) -> None:
+    def _start_container(self, c: Container) -> None:
         c.generation += 1
         c.last_start = time.monotonic()
         self._event(c, "Pulled", f'Container image "{c.plan.image}" already present on machine')
         self._event(c, "Created", f"Created container {c.plan.name}")
         self._event(c, "Started", f"Started container {c.plan.name}")
-        c.state.started_at = _now()
+        c.state.started_at = now()
         c.state.finished_at = None
         c.state.exit_code = None
         if not c.plan.argv:
@@ -437,7 +184,7 @@ class PodRuntime:
                 c.state.ready = True
             else:  # a run-to-completion pod of an image without a process: succeeds at once
                 c.state.state, c.state.reason, c.state.exit_code = "terminated", "Completed", 0
-                c.state.finished_at = _now()
+                c.state.finished_at = now()
                 c.done = True
             return
         log_path = self.plan.pod_dir / f"{c.plan.name}.log"
@@ -446,19 +193,8 @@ class PodRuntime:
         log_file = open(log_path, "ab")  # noqa: SIM115
         assert self.holder is not None
         try:
-            as_user = c.plan.identity.argv() if c.plan.identity else []
             c.proc = subprocess.Popen(
-                [
-                    "nsenter",
-                    "-m",
-                    "-u",
-                    "-t",
-                    str(self.holder.pid),
-                    f"--wd={c.plan.cwd}",
-                    "--",
-                    *as_user,
-                    *c.plan.argv,
-                ],
+                nsenter_argv(self.holder.pid, c.plan.cwd, c.plan.identity, c.plan.argv),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -480,7 +216,7 @@ class PodRuntime:
         c.state.started = c.plan.startup is None
         threading.Thread(target=self._probe_loop, args=(c, c.generation), daemon=True).start()
 
-    def _on_exit(self, c: _Container, code: int) -> None:
+    def _on_exit(self, c: Container, code: int) -> None:
         assert c.proc is not None
         pgid = c.proc.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -491,7 +227,7 @@ class PodRuntime:
         reason = "Completed" if code == 0 else "Error"
         if code == 137:
             reason = "Error"
-        finished = _now()
+        finished = now()
         c.state.ready = False
         c.state.started = False
         policy = self.plan.restart_policy
@@ -532,10 +268,10 @@ class PodRuntime:
             c.state.exit_code, c.state.finished_at = code, finished
 
     # ------------------------------------------------------------------ probes
-    def _alive(self, c: _Container, generation: int) -> bool:
+    def _alive(self, c: Container, generation: int) -> bool:
         return not self._stopping.is_set() and c.generation == generation and c.proc is not None
 
-    def _probe_loop(self, c: _Container, generation: int) -> None:
+    def _probe_loop(self, c: Container, generation: int) -> None:
         plan = c.plan
         start = time.monotonic()
 
@@ -578,7 +314,7 @@ class PodRuntime:
 
     def _apply_probe(
         self,
-        c: _Container,
+        c: Container,
         generation: int,
         name: str,
         probe: Probe,
@@ -610,19 +346,9 @@ class PodRuntime:
         if changed:
             self.on_change()
 
-    def _kill_container(self, c: _Container) -> None:
+    def _kill_container(self, c: Container) -> None:
         if c.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(c.proc.pid, signal.SIGTERM)
-            proc = c.proc
-
-            def later() -> None:
-                time.sleep(2)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGKILL)
-
-            threading.Thread(target=later, daemon=True).start()
+            terminate_soon(c.proc)
 
     # ------------------------------------------------------------------ exec / status
     def exec(
@@ -648,9 +374,8 @@ class PodRuntime:
         env.update(extra_env or {})
         env.update(self._marker_env())
         cwd = plan.cwd if plan else "/"
-        as_user = plan.identity.argv() if plan and plan.identity else []
         proc = subprocess.Popen(
-            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={cwd}", "--", *as_user, *argv],
+            nsenter_argv(self.holder.pid, cwd, plan.identity if plan else None, argv),
             stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -681,9 +406,8 @@ class PodRuntime:
         plan = run.plan
         env = {**plan.env, **self._marker_env()}
         who = plan.exec_identity or plan.identity
-        as_user = who.argv() if who else []
         return subprocess.Popen(
-            ["nsenter", "-m", "-u", "-t", str(self.holder.pid), f"--wd={plan.cwd}", "--", *as_user, *argv],
+            nsenter_argv(self.holder.pid, plan.cwd, who, argv),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -732,18 +456,7 @@ class PodRuntime:
             for c in self.containers + self.init_containers:
                 if c.proc is not None:
                     self._event(c, "Killing", f"Stopping container {c.plan.name}")
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        terminate(procs, grace)
         with self._lock:
             for c in self.containers:
                 if c.proc is not None:
@@ -754,7 +467,7 @@ class PodRuntime:
                 if c.state.exit_code is None:  # never ran, or a container without a process
                     c.state.exit_code = 0 if not c.plan.argv else 137
                 c.state.reason = "Completed" if c.state.exit_code == 0 else "Error"
-                c.state.finished_at = c.state.finished_at or _now()
+                c.state.finished_at = c.state.finished_at or now()
         if self.holder is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.holder.pid, signal.SIGKILL)
@@ -767,40 +480,3 @@ class PodRuntime:
     def remove_mountpoints(self, still_used: set[str]) -> None:
         """Remove the mount points this pod created on the host that no pod on the machine still uses."""
         mountpoints.remove_unused(self._created_dirs, still_used)
-
-
-def etcdctl_env(argv: Sequence[str], pod_ip: str) -> dict[str, str]:
-    """``ETCDCTL_ENDPOINTS=http://<pod-ip>:2379`` unless the command names its endpoints itself.
-
-    Pods share the host's network namespace, so etcdctl's default endpoint (127.0.0.1:2379) would
-    not reach the pod's etcd; etcdctl refuses the variable together with ``--endpoints``.
-    """
-    if any("--endpoints" in a for a in argv):
-        return {}
-    return {"ETCDCTL_ENDPOINTS": f"http://{pod_ip}:2379"}
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """PIDs of live processes whose initial environment has ``name=value`` (scans /proc)."""
-    needle = f"{name}={value}".encode()
-    out: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if needle in env:
-            out.append(int(entry))
-    return out
-
-
-def kill_marked(name: str, value: str, sig: int = signal.SIGKILL) -> list[int]:
-    """Send ``sig`` to every process marked with ``name=value``; return their PIDs."""
-    pids = [p for p in processes_with_env(name, value) if p != os.getpid()]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-    return pids

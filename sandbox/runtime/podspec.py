@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox.runtime.pods import DEFAULT_PATH, ContainerPlan, Mount, PodPlan
+from sandbox.runtime.podplan import DEFAULT_PATH, ContainerPlan, Mount, PodPlan
 from sandbox.runtime.probes import parse_probe
 from sandbox.runtime.security import SecurityConfigError, apply_fs_group, container_identity
 

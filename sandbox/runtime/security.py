@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from sandbox.runtime.pods import DEFAULT_CAPS, Identity
+from sandbox.runtime.podplan import DEFAULT_CAPS, Identity
 
 IMAGE_USERS = {"project": (10001, 10001), "etcd": (0, 0), "none": (0, 0)}
 ALL_CAPS = [
