@@ -60,7 +60,6 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _MAX_TRANSFORMS = 200
-_SHAPE = "give a list of {kind, path, op, value}"
 
 
 @dataclass(frozen=True)
