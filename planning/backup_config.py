@@ -333,6 +333,15 @@ def _source_model(engine: str) -> type[_SourceModel]:
     return EtcdSourceConfig
 
 
+def _refuse_secrets(entry: Any, where: str, fix: str) -> None:
+    """Refuse a secret key in the mapping ``entry`` (at ``where`` in the job); ``fix`` names its block."""
+    key = next((k for k in _SECRET_KEYS if k in entry), None) if isinstance(entry, dict) else None
+    if key is not None:
+        raise InputError(
+            f"{where}.{key}", "secrets do not belong in a job config (it is a visible flow parameter)", fix
+        )
+
+
 def parse_job(data: Any) -> BackupJob:
     """Validate one job mapping (as loaded from YAML or given as flow parameter).
 
@@ -375,25 +384,13 @@ def parse_job(data: Any) -> BackupJob:
         engine = "pvc"  # files of a PersistentVolumeClaim, packed in the cluster
     if isinstance(src, dict):
         src = dict(src)
-        connect = src.get("connect")
-        if isinstance(connect, dict):
-            for key in _SECRET_KEYS:
-                if key in connect:
-                    raise InputError(
-                        f"sources[0].connect.{key}",
-                        "secrets do not belong in a job config (it is a visible flow parameter)",
-                        "save a Database/EtcdCluster/RedisServer block and reference it as"
-                        " connect: {block: <name>}",
-                    )
+        fix = "save a Database/EtcdCluster/RedisServer block and reference it as connect: {block: <name>}"
+        _refuse_secrets(src.get("connect"), "sources[0].connect", fix)
     for i, st in enumerate(data.get("storages") or []):
         if isinstance(st, dict):
-            for key in _SECRET_KEYS:
-                if key in st:
-                    raise InputError(
-                        f"storages[{i}].{key}",
-                        "secrets do not belong in a job config (it is a visible flow parameter)",
-                        "save an ObjectStore block and reference it as object_store: <name>",
-                    )
+            _refuse_secrets(
+                st, f"storages[{i}]", "save an ObjectStore block and reference it as object_store: <name>"
+            )
             if st.get("storage") not in ("local", "s3", "sftp"):
                 raise InputError(
                     f"storages[{i}].storage",

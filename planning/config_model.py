@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -13,6 +14,26 @@ class ConfigModel(BaseModel):
     """A frozen pydantic model that refuses unknown keys (a typo is an error, never ignored)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def with_aliases(data: Any, aliases: Mapping[str, str]) -> Any:
+    """A model's raw input with each alias key renamed to its field (for a ``mode="before"`` validator).
+
+    Args:
+        data: The input; anything but a dict is returned as it is (pydantic refuses it).
+        aliases: Field name by alias (``{"month": "months"}``). An alias given together with its
+            field stays, and is refused as an unknown key.
+
+    Returns:
+        A renamed copy of a dict input.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for alias, name in aliases.items():
+        if alias in data and name not in data:
+            data[name] = data.pop(alias)
+    return data
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -17,12 +17,12 @@ session (``FLUSH TABLES WITH READ LOCK`` in ``mysql -e``) ends with it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from planning.param_lists import entry_maps, json_list
 from planning.resources import LabelSelector
 from stateferry.errors import InputError
 
@@ -89,29 +89,13 @@ def parse_hooks(value: Sequence[Mapping[str, Any]] | str | None, namespaces: Seq
     Raises:
         InputError: naming ``hooks[i].<key>`` and the fix; also when no hook has a ``pre`` command.
     """
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else []
-        except ValueError as exc:
-            raise InputError(
-                "hooks", f"is not JSON ({exc})", "give a list of {selector, container, pre, post}"
-            ) from None
+    value = json_list(value, "hooks", "{selector, container, pre, post}")
     if not value:
         raise InputError(
             "hooks", "is empty with quiesce='hooks'", "give at least one hook with a pre command"
         )
-    if not isinstance(value, list):
-        raise InputError(
-            "hooks", f"is a {type(value).__name__}", "give a list of {selector, container, pre, post}"
-        )
     out = []
-    for i, entry in enumerate(value):
-        fld = f"hooks[{i}]"
-        if not isinstance(entry, Mapping):
-            raise InputError(fld, f"is {entry!r}", "give a map {namespace, selector, container, pre, post}")
-        unknown = sorted(set(entry) - _KEYS)
-        if unknown:
-            raise InputError(fld, f"has unknown keys {unknown}", f"use only {sorted(_KEYS)}")
+    for i, fld, entry in entry_maps(value, "hooks", _KEYS, "{namespace, selector, container, pre, post}"):
         ns = entry.get("namespace") or (namespaces[0] if len(namespaces) == 1 else None)
         if ns not in namespaces:
             raise InputError(

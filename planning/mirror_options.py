@@ -6,19 +6,25 @@ Pure: the checks the flow ran on its parameters before touching a store, as vali
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from planning.flow_options import FlowOptions
 from planning.mirror import MirrorOptions
 from planning.mirror_inputs import normalize_prefix, parse_duration
 from planning.mirror_shards import DASK_ADDRESS, check_sharding
+from planning.option_fields import checked
 from stateferry.errors import InputError
 
 __all__ = ["BucketMirrorOptions"]
 
 DOCS = "docs/bucket_mirror.md (parameters)"
+
+_Prefix = Annotated[
+    str, checked(normalize_prefix, "write a folder such as 'logs' or 'logs/', or 'logs*' for a string prefix")
+]
+_Duration = Annotated[str, checked(parse_duration, "use numbers with units w/d/h/m/s, e.g. '7d'")]
 
 
 class BucketMirrorOptions(FlowOptions):
@@ -33,12 +39,12 @@ class BucketMirrorOptions(FlowOptions):
         default=None,
         description="Destination bucket (default: the source bucket's name); created when missing.",
     )
-    prefix: str = Field(
+    prefix: _Prefix = Field(
         default="",
         description="Source key prefix. A folder: `logs` means `logs/...`, never `logs-2024/...`; a "
         "trailing `*` (`logs*`) asks for a plain string prefix.",
     )
-    destination_prefix: str | None = Field(
+    destination_prefix: _Prefix | None = Field(
         default=None, description="Destination key prefix, same rule (default: the source prefix)."
     )
     overwrite: bool = Field(
@@ -50,11 +56,11 @@ class BucketMirrorOptions(FlowOptions):
     exclude: list[str] = Field(
         default_factory=list, description="Glob patterns of keys to ignore on both sides (`mc --exclude`)."
     )
-    newer_than: str | None = Field(
+    newer_than: _Duration | None = Field(
         default=None,
         description="Only mirror source objects younger than this duration, e.g. `7d` or `1h30m`.",
     )
-    older_than: str | None = Field(
+    older_than: _Duration | None = Field(
         default=None, description="Only mirror source objects older than this duration."
     )
     verify: Literal["etag", "checksum"] = Field(
@@ -118,30 +124,6 @@ class BucketMirrorOptions(FlowOptions):
     dask_workers: int = Field(
         default=2, ge=1, le=64, description="Worker processes of the local Dask cluster."
     )
-
-    @field_validator("newer_than", "older_than")
-    @classmethod
-    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
-        name = str(info.field_name)
-        if value is not None:
-            try:
-                parse_duration(value, field_name=name)
-            except ValueError as exc:
-                raise InputError(name, str(exc), "use numbers with units w/d/h/m/s, e.g. '7d'") from None
-        return value
-
-    @field_validator("prefix", "destination_prefix")
-    @classmethod
-    def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
-        name = str(info.field_name)
-        if value is not None:
-            try:
-                normalize_prefix(value, field_name=name)
-            except ValueError as exc:
-                raise InputError(
-                    name, str(exc), "write a folder such as 'logs' or 'logs/', or 'logs*' for a string prefix"
-                ) from None
-        return value
 
     @field_validator("dask_address")
     @classmethod

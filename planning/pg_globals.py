@@ -33,6 +33,21 @@ def unquote(ident: str) -> str:
     return ident
 
 
+def _exists(
+    create: re.Pattern[str], line: str, names: set[str], existing: list[str], created: list[str]
+) -> bool:
+    """Whether ``line`` creates an object of ``names`` (one that exists: the line is left out).
+
+    A ``create`` line's object is listed in ``existing`` or in ``created``.
+    """
+    m = create.match(line)
+    if not m:
+        return False
+    name = unquote(m.group("ident"))
+    (existing if name in names else created).append(name)
+    return name in names
+
+
 @dataclass
 class GlobalsPlan:
     """The script to run and what it will do."""
@@ -57,22 +72,14 @@ def plan_globals(sql: str, roles: set[str], tablespaces: set[str], current_user:
     plan = GlobalsPlan("")
     out: list[str] = []
     for line in sql.split("\n"):
-        m = _CREATE_ROLE.match(line)
-        if m:
-            name = unquote(m.group("ident"))
-            (plan.existing_roles if name in roles else plan.create_roles).append(name)
-            if name in roles:
-                continue
+        if _exists(_CREATE_ROLE, line, roles, plan.existing_roles, plan.create_roles):
+            continue
         m = _ALTER_ROLE.match(line)
         if m and unquote(m.group("ident")) == current_user:
             plan.own_role_kept = True
             continue
-        m = _CREATE_TABLESPACE.match(line)
-        if m:
-            name = unquote(m.group("ident"))
-            (plan.existing_tablespaces if name in tablespaces else plan.create_tablespaces).append(name)
-            if name in tablespaces:
-                continue
+        if _exists(_CREATE_TABLESPACE, line, tablespaces, plan.existing_tablespaces, plan.create_tablespaces):
+            continue
         out.append(line)
     plan.sql = "\n".join(out)
     return plan

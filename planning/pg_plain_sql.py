@@ -112,34 +112,21 @@ class _Lexer:
                     continue
                 self.skel.append(chr(c[0]).lower() if c[0] < 0x80 else "x")
                 i += 1
-            elif self.state in (_SQ, _EQ):
-                if c == b"\\":
-                    if i and line[i - 1] >= 0x80:
-                        raise _refuse(self.line_no, "a backslash after a non-ASCII byte in a string")
-                    if self.state == _EQ:
-                        i += 2
-                        continue
-                    j = i + 1
-                    while j < n and line[j : j + 1] == b"\\":
-                        j += 1
-                    run = j - i
-                    if j < n and line[j : j + 1] == b"'" and run % 2:
-                        raise _refuse(self.line_no, "a quote after an odd run of backslashes")
-                    i = j
+            elif self.state in (_SQ, _EQ) and c == b"\\":
+                if i and line[i - 1] >= 0x80:
+                    raise _refuse(self.line_no, "a backslash after a non-ASCII byte in a string")
+                if self.state == _EQ:
+                    i += 2
                     continue
-                if c == b"'":
-                    if line[i + 1 : i + 2] == b"'":
-                        i += 2
-                        continue
-                    self.state = _NORMAL
-                i += 1
-            elif self.state == _DQ:
-                if c == b'"':
-                    if line[i + 1 : i + 2] == b'"':
-                        i += 2
-                        continue
-                    self.state = _NORMAL
-                i += 1
+                j = i + 1
+                while j < n and line[j : j + 1] == b"\\":
+                    j += 1
+                run = j - i
+                if j < n and line[j : j + 1] == b"'" and run % 2:
+                    raise _refuse(self.line_no, "a quote after an odd run of backslashes")
+                i = j
+            elif self.state in (_SQ, _EQ, _DQ):
+                i = self._in_quotes(line, i, b'"' if self.state == _DQ else b"'")
             elif self.state == _DOLLAR:
                 end = line.find(self.tag, i)
                 if end < 0:
@@ -160,6 +147,15 @@ class _Lexer:
         if self.state == _NORMAL or self.state == _BLOCK:
             self.skel.append(" ")
         return not drop
+
+    def _in_quotes(self, line: bytes, i: int, quote: bytes) -> int:
+        """Step over byte ``i`` inside a string or quoted identifier: a doubled ``quote`` stays inside."""
+        if line[i : i + 1] != quote:
+            return i + 1
+        if line[i + 1 : i + 2] == quote:
+            return i + 2
+        self.state = _NORMAL
+        return i + 1
 
     def _end_statement(self, line: bytes, i: int, start_empty: bool) -> bool:
         stmt = self._skeleton()

@@ -8,7 +8,7 @@ mappings, retention, quiesce mode, transforms and hooks syntax), as validators r
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -16,6 +16,7 @@ from planning.archive_layout import validate_backup_name, validate_prefix, valid
 from planning.flow_options import FlowOptions
 from planning.hooks import parse_hooks
 from planning.mover_pod import WORKER_IMAGE
+from planning.option_fields import checked
 from planning.resources import Selection, parse_mapping
 from planning.transforms import parse_transform_spec
 from stateferry.errors import InputError
@@ -33,6 +34,13 @@ DOCS = "docs/resource_backup.md (parameters)"
 DEFAULT_PREFIX = "resource-backups"
 
 _Mapping = dict[str, str] | str | None
+_Name = Annotated[str, checked(validate_backup_name)]
+_ArchivePrefix = Annotated[str, Field(description="Key prefix of the archives in the bucket.")]
+_MoverEndpoint = Annotated[
+    str | None,
+    Field(description="Object-store URL as the cluster's pods reach it (default: the block's URL)."),
+]
+_MoverImage = Annotated[str, Field(min_length=1, description="Image of the data-mover Jobs.")]
 
 
 class _Archive(FlowOptions):
@@ -58,7 +66,7 @@ class _Archive(FlowOptions):
 class ResourceBackupOptions(_Archive):
     """What ``resource_backup`` takes from the cluster, where it keeps it and for how long."""
 
-    backup_name: str | None = Field(
+    backup_name: _Name | None = Field(
         default=None, description="Archive name; default `backup-<UTC timestamp>`."
     )
     include_namespaces: list[str] | None = Field(
@@ -77,7 +85,7 @@ class ResourceBackupOptions(_Archive):
         default=None,
         description="True = every cluster-scoped type; False = none; empty = those the namespaces need.",
     )
-    prefix: str = Field(default=DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
+    prefix: _ArchivePrefix = DEFAULT_PREFIX
     keep_last: int | None = Field(
         default=None,
         ge=1,
@@ -97,16 +105,8 @@ class ResourceBackupOptions(_Archive):
     cluster_name: str = Field(
         default="source", description="How the source is named in the manifest and messages."
     )
-    mover_endpoint: str | None = Field(
-        default=None,
-        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
-    )
-    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
-
-    @field_validator("backup_name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else validate_backup_name(value)
+    mover_endpoint: _MoverEndpoint = None
+    mover_image: _MoverImage = WORKER_IMAGE
 
     @model_validator(mode="after")
     def _selection(self) -> ResourceBackupOptions:
@@ -129,8 +129,8 @@ class ResourceBackupOptions(_Archive):
 class ResourceRestoreOptions(_Archive):
     """Which backup ``resource_restore`` restores, what of it, and how."""
 
-    backup_name: str = Field(description="Which backup.")
-    restore_name: str | None = Field(
+    backup_name: _Name = Field(description="Which backup.")
+    restore_name: _Name | None = Field(
         default=None,
         description="Recorded in the `stateferry.io/restore-name` label (default "
         "`<backup>-restore-<timestamp>`).",
@@ -168,23 +168,10 @@ class ResourceRestoreOptions(_Archive):
         default=True,
         description="Fill restored PVCs with the backup's volume data before the workloads start.",
     )
-    prefix: str = Field(default=DEFAULT_PREFIX, description="Key prefix of the archives in the bucket.")
+    prefix: _ArchivePrefix = DEFAULT_PREFIX
     cluster_name: str = Field(default="target", description="How the target is named in the report.")
-    mover_endpoint: str | None = Field(
-        default=None,
-        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
-    )
-    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
-
-    @field_validator("backup_name")
-    @classmethod
-    def _backup(cls, value: str) -> str:
-        return validate_backup_name(value)
-
-    @field_validator("restore_name")
-    @classmethod
-    def _restore(cls, value: str | None) -> str | None:
-        return None if value is None else validate_backup_name(value, "restore_name")
+    mover_endpoint: _MoverEndpoint = None
+    mover_image: _MoverImage = WORKER_IMAGE
 
 
 class AppMigrationOptions(_Archive):
@@ -193,7 +180,7 @@ class AppMigrationOptions(_Archive):
     namespaces: list[str] = Field(
         min_length=1, description="Namespaces to migrate (must exist in the source)."
     )
-    migration_name: str | None = Field(
+    migration_name: _Name | None = Field(
         default=None, description="Name of the migration (labels, archive); default `migration-<timestamp>`."
     )
     include_resources: bool = Field(
@@ -240,16 +227,8 @@ class AppMigrationOptions(_Archive):
         description='With quiesce `hooks`: `[{"namespace": "cms", "selector": "app=mysql", "container": '
         '"mysql", "pre": [["fsfreeze", "-f", "/data"]], "post": [["fsfreeze", "-u", "/data"]]}]`.',
     )
-    mover_endpoint: str | None = Field(
-        default=None,
-        description="Object-store URL as the cluster's pods reach it (default: the block's URL).",
-    )
-    mover_image: str = Field(default=WORKER_IMAGE, min_length=1, description="Image of the data-mover Jobs.")
-
-    @field_validator("migration_name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else validate_backup_name(value, "migration_name")
+    mover_endpoint: _MoverEndpoint = None
+    mover_image: _MoverImage = WORKER_IMAGE
 
     @model_validator(mode="after")
     def _combinations(self) -> AppMigrationOptions:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from planning.config_model import ConfigModel as _Model
+from planning.config_model import with_aliases
 from planning.mirror_inputs import check_bucket_name
 from planning.store_config import StoreConfig
 from stateferry.errors import InputError
@@ -65,13 +66,7 @@ class S3StorageConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "bucket" in data and "bucket_name" not in data:
-                data["bucket_name"] = data.pop("bucket")
-            if "prefix" in data and "backup_dir" not in data:
-                data["backup_dir"] = data.pop("prefix")
-        return data
+        return with_aliases(data, {"bucket": "bucket_name", "prefix": "backup_dir"})
 
     @field_validator("bucket_name")
     @classmethod

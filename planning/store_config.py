@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from planning.config_model import ConfigModel as _Model
+from planning.config_model import with_aliases
 from planning.retention import WEEKDAYS, RetentionPolicy
 from stateferry.errors import InputError
 
@@ -27,10 +28,8 @@ class StoreConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
+        data = with_aliases(data, {"month": "months"})
         if isinstance(data, dict):
-            data = dict(data)
-            if "month" in data and "months" not in data:
-                data["months"] = data.pop("month")
             mixed = [k for k in ("days", "weeks", "month", "months") if k in data]
             if data.get("count") is not None and mixed:
                 raise InputError(

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from planning.param_lists import entry_maps, json_list
 from planning.resources import ResourceType
 from stateferry.errors import InputError
 
@@ -42,6 +43,7 @@ __all__ = [
 PathPart = str | int
 OPS = ("set", "delete")
 _KEYS = frozenset({"kind", "group", "name", "namespace", "path", "op", "value"})
+_SHAPE = "{kind, path, op, value}"
 _FORBIDDEN = (
     ("apiVersion",),
     ("kind",),
@@ -58,7 +60,6 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _MAX_TRANSFORMS = 200
-_SHAPE = "give a list of {kind, path, op, value}"
 
 
 @dataclass(frozen=True)
@@ -197,28 +198,11 @@ def parse_transform_spec(
         InputError: naming the parameter (``transforms[2].path``, ...) and the fix.
     """
     kinds = _kind_list(exclude_kinds, "exclude_kinds")
-    if isinstance(transforms, str):
-        try:
-            transforms = json.loads(transforms) if transforms.strip() else []
-        except ValueError as exc:
-            raise InputError(
-                "transforms", f"is not JSON ({exc})", "give a list of {kind, path, op, value}"
-            ) from None
-    transforms = transforms or []
-    if not isinstance(transforms, list):
-        raise InputError(
-            "transforms", f"is a {type(transforms).__name__}", "give a list of {kind, path, op, value}"
-        )
-    if len(transforms) > _MAX_TRANSFORMS:
-        raise InputError("transforms", f"has {len(transforms)} entries", f"give at most {_MAX_TRANSFORMS}")
+    entries = json_list(transforms, "transforms", _SHAPE)
+    if len(entries) > _MAX_TRANSFORMS:
+        raise InputError("transforms", f"has {len(entries)} entries", f"give at most {_MAX_TRANSFORMS}")
     out = []
-    for i, entry in enumerate(transforms):
-        fld = f"transforms[{i}]"
-        if not isinstance(entry, Mapping):
-            raise InputError(fld, f"is {entry!r}", "give a map {kind, path, op, value}")
-        unknown = sorted(set(entry) - _KEYS)
-        if unknown:
-            raise InputError(fld, f"has unknown keys {unknown}", f"use only {sorted(_KEYS)}")
+    for i, fld, entry in entry_maps(entries, "transforms", _KEYS, _SHAPE):
         kind = _opt_str(entry, "kind", fld)
         if not kind:
             raise InputError(f"{fld}.kind", "is missing", "name the kind, e.g. 'Deployment'")

@@ -57,3 +57,17 @@ def test_namespace_required_with_several() -> None:
     with pytest.raises(InputError) as e:
         parse_hooks([OK], ["a", "b"])
     assert e.value.field == "hooks[0].namespace"
+
+
+@pytest.mark.parametrize(
+    ("hooks", "field", "fix"),
+    [
+        ("[not json", "hooks", "give a list of {selector, container, pre, post}"),
+        ({"selector": "app=x"}, "hooks", "give a list of {selector, container, pre, post}"),
+        (["app=x"], "hooks[0]", "give a map {namespace, selector, container, pre, post}"),
+    ],
+)
+def test_list_and_entry_shape_fixes(hooks: Any, field: str, fix: str) -> None:
+    with pytest.raises(InputError) as e:
+        parse_hooks(hooks, ["cms"])
+    assert (e.value.field, e.value.fix) == (field, fix)

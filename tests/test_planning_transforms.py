@@ -222,3 +222,17 @@ def test_empty_spec_is_falsy_and_changes_nothing() -> None:
     assert not spec
     out, rows = apply_transforms([_cm()], resolve_kinds(spec, TYPES))
     assert out == [_cm()] and rows == []
+
+
+@pytest.mark.parametrize(
+    ("transforms", "field", "fix"),
+    [
+        ("[not json", "transforms", "give a list of {kind, path, op, value}"),
+        ({"kind": "ConfigMap"}, "transforms", "give a list of {kind, path, op, value}"),
+        (["ConfigMap"], "transforms[0]", "give a map {kind, path, op, value}"),
+    ],
+)
+def test_list_and_entry_shape_fixes(transforms: Any, field: str, fix: str) -> None:
+    with pytest.raises(InputError) as e:
+        parse_transform_spec(None, transforms)
+    assert (e.value.field, e.value.fix) == (field, fix)
