@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
-from blocks.loading import resolve_kube, resolve_store
+from blocks.loading import resolve_bucket, resolve_kube
 from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
@@ -158,8 +158,7 @@ def app_migration(
     t0 = time.monotonic()
     src = resolve_kube(source, "source")
     dst = resolve_kube(target, "target")
-    ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    store, bucket = resolve_bucket(object_store, "object_store", opts.bucket)
     namespaces, prefix = opts.namespaces, opts.prefix
     include_volumes, start_applications = opts.include_volumes, opts.start_applications
     mover_endpoint, mover_image = opts.mover_endpoint, opts.mover_image
