@@ -23,7 +23,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
 from blocks.loading import resolve_bucket, resolve_kube
-from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
+from flows.app_migration_steps import (
+    DeltaCopy,
+    quiesce_and_sync,
+    resumed_bulk,
+    save_bulk_checkpoint,
+    transformed,
+)
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
 from planning.flow_options import ModelOrMapping, merge_options
@@ -247,10 +253,11 @@ def app_migration(
     stopped: list[dict[str, Any]] = []
     if two_phase and vol_results and all(v.status == "migrated successfully" for v in vol_results):
         save_bulk_checkpoint(store, bucket, prefix, name, vol_results)  # a re-run resumes from here
-        vol_results, stopped = quiesce_and_sync(
-            src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
-            run_id, mover_endpoint, mover_image, opts.mover_security, auto_approve, hook_list,
+        delta = DeltaCopy(
+            src, dst, store, bucket, prefix, name, exported.pvcs, vol_results, ns_map, run_id,
+            mover_endpoint, mover_image, opts.mover_security,
         )  # fmt: skip
+        vol_results, stopped = quiesce_and_sync(delta, namespaces, auto_approve, hook_list)
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
             activate_workloads(dst.api_client(), targets)
