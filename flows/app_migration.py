@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +331,22 @@ def app_migration(
     return report
 
 
+def _switch_workloads(
+    cluster: KubeClusterLike | str,
+    namespaces: list[str],
+    switch: Callable[[KubeRest, list[str]], list[dict[str, Any]]],
+    verb: str,
+    noun: str,
+) -> dict[str, Any]:
+    """Run ``switch`` (deactivate / reactivate) on the namespaces' workloads; a table artifact of it."""
+    kube = resolve_kube(cluster, "cluster")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", f"name the namespaces to {verb}")
+    results = switch(KubeRest(kube.api_client(), "cluster"), namespaces)
+    create_table_artifact(key=noun, table=results, description=f"{noun} of {namespaces}")
+    return {"results": results}
+
+
 @flow(name="deactivate", log_prints=True)
 def deactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[str, Any]:
     """Stork's deactivate: Deployments/StatefulSets to 0 and CronJobs suspended, counts recorded in
@@ -341,14 +358,10 @@ def deactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[st
         namespaces: namespaces to deactivate.
 
     Returns:
-        ``{"results": [...]}`` per workload and CronJob.
+        ``{"results": [...]}``: a row per Deployment, StatefulSet and CronJob (kind, namespace, name,
+        result ``updated`` / ``unchanged`` / ``failed``, message).
     """
-    kube = resolve_kube(cluster, "cluster")
-    if not namespaces:
-        raise InputError("namespaces", "is empty", "name the namespaces to deactivate")
-    results = deactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
-    create_table_artifact(key="deactivation", table=results, description=f"deactivation of {namespaces}")
-    return {"results": results}
+    return _switch_workloads(cluster, namespaces, deactivate_workloads, "deactivate", "deactivation")
 
 
 @flow(name="reactivate", log_prints=True)
@@ -360,14 +373,9 @@ def reactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[st
         namespaces: namespaces to reactivate.
 
     Returns:
-        ``{"results": [...]}`` per workload and CronJob.
+        ``{"results": [...]}``, rows as :func:`deactivate`'s.
     """
-    kube = resolve_kube(cluster, "cluster")
-    if not namespaces:
-        raise InputError("namespaces", "is empty", "name the namespaces to reactivate")
-    results = reactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
-    create_table_artifact(key="reactivation", table=results, description=f"reactivation of {namespaces}")
-    return {"results": results}
+    return _switch_workloads(cluster, namespaces, reactivate_workloads, "reactivate", "reactivation")
 
 
 @flow(name="activate", log_prints=True)
