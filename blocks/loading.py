@@ -23,7 +23,7 @@ from blocks.kube import KubeCluster
 from blocks.object_store import ObjectStore
 from stateferry.errors import InputError
 
-__all__ = ["load_saved", "resolve_kube", "resolve_store"]
+__all__ = ["load_saved", "resolve_bucket", "resolve_kube", "resolve_store"]
 
 B = TypeVar("B", bound=Block)
 
@@ -95,3 +95,22 @@ def resolve_store(value: ObjectStoreLike | str, field: str) -> StoreRef:
     if isinstance(value, str):
         raise InputError(field, "is empty", f"give a {_STORE_TYPES} block or its saved name")
     return to_object_store(value, field)
+
+
+def resolve_bucket(
+    value: ObjectStoreLike | str, field: str, bucket: str | None, bucket_field: str = "options.bucket"
+) -> tuple[ObjectStore, str]:
+    """An object-store parameter and the bucket a flow needs in it (given, else the S3Bucket block's).
+
+    Args:
+        value: What the flow was given for the store (as in :func:`resolve_store`).
+        field: The store parameter's name, for messages.
+        bucket: The bucket the flow was given, or None to take the block's.
+        bucket_field: The bucket's name in messages.
+
+    Raises:
+        InputError: As :func:`resolve_store`, or naming ``bucket_field`` when neither the flow nor the
+            block names a bucket.
+    """
+    ref = resolve_store(value, field)
+    return ref.store, ref.require_bucket(bucket, bucket_field)

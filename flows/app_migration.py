@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
-from blocks.loading import resolve_kube, resolve_store
-from flows.app_migration_steps import quiesce_and_sync, resumed_bulk, save_bulk_checkpoint, transformed
+from blocks.loading import resolve_bucket, resolve_kube
+from flows.app_migration_steps import (
+    DeltaCopy,
+    quiesce_and_sync,
+    resumed_bulk,
+    save_bulk_checkpoint,
+    transformed,
+)
 from planning.app_migration import parse_quiesce, prepare_for_target
 from planning.archive_layout import validate_backup_name
 from planning.flow_options import ModelOrMapping, merge_options
@@ -158,8 +165,7 @@ def app_migration(
     t0 = time.monotonic()
     src = resolve_kube(source, "source")
     dst = resolve_kube(target, "target")
-    ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    store, bucket = resolve_bucket(object_store, "object_store", opts.bucket)
     namespaces, prefix = opts.namespaces, opts.prefix
     include_volumes, start_applications = opts.include_volumes, opts.start_applications
     mover_endpoint, mover_image = opts.mover_endpoint, opts.mover_image
@@ -248,10 +254,11 @@ def app_migration(
     stopped: list[dict[str, Any]] = []
     if two_phase and vol_results and all(v.status == "migrated successfully" for v in vol_results):
         save_bulk_checkpoint(store, bucket, prefix, name, vol_results)  # a re-run resumes from here
-        vol_results, stopped = quiesce_and_sync(
-            src, dst, store, bucket, prefix, name, namespaces, exported.pvcs, vol_results, ns_map,
-            run_id, mover_endpoint, mover_image, opts.mover_security, auto_approve, hook_list,
+        delta = DeltaCopy(
+            src, dst, store, bucket, prefix, name, exported.pvcs, vol_results, ns_map, run_id,
+            mover_endpoint, mover_image, opts.mover_security,
         )  # fmt: skip
+        vol_results, stopped = quiesce_and_sync(delta, namespaces, auto_approve, hook_list)
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
             activate_workloads(dst.api_client(), targets)
@@ -324,6 +331,22 @@ def app_migration(
     return report
 
 
+def _switch_workloads(
+    cluster: KubeClusterLike | str,
+    namespaces: list[str],
+    switch: Callable[[KubeRest, list[str]], list[dict[str, Any]]],
+    verb: str,
+    noun: str,
+) -> dict[str, Any]:
+    """Run ``switch`` (deactivate / reactivate) on the namespaces' workloads; a table artifact of it."""
+    kube = resolve_kube(cluster, "cluster")
+    if not namespaces:
+        raise InputError("namespaces", "is empty", f"name the namespaces to {verb}")
+    results = switch(KubeRest(kube.api_client(), "cluster"), namespaces)
+    create_table_artifact(key=noun, table=results, description=f"{noun} of {namespaces}")
+    return {"results": results}
+
+
 @flow(name="deactivate", log_prints=True)
 def deactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[str, Any]:
     """Stork's deactivate: Deployments/StatefulSets to 0 and CronJobs suspended, counts recorded in
@@ -335,14 +358,10 @@ def deactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[st
         namespaces: namespaces to deactivate.
 
     Returns:
-        ``{"results": [...]}`` per workload and CronJob.
+        ``{"results": [...]}``: a row per Deployment, StatefulSet and CronJob (kind, namespace, name,
+        result ``updated`` / ``unchanged`` / ``failed``, message).
     """
-    kube = resolve_kube(cluster, "cluster")
-    if not namespaces:
-        raise InputError("namespaces", "is empty", "name the namespaces to deactivate")
-    results = deactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
-    create_table_artifact(key="deactivation", table=results, description=f"deactivation of {namespaces}")
-    return {"results": results}
+    return _switch_workloads(cluster, namespaces, deactivate_workloads, "deactivate", "deactivation")
 
 
 @flow(name="reactivate", log_prints=True)
@@ -354,14 +373,9 @@ def reactivate(cluster: KubeClusterLike | str, namespaces: list[str]) -> dict[st
         namespaces: namespaces to reactivate.
 
     Returns:
-        ``{"results": [...]}`` per workload and CronJob.
+        ``{"results": [...]}``, rows as :func:`deactivate`'s.
     """
-    kube = resolve_kube(cluster, "cluster")
-    if not namespaces:
-        raise InputError("namespaces", "is empty", "name the namespaces to reactivate")
-    results = reactivate_workloads(KubeRest(kube.api_client(), "cluster"), namespaces)
-    create_table_artifact(key="reactivation", table=results, description=f"reactivation of {namespaces}")
-    return {"results": results}
+    return _switch_workloads(cluster, namespaces, reactivate_workloads, "reactivate", "reactivation")
 
 
 @flow(name="activate", log_prints=True)

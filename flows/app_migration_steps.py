@@ -4,6 +4,7 @@ verify the delta, put the source back on failure)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
@@ -20,7 +21,7 @@ from tasks.exec_hooks import HookFailed, hook_pods, run_hook_phase
 from tasks.kube_export import KubeRest
 from tasks.volume_mover import VolumeResult, fill_volumes, pack_volumes, volume_key
 
-__all__ = ["quiesce_and_sync", "resumed_bulk", "save_bulk_checkpoint", "transformed"]
+__all__ = ["DeltaCopy", "quiesce_and_sync", "resumed_bulk", "save_bulk_checkpoint", "transformed"]
 
 
 def _checkpoint_key(prefix: str, name: str) -> str:
@@ -98,26 +99,57 @@ def _stop_text(name: str, bulk: int, namespaces: list[str], hooks: list[Hook] | 
     )
 
 
+@dataclass(frozen=True)
+class DeltaCopy:
+    """What phase 2 copies: the source's claims again (level 1 over the ``bulk`` copies) into the
+    target's, with the data-mover Jobs' endpoint, image and security."""
+
+    src: KubeCluster
+    dst: KubeCluster
+    store: ObjectStore
+    bucket: str
+    prefix: str
+    name: str
+    claims: list[tuple[str, str]]
+    bulk: list[VolumeResult]
+    ns_map: dict[str, str]
+    run_id: str
+    endpoint: str | None
+    image: str
+    security: str
+
+    def pack(self) -> list[VolumeResult]:
+        """Pack what changed in the source's claims since the bulk copy."""
+        return pack_volumes(
+            self.src, "source", self.store, self.bucket, self.prefix, self.name, self.claims, self.run_id,
+            self.endpoint, self.image, level=1, security=self.security, previous=self.bulk,
+        )  # fmt: skip
+
+    def fill(self, delta: list[VolumeResult]) -> list[VolumeResult]:
+        """Apply the packed delta to the target's claims (and verify it); the rest keep their status."""
+        ok = [v for v in delta if v.status == "packed"]
+        not_packed = [v for v in delta if v.status != "packed"]
+        filled = fill_volumes(
+            self.dst, "target", self.store, self.bucket, ok, self.ns_map, self.run_id, self.endpoint,
+            self.image, security=self.security,
+        )  # fmt: skip
+        return filled + not_packed
+
+
 def quiesce_and_sync(
-    src: KubeCluster,
-    dst: KubeCluster,
-    store: ObjectStore,
-    bucket: str,
-    prefix: str,
-    name: str,
+    transfer: DeltaCopy,
     namespaces: list[str],
-    claims: list[tuple[str, str]],
-    bulk: list[VolumeResult],
-    ns_map: dict[str, str],
-    run_id: str,
-    endpoint: str | None,
-    image: str,
-    security: str,
     auto_approve: bool,
     hooks: list[Hook] | None = None,
 ) -> tuple[list[VolumeResult], list[dict[str, Any]]]:
     """Phase 2: approval, stop the source (scale to 0, or the pre exec ``hooks``), copy and verify
     the delta (post hooks right after the source's delta is packed); put the source back on failure.
+
+    Args:
+        transfer: The delta to copy.
+        namespaces: The source namespaces whose workloads stop.
+        auto_approve: Stop without asking.
+        hooks: Quiesce by these exec hooks instead of scaling.
 
     Returns:
         The volumes' results and what was stopped (workload rows, or hook runs).
@@ -128,30 +160,20 @@ def quiesce_and_sync(
     """
     from tasks.approvals import request_approval
 
-    pods = hook_pods(src, hooks) if hooks is not None else {}  # fails before the approval
+    pods = hook_pods(transfer.src, hooks) if hooks is not None else {}  # fails before the approval
     request_approval(
         "stop-application",
-        _stop_text(name, len(bulk), namespaces, hooks),
-        key=f"stop-{name}",
+        _stop_text(transfer.name, len(transfer.bulk), namespaces, hooks),
+        key=f"stop-{transfer.name}",
         auto_approve=auto_approve,
     )
-    rest = KubeRest(src.api_client(), "source")
     if hooks is not None:
-        return _sync_with_hooks(src, dst, store, bucket, prefix, name, claims, bulk, ns_map, run_id,
-                                endpoint, image, security, hooks, pods)  # fmt: skip
+        return _sync_with_hooks(transfer, hooks, pods)
+    rest = KubeRest(transfer.src.api_client(), "source")
     stopped = deactivate_workloads(rest, namespaces)
     try:
-        wait_claims_released(rest, claims)
-        delta = pack_volumes(
-            src, "source", store, bucket, prefix, name, claims, run_id, endpoint, image,
-            level=1, security=security, previous=bulk,
-        )  # fmt: skip
-        ok = [v for v in delta if v.status == "packed"]
-        not_packed = [v for v in delta if v.status != "packed"]
-        filled = fill_volumes(
-            dst, "target", store, bucket, ok, ns_map, run_id, endpoint, image, security=security
-        )
-        result = filled + not_packed
+        wait_claims_released(rest, transfer.claims)
+        result = transfer.fill(transfer.pack())
     except Exception:
         reactivate_workloads(rest, namespaces)
         raise
@@ -161,22 +183,9 @@ def quiesce_and_sync(
 
 
 def _sync_with_hooks(
-    src: KubeCluster,
-    dst: KubeCluster,
-    store: ObjectStore,
-    bucket: str,
-    prefix: str,
-    name: str,
-    claims: list[tuple[str, str]],
-    bulk: list[VolumeResult],
-    ns_map: dict[str, str],
-    run_id: str,
-    endpoint: str | None,
-    image: str,
-    security: str,
-    hooks: list[Hook],
-    pods: dict[int, list[str]],
+    transfer: DeltaCopy, hooks: list[Hook], pods: dict[int, list[str]]
 ) -> tuple[list[VolumeResult], list[dict[str, Any]]]:
+    src = transfer.src
     try:
         runs = run_hook_phase(src, hooks, pods, "pre")
     except HookFailed as exc:
@@ -193,15 +202,7 @@ def _sync_with_hooks(
             exc.runs,
         ) from None
     try:
-        delta = pack_volumes(
-            src, "source", store, bucket, prefix, name, claims, run_id, endpoint, image,
-            level=1, security=security, previous=bulk,
-        )  # fmt: skip
+        delta = transfer.pack()
     finally:
         runs += run_hook_phase(src, hooks, pods, "post")
-    ok = [v for v in delta if v.status == "packed"]
-    not_packed = [v for v in delta if v.status != "packed"]
-    filled = fill_volumes(
-        dst, "target", store, bucket, ok, ns_map, run_id, endpoint, image, security=security
-    )
-    return filled + not_packed, [r.to_dict() for r in runs]
+    return transfer.fill(delta), [r.to_dict() for r in runs]

@@ -245,24 +245,7 @@ def bucket_mirror(
         )
 
     if opts.shards > 1:
-        sharded = sharded_mirror(
-            source,
-            destination,
-            session,
-            pass_options,
-            shards=opts.shards,
-            dask_address=opts.dask_address,
-            dask_workers=opts.dask_workers,
-            max_passes=opts.max_passes,
-            auto_approve=auto_approve,
-            where=where,
-        )
-        if not sharded["verified"]:
-            raise PreconditionFailed(
-                f"the destination is not identical to the source after the sharded pass "
-                f"({sharded['verification']}); run the flow again (it continues from the observed state)"
-            )
-        return sharded
+        return sharded_mirror(source, destination, session, opts, auto_approve=auto_approve, where=where)
 
     if opts.dry_run:
         plans = plan_pass(session, pass_options, datetime.now(UTC))

@@ -23,8 +23,9 @@ from prefect_dask import DaskTaskRunner
 
 from blocks.object_store import ObjectStore
 from planning.mirror import MirrorOptions
+from planning.mirror_options import BucketMirrorOptions
 from planning.mirror_shards import DASK_ADDRESS, KeyRange, ShardOutcome, key_ranges, merge_outcomes
-from stateferry.errors import InputError
+from stateferry.errors import InputError, PreconditionFailed
 from tasks.s3_mirror_pass import BucketPair, MirrorSession, ensure_bucket
 from tasks.s3_shards import mirror_shard, sample_keys
 
@@ -80,30 +81,39 @@ def sharded_mirror(
     source: ObjectStore,
     destination: ObjectStore,
     session: MirrorSession,
-    options: MirrorOptions,
+    opts: BucketMirrorOptions,
     *,
-    shards: int,
-    dask_address: str | None,
-    dask_workers: int,
-    max_passes: int,
     auto_approve: bool,
     where: str,
 ) -> dict[str, Any]:
-    """Mirror the session's single bucket pair in ``shards`` key ranges on Dask; one merged summary.
+    """Mirror the session's single bucket pair in ``opts.shards`` key ranges on Dask; one merged summary.
+
+    Args:
+        source: The source store (each shard opens its own clients).
+        destination: The destination store.
+        session: The flow's mirror session (one bucket pair).
+        opts: The flow's options: the pass options, ``shards``, ``dask_address``, ``dask_workers``
+            and ``max_passes``.
+        auto_approve: Approve large deletes without asking.
+        where: ``source -> destination``, for the artifact.
 
     Returns:
         The merged summary (same keys as the single-process summary where they apply, plus
         ``shards`` and ``shard_seconds``).
+
+    Raises:
+        PreconditionFailed: The destination is not identical to the source after the sharded pass
+            (raised after the summary artifact is written).
     """
     started = time.perf_counter()
-    runner = dask_runner(dask_address, dask_workers)
+    runner = dask_runner(opts.dask_address, opts.dask_workers)
     pair = session.pairs[0]
     created = ensure_bucket(session, pair.destination_bucket) == "created"
     sample = sample_keys(session.source, pair.source_bucket, pair.source_prefix)
-    ranges = key_ranges(sample, shards)
-    per_shard = max(1, session.workers // max(1, min(len(ranges), dask_workers)))
+    ranges = key_ranges(sample, opts.shards)
+    per_shard = max(1, session.workers // max(1, min(len(ranges), opts.dask_workers)))
     outcomes = _run_shards.with_options(task_runner=runner)(  # type: ignore[arg-type]
-        source, destination, pair, ranges, options, per_shard, max_passes, auto_approve
+        source, destination, pair, ranges, opts.pass_options(), per_shard, opts.max_passes, auto_approve
     )
     merged = merge_outcomes(outcomes)
     counts: dict[str, int] = merged["counts"]  # type: ignore[assignment]
@@ -150,4 +160,9 @@ def sharded_mirror(
         key="bucket-mirror-summary",
         description=f"bucket_mirror sharded {where}",
     )
+    if not summary["verified"]:
+        raise PreconditionFailed(
+            f"the destination is not identical to the source after the sharded pass "
+            f"({summary['verification']}); run the flow again (it continues from the observed state)"
+        )
     return summary

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
-from blocks.loading import resolve_kube, resolve_store
+from blocks.loading import resolve_bucket, resolve_kube
 from flows.resource_restore import RestoreFailed, resource_restore
 from planning.archive_layout import validate_backup_name, validate_prefix
 from planning.flow_options import ModelOrMapping, merge_options
@@ -87,8 +87,7 @@ def resource_backup(
     opts = merge_options(ResourceBackupOptions, options, locals(), docs=DOCS, warn=log.warning)
     t0 = time.monotonic()
     kube = resolve_kube(source, "source")
-    ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    store, bucket = resolve_bucket(object_store, "object_store", opts.bucket)
     now = utc_now()
     name = validate_backup_name(opts.backup_name or f"backup-{now.strftime('%Y%m%d-%H%M%S')}")
     selection = opts.selection()

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
-from blocks.loading import resolve_kube, resolve_store
+from blocks.loading import resolve_bucket, resolve_kube
 from planning.archive_layout import ArchiveError, validate_backup_name, validate_prefix
 from planning.flow_options import ModelOrMapping, merge_options
 from planning.resource_options import DOCS, ResourceRestoreOptions
@@ -164,8 +164,7 @@ def resource_restore(
     opts = merge_options(ResourceRestoreOptions, options, locals(), docs=DOCS, warn=log.warning)
     t0 = time.monotonic()
     kube = resolve_kube(target, "target")
-    ref = resolve_store(object_store, "object_store")
-    store, bucket = ref.store, ref.require_bucket(opts.bucket, "options.bucket")
+    store, bucket = resolve_bucket(object_store, "object_store", opts.bucket)
     backup_name, cluster_name, dry_run = opts.backup_name, opts.cluster_name, opts.dry_run
     prefix = validate_prefix(opts.prefix)
     policy = ExistingPolicy.parse(opts.existing_resource_policy)
