@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import zstandard
 from isal import isal_zlib
@@ -74,6 +74,7 @@ class FanOutSink:
         compression: ``gzip`` (ISA-L) or ``zstd`` (multithreaded); ``None`` stores the stream as is.
         level: compression level (default: :data:`GZIP_LEVEL` / :data:`ZSTD_LEVEL`).
         redact: applied to error messages recorded for failed targets.
+        progress: called with (raw bytes, stored bytes) every few seconds.
         age_recipients: encrypt the compressed stream to these age public keys (the stored bytes,
             which size and sha256 describe, are then the age file).
     """
@@ -202,16 +203,18 @@ class FanOutSink:
 Producer = Callable[[FanOutSink], dict[str, Any]]
 
 
+class SinkOptions(TypedDict, total=False):
+    """How :func:`stream_part` stores a part: the keyword arguments of :class:`FanOutSink`."""
+
+    compression: str | None
+    level: int | None
+    redact: Callable[[str], str]
+    progress: Callable[[int, int], None] | None
+    age_recipients: list[str] | None
+
+
 def stream_part(
-    name: str,
-    producer: Producer,
-    writers: dict[str, PartWriter],
-    *,
-    compression: str | None = "gzip",
-    level: int | None = None,
-    redact: Callable[[str], str] = lambda s: s,
-    progress: Callable[[int, int], None] | None = None,
-    age_recipients: list[str] | None = None,
+    name: str, producer: Producer, writers: dict[str, PartWriter], **options: Unpack[SinkOptions]
 ) -> PartResult:
     """Run one producer into every writer.
 
@@ -220,10 +223,7 @@ def stream_part(
         producer: pushes raw bytes into the sink; returns extra info for the manifest; raises when the
             source failed (non-zero exit, truncated output).
         writers: target label -> writer for this part.
-        compression / level: see :class:`FanOutSink`.
-        redact: scrubs secrets from recorded error messages.
-        progress: called with (raw bytes, stored bytes) every few seconds.
-        age_recipients: encrypt after compression (see :class:`FanOutSink`).
+        **options: compression, level, redact, progress, age_recipients: see :class:`FanOutSink`.
 
     Returns:
         Sizes, hashes, the producer's info, and which targets committed / failed.
@@ -232,15 +232,7 @@ def stream_part(
         Exception: whatever the producer raised (every part is aborted first), or
             :class:`AllTargetsFailed`.
     """
-    sink = FanOutSink(
-        name,
-        writers,
-        compression=compression,
-        level=level,
-        redact=redact,
-        progress=progress,
-        age_recipients=age_recipients,
-    )
+    sink = FanOutSink(name, writers, **options)
     try:
         info = producer(sink)
     except BaseException:

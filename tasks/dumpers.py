@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import glob
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -21,13 +20,13 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from planning.db_args import mysql_database_args, pg_conninfo
 from stateferry.errors import InputError, PermanentError, StateferryError
+from tasks.tool_process import TailBuffer, run_tool
 
 if TYPE_CHECKING:
     from blocks.database import Database
@@ -130,27 +129,6 @@ def postgres_env(db: Database) -> dict[str, str]:
     return env
 
 
-class _TailBuffer:
-    def __init__(self, limit: int = 8192) -> None:
-        self.limit = limit
-        self.data = b""
-
-    def add(self, chunk: bytes) -> None:
-        self.data = (self.data + chunk)[-self.limit :]
-
-
-def stop_process(proc: subprocess.Popen[bytes], *, grace: float) -> None:
-    """Stop a helper server (scratch mariadbd / redis-server): SIGTERM, then SIGKILL after ``grace``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_dump(
     argv: list[str],
     sink: Sink,
@@ -177,43 +155,19 @@ def run_dump(
     Raises:
         DumpFailed: non-zero exit status or missing completion marker (stderr tail included, redacted).
     """
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL
-    )
-    err = _TailBuffer(4096)
-    assert proc.stdout is not None and proc.stderr is not None
-    stderr = proc.stderr
-    stdout = cast(io.BufferedReader, proc.stdout)
-
-    def drain() -> None:
-        for line in iter(lambda: stderr.read(4096), b""):
-            err.add(line)
-
-    t = threading.Thread(target=drain, daemon=True)
-    t.start()
-    tail = _TailBuffer()
+    tail = TailBuffer()
     total = 0
     tool = Path(argv[0]).name
-    try:
+    with run_tool(argv, env=env, stderr_limit=4096) as run:
         if on_start is not None:
-            on_start(proc)
-        while True:
-            chunk = stdout.read1(CHUNK)
-            if not chunk:
-                break
+            on_start(run.proc)
+        while chunk := run.stdout.read1(CHUNK):
             total += len(chunk)
             tail.add(chunk)
             sink.write(chunk)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        rc = proc.wait()
-        t.join(timeout=10)
-    if rc != 0:
-        msg = err.data.decode(errors="replace").strip()[-1500:]
-        raise DumpFailed(redact(f"{tool} exited with status {rc}: {msg or '(no message)'}"))
+    if run.returncode != 0:
+        msg = run.stderr_text(1500)
+        raise DumpFailed(redact(f"{tool} exited with status {run.returncode}: {msg or '(no message)'}"))
     if complete_marker is not None and complete_marker not in tail.data:
         raise DumpFailed(
             f"{tool} exited 0 but its output is incomplete (no {complete_marker.decode()!r} at the end)"
@@ -227,30 +181,22 @@ def run_dump(
 
 def mysql_user_databases(db: Database) -> list[str]:
     """Every non-system database on the server."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW DATABASES")
-            return sorted(r[0] for r in cur.fetchall() if r[0] not in MYSQL_SYSTEM_DBS)
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SHOW DATABASES")
+        return sorted(r[0] for r in cur.fetchall() if r[0] not in MYSQL_SYSTEM_DBS)
 
 
 def mysql_data_size(db: Database, databases: list[str]) -> int:
     """Approximate bytes of table data in the databases (for progress reporting)."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            marks = ", ".join(["%s"] * len(databases))
-            cur.execute(
-                "SELECT COALESCE(SUM(data_length), 0) FROM information_schema.tables"
-                f" WHERE table_schema IN ({marks})",
-                tuple(databases),
-            )
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        marks = ", ".join(["%s"] * len(databases))
+        cur.execute(
+            "SELECT COALESCE(SUM(data_length), 0) FROM information_schema.tables"
+            f" WHERE table_schema IN ({marks})",
+            tuple(databases),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 def mysqldump_producer(
@@ -292,28 +238,20 @@ def mysqldump_producer(
 
 def postgres_user_databases(db: Database) -> list[str]:
     """Every non-template database except ``postgres``."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'")
-            return sorted(r[0] for r in cur.fetchall())
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'")
+        return sorted(r[0] for r in cur.fetchall())
 
 
 def postgres_data_size(db: Database, databases: list[str]) -> int:
     """Bytes of the databases on disk (for progress reporting)."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT COALESCE(SUM(pg_database_size(datname)), 0) FROM pg_database WHERE datname = ANY(%s)",
-                (databases,),
-            )
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT COALESCE(SUM(pg_database_size(datname)), 0) FROM pg_database WHERE datname = ANY(%s)",
+            (databases,),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
@@ -339,8 +277,7 @@ def pg_dump_producer(
     def produce(sink: Sink) -> dict[str, Any]:
         if inventory is None:
             return dump(sink, [])
-        conn = db.connect(database)
-        try:
+        with contextlib.closing(db.connect(database)) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(row[0]) if row else ""
@@ -349,8 +286,6 @@ def pg_dump_producer(
             inv = inventory(conn)
             info = dump(sink, [f"--snapshot={snapshot}"])
             conn.execute("COMMIT")
-        finally:
-            conn.close()
         return {**info, "inventory": inv}
 
     def dump(sink: Sink, snapshot: list[str]) -> dict[str, Any]:
@@ -436,11 +371,7 @@ def tree_digest(root: Path) -> dict[str, Any]:
             elif stat.S_ISDIR(st.st_mode):
                 d.add_dir(rel)
             elif stat.S_ISREG(st.st_mode):
-                with open(full, "rb") as fh:
-                    h = hashlib.sha256()
-                    for chunk in iter(lambda fh=fh: fh.read(CHUNK), b""):  # type: ignore[misc]
-                        h.update(chunk)
-                d.add_file(rel, h.hexdigest(), st.st_size)
+                d.add_file(rel, sha256_file(full), st.st_size)
     return d.summary()
 
 
@@ -478,11 +409,8 @@ def tar_producer(paths: list[str], excludes: list[str]) -> Callable[[Sink], dict
 
 def sha256_file(p: Path) -> str:
     """Hex sha256 of a file's content, read in chunks."""
-    h = hashlib.sha256()
     with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _add_tree(tar: tarfile.TarFile, root: Path, arc: str, excludes: list[str], digest: TreeDigest) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prefect import task
@@ -87,16 +87,8 @@ class ObjectResult:
     diff: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form for reports."""
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "name": self.name,
-            "result": self.result,
-            "message": self.message,
-            "diff": self.diff,
-        }
+        """JSON form for reports (every field, under its own name)."""
+        return asdict(self)
 
 
 def _error_message(exc: BaseException, redactor: Redactor | None = None) -> str:

@@ -36,11 +36,11 @@ from tasks.dumpers import (
     mysql_defaults_file,
     redactor,
     run_dump,
-    stop_process,
     tool_version,
 )
 from tasks.inventory import mysql_inventory
 from tasks.restore_ops import RestoreFailed, decompress_chunks, feed_tool
+from tasks.tool_process import stop_process
 
 _VERSION = re.compile(r"(\d+)\.(\d+)\.\d+")
 

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,8 @@ from prefect.cache_policies import NO_CACHE
 
 from stateferry.errors import StateferryError
 from stateferry.waiting import wait_until
-from tasks.dumpers import CHUNK, DumpFailed, Sink, find_tool, stop_process, tool_version
+from tasks.dumpers import CHUNK, DumpFailed, Sink, find_tool, tool_version
+from tasks.tool_process import run_tool, stop_process
 
 if TYPE_CHECKING:
     from blocks.redis import RedisServer
@@ -74,28 +74,13 @@ def redis_rdb_producer(server: RedisServer, redact: Callable[[str], str]) -> Cal
     """
 
     def produce(sink: Sink) -> dict[str, Any]:
-        argv = redis_cli_argv(server)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=redis_cli_env(server),
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        stderr = proc.stderr
-        err: list[bytes] = []
-        t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
-        t.start()
         held = b""
         head = b""
         last = b""  # the last bytes passed on (the RDB must end in its EOF opcode + CRC64)
         sent = 0
-        try:
-            while True:
-                chunk = proc.stdout.read1(CHUNK)  # type: ignore[attr-defined]
-                if not chunk:
-                    break
+        argv = redis_cli_argv(server)
+        with run_tool(argv, env=redis_cli_env(server)) as run:
+            while chunk := run.stdout.read1(CHUNK):
                 held += chunk
                 if len(head) < 9:
                     head = (head + chunk)[:9]
@@ -104,17 +89,10 @@ def redis_rdb_producer(server: RedisServer, redact: Callable[[str], str]) -> Cal
                     sink.write(out)
                     sent += len(out)
                     last = (last + out)[-9:]
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            rc = proc.wait()
-            t.join(timeout=10)
-        text = b"".join(err)
-        msg = redact(text.decode(errors="replace").strip()[-800:])
-        if rc != 0:
-            raise DumpFailed(f"redis-cli --rdb exited with status {rc}: {msg or '(no message)'}")
+        text = run.stderr.data
+        msg = redact(run.stderr_text(800))
+        if run.returncode != 0:
+            raise DumpFailed(f"redis-cli --rdb exited with status {run.returncode}: {msg or '(no message)'}")
         found = _DONE.search(text) or _SIZED.search(text)
         if found is None:
             raise DumpFailed(f"redis-cli --rdb did not report a finished transfer: {msg or '(no message)'}")

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from planning.db_args import pg_conninfo
 from planning.pg_plain_sql import guard_plain_sql
 from stateferry.errors import InputError, PermanentError, PreconditionFailed, StateferryError
 from tasks.dumpers import CHUNK, find_tool, mysql_defaults_file, postgres_env, redactor
+from tasks.tool_process import run_tool
 
 if TYPE_CHECKING:
     from blocks.database import Database
@@ -115,29 +115,15 @@ def feed_tool(
     argv: list[str], chunks: Iterator[bytes], *, env: dict[str, str] | None, redact: Callable[[str], str]
 ) -> None:
     """Stream ``chunks`` into the stdin of the tool ``argv``; a failure raises with its redacted stderr."""
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    err: list[bytes] = []
-    stderr = proc.stderr
-    t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
-    t.start()
-    try:
-        for chunk in chunks:
-            proc.stdin.write(chunk)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        rc = proc.wait()
-        t.join(timeout=10)
-    if rc != 0:
-        msg = b"".join(err).decode(errors="replace").strip()[-1500:]
-        raise RestoreFailed(redact(f"{Path(argv[0]).name} exited with status {rc}: {msg}"))
+    with run_tool(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env) as run:
+        try:
+            for chunk in chunks:
+                run.stdin.write(chunk)
+        except BrokenPipeError:
+            pass
+    if run.returncode != 0:
+        msg = run.stderr_text(1500)
+        raise RestoreFailed(redact(f"{Path(argv[0]).name} exited with status {run.returncode}: {msg}"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,23 +188,15 @@ def disable_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def mysql_database_exists(db: Database, name: str) -> bool:
     """True when the database exists."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (name,))
+        return cur.fetchone() is not None
 
 
 def mysql_drop_database(db: Database, name: str) -> None:
     """Drop a database if it exists."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
 
 
 @functools.cache
@@ -259,36 +237,24 @@ def restore_mysql(
 
 def postgres_database_exists(db: Database, name: str) -> bool:
     """True when the database exists."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
 
 
 def postgres_recreate_database(db: Database, name: str, *, drop: bool) -> None:
     """(Drop and) create an empty database."""
     ident = '"' + name.replace('"', '""') + '"'
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            if drop:
-                cur.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
-            cur.execute(f"CREATE DATABASE {ident}")
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        if drop:
+            cur.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {ident}")
 
 
 def postgres_drop_database(db: Database, name: str) -> None:
     """Drop a database if it exists (disconnecting its sessions)."""
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute('DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE)')
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute('DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE)')
 
 
 def psql_script_argv(conninfo: str) -> list[str]:
@@ -340,37 +306,33 @@ def postgres_swap_in(db: Database, temp: str, name: str, *, token: str, attempts
     """
     q = _pg_ident
     old = f"sfold_{token}"
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            exists = cur.fetchone() is not None
-            if not exists:
-                cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
-                return
-            cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS false")
-            try:
-                for attempt in range(attempts):
-                    cur.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE datname = %s AND pid <> pg_backend_pid()",
-                        (name,),
-                    )
-                    try:
-                        with conn.transaction():
-                            cur.execute(f"ALTER DATABASE {q(name)} RENAME TO {q(old)}")
-                            cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
-                        break
-                    except Exception:
-                        if attempt == attempts - 1:
-                            raise
-                        time.sleep(0.2 * (attempt + 1))
-            except BaseException:
-                cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS true")
-                raise
-            cur.execute(f"DROP DATABASE IF EXISTS {q(old)} WITH (FORCE)")
-    finally:
-        conn.close()
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        exists = cur.fetchone() is not None
+        if not exists:
+            cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
+            return
+        cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS false")
+        try:
+            for attempt in range(attempts):
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                try:
+                    with conn.transaction():
+                        cur.execute(f"ALTER DATABASE {q(name)} RENAME TO {q(old)}")
+                        cur.execute(f"ALTER DATABASE {q(temp)} RENAME TO {q(name)}")
+                    break
+                except Exception:
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+        except BaseException:
+            cur.execute(f"ALTER DATABASE {q(name)} WITH ALLOW_CONNECTIONS true")
+            raise
+        cur.execute(f"DROP DATABASE IF EXISTS {q(old)} WITH (FORCE)")
 
 
 def _pg_ident(name: str) -> str:

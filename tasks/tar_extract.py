@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 from typing import BinaryIO
 
 from stateferry.errors import InputError
 from stateferry.worker.tarcheck import TarGate, UnsafeArchive
 from tasks.restore_ops import RestoreFailed, decompress_chunks
+from tasks.tool_process import run_tool
 
 #: GNU tar reading a checked stream; ``--listed-incremental=/dev/null`` applies an incremental
 #: archive's deletions (``inc_files``), a plain archive is extracted as it is
@@ -25,35 +25,19 @@ def extract_checked(fh: BinaryIO, dest: Path, *, incremental: bool) -> None:
     """
     gate = TarGate(dest)
     flags = [*_EXTRACT, "--listed-incremental=/dev/null"] if incremental else _EXTRACT
-    tar = subprocess.Popen(["tar", *flags, "-C", str(dest)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert tar.stdin is not None and tar.stderr is not None
-    err: list[bytes] = []
-    stderr = tar.stderr
-    t = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
-    t.start()
     refused: UnsafeArchive | None = None
-    try:
-        for chunk in decompress_chunks(fh):
-            tar.stdin.write(gate.feed(chunk))
-        if not gate.ended:
-            raise RestoreFailed("the archive ends before its end-of-archive blocks (truncated)")
-    except UnsafeArchive as exc:
-        refused = exc
-        tar.kill()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        tar.kill()
-        raise
-    finally:
+    with run_tool(["tar", *flags, "-C", str(dest)], stdin=subprocess.PIPE, stdout=None) as tar:
         try:
-            tar.stdin.close()
+            for chunk in decompress_chunks(fh):
+                tar.stdin.write(gate.feed(chunk))
+            if not gate.ended:
+                raise RestoreFailed("the archive ends before its end-of-archive blocks (truncated)")
+        except UnsafeArchive as exc:
+            refused = exc
+            tar.proc.kill()
         except BrokenPipeError:
             pass
-        rc = tar.wait()
-        t.join(timeout=10)
     if refused is not None:
         raise InputError("backup", f"the archive is refused: {refused}", "restore another backup")
-    if rc != 0:
-        msg = b"".join(err).decode(errors="replace").strip()[-800:]
-        raise RestoreFailed(f"tar exited with status {rc}: {msg}")
+    if tar.returncode != 0:
+        raise RestoreFailed(f"tar exited with status {tar.returncode}: {tar.stderr_text(800)}")

@@ -34,6 +34,7 @@ from planning.mover_pod import (
     MOUNT,
     WORKER_IMAGE,
     MoverSecurity,
+    Placement,
     mover_job_body,
     mover_secret_name,
     pod_placement,
@@ -236,6 +237,38 @@ def _secret_name(job: str) -> str:
     return f"{job[:50]}-s3-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class _MoverJobs:
+    """What every mover Job of one pass shares; ``kind`` ``pack`` reads the claims, ``fill`` writes them."""
+
+    kind: str
+    store: ObjectStore
+    endpoint: str
+    image: str
+    run_id: str
+    mode: MoverSecurity
+    timeout: float
+
+    def body(self, ns: str, pvc: str, args: list[str], level: int, placement: Placement) -> dict[str, Any]:
+        """The Job running the worker with ``args`` on the claim ``ns/pvc``."""
+        job = _job_name(self.kind, pvc, self.run_id, level)
+        return mover_job_body(
+            job,
+            ns,
+            pvc,
+            args,
+            self.endpoint,
+            self.store.region,
+            self.image,
+            self.run_id,
+            _secret_name(job),
+            mode=self.mode,
+            placement=placement,
+            write=self.kind == "fill",
+            timeout=self.timeout,
+        )
+
+
 def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: float = 60.0) -> None:
     """Wait until every ``(namespace, name)`` claim is Bound.
 
@@ -316,6 +349,7 @@ def pack_volumes(
     log = get_run_logger()
     mode = MoverSecurity.parse(security, "mover_security")
     rest = KubeRest(cluster.api_client(), cluster_name)
+    jobs = _MoverJobs("pack", store, endpoint or store.url, image, run_id, mode, timeout)
     ensure_bucket(store, bucket)
     before = {(v.namespace, v.pvc): v for v in previous or []}
     out: list[VolumeResult] = []
@@ -330,22 +364,8 @@ def pack_volumes(
         out.append(vr)
         t0 = time.monotonic()
         placement = pod_placement(claim_users(rest, ns, pvc))
-        job = _job_name("pack", pvc, run_id, level)
-        body = mover_job_body(
-            job,
-            ns,
-            pvc,
-            ["pack", "--dir", MOUNT, "--bucket", bucket, "--key", key, "--level", str(level)],
-            endpoint or store.url,
-            store.region,
-            image,
-            run_id,
-            _secret_name(job),
-            mode=mode,
-            placement=placement,
-            write=False,
-            timeout=timeout,
-        )
+        args = ["pack", "--dir", MOUNT, "--bucket", bucket, "--key", key, "--level", str(level)]
+        body = jobs.body(ns, pvc, args, level, placement)
         vr.extra["identity"] = placement.identity(mode)
         try:
             ok, msg = run_mover_job(rest, body, store, timeout)
@@ -396,6 +416,7 @@ def fill_volumes(
     log = get_run_logger()
     mode = MoverSecurity.parse(security, "mover_security")
     rest = KubeRest(cluster.api_client(), cluster_name)
+    jobs = _MoverJobs("fill", store, endpoint or store.url, image, run_id, mode, timeout)
     todo = [v for v in volumes if v.status == "packed"]
     for v in volumes:
         v.target_namespace = namespace_mapping.get(v.namespace, v.namespace)
@@ -416,22 +437,7 @@ def fill_volumes(
         placement = pod_placement(claim_users(rest, v.target_namespace, v.target_pvc))
         if mode is MoverSecurity.WORKLOAD and not placement.pod_security:
             placement.pod_security = dict(v.extra.get("identity") or {})
-        job = _job_name("fill", v.pvc, run_id, v.level)
-        body = mover_job_body(
-            job,
-            v.target_namespace,
-            v.target_pvc,
-            args,
-            endpoint or store.url,
-            store.region,
-            image,
-            run_id,
-            _secret_name(job),
-            mode=mode,
-            placement=placement,
-            write=True,
-            timeout=timeout,
-        )
+        body = jobs.body(v.target_namespace, v.target_pvc, args, v.level, placement)
         try:
             ok, msg = run_mover_job(rest, body, store, timeout)
             rec = get_json(store, bucket, result_key) or {}
