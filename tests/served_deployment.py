@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,23 @@ def _ensure_pool() -> None:
             pass
 
 
+def _load_without_shadowing(load: Callable[[], Any]) -> Any:
+    """Run ``load`` (Prefect loading a flow from its entrypoint and deploying it), then undo
+    what it does to this process's imports: Prefect puts the script's folder on ``sys.path`` and
+    registers flow scripts under their bare file names (``flows/backup.py`` as ``backup``), which
+    would shadow the test package of that name (``tests/backup``) in every later test file."""
+    path = list(sys.path)
+    try:
+        return load()
+    finally:
+        sys.path[:] = path
+        flows_dir = ROOT / "flows"
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None)
+            if "." not in name and origin and Path(origin).parent == flows_dir and name != "flows":
+                del sys.modules[name]
+
+
 @contextmanager
 def served_deployment(entrypoint: str, name: str, parameters: dict[str, Any], log: Path) -> Iterator[UUID]:
     """Deploy ``entrypoint`` as ``name`` (default ``parameters``) and run a worker; yield the deployment id.
@@ -45,9 +62,10 @@ def served_deployment(entrypoint: str, name: str, parameters: dict[str, Any], lo
     from prefect import flow
 
     _ensure_pool()
-    source_flow: Any = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
-    deployment_id = source_flow.deploy(
-        name=name, work_pool_name=POOL, parameters=parameters, print_next_steps=False
+    deployment_id = _load_without_shadowing(
+        lambda: flow.from_source(source=str(ROOT), entrypoint=entrypoint).deploy(
+            name=name, work_pool_name=POOL, parameters=parameters, print_next_steps=False
+        )
     )
     env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     prefect = str(Path(sys.executable).parent / "prefect")
