@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.compat import KubeClusterLike, ObjectStoreLike
+from blocks.kube import KubeCluster
 from blocks.loading import resolve_bucket, resolve_kube
 from flows.app_migration_steps import (
     DeltaCopy,
@@ -54,7 +55,7 @@ from tasks.app_cutover import (
 )
 from tasks.archive_store import upload_archive
 from tasks.kube_apply import ObjectResult, activate_workloads, summarize_results
-from tasks.kube_export import KubeRest, export_resources, read_tarball
+from tasks.kube_export import export_resources, read_tarball
 from tasks.resource_engine import (
     apply_in_phases,
     iso,
@@ -261,8 +262,8 @@ def app_migration(
         vol_results, stopped = quiesce_and_sync(delta, namespaces, auto_approve, hook_list)
         if start_applications and all(v.status == "migrated successfully" for v in vol_results):
             targets = sorted({ns_map.get(n, n) for n in namespaces})
-            activate_workloads(dst.api_client(), targets)
-            activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
+            activate_workloads(dst, targets)
+            activate_cronjobs(dst, targets)
             parked = set()
     rows = _status_rows(results, parked)
     create_table_artifact(
@@ -289,8 +290,8 @@ def app_migration(
             key=f"activate-{name}",
             auto_approve=auto_approve,
         )
-        activation = [r.to_dict() for r in activate_workloads(dst.api_client(), targets)]
-        activate_cronjobs(KubeRest(dst.api_client(), "target"), targets)
+        activation = [r.to_dict() for r in activate_workloads(dst, targets)]
+        activate_cronjobs(dst, targets)
     seconds = time.monotonic() - t0
     apps_state = (
         "started"
@@ -334,7 +335,7 @@ def app_migration(
 def _switch_workloads(
     cluster: KubeClusterLike | str,
     namespaces: list[str],
-    switch: Callable[[KubeRest, list[str]], list[dict[str, Any]]],
+    switch: Callable[[KubeCluster, list[str]], list[dict[str, Any]]],
     verb: str,
     noun: str,
 ) -> dict[str, Any]:
@@ -342,7 +343,7 @@ def _switch_workloads(
     kube = resolve_kube(cluster, "cluster")
     if not namespaces:
         raise InputError("namespaces", "is empty", f"name the namespaces to {verb}")
-    results = switch(KubeRest(kube.api_client(), "cluster"), namespaces)
+    results = switch(kube, namespaces)
     create_table_artifact(key=noun, table=results, description=f"{noun} of {namespaces}")
     return {"results": results}
 
@@ -394,8 +395,8 @@ def activate(target: KubeClusterLike | str, namespaces: list[str]) -> dict[str, 
     dst = resolve_kube(target, "target")
     if not namespaces:
         raise InputError("namespaces", "is empty", "name the target namespaces to activate")
-    results = activate_workloads(dst.api_client(), namespaces)
-    cronjobs = activate_cronjobs(KubeRest(dst.api_client(), "target"), namespaces)
+    results = activate_workloads(dst, namespaces)
+    cronjobs = activate_cronjobs(dst, namespaces)
     create_table_artifact(
         key="activation",
         table=[{"workload": r.key, "result": r.result, "message": r.message} for r in results],

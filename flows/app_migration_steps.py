@@ -18,7 +18,6 @@ from planning.transforms import TransformSpec, apply_transforms
 from tasks.app_cutover import deactivate_workloads, reactivate_workloads, wait_claims_released
 from tasks.archive_store import ensure_bucket, get_json, put_json
 from tasks.exec_hooks import HookFailed, hook_pods, run_hook_phase
-from tasks.kube_export import KubeRest
 from tasks.volume_mover import VolumeResult, fill_volumes, pack_volumes, volume_key
 
 __all__ = ["DeltaCopy", "quiesce_and_sync", "resumed_bulk", "save_bulk_checkpoint", "transformed"]
@@ -169,16 +168,16 @@ def quiesce_and_sync(
     )
     if hooks is not None:
         return _sync_with_hooks(transfer, hooks, pods)
-    rest = KubeRest(transfer.src.api_client(), "source")
-    stopped = deactivate_workloads(rest, namespaces)
+    src = transfer.src
+    stopped = deactivate_workloads(src, namespaces)
     try:
-        wait_claims_released(rest, transfer.claims)
+        wait_claims_released(src, transfer.claims)
         result = transfer.fill(transfer.pack())
     except Exception:
-        reactivate_workloads(rest, namespaces)
+        reactivate_workloads(src, namespaces)
         raise
     if any(v.status != "migrated successfully" for v in result):
-        reactivate_workloads(rest, namespaces)
+        reactivate_workloads(src, namespaces)
     return result, stopped
 
 

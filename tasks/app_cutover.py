@@ -13,27 +13,26 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from blocks.kube import KubeCluster
 from planning.app_migration import cronjob_activation_patch, deactivation_patch, reactivation_patch
 from stateferry.errors import PermanentError, StateferryError
 from stateferry.waiting import wait_until
-from tasks.kube_export import KubeRest
+from tasks.kube_dynamic import dynamic_client, list_objects, merge_patch, resource_for
 
-_KINDS = (
-    ("apps/v1", "deployments", "Deployment"),
-    ("apps/v1", "statefulsets", "StatefulSet"),
-    ("batch/v1", "cronjobs", "CronJob"),
-)
+_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "CronJob"))
 
 
 def _apply(
-    rest: KubeRest, namespaces: Iterable[str], decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+    cluster: KubeCluster,
+    namespaces: Iterable[str],
+    decide: Callable[[dict[str, Any]], dict[str, Any] | None],
 ) -> list[dict[str, Any]]:
+    dyn = dynamic_client(cluster.api_client())
     out: list[dict[str, Any]] = []
     for ns in namespaces:
-        for api, plural, kind in _KINDS:
-            base = f"/apis/{api}/namespaces/{ns}/{plural}"
-            for obj in (rest.get_or_none(base) or {}).get("items") or []:
-                obj.setdefault("kind", kind)
+        for api_version, kind in _KINDS:
+            resource = resource_for(dyn, api_version, kind)
+            for obj in list_objects(dyn, resource, ns) if resource is not None else ():
                 name = obj["metadata"]["name"]
                 row = {"kind": kind, "namespace": ns, "name": name, "result": "unchanged", "message": ""}
                 out.append(row)
@@ -41,9 +40,7 @@ def _apply(
                     patch = decide(obj)
                     if patch is None:
                         continue
-                    rest.request(
-                        "PATCH", f"{base}/{name}", body=patch, content_type="application/merge-patch+json"
-                    )
+                    merge_patch(dyn, resource, name, ns, patch)
                     row["result"] = "updated"
                     spec = patch["spec"]
                     row["message"] = (
@@ -55,37 +52,48 @@ def _apply(
 
 
 @task(cache_policy=NO_CACHE)
-def deactivate_workloads(rest: KubeRest, namespaces: list[str]) -> list[dict[str, Any]]:
-    """Scale Deployments/StatefulSets to 0 and suspend CronJobs, recording what they had."""
-    return _apply(rest, namespaces, deactivation_patch)
+def deactivate_workloads(cluster: KubeCluster, namespaces: list[str]) -> list[dict[str, Any]]:
+    """Scale Deployments/StatefulSets to 0 and suspend CronJobs, recording what they had.
+
+    Args:
+        cluster: The cluster whose applications stop.
+        namespaces: The namespaces whose workloads stop.
+
+    Returns:
+        A row per Deployment, StatefulSet and CronJob: kind, namespace, name, result
+        (``updated`` / ``unchanged`` / ``failed``) and message.
+    """
+    return _apply(cluster, namespaces, deactivation_patch)
 
 
 @task(cache_policy=NO_CACHE)
-def reactivate_workloads(rest: KubeRest, namespaces: list[str]) -> list[dict[str, Any]]:
+def reactivate_workloads(cluster: KubeCluster, namespaces: list[str]) -> list[dict[str, Any]]:
     """Restore the replica counts and CronJob suspension recorded by :func:`deactivate_workloads`."""
-    return _apply(rest, namespaces, reactivation_patch)
+    return _apply(cluster, namespaces, reactivation_patch)
 
 
 @task(cache_policy=NO_CACHE)
-def activate_cronjobs(rest: KubeRest, namespaces: list[str]) -> list[dict[str, Any]]:
+def activate_cronjobs(cluster: KubeCluster, namespaces: list[str]) -> list[dict[str, Any]]:
     """Resume the CronJobs a migration parked (``stateferry.io/migration-suspend``)."""
-    return [r for r in _apply(rest, namespaces, cronjob_activation_patch) if r["kind"] == "CronJob"]
+    return [r for r in _apply(cluster, namespaces, cronjob_activation_patch) if r["kind"] == "CronJob"]
 
 
 @task(cache_policy=NO_CACHE)
-def wait_claims_released(rest: KubeRest, claims: list[tuple[str, str]], timeout: float = 120.0) -> None:
+def wait_claims_released(cluster: KubeCluster, claims: list[tuple[str, str]], timeout: float = 120.0) -> None:
     """Wait until no running pod mounts any of the claims (the application has stopped writing).
 
     Raises:
         PermanentError: naming the pods still using a claim after ``timeout``.
     """
     busy: list[str] = []
+    dyn = dynamic_client(cluster.api_client())
+    pods = resource_for(dyn, "v1", "Pod")
 
     def released() -> bool:
         busy.clear()
         for ns in sorted({ns for ns, _ in claims}):
             names = {c for n, c in claims if n == ns}
-            for pod in (rest.get_or_none(f"/api/v1/namespaces/{ns}/pods") or {}).get("items") or []:
+            for pod in list_objects(dyn, pods, ns) if pods is not None else ():
                 if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                     continue
                 if (pod.get("metadata") or {}).get("labels", {}).get("stateferry.io/mover"):

@@ -434,7 +434,7 @@ def apply_resources(
     return results
 
 
-def activate_workloads(api: Any, namespaces: Iterable[str]) -> list[ObjectResult]:
+def activate_workloads(cluster: KubeCluster, namespaces: Iterable[str]) -> list[ObjectResult]:
     """Scale Deployments/StatefulSets parked by a migration back to the replica count recorded in
     ``stateferry.io/migration-replicas`` (and remove the annotation). Objects without it are left
     alone (result ``unchanged``).
@@ -442,7 +442,7 @@ def activate_workloads(api: Any, namespaces: Iterable[str]) -> list[ObjectResult
     A targeted change of two fields of a live object: a merge patch through the dynamic client as
     field manager ``stateferry`` (a server-side apply would have to repeat the whole configuration).
     """
-    dyn = dynamic_client(api)
+    dyn = dynamic_client(cluster.api_client())
     results: list[ObjectResult] = []
     for ns in namespaces:
         for kind in ("Deployment", "StatefulSet"):
