@@ -161,7 +161,8 @@ class Transferrer:
             stream_min=stream_min,
         )
         self.large_object = large_object
-        self._large = threading.BoundedSemaphore(max(1, large_workers or min(self.workers, 4)))
+        self.large_workers = max(1, large_workers or min(self.workers, 4))
+        self._large = threading.BoundedSemaphore(self.large_workers)
         self.threads = min(256, self.workers * max(1, small_factor))
         self._medium = threading.BoundedSemaphore(self.workers)
         self.attempts = max(1, attempts)
@@ -225,12 +226,14 @@ class Transferrer:
                     all_done.set()
 
         # Bounded submission: at most `window` objects queued or running, no per-completion polling.
-        window = self.threads * 4
+        # A thread started while transfers run costs ~10 ms of GIL time: start only those that can work.
+        threads = self._threads_for(todo)
+        window = threads * 4
         slots = threading.BoundedSemaphore(window)
         finished = [0]
         all_done = threading.Event()
         submitted = 0
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mirror") as pool:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mirror") as pool:
             for action in todo:
                 if stop is not None and stop.is_set():
                     break
@@ -252,6 +255,23 @@ class Transferrer:
             tick_to(done + len(batch))
         report.seconds = time.perf_counter() - started
         return report
+
+    def _bounded(self, action: Action) -> bool:
+        """The body goes through the client and is not small: at most ``workers`` such at once."""
+        if self.server_side or action.metadata_only:
+            return False
+        etag = action.source.etag if action.source is not None else ""
+        return action.size > self.copier.stream_min or "-" in etag
+
+    def _threads_for(self, todo: list[Action]) -> int:
+        """Pool threads for these objects: no more than the size limits let run at once."""
+        if any(not self._bounded(a) for a in todo):
+            cap = self.threads
+        elif any(a.size < self.large_object for a in todo):
+            cap = self.workers
+        else:
+            cap = self.large_workers
+        return max(1, min(cap, len(todo)))
 
     # ------------------------------------------------------------------------------------------
     def _with_retries(self, action: Action, report: TransferReport, fn: Callable[[], None]) -> None:
@@ -307,7 +327,7 @@ class Transferrer:
             return
         etag = action.source.etag if action.source is not None else ""
         large = size >= self.large_object
-        medium = size > self.copier.stream_min or "-" in etag
+        medium = self._bounded(action)
         if medium:
             self._medium.acquire()
         if large:
