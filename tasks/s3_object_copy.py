@@ -165,26 +165,30 @@ class BodyCopier:
         held = self.budget.acquire(size)
         try:
             got = self.source.direct("GET", src_bucket, src_key)
-            if got.status != 200:
-                return self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size)
-            content_type, meta = preserved_headers(got.headers)
-            data = got.data
-            put = self.destination.direct(
-                "PUT", dst_bucket, dst_key, body=data, headers={"Content-Type": content_type, **meta}
-            )
-            if put.status != 200:
-                put_result = self.destination.put_object(
-                    dst_bucket,
-                    dst_key,
-                    io.BytesIO(data),
-                    len(data),
-                    content_type=content_type,
-                    metadata=meta,  # type: ignore[arg-type]
-                )
-                return etag_of(got.headers.get("etag")), etag_of(put_result.etag)
-            return etag_of(got.headers.get("etag")), etag_of(put.headers.get("etag"))
+            if got.status == 200:
+                content_type, meta = preserved_headers(got.headers)
+                headers = {"Content-Type": content_type, **meta}
+                put = self.destination.direct("PUT", dst_bucket, dst_key, body=got.data, headers=headers)
+                if put.status == 200:
+                    written = etag_of(put.headers.get("etag"))
+                else:
+                    written = self._put_whole(dst_bucket, dst_key, got.data, content_type, meta)
+                return etag_of(got.headers.get("etag")), written
         finally:
             self.budget.release(held)
+        return self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size)  # raises minio's error
+
+    def _put_whole(self, bucket: str, key: str, data: bytes, content_type: str, meta: dict[str, str]) -> str:
+        """PUT an in-memory body through the minio API; return the ETag the destination stored."""
+        result = self.destination.put_object(
+            bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata=meta,  # type: ignore[arg-type]
+        )
+        return etag_of(result.etag)
 
     def _copy_single(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int
@@ -209,15 +213,7 @@ class BodyCopier:
                 response.close()
                 response.release_conn()
             # len(data) may differ from the listing: the object changed since; copy what is there now.
-            result = self.destination.put_object(
-                dst_bucket,
-                dst_key,
-                io.BytesIO(data),
-                len(data),
-                content_type=content_type,
-                metadata=meta,  # type: ignore[arg-type]
-            )
-            return source_etag, etag_of(result.etag)
+            return source_etag, self._put_whole(dst_bucket, dst_key, data, content_type, meta)
         finally:
             self.budget.release(held)
 
