@@ -1,15 +1,12 @@
 """Execute a mirror plan: parallel, memory-bounded object copies and batched deletes.
 
-* Bodies stream from the source GET into the destination PUT. Objects up to ``single_put_max`` are
-  written with one PUT (their MD5 ETag stays comparable); larger ones go multipart, with the source's
-  own part size when the source is multipart (so the multipart ETag stays comparable too). Small
-  bodies are read whole (and sent with ``Content-MD5``); bodies over ``stream_min`` are piped from
-  the GET into the PUT without being held or hashed by the client.
+* Bodies are moved by :class:`tasks.s3_object_copy.BodyCopier`: small ones read whole and sent with
+  ``Content-MD5``, larger ones piped from the GET into one PUT, the largest multipart, all within a
+  memory budget.
 * Every write is confirmed by the destination: the ETag it returns for the stored bytes must equal
   the ETag of the source object that was read (a mismatch is retried like a transient error). Writes
   that cannot be confirmed that way (ETags of different kinds) are counted as ``unconfirmed``; the
   flow verifies a pass without re-listing both sides only when none are.
-* Bytes in flight are capped by ``memory_budget`` (a byte semaphore), whatever ``workers`` is.
 * Same endpoint on both sides -> server-side ``CopyObject`` (no bytes through the client).
 * Metadata-only changes (same content, new headers) are applied in place with a destination
   self-copy (``x-amz-metadata-directive: REPLACE``), no body transfer.
@@ -20,23 +17,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from minio import Minio
 from minio.commonconfig import REPLACE, ComposeSource, CopySource
 from minio.deleteobjects import DeleteObject
 
-from planning.mirror import PRESERVED_HEADERS, USER_METADATA_PREFIX, Action, ActionKind
+from planning.mirror import Action, ActionKind
 from stateferry.errors import NotFound, PermanentError, translate
-from tasks.s3_clients import MirrorMinio, put_stream
-from tasks.s3_listing import first_part_size
+from tasks.s3_object_copy import BodyCopier, Vanished, etag_of, preserved_headers, s3_code
 
 __all__ = ["TransferFailure", "TransferReport", "Transferrer"]
 
@@ -103,67 +96,6 @@ class TransferReport:
         self.failures.extend(other.failures)
 
 
-class _ByteBudget:
-    """A counting semaphore over bytes: at most ``limit`` bytes of bodies held at once."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._free = limit
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int) -> int:
-        n = max(1, min(n, self._limit))
-        with self._cond:
-            while self._free < n:
-                self._cond.wait()
-            self._free -= n
-        return n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._free += n
-            self._cond.notify_all()
-
-
-class _RawReader:
-    """File-like view of a urllib3 response returning stored bytes (no Content-Encoding decoding).
-
-    With ``digest=True`` it also keeps the MD5 of every byte read (to confirm a streamed copy of a
-    multipart source, whose ETag is not an MD5, against the destination's MD5 ETag).
-    """
-
-    def __init__(self, response: Any, *, digest: bool = False) -> None:
-        self._response = response
-        self.md5 = hashlib.md5(usedforsecurity=False) if digest else None
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self._response.read(None if n is None or n < 0 else n, decode_content=False)
-        if self.md5 is not None:
-            self.md5.update(data)
-        return data
-
-
-def _preserved(headers: Any) -> tuple[str, dict[str, str]]:
-    """Split response headers into (content type, headers/metadata to send with the PUT)."""
-    content_type = "application/octet-stream"
-    meta: dict[str, str] = {}
-    for name, value in headers.items():
-        low = name.lower()
-        if low == "content-type":
-            content_type = value
-        elif low in PRESERVED_HEADERS or low.startswith(USER_METADATA_PREFIX):
-            meta[low] = value
-    return content_type, meta
-
-
-def _s3_code(exc: BaseException) -> str:
-    return str(getattr(exc, "code", "") or "")
-
-
-def _etag(value: Any) -> str:
-    return str(value or "").strip('"').lower()
-
-
 class _Mismatch(Exception):
     """The destination stored other bytes than the source GET returned (retried)."""
 
@@ -220,12 +152,17 @@ class Transferrer:
         self.guard_destination = guard_destination
         self.server_side = server_side
         self.workers = max(1, workers)
-        self.budget = _ByteBudget(memory_budget)
-        self.single_put_max = single_put_max
-        self.part_size = part_size
-        self.stream_min = stream_min
+        self.copier = BodyCopier(
+            source,
+            destination,
+            memory_budget=memory_budget,
+            single_put_max=single_put_max,
+            part_size=part_size,
+            stream_min=stream_min,
+        )
         self.large_object = large_object
-        self._large = threading.BoundedSemaphore(max(1, large_workers or min(self.workers, 4)))
+        self.large_workers = max(1, large_workers or min(self.workers, 4))
+        self._large = threading.BoundedSemaphore(self.large_workers)
         self.threads = min(256, self.workers * max(1, small_factor))
         self._medium = threading.BoundedSemaphore(self.workers)
         self.attempts = max(1, attempts)
@@ -289,12 +226,14 @@ class Transferrer:
                     all_done.set()
 
         # Bounded submission: at most `window` objects queued or running, no per-completion polling.
-        window = self.threads * 4
+        # A thread started while transfers run costs ~10 ms of GIL time: start only those that can work.
+        threads = self._threads_for(todo)
+        window = threads * 4
         slots = threading.BoundedSemaphore(window)
         finished = [0]
         all_done = threading.Event()
         submitted = 0
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mirror") as pool:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mirror") as pool:
             for action in todo:
                 if stop is not None and stop.is_set():
                     break
@@ -317,6 +256,23 @@ class Transferrer:
         report.seconds = time.perf_counter() - started
         return report
 
+    def _bounded(self, action: Action) -> bool:
+        """The body goes through the client and is not small: at most ``workers`` such at once."""
+        if self.server_side or action.metadata_only:
+            return False
+        etag = action.source.etag if action.source is not None else ""
+        return action.size > self.copier.stream_min or "-" in etag
+
+    def _threads_for(self, todo: list[Action]) -> int:
+        """Pool threads for these objects: no more than the size limits let run at once."""
+        if any(not self._bounded(a) for a in todo):
+            cap = self.threads
+        elif any(a.size < self.large_object for a in todo):
+            cap = self.workers
+        else:
+            cap = self.large_workers
+        return max(1, min(cap, len(todo)))
+
     # ------------------------------------------------------------------------------------------
     def _with_retries(self, action: Action, report: TransferReport, fn: Callable[[], None]) -> None:
         delay = self.backoff
@@ -324,13 +280,13 @@ class Transferrer:
             try:
                 fn()
                 return
-            except _Vanished:
+            except Vanished:
                 with self._lock:
                     report.vanished += 1
                 return
             except Exception as exc:
                 err = translate(exc, context=f"{action.kind.value} {action.key!r}")
-                permanent = isinstance(err, PermanentError) and _s3_code(exc) != ""
+                permanent = isinstance(err, PermanentError) and s3_code(exc) != ""
                 if permanent or attempt == self.attempts:
                     with self._lock:
                         report.failures.append(TransferFailure(action.key, action.kind.value, str(err)))
@@ -360,41 +316,31 @@ class Transferrer:
             return
         if self.server_side:
             if size <= _MAX_COPY_OBJECT:
-                written = self.destination.copy_object(dst_bucket, dst_key, CopySource(src_bucket, src_key))
+                copied = self.destination.copy_object(dst_bucket, dst_key, CopySource(src_bucket, src_key))
             else:
-                written = self.destination.compose_object(
+                copied = self.destination.compose_object(
                     dst_bucket, dst_key, [ComposeSource(src_bucket, src_key)]
                 )
             listed = action.source.etag if action.source is not None else ""
-            self._confirm(report, listed, _etag(written.etag), dst_key)
+            self._confirm(report, listed, etag_of(copied.etag), dst_key)
             self._count(report, action, size)
             return
         etag = action.source.etag if action.source is not None else ""
         large = size >= self.large_object
-        medium = size > self.stream_min or "-" in etag
+        medium = self._bounded(action)
         if medium:
             self._medium.acquire()
         if large:
             self._large.acquire()
         try:
-            if size <= self.single_put_max and ("-" not in etag or self._can_stream(size)):
-                self._copy_single(src_bucket, src_key, dst_bucket, dst_key, size, report)
-            else:
-                part = None
-                if "-" in etag:
-                    part = first_part_size(self.source, src_bucket, src_key)
-                self._copy_multipart(
-                    src_bucket, src_key, dst_bucket, dst_key, size, part or self.part_size, report
-                )
+            source_etag, written = self.copier.copy(src_bucket, src_key, dst_bucket, dst_key, size, etag)
         finally:
             if large:
                 self._large.release()
             if medium:
                 self._medium.release()
+        self._confirm(report, source_etag, written, dst_key)
         self._count(report, action, size)
-
-    def _can_stream(self, size: int) -> bool:
-        return size > self.stream_min and isinstance(self.destination, MirrorMinio)
 
     def _confirm(self, report: TransferReport, source_etag: str, written_etag: str, key: str) -> None:
         """Check the ETag the destination computed against the source's; count the outcome."""
@@ -425,91 +371,6 @@ class Transferrer:
                 report.overwritten += 1
             report.bytes += size
 
-    def _get(self, bucket: str, key: str) -> Any:
-        try:
-            return self.source.get_object(bucket, key)
-        except Exception as exc:
-            if _s3_code(exc) == "NoSuchKey":
-                raise _Vanished(key) from exc
-            raise
-
-    def _copy_single(
-        self,
-        src_bucket: str,
-        src_key: str,
-        dst_bucket: str,
-        dst_key: str,
-        size: int,
-        report: TransferReport,
-    ) -> None:
-        stream = self._can_stream(size)
-        held = self.budget.acquire(min(size, 1 * MiB) if stream else size)
-        try:
-            response = self._get(src_bucket, src_key)
-            try:
-                content_type, meta = _preserved(response.headers)
-                source_etag = _etag(response.headers.get("etag"))
-                if stream:
-                    length = int(response.headers.get("content-length", size))
-                    headers = {"Content-Type": content_type, **meta}
-                    reader = _RawReader(response, digest="-" in source_etag)
-                    written = put_stream(self.destination, dst_bucket, dst_key, reader, length, headers)
-                    if reader.md5 is not None:  # multipart source: confirm by the MD5 of the bytes read
-                        source_etag = reader.md5.hexdigest()
-                else:
-                    data = response.read(decode_content=False)
-            finally:
-                response.close()
-                response.release_conn()
-            if not stream:
-                # len(data) may differ from the listing: the object changed since; copy what is there now.
-                result = self.destination.put_object(
-                    dst_bucket,
-                    dst_key,
-                    io.BytesIO(data),
-                    len(data),
-                    content_type=content_type,
-                    metadata=meta,  # type: ignore[arg-type]
-                )
-                written = _etag(result.etag)
-            self._confirm(report, source_etag, written, dst_key)
-        finally:
-            self.budget.release(held)
-
-    def _copy_multipart(
-        self,
-        src_bucket: str,
-        src_key: str,
-        dst_bucket: str,
-        dst_key: str,
-        size: int,
-        part_size: int,
-        report: TransferReport,
-    ) -> None:
-        part_size = max(part_size, 5 * MiB)
-        held = self.budget.acquire(part_size * 3)  # minio uploads up to 3 parts in parallel
-        try:
-            response = self._get(src_bucket, src_key)
-            try:
-                content_type, meta = _preserved(response.headers)
-                source_etag = _etag(response.headers.get("etag"))
-                length = int(response.headers.get("content-length", size))
-                result = self.destination.put_object(
-                    dst_bucket,
-                    dst_key,
-                    _RawReader(response),  # type: ignore[arg-type]
-                    length,
-                    content_type=content_type,
-                    metadata=meta,  # type: ignore[arg-type]
-                    part_size=part_size,
-                )
-            finally:
-                response.close()
-                response.release_conn()
-            self._confirm(report, source_etag, _etag(result.etag), dst_key)
-        finally:
-            self.budget.release(held)
-
     def _update_metadata(
         self,
         src_bucket: str,
@@ -522,10 +383,10 @@ class Transferrer:
         try:
             stat = self.source.stat_object(src_bucket, src_key)
         except Exception as exc:
-            if _s3_code(exc) == "NoSuchKey":
-                raise _Vanished(src_key) from exc
+            if s3_code(exc) == "NoSuchKey":
+                raise Vanished(src_key) from exc
             raise
-        content_type, meta = _preserved(stat.metadata or {})
+        content_type, meta = preserved_headers(stat.metadata or {})
         meta["content-type"] = content_type
         written = self.destination.copy_object(
             dst_bucket,
@@ -534,7 +395,7 @@ class Transferrer:
             metadata=meta,  # type: ignore[arg-type]
             metadata_directive=REPLACE,
         )
-        self._confirm(report, _etag(stat.etag), _etag(written.etag), dst_key)
+        self._confirm(report, etag_of(stat.etag), etag_of(written.etag), dst_key)
 
     def _unchanged(self, bucket: str, key: str, action: Action, report: TransferReport) -> bool:
         """The target still is what the pass listed (absent for a copy): a client write or delete
@@ -542,7 +403,7 @@ class Transferrer:
         request; S3 has no portable conditional PUT/DELETE to close it)."""
         try:
             stat = self.destination.stat_object(bucket, key)
-            now: tuple[int, str] | None = (int(stat.size or 0), _etag(stat.etag))
+            now: tuple[int, str] | None = (int(stat.size or 0), etag_of(stat.etag))
         except Exception as exc:
             if not isinstance(translate(exc), NotFound):
                 raise
@@ -566,7 +427,7 @@ class Transferrer:
                 errors = list(self.destination.remove_objects(bucket, objects))
             except Exception as exc:
                 err = translate(exc, context=f"deleting {len(batch)} objects")
-                if attempt == self.attempts or (isinstance(err, PermanentError) and _s3_code(exc)):
+                if attempt == self.attempts or (isinstance(err, PermanentError) and s3_code(exc)):
                     report.failures.extend(TransferFailure(a.key, "delete", str(err)) for a in batch)
                     return
                 report.retries += 1
@@ -579,7 +440,3 @@ class Transferrer:
                 report.failures.append(TransferFailure((name or "")[cut:], "delete", message))
             report.deleted += len(batch) - len(failed)
             return
-
-
-class _Vanished(Exception):
-    """The source object disappeared between listing and copy."""
