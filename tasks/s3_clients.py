@@ -148,14 +148,17 @@ def _split(store: ObjectStore) -> tuple[str, bool]:
     return parsed.netloc, parsed.scheme == "https"
 
 
-def mirror_client(store: ObjectStore, pool_size: int = 16, *, connect_timeout: float = 5.0) -> MirrorMinio:
+def mirror_client(store: ObjectStore, pool_size: int = 16, *, connect_timeout: float = 30.0) -> MirrorMinio:
     """Build a MinIO client for mirroring with connection pools sized for ``pool_size`` transfers.
 
     Args:
         store: The ObjectStore block.
         pool_size: Parallel transfers; the pool keeps connections for them, their multipart parts
             (3 in parallel) and the listings.
-        connect_timeout: Seconds to wait for a TCP connection.
+        connect_timeout: Seconds to wait for a TCP connection. urllib3 also applies it to each
+            write of the request body (the read timeout starts only once the request is sent), so
+            it must outlast a busy server that stops reading an upload for a while: a 5 s value
+            aborted 20 MiB PUTs on a loaded machine.
 
     Returns:
         A :class:`MirrorMinio` client.
