@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks.kube import KubeCluster
 from planning.hooks import Hook
 from stateferry.errors import PreconditionFailed, translate
-from tasks.kube_export import KubeRest
+from tasks.kube_dynamic import dynamic_client, list_selected, served_resource
 
 __all__ = ["HookFailed", "HookRun", "hook_pods", "run_hook_phase"]
 
@@ -67,17 +67,13 @@ def hook_pods(cluster: KubeCluster, hooks: list[Hook]) -> dict[int, list[str]]:
     Raises:
         HookFailed: a hook selects no running pod, or a selected pod has no such container.
     """
-    rest = KubeRest(cluster.api_client(), "source")
+    dyn = dynamic_client(cluster.api_client())
+    pods = served_resource(dyn, "v1", "Pod")
     out: dict[int, list[str]] = {}
     for h in hooks:
-        pods = [
-            p
-            for page, _ in rest.list_pages(f"/api/v1/namespaces/{h.namespace}/pods", h.selector)
-            for p in page
-        ]
         running = [
             p
-            for p in pods
+            for p in list_selected(dyn, pods, h.namespace, h.selector)
             if (p.get("status") or {}).get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")
         ]

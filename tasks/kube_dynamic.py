@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from planning.apply_decision import FIELD_MANAGER
 from planning.resources import ResourceType
-from stateferry.errors import NotFound, StateferryError, translate
+from stateferry.errors import NotFound, PermanentError, StateferryError, translate
 
 __all__ = [
     "FIELD_MANAGER",
@@ -208,3 +208,65 @@ def merge_patch(dyn: Any, resource: Any, name: str, namespace: str | None, patch
             serializer=_raw,
         ),
     )
+
+
+__all__ += ["create", "delete", "list_selected", "served_resource"]
+
+
+def served_resource(dyn: Any, api_version: str, kind: str) -> Any:
+    """The served ``Resource`` of ``apiVersion``/``kind`` (a type the caller cannot do without).
+
+    Raises:
+        PermanentError: the server does not serve it.
+    """
+    resource = resource_for(dyn, api_version, kind)
+    if resource is None:
+        raise PermanentError(f"the server does not serve {api_version} {kind}")
+    return resource
+
+
+def _where(resource: Any, namespace: str | None, name: str) -> str:
+    return f"{resource.kind} {namespace + '/' if namespace else ''}{name}"
+
+
+def create(dyn: Any, resource: Any, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    """Create ``body`` as field manager :data:`FIELD_MANAGER`; the server's answer (the new object).
+
+    Raises:
+        Conflict: 409: an object of that name exists (or is still being deleted).
+        Invalid: 422: the server refused the object.
+    """
+    full = {"apiVersion": resource.group_version, "kind": resource.kind, **body}
+    out: dict[str, Any] = call(
+        f"creating {_where(resource, namespace, body['metadata']['name'])}",
+        lambda: dyn.create(
+            resource, body=full, namespace=namespace, field_manager=FIELD_MANAGER, serializer=_raw
+        ),
+    )
+    return out
+
+
+def delete(
+    dyn: Any, resource: Any, name: str, namespace: str | None, *, propagation: str = "Background"
+) -> None:
+    """Delete one object; its dependents go by ``propagation`` (``Background``/``Foreground``/``Orphan``).
+
+    Raises:
+        NotFound: it does not exist.
+    """
+    call(
+        f"deleting {_where(resource, namespace, name)}",
+        lambda: dyn.delete(
+            resource, name=name, namespace=namespace, propagation_policy=propagation, serializer=_raw
+        ),
+    )
+
+
+def list_selected(dyn: Any, resource: Any, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """The objects of ``resource`` in ``namespace`` whose labels match ``label_selector`` (one request:
+    for the few objects a selector picks)."""
+    data: dict[str, Any] = call(
+        f"listing {resource.kind} {label_selector!r} in {namespace}",
+        lambda: dyn.get(resource, namespace=namespace, label_selector=label_selector, serializer=_raw),
+    )
+    return list(data.get("items") or [])

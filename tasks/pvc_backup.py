@@ -35,7 +35,7 @@ from stateferry.errors import InputError, PermanentError, PreconditionFailed, St
 from tasks.archive_store import get_json
 from tasks.backup_storage import S3Storage
 from tasks.dumpers import CHUNK, DumpFailed, Sink
-from tasks.kube_export import KubeRest
+from tasks.kube_dynamic import create, dynamic_client, get_or_none, served_resource
 from tasks.restore_checks import InventoryCheck
 from tasks.volume_mover import WORKER_IMAGE, claim_users, run_mover_job, wait_pvcs_bound
 
@@ -57,8 +57,12 @@ def staging_storage(r: Any, usable: list[str] | None = None) -> S3Storage:
     )
 
 
-def _rest(r: Any) -> KubeRest:
-    return KubeRest(r.source_block.api_client(), r.job.source.connect.block)
+def _dyn(r: Any) -> Any:
+    return dynamic_client(r.source_block.api_client())
+
+
+def _claim(dyn: Any, ns: str, name: str) -> dict[str, Any] | None:
+    return get_or_none(dyn, served_resource(dyn, "v1", "PersistentVolumeClaim"), name, ns)
 
 
 def pvc_preflight(r: Any) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def pvc_preflight(r: Any) -> dict[str, Any]:
     """
     src: PvcSourceConfig = r.job.source
     ns, name = parse_claim(src.pvc, "sources[0].pvc")
-    claim = _rest(r).get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}")
+    claim = _claim(_dyn(r), ns, name)
     if claim is None:
         raise InputError(
             "sources[0].pvc", f"no claim {ns}/{name} in the cluster of {src.connect.block!r}", "fix the name"
@@ -101,7 +105,7 @@ def _only_args(paths: list[str]) -> list[str]:
 
 def _run_mover(r: Any, ns: str, claim: str, args: list[str], write: bool, storage: S3Storage) -> None:
     src: PvcSourceConfig = r.job.source
-    rest = _rest(r)
+    dyn = _dyn(r)
     run = secrets.token_hex(4)
     name = re.sub(r"[^a-z0-9-]", "-", f"sf-{'fill' if write else 'pack'}-{claim}"[:40]).strip("-") + "-" + run
     body = mover_job_body(
@@ -115,11 +119,11 @@ def _run_mover(r: Any, ns: str, claim: str, args: list[str], write: bool, storag
         run,
         f"{name[:50]}-s3",
         mode=MoverSecurity.parse(src.mover_security, "sources[0].mover_security"),
-        placement=pod_placement(claim_users(rest, ns, claim)),
+        placement=pod_placement(claim_users(dyn, ns, claim)),
         write=write,
         timeout=src.timeout_seconds,
     )
-    ok, msg = run_mover_job(rest, body, storage.store, src.timeout_seconds)
+    ok, msg = run_mover_job(dyn, body, storage.store, src.timeout_seconds)
     if not ok:
         raise StateferryError(f"mover Job {ns}/{name} failed: {msg or 'no message'}")
 
@@ -278,16 +282,15 @@ def restore_pvc(
         raise InputError("backup", f"manifest {exc.problem}", "restore another backup") from None
     if not re.fullmatch(r"[0-9a-f]{64}", want):
         raise InputError("backup", "manifest parts[0].tree_sha256 is not a sha256", "restore another backup")
-    rest = _rest(r)
+    dyn = _dyn(r)
     created = False
-    if rest.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}") is None:
-        if rest.get_or_none(f"/api/v1/namespaces/{ns}") is None:
+    if _claim(dyn, ns, claim) is None:
+        if get_or_none(dyn, served_resource(dyn, "v1", "Namespace"), ns, None) is None:
             raise PreconditionFailed(f"namespace {ns} does not exist; create it first")
-        rest.request(
-            "POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", body=_claim_body(ns, claim, source)
-        )
+        pvcs = served_resource(dyn, "v1", "PersistentVolumeClaim")
+        create(dyn, pvcs, _claim_body(ns, claim, source), ns)
         created = True
-    wait_pvcs_bound(rest, [(ns, claim)])
+    wait_pvcs_bound(dyn, r.job.source.connect.block, [(ns, claim)])
     storage = staging_storage(r)
     token = secrets.token_hex(4)
     key = storage._key(r.job.job, f".restore-{token}.tar.gz")

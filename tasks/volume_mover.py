@@ -42,7 +42,15 @@ from planning.mover_pod import (
 from stateferry.errors import Conflict, PermanentError, StateferryError, TransientError
 from stateferry.waiting import wait_until
 from tasks.archive_store import ensure_bucket, get_json
-from tasks.kube_export import KubeRest
+from tasks.kube_dynamic import (
+    create,
+    delete,
+    dynamic_client,
+    get_or_none,
+    list_objects,
+    merge_patch,
+    served_resource,
+)
 
 __all__ = [
     "VolumeResult",
@@ -136,30 +144,37 @@ def _job_name(kind: str, pvc: str, run: str, level: int = 0) -> str:
     return f"{base}-{run[:8]}".strip("-")
 
 
-def _delete(rest: KubeRest, path: str) -> None:
+def _jobs(dyn: Any) -> Any:
+    return served_resource(dyn, "batch/v1", "Job")
+
+
+def _delete_job(dyn: Any, ns: str, name: str) -> None:
     try:
-        rest.request("DELETE", path, body={"propagationPolicy": "Background"})
+        delete(dyn, _jobs(dyn), name, ns)  # its pods and its Secret go with it
     except StateferryError:
         pass
 
 
-def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -> tuple[str, str]:
+def launch_mover_job(dyn: Any, body: dict[str, Any], store: ObjectStore) -> tuple[str, str]:
     """Create the (suspended) Job, its own credentials Secret owned by it, then start the Job.
 
     A killed run leaves at most a Job whose Secret goes with it (garbage collection), and the Job
     itself goes ``ttlSecondsAfterFinished`` after it ends (``activeDeadlineSeconds`` ends it).
+
+    Args:
+        dyn: the cluster's dynamic client (:func:`tasks.kube_dynamic.dynamic_client`).
 
     Returns:
         ``(job uid, secret name)``.
     """
     ns = body["metadata"]["namespace"]
     name = body["metadata"]["name"]
-    path = f"/apis/batch/v1/namespaces/{ns}/jobs"
-    _delete(rest, f"{path}/{name}")
+    jobs = _jobs(dyn)
+    _delete_job(dyn, ns, name)
 
     def created() -> dict[str, Any] | None:
         try:
-            return dict(rest.request("POST", path, body=body))
+            return create(dyn, jobs, body, ns)
         except Conflict:  # a previous run's Job of the same name may still be terminating
             return None
 
@@ -172,10 +187,10 @@ def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -
     )
     uid = job["metadata"]["uid"]
     secret = mover_secret_name(body)
-    rest.request(
-        "POST",
-        f"/api/v1/namespaces/{ns}/secrets",
-        body={
+    create(
+        dyn,
+        served_resource(dyn, "v1", "Secret"),
+        {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
@@ -195,28 +210,22 @@ def launch_mover_job(rest: KubeRest, body: dict[str, Any], store: ObjectStore) -
             "type": "Opaque",
             "stringData": {"access_key": store.access_key, "secret_key": store.secret_key.get_secret_value()},
         },
+        ns,
     )
-    rest.request(
-        "PATCH",
-        f"{path}/{name}",
-        body={"spec": {"suspend": False}},
-        content_type="application/merge-patch+json",
-    )
+    merge_patch(dyn, jobs, name, ns, {"spec": {"suspend": False}})
     return uid, secret
 
 
-def run_mover_job(
-    rest: KubeRest, body: dict[str, Any], store: ObjectStore, timeout: float
-) -> tuple[bool, str]:
+def run_mover_job(dyn: Any, body: dict[str, Any], store: ObjectStore, timeout: float) -> tuple[bool, str]:
     """Run a mover Job to its end; ``(succeeded, message)``; the Job and its Secret are deleted after."""
     ns = body["metadata"]["namespace"]
     name = body["metadata"]["name"]
-    path = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    jobs = _jobs(dyn)
     try:
-        launch_mover_job(rest, body, store)
+        launch_mover_job(dyn, body, store)
 
         def finished() -> tuple[bool, str] | None:
-            job = rest.get_or_none(f"{path}/{name}") or {}
+            job = get_or_none(dyn, jobs, name, ns) or {}
             for c in (job.get("status") or {}).get("conditions") or []:
                 if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
                     return c["type"] == "Complete", str(c.get("message") or c.get("reason") or "")
@@ -230,7 +239,7 @@ def run_mover_job(
             error=TransientError,
         )
     finally:
-        _delete(rest, f"{path}/{name}")  # its pods and its Secret go with it
+        _delete_job(dyn, ns, name)
 
 
 def _secret_name(job: str) -> str:
@@ -269,16 +278,22 @@ class _MoverJobs:
         )
 
 
-def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: float = 60.0) -> None:
-    """Wait until every ``(namespace, name)`` claim is Bound.
+def wait_pvcs_bound(
+    dyn: Any, cluster_name: str, claims: list[tuple[str, str]], timeout: float = 60.0
+) -> None:
+    """Wait until every ``(namespace, name)`` claim of the cluster ``cluster_name`` is Bound.
 
     Raises:
         PermanentError: naming the claims still pending.
     """
     pending = list(claims)
+    pvcs = served_resource(dyn, "v1", "PersistentVolumeClaim")
+
+    def phase(ns: str, name: str) -> str | None:
+        return ((get_or_none(dyn, pvcs, name, ns) or {}).get("status") or {}).get("phase")
 
     def all_bound() -> bool:
-        pending[:] = [(ns, n) for ns, n in pending if _claim_phase(rest, ns, n) != "Bound"]
+        pending[:] = [(ns, n) for ns, n in pending if phase(ns, n) != "Bound"]
         return not pending
 
     wait_until(
@@ -287,23 +302,17 @@ def wait_pvcs_bound(rest: KubeRest, claims: list[tuple[str, str]], timeout: floa
         interval=0.3,
         describe=lambda: (
             f"PVCs {', '.join(f'{ns}/{n}' for ns, n in pending)} are not Bound after {timeout:.0f}s in "
-            f"{rest.name}: check the storage class (storage_class_mapping) and the provisioner"
+            f"{cluster_name}: check the storage class (storage_class_mapping) and the provisioner"
         ),
         error=PermanentError,
     )
 
 
-def _claim_phase(rest: KubeRest, ns: str, name: str) -> str | None:
-    claim = rest.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}") or {}
-    return (claim.get("status") or {}).get("phase")
-
-
-def claim_users(rest: KubeRest, ns: str, pvc: str) -> list[dict[str, Any]]:
+def claim_users(dyn: Any, ns: str, pvc: str) -> list[dict[str, Any]]:
     """The pods of ``ns`` that mount the claim ``pvc`` (for placement next to a ReadWriteOnce volume)."""
-    pods = (rest.get_or_none(f"/api/v1/namespaces/{ns}/pods") or {}).get("items") or []
     return [
         p
-        for p in pods
+        for p in list_objects(dyn, served_resource(dyn, "v1", "Pod"), ns)
         if any(
             (v.get("persistentVolumeClaim") or {}).get("claimName") == pvc
             for v in (p.get("spec") or {}).get("volumes") or []
@@ -348,7 +357,7 @@ def pack_volumes(
     """
     log = get_run_logger()
     mode = MoverSecurity.parse(security, "mover_security")
-    rest = KubeRest(cluster.api_client(), cluster_name)
+    dyn = dynamic_client(cluster.api_client())
     jobs = _MoverJobs("pack", store, endpoint or store.url, image, run_id, mode, timeout)
     ensure_bucket(store, bucket)
     before = {(v.namespace, v.pvc): v for v in previous or []}
@@ -363,12 +372,12 @@ def pack_volumes(
             vr.extra["live"] = True
         out.append(vr)
         t0 = time.monotonic()
-        placement = pod_placement(claim_users(rest, ns, pvc))
+        placement = pod_placement(claim_users(dyn, ns, pvc))
         args = ["pack", "--dir", MOUNT, "--bucket", bucket, "--key", key, "--level", str(level)]
         body = jobs.body(ns, pvc, args, level, placement)
         vr.extra["identity"] = placement.identity(mode)
         try:
-            ok, msg = run_mover_job(rest, body, store, timeout)
+            ok, msg = run_mover_job(dyn, body, store, timeout)
             rec = get_json(store, bucket, _level_key(key, level) + ".result.json")
             if not ok or not rec or not rec.get("ok", True):
                 vr.status, vr.reason = "failed", _failure(rec, msg, "pack")
@@ -415,13 +424,13 @@ def fill_volumes(
     """
     log = get_run_logger()
     mode = MoverSecurity.parse(security, "mover_security")
-    rest = KubeRest(cluster.api_client(), cluster_name)
+    dyn = dynamic_client(cluster.api_client())
     jobs = _MoverJobs("fill", store, endpoint or store.url, image, run_id, mode, timeout)
     todo = [v for v in volumes if v.status == "packed"]
     for v in volumes:
         v.target_namespace = namespace_mapping.get(v.namespace, v.namespace)
         v.target_pvc = v.pvc
-    wait_pvcs_bound(rest, [(v.target_namespace, v.target_pvc) for v in todo])
+    wait_pvcs_bound(dyn, cluster_name, [(v.target_namespace, v.target_pvc) for v in todo])
     for v in todo:
         t0 = time.monotonic()
         result_key = (
@@ -434,12 +443,12 @@ def fill_volumes(
         args += ["--result-key", result_key]
         if v.level:
             args += ["--expect-before", v.previous_sha256]
-        placement = pod_placement(claim_users(rest, v.target_namespace, v.target_pvc))
+        placement = pod_placement(claim_users(dyn, v.target_namespace, v.target_pvc))
         if mode is MoverSecurity.WORKLOAD and not placement.pod_security:
             placement.pod_security = dict(v.extra.get("identity") or {})
         body = jobs.body(v.target_namespace, v.target_pvc, args, v.level, placement)
         try:
-            ok, msg = run_mover_job(rest, body, store, timeout)
+            ok, msg = run_mover_job(dyn, body, store, timeout)
             rec = get_json(store, bucket, result_key) or {}
             v.target_sha256 = str(rec.get("sha256_tree", ""))
             if ok and rec.get("ok") and live:

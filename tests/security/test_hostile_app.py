@@ -111,13 +111,14 @@ def test_hostile_app_mover_secret_is_its_own_and_dies_with_the_job(
 
     # a run killed right after starting its mover: the Secret exists only as the Job's dependent
     from planning.mover_pod import mover_job_body
+    from tasks.kube_dynamic import dynamic_client
     from tasks.volume_mover import launch_mover_job
 
     body = mover_job_body(
         "sf-pack-killed", ns, "data", ["checksum", "--dir", "/stateferry-volume"], object_store_a.url,
         object_store_a.region, "stateferry/worker:latest", "run-hostile-2", "sf-pack-killed-s3-abc123",
     )  # fmt: skip
-    job_uid, secret = launch_mover_job(rest, body, object_store_a)
+    job_uid, secret = launch_mover_job(dynamic_client(source_kube.api_client()), body, object_store_a)
     assert secret != "stateferry-mover-s3"
     sec = rest.request("GET", f"/api/v1/namespaces/{ns}/secrets/{secret}")
     assert [(r["kind"], r["uid"]) for r in sec["metadata"]["ownerReferences"]] == [("Job", job_uid)]
