@@ -15,7 +15,7 @@ from typing import Any
 from planning.etcd_layout import MANAGED_BY, MIGRATION_LABEL
 from stateferry.errors import PreconditionFailed
 from stateferry.waiting import wait_until
-from tasks.kube_objects import delete_object, get_object
+from tasks.kube_objects import apply_object, delete_object, get_object, list_pods, read_pod_log
 
 __all__ = ["dns_mismatches", "resolve_in_cluster"]
 
@@ -37,18 +37,14 @@ def resolve_in_cluster(
         PreconditionFailed: The Job did not finish within ``timeout`` (the image cannot run
             ``getent``? give another image).
     """
-    import kubernetes.client
-
-    batch: Any = kubernetes.client.BatchV1Api(api)
-    core: Any = kubernetes.client.CoreV1Api(api)
     job = _job_name(names)
     labels = {**MANAGED_BY, MIGRATION_LABEL: migration_id}
-    batch.create_namespaced_job(
-        namespace,
+    apply_object(
+        api,
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": job, "labels": labels},
+            "metadata": {"name": job, "namespace": namespace, "labels": labels},
             "spec": {
                 "backoffLimit": 0,
                 "ttlSecondsAfterFinished": 300,
@@ -71,9 +67,9 @@ def resolve_in_cluster(
     try:
 
         def finished() -> tuple[str, str] | None:
-            pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
-            done = [p for p in pods if p.status and p.status.phase in ("Succeeded", "Failed")]
-            return (str(done[0].metadata.name), str(done[0].status.phase)) if done else None
+            pods = list_pods(api, namespace, label_selector=f"job-name={job}")
+            done = [p for p in pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+            return (str(done[0]["metadata"]["name"]), str(done[0]["status"]["phase"])) if done else None
 
         pod_name, phase = wait_until(
             finished,
@@ -83,7 +79,7 @@ def resolve_in_cluster(
                 "give dns_check_image an image that has getent (e.g. debian:bookworm-slim)"
             ),
         )
-        log = str(core.read_namespaced_pod_log(pod_name, namespace) or "")
+        log = read_pod_log(api, namespace, pod_name)
         names_ok = phase == "Succeeded" or "localhost" in log.split()
     finally:
         if get_object(api, "job", namespace, job) is not None:

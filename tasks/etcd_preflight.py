@@ -21,7 +21,14 @@ from stateferry.errors import InputError, PreconditionFailed, StateferryError
 from tasks.etcd_credentials import refine_credentials
 from tasks.etcd_ops import ClusterView, observe_cluster
 from tasks.etcd_tls_setup import SourceTls, read_source_tls
-from tasks.kube_objects import apply_object, get_object, list_pods, module_config_resource
+from tasks.kube_objects import (
+    apply_object,
+    get_object,
+    list_kind,
+    list_pods,
+    module_config_resource,
+    patch_object,
+)
 
 __all__ = [
     "MigrationComplete",
@@ -148,10 +155,8 @@ def _load_state(tgt: Any, namespace: str, new_sts: str) -> MigrationState:
 
 def save_complete(target: KubeCluster, namespace: str, new_statefulset: str) -> None:
     """Mark the state ConfigMap done (a crash may have happened between the last delete and that)."""
-    import kubernetes.client
-
-    kubernetes.client.CoreV1Api(target.api_client()).patch_namespaced_config_map(
-        state_name(new_statefulset), namespace, {"data": {"phase": "done"}}
+    patch_object(
+        target.api_client(), "configmap", namespace, state_name(new_statefulset), {"data": {"phase": "done"}}
     )
 
 
@@ -178,8 +183,8 @@ def _api_server(api: Any) -> str:
     return str(getattr(getattr(api, "configuration", None), "host", "") or "")
 
 
-def _names_of(items: Any) -> list[str]:
-    return sorted(i.metadata.name for i in items)
+def _names_of(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in objects)
 
 
 def preflight(
@@ -210,8 +215,6 @@ def preflight(
         PreconditionFailed: The clusters are not in a state the migration can start or continue from.
         MigrationComplete: The migration is already complete.
     """
-    import kubernetes.client
-
     if dns_provider not in ("coredns", "deckhouse"):
         raise InputError("dns_provider", f"{dns_provider!r} is not supported", "use 'coredns' or 'deckhouse'")
     src, tgt = source.api_client(), target.api_client()
@@ -223,7 +226,7 @@ def preflight(
             raise InputError(
                 field_name,
                 f"namespace {ns!r} does not exist in the {name} cluster",
-                f"use one of {_names_of(kubernetes.client.CoreV1Api(api).list_namespace().items)}"
+                f"use one of {_names_of(list_kind(api, 'namespace'))}"
                 + (" or create it first" if name == "target" else ""),
             )
     sts = get_object(src, "statefulset", source_namespace, statefulset)
@@ -234,9 +237,7 @@ def preflight(
             "complete (the old StatefulSet is gone): nothing to do"
         )
     if sts is None:
-        names = _names_of(
-            kubernetes.client.AppsV1Api(src).list_namespaced_stateful_set(source_namespace).items
-        )
+        names = _names_of(list_kind(src, "statefulset", source_namespace))
         raise InputError(
             "statefulset",
             f"StatefulSet {statefulset!r} was not found in namespace {source_namespace!r} of the source "
@@ -273,10 +274,7 @@ def preflight(
     # another etcd in the target namespace? (pods, and StatefulSets that may be scaled to 0)
     ours = f"{source_namespace}.{statefulset}"[:63]
     workloads = [("pod", p) for p in list_pods(tgt, target_namespace)]
-    workloads += [
-        ("StatefulSet", kubernetes.client.ApiClient().sanitize_for_serialization(s))
-        for s in kubernetes.client.AppsV1Api(tgt).list_namespaced_stateful_set(target_namespace).items
-    ]
+    workloads += [("StatefulSet", s) for s in list_kind(tgt, "statefulset", target_namespace)]
     for kind, obj in workloads:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         pod_spec = obj.get("spec") or {}

@@ -36,9 +36,10 @@ from planning.etcd_tls import (
     tls_secret_mounts,
     tls_server_name,
 )
-from stateferry.errors import InputError, PreconditionFailed, translate
+from stateferry.errors import InputError, PreconditionFailed
 from tasks.etcd_certs import issue_member_cert, load_ca
-from tasks.kube_objects import get_object
+from tasks.kube_dynamic import dynamic_client, resource_for
+from tasks.kube_objects import apply_object, get_object
 
 __all__ = ["SourceTls", "ensure_member_secrets", "read_source_tls"]
 
@@ -69,13 +70,8 @@ def _secret_data(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
 
 
 def _issuer_api_served(api: Any) -> bool:
-    import kubernetes.client
-
-    try:
-        groups = kubernetes.client.ApisApi(api).get_api_versions().groups or []
-    except Exception as exc:
-        raise translate(exc, context="listing the target's API groups") from exc
-    return any(g.name == "cert-manager.io" for g in groups)
+    """Whether the cluster serves cert-manager's ``cert-manager.io/v1`` ``Issuer``."""
+    return resource_for(dynamic_client(api), "cert-manager.io/v1", "Issuer") is not None
 
 
 def read_source_tls(
@@ -198,8 +194,6 @@ def ensure_member_secrets(
     Raises:
         InputError: The CA Secret is missing, not a CA, or its key does not match (``tls_ca_secret``).
     """
-    import kubernetes.client
-
     ca = _secret_data(get_object(tgt, "secret", layout.target_namespace, tls.ca_secret))
     if not ca.get("tls.crt") or not ca.get("tls.key"):
         raise InputError(
@@ -212,7 +206,6 @@ def ensure_member_secrets(
     names, ips = member_cert_sans(
         layout, {p: lb_ips[p] for p in layout.new_pods() if p in lb_ips}, tls.dns_sans
     )
-    core: Any = kubernetes.client.CoreV1Api(tgt)
     issued = None
     out: dict[str, str] = {}
     for mount in tls.mounts:
@@ -253,13 +246,6 @@ def ensure_member_secrets(
                 ).items()
             },
         }
-        try:
-            if current is None:
-                core.create_namespaced_secret(layout.target_namespace, body)
-                out[name] = "created"
-            else:
-                core.replace_namespaced_secret(name, layout.target_namespace, body)
-                out[name] = "replaced"
-        except Exception as exc:
-            raise translate(exc, context=f"writing Secret {layout.target_namespace}/{name}") from None
+        apply_object.fn(tgt, body)  # no task run: the body holds key material
+        out[name] = "created" if current is None else "replaced"
     return out

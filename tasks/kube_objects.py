@@ -1,25 +1,35 @@
-"""Generic, idempotent Kubernetes object tasks over the official client.
+"""Generic, idempotent Kubernetes object tasks over the dynamic client (:mod:`tasks.kube_dynamic`).
 
 Objects the flows render are written by server-side apply (:func:`apply_object`, field manager
 ``stateferry``): the server computes the difference and keeps other managers' fields; it returns
 ``"created"``, ``"patched"`` or ``"unchanged"`` (deletes return ``"deleted"`` or ``"absent"``).
-Errors are translated to :mod:`stateferry.errors` types, so transient ones are retried by
-:data:`tasks.retry.TRANSIENT_RETRY` and bad requests fail at once with the API server's message.
+Targeted field changes are merge patches by the same manager. Objects are read as the server's JSON
+(plain dicts, camelCase keys). Errors are :mod:`stateferry.errors` types, so transient ones are
+retried by :data:`tasks.retry.TRANSIENT_RETRY` and bad requests fail at once with the API server's
+message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from planning.etcd_dns_hosts import coredns_with_hosts, module_config_hosts
-from stateferry.errors import NotFound, PreconditionFailed, StateferryError, TransientError, translate
+from stateferry.errors import Conflict, NotFound, PreconditionFailed, TransientError
 from stateferry.waiting import wait_until
-from tasks.kube_dynamic import FIELD_MANAGER, dynamic_client
-from tasks.kube_dynamic import call as _call
+from tasks.kube_dynamic import (
+    FIELD_MANAGER,
+    call,
+    dynamic_client,
+    get_or_none,
+    list_objects,
+    merge_patch,
+    resource_for,
+    server_side_apply,
+)
 from tasks.retry import TRANSIENT_RETRY
 
 __all__ = [
@@ -29,10 +39,13 @@ __all__ = [
     "delete_object",
     "dynamic_client",
     "get_object",
+    "list_kind",
     "list_pods",
     "module_config_resource",
     "patch_coredns_hosts",
     "patch_module_config_hosts",
+    "patch_object",
+    "read_pod_log",
     "scale_statefulset",
     "wait_for_lb_ip",
     "wait_pods_ready",
@@ -40,65 +53,91 @@ __all__ = [
 ]
 
 Outcome = Literal["created", "patched", "unchanged", "deleted", "absent"]
-T = TypeVar("T")
 _TASK: dict[str, Any] = {**TRANSIENT_RETRY, "cache_policy": NO_CACHE}
+# the short kind names the tasks take -> apiVersion, kind
+_KINDS: dict[str, tuple[str, str]] = {
+    "service": ("v1", "Service"),
+    "statefulset": ("apps/v1", "StatefulSet"),
+    "configmap": ("v1", "ConfigMap"),
+    "secret": ("v1", "Secret"),
+    "pod": ("v1", "Pod"),
+    "pvc": ("v1", "PersistentVolumeClaim"),
+    "namespace": ("v1", "Namespace"),
+    "job": ("batch/v1", "Job"),
+}
 
 
-def _status(exc: BaseException) -> int:
-    return int(getattr(exc, "status", 0) or 0)
+def _resource(api: Any, api_version: str, kind: str) -> tuple[Any, Any]:
+    """The dynamic client of ``api`` and its served ``Resource`` of ``api_version``/``kind``.
 
-
-def _sanitize(obj: Any) -> Any:
-    import kubernetes.client
-
-    return kubernetes.client.ApiClient().sanitize_for_serialization(obj)
+    Raises:
+        PreconditionFailed: The cluster does not serve that kind.
+    """
+    dyn = dynamic_client(api)
+    resource = resource_for(dyn, api_version, kind)
+    if resource is None:
+        raise PreconditionFailed(f"the cluster serves no {api_version} {kind}")
+    return dyn, resource
 
 
 def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    """Read a Service, StatefulSet, ConfigMap or Pod as a plain dict, or None when absent.
+    """Read a Service, StatefulSet, ConfigMap, Secret, Pod, Job or Namespace as a plain dict, or None
+    when absent.
 
     Args:
         api: ``kubernetes.client.ApiClient`` of the cluster.
-        kind: ``service``, ``statefulset``, ``configmap``, ``secret``, ``pod``, ``job`` or ``namespace``
-            (a Secret's ``data`` stays base64 and must never be logged).
+        kind: ``service``, ``statefulset``, ``configmap``, ``secret``, ``pod``, ``pvc``, ``job`` or
+            ``namespace`` (a Secret's ``data`` stays base64 and must never be logged).
         namespace: Namespace (ignored for ``namespace``).
         name: Object name.
-    """
-    import kubernetes.client
 
-    core: Any = kubernetes.client.CoreV1Api(api)
-    apps: Any = kubernetes.client.AppsV1Api(api)
-    readers: dict[str, Callable[[], Any]] = {
-        "service": lambda: core.read_namespaced_service(name, namespace),
-        "statefulset": lambda: apps.read_namespaced_stateful_set(name, namespace),
-        "configmap": lambda: core.read_namespaced_config_map(name, namespace),
-        "secret": lambda: core.read_namespaced_secret(name, namespace),
-        "pod": lambda: core.read_namespaced_pod(name, namespace),
-        "namespace": lambda: core.read_namespace(name),
-        "job": lambda: kubernetes.client.BatchV1Api(api).read_namespaced_job(name, namespace),
-    }
-    try:
-        return _sanitize(readers[kind]())
-    except kubernetes.client.ApiException as exc:
-        if _status(exc) == 404:
-            return None
-        raise translate(exc, context=f"reading {kind} {namespace}/{name}") from exc
-    except StateferryError:
-        raise
-    except Exception as exc:
-        raise translate(exc, context=f"reading {kind} {namespace}/{name}") from exc
+    Returns:
+        The server's JSON of the object (camelCase keys), or None when it does not exist.
+    """
+    dyn, resource = _resource(api, *_KINDS[kind])
+    return get_or_none(dyn, resource, name, namespace if resource.namespaced else None)
+
+
+def list_kind(api: Any, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Every object of a kind (see :func:`get_object`) in ``namespace`` (all when None) as plain dicts."""
+    dyn, resource = _resource(api, *_KINDS[kind])
+    return list(list_objects(dyn, resource, namespace if resource.namespaced else None))
+
+
+def patch_object(api: Any, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """A JSON merge patch of a few fields of an object (see :func:`get_object`) as ``stateferry``.
+
+    Raises:
+        NotFound: The object does not exist.
+    """
+    dyn, resource = _resource(api, *_KINDS[kind])
+    merge_patch(dyn, resource, name, namespace if resource.namespaced else None, patch)
 
 
 def list_pods(api: Any, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
     """Pods of a namespace (optionally filtered by a label selector) as plain dicts."""
-    import kubernetes.client
-
-    core: Any = kubernetes.client.CoreV1Api(api)
-    result = _call(
+    dyn, pods = _resource(api, *_KINDS["pod"])
+    found = call(
         f"listing pods in {namespace}",
-        lambda: core.list_namespaced_pod(namespace, label_selector=label_selector),
+        lambda: dyn.get(pods, namespace=namespace, label_selector=label_selector or None),
     )
-    return [_sanitize(p) for p in result.items]
+    items: list[dict[str, Any]] = found.to_dict().get("items") or []
+    return items
+
+
+def read_pod_log(api: Any, namespace: str, name: str) -> str:
+    """The log of a pod's (only) container, as text."""
+    dyn, pods = _resource(api, *_KINDS["pod"])
+    response = call(
+        f"reading the log of pod {namespace}/{name}",
+        lambda: dyn.request(
+            "get",
+            f"{pods.path(name=name, namespace=namespace)}/log",
+            header_params={"Accept": "*/*"},
+            serialize=False,
+        ),
+    )
+    return bytes(response.data or b"").decode("utf-8", errors="replace")
 
 
 @task(**_TASK)
@@ -111,40 +150,25 @@ def apply_object(api: Any, manifest: dict[str, Any]) -> Outcome:
     are kept. Returns ``created``, ``patched`` (the resourceVersion moved) or ``unchanged``.
     """
     meta = manifest["metadata"]
-    ns, name = meta.get("namespace"), meta["name"]
-    where = f"{manifest['kind']} {ns + '/' if ns else ''}{name}"
-    resource = dynamic_client(api).resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-    try:
-        before = _call(f"reading {where}", lambda: resource.get(name=name, namespace=ns))
-    except NotFound:
-        before = None
-    after = _call(
-        f"applying {where}",
-        lambda: resource.server_side_apply(
-            body=manifest, name=name, namespace=ns, field_manager=FIELD_MANAGER, force_conflicts=True
-        ),
-    )
+    dyn, resource = _resource(api, manifest["apiVersion"], manifest["kind"])
+    before = get_or_none(dyn, resource, meta["name"], meta.get("namespace") if resource.namespaced else None)
+    after = server_side_apply(dyn, resource, manifest, force=True)
     if before is None:
         return "created"
-    moved = after.metadata.resourceVersion != before.metadata.resourceVersion
+    moved = after["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
     return "patched" if moved else "unchanged"
 
 
 @task(**_TASK)
 def scale_statefulset(api: Any, namespace: str, name: str, replicas: int) -> Outcome:
     """Set a StatefulSet's replicas (the ``scale`` subresource); ``unchanged`` when already there."""
-    import kubernetes.client
-
-    apps: Any = kubernetes.client.AppsV1Api(api)
     observed = get_object(api, "statefulset", namespace, name)
     if observed is None:
         return "absent"
     if int((observed.get("spec") or {}).get("replicas", 1)) == replicas:
         return "unchanged"
-    _call(
-        f"scaling StatefulSet {namespace}/{name} to {replicas}",
-        lambda: apps.patch_namespaced_stateful_set_scale(name, namespace, {"spec": {"replicas": replicas}}),
-    )
+    dyn, statefulsets = _resource(api, *_KINDS["statefulset"])
+    merge_patch(dyn, statefulsets.subresources["scale"], name, namespace, {"spec": {"replicas": replicas}})
     return "patched"
 
 
@@ -157,34 +181,21 @@ def delete_object(
     Returns:
         ``deleted`` or ``absent``.
     """
-    import kubernetes.client
-
-    core: Any = kubernetes.client.CoreV1Api(api)
-    apps: Any = kubernetes.client.AppsV1Api(api)
-    body = kubernetes.client.V1DeleteOptions(propagation_policy=propagation)
-    deleters: dict[str, Callable[[], Any]] = {
-        "service": lambda: core.delete_namespaced_service(name, namespace, body=body, _preload_content=False),
-        "statefulset": lambda: apps.delete_namespaced_stateful_set(
-            name, namespace, body=body, _preload_content=False
-        ),
-        "configmap": lambda: core.delete_namespaced_config_map(
-            name, namespace, body=body, _preload_content=False
-        ),
-        "secret": lambda: core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False),
-        "pvc": lambda: core.delete_namespaced_persistent_volume_claim(
-            name, namespace, body=body, _preload_content=False
-        ),
-        "job": lambda: kubernetes.client.BatchV1Api(api).delete_namespaced_job(
-            name, namespace, body=body, _preload_content=False
-        ),
-    }
+    dyn, resource = _resource(api, *_KINDS[kind])
     try:
-        # the body may be the object or a Status (an immediate delete): do not deserialize it
-        deleters[kind]().release_conn()
-    except kubernetes.client.ApiException as exc:
-        if _status(exc) == 404:
-            return "absent"
-        raise translate(exc, context=f"deleting {kind} {namespace}/{name}") from exc
+        # the answer may be the object or a Status (an immediate delete): it is not read
+        call(
+            f"deleting {kind} {namespace}/{name}",
+            lambda: dyn.delete(
+                resource,
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": propagation},
+                serialize=False,
+            ),
+        )
+    except NotFound:
+        return "absent"
     return "deleted"
 
 
@@ -292,13 +303,12 @@ def patch_coredns_hosts(
 ) -> Outcome:
     """Set stateferry's marked section of the CoreDNS ``hosts`` block (empty ``entries`` remove it).
 
-    Uses the ConfigMap's resourceVersion (a concurrent edit makes the replace fail with 409, retried).
+    The merge patch carries the ConfigMap's resourceVersion (a concurrent edit makes it fail with
+    409: read again and retried).
     """
-    import kubernetes.client
-
-    core: Any = kubernetes.client.CoreV1Api(api)
+    dyn, configmaps = _resource(api, *_KINDS["configmap"])
     for _ in range(5):
-        cm = get_object(api, "configmap", namespace, name)
+        cm = get_or_none(dyn, configmaps, name, namespace)
         if cm is None or "Corefile" not in (cm.get("data") or {}):
             raise PreconditionFailed(
                 f"ConfigMap {namespace}/{name} with a Corefile was not found: this cluster's DNS is not "
@@ -308,13 +318,15 @@ def patch_coredns_hosts(
         updated = coredns_with_hosts(corefile, key, entries)
         if updated == corefile:
             return "unchanged"
-        cm["data"]["Corefile"] = updated
+        patch = {
+            "metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]},
+            "data": {"Corefile": updated},
+        }
         try:
-            core.replace_namespaced_config_map(name, namespace, cm)
+            merge_patch(dyn, configmaps, name, namespace, patch)
             return "patched"
-        except kubernetes.client.ApiException as exc:
-            if _status(exc) != 409:
-                raise translate(exc, context=f"updating ConfigMap {namespace}/{name}") from exc
+        except Conflict:
+            continue
     raise TransientError(f"ConfigMap {namespace}/{name} kept changing under us (409 five times); retry")
 
 
@@ -324,19 +336,13 @@ def module_config_resource(api: Any) -> Any:
     Raises:
         PreconditionFailed: The cluster does not serve it (not a Deckhouse cluster).
     """
-    import kubernetes.dynamic
-    from kubernetes.dynamic.exceptions import ResourceNotFoundError
-
-    try:
-        dyn = kubernetes.dynamic.DynamicClient(api)
-        return dyn.resources.get(api_version="deckhouse.io/v1alpha1", kind="ModuleConfig")
-    except ResourceNotFoundError:
+    resource = resource_for(dynamic_client(api), "deckhouse.io/v1alpha1", "ModuleConfig")
+    if resource is None:
         raise PreconditionFailed(
             "the cluster serves no deckhouse.io/v1alpha1 ModuleConfig (not a Deckhouse cluster): "
             "use dns_provider='coredns'"
-        ) from None
-    except Exception as exc:
-        raise translate(exc, context="discovering ModuleConfig") from exc
+        )
+    return resource
 
 
 @task(**_TASK)
@@ -349,15 +355,9 @@ def patch_module_config_hosts(
 
     Drops ``remove_names`` (stateferry's earlier entries) and adds ``entries``.
     """
-    import kubernetes.client
-
     resource = module_config_resource(api)
-    try:
-        current = resource.get(name="kube-dns").to_dict()
-    except kubernetes.client.ApiException as exc:
-        if _status(exc) != 404:
-            raise translate(exc, context="reading ModuleConfig kube-dns") from exc
-        current = None
+    dyn = dynamic_client(api)
+    current = get_or_none(dyn, resource, "kube-dns", None)
     hosts = ((((current or {}).get("spec") or {}).get("settings") or {}).get("hosts")) or []
     updated = module_config_hosts(hosts, remove_names, entries)
     if current is not None and updated == hosts:
@@ -369,14 +369,7 @@ def patch_module_config_hosts(
             "metadata": {"name": "kube-dns"},
             "spec": {"version": 1, "enabled": True, "settings": {"hosts": updated}},
         }
-        _call("creating ModuleConfig kube-dns", lambda: resource.create(body=body))
+        server_side_apply(dyn, resource, body)
         return "created"
-    _call(
-        "patching ModuleConfig kube-dns",
-        lambda: resource.patch(
-            name="kube-dns",
-            body={"spec": {"settings": {"hosts": updated}}},
-            content_type="application/merge-patch+json",
-        ),
-    )
+    merge_patch(dyn, resource, "kube-dns", None, {"spec": {"settings": {"hosts": updated}}})
     return "patched"
