@@ -5,9 +5,9 @@ included) exactly as the dynamic client's discoverer does, but without its on-di
 created a second ago is seen. Objects are listed as raw JSON pages (``limit``/``continue``) and
 streamed into the tarball page by page, so memory stays bounded by one page.
 
-:class:`KubeRest` is the thin raw-JSON client of the export/backup reads (and of the volume movers
-and the source cut-over); the restore/migration apply path uses the dynamic client
-(``tasks/kube_dynamic.py``).
+:class:`KubeRest` is the thin raw-JSON client of the export/backup reads only; every other
+Kubernetes read and write (apply, cut-over, volume movers, hooks, the etcd migration's objects)
+goes through the dynamic client (``tasks/kube_dynamic.py``).
 """
 
 from __future__ import annotations
