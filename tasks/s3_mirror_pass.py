@@ -403,18 +403,8 @@ def withheld_summary(plans: dict[str, MirrorPlan]) -> tuple[bool, str]:
 # Prefect tasks (thin wrappers)
 
 
-@task(name="preflight_mirror", cache_policy=NO_CACHE)
-def preflight_mirror(
-    source: ObjectStore,
-    destination: ObjectStore,
-    bucket: str | None,
-    destination_bucket: str | None,
-    prefix: str,
-    destination_prefix: str | None,
-    workers: int,
-) -> MirrorSession:
-    """Prefect task: validate input and both stores, resolve bucket pairs (see :func:`open_session`)."""
-    return open_session(source, destination, bucket, destination_bucket, prefix, destination_prefix, workers)
+#: Prefect task: validate input and both stores, resolve the bucket pairs (:func:`open_session`).
+preflight_mirror = task(name="preflight_mirror", cache_policy=NO_CACHE)(open_session)
 
 
 @task(name="sync_pass", cache_policy=NO_CACHE)
