@@ -20,18 +20,22 @@ from typing import Any, TypeVar
 
 from planning.apply_decision import FIELD_MANAGER
 from planning.resources import ResourceType
-from stateferry.errors import NotFound, PermanentError, StateferryError, translate
+from stateferry.errors import NotFound, PreconditionFailed, StateferryError, translate
 
 __all__ = [
     "FIELD_MANAGER",
     "call",
+    "create",
+    "delete",
     "dynamic_client",
     "get_or_none",
     "list_objects",
+    "list_selected",
     "merge_patch",
     "refresh_discovery",
     "resource_for",
     "resource_type",
+    "served_resource",
     "served_types",
     "server_side_apply",
 ]
@@ -210,18 +214,15 @@ def merge_patch(dyn: Any, resource: Any, name: str, namespace: str | None, patch
     )
 
 
-__all__ += ["create", "delete", "list_selected", "served_resource"]
-
-
 def served_resource(dyn: Any, api_version: str, kind: str) -> Any:
     """The served ``Resource`` of ``apiVersion``/``kind`` (a type the caller cannot do without).
 
     Raises:
-        PermanentError: the server does not serve it.
+        PreconditionFailed: the server does not serve it.
     """
     resource = resource_for(dyn, api_version, kind)
     if resource is None:
-        raise PermanentError(f"the server does not serve {api_version} {kind}")
+        raise PreconditionFailed(f"the cluster serves no {api_version} {kind}")
     return resource
 
 
@@ -263,8 +264,8 @@ def delete(
 
 
 def list_selected(dyn: Any, resource: Any, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-    """The objects of ``resource`` in ``namespace`` whose labels match ``label_selector`` (one request:
-    for the few objects a selector picks)."""
+    """The objects of ``resource`` in ``namespace`` whose labels match ``label_selector`` (all of
+    them when it is empty), in one request: for the few objects a selector picks."""
     data: dict[str, Any] = call(
         f"listing {resource.kind} {label_selector!r} in {namespace}",
         lambda: dyn.get(resource, namespace=namespace, label_selector=label_selector, serializer=_raw),

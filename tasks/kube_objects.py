@@ -26,8 +26,10 @@ from tasks.kube_dynamic import (
     dynamic_client,
     get_or_none,
     list_objects,
+    list_selected,
     merge_patch,
     resource_for,
+    served_resource,
     server_side_apply,
 )
 from tasks.retry import TRANSIENT_RETRY
@@ -74,10 +76,7 @@ def _resource(api: Any, api_version: str, kind: str) -> tuple[Any, Any]:
         PreconditionFailed: The cluster does not serve that kind.
     """
     dyn = dynamic_client(api)
-    resource = resource_for(dyn, api_version, kind)
-    if resource is None:
-        raise PreconditionFailed(f"the cluster serves no {api_version} {kind}")
-    return dyn, resource
+    return dyn, served_resource(dyn, api_version, kind)
 
 
 def get_object(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -117,12 +116,7 @@ def patch_object(api: Any, kind: str, namespace: str, name: str, patch: dict[str
 def list_pods(api: Any, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
     """Pods of a namespace (optionally filtered by a label selector) as plain dicts."""
     dyn, pods = _resource(api, *_KINDS["pod"])
-    found = call(
-        f"listing pods in {namespace}",
-        lambda: dyn.get(pods, namespace=namespace, label_selector=label_selector or None),
-    )
-    items: list[dict[str, Any]] = found.to_dict().get("items") or []
-    return items
+    return list_selected(dyn, pods, namespace, label_selector)
 
 
 def read_pod_log(api: Any, namespace: str, name: str) -> str:
