@@ -80,16 +80,15 @@ class MirrorMinio(Minio):
         fifth of the client CPU per object). The body is read in full; callers check the status and
         repeat a failed request through the regular minio API, which raises its proper ``S3Error``.
         """
-        url = self._base_url.build(
-            method=method, region=self._get_region(bucket), bucket_name=bucket, object_name=key
-        )
+        region = self._get_region(bucket)
+        url = self._base_url.build(method=method, region=region, bucket_name=bucket, object_name=key)
         creds = self._provider.retrieve() if self._provider else None
         sent, date = self._build_headers(url.netloc, dict(headers or {}), body, creds)
         if creds:
             sent = sign_v4_s3(
                 method=method,
                 url=url,
-                region=self._get_region(bucket),
+                region=region,
                 headers=sent,
                 credentials=creds,
                 content_sha256=UNSIGNED_PAYLOAD,
